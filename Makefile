@@ -1,0 +1,52 @@
+# Two commands from a fresh clone: `make run` and `make test`. Only python3 is needed.
+PYTHON ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+
+.PHONY: run test venv lint typecheck unit integration faults bench-smoke bench lock clean
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	rm -f $(VENV)/.installed-*
+	touch $@
+
+venv: $(STAMP)
+
+## the embedded default: API + worker in one process, no PostgreSQL/RabbitMQ needed
+run: venv
+	$(BIN)/reportsvc dev
+
+## everything CI checks: lint, types, architecture, the whole suite with coverage
+test: venv lint typecheck
+	$(BIN)/python -m pytest -q -p no:cacheprovider \
+		--cov=reportcore --cov-branch --cov-report=term-missing:skip-covered \
+		--cov-fail-under=95 tests
+	$(MAKE) --no-print-directory bench-smoke
+
+lint: venv
+	$(BIN)/ruff check src tests bench
+	$(BIN)/ruff format --check src tests bench
+	$(BIN)/lint-imports
+
+typecheck: venv
+	$(BIN)/mypy
+
+unit: venv
+	$(BIN)/python -m pytest -q tests/unit
+
+integration: venv
+	$(BIN)/python -m pytest -q tests/integration
+
+bench-smoke: venv
+	@if [ -x bench/smoke.sh ]; then bench/smoke.sh; else echo "bench-smoke: no benchmarks yet"; fi
+
+## regenerate the lock after changing dependencies in pyproject.toml (needs uv)
+lock:
+	uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes \
+		-o requirements.lock
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage

@@ -1,0 +1,237 @@
+"""The ports: what the core needs from the outside world, in the domain's words.
+
+Every port has an in-memory adapter (``adapters.memory``) and at least one real one; a contract
+suite per port runs against all of them.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import enum
+from collections.abc import Callable, Iterator, Sequence
+from typing import Any, Protocol, runtime_checkable
+
+import msgspec
+
+from .jobs import Job, JobMessage, JobType, Scope
+from .requests import ListQuery
+
+
+@runtime_checkable
+class Clock(Protocol):
+    """Wall-clock time, aware and in UTC."""
+
+    def now(self) -> dt.datetime: ...
+
+
+@runtime_checkable
+class JobRepository(Protocol):
+    """Durable storage of jobs. Every state change is one conditional write.
+
+    Methods that change a running job take the ``owner`` holding its lease and return ``None``
+    when the condition no longer holds (the job was cancelled, finished, or reclaimed).
+    """
+
+    def add(self, job: Job) -> tuple[Job, bool]:
+        """Store a new job; if its tenant already has a job with the same idempotency key,
+        store nothing and return that one. The flag says whether ``job`` was stored."""
+        ...
+
+    def get(self, job_id: str, tenant_id: str | None = None) -> Job | None:
+        """The job, if it exists (and belongs to ``tenant_id`` when given)."""
+        ...
+
+    def find(self, tenant_id: str, query: ListQuery) -> list[Job]:
+        """Up to ``query.limit`` jobs of the tenant, newest first (created_at desc, id desc),
+        strictly after ``query.after`` when given."""
+        ...
+
+    def mark_enqueued(self, job_id: str, at: dt.datetime) -> None:
+        """Record that the broker confirmed the job's message."""
+        ...
+
+    def claim(
+        self, job_id: str, owner: str, now: dt.datetime, lease_until: dt.datetime
+    ) -> Job | None:
+        """queued -> running under a lease held by ``owner``; counts an attempt."""
+        ...
+
+    def heartbeat(
+        self,
+        job_id: str,
+        owner: str,
+        now: dt.datetime,
+        lease_until: dt.datetime,
+        progress_pct: int | None,
+    ) -> Job | None:
+        """Extend the lease (and raise progress, never lower it) while ``owner`` holds it."""
+        ...
+
+    def succeed(
+        self,
+        job_id: str,
+        owner: str,
+        now: dt.datetime,
+        file: StoredFile,
+        expires_at: dt.datetime | None,
+    ) -> Job | None:
+        """running -> succeeded with the file's facts and progress 100."""
+        ...
+
+    def fail(
+        self, job_id: str, owner: str | None, now: dt.datetime, code: str, message: str
+    ) -> Job | None:
+        """running -> failed with ``error_code`` and ``error_message``."""
+        ...
+
+    def retry(self, job_id: str, owner: str | None, now: dt.datetime) -> Job | None:
+        """running -> queued: the lease and ``enqueued_at`` are cleared; the job waits to be
+        published again."""
+        ...
+
+    def cancel(self, job_id: str, tenant_id: str, now: dt.datetime) -> Job | None:
+        """queued | running -> cancelled; ``None`` if the job is finished (or absent)."""
+        ...
+
+    def stale(self, now: dt.datetime, legacy_before: dt.datetime, limit: int) -> list[Job]:
+        """Running jobs whose lease has run out (or, without a lease, that were last
+        updated before ``legacy_before``: rows left running by the old service)."""
+        ...
+
+    def unpublished(self, before: dt.datetime, limit: int) -> list[Job]:
+        """Queued jobs last updated before ``before`` whose message the broker never
+        confirmed (``enqueued_at`` is null: the broker was down, or the API died between
+        the insert and the publish)."""
+        ...
+
+    def expired_files(self, now: dt.datetime, limit: int) -> list[Job]:
+        """Succeeded jobs whose file is past ``expires_at`` and not deleted yet."""
+        ...
+
+    def mark_file_deleted(self, job_id: str, at: dt.datetime) -> None:
+        """Record that retention deleted the job's file."""
+        ...
+
+    def ping(self) -> None:
+        """Raise :class:`reportcore.errors.ServiceUnavailable` unless storage answers."""
+        ...
+
+
+@runtime_checkable
+class JobQueue(Protocol):
+    """Where jobs wait for a worker. ``publish`` returns once the broker confirmed."""
+
+    def publish(self, message: JobMessage) -> None:
+        """Raise :class:`reportcore.errors.QueueUnavailable` if the broker did not confirm."""
+        ...
+
+    def ping(self) -> None:
+        """Raise :class:`reportcore.errors.ServiceUnavailable` unless the broker answers."""
+        ...
+
+
+class Disposition(enum.StrEnum):
+    """What a consumer does with a message once its handler returns."""
+
+    ACK = "ack"  # done with (whatever the outcome, it is stored)
+    DEAD_LETTER = "dead_letter"  # can never be processed
+    REQUEUE = "requeue"  # handed back (shutdown), another worker takes it
+
+
+@runtime_checkable
+class JobConsumer(Protocol):
+    """Delivers queued messages to a handler, ``concurrency`` at a time, until ``stop()``."""
+
+    def run(
+        self,
+        handle: Callable[[bytes], Disposition],
+        concurrency: int,
+        stop: Callable[[], bool],
+    ) -> None: ...
+
+
+class SourceRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What a record source is asked for.
+
+    ``typed``: records decoded into the job type's record Struct; ``raw``: each record's JSON
+    bytes exactly as upstream sent them. Both may be asked; the lists are then aligned.
+    """
+
+    job_id: str
+    tenant_id: str
+    job_type: JobType
+    scope: Scope
+    upstream_filters: dict[str, Any]
+    typed: bool = True
+    raw: bool = False
+
+
+class SourcePage(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of records, in upstream order."""
+
+    records: Sequence[Any] | None = None
+    raw: Sequence[bytes | memoryview | msgspec.Raw] | None = None
+
+    def __len__(self) -> int:
+        items = self.records if self.records is not None else self.raw
+        return len(items) if items is not None else 0
+
+
+@runtime_checkable
+class RecordSource(Protocol):
+    """Records of one job from its upstream service, page by page.
+
+    Transient faults are retried inside; what is left raises an
+    :class:`reportcore.errors.ExportFailure` (UPSTREAM_UNAVAILABLE / _REJECTED / _BAD_RESPONSE).
+    """
+
+    def pages(self, request: SourceRequest) -> Iterator[SourcePage]: ...
+
+
+class StoredFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A complete export file: where it is and what it holds."""
+
+    location: str
+    size_bytes: int
+    sha256: str
+
+
+@runtime_checkable
+class FileWriter(Protocol):
+    """A file being written; invisible under its final name until :meth:`commit`."""
+
+    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+
+    def commit(self) -> str:
+        """Make the file visible under its final name; returns its location."""
+        ...
+
+    def abort(self) -> None:
+        """Remove whatever was written; safe to call more than once or after a failure."""
+        ...
+
+
+@runtime_checkable
+class FileStore(Protocol):
+    """Where export files live: a folder now, an S3-compatible bucket later.
+
+    Raises :class:`reportcore.errors.StorageFailure` for writes that fail.
+    """
+
+    def create(self, tenant_id: str, job_id: str, extension: str) -> FileWriter: ...
+
+    def size(self, location: str) -> int | None:
+        """The file's size, or ``None`` if it is gone."""
+        ...
+
+    def read(self, location: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """The bytes ``start`` .. ``end`` (inclusive; ``None`` = to the end), in chunks."""
+        ...
+
+    def delete(self, location: str) -> None:
+        """Remove the file (and its folder if empty); absent files are fine."""
+        ...
+
+    def download_url(self, location: str, expires_at: dt.datetime) -> str | None:
+        """A direct URL (a presigned object-store URL, say), or ``None`` to serve it ourselves."""
+        ...

@@ -1,0 +1,283 @@
+"""Create and list requests: their shapes and every check that needs no I/O."""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import datetime as dt
+import re
+import uuid
+from collections.abc import Mapping
+from typing import Annotated, Any
+
+import msgspec
+
+from .errors import ValidationError
+from .jobs import JobStatus, JobType, ReportFormat, Scope
+from .jobtypes import JOB_TYPES, JobTypeSpec
+
+MAX_IDEMPOTENCY_KEY = 200
+DEFAULT_PAGE_SIZE = 25
+MAX_PAGE_SIZE = 100
+_TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
+
+OptionalUuid = Annotated[
+    str | None, msgspec.Meta(description="UUID", examples=["0f8fad5b-d9cb-469f-a165-70867728950e"])
+]
+OptionalDate = Annotated[
+    str | None, msgspec.Meta(description="YYYY-MM-DD", examples=["2026-01-31"])
+]
+
+
+class CreateRequest(msgspec.Struct, kw_only=True):
+    """The body of ``POST /api/v1/reports/jobs``; unknown top-level fields are ignored."""
+
+    job_type: JobType
+    format: ReportFormat
+    farm_id: OptionalUuid = None
+    barn_id: OptionalUuid = None
+    batch_id: OptionalUuid = None
+    start_date: OptionalDate = None
+    end_date: OptionalDate = None
+    filters: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    tenant_id: str | None = None
+    tenantId: str | None = None  # the dashboard spells it so; both are accepted
+
+
+class ValidCreate(msgspec.Struct, frozen=True, kw_only=True):
+    """A create request that passed every check: what a job is made from."""
+
+    job_type: JobType
+    format: ReportFormat
+    scope: Scope
+    idempotency_key: str | None
+
+
+def parse_uuid(value: str | None, field: str) -> str | None:
+    """The canonical (lower-case, hyphenated) form of a UUID, or a 400 naming ``field``."""
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        raise ValidationError(f"{field} must be a UUID", field=field) from None
+
+
+def parse_date(value: str | None, field: str) -> dt.date | None:
+    """A ``YYYY-MM-DD`` date, or a 400 naming ``field``."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        raise ValidationError(f"{field} must be a date YYYY-MM-DD", field=field)
+    try:
+        return dt.date.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(f"{field} is not a valid date", field=field) from None
+
+
+def parse_instant(value: str | None, field: str, *, end_of_day: bool = False) -> dt.datetime | None:
+    """An ISO date or instant as an aware UTC datetime; a date means its start (or end)."""
+    if value is None:
+        return None
+    try:
+        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+            day = dt.date.fromisoformat(value)
+            t = dt.time.max if end_of_day else dt.time.min
+            return dt.datetime.combine(day, t, tzinfo=dt.UTC)
+        instant = dt.datetime.fromisoformat(value)
+    except ValueError:
+        raise ValidationError(f"{field} must be an ISO 8601 date or instant", field=field) from None
+    if instant.tzinfo is None:
+        instant = instant.replace(tzinfo=dt.UTC)
+    return instant.astimezone(dt.UTC)
+
+
+def validate_tenant_id(value: str, field: str = "tenant_id") -> str:
+    """A tenant id safe to use as a path segment and a key, or a 400."""
+    if not isinstance(value, str) or not _TENANT_RE.fullmatch(value):
+        raise ValidationError(
+            f"{field} must be 1..128 characters of letters, digits, '.', '_', ':' or '-'",
+            field=field,
+        )
+    return value
+
+
+def validate_idempotency_key(value: str | None) -> str | None:
+    """1..200 characters, or absent."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY:
+        raise ValidationError(
+            f"idempotency_key must be 1..{MAX_IDEMPOTENCY_KEY} characters",
+            field="idempotency_key",
+        )
+    return value
+
+
+def validate_filters(spec: JobTypeSpec, filters: Mapping[str, Any] | None) -> dict[str, Any]:
+    """The filters object checked against the job type's table; errors list the allowed keys."""
+    if filters is None:
+        return {}
+    if not isinstance(filters, Mapping):
+        raise ValidationError("filters must be an object", field="filters")
+    allowed = "; ".join(f.describe() for f in spec.filters.values()) or "none"
+    out: dict[str, Any] = {}
+    for key, value in filters.items():
+        fspec = spec.filters.get(key)
+        if fspec is None:
+            raise ValidationError(
+                f"unknown filter {key!r} for {spec.job_type.value}; allowed: {allowed}",
+                field=f"filters.{key}",
+            )
+        values: list[Any]
+        if isinstance(value, str):
+            values = [value]
+        elif fspec.many and isinstance(value, list) and value:
+            values = value
+        else:
+            raise ValidationError(
+                f"filter {key!r} must be a {fspec.describe().split(': ', 1)[1]}; "
+                f"allowed: {allowed}",
+                field=f"filters.{key}",
+            )
+        for v in values:
+            if not isinstance(v, str) or not 1 <= len(v) <= 200:
+                raise ValidationError(
+                    f"filter {key!r} values must be strings of 1..200 characters",
+                    field=f"filters.{key}",
+                )
+            if fspec.choices is not None and v not in fspec.choices:
+                raise ValidationError(
+                    f"filter {key!r} must be one of {', '.join(sorted(fspec.choices))}",
+                    field=f"filters.{key}",
+                )
+        # one canonical form, so that fingerprints do not depend on list order or duplicates
+        out[key] = values[0] if isinstance(value, str) else sorted(set(values))
+    return out
+
+
+def validate_create(req: CreateRequest, *, header_key: str | None = None) -> ValidCreate:
+    """Every check of a create request that needs no I/O.
+
+    ``header_key`` is the ``Idempotency-Key`` header; when both are given they must agree.
+    """
+    if not isinstance(req.job_type, JobType):
+        raise ValidationError("job_type is not a known job type", field="job_type")
+    if not isinstance(req.format, ReportFormat):
+        raise ValidationError("format must be csv or json", field="format")
+    spec = JOB_TYPES[req.job_type]
+    farm_id = parse_uuid(req.farm_id, "farm_id")
+    barn_id = parse_uuid(req.barn_id, "barn_id")
+    batch_id = parse_uuid(req.batch_id, "batch_id")
+    start = parse_date(req.start_date, "start_date")
+    end = parse_date(req.end_date, "end_date")
+    if start is not None and end is not None and end < start:
+        raise ValidationError("end_date must be on or after start_date", field="end_date")
+    scope = Scope(
+        farm_id=farm_id,
+        barn_id=barn_id,
+        batch_id=batch_id,
+        start_date=start,
+        end_date=end,
+        filters=validate_filters(spec, req.filters),
+    )
+    missing = [name for name in spec.required_scope if getattr(scope, name) is None]
+    if missing:
+        raise ValidationError(
+            f"{req.job_type.value} requires {', '.join(spec.required_scope)}; "
+            f"missing: {', '.join(missing)}",
+            field=missing[0],
+        )
+    body_key = validate_idempotency_key(req.idempotency_key)
+    head_key = validate_idempotency_key(header_key)
+    if body_key is not None and head_key is not None and body_key != head_key:
+        raise ValidationError(
+            "Idempotency-Key header and idempotency_key differ", field="idempotency_key"
+        )
+    return ValidCreate(
+        job_type=req.job_type,
+        format=req.format,
+        scope=scope,
+        idempotency_key=body_key if body_key is not None else head_key,
+    )
+
+
+# --- listing ---
+
+
+class Cursor(msgspec.Struct, frozen=True, array_like=True):
+    """Position after the last job of a page: newest first, ties broken by id."""
+
+    created_at: dt.datetime
+    id: str
+
+
+class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
+    """A validated list request."""
+
+    status: JobStatus | None = None
+    job_type: JobType | None = None
+    created_from: dt.datetime | None = None
+    created_to: dt.datetime | None = None
+    after: Cursor | None = None
+    limit: int = DEFAULT_PAGE_SIZE
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    """An opaque, URL-safe cursor."""
+    return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).rstrip(b"=").decode()
+
+
+def decode_cursor(text: str) -> Cursor:
+    """The cursor ``encode_cursor`` made, or a 400."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        cursor = msgspec.json.decode(raw, type=Cursor)
+    except (binascii.Error, ValueError, msgspec.DecodeError):
+        raise ValidationError("cursor is not valid", field="cursor") from None
+    if cursor.created_at.tzinfo is None:
+        raise ValidationError("cursor is not valid", field="cursor")
+    return cursor
+
+
+def validate_list(
+    *,
+    status: str | None = None,
+    job_type: str | None = None,
+    created_from: str | None = None,
+    created_to: str | None = None,
+    cursor: str | None = None,
+    limit: str | int | None = None,
+) -> ListQuery:
+    """Query-string values of ``GET /api/v1/reports/jobs`` checked into a :class:`ListQuery`."""
+    try:
+        st = JobStatus(status) if status is not None else None
+    except ValueError:
+        raise ValidationError(
+            f"status must be one of {', '.join(s.value for s in JobStatus)}", field="status"
+        ) from None
+    try:
+        jt = JobType(job_type) if job_type is not None else None
+    except ValueError:
+        raise ValidationError(
+            f"job_type must be one of {', '.join(t.value for t in JobType)}", field="job_type"
+        ) from None
+    n = DEFAULT_PAGE_SIZE
+    if limit is not None:
+        text = str(limit)
+        if not re.fullmatch(r"\d{1,4}", text) or not 1 <= int(text) <= MAX_PAGE_SIZE:
+            raise ValidationError(f"limit must be an integer 1..{MAX_PAGE_SIZE}", field="limit")
+        n = int(text)
+    frm = parse_instant(created_from, "created_from")
+    to = parse_instant(created_to, "created_to", end_of_day=True)
+    if frm is not None and to is not None and to < frm:
+        raise ValidationError("created_to must be on or after created_from", field="created_to")
+    return ListQuery(
+        status=st,
+        job_type=jt,
+        created_from=frm,
+        created_to=to,
+        after=decode_cursor(cursor) if cursor else None,
+        limit=n,
+    )

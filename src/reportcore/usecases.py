@@ -1,0 +1,441 @@
+"""Use cases: small functions over the ports. Each is one thing a user or a worker does."""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+from collections.abc import Callable, Iterator
+
+import msgspec
+
+from . import lifecycle, tokens
+from .errors import (
+    ExportCancelled,
+    ExportFailure,
+    Forbidden,
+    JobNotCancellable,
+    NotFound,
+    QueueUnavailable,
+    ReportExpired,
+    ReportNotReady,
+    StorageFailure,
+    WorkerLost,
+)
+from .export import ProgressEstimate, scope_values, write_export
+from .idempotency import check_replay, fingerprint
+from .jobs import Job, JobMessage, JobStatus, file_name_for, message_for
+from .jobtypes import JOB_TYPES
+from .ports import (
+    Clock,
+    Disposition,
+    FileStore,
+    JobQueue,
+    JobRepository,
+    RecordSource,
+    SourcePage,
+    SourceRequest,
+    StoredFile,
+)
+from .requests import Cursor, ListQuery, ValidCreate, encode_cursor
+
+
+class Policy(msgspec.Struct, frozen=True, kw_only=True):
+    """The knobs of the lifecycle, from configuration."""
+
+    download_ttl_sec: int = 900
+    retention_sec: int = 604_800  # 0 keeps files forever
+    lease_sec: float = 30.0
+    heartbeat_sec: float = 1.0  # progress/lease writes at most this often
+    max_attempts: int = 3
+    republish_after_sec: float = 10.0  # an unconfirmed queued job is published again after this
+    batch: int = 100
+
+
+def _uuid_or_none(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+# --- the API side ---
+
+
+class Created(msgspec.Struct, frozen=True, kw_only=True):
+    """The job a create answered with; ``replayed`` when it existed already."""
+
+    job: Job
+    replayed: bool
+    enqueued: bool
+
+
+def create_job(
+    request: ValidCreate,
+    *,
+    tenant_id: str,
+    requested_by: str | None,
+    jobs: JobRepository,
+    queue: JobQueue,
+    clock: Clock,
+) -> Created:
+    """Store a job durably, then publish it. A create with a used key is a replay or a 409.
+
+    If the broker does not confirm, the job stays queued without ``enqueued_at`` and the
+    recovery pass publishes it later: a create never fails because the broker is down.
+    """
+    now = clock.now()
+    scope = request.scope
+    job = Job(
+        id=str(uuid.uuid4()),
+        tenant_id=tenant_id,
+        requested_by=requested_by,
+        job_type=request.job_type,
+        format=request.format,
+        farm_id=scope.farm_id,
+        barn_id=scope.barn_id,
+        batch_id=scope.batch_id,
+        start_date=scope.start_date,
+        end_date=scope.end_date,
+        filters=dict(scope.filters),
+        idempotency_key=request.idempotency_key,
+        created_at=now,
+        updated_at=now,
+    )
+    stored, created = jobs.add(job)
+    if not created:
+        wanted = fingerprint(request.job_type, request.format, scope)
+        return Created(job=check_replay(stored, wanted), replayed=True, enqueued=True)
+    return Created(job=stored, replayed=False, enqueued=publish(stored, jobs, queue, clock))
+
+
+def publish(job: Job, jobs: JobRepository, queue: JobQueue, clock: Clock) -> bool:
+    """Publish ``job``'s message and record it; ``False`` if the broker did not confirm."""
+    try:
+        queue.publish(message_for(job))
+    except QueueUnavailable:
+        return False
+    jobs.mark_enqueued(job.id, clock.now())
+    return True
+
+
+def get_job(job_id: str, *, tenant_id: str, jobs: JobRepository) -> Job:
+    """The tenant's job, or :class:`NotFound` (also for another tenant's job or a bad id)."""
+    canonical = _uuid_or_none(job_id)
+    job = jobs.get(canonical, tenant_id) if canonical else None
+    if job is None:
+        raise NotFound("report job not found")
+    return job
+
+
+class JobPage(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of a listing and the cursor of the next, if any."""
+
+    items: list[Job]
+    next_cursor: str | None
+
+
+def list_jobs(query: ListQuery, *, tenant_id: str, jobs: JobRepository) -> JobPage:
+    """A page of the tenant's jobs, newest first; follow ``next_cursor`` for the rest."""
+    rows = jobs.find(tenant_id, msgspec.structs.replace(query, limit=query.limit + 1))
+    items = rows[: query.limit]
+    more = len(rows) > query.limit
+    nxt = encode_cursor(Cursor(items[-1].created_at, items[-1].id)) if more and items else None
+    return JobPage(items=items, next_cursor=nxt)
+
+
+def cancel_job(job_id: str, *, tenant_id: str, jobs: JobRepository, clock: Clock) -> Job:
+    """Cancel a queued or running job (a running one's worker notices within a heartbeat)."""
+    job = get_job(job_id, tenant_id=tenant_id, jobs=jobs)
+    if not lifecycle.can(job.status, lifecycle.Event.CANCEL):
+        raise JobNotCancellable(f"job is {job.status.value} and can no longer be cancelled")
+    cancelled = jobs.cancel(job.id, tenant_id, clock.now())
+    if cancelled is None:  # it finished meanwhile
+        latest = get_job(job.id, tenant_id=tenant_id, jobs=jobs)
+        raise JobNotCancellable(f"job is {latest.status.value} and can no longer be cancelled")
+    return cancelled
+
+
+def file_is_gone(job: Job, now: dt.datetime) -> bool:
+    """Whether retention has removed (or is due to remove) the job's file."""
+    return job.file_deleted_at is not None or (job.expires_at is not None and job.expires_at <= now)
+
+
+class DownloadLink(msgspec.Struct, frozen=True, kw_only=True):
+    """A short-lived URL of the job's file."""
+
+    download_url: str
+    expires_at: dt.datetime
+
+
+def issue_download(
+    job_id: str,
+    *,
+    tenant_id: str,
+    jobs: JobRepository,
+    store: FileStore,
+    clock: Clock,
+    secret: bytes,
+    policy: Policy,
+) -> DownloadLink:
+    """A signed download URL for a succeeded job whose file still exists."""
+    job = get_job(job_id, tenant_id=tenant_id, jobs=jobs)
+    if job.status is not JobStatus.SUCCEEDED or job.file_path is None:
+        raise ReportNotReady(f"report is {job.status.value}, not succeeded")
+    now = clock.now()
+    if file_is_gone(job, now):
+        raise ReportExpired("report file has expired")
+    expires = now + dt.timedelta(seconds=policy.download_ttl_sec)
+    direct = store.download_url(job.file_path, expires)
+    if direct is not None:
+        return DownloadLink(download_url=direct, expires_at=expires)
+    token = tokens.sign(
+        secret,
+        tokens.DownloadClaims(tenant_id=job.tenant_id, job_id=job.id, exp=int(expires.timestamp())),
+    )
+    return DownloadLink(
+        download_url=f"/api/v1/reports/jobs/{job.id}/file?token={token}", expires_at=expires
+    )
+
+
+class FileToServe(msgspec.Struct, frozen=True, kw_only=True):
+    """A file a verified token grants, with what the response headers need."""
+
+    location: str
+    size_bytes: int
+    file_name: str
+    mime_type: str
+    sha256: str | None
+
+
+def open_file(
+    job_id: str,
+    token: str | None,
+    *,
+    jobs: JobRepository,
+    store: FileStore,
+    clock: Clock,
+    secret: bytes,
+) -> FileToServe:
+    """The file a download token grants: 401 bad token, 403 other job, 404 none, 410 expired."""
+    now = clock.now()
+    claims = tokens.verify(secret, token, now=now.timestamp())
+    canonical = _uuid_or_none(job_id)
+    if canonical is None or claims.job_id != canonical:
+        raise Forbidden("download token is for another job")
+    job = jobs.get(canonical, claims.tenant_id)
+    if job is None or job.status is not JobStatus.SUCCEEDED or job.file_path is None:
+        raise NotFound("report file not found")
+    if file_is_gone(job, now):
+        raise ReportExpired("report file has expired")
+    size = store.size(job.file_path)
+    if size is None:
+        raise NotFound("report file not found")
+    return FileToServe(
+        location=job.file_path,
+        size_bytes=size,
+        file_name=job.file_name or file_name_for(job.job_type, job.format),
+        mime_type=job.mime_type or job.format.mime_type,
+        sha256=job.sha256,
+    )
+
+
+# --- the worker side ---
+
+
+class RunOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How handling one message ended, for the consumer and for logs."""
+
+    disposition: Disposition
+    job_id: str | None
+    status: str  # the job's status afterwards, or why nothing was done
+    detail: str = ""
+
+
+def run_job(
+    body: bytes,
+    *,
+    owner: str,
+    jobs: JobRepository,
+    source: RecordSource,
+    store: FileStore,
+    clock: Clock,
+    policy: Policy,
+    stopping: Callable[[], bool] = lambda: False,
+) -> RunOutcome:
+    """Handle one queue message: claim the job, stream its export, finish or fail it.
+
+    A message that can never be processed is dead-lettered; one for a job that is finished or
+    held by another worker is acknowledged and changes nothing. On shutdown (``stopping()``)
+    the job is handed back to the queue. No partial file is ever left visible.
+    """
+    try:
+        message = msgspec.json.decode(body, type=JobMessage)
+    except msgspec.DecodeError as exc:
+        return RunOutcome(
+            disposition=Disposition.DEAD_LETTER, job_id=None, status="unparsable", detail=str(exc)
+        )
+    job_id = _uuid_or_none(message.job_id)
+    job = jobs.get(job_id) if job_id else None
+    if job is None:
+        return RunOutcome(
+            disposition=Disposition.DEAD_LETTER, job_id=message.job_id, status="unknown job"
+        )
+    if job.status is not JobStatus.QUEUED:
+        return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=job.status.value)
+    now = clock.now()
+    claimed = jobs.claim(job.id, owner, now, now + dt.timedelta(seconds=policy.lease_sec))
+    if claimed is None:
+        return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status="claimed elsewhere")
+    return _export(claimed, owner, jobs, source, store, clock, policy, stopping)
+
+
+class _Shutdown(Exception):
+    """The worker is stopping: hand the job back."""
+
+
+def _export(
+    job: Job,
+    owner: str,
+    jobs: JobRepository,
+    source: RecordSource,
+    store: FileStore,
+    clock: Clock,
+    policy: Policy,
+    stopping: Callable[[], bool],
+) -> RunOutcome:
+    spec = JOB_TYPES[job.job_type]
+    keep = spec.stream_predicate(job.filters)
+    raw = job.format.value == "json"
+    request = SourceRequest(
+        job_id=job.id,
+        tenant_id=job.tenant_id,
+        job_type=job.job_type,
+        scope=job.scope,
+        upstream_filters=spec.upstream_filters(job.filters),
+        typed=not raw or keep is not None,
+        raw=raw,
+    )
+    progress = ProgressEstimate(spec, job.scope)
+    last_beat = clock.now()
+
+    def beat(page: SourcePage, rows: int) -> None:
+        nonlocal last_beat
+        pct = progress.update(page)
+        if stopping():
+            raise _Shutdown
+        now = clock.now()
+        if (now - last_beat).total_seconds() >= policy.heartbeat_sec:
+            lease = now + dt.timedelta(seconds=policy.lease_sec)
+            if jobs.heartbeat(job.id, owner, now, lease, pct) is None:
+                raise ExportCancelled("job was cancelled or reclaimed")
+            last_beat = now
+
+    def checked_pages() -> Iterator[SourcePage]:
+        if stopping():
+            raise _Shutdown
+        yield from source.pages(request)
+
+    writer = store.create(job.tenant_id, job.id, job.format.extension)
+    try:
+        result = write_export(
+            spec,
+            job.format,
+            checked_pages(),
+            writer,
+            scope_values=scope_values(job.tenant_id, job.scope),
+            keep=keep,
+            on_page=beat,
+        )
+        location = writer.commit()
+    except _Shutdown:
+        writer.abort()
+        jobs.retry(job.id, owner, clock.now())
+        return RunOutcome(disposition=Disposition.REQUEUE, job_id=job.id, status="handed back")
+    except ExportCancelled:
+        writer.abort()
+        latest = jobs.get(job.id)
+        status = latest.status.value if latest else "gone"
+        return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status)
+    except ExportFailure as exc:
+        writer.abort()
+        return _failed(job, owner, jobs, clock, exc.code, exc.message)
+    except OSError as exc:
+        writer.abort()
+        failure = StorageFailure(f"export file could not be written: {exc.strerror or exc}")
+        return _failed(job, owner, jobs, clock, failure.code, failure.message)
+    except BaseException:
+        writer.abort()
+        raise
+    now = clock.now()
+    expires = now + dt.timedelta(seconds=policy.retention_sec) if policy.retention_sec > 0 else None
+    stored = StoredFile(location=location, size_bytes=result.size_bytes, sha256=result.sha256)
+    done = jobs.succeed(job.id, owner, now, stored, expires)
+    if done is None:  # cancelled (or reclaimed) while the last bytes were written
+        store.delete(location)
+        latest = jobs.get(job.id)
+        status = latest.status.value if latest else "gone"
+        return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status)
+    return RunOutcome(
+        disposition=Disposition.ACK,
+        job_id=job.id,
+        status=done.status.value,
+        detail=f"{result.rows} rows, {result.size_bytes} bytes",
+    )
+
+
+def _failed(
+    job: Job, owner: str, jobs: JobRepository, clock: Clock, code: str, message: str
+) -> RunOutcome:
+    failed = jobs.fail(job.id, owner, clock.now(), code, message[:2000])
+    status = failed.status.value if failed else "lost"
+    return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status, detail=code)
+
+
+class Recovery(msgspec.Struct, frozen=True, kw_only=True):
+    """What one recovery pass did."""
+
+    requeued: list[str]
+    failed: list[str]
+    published: list[str]
+    files_deleted: list[str]
+
+
+def recover(
+    *,
+    jobs: JobRepository,
+    queue: JobQueue,
+    store: FileStore,
+    clock: Clock,
+    policy: Policy,
+) -> Recovery:
+    """The periodic pass that leaves nothing stuck.
+
+    Running jobs whose worker died (lease run out) go back to the queue, or fail with
+    ``WORKER_LOST`` after ``max_attempts``; queued jobs whose message the broker never
+    confirmed are published again; files past retention are deleted. Every step is a
+    conditional write, so several workers may run it at once.
+    """
+    now = clock.now()
+    requeued: list[str] = []
+    failed: list[str] = []
+    legacy = now - dt.timedelta(seconds=max(policy.lease_sec * 10, 600))
+    for job in jobs.stale(now, legacy, policy.batch):
+        if job.attempts >= policy.max_attempts:
+            lost = WorkerLost(f"worker stopped responding on each of {job.attempts} attempts")
+            if jobs.fail(job.id, job.lease_owner, now, lost.code, lost.message):
+                failed.append(job.id)
+        elif jobs.retry(job.id, job.lease_owner, now):
+            requeued.append(job.id)
+    published: list[str] = []
+    before = now - dt.timedelta(seconds=policy.republish_after_sec)
+    pending = [j for j in jobs.unpublished(before, policy.batch) if j.id not in requeued]
+    for job in [*(j for j in (jobs.get(i) for i in requeued) if j), *pending]:
+        if job.status is JobStatus.QUEUED and publish(job, jobs, queue, clock):
+            published.append(job.id)
+    deleted: list[str] = []
+    for job in jobs.expired_files(now, policy.batch):
+        if job.file_path is not None:
+            store.delete(job.file_path)
+        jobs.mark_file_deleted(job.id, now)
+        deleted.append(job.id)
+    return Recovery(requeued=requeued, failed=failed, published=published, files_deleted=deleted)
