@@ -1,0 +1,140 @@
+"""Configuration: read from the environment once, validated into one typed value.
+
+A required variable that is missing or malformed stops the process with one line naming it
+(:class:`ConfigError`), before anything listens or consumes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from urllib.parse import urlsplit
+
+import msgspec
+
+
+class ConfigError(Exception):
+    """One configuration problem, worded for an operator: it names the variable."""
+
+
+class Settings(msgspec.Struct, frozen=True, kw_only=True):
+    """Everything the processes are configured with (see the contract's Configuration)."""
+
+    database_url: str | None = None
+    rabbitmq_url: str | None = None
+    download_secret: str | None = None
+    download_ttl_sec: int = 900
+    export_root: str = "/data/exports"
+    worker_concurrency: int = 1
+    jwt_secret: str | None = None
+    jwt_issuer: str = "farmiq"
+    jwt_audience: str = "farmiq-api"
+    feed_service_url: str | None = None
+    telemetry_service_url: str | None = None
+    weighvision_url: str | None = None
+    internal_service_token: str | None = None
+    retention_sec: int = 604_800
+    host: str = "0.0.0.0"
+    port: int = 5129
+    # operational knobs beyond the contract (documented in docs/operations.md)
+    lease_sec: float = 30.0
+    max_attempts: int = 3
+    recovery_interval_sec: float = 5.0
+    upstream_timeout_sec: float = 10.0
+    upstream_retries: int = 4
+    log_level: str = "INFO"
+
+
+# variable -> (setting, kind); aliases listed after the main name, first one set wins
+_VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
+    (("DATABASE_URL",), "database_url", "postgres_url"),
+    (("RABBITMQ_URL",), "rabbitmq_url", "amqp_url"),
+    (("REPORT_DOWNLOAD_SECRET",), "download_secret", "secret"),
+    (("REPORT_DOWNLOAD_TTL_SEC",), "download_ttl_sec", "positive_int"),
+    (("EXPORT_ROOT",), "export_root", "str"),
+    (("WORKER_CONCURRENCY",), "worker_concurrency", "positive_int"),
+    (("JWT_SECRET",), "jwt_secret", "secret"),
+    (("JWT_ISSUER",), "jwt_issuer", "str"),
+    (("JWT_AUDIENCE",), "jwt_audience", "str"),
+    (
+        ("CLOUD_FEED_SERVICE_URL", "FEED_SERVICE_URL", "FEED_BASE_URL"),
+        "feed_service_url",
+        "http_url",
+    ),
+    (
+        ("CLOUD_TELEMETRY_SERVICE_URL", "TELEMETRY_SERVICE_URL"),
+        "telemetry_service_url",
+        "http_url",
+    ),
+    (
+        ("CLOUD_WEIGHVISION_READMODEL_URL", "WEIGHVISION_SERVICE_URL"),
+        "weighvision_url",
+        "http_url",
+    ),
+    (("INTERNAL_SERVICE_TOKEN",), "internal_service_token", "str"),
+    (("REPORT_RETENTION_SEC",), "retention_sec", "non_negative_int"),
+    (("HOST",), "host", "str"),
+    (("APP_PORT", "PORT"), "port", "port"),
+    (("REPORT_LEASE_SEC",), "lease_sec", "positive_float"),
+    (("REPORT_MAX_ATTEMPTS",), "max_attempts", "positive_int"),
+    (("REPORT_RECOVERY_INTERVAL_SEC",), "recovery_interval_sec", "positive_float"),
+    (("UPSTREAM_TIMEOUT_SEC",), "upstream_timeout_sec", "positive_float"),
+    (("UPSTREAM_RETRIES",), "upstream_retries", "non_negative_int"),
+    (("LOG_LEVEL",), "log_level", "log_level"),
+)
+
+SETTING_TO_VARIABLE = {setting: names[0] for names, setting, _ in _VARIABLES}
+
+
+def _parse(name: str, kind: str, raw: str) -> object:
+    value = raw.strip()
+    if kind in ("positive_int", "non_negative_int", "port"):
+        if not value.isdigit():
+            raise ConfigError(f"{name} must be a whole number, got {raw!r}")
+        n = int(value)
+        if kind == "positive_int" and n < 1:
+            raise ConfigError(f"{name} must be at least 1, got {raw!r}")
+        if kind == "port" and not 1 <= n <= 65535:
+            raise ConfigError(f"{name} must be a port number 1..65535, got {raw!r}")
+        return n
+    if kind == "positive_float":
+        try:
+            f = float(value)
+        except ValueError:
+            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+        if not f > 0:
+            raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
+        return f
+    if kind == "log_level":
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ConfigError(f"{name} must be DEBUG, INFO, WARNING or ERROR, got {raw!r}")
+        return level
+    if not value:
+        raise ConfigError(f"{name} is set but empty")
+    if kind == "secret" and len(value) < 16:
+        raise ConfigError(f"{name} must be at least 16 characters")
+    schemes = {
+        "postgres_url": ("postgresql", "postgres"),
+        "amqp_url": ("amqp", "amqps"),
+        "http_url": ("http", "https"),
+    }.get(kind)
+    if schemes is not None:
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ConfigError(f"{name} must be a {schemes[0]}:// URL with a host, got {raw!r}")
+    return value
+
+
+def load_settings(env: Mapping[str, str], *, required: Iterable[str] = ()) -> Settings:
+    """Settings from ``env``; ``required`` names settings this process cannot run without."""
+    values: dict[str, object] = {}
+    for names, setting, kind in _VARIABLES:
+        for name in names:
+            raw = env.get(name)
+            if raw is not None and raw != "":
+                values[setting] = _parse(name, kind, raw)
+                break
+    for setting in required:
+        if values.get(setting) is None:
+            raise ConfigError(f"{SETTING_TO_VARIABLE[setting]} is required but not set")
+    return Settings(**values)  # type: ignore[arg-type]
