@@ -3,9 +3,20 @@
 ``Container`` starts out wired to the in-memory adapters; :func:`wire_service` swaps in the
 real ones (PostgreSQL, RabbitMQ, HTTP upstreams, filesystem) and :func:`wire_embedded` the
 embedded ones of ``reportsvc dev``. Tests build a fresh container and override a provider.
+
+Nothing connects when this module (or a wiring function) runs: adapters that hold connections
+are ``Resource`` providers, created on first use or by ``container.init_resources()`` and
+closed by ``container.shutdown_resources()``. The adapters' modules are imported inside the
+wiring functions, so that a process only loads the drivers it uses (``reportsvc token`` needs
+no PostgreSQL driver). A process calls ``init_resources()`` before it shares the container
+between threads: a ``Resource`` provider does not lock its first creation.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any, Protocol
 
 from dependency_injector import containers, providers
 
@@ -49,4 +60,86 @@ def build_container(settings: Settings) -> Container:
     """A container over in-memory adapters with ``settings`` (tests override further)."""
     container = Container()
     container.settings.override(providers.Object(settings))
+    return container
+
+
+class _Closable(Protocol):
+    def close(self) -> None: ...
+
+
+def _closing(make: Callable[..., _Closable], *args: Any, **kwargs: Any) -> Iterator[_Closable]:
+    """A resource that is closed on ``shutdown_resources()``."""
+    resource = make(*args, **kwargs)
+    try:
+        yield resource
+    finally:
+        resource.close()
+
+
+def upstream_config(settings: Settings, **urls: str | None) -> Any:
+    """The HTTP source's configuration from settings; ``urls`` replace the configured ones."""
+    from adapters.upstream import UpstreamConfig
+
+    given: dict[str, str | None] = {
+        "feed_url": settings.feed_service_url,
+        "telemetry_url": settings.telemetry_service_url,
+        "weighvision_url": settings.weighvision_url,
+    }
+    given.update(urls)
+    return UpstreamConfig(
+        **given,
+        token=settings.internal_service_token,
+        timeout_sec=settings.upstream_timeout_sec,
+        retries=settings.upstream_retries,
+    )
+
+
+def wire_service(container: Container, settings: Settings) -> Container:
+    """Wire the scaled-out service: PostgreSQL, RabbitMQ, HTTP upstreams, export folder."""
+    from adapters.filesystem import FilesystemStore
+    from adapters.postgres import PostgresJobRepository, create_pool
+    from adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue
+    from adapters.upstream import HttpRecordSource
+
+    container.settings.override(providers.Object(settings))
+    pool = providers.Resource(_closing, create_pool, settings.database_url)
+    container.jobs.override(providers.ThreadSafeSingleton(PostgresJobRepository, pool))
+    container.queue.override(providers.Resource(_closing, RabbitMQQueue, settings.rabbitmq_url))
+    container.consumer.override(providers.Factory(RabbitMQConsumer, settings.rabbitmq_url))
+    container.source.override(
+        providers.Resource(_closing, HttpRecordSource, upstream_config(settings))
+    )
+    container.store.override(providers.ThreadSafeSingleton(FilesystemStore, settings.export_root))
+    return container
+
+
+def wire_embedded(
+    container: Container, settings: Settings, data_dir: Path, upstream_url: str
+) -> Container:
+    """Wire ``reportsvc dev``: SQLite under ``data_dir``, the in-process queue, files under
+    ``data_dir/exports``, every upstream served by the demo upstream at ``upstream_url``."""
+    from adapters.filesystem import FilesystemStore
+    from adapters.sqlite import SqliteJobRepository
+    from adapters.upstream import HttpRecordSource
+
+    container.settings.override(providers.Object(settings))
+    container.jobs.override(
+        providers.Resource(_closing, SqliteJobRepository, str(data_dir / "jobs.sqlite3"))
+    )
+    # the default in-process queue serves as publisher and consumer
+    container.source.override(
+        providers.Resource(
+            _closing,
+            HttpRecordSource,
+            upstream_config(
+                settings,
+                feed_url=upstream_url,
+                telemetry_url=upstream_url,
+                weighvision_url=upstream_url,
+            ),
+        )
+    )
+    container.store.override(
+        providers.ThreadSafeSingleton(FilesystemStore, str(data_dir / "exports"))
+    )
     return container

@@ -42,6 +42,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     upstream_timeout_sec: float = 10.0
     upstream_retries: int = 4
     log_level: str = "INFO"
+    log_format: str = "text"  # text (key=value) or json, one record a line
 
 
 # variable -> (setting, kind); aliases listed after the main name, first one set wins
@@ -80,6 +81,7 @@ _VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("UPSTREAM_TIMEOUT_SEC",), "upstream_timeout_sec", "positive_float"),
     (("UPSTREAM_RETRIES",), "upstream_retries", "non_negative_int"),
     (("LOG_LEVEL",), "log_level", "log_level"),
+    (("LOG_FORMAT",), "log_format", "log_format"),
 )
 
 SETTING_TO_VARIABLE = {setting: names[0] for names, setting, _ in _VARIABLES}
@@ -93,8 +95,10 @@ def _parse(name: str, kind: str, raw: str) -> object:
         n = int(value)
         if kind == "positive_int" and n < 1:
             raise ConfigError(f"{name} must be at least 1, got {raw!r}")
-        if kind == "port" and not 1 <= n <= 65535:
-            raise ConfigError(f"{name} must be a port number 1..65535, got {raw!r}")
+        # 0 asks the kernel for a free port (tests, several local instances); the bound
+        # port is logged once listening
+        if kind == "port" and not 0 <= n <= 65535:
+            raise ConfigError(f"{name} must be a port number 0..65535, got {raw!r}")
         return n
     if kind == "positive_float":
         try:
@@ -109,6 +113,11 @@ def _parse(name: str, kind: str, raw: str) -> object:
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"{name} must be DEBUG, INFO, WARNING or ERROR, got {raw!r}")
         return level
+    if kind == "log_format":
+        fmt = value.lower()
+        if fmt not in ("text", "json"):
+            raise ConfigError(f"{name} must be text or json, got {raw!r}")
+        return fmt
     if not value:
         raise ConfigError(f"{name} is set but empty")
     if kind == "secret" and len(value) < 16:

@@ -1,0 +1,158 @@
+"""Logging of the processes: one line per record, secrets never written.
+
+``text`` records read ``ts=... level=INFO logger=... msg="..." key=value ...``; ``json`` records
+are one JSON object each. Structured fields are passed as ``extra={...}``. Every record goes
+through :class:`RedactingFilter` on the handler, so that also the records of libraries (uvicorn's
+access log carries download tokens in query strings) are redacted.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import sys
+from collections.abc import Iterable
+from typing import IO, Any
+from urllib.parse import unquote, urlsplit
+
+import msgspec
+
+from .settings import Settings
+
+REDACTED = "[REDACTED]"
+
+# what a secret looks like wherever it appears, whether or not it is one we configured
+_PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
+    # a JWT: three base64url parts, the first two of them JSON objects ("eyJ" = '{"')
+    (re.compile(r"eyJ[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"), REDACTED),
+    # token=..., access_token=..., secret=..., password=... in query strings and key=value text
+    (
+        re.compile(r"(?i)\b((?:[a-z_]*token|secret|password|passwd)=)[^&\s\"',;]+"),
+        rf"\1{REDACTED}",
+    ),
+    # Authorization: Bearer ... / Basic ...
+    (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {REDACTED}"),
+    # the password of a URL: scheme://user:password@host
+    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)[^@/?#\s]+@"), rf"\1{REDACTED}@"),
+)
+
+# attributes every LogRecord has; anything else on a record came in through ``extra``
+_STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
+    "message",
+    "asctime",
+    "color_message",  # uvicorn's coloured duplicate of msg
+    "taskName",
+}
+
+
+def redact(text: str, secrets: Iterable[str] = ()) -> str:
+    """``text`` with the configured ``secrets`` and anything that looks like one replaced."""
+    for secret in secrets:
+        if secret:
+            text = text.replace(secret, REDACTED)
+    for pattern, replacement in _PATTERNS:
+        text = pattern.sub(replacement, text)
+    return text
+
+
+class RedactingFilter(logging.Filter):
+    """Rewrites each record's message, exception text and extra fields without secrets."""
+
+    def __init__(self, secrets: Iterable[str] = ()) -> None:
+        super().__init__()
+        # longest first, so that a secret containing another is replaced whole
+        self._secrets = sorted({s for s in secrets if s}, key=len, reverse=True)
+        self._exc_formatter = logging.Formatter()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.msg = redact(record.getMessage(), self._secrets)
+        record.args = None
+        if record.exc_info and not record.exc_text:
+            record.exc_text = self._exc_formatter.formatException(record.exc_info)
+        if record.exc_text:
+            record.exc_text = redact(record.exc_text, self._secrets)
+        if record.stack_info:
+            record.stack_info = redact(record.stack_info, self._secrets)
+        for key, value in list(vars(record).items()):
+            if key not in _STANDARD and isinstance(value, str):
+                setattr(record, key, redact(value, self._secrets))
+        return True
+
+
+def _fields(record: logging.LogRecord) -> dict[str, Any]:
+    out: dict[str, Any] = {
+        "ts": dt.datetime.fromtimestamp(record.created, dt.UTC).isoformat(timespec="milliseconds"),
+        "level": record.levelname,
+        "logger": record.name,
+        "msg": record.getMessage(),
+    }
+    for key, value in vars(record).items():
+        if key not in _STANDARD and not key.startswith("_"):
+            out[key] = value
+    if record.exc_info or record.exc_text:
+        out["exc"] = record.exc_text or logging.Formatter().formatException(record.exc_info)  # type: ignore[arg-type]
+    return out
+
+
+def _text_value(value: Any) -> str:
+    text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+    if text and re.fullmatch(r"[^\s\"=\\]+", text):
+        return text
+    # quoted as JSON: newlines in a traceback stay escaped, so a record stays one line
+    return msgspec.json.encode(text).decode()
+
+
+class TextFormatter(logging.Formatter):
+    """``key=value`` pairs, values quoted when they hold spaces, quotes or newlines."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return " ".join(f"{k}={_text_value(v)}" for k, v in _fields(record).items())
+
+
+class JsonFormatter(logging.Formatter):
+    """One JSON object per record."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        return msgspec.json.encode(_fields(record), enc_hook=str).decode()
+
+
+def setup_logging(
+    settings: Settings, *, extra_secrets: Iterable[str] = (), stream: IO[str] | None = None
+) -> logging.Handler:
+    """Route every logger to one handler on ``stream`` (stderr) at ``LOG_LEVEL``.
+
+    The configured secrets (JWT and download keys, upstream token, passwords of the database
+    and broker URLs) are redacted besides anything shaped like a secret.
+    """
+    secrets = [
+        settings.jwt_secret,
+        settings.download_secret,
+        settings.internal_service_token,
+        *(_url_password(u) for u in (settings.database_url, settings.rabbitmq_url)),
+        *extra_secrets,
+    ]
+    handler = logging.StreamHandler(stream or sys.stderr)
+    handler.addFilter(RedactingFilter(s for s in secrets if s))
+    handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
+    root = logging.getLogger()
+    for old in list(root.handlers):
+        root.removeHandler(old)
+    root.addHandler(handler)
+    root.setLevel(settings.log_level)
+    # libraries log through the root handler (and so through the redaction)
+    for name in ("uvicorn", "uvicorn.error", "uvicorn.access", "litestar"):
+        lib = logging.getLogger(name)
+        lib.handlers.clear()
+        lib.propagate = True
+    # pika is chatty at INFO about every connection step
+    logging.getLogger("pika").setLevel(max(logging.WARNING, root.level))
+    return handler
+
+
+def _url_password(url: str | None) -> str | None:
+    if not url:
+        return None
+    password = urlsplit(url).password
+    # a common default like "guest" is no secret worth blanking in every line it appears in
+    return unquote(password) if password and len(password) >= 8 else None

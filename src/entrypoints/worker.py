@@ -1,0 +1,165 @@
+"""The worker: consumes job messages, runs exports, and keeps nothing stuck.
+
+One :class:`Worker` per process. Its consumer delivers messages ``WORKER_CONCURRENCY`` at a
+time to :func:`reportcore.usecases.run_job`; beside it a recovery thread runs
+:func:`reportcore.usecases.recover` every ``REPORT_RECOVERY_INTERVAL_SEC`` (jobs of dead
+workers back to the queue, unconfirmed jobs published again, expired files deleted). Setting
+the stop event (SIGTERM, SIGINT) stops consuming; a running export hands its job back at its
+next page, so that no job is left ``running`` by a worker that exits.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import secrets
+import signal
+import socket
+import threading
+import time
+from types import FrameType
+
+from reportcore.ports import Disposition
+from reportcore.usecases import Recovery, recover, run_job
+
+from .containers import Container
+
+log = logging.getLogger("reportsvc.worker")
+
+# After a handler or the consumer itself failed (database or broker down), wait this long
+# before the next try, so that an outage is not a busy loop of redeliveries and log lines.
+OUTAGE_PAUSE_SEC = 2.0
+
+
+def new_owner_id() -> str:
+    """``hostname:pid:random``: unique per process, readable in ``lease_owner``."""
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(4)}"
+
+
+class Worker:
+    """Runs the jobs delivered by ``container.consumer()`` until the stop event is set."""
+
+    def __init__(
+        self,
+        container: Container,
+        owner_id: str | None = None,
+        *,
+        outage_pause_sec: float = OUTAGE_PAUSE_SEC,
+    ) -> None:
+        self.container = container
+        self.owner_id = owner_id or new_owner_id()
+        self._outage_pause = outage_pause_sec
+
+    def handle(self, body: bytes, stop: threading.Event) -> Disposition:
+        """Run one message's job; the consumer settles the message as the result says."""
+        c = self.container
+        began = time.monotonic()
+        try:
+            outcome = run_job(
+                body,
+                owner=self.owner_id,
+                jobs=c.jobs(),
+                source=c.source(),
+                store=c.store(),
+                clock=c.clock(),
+                policy=c.policy(),
+                stopping=stop.is_set,
+            )
+        except Exception as exc:
+            # Storage (or a bug) failed outside the export's own error handling. The message
+            # goes back; a job claimed meanwhile is reclaimed by recovery once its lease ends.
+            log.warning(
+                "job not handled: %s",
+                exc,
+                exc_info=True,
+                extra={"duration_ms": _ms_since(began)},
+            )
+            stop.wait(self._outage_pause)
+            return Disposition.REQUEUE
+        log.info(
+            "job %s",
+            outcome.status,
+            extra={
+                "job_id": outcome.job_id,
+                "status": outcome.status,
+                "detail": outcome.detail,
+                "disposition": outcome.disposition.value,
+                "duration_ms": _ms_since(began),
+            },
+        )
+        return outcome.disposition
+
+    def recover_once(self) -> Recovery | None:
+        """One recovery pass; ``None`` (and a warning) if storage or broker failed it."""
+        c = self.container
+        try:
+            done = recover(
+                jobs=c.jobs(), queue=c.queue(), store=c.store(), clock=c.clock(), policy=c.policy()
+            )
+        except Exception as exc:
+            log.warning("recovery pass failed: %s", exc)
+            return None
+        if done.requeued or done.failed or done.published or done.files_deleted:
+            log.info(
+                "recovery pass",
+                extra={
+                    "requeued": done.requeued,
+                    "failed": done.failed,
+                    "published": done.published,
+                    "files_deleted": done.files_deleted,
+                },
+            )
+        return done
+
+    def _recovery_loop(self, stop: threading.Event) -> None:
+        interval = self.container.settings().recovery_interval_sec
+        while True:
+            self.recover_once()
+            if stop.wait(interval):
+                return
+
+    def run(self, stop: threading.Event) -> None:
+        """Consume until ``stop`` is set; returns once in-flight jobs finished or went back."""
+        settings = self.container.settings()
+        concurrency = settings.worker_concurrency
+        recovery = threading.Thread(
+            target=self._recovery_loop, args=(stop,), name="recovery", daemon=True
+        )
+        recovery.start()
+        log.info(
+            "worker started",
+            extra={"owner": self.owner_id, "concurrency": concurrency},
+        )
+        try:
+            while not stop.is_set():
+                try:
+                    self.container.consumer().run(
+                        lambda body: self.handle(body, stop), concurrency, stop.is_set
+                    )
+                except Exception as exc:
+                    log.warning("consumer failed: %s; starting it again", exc, exc_info=True)
+                else:
+                    if stop.is_set():
+                        break
+                    log.warning("consumer returned before stop; starting it again")
+                stop.wait(self._outage_pause)
+        finally:
+            stop.set()
+            recovery.join()
+            log.info("worker stopped", extra={"owner": self.owner_id})
+
+
+def stop_on_signals(stop: threading.Event) -> None:
+    """SIGTERM and SIGINT set ``stop`` (a second one too: shutdown is already graceful)."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        # only the event: logging from a signal handler could interleave with a record
+        # being written by the interrupted code
+        stop.set()
+
+    signal.signal(signal.SIGTERM, handler)
+    signal.signal(signal.SIGINT, handler)
+
+
+def _ms_since(began: float) -> int:
+    return int((time.monotonic() - began) * 1000)
