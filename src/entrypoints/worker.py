@@ -52,6 +52,9 @@ class Worker:
 
     def handle(self, body: bytes, stop: threading.Event) -> Disposition:
         """Run one message's job; the consumer settles the message as the result says."""
+        if stop.is_set():
+            # delivered after stop: back untouched, without claiming (and counting) an attempt
+            return Disposition.REQUEUE
         c = self.container
         began = time.monotonic()
         try:

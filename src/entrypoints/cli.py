@@ -1,0 +1,502 @@
+"""``reportsvc``: the one console script. Each command is a few lines over the container.
+
+Every process checks the settings it cannot run without before it does anything else; a
+missing or malformed one prints ``reportsvc: configuration error: <message>`` and exits 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import signal
+import sys
+import threading
+import uuid
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import IO, Any
+
+import msgspec
+
+from .settings import ConfigError, Settings, load_settings
+
+EXIT_OK = 0
+EXIT_FAILED = 1
+EXIT_USAGE = 2  # configuration errors and invalid arguments, as argparse does
+
+API_REQUIRED = ("database_url", "rabbitmq_url", "download_secret", "jwt_secret")
+WORKER_REQUIRED = (
+    "database_url",
+    "rabbitmq_url",
+    "download_secret",
+    # a worker runs every job type, so it needs every upstream
+    "feed_service_url",
+    "telemetry_service_url",
+    "weighvision_url",
+)
+MIGRATE_REQUIRED = ("database_url",)
+TOKEN_REQUIRED = ("jwt_secret",)
+GRACEFUL_SHUTDOWN_SEC = 30
+
+
+class Failure(Exception):
+    """A command could not do its work; printed as one ``reportsvc: ...`` line."""
+
+    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
+        super().__init__(message)
+        self.exit_code = exit_code
+
+
+# --- serving HTTP (shared by `api` and `dev`) ---
+
+
+def serve(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve ``app`` until SIGTERM or SIGINT, then finish in-flight requests and return.
+
+    ``on_ready`` gets the base URL once the socket listens (the real port when ``port`` is 0).
+    """
+    import logging
+
+    import uvicorn
+
+    log = logging.getLogger("reportsvc")
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                bound = self.servers[0].sockets[0].getsockname()[1]
+                shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+                url = f"http://{shown}:{bound}"
+                log.info("listening", extra={"url": url, "host": host, "port": bound})
+                if on_ready is not None:
+                    on_ready(url)
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # our handler (one line, redacted) is already on the root logger
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SEC,
+        server_header=False,
+    )
+    # uvicorn re-raises the signal that stopped it once it is done; with these handlers in
+    # place (uvicorn restores them) that ends the process with exit code 0, not by the signal
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
+    Server(config).run()
+
+
+# --- commands ---
+
+
+def _settings(env: Mapping[str, str], required: Sequence[str]) -> Settings:
+    from .logs import setup_logging
+
+    settings = load_settings(env, required=required)
+    setup_logging(settings)
+    return settings
+
+
+def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Serve the HTTP API."""
+    settings = _settings(env, API_REQUIRED)
+    from .api import create_app
+    from .containers import Container, wire_service
+
+    container = wire_service(Container(), settings)
+    container.init_resources()
+    try:
+        serve(create_app(container), settings.host, settings.port)
+    finally:
+        container.shutdown_resources()
+    return EXIT_OK
+
+
+def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Consume ``report.jobs`` until SIGTERM or SIGINT."""
+    settings = _settings(env, WORKER_REQUIRED)
+    from .containers import Container, wire_service
+    from .worker import Worker, stop_on_signals
+
+    stop = threading.Event()
+    stop_on_signals(stop)
+    container = wire_service(Container(), settings)
+    container.init_resources()
+    try:
+        Worker(container).run(stop)
+    finally:
+        container.shutdown_resources()
+    return EXIT_OK
+
+
+def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Bring the database schema up to date."""
+    settings = _settings(env, MIGRATE_REQUIRED)
+    from adapters.postgres import migrate
+
+    assert settings.database_url is not None  # required above
+    try:
+        applied = migrate(settings.database_url)
+    except Exception as exc:
+        raise Failure(f"migrate failed: {exc}") from exc
+    for name in applied:
+        print(f"applied {name}")
+    print("schema is up to date" + ("" if applied else " (nothing to apply)"))
+    return EXIT_OK
+
+
+def cmd_dev(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Run the embedded default: API, worker and demo upstream in one process."""
+    from .dev import run_dev
+
+    return run_dev(env, data_dir=Path(args.data_dir), host=args.host, port=args.port)
+
+
+def sign_user_token(
+    settings: Settings,
+    *,
+    tenant: str | None,
+    roles: Sequence[str],
+    sub: str,
+    ttl_sec: int,
+    now: dt.datetime | None = None,
+) -> str:
+    """A user JWT as the API expects it (HS256 with ``JWT_SECRET``, ``iss``, ``aud``)."""
+    import jwt
+
+    assert settings.jwt_secret is not None
+    issued = int((now or dt.datetime.now(dt.UTC)).timestamp())
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "roles": list(roles),
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": issued,
+        "exp": issued + ttl_sec,
+    }
+    if tenant:
+        claims["tenant_id"] = tenant
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
+
+
+def cmd_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Print a signed user JWT."""
+    settings = load_settings(env, required=TOKEN_REQUIRED)
+    print(
+        sign_user_token(
+            settings, tenant=args.tenant, roles=args.role, sub=args.sub, ttl_sec=args.ttl
+        )
+    )
+    return EXIT_OK
+
+
+class _LocalFile:
+    """A FileWriter onto one path: a hidden temporary beside it, renamed on commit."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
+        self._fh: IO[bytes] | None = self._tmp.open("xb")
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        assert self._fh is not None
+        self._fh.write(data)
+
+    def commit(self) -> str:
+        assert self._fh is not None
+        self._fh.flush()
+        os.fsync(self._fh.fileno())
+        self._fh.close()
+        self._fh = None
+        os.replace(self._tmp, self.path)
+        return str(self.path)
+
+    def abort(self) -> None:
+        if self._fh is not None:
+            self._fh.close()
+            self._fh = None
+        self._tmp.unlink(missing_ok=True)
+
+
+class _ProgressBar:
+    """A one-line bar on a terminal, redrawn after each page."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def update(self, pct: int, rows: int) -> None:
+        filled = self.WIDTH * pct // 100
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        self._stream.write(f"\r[{bar}] {pct:3d}%  {rows} rows")
+        self._stream.flush()
+
+    def done(self, rows: int) -> None:
+        self.update(100, rows)
+        self._stream.write("\n")
+
+
+def _filters(items: Sequence[str]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise Failure(f"--filter must be key=value, got {item!r}", EXIT_USAGE)
+        # a repeated key means "any of these values"
+        if key in out:
+            prior = out[key]
+            out[key] = [*prior, value] if isinstance(prior, list) else [prior, value]
+        else:
+            out[key] = value
+    return out
+
+
+def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Export one job type and scope straight from upstream to a local file."""
+    from reportcore.errors import ExportFailure, ValidationError
+    from reportcore.export import ProgressEstimate, scope_values, write_export
+    from reportcore.jobs import file_name_for
+    from reportcore.jobtypes import JOB_TYPES, Upstream
+    from reportcore.ports import SourcePage, SourceRequest
+    from reportcore.requests import CreateRequest, validate_create, validate_tenant_id
+
+    from .containers import upstream_config
+
+    try:
+        request = msgspec.convert(
+            {
+                "job_type": args.job_type,
+                "format": args.format,
+                "farm_id": args.farm_id,
+                "barn_id": args.barn_id,
+                "batch_id": args.batch_id,
+                "start_date": args.start_date,
+                "end_date": args.end_date,
+                "filters": _filters(args.filter),
+            },
+            type=CreateRequest,
+        )
+        valid = validate_create(request)
+    except (msgspec.ValidationError, ValidationError) as exc:
+        raise Failure(f"invalid export: {exc}", EXIT_USAGE) from exc
+    spec = JOB_TYPES[valid.job_type]
+
+    demo = None
+    if args.demo:
+        from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
+
+        settings = _settings(env, ())
+        demo = DemoUpstream()
+        url = demo.start("127.0.0.1", 0)
+        config = upstream_config(settings, feed_url=url, telemetry_url=url, weighvision_url=url)
+        tenant = args.tenant or DEMO_TENANT
+    else:
+        needed = {
+            Upstream.FEED: "feed_service_url",
+            Upstream.TELEMETRY: "telemetry_service_url",
+            Upstream.WEIGHVISION: "weighvision_url",
+        }[spec.upstream]
+        settings = _settings(env, (needed,))
+        config = upstream_config(settings)
+        tenant = args.tenant
+        if not tenant:
+            raise Failure("--tenant is required (or --demo)", EXIT_USAGE)
+    try:
+        tenant = validate_tenant_id(tenant, "--tenant")
+    except ValidationError as exc:
+        raise Failure(str(exc), EXIT_USAGE) from exc
+
+    output = Path(args.output or file_name_for(valid.job_type, valid.format))
+    keep = spec.stream_predicate(valid.scope.filters)
+    raw = valid.format.value == "json"
+    source_request = SourceRequest(
+        job_id=str(uuid.uuid4()),
+        tenant_id=tenant,
+        job_type=valid.job_type,
+        scope=valid.scope,
+        upstream_filters=spec.upstream_filters(valid.scope.filters),
+        typed=not raw or keep is not None,
+        raw=raw,
+    )
+    progress = ProgressEstimate(spec, valid.scope)
+    bar = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+
+    def on_page(page: SourcePage, rows: int) -> None:
+        pct = progress.update(page)
+        if bar is not None:
+            bar.update(pct, rows)
+
+    from adapters.upstream import HttpRecordSource
+
+    source = HttpRecordSource(config)
+    try:
+        writer = _LocalFile(output)
+    except OSError as exc:
+        source.close()
+        raise Failure(f"cannot write {output}: {exc.strerror or exc}") from exc
+    try:
+        result = write_export(
+            spec,
+            valid.format,
+            source.pages(source_request),
+            writer,
+            scope_values=scope_values(tenant, valid.scope),
+            keep=keep,
+            on_page=on_page,
+        )
+        writer.commit()
+    except ExportFailure as exc:
+        writer.abort()
+        raise Failure(f"export failed: {exc.code}: {exc.message}") from exc
+    except BaseException:
+        writer.abort()
+        raise
+    finally:
+        source.close()
+        if demo is not None:
+            demo.stop()
+    if bar is not None:
+        bar.done(result.rows)
+    print(f"{output}: rows={result.rows} bytes={result.size_bytes} sha256={result.sha256}")
+    return EXIT_OK
+
+
+# --- the parser ---
+
+
+def _positive_int(text: str) -> int:
+    if not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
+    return int(text)
+
+
+def _port(text: str) -> int:
+    if not text.isdigit() or int(text) > 65535:
+        raise argparse.ArgumentTypeError(f"must be a port number 0..65535, got {text!r}")
+    return int(text)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The ``reportsvc`` argument parser; each command has its own ``--help``."""
+    parser = argparse.ArgumentParser(
+        prog="reportsvc",
+        description="FarmIQ reporting export service. Configuration is read from the "
+        "environment (see docs/operations.md).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    api = commands.add_parser(
+        "api",
+        help="serve the HTTP API",
+        description="Serve the HTTP API on HOST and APP_PORT (else PORT, else 5129). Needs "
+        "DATABASE_URL, RABBITMQ_URL, REPORT_DOWNLOAD_SECRET and JWT_SECRET.",
+    )
+    api.set_defaults(run=cmd_api)
+
+    worker = commands.add_parser(
+        "worker",
+        help="consume report.jobs and run exports",
+        description="Consume report.jobs and run exports, WORKER_CONCURRENCY at a time, until "
+        "SIGTERM or SIGINT (running jobs are handed back). Needs DATABASE_URL, RABBITMQ_URL, "
+        "REPORT_DOWNLOAD_SECRET and the three upstream service URLs.",
+    )
+    worker.set_defaults(run=cmd_worker)
+
+    migrate = commands.add_parser(
+        "migrate",
+        help="bring the database schema up to date",
+        description="Bring the schema of DATABASE_URL up to date. Idempotent; safe on a "
+        "database the old service created.",
+    )
+    migrate.set_defaults(run=cmd_migrate)
+
+    dev = commands.add_parser(
+        "dev",
+        help="run API, worker and demo data in one process (no PostgreSQL/RabbitMQ)",
+        description="The embedded default: API and worker in one process over SQLite and an "
+        "in-process queue, with a demo upstream. Prints the URL, a bearer token and curl lines. "
+        "Jobs, files and the generated secrets live in the data folder and survive a restart.",
+    )
+    dev.add_argument("--data-dir", default=".dev-data", help="data folder (default ./.dev-data)")
+    dev.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    dev.add_argument(
+        "--port",
+        type=_port,
+        default=None,
+        help="port (default APP_PORT, else PORT, else 5129; 0 picks a free one)",
+    )
+    dev.set_defaults(run=cmd_dev)
+
+    token = commands.add_parser(
+        "token",
+        help="print a signed user JWT (local use and tests)",
+        description="Print a JWT signed HS256 with JWT_SECRET, with iss JWT_ISSUER and aud "
+        "JWT_AUDIENCE, as the API verifies it.",
+    )
+    token.add_argument("--tenant", help="tenant_id claim (platform_admin may go without)")
+    token.add_argument(
+        "--role",
+        action="append",
+        required=True,
+        help="a role (repeatable): platform_admin, tenant_admin, farm_manager, "
+        "house_operator, viewer",
+    )
+    token.add_argument("--sub", default="reportsvc-cli", help="subject (requested_by)")
+    token.add_argument("--ttl", type=_positive_int, default=3600, help="lifetime in seconds (3600)")
+    token.set_defaults(run=cmd_token)
+
+    export = commands.add_parser(
+        "export",
+        help="export one job type and scope straight to a local file",
+        description="Fetch the records of one job type and scope from the upstream service "
+        "and write them to a local file, as a job would, without the API or a worker. Uses "
+        "the upstream URLs and INTERNAL_SERVICE_TOKEN of the environment, or --demo.",
+    )
+    export.add_argument("--job-type", required=True, help="FEED_INTAKE_EXPORT, ...")
+    export.add_argument("--format", default="csv", help="csv or json (NDJSON); default csv")
+    export.add_argument("--tenant", help="tenant id (default with --demo: the demo tenant)")
+    export.add_argument("--farm-id")
+    export.add_argument("--barn-id")
+    export.add_argument("--batch-id")
+    export.add_argument("--start-date", help="YYYY-MM-DD")
+    export.add_argument("--end-date", help="YYYY-MM-DD")
+    export.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a filter of the job type (repeatable; a repeated key means any of the values)",
+    )
+    export.add_argument("--output", help="file to write (default <job_type>.<format>)")
+    export.add_argument(
+        "--demo", action="store_true", help="read from a built-in demo upstream with sample data"
+    )
+    export.set_defaults(run=cmd_export)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None) -> int:
+    """Run one ``reportsvc`` command; returns the process exit code."""
+    args = build_parser().parse_args(argv)
+    run: Callable[[argparse.Namespace, Mapping[str, str]], int] = args.run
+    try:
+        return run(args, os.environ if env is None else env)
+    except ConfigError as exc:
+        print(f"reportsvc: configuration error: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except Failure as exc:
+        print(f"reportsvc: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

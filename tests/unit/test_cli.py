@@ -1,0 +1,325 @@
+"""The ``reportsvc`` command line: help, configuration errors, tokens, and its log lines."""
+
+from __future__ import annotations
+
+import datetime as dt
+import io
+import json
+import logging
+import subprocess
+import sys
+
+import jwt
+import pytest
+
+from entrypoints.cli import build_parser, main
+from entrypoints.logs import REDACTED, JsonFormatter, RedactingFilter, TextFormatter, redact
+from entrypoints.settings import Settings
+
+SECRET = "unit-test-jwt-secret-0123456789abcdef"
+COMMANDS = ("api", "worker", "migrate", "dev", "token", "export")
+
+
+def test_the_top_level_help_lists_every_command(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["--help"])
+    assert done.value.code == 0
+    out = capsys.readouterr().out
+    for command in COMMANDS:
+        assert command in out
+
+
+@pytest.mark.parametrize(
+    ("command", "mentions"),
+    [
+        ("api", ["APP_PORT", "JWT_SECRET"]),
+        ("worker", ["WORKER_CONCURRENCY", "SIGTERM"]),
+        ("migrate", ["DATABASE_URL", "Idempotent"]),
+        ("dev", ["--data-dir", "--port", "--host"]),
+        ("token", ["--tenant", "--role", "--sub", "--ttl"]),
+        (
+            "export",
+            [
+                "--job-type",
+                "--format",
+                "--tenant",
+                "--farm-id",
+                "--barn-id",
+                "--batch-id",
+                "--start-date",
+                "--end-date",
+                "--filter",
+                "--output",
+                "--demo",
+            ],
+        ),
+    ],
+)
+def test_every_command_has_its_own_help(
+    command: str, mentions: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit) as done:
+        main([command, "--help"])
+    assert done.value.code == 0
+    out = " ".join(capsys.readouterr().out.split())
+    assert out.startswith(f"usage: reportsvc {command}")
+    for word in mentions:
+        assert word in out
+
+
+@pytest.mark.parametrize(
+    ("command", "env", "named"),
+    [
+        (["api"], {}, "DATABASE_URL"),
+        (
+            ["api"],
+            {"DATABASE_URL": "postgresql://db/x", "RABBITMQ_URL": "amqp://mq/%2F"},
+            "REPORT_DOWNLOAD_SECRET",
+        ),
+        (
+            ["api"],
+            {
+                "DATABASE_URL": "postgresql://db/x",
+                "RABBITMQ_URL": "amqp://mq/%2F",
+                "REPORT_DOWNLOAD_SECRET": SECRET,
+            },
+            "JWT_SECRET",
+        ),
+        (["api"], {"DATABASE_URL": "mysql://db/x"}, "DATABASE_URL"),
+        (["worker"], {"DATABASE_URL": "postgresql://db/x"}, "RABBITMQ_URL"),
+        (
+            ["worker"],
+            {
+                "DATABASE_URL": "postgresql://db/x",
+                "RABBITMQ_URL": "amqp://mq/%2F",
+                "REPORT_DOWNLOAD_SECRET": SECRET,
+            },
+            "CLOUD_FEED_SERVICE_URL",
+        ),
+        (
+            ["worker"],
+            {
+                "DATABASE_URL": "postgresql://db/x",
+                "RABBITMQ_URL": "amqp://mq/%2F",
+                "REPORT_DOWNLOAD_SECRET": SECRET,
+                "FEED_BASE_URL": "http://feed",
+                "CLOUD_TELEMETRY_SERVICE_URL": "http://tel",
+            },
+            "CLOUD_WEIGHVISION_READMODEL_URL",
+        ),
+        (["worker"], {"WORKER_CONCURRENCY": "many"}, "WORKER_CONCURRENCY"),
+        (["migrate"], {}, "DATABASE_URL"),
+        (["token", "--role", "viewer"], {}, "JWT_SECRET"),
+        (["token", "--role", "viewer"], {"JWT_SECRET": "short"}, "JWT_SECRET"),
+    ],
+)
+def test_a_configuration_error_is_one_line_naming_the_variable_and_exit_code_2(
+    command: list[str],
+    env: dict[str, str],
+    named: str,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert main(command, env) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    lines = captured.err.splitlines()
+    assert len(lines) == 1, captured.err
+    assert lines[0].startswith(f"reportsvc: configuration error: {named} ")
+
+
+def test_the_installed_script_stops_before_listening_on_a_configuration_error() -> None:
+    done = subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", "api"],
+        env={"PATH": "/usr/bin:/bin", "APP_PORT": "1"},
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 2
+    assert done.stderr == "reportsvc: configuration error: DATABASE_URL is required but not set\n"
+    assert done.stdout == ""
+
+
+def _decode(token: str, **kwargs: str) -> dict[str, object]:
+    return jwt.decode(
+        token,
+        kwargs.get("secret", SECRET),
+        algorithms=["HS256"],
+        audience=kwargs.get("audience", "farmiq-api"),
+        issuer=kwargs.get("issuer", "farmiq"),
+    )
+
+
+def test_token_prints_a_jwt_the_api_verifies(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["token", "--tenant", "t-1", "--role", "tenant_admin", "--role", "viewer"]
+    before = int(dt.datetime.now(dt.UTC).timestamp())
+    assert main([*argv, "--sub", "user-7", "--ttl", "120"], {"JWT_SECRET": SECRET}) == 0
+    token = capsys.readouterr().out.strip()
+    claims = _decode(token)
+    assert claims["sub"] == "user-7"
+    assert claims["tenant_id"] == "t-1"
+    assert claims["roles"] == ["tenant_admin", "viewer"]
+    assert isinstance(claims["exp"], int) and isinstance(claims["iat"], int)
+    assert claims["exp"] - claims["iat"] == 120
+    assert before <= claims["iat"] <= before + 5
+    assert jwt.get_unverified_header(token)["alg"] == "HS256"
+    with pytest.raises(jwt.InvalidSignatureError):
+        _decode(token, secret="another-secret-0123456789abcdef-0123")
+
+
+def test_token_uses_the_configured_issuer_and_audience(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env = {"JWT_SECRET": SECRET, "JWT_ISSUER": "iss-x", "JWT_AUDIENCE": "aud-x"}
+    assert main(["token", "--role", "platform_admin"], env) == 0
+    claims = _decode(capsys.readouterr().out.strip(), issuer="iss-x", audience="aud-x")
+    assert claims["roles"] == ["platform_admin"]
+    assert "tenant_id" not in claims
+
+
+def test_token_needs_at_least_one_role(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        main(["token", "--tenant", "t-1"], {"JWT_SECRET": SECRET})
+    assert done.value.code == 2
+    assert "--role" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--job-type", "NOPE_EXPORT"], "job_type"),
+        (["--job-type", "FEED_INTAKE_EXPORT", "--format", "xml"], "format"),
+        (["--job-type", "KPI_FEEDING_EXPORT"], "requires barn_id"),
+        (["--job-type", "FEED_INTAKE_EXPORT", "--farm-id", "farm-1"], "farm_id must be a UUID"),
+        (
+            [
+                "--job-type",
+                "FEED_INTAKE_EXPORT",
+                "--start-date",
+                "2026-02-01",
+                "--end-date",
+                "2026-01-01",
+            ],
+            "end_date must be on or after start_date",
+        ),
+        (["--job-type", "FEED_INTAKE_EXPORT", "--filter", "colour=red"], "unknown filter"),
+        (["--job-type", "FEED_INTAKE_EXPORT", "--filter", "source"], "key=value"),
+    ],
+)
+def test_export_refuses_an_invalid_request_in_one_line_with_exit_code_2(
+    extra: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["export", "--tenant", "t-1", *extra], {}) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1
+    assert lines[0].startswith("reportsvc: ")
+    assert says in lines[0]
+
+
+def test_export_needs_the_upstream_url_of_its_job_type(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["export", "--tenant", "t-1", "--job-type", "TELEMETRY_EXPORT"]
+    assert main(argv, {"CLOUD_FEED_SERVICE_URL": "http://feed"}) == 2
+    err = capsys.readouterr().err
+    assert err == (
+        "reportsvc: configuration error: CLOUD_TELEMETRY_SERVICE_URL is required but not set\n"
+    )
+
+
+def test_dev_refuses_a_port_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as done:
+        build_parser().parse_args(["dev", "--port", "70000"])
+    assert done.value.code == 2
+    assert "0..65535" in capsys.readouterr().err
+
+
+# --- the processes' log lines ---
+
+JWT = (
+    "eyJhbGciOiJIUzI1NiIsInR5cCI6IkpXVCJ9.eyJzdWIiOiJ1MSIsInRlbmFudF9pZCI6InQxIn0."
+    "c2lnbmF0dXJlLXBhcnQtMTIzNDU2Nzg5MA"
+)
+
+
+@pytest.mark.parametrize(
+    ("text", "secret_part"),
+    [
+        (f"Authorization: Bearer {JWT}", JWT),
+        (f"decoded {JWT} for u1", JWT),
+        ('GET /api/v1/reports/jobs/j1/file?token=eyJ0ZW5hbnQ.c2ln HTTP/1.1" 200', "eyJ0ZW5hbnQ"),
+        ("url=/file?token=abc.def&x=1", "abc.def"),
+        ("connecting to postgresql://report:s3cr3t-pw@db:5432/reports", "s3cr3t-pw"),
+        ("amqp://guest:hunter2@mq:5672/%2F unreachable", "hunter2"),
+    ],
+)
+def test_anything_shaped_like_a_secret_is_redacted(text: str, secret_part: str) -> None:
+    out = redact(text)
+    assert secret_part not in out
+    assert REDACTED in out
+
+
+def test_the_configured_secrets_are_redacted_wherever_they_appear() -> None:
+    assert redact("key is my-plain-secret-value!", ["my-plain-secret-value"]) == (
+        f"key is {REDACTED}!"
+    )
+
+
+def _emit(formatter: logging.Formatter, *secrets: str, **extra: object) -> str:
+    stream = io.StringIO()
+    handler = logging.StreamHandler(stream)
+    handler.addFilter(RedactingFilter(secrets))
+    handler.setFormatter(formatter)
+    logger = logging.getLogger(f"test.cli.{id(stream)}")
+    logger.propagate = False
+    logger.addHandler(handler)
+    logger.setLevel(logging.INFO)
+    try:
+        try:
+            raise ValueError("boom with sv-token-123456789")
+        except ValueError:
+            logger.error("job %s failed\nsecond line", "j-1", exc_info=True, extra=extra)
+    finally:
+        logger.removeHandler(handler)
+    return stream.getvalue()
+
+
+def test_a_text_record_is_one_key_value_line_without_secrets() -> None:
+    out = _emit(TextFormatter(), "sv-token-123456789", job_id="j-1", note="token=abc")
+    assert out.count("\n") == 1
+    assert "level=ERROR" in out
+    assert 'msg="job j-1 failed\\nsecond line"' in out
+    assert "job_id=j-1" in out
+    assert "exc=" in out and "ValueError" in out
+    assert "sv-token-123456789" not in out
+    assert "token=abc" not in out
+
+
+def test_a_json_record_is_one_object_per_line_without_secrets() -> None:
+    out = _emit(JsonFormatter(), "sv-token-123456789", job_id="j-1", rows=3)
+    assert out.count("\n") == 1
+    record = json.loads(out)
+    assert record["level"] == "ERROR"
+    assert record["msg"] == "job j-1 failed\nsecond line"
+    assert record["job_id"] == "j-1"
+    assert record["rows"] == 3
+    assert "ValueError" in record["exc"]
+    assert "sv-token-123456789" not in out
+
+
+def test_setup_logging_takes_the_level_and_the_secrets_from_settings() -> None:
+    from entrypoints.logs import setup_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    stream = io.StringIO()
+    settings = Settings(log_level="WARNING", jwt_secret="jwt-secret-value-0123456789")
+    try:
+        setup_logging(settings, stream=stream)
+        logging.getLogger("x").info("hidden")
+        logging.getLogger("x").warning("secret jwt-secret-value-0123456789 here")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+    out = stream.getvalue()
+    assert "hidden" not in out
+    assert "jwt-secret-value-0123456789" not in out
+    assert REDACTED in out

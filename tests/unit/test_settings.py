@@ -1,0 +1,195 @@
+"""Settings from the environment: every variable, its aliases, defaults, and clear errors."""
+
+from __future__ import annotations
+
+import pytest
+
+from entrypoints.settings import ConfigError, Settings, load_settings
+
+SECRET = "0123456789abcdef-secret"
+
+
+def test_an_empty_environment_gives_the_documented_defaults() -> None:
+    settings = load_settings({})
+    assert settings == Settings()
+    assert settings.download_ttl_sec == 900
+    assert settings.export_root == "/data/exports"
+    assert settings.worker_concurrency == 1
+    assert settings.jwt_issuer == "farmiq"
+    assert settings.jwt_audience == "farmiq-api"
+    assert settings.retention_sec == 604_800
+    assert settings.host == "0.0.0.0"
+    assert settings.port == 5129
+    assert settings.log_level == "INFO"
+    assert settings.log_format == "text"
+    for unset in (
+        "database_url",
+        "rabbitmq_url",
+        "download_secret",
+        "jwt_secret",
+        "feed_service_url",
+        "telemetry_service_url",
+        "weighvision_url",
+        "internal_service_token",
+    ):
+        assert getattr(settings, unset) is None, unset
+
+
+@pytest.mark.parametrize(
+    ("variable", "value", "setting", "expected"),
+    [
+        ("DATABASE_URL", "postgresql://u:p@db:5432/reports", "database_url", None),
+        ("DATABASE_URL", "postgres://db/reports", "database_url", None),
+        ("RABBITMQ_URL", "amqp://guest:guest@mq:5672/%2F", "rabbitmq_url", None),
+        ("RABBITMQ_URL", "amqps://mq/vh", "rabbitmq_url", None),
+        ("REPORT_DOWNLOAD_SECRET", SECRET, "download_secret", None),
+        ("REPORT_DOWNLOAD_TTL_SEC", "60", "download_ttl_sec", 60),
+        ("EXPORT_ROOT", "/srv/exports", "export_root", None),
+        ("WORKER_CONCURRENCY", "8", "worker_concurrency", 8),
+        ("JWT_SECRET", SECRET, "jwt_secret", None),
+        ("JWT_ISSUER", "issuer-x", "jwt_issuer", None),
+        ("JWT_AUDIENCE", "aud-x", "jwt_audience", None),
+        ("CLOUD_FEED_SERVICE_URL", "http://feed:3000", "feed_service_url", None),
+        ("CLOUD_TELEMETRY_SERVICE_URL", "http://tel:3000", "telemetry_service_url", None),
+        ("CLOUD_WEIGHVISION_READMODEL_URL", "https://wv:3000", "weighvision_url", None),
+        ("INTERNAL_SERVICE_TOKEN", "svc-token", "internal_service_token", None),
+        ("REPORT_RETENTION_SEC", "3600", "retention_sec", 3600),
+        ("REPORT_RETENTION_SEC", "0", "retention_sec", 0),
+        ("HOST", "127.0.0.1", "host", None),
+        ("APP_PORT", "8080", "port", 8080),
+        ("APP_PORT", "0", "port", 0),
+        ("REPORT_LEASE_SEC", "12.5", "lease_sec", 12.5),
+        ("REPORT_MAX_ATTEMPTS", "5", "max_attempts", 5),
+        ("REPORT_RECOVERY_INTERVAL_SEC", "0.5", "recovery_interval_sec", 0.5),
+        ("UPSTREAM_TIMEOUT_SEC", "3", "upstream_timeout_sec", 3.0),
+        ("UPSTREAM_RETRIES", "0", "upstream_retries", 0),
+        ("LOG_LEVEL", "debug", "log_level", "DEBUG"),
+        ("LOG_FORMAT", "JSON", "log_format", "json"),
+    ],
+)
+def test_every_variable_sets_its_setting(
+    variable: str, value: str, setting: str, expected: object
+) -> None:
+    settings = load_settings({variable: value})
+    assert getattr(settings, setting) == (value if expected is None else expected)
+
+
+@pytest.mark.parametrize(
+    ("alias", "setting"),
+    [
+        ("FEED_SERVICE_URL", "feed_service_url"),
+        ("FEED_BASE_URL", "feed_service_url"),
+        ("TELEMETRY_SERVICE_URL", "telemetry_service_url"),
+        ("WEIGHVISION_SERVICE_URL", "weighvision_url"),
+        ("PORT", "port"),
+    ],
+)
+def test_an_alias_sets_the_same_setting(alias: str, setting: str) -> None:
+    value = "7000" if setting == "port" else "http://svc:1234"
+    expected: object = 7000 if setting == "port" else value
+    assert getattr(load_settings({alias: value}), setting) == expected
+
+
+@pytest.mark.parametrize(
+    ("names", "setting"),
+    [
+        (("CLOUD_FEED_SERVICE_URL", "FEED_SERVICE_URL", "FEED_BASE_URL"), "feed_service_url"),
+        (("CLOUD_TELEMETRY_SERVICE_URL", "TELEMETRY_SERVICE_URL"), "telemetry_service_url"),
+        (("CLOUD_WEIGHVISION_READMODEL_URL", "WEIGHVISION_SERVICE_URL"), "weighvision_url"),
+    ],
+)
+def test_the_main_name_wins_over_its_aliases_and_earlier_aliases_over_later(
+    names: tuple[str, ...], setting: str
+) -> None:
+    env = {name: f"http://{name.lower()}:1" for name in names}
+    assert getattr(load_settings(env), setting) == f"http://{names[0].lower()}:1"
+    env.pop(names[0])
+    assert getattr(load_settings(env), setting) == f"http://{names[1].lower()}:1"
+
+
+def test_app_port_wins_over_port() -> None:
+    assert load_settings({"APP_PORT": "6001", "PORT": "6002"}).port == 6001
+
+
+def test_an_empty_variable_counts_as_unset() -> None:
+    assert load_settings({"APP_PORT": "", "PORT": "6002"}).port == 6002
+    assert load_settings({"JWT_ISSUER": ""}).jwt_issuer == "farmiq"
+    with pytest.raises(ConfigError, match=r"^JWT_SECRET is required but not set$"):
+        load_settings({"JWT_SECRET": ""}, required=["jwt_secret"])
+
+
+@pytest.mark.parametrize(
+    ("variable", "value"),
+    [
+        ("DATABASE_URL", "mysql://db/reports"),
+        ("DATABASE_URL", "postgresql:///no-host"),
+        ("RABBITMQ_URL", "http://mq:5672"),
+        ("REPORT_DOWNLOAD_SECRET", "short"),
+        ("JWT_SECRET", "too-short"),
+        ("REPORT_DOWNLOAD_TTL_SEC", "ten"),
+        ("REPORT_DOWNLOAD_TTL_SEC", "0"),
+        ("REPORT_DOWNLOAD_TTL_SEC", "-5"),
+        ("WORKER_CONCURRENCY", "0"),
+        ("WORKER_CONCURRENCY", "2.5"),
+        ("CLOUD_FEED_SERVICE_URL", "feed:3000"),
+        ("FEED_BASE_URL", "ftp://feed"),
+        ("CLOUD_TELEMETRY_SERVICE_URL", "telemetry"),
+        ("WEIGHVISION_SERVICE_URL", "http://"),
+        ("REPORT_RETENTION_SEC", "forever"),
+        ("APP_PORT", "65536"),
+        ("PORT", "http"),
+        ("REPORT_LEASE_SEC", "0"),
+        ("REPORT_LEASE_SEC", "soon"),
+        ("REPORT_MAX_ATTEMPTS", "0"),
+        ("REPORT_RECOVERY_INTERVAL_SEC", "-1"),
+        ("UPSTREAM_TIMEOUT_SEC", "nan-ish"),
+        ("UPSTREAM_RETRIES", "-1"),
+        ("LOG_LEVEL", "LOUD"),
+        ("LOG_FORMAT", "xml"),
+        ("EXPORT_ROOT", "   "),
+    ],
+)
+def test_a_malformed_value_is_refused_naming_its_variable(variable: str, value: str) -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({variable: value})
+    message = str(caught.value)
+    assert message.startswith(variable + " "), message
+    assert "\n" not in message
+
+
+def test_a_malformed_secret_is_not_echoed_back() -> None:
+    with pytest.raises(ConfigError) as caught:
+        load_settings({"JWT_SECRET": "pw-123456"})
+    assert "pw-123456" not in str(caught.value)
+
+
+@pytest.mark.parametrize(
+    ("setting", "variable"),
+    [
+        ("database_url", "DATABASE_URL"),
+        ("rabbitmq_url", "RABBITMQ_URL"),
+        ("download_secret", "REPORT_DOWNLOAD_SECRET"),
+        ("jwt_secret", "JWT_SECRET"),
+        ("feed_service_url", "CLOUD_FEED_SERVICE_URL"),
+        ("telemetry_service_url", "CLOUD_TELEMETRY_SERVICE_URL"),
+        ("weighvision_url", "CLOUD_WEIGHVISION_READMODEL_URL"),
+    ],
+)
+def test_a_missing_required_variable_is_named(setting: str, variable: str) -> None:
+    with pytest.raises(ConfigError, match=rf"^{variable} is required but not set$"):
+        load_settings({}, required=[setting])
+
+
+def test_required_variables_that_are_set_pass() -> None:
+    settings = load_settings(
+        {"DATABASE_URL": "postgresql://db/x", "JWT_SECRET": SECRET},
+        required=["database_url", "jwt_secret"],
+    )
+    assert settings.database_url == "postgresql://db/x"
+    assert settings.jwt_secret == SECRET
+
+
+def test_values_are_trimmed() -> None:
+    settings = load_settings({"WORKER_CONCURRENCY": " 4 ", "JWT_ISSUER": " farmiq-x "})
+    assert settings.worker_concurrency == 4
+    assert settings.jwt_issuer == "farmiq-x"
