@@ -105,6 +105,14 @@ def _settings(env: Mapping[str, str], required: Sequence[str]) -> Settings:
     return settings
 
 
+def relog(settings: Settings) -> None:
+    """Set our logging up again once the web app is built: building a Litestar app applies
+    its default logging configuration, which replaces the root logger's handlers."""
+    from .logs import setup_logging
+
+    setup_logging(settings)
+
+
 def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Serve the HTTP API."""
     settings = _settings(env, API_REQUIRED)
@@ -114,7 +122,9 @@ def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     container = wire_service(Container(), settings)
     container.init_resources()
     try:
-        serve(create_app(container), settings.host, settings.port)
+        app = create_app(container)
+        relog(settings)
+        serve(app, settings.host, settings.port)
     finally:
         container.shutdown_resources()
     return EXIT_OK

@@ -1,0 +1,147 @@
+"""``reportsvc dev``: the embedded default. API and worker in one process, nothing to install.
+
+Jobs live in SQLite and files on disk under the data folder, messages in an in-process queue,
+and every upstream is the demo upstream, started in this process on a free port. The JWT and
+download secrets are generated once and kept in the data folder, so that a printed token and
+a download URL stay valid across restarts. On start the worker's recovery pass publishes the
+jobs a previous run left queued.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import shlex
+import threading
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from .settings import Settings, load_settings
+
+SECRETS_FILE = "secrets.json"
+DEV_TOKEN_TTL_SEC = 24 * 3600
+DEV_USER = "dev-user"
+
+
+class DevSecrets(msgspec.Struct, frozen=True):
+    """The keys of a data folder, made once."""
+
+    jwt_secret: str
+    download_secret: str
+
+
+def load_or_create_secrets(data_dir: Path) -> DevSecrets:
+    """The data folder's secrets; generated (readable by the owner only) on first use."""
+    path = data_dir / SECRETS_FILE
+    if path.exists():
+        return msgspec.json.decode(path.read_bytes(), type=DevSecrets)
+    made = DevSecrets(
+        jwt_secret=secrets.token_urlsafe(32), download_secret=secrets.token_urlsafe(32)
+    )
+    tmp = path.with_name(f".{SECRETS_FILE}.{os.getpid()}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "wb") as fh:
+        fh.write(msgspec.json.encode(made))
+    # renamed into place whole: a crash never leaves a half-written secrets file behind
+    os.replace(tmp, path)
+    return made
+
+
+def dev_settings(env: Mapping[str, str], data_dir: Path, host: str, port: int | None) -> Settings:
+    """Settings of the embedded default: the environment's, with the data folder's secrets
+    (unless the environment sets its own) and files under ``data_dir/exports``."""
+    base = load_settings(env)
+    kept = load_or_create_secrets(data_dir)
+    return msgspec.structs.replace(
+        base,
+        jwt_secret=base.jwt_secret or kept.jwt_secret,
+        download_secret=base.download_secret or kept.download_secret,
+        export_root=str(data_dir / "exports"),
+        host=host,
+        port=base.port if port is None else port,
+    )
+
+
+def banner(url: str, token: str, tenant: str, data_dir: Path, sample: dict[str, Any]) -> str:
+    """What ``reportsvc dev`` prints once it listens: where, a token, and the whole flow."""
+    body = shlex.quote(msgspec.json.encode(sample).decode())
+    auth = '-H "Authorization: Bearer $TOKEN"'
+    field = "python3 -c 'import json,sys; print(json.load(sys.stdin)[sys.argv[1]])'"
+    ext = "json" if sample.get("format") == "json" else "csv"
+    return "\n".join(
+        [
+            "",
+            f"reportsvc dev is ready at {url}  (API docs: {url}/api-docs)",
+            f"data folder: {data_dir}  (jobs, files and secrets survive a restart)",
+            "",
+            f"Bearer token of a tenant_admin of the demo tenant {tenant} (valid 24 h):",
+            "",
+            f"export BASE={url}",
+            f"export TOKEN={token}",
+            "",
+            "Create an export, poll it, get its download URL and download the file:",
+            "",
+            f'JOB=$(curl -s -X POST "$BASE/api/v1/reports/jobs" {auth} '
+            f"-H 'Content-Type: application/json' -d {body} | {field} id)",
+            f'curl -s "$BASE/api/v1/reports/jobs/$JOB" {auth}',
+            f'URL=$(curl -s "$BASE/api/v1/reports/jobs/$JOB/download" {auth} '
+            f"| {field} download_url)",
+            f'curl -s -o report.{ext} "$BASE$URL"',
+            "",
+            "Stop with Ctrl+C.",
+            "",
+        ]
+    )
+
+
+def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | None) -> int:
+    """Run the embedded default until SIGINT or SIGTERM."""
+    from adapters.demo_upstream import DemoUpstream
+
+    from .api import create_app
+    from .cli import relog, serve, sign_user_token
+    from .containers import Container, wire_embedded
+    from .logs import setup_logging
+    from .worker import Worker
+
+    data_dir = data_dir.resolve()
+    data_dir.mkdir(parents=True, exist_ok=True)
+    settings = dev_settings(env, data_dir, host, port)
+    setup_logging(settings)
+
+    demo = DemoUpstream()
+    upstream_url = demo.start("127.0.0.1", 0)
+    container = wire_embedded(Container(), settings, data_dir, upstream_url)
+    stop = threading.Event()
+    worker_thread: threading.Thread | None = None
+    try:
+        container.init_resources()
+        worker = Worker(container)
+        worker_thread = threading.Thread(target=worker.run, args=(stop,), name="worker")
+        worker_thread.start()
+        token = sign_user_token(
+            settings,
+            tenant=demo.tenant_id,
+            roles=["tenant_admin"],
+            sub=DEV_USER,
+            ttl_sec=DEV_TOKEN_TTL_SEC,
+        )
+
+        def ready(url: str) -> None:
+            text = banner(url, token, demo.tenant_id, data_dir, demo.sample_request())
+            print(text, flush=True)
+
+        app = create_app(container)
+        relog(settings)
+        serve(app, settings.host, settings.port, on_ready=ready)
+    finally:
+        # the worker first: it hands running jobs back while storage is still open
+        stop.set()
+        if worker_thread is not None:
+            worker_thread.join()
+        container.shutdown_resources()
+        demo.stop()
+    return 0
