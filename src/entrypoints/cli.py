@@ -7,6 +7,7 @@ missing or malformed one prints ``reportsvc: configuration error: <message>`` an
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime as dt
 import os
 import signal
@@ -19,6 +20,14 @@ from typing import IO, Any
 
 import msgspec
 
+from reportcore.errors import ExportFailure, ValidationError
+from reportcore.export import ProgressEstimate, scope_values, write_export
+from reportcore.jobs import file_name_for
+from reportcore.jobtypes import JOB_TYPES, Upstream
+from reportcore.ports import SourcePage, SourceRequest
+from reportcore.requests import CreateRequest, ValidCreate, validate_create, validate_tenant_id
+
+from .containers import upstream_config
 from .settings import ConfigError, Settings, load_settings
 
 EXIT_OK = 0
@@ -270,17 +279,8 @@ def _filters(items: Sequence[str]) -> dict[str, Any]:
     return out
 
 
-def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Export one job type and scope straight from upstream to a local file."""
-    from reportcore.errors import ExportFailure, ValidationError
-    from reportcore.export import ProgressEstimate, scope_values, write_export
-    from reportcore.jobs import file_name_for
-    from reportcore.jobtypes import JOB_TYPES, Upstream
-    from reportcore.ports import SourcePage, SourceRequest
-    from reportcore.requests import CreateRequest, validate_create, validate_tenant_id
-
-    from .containers import upstream_config
-
+def _export_request(args: argparse.Namespace) -> ValidCreate:
+    """The export's flags as a create request, checked as the API checks one."""
     try:
         request = msgspec.convert(
             {
@@ -295,85 +295,86 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             },
             type=CreateRequest,
         )
-        valid = validate_create(request)
+        return validate_create(request)
     except (msgspec.ValidationError, ValidationError) as exc:
         raise Failure(f"invalid export: {exc}", EXIT_USAGE) from exc
+
+
+def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Export one job type and scope straight from upstream to a local file."""
+    valid = _export_request(args)
     spec = JOB_TYPES[valid.job_type]
-
-    demo = None
-    if args.demo:
-        from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
-
-        settings = _settings(env, ())
-        demo = DemoUpstream()
-        url = demo.start("127.0.0.1", 0)
-        config = upstream_config(settings, feed_url=url, telemetry_url=url, weighvision_url=url)
-        tenant = args.tenant or DEMO_TENANT
-    else:
-        needed = {
-            Upstream.FEED: "feed_service_url",
-            Upstream.TELEMETRY: "telemetry_service_url",
-            Upstream.WEIGHVISION: "weighvision_url",
-        }[spec.upstream]
-        settings = _settings(env, (needed,))
-        config = upstream_config(settings)
-        tenant = args.tenant
-        if not tenant:
-            raise Failure("--tenant is required (or --demo)", EXIT_USAGE)
+    if not args.tenant and not args.demo:
+        raise Failure("--tenant is required (or --demo)", EXIT_USAGE)
     try:
-        tenant = validate_tenant_id(tenant, "--tenant")
+        tenant = validate_tenant_id(args.tenant, "--tenant") if args.tenant else None
     except ValidationError as exc:
         raise Failure(str(exc), EXIT_USAGE) from exc
-
     output = Path(args.output or file_name_for(valid.job_type, valid.format))
-    keep = spec.stream_predicate(valid.scope.filters)
-    raw = valid.format.value == "json"
-    source_request = SourceRequest(
-        job_id=str(uuid.uuid4()),
-        tenant_id=tenant,
-        job_type=valid.job_type,
-        scope=valid.scope,
-        upstream_filters=spec.upstream_filters(valid.scope.filters),
-        typed=not raw or keep is not None,
-        raw=raw,
-    )
-    progress = ProgressEstimate(spec, valid.scope)
-    bar = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
 
-    def on_page(page: SourcePage, rows: int) -> None:
-        pct = progress.update(page)
-        if bar is not None:
-            bar.update(pct, rows)
+    with contextlib.ExitStack() as cleanup:
+        if args.demo:
+            from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
 
-    from adapters.upstream import HttpRecordSource
+            settings = _settings(env, ())
+            demo = DemoUpstream()
+            url = demo.start("127.0.0.1", 0)
+            cleanup.callback(demo.stop)
+            config = upstream_config(settings, feed_url=url, telemetry_url=url, weighvision_url=url)
+            tenant = tenant or DEMO_TENANT
+        else:
+            needed = {
+                Upstream.FEED: "feed_service_url",
+                Upstream.TELEMETRY: "telemetry_service_url",
+                Upstream.WEIGHVISION: "weighvision_url",
+            }[spec.upstream]
+            config = upstream_config(_settings(env, (needed,)))
+        assert tenant is not None
 
-    source = HttpRecordSource(config)
-    try:
-        writer = _LocalFile(output)
-    except OSError as exc:
-        source.close()
-        raise Failure(f"cannot write {output}: {exc.strerror or exc}") from exc
-    try:
-        result = write_export(
-            spec,
-            valid.format,
-            source.pages(source_request),
-            writer,
-            scope_values=scope_values(tenant, valid.scope),
-            keep=keep,
-            on_page=on_page,
+        from adapters.upstream import HttpRecordSource
+
+        source = HttpRecordSource(config)
+        cleanup.callback(source.close)
+        keep = spec.stream_predicate(valid.scope.filters)
+        raw = valid.format.value == "json"
+        request = SourceRequest(
+            job_id=str(uuid.uuid4()),  # sent upstream as the trace id
+            tenant_id=tenant,
+            job_type=valid.job_type,
+            scope=valid.scope,
+            upstream_filters=spec.upstream_filters(valid.scope.filters),
+            typed=not raw or keep is not None,
+            raw=raw,
         )
-        writer.commit()
-    except ExportFailure as exc:
-        writer.abort()
-        raise Failure(f"export failed: {exc.code}: {exc.message}") from exc
-    except BaseException:
-        writer.abort()
-        raise
-    finally:
-        source.close()
-        if demo is not None:
-            demo.stop()
+        progress = ProgressEstimate(spec, valid.scope)
+        bar = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+
+        def on_page(page: SourcePage, rows: int) -> None:
+            pct = progress.update(page)
+            if bar is not None:
+                bar.update(pct, rows)
+
+        try:
+            writer = _LocalFile(output)
+        except OSError as exc:
+            raise Failure(f"cannot write {output}: {exc.strerror or exc}") from exc
+        try:
+            result = write_export(
+                spec,
+                valid.format,
+                source.pages(request),
+                writer,
+                scope_values=scope_values(tenant, valid.scope),
+                keep=keep,
+                on_page=on_page,
+            )
+            writer.commit()
+        except ExportFailure as exc:
+            writer.abort()
+            raise Failure(f"export failed: {exc.code}: {exc.message}") from exc
+        except BaseException:
+            writer.abort()
+            raise
     if bar is not None:
         bar.done(result.rows)
     print(f"{output}: rows={result.rows} bytes={result.size_bytes} sha256={result.sha256}")
