@@ -97,9 +97,22 @@ def banner(url: str, token: str, tenant: str, data_dir: Path, sample: dict[str, 
     )
 
 
+def sample_request() -> dict[str, Any]:
+    """The create body the printed curl line sends: a CSV of the demo farm's feed intake."""
+    from adapters.demo_upstream import DEMO_END, DEMO_FARM_ID, DEMO_START
+
+    return {
+        "job_type": "FEED_INTAKE_EXPORT",
+        "format": "csv",
+        "farm_id": DEMO_FARM_ID,
+        "start_date": DEMO_START,
+        "end_date": DEMO_END,
+    }
+
+
 def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | None) -> int:
     """Run the embedded default until SIGINT or SIGTERM."""
-    from adapters.demo_upstream import DemoUpstream
+    from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
 
     from .api import create_app
     from .cli import relog, serve, sign_user_token
@@ -124,14 +137,14 @@ def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | No
         worker_thread.start()
         token = sign_user_token(
             settings,
-            tenant=demo.tenant_id,
+            tenant=DEMO_TENANT,
             roles=["tenant_admin"],
             sub=DEV_USER,
             ttl_sec=DEV_TOKEN_TTL_SEC,
         )
 
         def ready(url: str) -> None:
-            text = banner(url, token, demo.tenant_id, data_dir, demo.sample_request())
+            text = banner(url, token, DEMO_TENANT, data_dir, sample_request())
             print(text, flush=True)
 
         app = create_app(container)
