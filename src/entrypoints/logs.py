@@ -96,7 +96,14 @@ def _fields(record: logging.LogRecord) -> dict[str, Any]:
 
 
 def _text_value(value: Any) -> str:
-    text = value if isinstance(value, str) else msgspec.json.encode(value).decode()
+    if isinstance(value, list | tuple | set | frozenset) and all(
+        isinstance(v, str | int) for v in value
+    ):
+        text = ",".join(map(str, value))  # lists of ids read best bare
+    elif isinstance(value, str):
+        text = value
+    else:
+        text = msgspec.json.encode(value, enc_hook=str).decode()
     if text and re.fullmatch(r"[^\s\"=\\]+", text):
         return text
     # quoted as JSON: newlines in a traceback stay escaped, so a record stays one line
@@ -145,8 +152,10 @@ def setup_logging(
         lib = logging.getLogger(name)
         lib.handlers.clear()
         lib.propagate = True
-    # pika is chatty at INFO about every connection step
-    logging.getLogger("pika").setLevel(max(logging.WARNING, root.level))
+    # chatty at INFO: pika about every connection step, httpx about every upstream page
+    quiet = root.level if root.level <= logging.DEBUG else max(logging.WARNING, root.level)
+    for name in ("pika", "httpx", "httpcore"):
+        logging.getLogger(name).setLevel(quiet)
     return handler
 
 

@@ -100,7 +100,8 @@ class Worker:
                 jobs=c.jobs(), queue=c.queue(), store=c.store(), clock=c.clock(), policy=c.policy()
             )
         except Exception as exc:
-            log.warning("recovery pass failed: %s", exc)
+            # one line per pass while storage or broker is down; the next pass tries again
+            log.warning("recovery pass failed: %s: %s", type(exc).__name__, exc)
             return None
         if done.requeued or done.failed or done.published or done.files_deleted:
             log.info(

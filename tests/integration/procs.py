@@ -303,10 +303,10 @@ def start_demo_upstream(procs: Procs) -> str:
     """The demo upstream (all four upstream APIs) in its own process; returns its base URL."""
     proc = procs.start(
         "demo-upstream",
-        [sys.executable, "-m", "adapters.demo_upstream", "--host", "127.0.0.1", "--port", "0"],
+        [sys.executable, "-m", "adapters.demo_upstream", "--port", "0"],
         base_env(),
     )
-    return proc.wait_for(r"(http://127\.0\.0\.1:\d+)").group(1)
+    return proc.wait_for(r"(http://[\w.-]+:\d+)").group(1)
 
 
 def run_reportsvc(

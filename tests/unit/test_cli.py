@@ -283,8 +283,11 @@ def _emit(formatter: logging.Formatter, *secrets: str, **extra: object) -> str:
 
 
 def test_a_text_record_is_one_key_value_line_without_secrets() -> None:
-    out = _emit(TextFormatter(), "sv-token-123456789", job_id="j-1", note="token=abc")
+    out = _emit(
+        TextFormatter(), "sv-token-123456789", job_id="j-1", note="token=abc", ids=["a", "b"]
+    )
     assert out.count("\n") == 1
+    assert "ids=a,b" in out
     assert "level=ERROR" in out
     assert 'msg="job j-1 failed\\nsecond line"' in out
     assert "job_id=j-1" in out
