@@ -87,6 +87,7 @@ def banner(url: str, token: str, tenant: str, data_dir: Path, sample: dict[str, 
             f'JOB=$(curl -s -X POST "$BASE/api/v1/reports/jobs" {auth} '
             f"-H 'Content-Type: application/json' -d {body} | {field} id)",
             f'curl -s "$BASE/api/v1/reports/jobs/$JOB" {auth}',
+            '# repeat the line above until "status" is "succeeded" (a second or two), then:',
             f'URL=$(curl -s "$BASE/api/v1/reports/jobs/$JOB/download" {auth} '
             f"| {field} download_url)",
             f'curl -s -o report.{ext} "$BASE$URL"',

@@ -6,8 +6,11 @@ import datetime as dt
 import io
 import json
 import logging
+import re
+import shlex
 import subprocess
 import sys
+from pathlib import Path
 
 import jwt
 import pytest
@@ -230,6 +233,24 @@ def test_dev_refuses_a_port_out_of_range(capsys: pytest.CaptureFixture[str]) -> 
         build_parser().parse_args(["dev", "--port", "70000"])
     assert done.value.code == 2
     assert "0..65535" in capsys.readouterr().err
+
+
+def test_the_dev_banner_is_valid_shell_carrying_the_token_and_the_create_body() -> None:
+    from entrypoints.dev import banner
+
+    body = {"job_type": "FEED_INTAKE_EXPORT", "format": "csv", "filters": {"source": "it's"}}
+    text = banner("http://127.0.0.1:5129", "aaa.bbb.ccc", "t-demo", Path("/data dir"), body)
+    shell = "\n".join(
+        line for line in text.splitlines() if re.match(r"^(export|JOB=|URL=|curl|#)", line)
+    )
+    assert "export TOKEN=aaa.bbb.ccc" in shell
+    assert "export BASE=http://127.0.0.1:5129" in shell
+    checked = subprocess.run(["bash", "-n"], input=shell, text=True, capture_output=True)
+    assert checked.returncode == 0, checked.stderr
+    create = next(line for line in shell.splitlines() if line.startswith("JOB="))
+    words = shlex.split(create.split("|")[0])
+    assert json.loads(words[words.index("-d") + 1]) == body
+    assert 'curl -s -o report.csv "$BASE$URL"' in shell
 
 
 # --- the processes' log lines ---
