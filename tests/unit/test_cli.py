@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import hashlib
 import io
 import json
 import logging
@@ -226,6 +227,44 @@ def test_export_needs_the_upstream_url_of_its_job_type(capsys: pytest.CaptureFix
     assert err == (
         "reportsvc: configuration error: CLOUD_TELEMETRY_SERVICE_URL is required but not set\n"
     )
+
+
+def _reportsvc(*args: str) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "entrypoints.cli", *args],
+        env={"PATH": "/usr/bin:/bin"},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+
+
+def test_export_demo_writes_the_file_and_prints_rows_bytes_and_sha256(tmp_path: Path) -> None:
+    output = tmp_path / "intake.csv"
+    done = _reportsvc(
+        "export", "--demo", "--job-type", "FEED_INTAKE_EXPORT", "--output", str(output)
+    )
+    assert done.returncode == 0, done.stderr
+    content = output.read_bytes()
+    rows = content.decode().splitlines()
+    assert rows[0].startswith("id,tenant_id,farm_id,barn_id,batch_id,device_id,source,")
+    assert done.stdout == (
+        f"{output}: rows={len(rows) - 1} bytes={len(content)} "
+        f"sha256={hashlib.sha256(content).hexdigest()}\n"
+    )
+    assert [p.name for p in tmp_path.iterdir()] == ["intake.csv"], "a temporary file was left"
+
+
+def test_export_that_cannot_write_its_file_fails_in_one_line_with_exit_code_1(
+    tmp_path: Path,
+) -> None:
+    output = tmp_path / "missing-folder" / "intake.csv"
+    done = _reportsvc(
+        "export", "--demo", "--job-type", "FEED_INTAKE_EXPORT", "--output", str(output)
+    )
+    assert done.returncode == 1
+    assert done.stderr.startswith(f"reportsvc: cannot write {output}: ")
+    assert done.stderr.count("\n") == 1
 
 
 def test_dev_refuses_a_port_out_of_range(capsys: pytest.CaptureFixture[str]) -> None:
