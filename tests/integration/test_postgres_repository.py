@@ -1,0 +1,528 @@
+"""What only the PostgreSQL adapter has to promise: migrations over the old service's database,
+races between processes, rows the old service reads and writes, and surviving a database that
+goes away. The port's behaviour is in test_job_repository_contract.py.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from adapters.postgres import (
+    PostgresJobRepository,
+    create_pool,
+    find_statement,
+    migrate,
+    migrations,
+)
+from reportcore.errors import ServiceUnavailable
+from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
+from reportcore.ports import StoredFile
+from reportcore.requests import Cursor, ListQuery
+from tests.conftest import PG_ADMIN_DB
+
+ALL_MIGRATIONS = [name for name, _ in migrations()]
+
+# The schema the old Node service (Prisma) created; {ts} is its timestamp type, which may be
+# timestamp(3) without time zone (holding UTC) or timestamptz.
+OLD_SCHEMA = """
+CREATE TYPE "ReportJobType" AS ENUM
+    ('FEED_INTAKE_EXPORT','KPI_FEEDING_EXPORT','TELEMETRY_EXPORT','WEIGHVISION_EXPORT');
+CREATE TYPE "ReportFormat" AS ENUM ('csv','json');
+CREATE TYPE "ReportJobStatus" AS ENUM ('queued','running','succeeded','failed');
+CREATE TABLE report_jobs (
+  id TEXT PRIMARY KEY, tenant_id TEXT NOT NULL, requested_by TEXT,
+  job_type "ReportJobType" NOT NULL, format "ReportFormat" NOT NULL,
+  farm_id TEXT, barn_id TEXT, batch_id TEXT, start_date DATE, end_date DATE,
+  filters JSONB, status "ReportJobStatus" NOT NULL DEFAULT 'queued',
+  progress_pct INTEGER NOT NULL DEFAULT 0, file_path TEXT, file_name TEXT, mime_type TEXT,
+  size_bytes BIGINT, sha256 TEXT, expires_at {ts}, error_code TEXT, error_message TEXT,
+  idempotency_key TEXT, created_at {ts} NOT NULL DEFAULT CURRENT_TIMESTAMP,
+  updated_at {ts} NOT NULL);
+CREATE INDEX report_jobs_tenant_id_created_at_idx ON report_jobs(tenant_id, created_at DESC);
+"""
+OLD_UNIQUE_INDEX = """
+CREATE UNIQUE INDEX report_jobs_tenant_id_idempotency_key_key ON report_jobs(tenant_id,
+idempotency_key) WHERE idempotency_key IS NOT NULL
+"""
+
+# How the old service wrote and read rows: its own columns only, instants as UTC wall time.
+OLD_INSERT = """
+INSERT INTO report_jobs (id, tenant_id, requested_by, job_type, format, farm_id, barn_id,
+  batch_id, start_date, end_date, filters, status, progress_pct, file_path, file_name,
+  mime_type, size_bytes, sha256, expires_at, error_code, error_message, idempotency_key,
+  created_at, updated_at)
+VALUES (%(id)s, %(tenant_id)s, %(requested_by)s, %(job_type)s, %(format)s, %(farm_id)s,
+  %(barn_id)s, %(batch_id)s, %(start_date)s, %(end_date)s, %(filters)s, %(status)s,
+  %(progress_pct)s, %(file_path)s, %(file_name)s, %(mime_type)s, %(size_bytes)s, %(sha256)s,
+  %(expires_at)s, %(error_code)s, %(error_message)s, %(idempotency_key)s, %(created_at)s,
+  %(updated_at)s)
+"""
+OLD_SELECT = """
+SELECT id, tenant_id, requested_by, job_type::text, format::text, farm_id, barn_id, batch_id,
+  start_date, end_date, filters, status::text, progress_pct, file_path, file_name, mime_type,
+  size_bytes, sha256, to_char(expires_at, 'YYYY-MM-DD HH24:MI:SS.MS') AS expires_at,
+  error_code, error_message, idempotency_key,
+  to_char(created_at, 'YYYY-MM-DD HH24:MI:SS.MS') AS created_at,
+  to_char(updated_at, 'YYYY-MM-DD HH24:MI:SS.MS') AS updated_at
+FROM report_jobs WHERE id = %s AND tenant_id = %s LIMIT 1
+"""
+OLD_UPDATE = """
+UPDATE report_jobs SET status = 'running', progress_pct = 5, updated_at = %s WHERE id = %s
+"""
+COLUMN_TYPES = """
+SELECT column_name, data_type, datetime_precision, is_nullable, column_default
+FROM information_schema.columns WHERE table_name = 'report_jobs' ORDER BY column_name
+"""
+KEY_INDEXES = """
+SELECT count(*) FROM pg_index AS i JOIN pg_class AS c ON c.oid = i.indexrelid
+WHERE i.indrelid = 'report_jobs'::regclass AND i.indisunique
+  AND pg_get_indexdef(i.indexrelid) LIKE '%(tenant_id, idempotency_key)%'
+"""
+
+TENANT = "tenant-a"
+NOW = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
+
+
+def utc(text: str) -> dt.datetime:
+    return dt.datetime.fromisoformat(text).replace(tzinfo=dt.UTC)
+
+
+def old_row(**fields: Any) -> dict[str, Any]:
+    row: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "tenant_id": TENANT,
+        "requested_by": "user-1",
+        "job_type": "FEED_INTAKE_EXPORT",
+        "format": "csv",
+        "farm_id": None,
+        "barn_id": None,
+        "batch_id": None,
+        "start_date": None,
+        "end_date": None,
+        "filters": None,
+        "status": "queued",
+        "progress_pct": 0,
+        "file_path": None,
+        "file_name": None,
+        "mime_type": None,
+        "size_bytes": None,
+        "sha256": None,
+        "expires_at": None,
+        "error_code": None,
+        "error_message": None,
+        "idempotency_key": None,
+        "created_at": "2025-06-01 12:00:00.123+00",
+        "updated_at": "2025-06-01 12:00:00.123+00",
+    }
+    row.update(fields)
+    return row
+
+
+def expected_job(row: dict[str, Any], **fields: Any) -> Job:
+    """What the repository must read from an old row: its values, instants aware UTC."""
+    values = {k: v for k, v in row.items() if k != "filters"}
+    for name in ("created_at", "updated_at", "expires_at"):
+        if values[name] is not None:
+            values[name] = dt.datetime.fromisoformat(values[name]).astimezone(dt.UTC)
+    values["job_type"] = JobType(values["job_type"])
+    values["format"] = ReportFormat(values["format"])
+    values["status"] = JobStatus(values["status"])
+    return Job(**values, **fields)
+
+
+@pytest.fixture
+def connect(database_url: str) -> Iterator[Callable[..., psycopg.Connection[Any]]]:
+    """Plain connections to the test database, as another service would open; closed after."""
+    opened: list[psycopg.Connection[Any]] = []
+
+    def open_one(**kwargs: Any) -> psycopg.Connection[Any]:
+        conn = psycopg.connect(database_url, autocommit=True, **kwargs)
+        opened.append(conn)
+        return conn
+
+    yield open_one
+    for conn in opened:
+        conn.close()
+
+
+@pytest.fixture
+def pools(database_url: str) -> Iterator[Callable[..., ConnectionPool]]:
+    """``create_pool`` on the test database; every pool is closed after the test."""
+    made: list[ConnectionPool] = []
+
+    def make(**kwargs: Any) -> ConnectionPool:
+        pool = create_pool(database_url, **kwargs)
+        made.append(pool)
+        return pool
+
+    yield make
+    for pool in made:
+        pool.close()
+
+
+def new_job(**fields: Any) -> Job:
+    values: dict[str, Any] = {
+        "id": str(uuid.uuid4()),
+        "tenant_id": TENANT,
+        "requested_by": "user-1",
+        "job_type": JobType.FEED_INTAKE_EXPORT,
+        "format": ReportFormat.CSV,
+        "created_at": NOW,
+        "updated_at": NOW,
+    }
+    values.update(fields)
+    return Job(**values)
+
+
+def terminate_other_backends(conn: psycopg.Connection[Any]) -> int:
+    """Kill every other session of this database, waiting until each is gone."""
+    row = conn.execute(
+        "SELECT count(pg_terminate_backend(pid, 5000)) FROM pg_stat_activity "
+        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+    ).fetchone()
+    assert row is not None
+    return int(row[0])
+
+
+# --- migrations ---
+
+
+def test_a_fresh_database_gets_every_migration_once(database_url: str, connect: Any) -> None:
+    assert migrate(database_url) == ALL_MIGRATIONS
+    assert migrate(database_url) == []
+    conn = connect()
+    recorded = [r[0] for r in conn.execute("SELECT name FROM report_schema_migrations ORDER BY 1")]
+    assert recorded == ALL_MIGRATIONS
+    labels = conn.execute(
+        "SELECT array_agg(enumlabel::text ORDER BY enumsortorder) FROM pg_enum "
+        "WHERE enumtypid = '\"ReportJobStatus\"'::regtype"
+    ).fetchone()
+    assert labels is not None
+    assert labels[0] == ["queued", "running", "succeeded", "failed", "cancelled"]
+    assert conn.execute(KEY_INDEXES).fetchone() == (1,)
+
+
+@pytest.mark.parametrize("timestamp_type", ["TIMESTAMP(3)", "TIMESTAMPTZ(3)"])
+def test_an_old_service_database_is_migrated_in_place_and_its_rows_read_back(
+    database_url: str, connect: Any, pools: Any, timestamp_type: str
+) -> None:
+    # the old service's session is not in UTC: its instants must not move anyway
+    old = connect(options="-c TimeZone=America/New_York")
+    old.execute(OLD_SCHEMA.format(ts=timestamp_type).encode())
+    old.execute(OLD_UNIQUE_INDEX.encode())
+    queued = old_row(idempotency_key="old-key")
+    legacy_running = old_row(
+        status="running",
+        progress_pct=40,
+        filters='{"source": "MANUAL"}',
+        created_at="2025-06-01 12:05:00.5+00",
+        updated_at="2025-06-01 12:06:00.999+00",
+    )
+    succeeded = old_row(
+        job_type="KPI_FEEDING_EXPORT",
+        format="json",
+        barn_id=str(uuid.uuid4()),
+        start_date=dt.date(2025, 5, 1),
+        end_date=dt.date(2025, 5, 31),
+        status="succeeded",
+        progress_pct=100,
+        file_path="/data/exports/tenant-a/x/report.json",
+        file_name="kpi_feeding_export.json",
+        mime_type="application/x-ndjson",
+        size_bytes=2**40,
+        sha256="cd" * 32,
+        expires_at="2025-06-08 12:10:00.5+00",
+        created_at="2025-06-01 12:10:00+00",
+        updated_at="2025-06-01 12:10:00+00",
+    )
+    failed = old_row(
+        status="failed",
+        error_code="UPSTREAM_UNAVAILABLE",
+        error_message="feed service timed out",
+        created_at="2025-06-01 12:15:00+00",
+        updated_at="2025-06-01 12:16:00+00",
+    )
+    rows = [queued, legacy_running, succeeded, failed]
+    for row in rows:
+        old.execute(OLD_INSERT, row)
+    types_before = old.execute(COLUMN_TYPES).fetchall()
+
+    assert migrate(database_url) == ALL_MIGRATIONS
+
+    repo = PostgresJobRepository(pools())
+    expected = {row["id"]: expected_job(row) for row in rows}
+    expected[legacy_running["id"]].filters = {"source": "MANUAL"}
+    for job_id, job in expected.items():
+        assert repo.get(job_id, TENANT) == job
+    newest_first = sorted(expected.values(), key=lambda j: (j.created_at, j.id), reverse=True)
+    assert repo.find(TENANT, ListQuery()) == newest_first
+    page = repo.find(TENANT, ListQuery(limit=2))
+    rest = repo.find(TENANT, ListQuery(after=Cursor(page[-1].created_at, page[-1].id)))
+    assert page + rest == newest_first
+    # recovery finds what the old service left behind
+    assert [j.id for j in repo.stale(NOW, NOW - dt.timedelta(minutes=10), 10)] == [
+        legacy_running["id"]
+    ]
+    assert [j.id for j in repo.unpublished(NOW, 10)] == [queued["id"]]
+    assert [j.id for j in repo.expired_files(NOW, 10)] == [succeeded["id"]]
+    # the old key still guards creates, and the new status exists
+    replay, created = repo.add(new_job(idempotency_key="old-key"))
+    assert (replay.id, created) == (queued["id"], False)
+    cancelled = repo.cancel(queued["id"], TENANT, NOW)
+    assert cancelled is not None and cancelled.status is JobStatus.CANCELLED
+    retried = repo.retry(legacy_running["id"], None, NOW)
+    assert retried is not None and retried.status is JobStatus.QUEUED
+    claimed = repo.claim(legacy_running["id"], "w", NOW, NOW + dt.timedelta(seconds=30))
+    assert claimed is not None and claimed.attempts == 1 and claimed.progress_pct == 40
+
+    assert migrate(database_url) == []
+    types_after = {r[0]: r for r in old.execute(COLUMN_TYPES).fetchall()}
+    assert all(types_after[r[0]] == r for r in types_before)
+    assert old.execute(KEY_INDEXES).fetchone() == (1,)
+
+
+def test_an_old_unique_index_under_another_name_is_used_not_duplicated(
+    database_url: str, connect: Any, pools: Any
+) -> None:
+    old = connect()
+    old.execute(OLD_SCHEMA.format(ts="TIMESTAMP(3)").encode())
+    old.execute(
+        'CREATE UNIQUE INDEX "ReportJob_tenant_id_idempotency_key_key" '
+        "ON report_jobs (tenant_id, idempotency_key)"
+    )
+    migrate(database_url)
+    assert old.execute(KEY_INDEXES).fetchone() == (1,)
+    repo = PostgresJobRepository(pools())
+    first, created = repo.add(new_job(idempotency_key="k"))
+    again, created_again = repo.add(new_job(idempotency_key="k"))
+    assert (created, created_again, again.id) == (True, False, first.id)
+
+
+def test_migrations_run_at_once_from_two_processes_apply_each_migration_once(
+    database_url: str, connect: Any
+) -> None:
+    start = threading.Barrier(2)
+
+    def run() -> list[str]:
+        start.wait(timeout=10)
+        return migrate(database_url)
+
+    with ThreadPoolExecutor(max_workers=2) as pool:
+        results = list(pool.map(lambda _: run(), range(2)))
+    assert sorted(results, key=len) == [[], ALL_MIGRATIONS]
+    count = connect().execute("SELECT count(*) FROM report_schema_migrations").fetchone()
+    assert count == (len(ALL_MIGRATIONS),)
+
+
+def test_ties_in_created_at_page_in_code_point_order_of_ids_whatever_the_collation(
+    database_url: str, connect: Any, pools: Any
+) -> None:
+    # an old database whose ids sort by a language's rules, where "a-1" < "A-2" < "b_3"
+    old = connect()
+    if old.execute("SELECT 1 FROM pg_collation WHERE collname = 'en-x-icu'").fetchone() is None:
+        pytest.skip("this PostgreSQL has no ICU collation to compare with")
+    schema = OLD_SCHEMA.replace("id TEXT PRIMARY KEY", 'id TEXT COLLATE "en-x-icu" PRIMARY KEY')
+    old.execute(schema.format(ts="TIMESTAMP(3)").encode())
+    migrate(database_url)
+    repo = PostgresJobRepository(pools())
+    names = ["a-1", "A-2", "b_3", "B.4", "a5", "Z-6", "z-7"]
+    for name in names:
+        repo.add(new_job(id=name))
+    for limit in (1, 3):
+        seen: list[str] = []
+        after = None
+        while page := repo.find(TENANT, ListQuery(after=after, limit=limit)):
+            seen.extend(j.id for j in page)
+            after = Cursor(page[-1].created_at, page[-1].id)
+        assert seen == sorted(names, reverse=True)
+
+
+def test_find_walks_the_tenant_created_at_index(database_url: str, pools: Any) -> None:
+    migrate(database_url)
+    pool = pools()
+    with pool.connection() as conn:
+        conn.execute(
+            "INSERT INTO report_jobs (id, tenant_id, job_type, format, status, created_at, "
+            "updated_at) SELECT 'j' || n, 't' || (n % 20), 'FEED_INTAKE_EXPORT', 'csv', "
+            "'succeeded', timestamp '2026-01-01' + n * interval '1 minute', now() "
+            "FROM generate_series(1, 20000) AS n"
+        )
+        conn.execute("ANALYZE report_jobs")
+        cursor = Cursor(dt.datetime(2026, 1, 5, tzinfo=dt.UTC), "j100")
+        for query in (ListQuery(limit=26), ListQuery(after=cursor, limit=26)):
+            statement, params = find_statement("t7", query)
+            literal = psycopg.ClientCursor(conn).mogrify(statement, params)
+            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {literal}".encode()))
+            assert "report_jobs_tenant_id_created_at_idx" in plan, plan
+
+
+# --- races and the old service ---
+
+
+def test_32_concurrent_identical_creates_store_one_job(
+    database_url: str, pools: Any, connect: Any
+) -> None:
+    migrate(database_url)
+    repo = PostgresJobRepository(pools(max_size=16))
+    start = threading.Barrier(32)
+
+    def create(_: int) -> tuple[str, bool]:
+        start.wait(timeout=10)
+        job, created = repo.add(new_job(idempotency_key="double-click"))
+        return job.id, created
+
+    with ThreadPoolExecutor(max_workers=32) as executor:
+        results = list(executor.map(create, range(32)))
+    assert len({job_id for job_id, _ in results}) == 1
+    assert sum(created for _, created in results) == 1
+    assert connect().execute("SELECT count(*) FROM report_jobs").fetchone() == (1,)
+
+
+def test_a_job_written_by_the_repository_is_read_and_written_by_the_old_service(
+    database_url: str, pools: Any, connect: Any
+) -> None:
+    migrate(database_url)
+    # the server's default zone is not UTC: stored instants must be UTC wall time anyway
+    admin = connect()
+    dbname = admin.info.dbname
+    admin.execute(f"ALTER DATABASE \"{dbname}\" SET TimeZone = 'Asia/Kolkata'".encode())
+    repo = PostgresJobRepository(pools())
+    job, _ = repo.add(
+        new_job(
+            filters={"source": ["MANUAL"]},
+            idempotency_key="k-1",
+            created_at=utc("2026-03-01 08:00:00.250"),
+            updated_at=utc("2026-03-01 08:00:00.250"),
+        )
+    )
+    repo.claim(job.id, "w", NOW, NOW + dt.timedelta(seconds=30))
+    done = repo.succeed(
+        job.id,
+        "w",
+        utc("2026-03-01 08:05:00"),
+        StoredFile(location="/data/exports/tenant-a/j/report.csv", size_bytes=10, sha256="ef"),
+        utc("2026-03-08 08:05:00"),
+    )
+    assert done is not None
+
+    old = connect()
+    row = old.cursor(row_factory=dict_row).execute(OLD_SELECT, (job.id, TENANT)).fetchone()
+    assert row == {
+        "id": job.id,
+        "tenant_id": TENANT,
+        "requested_by": "user-1",
+        "job_type": "FEED_INTAKE_EXPORT",
+        "format": "csv",
+        "farm_id": None,
+        "barn_id": None,
+        "batch_id": None,
+        "start_date": None,
+        "end_date": None,
+        "filters": {"source": ["MANUAL"]},
+        "status": "succeeded",
+        "progress_pct": 100,
+        "file_path": "/data/exports/tenant-a/j/report.csv",
+        "file_name": "feed_intake_export.csv",
+        "mime_type": "text/csv; charset=utf-8",
+        "size_bytes": 10,
+        "sha256": "ef",
+        "expires_at": "2026-03-08 08:05:00.000",
+        "error_code": None,
+        "error_message": None,
+        "idempotency_key": "k-1",
+        "created_at": "2026-03-01 08:00:00.250",
+        "updated_at": "2026-03-01 08:05:00.000",
+    }
+
+    # the old service still creates and updates jobs with the columns it knows
+    theirs = old_row()
+    old.execute(OLD_INSERT, theirs)
+    old.execute(OLD_UPDATE, ("2025-06-01 12:01:00+00", theirs["id"]))
+    read = repo.get(theirs["id"])
+    assert read == expected_job(
+        {**theirs, "status": "running", "progress_pct": 5, "updated_at": "2025-06-01 12:01:00+00"}
+    )
+    assert read is not None and read.attempts == 0
+
+
+# --- a database that goes away ---
+
+
+def test_connections_the_server_dropped_are_replaced_without_a_failed_call(
+    database_url: str, pools: Any, connect: Any
+) -> None:
+    migrate(database_url)
+    pool = pools(min_size=2, max_size=4)
+    pool.wait(timeout=10)
+    repo = PostgresJobRepository(pool)
+    job, _ = repo.add(new_job())
+    assert terminate_other_backends(connect()) >= 2
+    assert repo.get(job.id) == job
+    repo.ping()
+
+
+def _every_method(repo: PostgresJobRepository, job: Job) -> dict[str, Callable[[], Any]]:
+    later = NOW + dt.timedelta(seconds=30)
+    file = StoredFile(location="x", size_bytes=1, sha256="00")
+    return {
+        "add": lambda: repo.add(new_job()),
+        "get": lambda: repo.get(job.id),
+        "find": lambda: repo.find(TENANT, ListQuery()),
+        "mark_enqueued": lambda: repo.mark_enqueued(job.id, NOW),
+        "claim": lambda: repo.claim(job.id, "w", NOW, later),
+        "heartbeat": lambda: repo.heartbeat(job.id, "w", NOW, later, 5),
+        "succeed": lambda: repo.succeed(job.id, "w", NOW, file, None),
+        "fail": lambda: repo.fail(job.id, "w", NOW, "X", "x"),
+        "retry": lambda: repo.retry(job.id, "w", NOW),
+        "cancel": lambda: repo.cancel(job.id, TENANT, NOW),
+        "stale": lambda: repo.stale(NOW, NOW, 10),
+        "unpublished": lambda: repo.unpublished(NOW, 10),
+        "expired_files": lambda: repo.expired_files(NOW, 10),
+        "mark_file_deleted": lambda: repo.mark_file_deleted(job.id, NOW),
+        "ping": repo.ping,
+    }
+
+
+def test_an_unreachable_database_is_unavailable_in_every_method_and_then_recovers(
+    database_url: str, pools: Any, connect: Any
+) -> None:
+    migrate(database_url)
+    repo = PostgresJobRepository(pools(min_size=1, max_size=2, timeout=0.3))
+    job, _ = repo.add(new_job())
+    own = connect()
+    # a database cannot lock itself out: the switch is thrown from the admin database
+    admin = connect(dbname=PG_ADMIN_DB)
+    alter = f'ALTER DATABASE "{own.info.dbname}" WITH ALLOW_CONNECTIONS {{}}'
+    admin.execute(alter.format("false").encode())
+    try:
+        terminate_other_backends(own)
+        for name, call in _every_method(repo, job).items():
+            with pytest.raises(ServiceUnavailable) as raised:
+                call()
+            assert isinstance(raised.value.__cause__, psycopg.OperationalError), name
+    finally:
+        admin.execute(alter.format("true").encode())
+
+    # no restart, no manual step: the pool reconnects by itself
+    deadline = time.monotonic() + 60
+    while True:
+        try:
+            assert repo.get(job.id) == job
+            break
+        except ServiceUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+    for call in _every_method(repo, job).values():
+        call()
