@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from typing import Any
 
 import msgspec
@@ -14,9 +15,10 @@ from .jobs import Job, JobType, ReportFormat, Scope
 def fingerprint(job_type: JobType, fmt: ReportFormat, scope: Scope) -> str:
     """A canonical digest of what a create request asks for.
 
-    Key order, the spelling of defaults (absent vs null vs empty filters) and the tenant do not
-    change it; any difference in type, format, scope or filters does. It is computed from the
-    stored job too, so rows written by the old service compare the same way.
+    Key order, the spelling of defaults (absent vs null vs empty filters), the order of a
+    filter's values and the tenant do not change it; any difference in type, format, scope or
+    in the values a filter accepts does. It is computed from the stored job too, so rows
+    written by the old service compare the same way.
     """
     canonical: dict[str, Any] = {
         "job_type": job_type.value,
@@ -26,9 +28,25 @@ def fingerprint(job_type: JobType, fmt: ReportFormat, scope: Scope) -> str:
         "batch_id": scope.batch_id,
         "start_date": scope.start_date.isoformat() if scope.start_date else None,
         "end_date": scope.end_date.isoformat() if scope.end_date else None,
-        "filters": scope.filters or {},
+        "filters": _canonical_filters(scope.filters or {}),
     }
     return hashlib.sha256(msgspec.json.encode(canonical, order="sorted")).hexdigest()
+
+
+def _canonical_filters(filters: Mapping[str, Any]) -> dict[str, list[str]]:
+    """Each filter as the sorted set of values it accepts.
+
+    ``"A"``, ``["A"]`` and ``["A", "A"]`` ask for the same records, and rows written by the old
+    service hold lists in the order the client sent them: neither may turn a replay into a 409.
+    """
+    return {
+        key: sorted({msgspec.json.encode(v, order="sorted").decode() for v in _as_list(value)})
+        for key, value in filters.items()
+    }
+
+
+def _as_list(value: Any) -> list[Any]:
+    return list(value) if isinstance(value, list) else [value]
 
 
 def job_fingerprint(job: Job) -> str:
