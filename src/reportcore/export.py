@@ -66,6 +66,12 @@ def csv_line(values: Iterable[Any]) -> bytes:
     return out.getvalue().encode("utf-8")
 
 
+def _one_line(raw: bytes | memoryview | msgspec.Raw) -> bytes:
+    """A JSON record on one line: upstream may pretty-print, but a raw CR or LF in JSON can
+    only be whitespace between tokens (inside strings they are escaped), so a space will do."""
+    return bytes(raw).replace(b"\r", b" ").replace(b"\n", b" ")
+
+
 def scope_values(tenant_id: str, scope: Scope) -> dict[str, Any]:
     """The job's scope as the values scope columns read."""
     return {
@@ -89,8 +95,9 @@ def write_export(
     """Encode every page into ``writer``; ``on_page(page, rows_so_far)`` after each page.
 
     CSV rows come from typed records through the job type's columns; NDJSON lines are the
-    upstream bytes of each record, unchanged. ``keep`` drops records (stream filters); for
-    NDJSON it needs typed records aligned with the raw ones.
+    upstream bytes of each record, unchanged but for line breaks between JSON tokens (an
+    upstream that pretty-prints would otherwise spread a record over several lines). ``keep``
+    drops records (stream filters); for NDJSON it needs typed records aligned with the raw ones.
     """
     out = _HashingBuffer(writer)
     rows = 0
@@ -118,7 +125,10 @@ def write_export(
                 records = page.records or ()
                 raws = [raw for raw, rec in zip(raws, records, strict=True) if keep(rec)]
             if raws:
-                out.add(b"\n".join(raws) + b"\n")
+                lines = b"\n".join(raws) + b"\n"
+                if lines.count(b"\n") != len(raws) or b"\r" in lines:
+                    lines = b"\n".join(map(_one_line, raws)) + b"\n"
+                out.add(lines)
                 rows += len(raws)
             if on_page is not None:
                 on_page(page, rows)
