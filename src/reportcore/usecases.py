@@ -335,7 +335,13 @@ def _export(
             raise _Shutdown
         yield from source.pages(request)
 
-    writer = store.create(job.tenant_id, job.id, job.format.extension)
+    try:
+        writer = store.create(job.tenant_id, job.id, job.format.extension)
+    except ExportFailure as exc:  # an unwritable export folder fails the job, not the worker
+        return _failed(job, owner, jobs, clock, exc.code, exc.message)
+    except OSError as exc:
+        failure = _storage_failure(exc)
+        return _failed(job, owner, jobs, clock, failure.code, failure.message)
     try:
         result = write_export(
             spec,
@@ -346,6 +352,12 @@ def _export(
             keep=keep,
             on_page=beat,
         )
+        # Keep the file only while still holding the job: a worker whose lease ran out while
+        # it wrote the last pages must not put its file where the new holder keeps its own.
+        now = clock.now()
+        lease = now + dt.timedelta(seconds=policy.lease_sec)
+        if jobs.heartbeat(job.id, owner, now, lease, progress.pct) is None:
+            raise ExportCancelled("job was cancelled or reclaimed")
         location = writer.commit()
     except _Shutdown:
         writer.abort()
@@ -361,7 +373,7 @@ def _export(
         return _failed(job, owner, jobs, clock, exc.code, exc.message)
     except OSError as exc:
         writer.abort()
-        failure = StorageFailure(f"export file could not be written: {exc.strerror or exc}")
+        failure = _storage_failure(exc)
         return _failed(job, owner, jobs, clock, failure.code, failure.message)
     except BaseException:
         writer.abort()
@@ -371,8 +383,10 @@ def _export(
     stored = StoredFile(location=location, size_bytes=result.size_bytes, sha256=result.sha256)
     done = jobs.succeed(job.id, owner, now, stored, expires)
     if done is None:  # cancelled (or reclaimed) while the last bytes were written
-        store.delete(location)
         latest = jobs.get(job.id)
+        # the file there may be the one of a worker that took the job over and finished it
+        if latest is None or (latest.status, latest.file_path) != (JobStatus.SUCCEEDED, location):
+            store.delete(location)
         status = latest.status.value if latest else "gone"
         return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status)
     return RunOutcome(
@@ -381,6 +395,10 @@ def _export(
         status=done.status.value,
         detail=f"{result.rows} rows, {result.size_bytes} bytes",
     )
+
+
+def _storage_failure(exc: OSError) -> StorageFailure:
+    return StorageFailure(f"export file could not be written: {exc.strerror or exc}")
 
 
 def _failed(

@@ -1,0 +1,1082 @@
+"""The use cases over the in-memory adapters: every edge the contract names, one test each."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import uuid
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import msgspec
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from adapters.clock import FakeClock
+from adapters.memory import (
+    InMemoryFileStore,
+    InMemoryJobRepository,
+    InMemoryQueue,
+    StaticRecordSource,
+)
+from reportcore import tokens
+from reportcore.errors import (
+    ExportFailure,
+    Forbidden,
+    IdempotencyKeyReused,
+    JobNotCancellable,
+    NotFound,
+    ReportExpired,
+    ReportNotReady,
+    ServiceUnavailable,
+    StorageFailure,
+    Unauthorized,
+    UpstreamBadResponse,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
+from reportcore.ports import Disposition, SourcePage, SourceRequest, StoredFile
+from reportcore.requests import CreateRequest, ListQuery, validate_create, validate_list
+from reportcore.tokens import InvalidDownloadToken
+from reportcore.usecases import (
+    Created,
+    Policy,
+    Recovery,
+    RunOutcome,
+    cancel_job,
+    create_job,
+    get_job,
+    issue_download,
+    list_jobs,
+    open_file,
+    recover,
+    run_job,
+)
+
+TENANT = "t1"
+SECRET = b"download-secret"
+START = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+
+
+def feed_record(i: int) -> dict[str, Any]:
+    return {
+        "id": f"rec-{i}",
+        "tenantId": TENANT,
+        "farmId": "f1",
+        "barnId": "b1",
+        "source": "SILO_AUTO" if i % 3 == 0 else "MANUAL",
+        "quantityKg": f"{i}.5",
+        "occurredAt": f"2026-01-{10 - i:02d}T12:00:00Z",  # newest first, as the feed service
+        "createdAt": "2026-01-01T00:00:00Z",
+        "notes": 'a "quoted", multi\nline note' if i == 2 else None,
+    }
+
+
+RECORDS: Mapping[str, list[dict[str, Any]]] = {
+    JobType.FEED_INTAKE_EXPORT.value: [feed_record(i) for i in range(7)]
+}
+FEED_BODY: dict[str, Any] = {
+    "job_type": "FEED_INTAKE_EXPORT",
+    "format": "csv",
+    "start_date": "2026-01-01",
+    "end_date": "2026-01-10",
+}
+
+
+class HookedSource:
+    """Pages of an inner source, with a hook run once the exporter is done with page ``n``
+    (the hook of the last page runs after every page was written, before the file is kept)."""
+
+    def __init__(self, inner: Any, hooks: Mapping[int, Callable[[], None]]) -> None:
+        self.inner = inner
+        self.hooks = hooks
+
+    def pages(self, request: SourceRequest) -> Iterator[SourcePage]:
+        for n, page in enumerate(self.inner.pages(request)):
+            yield page
+            hook = self.hooks.get(n)
+            if hook is not None:
+                hook()
+
+
+class World:
+    """The in-memory adapters, a fake clock and a policy, with helpers that read as steps."""
+
+    def __init__(self, policy: Policy | None = None, page_size: int = 2) -> None:
+        self.jobs = InMemoryJobRepository()
+        self.queue = InMemoryQueue()
+        self.store = InMemoryFileStore()
+        self.clock = FakeClock(START)
+        self.policy = policy or Policy(lease_sec=30, heartbeat_sec=1, max_attempts=3)
+        self.source: Any = StaticRecordSource(RECORDS, page_size=page_size)
+
+    def create(
+        self, body: Mapping[str, Any] = FEED_BODY, *, tenant: str = TENANT, key: str | None = None
+    ) -> Created:
+        request = msgspec.convert(dict(body), CreateRequest)
+        return create_job(
+            validate_create(request, header_key=key),
+            tenant_id=tenant,
+            requested_by="u1",
+            jobs=self.jobs,
+            queue=self.queue,
+            clock=self.clock,
+        )
+
+    def run(
+        self,
+        body: bytes | None = None,
+        *,
+        owner: str = "w1",
+        source: Any = None,
+        stopping: Callable[[], bool] = lambda: False,
+    ) -> RunOutcome:
+        message = body if body is not None else self.queue.take()
+        assert message is not None, "no message on the queue"
+        outcome = run_job(
+            message,
+            owner=owner,
+            jobs=self.jobs,
+            source=source or self.source,
+            store=self.store,
+            clock=self.clock,
+            policy=self.policy,
+            stopping=stopping,
+        )
+        self.queue.settle(message, outcome.disposition)
+        return outcome
+
+    def recover(self) -> Recovery:
+        return recover(
+            jobs=self.jobs, queue=self.queue, store=self.store, clock=self.clock, policy=self.policy
+        )
+
+    def get(self, job_id: str) -> Job:
+        job = self.jobs.get(job_id)
+        assert job is not None
+        return job
+
+    def all_jobs(self, tenant: str = TENANT) -> list[Job]:
+        return self.jobs.find(tenant, ListQuery(limit=10_000))
+
+    def download(self, job_id: str, tenant: str = TENANT) -> str:
+        link = issue_download(
+            job_id,
+            tenant_id=tenant,
+            jobs=self.jobs,
+            store=self.store,
+            clock=self.clock,
+            secret=SECRET,
+            policy=self.policy,
+        )
+        return link.download_url.split("token=", 1)[1]
+
+    def open(self, job_id: str, token: str | None) -> Any:
+        return open_file(
+            job_id, token, jobs=self.jobs, store=self.store, clock=self.clock, secret=SECRET
+        )
+
+    def assert_no_file(self, job: Job) -> None:
+        prefix = f"mem://{job.tenant_id}/{job.id}/"
+        assert [loc for loc in self.store.files if loc.startswith(prefix)] == []
+
+    def assert_file_matches(self, job: Job) -> bytes:
+        assert job.file_path is not None
+        data = self.store.files[job.file_path]
+        assert (job.size_bytes, job.sha256) == (len(data), hashlib.sha256(data).hexdigest())
+        return data
+
+
+def message(job_id: str) -> bytes:
+    return msgspec.json.encode({"job_id": job_id})
+
+
+# --- create ---
+
+
+def test_a_new_job_is_stored_queued_and_published() -> None:
+    world = World()
+    created = world.create(key="k1")
+    job = created.job
+    assert (created.replayed, created.enqueued) == (False, True)
+    assert (job.status, job.progress_pct, job.attempts) == (JobStatus.QUEUED, 0, 0)
+    assert (job.tenant_id, job.requested_by, job.idempotency_key) == (TENANT, "u1", "k1")
+    assert job.created_at == job.updated_at == START
+    assert world.get(job.id).enqueued_at == START
+    body = world.queue.take()
+    assert body is not None and msgspec.json.decode(body)["job_id"] == job.id
+    assert world.queue.take() is None
+
+
+def test_the_same_request_with_the_same_key_is_a_replay_of_the_first_job() -> None:
+    world = World()
+    first = world.create(key="k1").job
+    world.clock.advance(5)
+    again = world.create(key="k1")
+    assert again.replayed and again.job.id == first.id
+    assert [j.id for j in world.all_jobs()] == [first.id]
+    assert world.queue.pending() == 1, "a replay published a second message"
+
+
+def test_the_same_key_with_a_different_request_is_refused_and_stores_nothing() -> None:
+    world = World()
+    world.create(key="k1")
+    with pytest.raises(IdempotencyKeyReused):
+        world.create({**FEED_BODY, "format": "json"}, key="k1")
+    assert len(world.all_jobs()) == 1
+
+
+def test_keys_are_per_tenant_and_creates_without_a_key_are_never_replays() -> None:
+    world = World()
+    a = world.create(key="k1").job
+    b = world.create(key="k1", tenant="t2").job
+    assert a.id != b.id
+    c, d = world.create().job, world.create().job
+    assert len({a.id, c.id, d.id}) == 3
+    assert len(world.all_jobs()) == 3
+
+
+def test_a_create_while_the_queue_is_down_succeeds_and_recovery_publishes_it() -> None:
+    world = World()
+    world.queue.available = False
+    created = world.create()
+    assert (created.replayed, created.enqueued) == (False, False)
+    assert world.get(created.job.id).enqueued_at is None
+    world.queue.available = True
+    assert world.recover().published == [], "published before the create could have done it"
+    world.clock.advance(world.policy.republish_after_sec + 1)
+    assert world.recover().published == [created.job.id]
+    assert world.get(created.job.id).enqueued_at == world.clock.now()
+    assert world.recover().published == []
+    assert world.run().status == "succeeded"
+
+
+def test_a_create_fails_with_service_unavailable_when_jobs_cannot_be_stored() -> None:
+    world = World()
+    world.jobs.available = False
+    with pytest.raises(ServiceUnavailable):
+        world.create()
+    assert world.queue.pending() == 0
+
+
+# --- read ---
+
+
+@pytest.mark.parametrize("spelling", [str.upper, lambda s: s.replace("-", ""), str])
+def test_a_job_is_found_by_any_spelling_of_its_id(spelling: Callable[[str], str]) -> None:
+    world = World()
+    job = world.create().job
+    assert get_job(spelling(job.id), tenant_id=TENANT, jobs=world.jobs).id == job.id
+
+
+@pytest.mark.parametrize("job_id", ["not-a-uuid", "", str(uuid.UUID(int=7))])
+def test_a_missing_job_or_a_bad_id_is_not_found(job_id: str) -> None:
+    world = World()
+    world.create()
+    with pytest.raises(NotFound):
+        get_job(job_id, tenant_id=TENANT, jobs=world.jobs)
+
+
+def test_another_tenants_job_is_indistinguishable_from_a_missing_one() -> None:
+    world = World()
+    job = world.create(tenant="t2").job
+    with pytest.raises(NotFound) as other:
+        get_job(job.id, tenant_id=TENANT, jobs=world.jobs)
+    with pytest.raises(NotFound) as missing:
+        get_job(str(uuid.uuid4()), tenant_id=TENANT, jobs=world.jobs)
+    assert other.value.message == missing.value.message
+    for act in (
+        lambda: cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock),
+        lambda: world.download(job.id),
+    ):
+        with pytest.raises(NotFound):
+            act()
+
+
+@given(
+    before=st.integers(min_value=0, max_value=12),
+    during=st.lists(st.integers(min_value=0, max_value=3), max_size=6),
+    limit=st.integers(min_value=1, max_value=5),
+    same_instant=st.booleans(),
+)
+def test_paging_with_next_cursor_yields_every_job_once_while_new_jobs_arrive(
+    before: int, during: list[int], limit: int, same_instant: bool
+) -> None:
+    world = World()
+    expected: set[str] = set()
+    for _ in range(before):
+        expected.add(world.create().job.id)
+        if not same_instant:
+            world.clock.advance(1)
+    world.create(tenant="t2")
+    seen: list[str] = []
+    cursor: str | None = None
+    for arriving in [*during, *[0] * 100]:
+        page = list_jobs(
+            validate_list(cursor=cursor, limit=limit), tenant_id=TENANT, jobs=world.jobs
+        )
+        assert len(page.items) <= limit
+        keys = [(j.created_at, j.id) for j in page.items]
+        assert keys == sorted(keys, reverse=True), "not newest first"
+        seen += [j.id for j in page.items]
+        for _ in range(arriving):
+            world.create()  # newer than everything paged so far
+        cursor = page.next_cursor
+        if cursor is None:
+            break
+    assert len(seen) == len(set(seen)), "a job was listed twice"
+    assert expected <= set(seen), "a job was skipped"
+    assert set(seen) <= {j.id for j in world.all_jobs()}
+
+
+def test_listing_filters_by_status_type_and_creation_time() -> None:
+    world = World()
+    old = world.create().job
+    world.clock.advance(86_400)
+    new = world.create({"job_type": "TELEMETRY_EXPORT", "format": "json"}).job
+    cancel_job(new.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock)
+
+    def ids(**values: Any) -> list[str]:
+        page = list_jobs(validate_list(**values), tenant_id=TENANT, jobs=world.jobs)
+        return [j.id for j in page.items]
+
+    assert ids() == [new.id, old.id]
+    assert ids(status="cancelled") == [new.id]
+    assert ids(job_type="FEED_INTAKE_EXPORT") == [old.id]
+    assert ids(created_from="2026-01-02") == [new.id]
+    assert ids(created_to="2026-01-01") == [old.id]
+    page = list_jobs(validate_list(limit=1), tenant_id=TENANT, jobs=world.jobs)
+    assert page.next_cursor is not None
+    rest = list_jobs(
+        validate_list(limit=1, cursor=page.next_cursor), tenant_id=TENANT, jobs=world.jobs
+    )
+    assert [j.id for j in rest.items] == [old.id] and rest.next_cursor is None
+
+
+# --- cancel ---
+
+
+def test_a_queued_job_is_cancelled_at_once_and_never_runs() -> None:
+    world = World()
+    job = world.create().job
+    world.clock.advance(3)
+    cancelled = cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock)
+    assert cancelled.status is JobStatus.CANCELLED
+    assert cancelled.finished_at == world.clock.now()
+    outcome = world.run()
+    assert (outcome.disposition, outcome.status) == (Disposition.ACK, "cancelled")
+    world.assert_no_file(cancelled)
+
+
+def test_a_running_job_is_cancelled() -> None:
+    world = World()
+    job = world.create().job
+    assert world.jobs.claim(job.id, "w9", START, START + dt.timedelta(seconds=30))
+    cancelled = cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock)
+    assert (cancelled.status, cancelled.lease_owner) == (JobStatus.CANCELLED, None)
+
+
+@pytest.mark.parametrize("ending", ["succeeded", "failed", "cancelled"])
+def test_a_finished_job_is_not_cancellable(ending: str) -> None:
+    world = World()
+    job = world.create().job
+    if ending == "succeeded":
+        world.run()
+    elif ending == "failed":
+        world.run(source=StaticRecordSource(RECORDS, fail_with=UpstreamRejected("feed 400")))
+    else:
+        cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock)
+    before = world.get(job.id)
+    assert before.status.value == ending
+    with pytest.raises(JobNotCancellable) as raised:
+        cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock)
+    assert ending in raised.value.message
+    assert world.get(job.id) == before
+
+
+class FinishingFirstJobs(InMemoryJobRepository):
+    """A store where the worker finishes the job just before the cancel reaches it."""
+
+    def cancel(self, job_id: str, tenant_id: str, now: dt.datetime) -> Job | None:
+        claimed = self.claim(job_id, "w", now, now)
+        assert claimed is not None
+        file = StoredFile(location="mem://x", size_bytes=0, sha256="0" * 64)
+        self.succeed(job_id, "w", now, file, None)
+        return super().cancel(job_id, tenant_id, now)
+
+
+def test_a_cancel_that_loses_the_race_to_the_finish_says_the_job_finished() -> None:
+    world = World()
+    world.jobs = FinishingFirstJobs()
+    job = world.create().job
+    with pytest.raises(JobNotCancellable, match="succeeded"):
+        cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock)
+
+
+# --- download and file ---
+
+
+def succeeded(world: World, body: Mapping[str, Any] = FEED_BODY) -> Job:
+    job = world.create(body).job
+    assert world.run().status == "succeeded"
+    return world.get(job.id)
+
+
+@pytest.mark.parametrize("state", ["queued", "running", "failed", "cancelled"])
+def test_a_download_of_an_unfinished_or_unsuccessful_job_is_not_ready(state: str) -> None:
+    world = World()
+    job = world.create().job
+    if state == "running":
+        world.jobs.claim(job.id, "w", START, START + dt.timedelta(seconds=30))
+    elif state == "failed":
+        world.run(source=StaticRecordSource(RECORDS, fail_with=UpstreamUnavailable("feed down")))
+    elif state == "cancelled":
+        cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock)
+    with pytest.raises(ReportNotReady) as raised:
+        world.download(job.id)
+    assert state in raised.value.message
+
+
+def test_a_download_link_is_signed_for_the_job_and_its_tenant() -> None:
+    world = World(Policy(download_ttl_sec=60))
+    job = succeeded(world)
+    link = issue_download(
+        job.id,
+        tenant_id=TENANT,
+        jobs=world.jobs,
+        store=world.store,
+        clock=world.clock,
+        secret=SECRET,
+        policy=world.policy,
+    )
+    assert link.download_url.startswith(f"/api/v1/reports/jobs/{job.id}/file?token=")
+    assert link.expires_at == world.clock.now() + dt.timedelta(seconds=60)
+    claims = tokens.verify(SECRET, link.download_url.split("token=")[1], now=START.timestamp())
+    assert (claims.tenant_id, claims.job_id) == (TENANT, job.id)
+    assert claims.exp == int(link.expires_at.timestamp())
+
+
+class DirectStore(InMemoryFileStore):
+    """A store that serves files itself (a presigned object-store URL, say)."""
+
+    def download_url(self, location: str, expires_at: dt.datetime) -> str | None:
+        return f"https://bucket.example/{location}?until={int(expires_at.timestamp())}"
+
+
+def test_a_store_with_direct_urls_hands_out_its_own_url() -> None:
+    world = World()
+    world.store = DirectStore()
+    job = succeeded(world)
+    link = issue_download(
+        job.id,
+        tenant_id=TENANT,
+        jobs=world.jobs,
+        store=world.store,
+        clock=world.clock,
+        secret=SECRET,
+        policy=world.policy,
+    )
+    assert link.download_url.startswith("https://bucket.example/mem://")
+
+
+def test_a_file_is_served_with_what_its_headers_need() -> None:
+    world = World()
+    job = succeeded(world)
+    served = world.open(job.id, world.download(job.id))
+    data = world.assert_file_matches(job)
+    assert (served.location, served.size_bytes, served.sha256) == (
+        job.file_path,
+        len(data),
+        job.sha256,
+    )
+    assert (served.file_name, served.mime_type) == (
+        "feed_intake_export.csv",
+        "text/csv; charset=utf-8",
+    )
+    assert b"".join(world.store.read(served.location, 3, 9)) == data[3:10]
+
+
+def test_a_legacy_row_without_file_name_and_type_is_served_under_the_default_ones() -> None:
+    world = World()
+    done = succeeded(world, {**FEED_BODY, "format": "json"})
+    job = msgspec.structs.replace(done, id=str(uuid.uuid4()), file_name=None, mime_type=None)
+    world.jobs.add(job)  # a row the old service wrote, pointing at a file that exists
+    served = world.open(job.id, world.download(job.id))
+    assert (served.file_name, served.mime_type) == (
+        "feed_intake_export.json",
+        "application/x-ndjson",
+    )
+
+
+@pytest.mark.parametrize("token", [None, "", "garbage", "a.b", "x" * 10_000])
+def test_a_file_without_a_genuine_token_is_unauthorized(token: str | None) -> None:
+    world = World()
+    job = succeeded(world)
+    with pytest.raises(InvalidDownloadToken) as raised:
+        world.open(job.id, token)
+    assert raised.value.code == Unauthorized.code
+
+
+def test_a_forged_token_is_unauthorized() -> None:
+    world = World()
+    job = succeeded(world)
+    forged = tokens.sign(b"not-the-secret", tokens.DownloadClaims(TENANT, job.id, 2**31))
+    with pytest.raises(InvalidDownloadToken):
+        world.open(job.id, forged)
+
+
+@pytest.mark.parametrize("path_id", ["other", "not-a-uuid"])
+def test_a_token_for_another_job_is_forbidden(path_id: str) -> None:
+    world = World()
+    job = succeeded(world)
+    other = succeeded(world).id if path_id == "other" else path_id
+    with pytest.raises(Forbidden):
+        world.open(other, world.download(job.id))
+
+
+def test_a_token_for_a_job_that_is_not_there_or_not_succeeded_finds_no_file() -> None:
+    world = World()
+    queued = world.create().job
+    exp = int(START.timestamp()) + 60
+    for tenant, job_id in [(TENANT, queued.id), (TENANT, str(uuid.uuid4())), ("t2", queued.id)]:
+        token = tokens.sign(SECRET, tokens.DownloadClaims(tenant, job_id, exp))
+        with pytest.raises(NotFound):
+            world.open(job_id, token)
+
+
+def test_a_file_missing_from_the_store_is_not_found() -> None:
+    world = World()
+    job = succeeded(world)
+    token = world.download(job.id)
+    assert job.file_path is not None
+    world.store.delete(job.file_path)
+    with pytest.raises(NotFound):
+        world.open(job.id, token)
+
+
+def test_a_file_past_retention_is_gone_even_before_recovery_deletes_it() -> None:
+    world = World(Policy(retention_sec=3600, download_ttl_sec=7200))
+    job = succeeded(world)
+    assert job.expires_at == job.finished_at + dt.timedelta(seconds=3600)  # type: ignore[operator]
+    token = world.download(job.id)
+    world.clock.advance(3600)
+    with pytest.raises(ReportExpired):
+        world.download(job.id)
+    with pytest.raises(ReportExpired):
+        world.open(job.id, token)
+    assert world.recover().files_deleted == [job.id]
+    gone = world.get(job.id)
+    assert gone.status is JobStatus.SUCCEEDED, "expiry changed the status"
+    assert gone.file_deleted_at == world.clock.now()
+    world.assert_no_file(gone)
+    with pytest.raises(ReportExpired):
+        world.download(job.id)
+
+
+def test_a_file_deleted_by_retention_is_gone_whatever_its_expiry_says() -> None:
+    world = World(Policy(retention_sec=0))
+    job = succeeded(world)
+    assert job.expires_at is None, "retention 0 keeps files forever"
+    world.clock.advance(10**8)
+    assert world.recover().files_deleted == []
+    token = world.download(job.id)
+    world.jobs.mark_file_deleted(job.id, world.clock.now())
+    with pytest.raises(ReportExpired):
+        world.download(job.id)
+    with pytest.raises(ReportExpired):
+        world.open(job.id, token)
+
+
+# --- running a message ---
+
+
+@pytest.mark.parametrize(
+    "body", [b"not json", b"{}", b'{"job_id": 5}', b"[]", b'"x"', b"\xff\xfe"], ids=repr
+)
+def test_an_unparsable_message_is_dead_lettered(body: bytes) -> None:
+    world = World()
+    outcome = world.run(body)
+    assert (outcome.disposition, outcome.job_id, outcome.status) == (
+        Disposition.DEAD_LETTER,
+        None,
+        "unparsable",
+    )
+    assert outcome.detail
+    assert world.queue.dead_letters == [body]
+
+
+@pytest.mark.parametrize("job_id", [str(uuid.UUID(int=9)), "not-a-uuid", ""])
+def test_a_message_for_an_unknown_job_is_dead_lettered(job_id: str) -> None:
+    world = World()
+    world.create()
+    outcome = world.run(message(job_id))
+    assert (outcome.disposition, outcome.job_id, outcome.status) == (
+        Disposition.DEAD_LETTER,
+        job_id,
+        "unknown job",
+    )
+
+
+def test_an_old_service_message_with_its_full_scope_runs() -> None:
+    world = World()
+    job = world.create().job
+    world.queue.take()
+    old = (
+        b'{"job_id":"' + job.id.upper().encode() + b'","tenant_id":"t1","job_type":'
+        b'"FEED_INTAKE_EXPORT","format":"csv","scope":{"farm_id":null,"barn_id":null,'
+        b'"batch_id":null,"start_date":"2026-01-01","end_date":"2026-01-10","filters":{}},'
+        b'"requested_by":"u1","extra":true}'
+    )
+    assert world.run(old).status == "succeeded"
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_a_job_runs_to_a_complete_file_whose_size_and_sha256_it_records(fmt: str) -> None:
+    world = World(Policy(retention_sec=100))
+    job = world.create({**FEED_BODY, "format": fmt}).job
+    outcome = world.run(owner="w7")
+    assert (outcome.disposition, outcome.job_id, outcome.status) == (
+        Disposition.ACK,
+        job.id,
+        "succeeded",
+    )
+    assert outcome.detail.startswith("7 rows, ")
+    done = world.get(job.id)
+    data = world.assert_file_matches(done)
+    assert (done.progress_pct, done.attempts, done.lease_owner) == (100, 1, None)
+    assert done.file_path == f"mem://{TENANT}/{job.id}/report.{fmt}"
+    assert done.started_at == done.finished_at == START
+    assert done.expires_at == START + dt.timedelta(seconds=100)
+    if fmt == "json":
+        lines = data.splitlines()
+        assert [msgspec.json.decode(line) for line in lines] == RECORDS["FEED_INTAKE_EXPORT"]
+    else:
+        assert data.count(b"\r\n") == 8  # header and 7 rows
+        assert b',"a ""quoted"", multi\nline note",' in data
+
+
+def test_a_stream_filter_keeps_only_its_records_in_ndjson_too() -> None:
+    world = World()
+    job = world.create({**FEED_BODY, "format": "json", "filters": {"source": "SILO_AUTO"}}).job
+    assert world.run().detail.startswith("3 rows")
+    data = world.assert_file_matches(world.get(job.id))
+    assert [msgspec.json.decode(line)["id"] for line in data.splitlines()] == [
+        "rec-0",
+        "rec-3",
+        "rec-6",
+    ]
+
+
+@pytest.mark.parametrize("status", ["succeeded", "failed", "cancelled", "running"])
+def test_a_late_or_duplicate_message_is_acknowledged_and_changes_nothing(status: str) -> None:
+    world = World()
+    job = world.create().job
+    body = world.queue.take()
+    assert body is not None
+    if status == "succeeded":
+        world.run(body)
+    elif status == "failed":
+        world.run(body, source=StaticRecordSource(RECORDS, fail_with=UpstreamRejected("400")))
+    elif status == "cancelled":
+        cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock)
+    else:
+        world.jobs.claim(job.id, "w-other", START, START + dt.timedelta(seconds=30))
+    before = world.get(job.id)
+    world.clock.advance(5)
+    outcome = world.run(body, owner="w-late")
+    assert (outcome.disposition, outcome.status) == (Disposition.ACK, status)
+    assert world.get(job.id) == before
+
+
+class ClaimedElsewhereJobs(InMemoryJobRepository):
+    """A store where another worker claims every job between our read and our claim."""
+
+    def claim(
+        self, job_id: str, owner: str, now: dt.datetime, lease_until: dt.datetime
+    ) -> Job | None:
+        super().claim(job_id, "w-other", now, lease_until)
+        return super().claim(job_id, owner, now, lease_until)
+
+
+def test_a_job_claimed_by_another_worker_first_is_left_to_it() -> None:
+    world = World()
+    world.jobs = ClaimedElsewhereJobs()
+    job = world.create().job
+    outcome = world.run()
+    assert (outcome.disposition, outcome.status) == (Disposition.ACK, "claimed elsewhere")
+    assert world.get(job.id).lease_owner == "w-other"
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        UpstreamUnavailable("feed service: 503 after 4 tries"),
+        UpstreamRejected("feed service answered 400"),
+        UpstreamBadResponse("feed service sent no items"),
+    ],
+    ids=lambda e: e.code,
+)
+def test_an_upstream_failure_fails_the_job_with_its_code_and_leaves_no_file(
+    failure: ExportFailure,
+) -> None:
+    world = World()
+    job = world.create().job
+    outcome = world.run(source=StaticRecordSource(RECORDS, fail_with=failure))
+    assert (outcome.disposition, outcome.status, outcome.detail) == (
+        Disposition.ACK,
+        "failed",
+        failure.code,
+    )
+    failed = world.get(job.id)
+    assert (failed.error_code, failed.error_message) == (failure.code, failure.message)
+    assert failed.finished_at == START and failed.progress_pct < 100
+    world.assert_no_file(failed)
+
+
+def test_a_long_error_message_is_cut_to_2000_characters() -> None:
+    world = World()
+    job = world.create().job
+    world.run(source=StaticRecordSource(RECORDS, fail_with=UpstreamRejected("x" * 5000)))
+    assert world.get(job.id).error_message == "x" * 2000
+
+
+def test_a_storage_failure_fails_the_job_as_storage_failed_with_no_file() -> None:
+    world = World()
+    world.store.fail_writes = True
+    job = world.create().job
+    assert world.run().status == "failed"
+    failed = world.get(job.id)
+    assert failed.error_code == "STORAGE_FAILED"
+    assert "no space left" in (failed.error_message or "")
+    world.assert_no_file(failed)
+
+
+class BrokenWriter:
+    def __init__(self, error: OSError, on: str) -> None:
+        self.error, self.on, self.aborted = error, on, False
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        if self.on == "write":
+            raise self.error
+
+    def commit(self) -> str:
+        raise self.error
+
+    def abort(self) -> None:
+        self.aborted = True
+
+
+class BrokenStore(InMemoryFileStore):
+    """A store whose writes (or whose folder creation) fail as a full or read-only disk does."""
+
+    def __init__(self, error: OSError, on: str) -> None:
+        super().__init__()
+        self.error, self.on = error, on
+        self.writers: list[BrokenWriter] = []
+
+    def create(self, tenant_id: str, job_id: str, extension: str) -> Any:
+        if self.on == "create":
+            raise self.error
+        self.writers.append(BrokenWriter(self.error, self.on))
+        return self.writers[-1]
+
+
+@pytest.mark.parametrize("on", ["create", "write", "commit"])
+def test_an_os_error_of_the_store_fails_the_job_as_storage_failed(on: str) -> None:
+    world = World()
+    world.store = BrokenStore(OSError(28, "No space left on device"), on)
+    job = world.create().job
+    outcome = world.run()
+    assert (outcome.disposition, outcome.status, outcome.detail) == (
+        Disposition.ACK,
+        "failed",
+        "STORAGE_FAILED",
+    )
+    failed = world.get(job.id)
+    assert failed.error_code == "STORAGE_FAILED"
+    assert "No space left on device" in (failed.error_message or "")
+    assert all(w.aborted for w in world.store.writers)
+
+
+def test_a_store_that_cannot_create_the_file_fails_the_job_as_storage_failed() -> None:
+    world = World()
+    world.store = BrokenStore(OSError(13, "Permission denied"), "create")
+    world.store.error = StorageFailure("export folder is not writable")  # type: ignore[assignment]
+    job = world.create().job
+    assert world.run().detail == "STORAGE_FAILED"
+    assert world.get(job.id).error_message == "export folder is not writable"
+
+
+def test_an_unexpected_error_propagates_and_leaves_no_file_behind() -> None:
+    world = World()
+    job = world.create().job
+
+    def crash() -> None:
+        raise RuntimeError("a bug in a source")
+
+    with pytest.raises(RuntimeError):
+        world.run(source=HookedSource(world.source, {0: crash}))
+    running = world.get(job.id)
+    assert running.status is JobStatus.RUNNING, "left for recovery, as after a crash"
+    world.assert_no_file(running)
+
+
+@pytest.mark.parametrize("when", ["before the first page", "after a page"])
+def test_on_shutdown_the_job_is_handed_back_queued_with_no_file(when: str) -> None:
+    world = World()
+    job = world.create().job
+    pages_seen = []
+    source = HookedSource(world.source, {0: lambda: pages_seen.append(1)})
+
+    def stopping() -> bool:
+        return when == "before the first page" or bool(pages_seen)
+
+    outcome = world.run(source=source, stopping=stopping)
+    assert (outcome.disposition, outcome.status) == (Disposition.REQUEUE, "handed back")
+    back = world.get(job.id)
+    assert (back.status, back.lease_owner, back.lease_expires_at) == (JobStatus.QUEUED, None, None)
+    world.assert_no_file(back)
+    assert world.queue.pending() == 1, "the message was not handed back"
+    assert world.run(owner="w2").status == "succeeded"
+
+
+def test_a_long_export_shows_progress_and_keeps_its_lease() -> None:
+    world = World(Policy(lease_sec=30, heartbeat_sec=1), page_size=1)
+    job = world.create().job
+    seen: list[tuple[int, dt.datetime | None]] = []
+
+    def tick() -> None:
+        world.clock.advance(2)
+        current = world.get(job.id)
+        seen.append((current.progress_pct, current.lease_expires_at))
+
+    source = HookedSource(world.source, dict.fromkeys(range(7), tick))
+    assert world.run(source=source).status == "succeeded"
+    progress = [p for p, _ in seen]
+    assert progress == sorted(progress) and 0 < progress[-1] < 100
+    assert len(set(progress)) > 3, "progress did not move visibly"
+    leases = [lease for _, lease in seen]
+    assert all(
+        lease is not None and lease > START + dt.timedelta(seconds=30) for lease in leases[1:]
+    )
+
+
+@pytest.mark.parametrize("notice", ["at a heartbeat", "only at the end"])
+def test_a_job_cancelled_while_running_ends_cancelled_with_no_file(notice: str) -> None:
+    world = World()
+    job = world.create().job
+
+    def cancel() -> None:
+        cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock)
+        if notice == "at a heartbeat":
+            world.clock.advance(world.policy.heartbeat_sec)
+
+    hooks = {0: cancel} if notice == "at a heartbeat" else {3: cancel}
+    outcome = world.run(source=HookedSource(world.source, hooks))
+    assert (outcome.disposition, outcome.status) == (Disposition.ACK, "cancelled")
+    cancelled = world.get(job.id)
+    assert cancelled.status is JobStatus.CANCELLED and cancelled.progress_pct < 100
+    world.assert_no_file(cancelled)
+
+
+class OnCommitStore(InMemoryFileStore):
+    """A store that runs ``hook`` once, just after the first file is kept (the narrowest race)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.hook: Callable[[], None] | None = None
+
+    def create(self, tenant_id: str, job_id: str, extension: str) -> Any:
+        writer = super().create(tenant_id, job_id, extension)
+        commit = writer.commit
+
+        def commit_then_hook() -> str:
+            location = commit()
+            hook, self.hook = self.hook, None
+            if hook is not None:
+                hook()
+            return location
+
+        writer.commit = commit_then_hook  # type: ignore[method-assign]
+        return writer
+
+
+def test_a_cancel_landing_as_the_file_is_kept_removes_the_file_again() -> None:
+    world = World()
+    world.store = store = OnCommitStore()
+    job = world.create().job
+
+    def cancel() -> None:
+        cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock)
+
+    store.hook = cancel
+    assert world.run().status == "cancelled"
+    world.assert_no_file(world.get(job.id))
+
+
+def test_a_lease_lost_as_the_file_is_kept_leaves_the_new_holders_file_alone() -> None:
+    world = World(Policy(lease_sec=30, heartbeat_sec=1))
+    world.store = store = OnCommitStore()
+    job = world.create().job
+    first = world.queue.take()
+    assert first is not None
+
+    def another_worker_takes_over_and_finishes() -> None:
+        world.clock.advance(31)
+        assert world.recover().requeued == [job.id]
+        assert world.run(owner="w2").status == "succeeded"
+
+    store.hook = another_worker_takes_over_and_finishes
+    assert world.run(first, owner="w1").status == "succeeded"
+    world.assert_file_matches(world.get(job.id))
+
+
+def test_a_worker_that_lost_its_lease_neither_replaces_nor_removes_the_new_holders_file() -> None:
+    world = World(Policy(lease_sec=30, heartbeat_sec=1))
+    job = world.create().job
+    first = world.queue.take()
+    assert first is not None
+
+    def stall_until_another_worker_finished() -> None:
+        world.clock.advance(31)
+        assert world.recover().requeued == [job.id]
+        # upstream got one more record meanwhile, so the two workers' files differ
+        grown = {"FEED_INTAKE_EXPORT": [*RECORDS["FEED_INTAKE_EXPORT"], feed_record(8)]}
+        assert world.run(owner="w2", source=StaticRecordSource(grown)).status == "succeeded"
+
+    last_page = 3  # 7 records in pages of 2
+    source = HookedSource(world.source, {last_page: stall_until_another_worker_finished})
+    outcome = world.run(first, owner="w1", source=source)
+    assert outcome.disposition is Disposition.ACK
+    done = world.get(job.id)
+    assert (done.status, done.attempts) == (JobStatus.SUCCEEDED, 2)
+    assert world.assert_file_matches(done).count(b"\r\n") == 1 + 8
+
+
+# --- recovery ---
+
+
+def crash_while_running(world: World, owner: str = "w-dead") -> RunOutcome | None:
+    """Take the next message and die in the middle of its export (as with SIGKILL)."""
+
+    class Killed(BaseException):
+        pass
+
+    def die() -> None:
+        raise Killed
+
+    try:
+        return world.run(owner=owner, source=HookedSource(world.source, {0: die}))
+    except Killed:
+        return None
+
+
+def test_a_job_whose_worker_died_is_requeued_after_its_lease_and_runs_again() -> None:
+    world = World()
+    job = world.create().job
+    crash_while_running(world)
+    held = world.get(job.id)
+    assert (held.status, held.lease_owner, held.attempts) == (JobStatus.RUNNING, "w-dead", 1)
+    world.clock.advance(world.policy.lease_sec - 1)
+    assert world.recover().requeued == []
+    world.clock.advance(2)
+    recovery = world.recover()
+    assert (recovery.requeued, recovery.published) == ([job.id], [job.id])
+    back = world.get(job.id)
+    assert (back.status, back.lease_owner) == (JobStatus.QUEUED, None)
+    assert world.run(owner="w2").status == "succeeded"
+    assert world.get(job.id).attempts == 2
+
+
+def test_a_job_whose_worker_dies_on_every_attempt_fails_as_worker_lost() -> None:
+    world = World(Policy(lease_sec=30, max_attempts=3))
+    job = world.create().job
+    for attempt in range(1, 4):
+        crash_while_running(world, owner=f"w{attempt}")
+        assert world.get(job.id).attempts == attempt
+        world.clock.advance(31)
+        recovery = world.recover()
+        if attempt < 3:
+            assert recovery.requeued == [job.id]
+    assert (recovery.requeued, recovery.failed) == ([], [job.id])
+    lost = world.get(job.id)
+    assert (lost.status, lost.error_code) == (JobStatus.FAILED, "WORKER_LOST")
+    assert "3 attempts" in (lost.error_message or "")
+    world.assert_no_file(lost)
+    assert world.queue.pending() == 0
+
+
+def test_a_job_requeued_while_the_queue_is_down_is_published_by_a_later_pass() -> None:
+    world = World()
+    job = world.create().job
+    crash_while_running(world)
+    world.clock.advance(31)
+    world.queue.available = False
+    recovery = world.recover()
+    assert (recovery.requeued, recovery.published) == ([job.id], [])
+    world.queue.available = True
+    world.clock.advance(world.policy.republish_after_sec + 1)
+    assert world.recover().published == [job.id]
+
+
+def test_a_running_row_of_the_old_service_without_a_lease_is_requeued_once_it_is_quiet() -> None:
+    world = World(Policy(lease_sec=30))
+    job = world.create().job
+    world.queue.take()
+    # the old service set status running and nothing else: no lease, no attempts
+    legacy = msgspec.structs.replace(job, id=str(uuid.uuid4()), status=JobStatus.RUNNING)
+    world.jobs.add(legacy)
+    cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock)
+    job = legacy
+    world.clock.advance(599)
+    assert world.recover().requeued == []
+    world.clock.advance(2)
+    assert world.recover().requeued == [job.id]
+    assert world.run().status == "succeeded"
+
+
+class LosingRaceJobs(InMemoryJobRepository):
+    """A store where another recovery pass wins every conditional write on stale jobs."""
+
+    def fail(
+        self, job_id: str, owner: str | None, now: dt.datetime, code: str, message: str
+    ) -> Job | None:
+        return None
+
+    def retry(self, job_id: str, owner: str | None, now: dt.datetime) -> Job | None:
+        return None
+
+
+@pytest.mark.parametrize("attempts", [1, 3])
+def test_recovery_reports_only_the_changes_it_made(attempts: int) -> None:
+    world = World(Policy(lease_sec=30, max_attempts=3))
+    world.jobs = LosingRaceJobs()
+    queued = world.create().job
+    world.queue.take()
+    job = msgspec.structs.replace(queued, id=str(uuid.uuid4()), attempts=attempts - 1)
+    world.jobs.add(job)
+    cancel_job(queued.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock)
+    world.jobs.claim(job.id, "w-dead", START, START + dt.timedelta(seconds=30))
+    assert world.get(job.id).attempts == attempts
+    world.clock.advance(31)
+    assert world.recover() == Recovery(requeued=[], failed=[], published=[], files_deleted=[])
+
+
+def test_recovery_marks_an_expired_row_without_a_file_as_deleted() -> None:
+    world = World()
+    job = Job(
+        id=str(uuid.uuid4()),
+        tenant_id=TENANT,
+        requested_by=None,
+        job_type=JobType.FEED_INTAKE_EXPORT,
+        format=ReportFormat.CSV,
+        status=JobStatus.SUCCEEDED,
+        expires_at=START,
+        created_at=START,
+        updated_at=START,
+    )
+    world.jobs.add(job)
+    assert world.recover().files_deleted == [job.id]
+    assert world.get(job.id).file_deleted_at == START
