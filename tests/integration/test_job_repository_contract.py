@@ -44,9 +44,19 @@ def _postgres(request: pytest.FixtureRequest) -> JobRepository:
     return PostgresJobRepository(pool)
 
 
+def _sqlite(request: pytest.FixtureRequest) -> JobRepository:
+    from adapters.sqlite import SqliteJobRepository
+
+    folder = request.getfixturevalue("tmp_path")
+    repository = SqliteJobRepository(folder / "jobs.sqlite3")
+    request.addfinalizer(repository.close)
+    return repository
+
+
 REPOSITORY_FACTORIES: dict[str, RepositoryFactory] = {
     "memory": _memory,
     "postgres": _postgres,
+    "sqlite": _sqlite,
 }
 
 # The lifecycle of the contract, written out independently of reportcore.lifecycle: the
