@@ -144,6 +144,8 @@ MODES = (
     "cancelled after a page, noticed at a heartbeat",
     "crash",
     "crash, message redelivered",
+    "slow, with heartbeats",
+    "slow, with heartbeats, then crash",
     *(
         f"stall past the lease after the {page} page; the next worker {then}"
         for page in ("first", "last")
@@ -157,16 +159,17 @@ class Killed(BaseException):
 
 
 class HookedSource:
-    """Pages of a static source, running ``hook`` once the exporter is done with page ``at``."""
+    """Pages of a static source, running ``hooks[n]`` once the exporter is done with page n."""
 
-    def __init__(self, inner: Any, at: int, hook: Callable[[], None]) -> None:
-        self.inner, self.at, self.hook = inner, at, hook
+    def __init__(self, inner: Any, hooks: Mapping[int, Callable[[], None]]) -> None:
+        self.inner, self.hooks = inner, hooks
 
     def pages(self, request: SourceRequest) -> Iterator[SourcePage]:
         for n, page in enumerate(self.inner.pages(request)):
             yield page
-            if n == self.at:
-                self.hook()
+            hook = self.hooks.get(n)
+            if hook is not None:
+                hook()
 
 
 class RecordingJobs(InMemoryJobRepository):
@@ -477,7 +480,7 @@ class JobLifecycle(RuleBasedStateMachine):
         elif mode.startswith("shutdown"):
             pages_done: list[int] = []
             at_once = mode == "shutdown at once"
-            source = HookedSource(self.source, 0, lambda: pages_done.append(0))
+            source = HookedSource(self.source, {0: lambda: pages_done.append(0)})
             outcome = self.run(body, worker, source, stopping=lambda: at_once or bool(pages_done))
             assert (outcome.disposition, outcome.status) == (Disposition.REQUEUE, "handed back")
             self.released(exp, "queued")
@@ -492,14 +495,36 @@ class JobLifecycle(RuleBasedStateMachine):
                 if noticed_at_heartbeat:
                     self.clock.advance(POLICY.heartbeat_sec)
 
-            outcome = self.run(body, worker, HookedSource(self.source, 0, cancel_now))
+            outcome = self.run(body, worker, HookedSource(self.source, {0: cancel_now}))
+        elif mode.startswith("slow"):
+            # a second passes per page, so every page after the first takes a heartbeat that
+            # records progress and extends the lease
+            crashes = mode.endswith("crash")
+
+            def tick() -> None:
+                self.clock.advance(POLICY.heartbeat_sec)
+
+            def die() -> None:
+                raise Killed
+
+            hooks = {n: tick for n in range(last_page)}
+            if not crashes:
+                outcome = self.run(body, worker, HookedSource(self.source, hooks))
+                self.released(exp, "succeeded")
+                exp.expires_at = self.now() + dt.timedelta(seconds=POLICY.retention_sec)
+            else:
+                with pytest.raises(Killed):
+                    self.run(body, worker, HookedSource(self.source, {**hooks, last_page: die}))
+                exp.lease_until = self.now() + dt.timedelta(seconds=POLICY.lease_sec)
+                assert self.real(job_id).progress_pct > 0, "heartbeats recorded no progress"
+                return
         elif mode.startswith("crash"):
 
             def die() -> None:
                 raise Killed
 
             with pytest.raises(Killed):
-                self.run(body, worker, HookedSource(self.source, 0, die))
+                self.run(body, worker, HookedSource(self.source, {0: die}))
             if mode.endswith("redelivered"):
                 self.queue.publish_raw(body)  # the broker hands an unacked message out again
             return
@@ -513,7 +538,7 @@ class JobLifecycle(RuleBasedStateMachine):
                 then = "ok" if mode.endswith("finishes") else "crash"
                 self.deliver(msgspec.json.encode({"job_id": job_id}), other, then)
 
-            outcome = self.run(body, worker, HookedSource(self.source, at, stall))
+            outcome = self.run(body, worker, HookedSource(self.source, {at: stall}))
         assert (outcome.disposition, outcome.job_id) == (Disposition.ACK, job_id)
         assert outcome.status == exp.status
 
