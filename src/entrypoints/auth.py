@@ -1,0 +1,101 @@
+"""User tokens: ``Authorization: Bearer <JWT>`` into a :class:`reportcore.access.Principal`.
+
+Only HS256 with ``JWT_SECRET`` is accepted (``alg: none`` and every other algorithm are
+refused before the signature is looked at); ``exp``, ``iss`` and ``aud`` are required and
+verified. Every refusal is :class:`reportcore.errors.Unauthorized` (401). What a principal may
+do is decided by :mod:`reportcore.access`, not here.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+import jwt
+
+from reportcore.access import Principal
+from reportcore.errors import Unauthorized
+
+ALGORITHMS = ["HS256"]
+MAX_TOKEN_LENGTH = 8192
+# Tokens come from another FarmIQ service; a few seconds of clock skew between the machines
+# must not turn a fresh token into an expired (or not yet valid) one.
+LEEWAY_SEC = 30
+_MAX_CLAIM_LENGTH = 256
+
+
+class TokenVerifier:
+    """Checks user JWTs against one key, issuer and audience."""
+
+    def __init__(self, secret: str, *, issuer: str, audience: str) -> None:
+        self._secret = secret
+        self._issuer = issuer
+        self._audience = audience
+
+    def principal(self, authorization: str | None) -> Principal:
+        """The caller of an ``Authorization`` header value, or :class:`Unauthorized`."""
+        token = bearer_token(authorization)
+        try:
+            claims = jwt.decode(
+                token,
+                self._secret,
+                algorithms=ALGORITHMS,
+                audience=self._audience,
+                issuer=self._issuer,
+                leeway=LEEWAY_SEC,
+                options={"require": ["exp", "iss", "aud"]},
+            )
+        except jwt.ExpiredSignatureError:
+            raise Unauthorized("bearer token has expired") from None
+        except jwt.PyJWTError:
+            # one message for every other refusal: which check failed helps only a forger
+            raise Unauthorized("bearer token is not valid") from None
+        return principal_from_claims(claims)
+
+
+def bearer_token(authorization: str | None) -> str:
+    """The token of ``Bearer <token>``, or :class:`Unauthorized`."""
+    if not authorization:
+        raise Unauthorized("missing bearer token")
+    scheme, _, token = authorization.strip().partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token or " " in token:
+        raise Unauthorized("Authorization header must be 'Bearer <token>'")
+    if len(token) > MAX_TOKEN_LENGTH:
+        raise Unauthorized("bearer token is not valid")
+    return token
+
+
+def _text(value: Any, name: str) -> str | None:
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, str | int):
+        raise Unauthorized(f"bearer token claim {name} is malformed")
+    text = str(value)
+    # the subject is stored as requested_by: no control characters (PostgreSQL refuses NUL)
+    if not text or len(text) > _MAX_CLAIM_LENGTH or not text.isprintable():
+        raise Unauthorized(f"bearer token claim {name} is malformed")
+    return text
+
+
+def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
+    """The principal of verified claims: ``sub`` (or ``user_id``), ``roles`` (a list) and/or
+    ``role`` (a string), ``tenant_id``. Claims of the wrong type are a 401."""
+    subject = _text(claims.get("sub"), "sub")
+    if subject is None:
+        subject = _text(claims.get("user_id"), "user_id")
+    roles: set[str] = set()
+    listed = claims.get("roles")
+    if listed is not None:
+        if not isinstance(listed, list) or not all(isinstance(r, str) for r in listed):
+            raise Unauthorized("bearer token claim roles must be a list of strings")
+        roles.update(listed)
+    single = claims.get("role")
+    if single is not None:
+        if not isinstance(single, str):
+            raise Unauthorized("bearer token claim role must be a string")
+        roles.add(single)
+    tenant = claims.get("tenant_id")
+    if tenant is not None and not isinstance(tenant, str):
+        raise Unauthorized("bearer token claim tenant_id must be a string")
+    return Principal(subject=subject, roles=frozenset(roles), tenant_id=tenant or None)

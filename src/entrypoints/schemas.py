@@ -1,0 +1,177 @@
+"""The shapes of the HTTP edge: response bodies (and the one request body the core lacks).
+
+These Structs are what handlers return, so the OpenAPI document is generated from the same
+types that are encoded. They carry no rules: the create body is
+:class:`reportcore.requests.CreateRequest`, validated by the core; the job JSON is built here
+from a :class:`reportcore.jobs.Job`, leaving out the worker's bookkeeping.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from typing import Annotated, Any, Literal
+
+import msgspec
+
+from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
+from reportcore.usecases import DownloadLink, JobPage
+
+Instant = Annotated[
+    dt.datetime,
+    msgspec.Meta(description="ISO 8601 instant in UTC", examples=["2026-01-31T08:15:00Z"]),
+]
+Day = Annotated[dt.date, msgspec.Meta(description="YYYY-MM-DD", examples=["2026-01-31"])]
+
+
+class JobOut(msgspec.Struct, kw_only=True):
+    """A report job as clients see it: the old service's fields plus the run's three."""
+
+    id: str
+    tenant_id: str
+    requested_by: str | None
+    job_type: JobType
+    format: ReportFormat
+    farm_id: str | None
+    barn_id: str | None
+    batch_id: str | None
+    start_date: Day | None
+    end_date: Day | None
+    filters: dict[str, Any]
+    status: JobStatus
+    progress_pct: int
+    file_path: str | None
+    file_name: str | None
+    mime_type: str | None
+    size_bytes: int | None
+    sha256: str | None
+    expires_at: Instant | None
+    error_code: str | None
+    error_message: str | None
+    idempotency_key: str | None
+    created_at: Instant
+    updated_at: Instant
+    started_at: Instant | None
+    finished_at: Instant | None
+    attempts: int
+
+
+def _utc(value: dt.datetime | None) -> dt.datetime | None:
+    # a naive instant from storage is UTC; an aware one is shown in UTC so that it ends in "Z"
+    if value is None:
+        return None
+    if value.tzinfo is None:
+        return value.replace(tzinfo=dt.UTC)
+    return value.astimezone(dt.UTC)
+
+
+def job_out(job: Job) -> JobOut:
+    """The job JSON of ``job``."""
+    created = _utc(job.created_at)
+    updated = _utc(job.updated_at)
+    assert created is not None and updated is not None  # both are required on a Job
+    return JobOut(
+        id=job.id,
+        tenant_id=job.tenant_id,
+        requested_by=job.requested_by,
+        job_type=job.job_type,
+        format=job.format,
+        farm_id=job.farm_id,
+        barn_id=job.barn_id,
+        batch_id=job.batch_id,
+        start_date=job.start_date,
+        end_date=job.end_date,
+        filters=dict(job.filters or {}),
+        status=job.status,
+        progress_pct=job.progress_pct,
+        file_path=job.file_path,
+        file_name=job.file_name,
+        mime_type=job.mime_type,
+        size_bytes=job.size_bytes,
+        sha256=job.sha256,
+        expires_at=_utc(job.expires_at),
+        error_code=job.error_code,
+        error_message=job.error_message,
+        idempotency_key=job.idempotency_key,
+        created_at=created,
+        updated_at=updated,
+        started_at=_utc(job.started_at),
+        finished_at=_utc(job.finished_at),
+        attempts=job.attempts,
+    )
+
+
+class JobPageOut(msgspec.Struct, kw_only=True):
+    """One page of a listing, newest first; pass ``next_cursor`` as ``cursor`` for the next."""
+
+    items: list[JobOut]
+    next_cursor: str | None
+
+
+def page_out(page: JobPage) -> JobPageOut:
+    """The listing JSON of ``page``."""
+    return JobPageOut(items=[job_out(j) for j in page.items], next_cursor=page.next_cursor)
+
+
+class DownloadOut(msgspec.Struct, kw_only=True):
+    """A short-lived URL of the job's file."""
+
+    download_url: str
+    expires_at: Instant
+
+
+def download_out(link: DownloadLink) -> DownloadOut:
+    """The download JSON of ``link``."""
+    expires = _utc(link.expires_at)
+    assert expires is not None
+    return DownloadOut(download_url=link.download_url, expires_at=expires)
+
+
+class TenantBody(msgspec.Struct, kw_only=True):
+    """The optional body of ``POST .../cancel``: a platform_admin names the tenant here."""
+
+    tenant_id: str | None = None
+    tenantId: str | None = None
+
+
+class ErrorBody(msgspec.Struct, kw_only=True):
+    """What went wrong: a stable ``code``, a message for people, and the request's trace id."""
+
+    code: Annotated[
+        str,
+        msgspec.Meta(
+            examples=["VALIDATION_ERROR"],
+            description=(
+                "UNAUTHORIZED, FORBIDDEN, VALIDATION_ERROR, NOT_FOUND, REPORT_NOT_READY, "
+                "IDEMPOTENCY_KEY_REUSED, JOB_NOT_CANCELLABLE, REPORT_EXPIRED, "
+                "SERVICE_UNAVAILABLE or INTERNAL_ERROR"
+            ),
+        ),
+    ]
+    message: str
+    traceId: str
+
+
+class ErrorEnvelope(msgspec.Struct, kw_only=True):
+    """Every error response."""
+
+    error: ErrorBody
+
+
+class Ready(msgspec.Struct, kw_only=True):
+    """``GET /api/ready`` when the database and the broker answer."""
+
+    status: Literal["ready"] = "ready"
+
+
+class ReadinessChecks(msgspec.Struct, kw_only=True):
+    """Each backing service: ``ok``, or why not."""
+
+    database: str
+    queue: str
+
+
+class NotReady(msgspec.Struct, kw_only=True):
+    """``GET /api/ready`` when a backing service does not answer."""
+
+    status: Literal["not ready"] = "not ready"
+    checks: ReadinessChecks
