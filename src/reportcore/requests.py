@@ -90,7 +90,10 @@ def parse_instant(value: str | None, field: str, *, end_of_day: bool = False) ->
         raise ValidationError(f"{field} must be an ISO 8601 date or instant", field=field) from None
     if instant.tzinfo is None:
         instant = instant.replace(tzinfo=dt.UTC)
-    return instant.astimezone(dt.UTC)
+    try:
+        return instant.astimezone(dt.UTC)
+    except OverflowError:  # 0001-01-01T00:00+01:00 is before year 1 in UTC
+        raise ValidationError(f"{field} is out of range", field=field) from None
 
 
 def validate_tenant_id(value: str, field: str = "tenant_id") -> str:
@@ -238,6 +241,10 @@ def decode_cursor(text: str) -> Cursor:
         raise ValidationError("cursor is not valid", field="cursor") from None
     if cursor.created_at.tzinfo is None:
         raise ValidationError("cursor is not valid", field="cursor")
+    try:
+        cursor.created_at.astimezone(dt.UTC)
+    except OverflowError:  # no stored job is that old or that new: a forged cursor
+        raise ValidationError("cursor is not valid", field="cursor") from None
     return cursor
 
 
