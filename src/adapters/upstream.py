@@ -1,0 +1,444 @@
+"""Record sources over HTTP: the feed service, the telemetry service and the WeighVision read
+model, as the contract's "Upstream sources" describes them.
+
+One :class:`HttpRecordSource` serves every job type through a table (job type -> how to page
+it). Transient faults (connect errors, timeouts, 429, 5xx) are retried with exponential
+backoff and full jitter, honouring ``Retry-After``; what is left becomes the core's
+``UpstreamUnavailable`` / ``UpstreamRejected`` / ``UpstreamBadResponse``, whose messages name
+the service, the status and the path, never the token.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import random
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping, Sequence
+from typing import Any, Generic, NamedTuple, TypeVar
+
+import httpx
+import msgspec
+
+from reportcore.errors import UpstreamBadResponse, UpstreamRejected, UpstreamUnavailable
+from reportcore.jobs import JobType, Scope
+from reportcore.jobtypes import JOB_TYPES, Upstream
+from reportcore.ports import SourcePage, SourceRequest
+from reportcore.records import (
+    FeedingKpiRecord,
+    FeedIntakeRecord,
+    TelemetryReading,
+    WeightAggregate,
+)
+
+FEED_INTAKE_PATH = "/api/v1/feed/intake-records"
+KPI_FEEDING_PATH = "/api/v1/kpi/feeding"
+TELEMETRY_PATH = "/api/v1/telemetry/readings"
+WEIGHVISION_PATH = "/api/v1/weighvision/weight-aggregates"
+
+FEED_PAGE_MAX = 100  # the feed service caps ``limit`` here
+TELEMETRY_LIMIT_MAX = 10_000  # the telemetry service caps ``limit`` here
+_ONE_MS = dt.timedelta(milliseconds=1)
+
+
+class UpstreamConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the upstream services are and how patiently to ask them."""
+
+    feed_url: str | None = None
+    telemetry_url: str | None = None
+    weighvision_url: str | None = None
+    token: str | None = None
+    timeout_sec: float = 10.0
+    retries: int = 4  # tries after the first one
+    backoff_base_sec: float = 0.5
+    backoff_max_sec: float = 8.0
+    feed_page_limit: int = FEED_PAGE_MAX
+    telemetry_limit: int = TELEMETRY_LIMIT_MAX
+
+
+# upstream -> (config attribute of its base URL, the variable an operator sets)
+_BASE_URLS: Mapping[Upstream, tuple[str, str]] = {
+    Upstream.FEED: ("feed_url", "CLOUD_FEED_SERVICE_URL"),
+    Upstream.TELEMETRY: ("telemetry_url", "CLOUD_TELEMETRY_SERVICE_URL"),
+    Upstream.WEIGHVISION: ("weighvision_url", "CLOUD_WEIGHVISION_READMODEL_URL"),
+}
+
+
+# --- the pages on the wire ---
+
+T = TypeVar("T")
+
+
+class ItemsPage(msgspec.Struct, Generic[T]):
+    """``{"items": [...]}``: KPI feeding and WeighVision answers."""
+
+    items: list[T]
+
+
+class CursorPage(msgspec.Struct, Generic[T]):
+    """``{"items": [...], "nextCursor": id|null}``: feed intake answers."""
+
+    items: list[T]
+    nextCursor: str | int | None = None
+
+
+class _ReadingKey(msgspec.Struct, rename="camel", frozen=True):
+    """What telemetry paging needs of a reading when the records themselves are not asked."""
+
+    id: str
+    occurred_at: str
+
+
+class _Decoders(NamedTuple):
+    """The decoders of one kind of answer, built once: records typed, and records raw."""
+
+    typed: msgspec.json.Decoder[Any]
+    raw: msgspec.json.Decoder[Any]
+
+
+_FEED = _Decoders(
+    typed=msgspec.json.Decoder(CursorPage[FeedIntakeRecord]),
+    raw=msgspec.json.Decoder(CursorPage[msgspec.Raw]),
+)
+_KPI = _Decoders(
+    typed=msgspec.json.Decoder(ItemsPage[FeedingKpiRecord]),
+    raw=msgspec.json.Decoder(ItemsPage[msgspec.Raw]),
+)
+_WEIGHVISION = _Decoders(
+    typed=msgspec.json.Decoder(ItemsPage[WeightAggregate]),
+    raw=msgspec.json.Decoder(ItemsPage[msgspec.Raw]),
+)
+_TELEMETRY = _Decoders(
+    typed=msgspec.json.Decoder(list[TelemetryReading]),
+    raw=msgspec.json.Decoder(list[msgspec.Raw]),
+)
+_TELEMETRY_KEYS = msgspec.json.Decoder(list[_ReadingKey])
+
+
+def _camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def _instant(value: dt.datetime) -> str:
+    """An instant as upstream reads it: UTC, milliseconds, ``Z``."""
+    utc = value.astimezone(dt.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def _day_start(day: dt.date) -> str:
+    return f"{day.isoformat()}T00:00:00Z"
+
+
+def _parse_instant(text: str) -> dt.datetime:
+    t = dt.datetime.fromisoformat(text)
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
+
+
+def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
+    """``Retry-After`` in seconds: delta-seconds or an HTTP date; ``None`` if absent/unreadable."""
+    if not value:
+        return None
+    text = value.strip()
+    try:
+        return max(0.0, float(text))
+    except ValueError:
+        pass
+    try:
+        when = email.utils.parsedate_to_datetime(text)
+    except (TypeError, ValueError, IndexError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=dt.UTC)
+    return max(0.0, (when - now).total_seconds())
+
+
+class _Call(msgspec.Struct, frozen=True, kw_only=True):
+    """One upstream endpoint of one job: who answers, where, and for which job."""
+
+    upstream: Upstream
+    base_url: str
+    path: str
+    trace_id: str
+
+    def describe(self) -> str:
+        return f"GET {self.path}"
+
+
+class HttpRecordSource:
+    """:class:`reportcore.ports.RecordSource` over the FarmIQ services' HTTP APIs.
+
+    One ``httpx.Client`` (one connection pool) per source, shared by the threads of a worker;
+    ``sleep`` and ``rng`` are the backoff's clock and dice (tests pass fakes).
+    """
+
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        *,
+        client: httpx.Client | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self._owns_client = client is None
+        self._client = client or httpx.Client(timeout=httpx.Timeout(config.timeout_sec))
+        self._sleep = sleep
+        self._rng = rng or random.Random()
+
+    def close(self) -> None:
+        """Close the connection pool (a client passed in is its owner's to close)."""
+        if self._owns_client:
+            self._client.close()
+
+    def __enter__(self) -> HttpRecordSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # --- the port ---
+
+    def pages(self, request: SourceRequest) -> Iterator[SourcePage]:
+        """The job's records, page by page, in upstream order."""
+        return _PAGERS[request.job_type](self, request)
+
+    # --- plumbing ---
+
+    def _call(self, request: SourceRequest, path: str) -> _Call:
+        upstream = JOB_TYPES[request.job_type].upstream
+        attr, variable = _BASE_URLS[upstream]
+        base_url = getattr(self.config, attr)
+        if not base_url:
+            raise UpstreamUnavailable(
+                f"{upstream.value} is not configured: set {variable} to export "
+                f"{request.job_type.value}"
+            )
+        return _Call(
+            upstream=upstream, base_url=base_url.rstrip("/"), path=path, trace_id=request.job_id
+        )
+
+    def _headers(self, call: _Call) -> dict[str, str]:
+        headers = {
+            "accept": "application/json",
+            "x-request-id": str(uuid.uuid4()),
+            "x-trace-id": call.trace_id,
+        }
+        if self.config.token:
+            headers["authorization"] = f"Bearer {self.config.token}"
+        return headers
+
+    def _backoff(self, attempt: int) -> float:
+        """Full jitter: anywhere between 0 and the capped exponential step."""
+        cap = min(self.config.backoff_max_sec, self.config.backoff_base_sec * 2**attempt)
+        return self._rng.uniform(0.0, cap)
+
+    def _get(self, call: _Call, params: Mapping[str, Any]) -> bytes:
+        """The body of a 2xx answer, after retrying transient failures."""
+        tries = self.config.retries + 1
+        service = call.upstream.value
+        for attempt in range(tries):
+            try:
+                response = self._client.get(
+                    call.base_url + call.path, params=params, headers=self._headers(call)
+                )
+            except httpx.TimeoutException:
+                problem = f"{service} did not answer {call.describe()} in time"
+                delay = self._backoff(attempt)
+            except httpx.TransportError as exc:
+                reason = type(exc).__name__
+                problem = f"{service} could not be reached for {call.describe()} ({reason})"
+                delay = self._backoff(attempt)
+            except httpx.DecodingError as exc:
+                raise UpstreamBadResponse(
+                    f"{service} sent an undecodable body for {call.describe()}: {exc}"
+                ) from exc
+            else:
+                status = response.status_code
+                if 200 <= status < 300:
+                    return response.content
+                problem = f"{service} answered {status} for {call.describe()}"
+                if status != 429 and status < 500:
+                    raise UpstreamRejected(problem)
+                waited = retry_after_seconds(
+                    response.headers.get("retry-after"), dt.datetime.now(dt.UTC)
+                )
+                delay = (
+                    self._backoff(attempt)
+                    if waited is None
+                    else min(waited, self.config.backoff_max_sec)
+                )
+            if attempt + 1 == tries:
+                raise UpstreamUnavailable(f"{problem} (gave up after {tries} tries)")
+            self._sleep(delay)
+        raise AssertionError("unreachable: the loop returns or raises")
+
+    def _decode(self, call: _Call, decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+        try:
+            return decoder.decode(body)
+        except msgspec.DecodeError as exc:
+            raise UpstreamBadResponse(
+                f"{call.upstream.value} sent an unreadable page for {call.describe()}: {exc}"
+            ) from exc
+
+    def _page(
+        self, call: _Call, decoders: _Decoders, body: bytes, request: SourceRequest
+    ) -> tuple[Any, Any]:
+        """The body decoded as ``request`` asks: (typed answer or None, raw answer or None).
+
+        Both are decoded from the same bytes, so their item lists are aligned.
+        """
+        typed = self._decode(call, decoders.typed, body) if request.typed else None
+        raw = self._decode(call, decoders.raw, body) if request.raw else None
+        return typed, raw
+
+    # --- one pager per job type ---
+
+    def _scope_params(self, request: SourceRequest) -> dict[str, Any]:
+        scope: Scope = request.scope
+        params: dict[str, Any] = {"tenantId": request.tenant_id}
+        for name in ("farm_id", "barn_id", "batch_id"):
+            value = getattr(scope, name)
+            if value is not None:
+                params[_camel(name)] = value
+        for key, value in request.upstream_filters.items():
+            params[_camel(key)] = value
+        return params
+
+    def _feed_intake(self, request: SourceRequest) -> Iterator[SourcePage]:
+        call = self._call(request, FEED_INTAKE_PATH)
+        scope = request.scope
+        params = self._scope_params(request)
+        if scope.start_date is not None:
+            params["start"] = _day_start(scope.start_date)
+        if scope.end_date is not None:
+            params["end"] = f"{scope.end_date.isoformat()}T23:59:59Z"
+        params["limit"] = min(self.config.feed_page_limit, FEED_PAGE_MAX)
+        seen: set[str] = set()
+        cursor: str | None = None
+        while True:
+            body = self._get(call, params if cursor is None else {**params, "cursor": cursor})
+            typed, raw = self._page(call, _FEED, body, request)
+            either = typed if typed is not None else raw
+            yield SourcePage(
+                records=typed.items if typed is not None else None,
+                raw=raw.items if raw is not None else None,
+            )
+            if either.nextCursor is None:
+                return
+            cursor = str(either.nextCursor)
+            if cursor in seen:
+                raise UpstreamBadResponse(
+                    f"{call.upstream.value} repeated the cursor {cursor!r} for "
+                    f"{call.describe()}; paging would never end"
+                )
+            seen.add(cursor)
+
+    def _kpi_feeding(self, request: SourceRequest) -> Iterator[SourcePage]:
+        call = self._call(request, KPI_FEEDING_PATH)
+        params = self._scope_params(request)
+        params |= _dates(request.scope, "startDate", "endDate")
+        typed, raw = self._page(call, _KPI, self._get(call, params), request)
+        yield SourcePage(
+            records=typed.items if typed is not None else None,
+            raw=raw.items if raw is not None else None,
+        )
+
+    def _weighvision(self, request: SourceRequest) -> Iterator[SourcePage]:
+        call = self._call(request, WEIGHVISION_PATH)
+        params = self._scope_params(request)
+        params |= _dates(request.scope, "start", "end")
+        typed, raw = self._page(call, _WEIGHVISION, self._get(call, params), request)
+        yield SourcePage(
+            records=typed.items if typed is not None else None,
+            raw=raw.items if raw is not None else None,
+        )
+
+    def _telemetry(self, request: SourceRequest) -> Iterator[SourcePage]:
+        """Page backwards by time: the service has no cursor and answers newest first.
+
+        After a full page the next window ends just after the oldest instant seen (``to`` =
+        that instant + 1 ms, right whether the service reads ``to`` as inclusive or
+        exclusive); readings newer than it, or at it and already emitted, are skipped. So no
+        reading is lost or repeated however many share a timestamp, unless more than a whole
+        page share one: that cannot be paged past, and fails rather than truncates.
+        """
+        call = self._call(request, TELEMETRY_PATH)
+        scope = request.scope
+        limit = max(1, min(self.config.telemetry_limit, TELEMETRY_LIMIT_MAX))
+        params = self._scope_params(request)
+        params["limit"] = limit
+        if scope.start_date is not None:
+            params["from"] = _day_start(scope.start_date)
+        upper: str | None = None
+        if scope.end_date is not None:
+            upper = f"{scope.end_date.isoformat()}T23:59:59.999Z"
+        boundary: dt.datetime | None = None  # everything newer than it is emitted
+        emitted_at_boundary: set[str] = set()
+        service = call.upstream.value
+        while True:
+            body = self._get(call, params if upper is None else {**params, "to": upper})
+            typed, raw = self._page(call, _TELEMETRY, body, request)
+            keys: Sequence[Any] = (
+                typed if typed is not None else self._decode(call, _TELEMETRY_KEYS, body)
+            )
+            try:
+                instants = [_parse_instant(k.occurred_at) for k in keys]
+            except ValueError as exc:
+                raise UpstreamBadResponse(
+                    f"{service} sent a reading with an unreadable occurredAt for "
+                    f"{call.describe()}: {exc}"
+                ) from exc
+            keep = [
+                boundary is None
+                or t < boundary
+                or (t == boundary and k.id not in emitted_at_boundary)
+                for k, t in zip(keys, instants, strict=True)
+            ]
+            if all(keep):
+                yield SourcePage(records=typed, raw=raw)
+            else:
+                yield SourcePage(
+                    records=_kept(typed, keep) if typed is not None else None,
+                    raw=_kept(raw, keep) if raw is not None else None,
+                )
+            if len(keys) < limit:
+                return
+            oldest, newest = min(instants), max(instants)
+            if oldest == newest:
+                raise UpstreamBadResponse(
+                    f"{service} filled a whole page (limit {limit}) of {call.describe()} with "
+                    f"readings at one instant, {keys[0].occurred_at}: the rest of that instant "
+                    f"cannot be paged to, and the export would silently lose readings"
+                )
+            if boundary is not None and oldest >= boundary:
+                raise UpstreamBadResponse(
+                    f"{service} did not page back in time for {call.describe()} (to={upper} "
+                    f"answered readings up to {keys[0].occurred_at}); paging would never end"
+                )
+            # oldest < boundary here: every reading at the old boundary is behind us
+            emitted_at_boundary = {k.id for k, t in zip(keys, instants, strict=True) if t == oldest}
+            boundary = oldest
+            upper = _instant(oldest + _ONE_MS)
+
+
+def _kept(items: Sequence[T], keep: Sequence[bool]) -> list[T]:
+    return [item for item, k in zip(items, keep, strict=True) if k]
+
+
+def _dates(scope: Scope, start: str, end: str) -> dict[str, str]:
+    params: dict[str, str] = {}
+    if scope.start_date is not None:
+        params[start] = scope.start_date.isoformat()
+    if scope.end_date is not None:
+        params[end] = scope.end_date.isoformat()
+    return params
+
+
+_PAGERS: Mapping[JobType, Callable[[HttpRecordSource, SourceRequest], Iterator[SourcePage]]] = {
+    JobType.FEED_INTAKE_EXPORT: HttpRecordSource._feed_intake,
+    JobType.KPI_FEEDING_EXPORT: HttpRecordSource._kpi_feeding,
+    JobType.TELEMETRY_EXPORT: HttpRecordSource._telemetry,
+    JobType.WEIGHVISION_EXPORT: HttpRecordSource._weighvision,
+}
