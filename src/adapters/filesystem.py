@@ -1,0 +1,229 @@
+"""Export files in a folder: ``<root>/<tenant_id>/<job_id>/report.<ext>``.
+
+A file is written under a hidden temporary name in its final folder, flushed and fsynced, and
+renamed into place only on ``commit()`` (then the folder is fsynced, so that the rename itself
+survives a power cut). A reader therefore sees a complete file or none; a crash leaves at most
+a hidden temporary, which ``delete`` (retention) removes with the job's folder.
+
+The location is the file's absolute path, as the old service stored in ``file_path``. No path
+outside the root is ever written, read or deleted: ids are checked as path segments, and the
+resolved path (symlinks followed) must stay under the resolved root.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import errno
+import logging
+import os
+import re
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+from reportcore.errors import StorageFailure
+
+READ_CHUNK = 256 * 1024
+_SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
+_EXTENSION = re.compile(r"[a-z0-9]{1,10}")
+_TEMP_PREFIX = ".report."
+_TEMP_SUFFIX = ".tmp"
+
+log = logging.getLogger(__name__)
+
+
+def _failure(action: str, exc: OSError) -> StorageFailure:
+    reason = exc.strerror or str(exc)
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        reason = "no space left on the export volume"
+    elif exc.errno in (errno.EACCES, errno.EPERM):
+        reason = "permission denied on the export folder"
+    elif exc.errno == errno.EROFS:
+        reason = "the export folder is on a read-only file system"
+    return StorageFailure(f"export file could not be {action}: {reason}")
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+class FilesystemWriter:
+    """One export file being written; invisible under its final name until :meth:`commit`."""
+
+    def __init__(self, final: Path) -> None:
+        self.final = final
+        self.temp = final.with_name(f"{_TEMP_PREFIX}{final.name}.{uuid.uuid4().hex}{_TEMP_SUFFIX}")
+        try:
+            final.parent.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
+        except OSError as exc:
+            raise _failure("created", exc) from exc
+        self._file = os.fdopen(fd, "wb")
+        self._state = "open"  # -> committed | aborted
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise StorageFailure(f"export file was already {self._state}")
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data``; a full disk or a lost folder is a :class:`StorageFailure`."""
+        self._check_open()
+        try:
+            self._file.write(data)
+        except OSError as exc:
+            raise _failure("written", exc) from exc
+
+    def commit(self) -> str:
+        """Flush, fsync, rename into place, fsync the folder; returns the absolute path.
+
+        On failure nothing is left under either name.
+        """
+        self._check_open()
+        try:
+            self._file.flush()
+            os.fsync(self._file.fileno())
+            self._file.close()
+            os.replace(self.temp, self.final)
+        except OSError as exc:
+            self.abort()
+            raise _failure("written", exc) from exc
+        try:
+            _fsync_dir(self.final.parent)
+        except OSError as exc:
+            # the rename may not survive a crash: the file must not count as written
+            self.final.unlink(missing_ok=True)
+            self._state = "aborted"
+            raise _failure("written", exc) from exc
+        self._state = "committed"
+        return str(self.final)
+
+    def abort(self) -> None:
+        """Remove the temporary file (and the job's folder if that leaves it empty).
+
+        Safe to call more than once, after a failure, or after :meth:`commit` (then a no-op).
+        """
+        if self._state == "committed":
+            return
+        self._state = "aborted"
+        try:
+            self._file.close()
+        except OSError:
+            # a failed flush of bytes we are throwing away anyway
+            log.debug("closing an aborted export file failed", exc_info=True)
+        self.temp.unlink(missing_ok=True)
+        _remove_empty(self.final.parent)
+
+
+def _remove_empty(folder: Path) -> None:
+    try:
+        folder.rmdir()
+    except OSError as exc:
+        # not empty (another file, or a concurrent writer of the same job) or already gone
+        if exc.errno not in (errno.ENOTEMPTY, errno.EEXIST, errno.ENOENT):
+            log.warning("could not remove the empty export folder %s: %s", folder, exc)
+
+
+class FilesystemStore:
+    """:class:`reportcore.ports.FileStore` over a local (or mounted) folder."""
+
+    def __init__(self, root: str | Path) -> None:
+        self.root = Path(root).absolute()
+
+    def _resolved_root(self) -> Path:
+        return self.root.resolve()
+
+    def _path_of(self, tenant_id: str, job_id: str, extension: str) -> Path:
+        for name, value in (("tenant id", tenant_id), ("job id", job_id)):
+            if not isinstance(value, str) or not _SEGMENT.fullmatch(value):
+                raise StorageFailure(f"refusing an unsafe {name} as a folder name: {value!r}")
+        if not isinstance(extension, str) or not _EXTENSION.fullmatch(extension):
+            raise StorageFailure(f"refusing an unsafe file extension: {extension!r}")
+        path = self.root / tenant_id / job_id / f"report.{extension}"
+        self._inside(path)
+        return path
+
+    def _inside(self, location: str | Path) -> Path:
+        """``location`` as a path under the root, or :class:`StorageFailure`."""
+        if isinstance(location, str) and "\x00" in location:
+            raise StorageFailure("refusing a file location with a NUL byte")
+        path = Path(location)
+        if not path.is_absolute():
+            raise StorageFailure(f"refusing a relative file location: {str(location)!r}")
+        root = self._resolved_root()
+        resolved = path.resolve()
+        if resolved == root or not resolved.is_relative_to(root):
+            raise StorageFailure(f"refusing a file location outside {root}: {str(location)!r}")
+        return resolved
+
+    # --- the port ---
+
+    def create(self, tenant_id: str, job_id: str, extension: str) -> FilesystemWriter:
+        """A writer of ``<root>/<tenant_id>/<job_id>/report.<extension>``."""
+        return FilesystemWriter(self._path_of(tenant_id, job_id, extension))
+
+    def size(self, location: str) -> int | None:
+        """The file's size; ``None`` if it is gone (or not one of ours)."""
+        try:
+            path = self._inside(location)
+            return path.stat().st_size if path.is_file() else None
+        except StorageFailure:
+            log.warning("size of a location outside the export root: %r", location)
+            return None
+        except FileNotFoundError:
+            return None
+
+    def read(self, location: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Bytes ``start`` .. ``end`` (inclusive) in chunks of 256 KiB.
+
+        A missing file raises ``FileNotFoundError`` here, before the first chunk.
+        """
+        path = self._inside(location)
+        size = path.stat().st_size  # FileNotFoundError now, not halfway through a response
+        stop = size if end is None else min(end + 1, size)
+        return self._chunks(path, max(0, start), stop)
+
+    @staticmethod
+    def _chunks(path: Path, start: int, stop: int) -> Iterator[bytes]:
+        with path.open("rb") as fh:
+            fh.seek(start)
+            left = stop - start
+            while left > 0:
+                chunk = fh.read(min(READ_CHUNK, left))
+                if not chunk:
+                    return
+                left -= len(chunk)
+                yield chunk
+
+    def delete(self, location: str) -> None:
+        """Remove the file, leftover temporaries of its job, and the job's folder if empty."""
+        try:
+            path = self._inside(location)
+        except StorageFailure as exc:
+            # a legacy row pointing elsewhere: never delete outside the root, but let
+            # retention move on rather than retry it forever
+            log.warning("not deleting %r: %s", location, exc)
+            return
+        path.unlink(missing_ok=True)
+        folder = path.parent
+        if folder == self._resolved_root():
+            return
+        try:
+            leftovers = [
+                p
+                for p in folder.iterdir()
+                if p.name.startswith(_TEMP_PREFIX + path.name + ".")
+                and p.name.endswith(_TEMP_SUFFIX)
+            ]
+        except FileNotFoundError:
+            return
+        for temp in leftovers:
+            temp.unlink(missing_ok=True)
+        _remove_empty(folder)
+
+    def download_url(self, location: str, expires_at: dt.datetime) -> str | None:
+        """Always ``None``: the API streams files from this folder itself."""
+        return None
