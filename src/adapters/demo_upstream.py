@@ -283,13 +283,15 @@ class _Fault(msgspec.Struct, kw_only=True):
     retry_after: str | None = None
     seconds: float = 0.0
     path: str | None = None
+    after: int = 0  # matching requests to let through first
 
 
 class Faults:
     """Faults for the next requests, taken in the order they were added.
 
-    Each applies to the next ``times`` requests (of ``path`` only, when given); a request takes
-    at most one fault.
+    Each applies to ``times`` requests (of ``path`` only, when given) once ``after`` matching
+    requests went through unharmed; a request meets at most one fault, the first added that
+    matches it.
     """
 
     def __init__(self) -> None:
@@ -307,24 +309,34 @@ class Faults:
         *,
         retry_after: float | str | None = None,
         path: str | None = None,
+        after: int = 0,
     ) -> None:
         """Answer ``status`` (with ``Retry-After`` when given: seconds or an HTTP date)."""
-        after = None if retry_after is None else str(retry_after)
+        header = None if retry_after is None else str(retry_after)
         self._add(
-            _Fault(kind="status", remaining=times, status=status, retry_after=after, path=path)
+            _Fault(
+                kind="status",
+                remaining=times,
+                status=status,
+                retry_after=header,
+                path=path,
+                after=after,
+            )
         )
 
-    def hang(self, seconds: float, times: int = 1, *, path: str | None = None) -> None:
+    def hang(
+        self, seconds: float, times: int = 1, *, path: str | None = None, after: int = 0
+    ) -> None:
         """Wait ``seconds`` before answering (a client with a shorter timeout gives up)."""
-        self._add(_Fault(kind="hang", remaining=times, seconds=seconds, path=path))
+        self._add(_Fault(kind="hang", remaining=times, seconds=seconds, path=path, after=after))
 
-    def malformed(self, times: int = 1, *, path: str | None = None) -> None:
+    def malformed(self, times: int = 1, *, path: str | None = None, after: int = 0) -> None:
         """Answer 200 with a body that is not JSON."""
-        self._add(_Fault(kind="malformed", remaining=times, path=path))
+        self._add(_Fault(kind="malformed", remaining=times, path=path, after=after))
 
-    def drop(self, times: int = 1, *, path: str | None = None) -> None:
+    def drop(self, times: int = 1, *, path: str | None = None, after: int = 0) -> None:
         """Close the connection without answering."""
-        self._add(_Fault(kind="drop", remaining=times, path=path))
+        self._add(_Fault(kind="drop", remaining=times, path=path, after=after))
 
     def clear(self) -> None:
         """Forget every fault not yet taken."""
@@ -342,6 +354,9 @@ class Faults:
         with self._lock:
             for fault in self._queue:
                 if fault.remaining > 0 and (fault.path is None or fault.path == path):
+                    if fault.after > 0:
+                        fault.after -= 1
+                        return None
                     fault.remaining -= 1
                     if fault.remaining == 0:
                         self._queue.remove(fault)
