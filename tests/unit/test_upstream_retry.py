@@ -1,0 +1,370 @@
+"""The HTTP record source against upstream behaviours the demo upstream never shows (a cursor
+that repeats, a ``to`` that is ignored, unreadable instants), served by ``httpx.MockTransport``
+handlers that play the upstream service; and the backoff arithmetic on its own."""
+
+from __future__ import annotations
+
+import datetime as dt
+import email.utils
+import random
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+import httpx
+import msgspec
+import pytest
+
+from adapters.upstream import HttpRecordSource, UpstreamConfig, retry_after_seconds
+from reportcore.errors import (
+    ExportFailure,
+    UpstreamBadResponse,
+    UpstreamRejected,
+    UpstreamUnavailable,
+)
+from reportcore.jobs import JobType, Scope
+from reportcore.ports import SourcePage, SourceRequest
+
+TOKEN = "very-secret-service-token"
+URL = "http://upstream.test"
+Handler = Callable[[httpx.Request], httpx.Response]
+
+
+def source_over(
+    handler: Handler, sleeps: list[float] | None = None, **config: Any
+) -> HttpRecordSource:
+    client = httpx.Client(transport=httpx.MockTransport(handler))
+    settings: dict[str, Any] = {
+        "feed_url": URL,
+        "telemetry_url": URL,
+        "weighvision_url": URL,
+        "token": TOKEN,
+    }
+    return HttpRecordSource(
+        UpstreamConfig(**(settings | config)),
+        client=client,
+        sleep=(sleeps if sleeps is not None else []).append,
+        rng=random.Random(7),
+    )
+
+
+def request(job_type: JobType, *, typed: bool = True, raw: bool = False) -> SourceRequest:
+    return SourceRequest(
+        job_id=str(uuid.uuid4()),
+        tenant_id="t1",
+        job_type=job_type,
+        scope=Scope(barn_id=str(uuid.uuid4()), start_date=dt.date(2026, 1, 1)),
+        upstream_filters={},
+        typed=typed,
+        raw=raw,
+    )
+
+
+def drain(source: HttpRecordSource, req: SourceRequest) -> list[SourcePage]:
+    return list(source.pages(req))
+
+
+def reading(n: int, at: str) -> dict[str, Any]:
+    return {"id": f"r{n}", "occurredAt": at, "metric": "t", "value": f"{n}.0"}
+
+
+# --- feed cursor ---
+
+
+def test_a_repeated_feed_cursor_is_a_bad_response_not_an_endless_loop() -> None:
+    calls: list[httpx.Request] = []
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        calls.append(req)
+        cursor = "c2" if req.url.params.get("cursor") == "c1" else "c1"
+        item = {
+            "id": f"x{len(calls)}",
+            "tenantId": "t1",
+            "farmId": "f",
+            "barnId": "b",
+            "source": "MANUAL",
+            "quantityKg": "1",
+            "occurredAt": "2026-01-01T00:00:00Z",
+            "createdAt": "2026-01-01T00:00:00Z",
+        }
+        return httpx.Response(200, json={"items": [item], "nextCursor": cursor})
+
+    with (
+        source_over(upstream) as source,
+        pytest.raises(UpstreamBadResponse, match="repeated the cursor 'c1'"),
+    ):
+        drain(source, request(JobType.FEED_INTAKE_EXPORT))
+    assert len(calls) == 3
+
+
+def test_an_integer_cursor_is_sent_back_as_given() -> None:
+    cursors: list[str | None] = []
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        cursors.append(req.url.params.get("cursor"))
+        nxt = 17 if len(cursors) == 1 else None
+        return httpx.Response(200, json={"items": [], "nextCursor": nxt})
+
+    with source_over(upstream) as source:
+        assert len(drain(source, request(JobType.FEED_INTAKE_EXPORT))) == 2
+    assert cursors == [None, "17"]
+
+
+def test_typed_and_raw_records_of_one_page_are_aligned_and_raw_is_verbatim() -> None:
+    body = (
+        b'{"items": [{"recordDate": "2026-01-01", "fcr": "1.10", "x": 1},'
+        b'{"recordDate":"2026-01-02"}]}'
+    )
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body)
+
+    with source_over(upstream) as source:
+        [page] = drain(source, request(JobType.KPI_FEEDING_EXPORT, raw=True))
+    assert page.records is not None and page.raw is not None
+    assert [r.record_date for r in page.records] == ["2026-01-01", "2026-01-02"]
+    assert [bytes(r) for r in page.raw] == [
+        b'{"recordDate": "2026-01-01", "fcr": "1.10", "x": 1}',
+        b'{"recordDate":"2026-01-02"}',
+    ]
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"", b"[]", b'{"items": null}', b'{"items": [{"fcr": "1"}]}', b"<html>oops</html>"],
+)
+def test_a_2xx_body_that_is_not_the_documented_page_is_a_bad_response(body: bytes) -> None:
+    def upstream(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body)
+
+    with source_over(upstream) as source, pytest.raises(UpstreamBadResponse) as failure:
+        drain(source, request(JobType.KPI_FEEDING_EXPORT))
+    assert failure.value.message.startswith(
+        "feed service sent an unreadable page for GET /api/v1/kpi/feeding: "
+    )
+
+
+# --- telemetry paging ---
+
+
+def test_a_telemetry_service_that_ignores_to_fails_instead_of_looping() -> None:
+    page = [reading(1, "2026-01-02T00:00:00Z"), reading(2, "2026-01-01T00:00:00Z")]
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=page)
+
+    with (
+        source_over(upstream, telemetry_limit=2) as source,
+        pytest.raises(UpstreamBadResponse, match="did not page back in time"),
+    ):
+        drain(source, request(JobType.TELEMETRY_EXPORT))
+
+
+def telemetry_service(readings: list[dict[str, Any]], asked: list[str | None]) -> Handler:
+    """A telemetry service over ``readings`` (newest first): ``to`` inclusive, ``limit``."""
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        to = req.url.params.get("to")
+        asked.append(to)
+        cut = dt.datetime.fromisoformat(to) if to else None
+        hits = [
+            r for r in readings if cut is None or dt.datetime.fromisoformat(r["occurredAt"]) <= cut
+        ]
+        return httpx.Response(200, json=hits[: int(req.url.params["limit"])])
+
+    return upstream
+
+
+def test_telemetry_pages_end_just_after_the_oldest_instant_and_skip_what_was_emitted() -> None:
+    readings = [
+        reading(1, "2026-01-03T00:00:00.000Z"),
+        reading(2, "2026-01-02T00:00:00.000Z"),
+        reading(3, "2026-01-02T00:00:00.000Z"),
+        reading(4, "2026-01-02T00:00:00.000Z"),
+        reading(5, "2026-01-01T12:00:00.500Z"),
+    ]
+    asked: list[str | None] = []
+    with source_over(telemetry_service(readings, asked), telemetry_limit=4) as source:
+        pages = drain(source, request(JobType.TELEMETRY_EXPORT))
+    ids = [r.id for p in pages for r in p.records or ()]
+    assert ids == ["r1", "r2", "r3", "r4", "r5"]
+    assert asked == [None, "2026-01-02T00:00:00.001Z", "2026-01-01T12:00:00.501Z"]
+
+
+def test_as_many_readings_at_one_instant_as_a_page_holds_fail_rather_than_truncate() -> None:
+    readings = [reading(n, "2026-01-02T00:00:00Z") for n in range(4)]
+    readings.append(reading(9, "2026-01-01T00:00:00Z"))
+    with (
+        source_over(telemetry_service(readings, []), telemetry_limit=3) as source,
+        pytest.raises(UpstreamBadResponse, match="readings at one instant"),
+    ):
+        drain(source, request(JobType.TELEMETRY_EXPORT))
+
+
+def test_an_unreadable_reading_instant_is_a_bad_response() -> None:
+    def upstream(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=[reading(1, "yesterday")])
+
+    with (
+        source_over(upstream) as source,
+        pytest.raises(UpstreamBadResponse, match="unreadable occurredAt"),
+    ):
+        drain(source, request(JobType.TELEMETRY_EXPORT, typed=False, raw=True))
+
+
+def test_raw_only_telemetry_still_pages_by_the_readings_ids_and_instants() -> None:
+    readings = [
+        reading(1, "2026-01-03T00:00:00Z"),
+        reading(2, "2026-01-02T00:00:00Z"),
+        reading(3, "2026-01-01T00:00:00Z"),
+    ]
+    asked: list[str | None] = []
+    with source_over(telemetry_service(readings, asked), telemetry_limit=2) as source:
+        pages = drain(source, request(JobType.TELEMETRY_EXPORT, typed=False, raw=True))
+    lines = [msgspec.json.decode(r)["id"] for p in pages for r in p.raw or ()]
+    assert lines == ["r1", "r2", "r3"]
+    assert all(p.records is None for p in pages)
+    assert len(asked) == 3
+
+
+# --- statuses and retries ---
+
+
+@pytest.mark.parametrize("status", [301, 400, 401, 403, 404, 409, 422])
+def test_a_non_retryable_status_is_rejected_at_once(status: int) -> None:
+    sleeps: list[float] = []
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(status, json={"error": TOKEN})
+
+    with source_over(upstream, sleeps) as source, pytest.raises(UpstreamRejected) as failure:
+        drain(source, request(JobType.WEIGHVISION_EXPORT))
+    assert failure.value.message == (
+        f"weighvision read model answered {status} for GET /api/v1/weighvision/weight-aggregates"
+    )
+    assert sleeps == []
+
+
+@pytest.mark.parametrize("status", [429, 500, 502, 503, 504])
+def test_a_transient_status_is_retried_then_unavailable(status: int) -> None:
+    sleeps: list[float] = []
+    calls: list[httpx.Request] = []
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        calls.append(req)
+        return httpx.Response(status)
+
+    with (
+        source_over(upstream, sleeps, retries=4) as source,
+        pytest.raises(UpstreamUnavailable) as e,
+    ):
+        drain(source, request(JobType.TELEMETRY_EXPORT))
+    assert len(calls) == 5 and len(sleeps) == 4
+    assert e.value.message == (
+        f"telemetry service answered {status} for GET /api/v1/telemetry/readings "
+        "(gave up after 5 tries)"
+    )
+    # every try is a new request id of the same trace
+    assert len({c.headers["x-request-id"] for c in calls}) == 5
+    assert len({c.headers["x-trace-id"] for c in calls}) == 1
+
+
+def test_backoff_is_full_jitter_under_a_doubling_cap() -> None:
+    sleeps: list[float] = []
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(503)
+
+    config = {"retries": 8, "backoff_base_sec": 0.5, "backoff_max_sec": 8.0}
+    with source_over(upstream, sleeps, **config) as source, pytest.raises(UpstreamUnavailable):
+        drain(source, request(JobType.KPI_FEEDING_EXPORT))
+    caps = [min(8.0, 0.5 * 2**n) for n in range(8)]
+    assert all(0 <= s <= cap for s, cap in zip(sleeps, caps, strict=True))
+    assert len(set(sleeps)) == len(sleeps), "no jitter"
+
+
+def test_connect_errors_and_timeouts_are_retried() -> None:
+    sleeps: list[float] = []
+    failures: list[Exception] = [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")]
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        if failures:
+            raise failures.pop(0)
+        return httpx.Response(200, json={"items": []})
+
+    with source_over(upstream, sleeps) as source:
+        assert drain(source, request(JobType.KPI_FEEDING_EXPORT))[0].records == []
+    assert len(sleeps) == 2
+
+
+def test_a_timeout_on_every_try_says_the_service_did_not_answer_in_time() -> None:
+    def upstream(req: httpx.Request) -> httpx.Response:
+        raise httpx.ReadTimeout("slow", request=req)
+
+    with source_over(upstream, retries=1) as source, pytest.raises(UpstreamUnavailable) as e:
+        drain(source, request(JobType.FEED_INTAKE_EXPORT))
+    assert e.value.message == (
+        "feed service did not answer GET /api/v1/feed/intake-records in time "
+        "(gave up after 2 tries)"
+    )
+
+
+def test_the_token_never_appears_in_any_failure_message() -> None:
+    answers: list[Handler] = [
+        lambda req: httpx.Response(404, text=TOKEN),
+        lambda req: httpx.Response(503, text=TOKEN),
+        lambda req: httpx.Response(200, text=TOKEN),
+    ]
+    for answer in answers:
+        with source_over(answer, retries=0) as source, pytest.raises(ExportFailure) as e:
+            drain(source, request(JobType.FEED_INTAKE_EXPORT))
+        assert TOKEN not in str(e.value)
+
+
+def test_the_token_is_sent_as_a_bearer_and_the_job_id_as_trace_id() -> None:
+    seen: list[httpx.Request] = []
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        seen.append(req)
+        return httpx.Response(200, json={"items": []})
+
+    req = request(JobType.WEIGHVISION_EXPORT)
+    with source_over(upstream) as source:
+        drain(source, req)
+    assert seen[0].headers["authorization"] == f"Bearer {TOKEN}"
+    assert seen[0].headers["x-trace-id"] == req.job_id
+
+
+def test_close_leaves_a_client_that_was_passed_in_open() -> None:
+    client = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
+    HttpRecordSource(UpstreamConfig(), client=client).close()
+    assert not client.is_closed
+    client.close()
+    own = HttpRecordSource(UpstreamConfig())
+    own.close()
+    assert own._client.is_closed
+
+
+# --- Retry-After ---
+
+NOW = dt.datetime(2026, 3, 1, 12, 0, 0, tzinfo=dt.UTC)
+
+
+@pytest.mark.parametrize(
+    ("header", "seconds"),
+    [
+        (None, None),
+        ("", None),
+        ("7", 7.0),
+        (" 2.5 ", 2.5),
+        ("-3", 0.0),
+        (email.utils.format_datetime(NOW + dt.timedelta(seconds=30), usegmt=True), 30.0),
+        (email.utils.format_datetime(NOW - dt.timedelta(seconds=30), usegmt=True), 0.0),
+        ("Sun, 01 Mar 2026 12:00:10 GMT", 10.0),
+        ("soon", None),
+    ],
+)
+def test_retry_after_reads_seconds_and_http_dates(
+    header: str | None, seconds: float | None
+) -> None:
+    assert retry_after_seconds(header, NOW) == seconds
