@@ -244,7 +244,10 @@ def _on_report_error(request: Request[Any, Any, Any], exc: ReportError) -> Respo
             "service unavailable",
             extra={"detail": exc.message, "trace_id": request_ids(request.scope).trace_id},
         )
-    return error_response(request, status, exc.code, exc.message)
+    message = exc.message
+    if isinstance(exc, ValidationError) and exc.field and exc.field not in message:
+        message = f"{exc.field}: {message}"  # the client must learn which field to fix
+    return error_response(request, status, exc.code, message)
 
 
 def _validation_message(exc: ValidationException) -> str:
@@ -417,9 +420,9 @@ def provide_query_tenant(
 class Readiness:
     """Asks the database and the broker, each in its own thread and bounded in time."""
 
-    def __init__(self, container: Container, timeout_sec: float = READY_TIMEOUT_SEC) -> None:
+    def __init__(self, container: Container, timeout_sec: float | None = None) -> None:
         self._container = container
-        self._timeout = timeout_sec
+        self._timeout = READY_TIMEOUT_SEC if timeout_sec is None else timeout_sec
 
     async def _probe(self, name: str, ping: Callable[[], None]) -> str:
         answer = f"no answer within {self._timeout:g}s"

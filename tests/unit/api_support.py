@@ -29,8 +29,8 @@ from entrypoints.containers import build_container
 from entrypoints.settings import Settings
 from reportcore.usecases import Policy, RunOutcome, run_job
 
-# pyjwt warns about HMAC keys shorter than the hash (32 bytes): keep test keys longer
-JWT_SECRET = "unit-test-jwt-secret-0123456789abcdef"
+# pyjwt warns about HMAC keys shorter than the hash (64 bytes for HS512): keep them longer
+JWT_SECRET = "unit-test-jwt-secret-" + "0123456789abcdef" * 4
 DOWNLOAD_SECRET = "unit-test-download-secret-0123456789abcdef"
 ISSUER = "farmiq"
 AUDIENCE = "farmiq-api"
