@@ -26,7 +26,6 @@ from reportcore.errors import StorageFailure
 READ_CHUNK = 256 * 1024
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
 _EXTENSION = re.compile(r"[a-z0-9]{1,10}")
-_TEMP_PREFIX = ".report."
 _TEMP_SUFFIX = ".tmp"
 
 log = logging.getLogger(__name__)
@@ -43,6 +42,12 @@ def _failure(action: str, exc: OSError) -> StorageFailure:
     return StorageFailure(f"export file could not be {action}: {reason}")
 
 
+def _temp_prefix(final_name: str) -> str:
+    """Temporaries of ``report.csv`` are ``.report.csv.<random>.tmp``: hidden, and never
+    mistaken for the file itself."""
+    return f".{final_name}."
+
+
 def _fsync_dir(folder: Path) -> None:
     fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
     try:
@@ -56,7 +61,7 @@ class FilesystemWriter:
 
     def __init__(self, final: Path) -> None:
         self.final = final
-        self.temp = final.with_name(f"{_TEMP_PREFIX}{final.name}.{uuid.uuid4().hex}{_TEMP_SUFFIX}")
+        self.temp = final.with_name(f"{_temp_prefix(final.name)}{uuid.uuid4().hex}{_TEMP_SUFFIX}")
         try:
             final.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
@@ -215,8 +220,7 @@ class FilesystemStore:
             leftovers = [
                 p
                 for p in folder.iterdir()
-                if p.name.startswith(_TEMP_PREFIX + path.name + ".")
-                and p.name.endswith(_TEMP_SUFFIX)
+                if p.name.startswith(_temp_prefix(path.name)) and p.name.endswith(_TEMP_SUFFIX)
             ]
         except FileNotFoundError:
             return
