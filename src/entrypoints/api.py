@@ -33,7 +33,7 @@ from litestar import Litestar, Request, Response, Router, get, head, post
 from litestar.connection import ASGIConnection
 from litestar.datastructures import ResponseHeader
 from litestar.di import NamedDependency, Provide
-from litestar.enums import MediaType
+from litestar.enums import MediaType, ScopeType
 from litestar.exceptions import (
     ClientException,
     HTTPException,
@@ -134,7 +134,7 @@ def _given_id(scope: Scope, name: bytes) -> str | None:
 
 def request_ids(scope: Scope) -> RequestIds:
     """The request's ids (set by :class:`RequestContextMiddleware`; made up if it did not)."""
-    state: dict[str, Any] = scope.setdefault("state", {})  # type: ignore[typeddict-item]
+    state: dict[str, Any] = scope.setdefault("state", {})
     ids = state.get(_IDS_KEY)
     if not isinstance(ids, RequestIds):
         ids = RequestIds(
@@ -154,7 +154,7 @@ class RequestContextMiddleware:
         self.app = app
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        if scope["type"] != ScopeType.HTTP:
             await self.app(scope, receive, send)
             return
         ids = request_ids(scope)
@@ -389,7 +389,7 @@ def _content_disposition(file_name: str) -> str:
 
 def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
     """The principal the guard verified for this request."""
-    principal = connection.scope["state"].get(_PRINCIPAL_KEY)  # type: ignore[typeddict-item]
+    principal = connection.scope["state"].get(_PRINCIPAL_KEY)
     if not isinstance(principal, Principal):
         # a JWT route outside the guarded router would be a wiring bug, never anonymous access
         raise RuntimeError("route has no authenticated principal")
@@ -479,7 +479,7 @@ async def ready(readiness: NamedDependency[Readiness]) -> Response[Ready | NotRe
     return Response(NotReady(checks=checks), status_code=503)
 
 
-_SECURED = [{BEARER_SCHEME: []}]
+_SECURED: list[dict[str, list[str]]] = [{BEARER_SCHEME: []}]
 _TAGS = ["report jobs"]
 
 
@@ -760,7 +760,7 @@ def create_app(container: Container) -> Litestar:
     ) -> None:
         principal = verifier.principal(connection.headers.get("authorization"))
         authorize(principal, _action(handler))
-        connection.scope["state"][_PRINCIPAL_KEY] = principal  # type: ignore[typeddict-unknown-key]
+        connection.scope["state"][_PRINCIPAL_KEY] = principal
 
     # one plain annotated function per port: Litestar reads the signature and checks the value
     def provide_jobs() -> JobRepository:

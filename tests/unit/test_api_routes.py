@@ -11,8 +11,13 @@ from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
+from dependency_injector import providers
+from litestar.testing import TestClient
 
+from adapters.memory import InMemoryQueue
 from entrypoints import api
+from entrypoints.containers import build_container
+from entrypoints.settings import ConfigError
 from reportcore.errors import ServiceUnavailable
 from reportcore.jobs import JobStatus
 from reportcore.requests import ListQuery
@@ -22,6 +27,7 @@ from .api_support import (
     JOBS,
     TENANT,
     ApiWorld,
+    api_settings,
     api_world,
     auth,
     feed_record,
@@ -511,3 +517,43 @@ def test_cancelling_an_unknown_job_is_404(world: ApiWorld) -> None:
     answer = world.client.post(f"{JOBS}/{new_id()}/cancel", headers=auth(mint()))
     assert answer.status_code == 404
     assert answer.json()["error"]["code"] == "NOT_FOUND"
+
+
+# --- resources: whoever opens them closes them ---
+
+
+def _container_with_a_queue_resource(events: list[str]) -> Any:
+    def queue() -> Iterator[InMemoryQueue]:
+        events.append("open")
+        yield InMemoryQueue()
+        events.append("close")
+
+    container = build_container(api_settings())
+    container.queue.override(providers.Resource(queue))
+    return container
+
+
+def test_the_app_opens_the_resources_it_finds_closed_and_closes_them_at_shutdown() -> None:
+    events: list[str] = []
+    container = _container_with_a_queue_resource(events)
+    with TestClient(api.create_app(container)) as client:
+        assert events == ["open"]
+        assert client.get("/api/ready").status_code == 200
+    assert events == ["open", "close"]
+
+
+def test_the_app_leaves_resources_its_caller_opened_to_the_caller() -> None:
+    events: list[str] = []
+    container = _container_with_a_queue_resource(events)
+    container.init_resources()  # as `reportsvc dev` does, sharing them with its worker
+    with TestClient(api.create_app(container)) as client:
+        assert client.get("/api/ready").status_code == 200
+    assert events == ["open"]
+    container.shutdown_resources()
+    assert events == ["open", "close"]
+
+
+def test_the_app_refuses_to_start_without_its_secrets() -> None:
+    for missing, variable in (("jwt_secret", "JWT_SECRET"), ("download_secret", "REPORT_DOWNLOAD")):
+        with pytest.raises(ConfigError, match=variable):
+            api.create_app(build_container(api_settings(**{missing: None})))
