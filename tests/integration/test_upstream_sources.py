@@ -13,6 +13,7 @@ import email.utils
 import hashlib
 import io
 import json
+import re
 import signal
 import subprocess
 import sys
@@ -40,6 +41,7 @@ from adapters.filesystem import FilesystemStore
 from adapters.memory import InMemoryJobRepository
 from adapters.upstream import HttpRecordSource, UpstreamConfig
 from reportcore.errors import UpstreamUnavailable
+from reportcore.export import scope_values, write_export
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, Scope, message_for
 from reportcore.jobtypes import JOB_TYPES
 from reportcore.ports import SourceRequest
@@ -567,3 +569,55 @@ def test_the_demo_runs_as_a_process_printing_its_url_and_stops_on_sigterm() -> N
         finally:
             proc.send_signal(signal.SIGTERM)
             assert proc.wait(timeout=10) == 0
+
+
+# --- docs/job-types.md ---
+
+DOC = Path(__file__).resolve().parents[2] / "docs" / "job-types.md"
+SAMPLE = re.compile(r"<!-- sample: (\w+) days=(\d+) rows=(\d+) -->\n```csv\n(.*?)```", re.DOTALL)
+
+
+def sample_csv(demo: DemoUpstream, job_type: JobType, days: int, rows: int) -> str:
+    """The first ``rows`` rows of a CSV export of the demo farm from DEMO_START, as the code
+    writes them (line ends shown as plain newlines)."""
+    scope = Scope(
+        farm_id=DEMO_FARM_ID,
+        barn_id=DEMO_BARN_ID,
+        batch_id=None if job_type is JobType.TELEMETRY_EXPORT else DEMO_BATCH_ID,
+        start_date=START,
+        end_date=START + dt.timedelta(days=days - 1),
+    )
+    writer = _Collected()
+    with HttpRecordSource(config_for(demo)) as source:
+        write_export(
+            JOB_TYPES[job_type],
+            ReportFormat.CSV,
+            source.pages(request_for(job_type, scope)),
+            writer,
+            scope_values=scope_values(DEMO_TENANT, scope),
+        )
+    lines = bytes(writer.data).decode().split("\r\n")
+    return "\n".join(lines[: rows + 1]) + "\n"
+
+
+class _Collected:
+    def __init__(self) -> None:
+        self.data = bytearray()
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self.data += data
+
+    def commit(self) -> str:
+        return "collected"
+
+    def abort(self) -> None:
+        self.data.clear()
+
+
+def test_the_job_types_page_shows_what_the_code_writes_from_the_demo_data(
+    demo: DemoUpstream,
+) -> None:
+    samples = SAMPLE.findall(DOC.read_text())
+    assert {JobType(s[0]) for s in samples} == set(JobType), "a job type has no sample"
+    for name, days, rows, shown in samples:
+        assert shown == sample_csv(demo, JobType(name), int(days), int(rows)), name
