@@ -231,7 +231,8 @@ class HttpRecordSource:
 
     def _backoff(self, attempt: int) -> float:
         """Full jitter: anywhere between 0 and the capped exponential step."""
-        cap = min(self.config.backoff_max_sec, self.config.backoff_base_sec * 2**attempt)
+        step = self.config.backoff_base_sec * 2 ** min(attempt, 32)  # no float overflow
+        cap = min(self.config.backoff_max_sec, step)
         return self._rng.uniform(0.0, cap)
 
     def _get(self, call: _Call, params: Mapping[str, Any]) -> bytes:
