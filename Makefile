@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test venv lint typecheck unit integration faults bench-smoke bench lock clean
+.PHONY: run test venv lint typecheck unit integration faults test-faults bench-smoke bench lock clean
 
 $(STAMP): requirements.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,6 +39,10 @@ unit: venv
 
 integration: venv
 	$(BIN)/python -m pytest -q tests/integration
+
+## the fault-injection suite alone (make test runs it too)
+faults test-faults: venv
+	$(BIN)/python -m pytest -q tests/faults
 
 bench-smoke: venv
 	@if [ -x bench/smoke.sh ]; then bench/smoke.sh; else echo "bench-smoke: no benchmarks yet"; fi
