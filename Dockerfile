@@ -2,11 +2,11 @@
 # (docker run IMAGE reportsvc worker; give the worker container --no-healthcheck, it serves
 # no HTTP). Configuration is by environment variables only (see docs/operations.md).
 #
-# Dependencies come from the lock, hash-checked, as `make venv` installs them; the project
-# itself is installed with --no-deps, so nothing unlocked reaches the runtime. Unlike `make
-# venv` (editable, no build isolation) it is built as a wheel in an isolated build
-# environment: Python 3.11's bundled setuptools 65 cannot build a wheel on its own. The lock
-# is the project's one lock and includes the dev tools; they are not used at runtime.
+# Dependencies come from requirements.lock (the runtime lock: no test or lint tools),
+# hash-checked, pinned to the same versions as requirements-dev.lock that `make venv` installs;
+# the project itself is installed with --no-deps, so nothing unlocked reaches the runtime. It is
+# built as a wheel in pip's isolated build environment (setuptools from PyPI): Python 3.11's
+# bundled setuptools 65 cannot build a wheel on its own.
 
 # --- build: a virtualenv with the locked dependencies and the project ---
 FROM python:3.11-slim AS build

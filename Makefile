@@ -2,13 +2,13 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements.lock pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
 
 .PHONY: run test venv lint typecheck unit integration faults test-faults bench-smoke bench lock clean
 
-$(STAMP): requirements.lock pyproject.toml
+$(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements.lock
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
 	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
@@ -47,10 +47,14 @@ faults test-faults: venv
 bench-smoke: venv
 	@if [ -x bench/smoke.sh ]; then bench/smoke.sh; else echo "bench-smoke: no benchmarks yet"; fi
 
-## regenerate the lock after changing dependencies in pyproject.toml (needs uv)
+## regenerate the locks after changing dependencies in pyproject.toml (needs uv): the dev lock
+## (runtime + tools, what `make venv` installs) first, then the runtime lock (what the image
+## installs) constrained to the same versions
 lock:
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes \
-		-o requirements.lock
+		-o requirements-dev.lock
+	uv pip compile pyproject.toml --python-version 3.11 --generate-hashes \
+		-c requirements-dev.lock -o requirements.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
