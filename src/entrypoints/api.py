@@ -727,7 +727,9 @@ def file_head(
     """The headers ``GET`` would answer with, without the file."""
     file = _open_file(jobId, token, jobs, store, clock, download_secret)
     headers = {**_file_headers(file), "content-length": str(file.size_bytes)}
-    return Response(None, status_code=200, headers=headers, media_type=file.mime_type)
+    # b"", not None: Litestar renders None only for text and JSON types, and an NDJSON HEAD
+    # would be a 500
+    return Response(b"", status_code=200, headers=headers, media_type=file.mime_type)
 
 
 # --- the app ---
