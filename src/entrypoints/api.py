@@ -715,6 +715,8 @@ def download_file(
     operation_id="fileHeaders",
     tags=_TAGS,
     responses=_error_specs(400, 401, 403, 404, 410, 503),
+    response_description="the file's headers (text/csv or application/x-ndjson), no body",
+    media_type="*/*",
 )
 def file_head(
     jobId: FromPath[str],
