@@ -8,6 +8,7 @@ do is decided by :mod:`reportcore.access`, not here.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from typing import Any
 
@@ -22,6 +23,9 @@ MAX_TOKEN_LENGTH = 8192
 # must not turn a fresh token into an expired (or not yet valid) one.
 LEEWAY_SEC = 30
 _MAX_CLAIM_LENGTH = 256
+# JWS compact serialization (RFC 7515): three unpadded base64url parts. pyjwt also accepts a
+# padded signature, so without this one genuine token would have several spellings.
+_COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 
 
 class TokenVerifier:
@@ -61,7 +65,7 @@ def bearer_token(authorization: str | None) -> str:
     token = token.strip()
     if scheme.lower() != "bearer" or not token or " " in token:
         raise Unauthorized("Authorization header must be 'Bearer <token>'")
-    if len(token) > MAX_TOKEN_LENGTH:
+    if len(token) > MAX_TOKEN_LENGTH or not _COMPACT_JWS.fullmatch(token):
         raise Unauthorized("bearer token is not valid")
     return token
 
