@@ -104,9 +104,10 @@ def _text_value(value: Any) -> str:
         text = value
     else:
         text = msgspec.json.encode(value, enc_hook=str).decode()
-    if text and re.fullmatch(r"[^\s\"=\\]+", text):
+    if text and text.isprintable() and re.fullmatch(r"[^\s\"=\\]+", text):
         return text
-    # quoted as JSON: newlines in a traceback stay escaped, so a record stays one line
+    # quoted as JSON: newlines in a traceback stay escaped, so a record stays one line, and
+    # control characters a client put in a path (NUL, ESC) never reach the log raw
     return msgspec.json.encode(text).decode()
 
 
