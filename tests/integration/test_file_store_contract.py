@@ -331,14 +331,26 @@ def test_an_export_root_that_cannot_be_a_folder_is_a_storage_failure(tmp_path: P
         store.create(TENANT, new_job(), "csv")
 
 
-@pytest.mark.skipif(os.geteuid() == 0, reason="root writes to read-only folders anyway")
 def test_an_unwritable_export_root_is_a_storage_failure(root: Path) -> None:
-    root.mkdir(mode=0o500)
+    root.mkdir()
+    if os.geteuid() != 0:
+        root.chmod(0o500)
+        try:
+            with pytest.raises(StorageFailure, match="permission denied"):
+                FilesystemStore(root).create(TENANT, new_job(), "csv")
+        finally:
+            root.chmod(0o700)
+        return
+    # root ignores permission bits (CI runs as root), but not a read-only file system
+    mount = ["mount", "-t", "tmpfs", "-o", "ro,size=64k", "tmpfs", str(root)]
+    mounted = subprocess.run(mount, capture_output=True, text=True, timeout=30, check=False)
+    assert mounted.returncode == 0, f"cannot mount a read-only tmpfs: {mounted.stderr}"
     try:
-        with pytest.raises(StorageFailure, match="permission denied"):
+        with pytest.raises(StorageFailure, match="read-only file system"):
             FilesystemStore(root).create(TENANT, new_job(), "csv")
+        assert list(root.iterdir()) == []
     finally:
-        root.chmod(0o700)
+        subprocess.run(["umount", str(root)], check=True, timeout=30)
 
 
 def test_a_write_the_file_system_refuses_fails_the_writer_and_leaves_nothing(
