@@ -28,7 +28,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import Future, ThreadPoolExecutor
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, unquote, urlsplit
 
 import msgspec
@@ -140,12 +140,18 @@ _STOP = None
 class RabbitMQQueue:
     """:class:`reportcore.ports.JobQueue` over RabbitMQ with publisher confirms.
 
-    Safe to call from any number of threads: every publish is carried out by one dedicated
-    thread that owns the only connection. A caller waits at most ``confirm_timeout`` seconds
-    and gets :class:`QueueUnavailable` for a nack, an unroutable message, a timeout or no
-    connection. The connection is made on first use; after a failed attempt the next waits
-    ``0.5 s``, doubling up to ``reconnect_max_delay`` (publishes meanwhile fail at once, and
-    the recovery pass publishes their jobs later). :meth:`close` stops the thread.
+    Safe to call from any number of threads: every publish is carried out by a publisher
+    thread that owns its own connection (pika is not thread-safe). A confirm takes a round
+    trip and, for a persistent message, the broker's disk write (about 1 ms idle, several
+    under load), so one connection waiting for each confirm in turn caps creates at a few
+    hundred a second. Threads are therefore added while every one is busy, up to
+    ``max_publishers``: concurrent publishes wait for their confirms side by side, and each
+    publish still returns only once the broker confirmed that message. A caller waits at most
+    ``confirm_timeout`` seconds and gets :class:`QueueUnavailable` for a nack, an unroutable
+    message, a timeout or no connection. Connections are made on first use; after a failed
+    attempt the next (by any thread) waits ``0.5 s``, doubling up to ``reconnect_max_delay``
+    (publishes meanwhile fail at once, and the recovery pass publishes their jobs later).
+    :meth:`close` stops the threads.
     """
 
     def __init__(
@@ -155,21 +161,24 @@ class RabbitMQQueue:
         confirm_timeout: float = 5.0,
         reconnect_max_delay: float = 5.0,
         heartbeat: int = HEARTBEAT_SEC,
+        max_publishers: int = 8,
     ) -> None:
         if confirm_timeout <= 0:
             raise ValueError("confirm_timeout must be greater than 0")
+        if max_publishers < 1:
+            raise ValueError("max_publishers must be at least 1")
         self._url = url
         self._where = describe_url(url)
         self._confirm_timeout = confirm_timeout
         self._max_delay = reconnect_max_delay
         self._heartbeat = heartbeat
+        self._max_publishers = max_publishers
         self._requests: stdqueue.SimpleQueue[_Request | None] = stdqueue.SimpleQueue()
         self._lock = threading.Lock()
-        self._thread: threading.Thread | None = None
+        self._threads: list[threading.Thread] = []
+        self._idle = 0  # threads waiting for a request (under _lock)
         self._closed = False
-        # owned by the publisher thread only
-        self._connection: BlockingConnection | None = None
-        self._channel: BlockingChannel | None = None
+        # the reconnect backoff, shared by every publisher thread (under _lock)
         self._failures = 0
         self._next_attempt = 0.0
 
@@ -187,18 +196,19 @@ class RabbitMQQueue:
         self._await(request, timeout, ServiceUnavailable, "answer")
 
     def close(self) -> None:
-        """Stop the publisher thread and close its connection; later calls fail."""
+        """Stop the publisher threads and close their connections; later calls fail."""
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            thread = self._thread
-            if thread is not None:
+            threads = list(self._threads)
+            for _ in threads:
                 self._requests.put(_STOP)
-        if thread is not None:
-            # a publish stuck on a blocked or silent broker ends by the connection's own
-            # timeouts; the thread is a daemon, so a process exit never waits for it
-            thread.join(timeout=self._confirm_timeout + 1.0)
+        # a publish stuck on a blocked or silent broker ends by the connection's own
+        # timeouts; the threads are daemons, so a process exit never waits for them
+        deadline = time.monotonic() + self._confirm_timeout + 1.0
+        for thread in threads:
+            thread.join(timeout=max(0.0, deadline - time.monotonic()))
             if thread.is_alive():
                 log.warning("publisher thread did not stop within its timeouts")
 
@@ -207,11 +217,13 @@ class RabbitMQQueue:
         with self._lock:
             if self._closed:
                 raise error("the queue publisher is closed")
-            if self._thread is None:
-                self._thread = threading.Thread(
-                    target=self._serve, name="rabbitmq-publisher", daemon=True
+            if self._idle == 0 and len(self._threads) < self._max_publishers:
+                thread = threading.Thread(
+                    target=_Publisher(self).serve, name="rabbitmq-publisher", daemon=True
                 )
-                self._thread.start()
+                self._threads.append(thread)
+                self._idle += 1  # counted as waiting until it takes its first request
+                thread.start()
             self._requests.put(request)
         return request
 
@@ -221,50 +233,86 @@ class RabbitMQQueue:
         try:
             request.future.result(timeout=timeout)
         except TimeoutError:
-            # if the thread has not taken it yet, it never will; if it has, a late publish
+            # if no thread has taken it yet, none ever will; if one has, a late publish
             # is a duplicate message at worst, which the worker's claim makes harmless
             request.future.cancel()
             raise error(f"the broker did not {what} within {timeout:g}s") from None
 
-    # publisher thread
-    def _serve(self) -> None:
+    # publisher threads
+    def _next_request(self) -> _Request | Literal[False] | None:
+        """The next request, ``None`` to stop, or ``False`` after an idle tick."""
         try:
-            while True:
-                try:
-                    request = self._requests.get(timeout=_IDLE_TICK_SEC)
-                except stdqueue.Empty:
-                    self._keep_alive()
-                    continue
-                if request is _STOP:
-                    return
-                if not request.future.set_running_or_notify_cancel():
-                    continue  # its caller gave up waiting
-                try:
-                    if request.body is None:
-                        self._ping_now()
-                    else:
-                        self._publish_now(request.body, request.deadline)
-                except ReportError as exc:
-                    request.future.set_exception(exc)
-                except Exception as exc:
-                    # a bug must not leave a caller waiting out its timeout, nor kill the thread
-                    log.exception("publisher failed unexpectedly")
-                    self._drop()
-                    request.future.set_exception(QueueUnavailable(f"publish failed: {exc}"))
-                else:
-                    request.future.set_result(None)
-        finally:
-            self._drop()
-            self._fail_pending()
+            request = self._requests.get(timeout=_IDLE_TICK_SEC)
+        except stdqueue.Empty:
+            return False
+        with self._lock:
+            self._idle -= 1
+        return request
+
+    def _done_with_request(self) -> None:
+        with self._lock:
+            self._idle += 1
 
     def _fail_pending(self) -> None:
+        stops = 0
         while True:
             try:
                 request = self._requests.get_nowait()
             except stdqueue.Empty:
-                return
-            if request is not None and request.future.set_running_or_notify_cancel():
+                break
+            if request is None:
+                stops += 1  # another thread's: handed back below
+            elif request.future.set_running_or_notify_cancel():
                 request.future.set_exception(QueueUnavailable("the queue publisher is closed"))
+        for _ in range(stops):
+            self._requests.put(_STOP)
+
+
+class _Publisher:
+    """One publisher thread's connection and loop (the thread alone touches them)."""
+
+    def __init__(self, queue: RabbitMQQueue) -> None:
+        self._q = queue
+        self._connection: BlockingConnection | None = None
+        self._channel: BlockingChannel | None = None
+
+    def serve(self) -> None:
+        try:
+            while True:
+                request = self._q._next_request()
+                if request is False:
+                    if self._q._closed:
+                        return
+                    self._keep_alive()
+                    continue
+                if request is _STOP:
+                    return
+                try:
+                    self._handle(request)
+                finally:
+                    self._q._done_with_request()
+        finally:
+            self._drop()
+            if self._q._closed:
+                self._q._fail_pending()
+
+    def _handle(self, request: _Request) -> None:
+        if not request.future.set_running_or_notify_cancel():
+            return  # its caller gave up waiting
+        try:
+            if request.body is None:
+                self._ping_now()
+            else:
+                self._publish_now(request.body, request.deadline)
+        except ReportError as exc:
+            request.future.set_exception(exc)
+        except Exception as exc:
+            # a bug must not leave a caller waiting out its timeout, nor kill the thread
+            log.exception("publisher failed unexpectedly")
+            self._drop()
+            request.future.set_exception(QueueUnavailable(f"publish failed: {exc}"))
+        else:
+            request.future.set_result(None)
 
     def _keep_alive(self) -> None:
         """Answer heartbeats and notice a closed connection while there is nothing to send."""
@@ -273,7 +321,7 @@ class RabbitMQQueue:
         try:
             self._connection.process_data_events(0)
         except (pika.exceptions.AMQPError, OSError) as exc:
-            log.warning("publisher connection to %s lost: %s", self._where, exc)
+            log.warning("publisher connection to %s lost: %s", self._q._where, exc)
             self._drop()
 
     def _publish_now(self, body: bytes, deadline: float) -> None:
@@ -293,7 +341,7 @@ class RabbitMQQueue:
                 self._drop()
                 raise QueueUnavailable(f"no queue {QUEUE!r} took the message") from None
             except (pika.exceptions.AMQPError, OSError) as exc:
-                log.warning("publisher connection to %s lost: %s", self._where, exc)
+                log.warning("publisher connection to %s lost: %s", self._q._where, exc)
                 self._drop()
                 if attempt == 2 or time.monotonic() >= deadline:
                     raise QueueUnavailable(f"publish failed: {type(exc).__name__}") from exc
@@ -313,19 +361,21 @@ class RabbitMQQueue:
         if self._channel is not None and self._channel.is_open:
             return self._channel
         self._drop()
+        q = self._q
         now = time.monotonic()
-        if honour_backoff and now < self._next_attempt:
+        with q._lock:
+            next_attempt = q._next_attempt
+        if honour_backoff and now < next_attempt:
             raise QueueUnavailable(
-                f"RabbitMQ at {self._where} is unreachable; "
-                f"next try in {self._next_attempt - now:.1f}s"
+                f"RabbitMQ at {q._where} is unreachable; next try in {next_attempt - now:.1f}s"
             )
         params = _parameters(
-            self._url,
+            q._url,
             name="reportsvc publisher",
-            heartbeat=self._heartbeat,
-            timeout=self._confirm_timeout,
+            heartbeat=q._heartbeat,
+            timeout=q._confirm_timeout,
             # a broker that blocks publishers (memory or disk alarm) is an outage too
-            blocked_timeout=self._confirm_timeout,
+            blocked_timeout=q._confirm_timeout,
         )
         connection: BlockingConnection | None = None
         try:
@@ -335,20 +385,22 @@ class RabbitMQQueue:
             channel.confirm_delivery()
         except (pika.exceptions.AMQPError, OSError) as exc:
             _close_quietly(connection)
-            self._failures += 1
-            delay = min(self._max_delay, _FIRST_RETRY_DELAY_SEC * 2 ** (self._failures - 1))
-            self._next_attempt = time.monotonic() + delay
+            with q._lock:
+                q._failures += 1
+                delay = min(q._max_delay, _FIRST_RETRY_DELAY_SEC * 2 ** (q._failures - 1))
+                q._next_attempt = time.monotonic() + delay
             log.warning(
                 "cannot connect to RabbitMQ at %s: %s: %s; next try in %.1fs",
-                self._where,
+                q._where,
                 type(exc).__name__,
                 exc,
                 delay,
             )
-            raise QueueUnavailable(f"RabbitMQ at {self._where} is unreachable") from exc
-        if self._failures:
-            log.info("publisher connected to RabbitMQ at %s again", self._where)
-        self._failures = 0
+            raise QueueUnavailable(f"RabbitMQ at {q._where} is unreachable") from exc
+        with q._lock:
+            recovered, q._failures = q._failures, 0
+        if recovered:
+            log.info("publisher connected to RabbitMQ at %s again", q._where)
         self._connection, self._channel = connection, channel
         return channel
 
