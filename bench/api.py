@@ -1,0 +1,311 @@
+"""API throughput and latency: create, get and list against a real ``reportsvc api``.
+
+Method. A fresh PostgreSQL database and a fresh RabbitMQ vhost are created on the shared
+servers (as tests/conftest.py does) and dropped at the end; ``reportsvc migrate`` and then
+``reportsvc api`` run as real processes with the environment of tests/integration/procs.py
+(no upstream is called: creates only store and publish). A bearer token comes from
+``reportsvc token``. The load generator is this process: 32 asyncio tasks, each with its own
+keep-alive HTTP/1.1 connection (a minimal client on asyncio streams: httpx would cost more CPU
+per request than the server does on some routes), each sending its next request as soon as
+the previous answer is read, for a fixed time per phase. Phases, one after the other:
+
+- ``health``: GET /api/health, the server's floor (no auth, no database);
+- ``create``: POST /api/v1/reports/jobs, a feed intake export, no idempotency key (each a new
+  job: one INSERT ... ON CONFLICT and one confirmed publish);
+- ``create_key``: the same with a unique ``Idempotency-Key`` header per request;
+- ``get``: GET /api/v1/reports/jobs/{id}, cycling over the jobs created above;
+- ``list``: GET /api/v1/reports/jobs (limit 25, the default page).
+
+Every answer's status is checked (201 for creates, 200 otherwise); any other fails the run.
+For each phase it prints requests/s and p50/p99 latency (from just before the request is
+written to the end of its body), one figure per line, plus the CPU the API process and the
+load generator used per request: ``loadgen_capacity_req_s`` is what the generator could
+drive with a whole core to itself, so a figure far below it is the server's, not the
+generator's. The created jobs are left queued (no worker runs), which the measured routes do
+not read.
+
+    .venv/bin/python bench/api.py            # ~6 s a phase, ~45 s in all
+    .venv/bin/python bench/api.py --smoke    # ~10 s, exits 0 if every answer was right
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from urllib.parse import quote, urlsplit
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+
+from tests.integration.procs import (  # noqa: E402
+    Procs,
+    run_reportsvc,
+    service_env,
+    start_api,
+    user_token,
+)
+
+CLIENTS = 32
+PG = os.environ.get("TEST_PG_HOST", "127.0.0.1"), int(os.environ.get("TEST_PG_PORT", "5432"))
+PG_USER = os.environ.get("TEST_PG_USER", "postgres")
+PG_ADMIN_DB = os.environ.get("TEST_PG_DB", "test")
+AMQP = os.environ.get("TEST_AMQP_HOST", "127.0.0.1"), int(os.environ.get("TEST_AMQP_PORT", "5672"))
+JOBS = "/api/v1/reports/jobs"
+TENANT = "t-bench"
+
+
+def figure(name: str, value: float, unit: str = "") -> None:
+    """One figure a line: ``name value unit``."""
+    shown = f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
+    print(f"{name} {shown} {unit}".rstrip(), flush=True)
+
+
+# --- throwaway database and vhost, like tests/conftest.py ---
+
+
+def pg_url(db: str) -> str:
+    return f"postgresql://{PG_USER}@{PG[0]}:{PG[1]}/{db}"
+
+
+@contextlib.contextmanager
+def fresh_database() -> Iterator[str]:
+    import psycopg
+
+    name = f"bench_{uuid.uuid4().hex[:12]}"
+    with psycopg.connect(pg_url(PG_ADMIN_DB), autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield pg_url(name)
+    finally:
+        with psycopg.connect(pg_url(PG_ADMIN_DB), autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _rabbitmqctl(*args: str) -> None:
+    exe = shutil.which("rabbitmqctl")
+    if exe is None:
+        raise SystemExit("rabbitmqctl is needed to create a vhost")
+    subprocess.run([exe, "-q", *args], check=True, capture_output=True, timeout=60)
+
+
+@contextlib.contextmanager
+def fresh_vhost() -> Iterator[str]:
+    vhost = f"bench_{uuid.uuid4().hex[:12]}"
+    _rabbitmqctl("add_vhost", vhost)
+    try:
+        _rabbitmqctl("set_permissions", "-p", vhost, "guest", ".*", ".*", ".*")
+        yield f"amqp://guest:guest@{AMQP[0]}:{AMQP[1]}/{quote(vhost, safe='')}"
+    finally:
+        _rabbitmqctl("delete_vhost", vhost)
+
+
+@contextlib.contextmanager
+def service(
+    upstream_url: str = "http://127.0.0.1:9", **overrides: str
+) -> Iterator[tuple[Procs, dict[str, str]]]:
+    """A fresh database and vhost, migrated; yields the process group and the environment."""
+    with (
+        tempfile.TemporaryDirectory(prefix="reportsvc-bench-") as tmp,
+        fresh_database() as database_url,
+        fresh_vhost() as amqp_url,
+    ):
+        env = service_env(database_url, amqp_url, Path(tmp) / "exports", upstream_url)
+        env.update(overrides)
+        done = run_reportsvc(env, "migrate")
+        if done.returncode != 0:
+            raise SystemExit(f"migrate failed: {done.stderr}")
+        with Procs(Path(tmp) / "logs") as procs:
+            yield procs, env
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of process ``pid`` so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+# --- the load generator ---
+
+
+class Answer:
+    __slots__ = ("body", "status")
+
+    def __init__(self, status: int, body: bytes) -> None:
+        self.status = status
+        self.body = body
+
+
+class Connection:
+    """One keep-alive HTTP/1.1 connection: write a request, read its whole answer."""
+
+    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self.reader = reader
+        self.writer = writer
+
+    @classmethod
+    async def open(cls, base_url: str) -> Connection:
+        parts = urlsplit(base_url)
+        reader, writer = await asyncio.open_connection(parts.hostname, parts.port)
+        return cls(reader, writer)
+
+    async def send(self, request: bytes) -> Answer:
+        self.writer.write(request)
+        head = await self.reader.readuntil(b"\r\n\r\n")
+        status = int(head[9:12])
+        length = 0
+        for line in head.split(b"\r\n")[1:]:
+            name, _, value = line.partition(b":")
+            if name.lower() == b"content-length":
+                length = int(value)
+                break
+        body = await self.reader.readexactly(length) if length else b""
+        return Answer(status, body)
+
+    def close(self) -> None:
+        self.writer.close()
+
+
+def request(
+    method: str, path: str, headers: dict[str, str] | None = None, body: bytes = b""
+) -> bytes:
+    lines = [f"{method} {path} HTTP/1.1", "host: bench"]
+    lines += [f"{k}: {v}" for k, v in (headers or {}).items()]
+    if body or method == "POST":
+        lines += ["content-type: application/json", f"content-length: {len(body)}"]
+    return ("\r\n".join(lines) + "\r\n\r\n").encode() + body
+
+
+class Phase:
+    """The outcome of one phase."""
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.latencies: list[float] = []
+        self.bad: list[tuple[int, bytes]] = []
+        self.bodies: list[bytes] = []
+        self.seconds = 0.0
+        self.loadgen_cpu = 0.0
+        self.server_cpu = 0.0
+
+    def report(self) -> None:
+        n = len(self.latencies)
+        lat = sorted(self.latencies)
+        figure(f"{self.name}_req_s", n / self.seconds, "req/s")
+        figure(f"{self.name}_p50_ms", lat[n // 2] * 1000 if n else 0, "ms")
+        figure(f"{self.name}_p99_ms", lat[min(n - 1, n * 99 // 100)] * 1000 if n else 0, "ms")
+        if n:
+            figure(f"{self.name}_api_cpu_ms_per_req", self.server_cpu / n * 1000, "ms")
+            figure(f"{self.name}_loadgen_capacity_req_s", n / max(self.loadgen_cpu, 1e-9), "req/s")
+
+
+async def run_phase(
+    name: str,
+    base_url: str,
+    make: Callable[[int], bytes],
+    expect: int,
+    seconds: float,
+    server_pid: int,
+    keep_bodies: bool = False,
+) -> Phase:
+    """``CLIENTS`` connections sending ``make(i)`` (i counts requests) for ``seconds``."""
+    phase = Phase(name)
+    conns = [await Connection.open(base_url) for _ in range(CLIENTS)]
+    counter = iter(range(10**12))
+    clock = time.perf_counter
+    stop_at = 0.0
+
+    async def client(conn: Connection) -> None:
+        while clock() < stop_at:
+            raw = make(next(counter))
+            began = clock()
+            answer = await conn.send(raw)
+            phase.latencies.append(clock() - began)
+            if answer.status != expect:
+                phase.bad.append((answer.status, answer.body[:300]))
+            elif keep_bodies:
+                phase.bodies.append(answer.body)
+
+    cpu0, srv0 = time.process_time(), cpu_seconds(server_pid)
+    began = clock()
+    stop_at = began + seconds
+    await asyncio.gather(*(client(c) for c in conns))
+    phase.seconds = clock() - began
+    phase.loadgen_cpu = time.process_time() - cpu0
+    phase.server_cpu = cpu_seconds(server_pid) - srv0
+    for c in conns:
+        c.close()
+    if phase.bad:
+        status, body = phase.bad[0]
+        raise SystemExit(f"{name}: {len(phase.bad)} wrong answers, first {status}: {body!r}")
+    return phase
+
+
+def create_body(i: int) -> bytes:
+    day = f"2026-01-{1 + i % 28:02d}"
+    return (
+        b'{"job_type":"FEED_INTAKE_EXPORT","format":"csv","tenant_id":"' + TENANT.encode() + b'",'
+        b'"start_date":"' + day.encode() + b'","end_date":"' + day.encode() + b'"}'
+    )
+
+
+async def bench(base_url: str, token: str, server_pid: int, seconds: float) -> None:
+    import msgspec
+
+    auth = {"authorization": f"Bearer {token}"}
+    run = 0  # keeps the keys of two runs on one database apart
+
+    health = request("GET", "/api/health")
+    (await run_phase("health", base_url, lambda i: health, 200, seconds, server_pid)).report()
+
+    def create(i: int) -> bytes:
+        return request("POST", JOBS, auth, create_body(i))
+
+    made = await run_phase("create", base_url, create, 201, seconds, server_pid, True)
+    made.report()
+    run += 1
+
+    def create_key(i: int) -> bytes:
+        headers = {**auth, "idempotency-key": f"bench-{run}-{i}"}
+        return request("POST", JOBS, headers, create_body(i))
+
+    (await run_phase("create_key", base_url, create_key, 201, seconds, server_pid)).report()
+
+    ids = [msgspec.json.decode(b)["id"] for b in made.bodies[:5000]]
+    gets = [request("GET", f"{JOBS}/{job_id}", auth) for job_id in ids]
+    (
+        await run_phase("get", base_url, lambda i: gets[i % len(gets)], 200, seconds, server_pid)
+    ).report()
+
+    listing = request("GET", f"{JOBS}?limit=25", auth)
+    (await run_phase("list", base_url, lambda i: listing, 200, seconds, server_pid)).report()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--smoke", action="store_true", help="~10 s: short phases")
+    parser.add_argument("--seconds", type=float, default=None, help="length of each phase")
+    parser.add_argument(
+        "--env", action="append", default=[], metavar="NAME=VALUE", help="extra api setting"
+    )
+    args = parser.parse_args()
+    seconds = args.seconds or (1.0 if args.smoke else 6.0)
+    extra = dict(item.split("=", 1) for item in args.env)
+    with service(**extra) as (procs, env):
+        api, url = start_api(procs, env)
+        token = user_token(env, TENANT, "tenant_admin", sub="bench")
+        figure("clients", CLIENTS)
+        asyncio.run(bench(url, token, api.pid, seconds))
+
+
+if __name__ == "__main__":
+    main()
