@@ -10,6 +10,7 @@ next page, so that no job is left ``running`` by a worker that exits.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import secrets
@@ -17,6 +18,7 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable, Iterator
 from types import FrameType
 
 from reportcore.ports import Disposition
@@ -67,6 +69,7 @@ class Worker:
                 clock=c.clock(),
                 policy=c.policy(),
                 stopping=stop.is_set,
+                keep_lease=self._lease_keeper(c.policy().heartbeat_sec),
             )
         except Exception as exc:
             # Storage (or a bug) failed outside the export's own error handling. The message
@@ -91,6 +94,37 @@ class Worker:
             },
         )
         return outcome.disposition
+
+    @staticmethod
+    def _lease_keeper(
+        every_sec: float,
+    ) -> Callable[[Callable[[], bool]], contextlib.AbstractContextManager[None]]:
+        """Renew a running job's lease every ``every_sec`` from a thread of its own, so that a
+        page the upstream is slow to give (a hang, timeouts and backoff) cannot outlive the
+        lease and have recovery hand the job to a second worker."""
+
+        @contextlib.contextmanager
+        def keeping(renew: Callable[[], bool]) -> Iterator[None]:
+            done = threading.Event()
+
+            def loop() -> None:
+                while not done.wait(every_sec):
+                    try:
+                        if not renew():
+                            return  # cancelled or reclaimed: the export stops at its next page
+                    except Exception as exc:
+                        # storage down: the lease may run out, and recovery then retries the job
+                        log.warning("lease not renewed: %s: %s", type(exc).__name__, exc)
+
+            keeper = threading.Thread(target=loop, name="lease-keeper", daemon=True)
+            keeper.start()
+            try:
+                yield
+            finally:
+                done.set()
+                keeper.join()
+
+        return keeping
 
     def recover_once(self) -> Recovery | None:
         """One recovery pass; ``None`` (and a warning) if storage or broker failed it."""

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import uuid
 from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager
 
 import msgspec
 
@@ -241,6 +243,18 @@ def open_file(
 
 # --- the worker side ---
 
+LeaseKeeper = Callable[[Callable[[], bool]], AbstractContextManager[object]]
+"""Keeps a running job's lease while its export runs: called with ``renew`` (extends the lease;
+``False`` once the job is no longer this worker's), it returns a context manager that calls
+``renew`` every so often until it exits. The worker passes one that renews from a thread, so
+that a page the upstream is slow to give (timeouts, retries, backoff) does not outlive the
+lease; without one the lease is renewed only between pages."""
+
+
+def no_lease_keeper(renew: Callable[[], bool]) -> AbstractContextManager[object]:
+    """The lease is renewed between pages only."""
+    return contextlib.nullcontext()
+
 
 class RunOutcome(msgspec.Struct, frozen=True, kw_only=True):
     """How handling one message ended, for the consumer and for logs."""
@@ -261,6 +275,7 @@ def run_job(
     clock: Clock,
     policy: Policy,
     stopping: Callable[[], bool] = lambda: False,
+    keep_lease: LeaseKeeper = no_lease_keeper,
 ) -> RunOutcome:
     """Handle one queue message: claim the job, stream its export, finish or fail it.
 
@@ -286,7 +301,7 @@ def run_job(
     claimed = jobs.claim(job.id, owner, now, now + dt.timedelta(seconds=policy.lease_sec))
     if claimed is None:
         return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status="claimed elsewhere")
-    return _export(claimed, owner, jobs, source, store, clock, policy, stopping)
+    return _export(claimed, owner, jobs, source, store, clock, policy, stopping, keep_lease)
 
 
 class _Shutdown(Exception):
@@ -302,6 +317,7 @@ def _export(
     clock: Clock,
     policy: Policy,
     stopping: Callable[[], bool],
+    keep_lease: LeaseKeeper,
 ) -> RunOutcome:
     spec = JOB_TYPES[job.job_type]
     keep = spec.stream_predicate(job.filters)
@@ -317,12 +333,23 @@ def _export(
     )
     progress = ProgressEstimate(spec, job.scope)
     last_beat = clock.now()
+    lost = False  # the lease keeper found the job cancelled or reclaimed
+
+    def renew() -> bool:
+        nonlocal lost
+        now = clock.now()
+        lease = now + dt.timedelta(seconds=policy.lease_sec)
+        if jobs.heartbeat(job.id, owner, now, lease, None) is None:
+            lost = True
+        return not lost
 
     def beat(page: SourcePage, rows: int) -> None:
         nonlocal last_beat
         pct = progress.update(page)
         if stopping():
             raise _Shutdown
+        if lost:
+            raise ExportCancelled("job was cancelled or reclaimed")
         now = clock.now()
         if (now - last_beat).total_seconds() >= policy.heartbeat_sec:
             lease = now + dt.timedelta(seconds=policy.lease_sec)
@@ -343,22 +370,24 @@ def _export(
         failure = _storage_failure(exc)
         return _failed(job, owner, jobs, clock, failure.code, failure.message)
     try:
-        result = write_export(
-            spec,
-            job.format,
-            checked_pages(),
-            writer,
-            scope_values=scope_values(job.tenant_id, job.scope),
-            keep=keep,
-            on_page=beat,
-        )
-        # Keep the file only while still holding the job: a worker whose lease ran out while
-        # it wrote the last pages must not put its file where the new holder keeps its own.
-        now = clock.now()
-        lease = now + dt.timedelta(seconds=policy.lease_sec)
-        if jobs.heartbeat(job.id, owner, now, lease, progress.pct) is None:
-            raise ExportCancelled("job was cancelled or reclaimed")
-        location = writer.commit()
+        with keep_lease(renew):
+            result = write_export(
+                spec,
+                job.format,
+                checked_pages(),
+                writer,
+                scope_values=scope_values(job.tenant_id, job.scope),
+                keep=keep,
+                on_page=beat,
+            )
+            # Keep the file only while still holding the job: a worker whose lease ran out
+            # while it wrote the last pages must not put its file where the new holder keeps
+            # its own.
+            now = clock.now()
+            lease = now + dt.timedelta(seconds=policy.lease_sec)
+            if jobs.heartbeat(job.id, owner, now, lease, progress.pct) is None:
+                raise ExportCancelled("job was cancelled or reclaimed")
+            location = writer.commit()
     except _Shutdown:
         writer.abort()
         jobs.retry(job.id, owner, clock.now())
