@@ -104,6 +104,10 @@ class FilesystemWriter:
             self._state = "aborted"
             raise _failure("written", exc) from exc
         self._state = "committed"
+        # Temporaries of earlier attempts at this job whose worker died (SIGKILL, a lost
+        # machine) ran nothing to remove them; the file is whole now, so they are garbage.
+        # A stale writer still running finds its temporary gone and fails its own commit.
+        _remove_temporaries(self.final)
         return str(self.final)
 
     def abort(self) -> None:
@@ -121,6 +125,30 @@ class FilesystemWriter:
             log.debug("closing an aborted export file failed", exc_info=True)
         self.temp.unlink(missing_ok=True)
         _remove_empty(self.final.parent)
+
+
+def _remove_temporaries(final: Path) -> None:
+    """Remove every temporary of ``final`` left in its folder.
+
+    Best effort: a leftover that cannot be removed is logged, never fails the caller (whose
+    file is already whole, or already gone).
+    """
+    try:
+        leftovers = [
+            p
+            for p in final.parent.iterdir()
+            if p.name.startswith(_temp_prefix(final.name)) and p.name.endswith(_TEMP_SUFFIX)
+        ]
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        log.warning("could not list %s for leftover temporaries: %s", final.parent, exc)
+        return
+    for temp in leftovers:
+        try:
+            temp.unlink(missing_ok=True)
+        except OSError as exc:
+            log.warning("could not remove the leftover temporary %s: %s", temp, exc)
 
 
 def _remove_empty(folder: Path) -> None:
@@ -216,16 +244,7 @@ class FilesystemStore:
         folder = path.parent
         if folder == self._resolved_root():
             return
-        try:
-            leftovers = [
-                p
-                for p in folder.iterdir()
-                if p.name.startswith(_temp_prefix(path.name)) and p.name.endswith(_TEMP_SUFFIX)
-            ]
-        except FileNotFoundError:
-            return
-        for temp in leftovers:
-            temp.unlink(missing_ok=True)
+        _remove_temporaries(path)
         _remove_empty(folder)
 
     def download_url(self, location: str, expires_at: dt.datetime) -> str | None:
