@@ -25,7 +25,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
-from psycopg_pool import ConnectionPool
+from psycopg_pool import ConnectionPool, PoolTimeout
 
 from reportcore import lifecycle
 from reportcore.errors import ServiceUnavailable
@@ -83,6 +83,11 @@ def create_pool(
         max_idle=300.0,
         max_lifetime=1800.0,
     )
+
+
+# How long a caller waits for a pooled connection while the database is known to be down (see
+# PostgresJobRepository._cursor); the pool's own timeout otherwise.
+DOWN_WAIT_SEC = 0.5
 
 
 # --- migrations ---
@@ -459,15 +464,35 @@ class PostgresJobRepository:
 
     def __init__(self, pool: ConnectionPool) -> None:
         self._pool = pool
+        # set when the database was found down, cleared by the next connection lent
+        self._down = False
 
     @contextmanager
     def _cursor(self) -> Iterator[psycopg.Cursor[dict[str, Any]]]:
         """A cursor on a pooled connection; a database that does not answer is a 503."""
+        # While the database is known down, waiting the pool's whole timeout for a connection
+        # it cannot make would hold every request (and probe) that long before its 503; the
+        # pool keeps reconnecting in the background either way.
+        wait = DOWN_WAIT_SEC if self._down else None
         try:
-            with self._pool.connection() as conn, conn.cursor(row_factory=dict_row) as cur:
-                yield cur
+            with self._pool.connection(timeout=wait) as conn:
+                self._down = False
+                with conn.cursor(row_factory=dict_row) as cur:
+                    yield cur
         except psycopg.OperationalError as exc:  # also PoolTimeout, PoolClosed
+            self._down = self._outage(exc)
             raise ServiceUnavailable("job database is not available") from exc
+
+    def _outage(self, exc: psycopg.OperationalError) -> bool:
+        """Whether ``exc`` means the database is down, not that the pool is busy."""
+        if not isinstance(exc, PoolTimeout):
+            return True  # refused, cut or shut down
+        # a pool exhausted by load holds all its connections; one that cannot fill itself
+        # cannot connect
+        stats = self._pool.get_stats()
+        return stats.get("pool_available", 0) == 0 and stats.get("pool_size", 0) < stats.get(
+            "pool_max", 1
+        )
 
     def _one(self, statement: str, params: Mapping[str, Any]) -> Job | None:
         with self._cursor() as cur:
