@@ -56,6 +56,7 @@ from tests.integration.procs import (  # noqa: E402
 )
 
 CLIENTS = 32
+CREATE_RATE = 500  # the target: latency of creates offered at this rate
 PG = os.environ.get("TEST_PG_HOST", "127.0.0.1"), int(os.environ.get("TEST_PG_PORT", "5432"))
 PG_USER = os.environ.get("TEST_PG_USER", "postgres")
 PG_ADMIN_DB = os.environ.get("TEST_PG_DB", "test")
@@ -134,6 +135,15 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def machine_cpu() -> tuple[float, float]:
+    """(busy, total) CPU seconds of the whole machine so far, all cores."""
+    fields = [int(v) for v in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:]]
+    idle = fields[3] + fields[4]  # idle + iowait
+    total = sum(fields[:8])
+    tick = os.sysconf("SC_CLK_TCK")
+    return (total - idle) / tick, total / tick
+
+
 # --- the load generator ---
 
 
@@ -196,6 +206,7 @@ class Phase:
         self.seconds = 0.0
         self.loadgen_cpu = 0.0
         self.server_cpu = 0.0
+        self.machine_busy = 0.0
 
     def report(self) -> None:
         n = len(self.latencies)
@@ -206,6 +217,7 @@ class Phase:
         if n:
             figure(f"{self.name}_api_cpu_ms_per_req", self.server_cpu / n * 1000, "ms")
             figure(f"{self.name}_loadgen_capacity_req_s", n / max(self.loadgen_cpu, 1e-9), "req/s")
+        figure(f"{self.name}_machine_busy_pct", self.machine_busy * 100, "%")
 
 
 async def run_phase(
@@ -216,8 +228,14 @@ async def run_phase(
     seconds: float,
     server_pid: int,
     keep_bodies: bool = False,
+    rate: float | None = None,
 ) -> Phase:
-    """``CLIENTS`` connections sending ``make(i)`` (i counts requests) for ``seconds``."""
+    """``CLIENTS`` connections sending ``make(i)`` (i counts requests) for ``seconds``.
+
+    With ``rate``, request i is due at ``i / rate`` seconds into the phase (an open load: the
+    clients take the next due request when free) and its latency counts from when it was due,
+    so a server that falls behind is charged for the wait, not only for the service time.
+    """
     phase = Phase(name)
     conns = [await Connection.open(base_url) for _ in range(CLIENTS)]
     counter = iter(range(10**12))
@@ -226,8 +244,16 @@ async def run_phase(
 
     async def client(conn: Connection) -> None:
         while clock() < stop_at:
-            raw = make(next(counter))
+            i = next(counter)
+            raw = make(i)
             began = clock()
+            if rate is not None:
+                due = start + i / rate
+                if due >= stop_at:
+                    return
+                if due > began:
+                    await asyncio.sleep(due - began)
+                began = due
             answer = await conn.send(raw)
             phase.latencies.append(clock() - began)
             if answer.status != expect:
@@ -235,13 +261,15 @@ async def run_phase(
             elif keep_bodies:
                 phase.bodies.append(answer.body)
 
-    cpu0, srv0 = time.process_time(), cpu_seconds(server_pid)
-    began = clock()
+    cpu0, srv0, box0 = time.process_time(), cpu_seconds(server_pid), machine_cpu()
+    start = began = clock()
     stop_at = began + seconds
     await asyncio.gather(*(client(c) for c in conns))
     phase.seconds = clock() - began
     phase.loadgen_cpu = time.process_time() - cpu0
     phase.server_cpu = cpu_seconds(server_pid) - srv0
+    box1 = machine_cpu()
+    phase.machine_busy = (box1[0] - box0[0]) / max(box1[1] - box0[1], 1e-9)
     for c in conns:
         c.close()
     if phase.bad:
@@ -273,6 +301,20 @@ async def bench(base_url: str, token: str, server_pid: int, seconds: float) -> N
     made = await run_phase("create", base_url, create, 201, seconds, server_pid, True)
     made.report()
     run += 1
+
+    def create_paced(i: int) -> bytes:
+        return request("POST", JOBS, auth, create_body(i))
+
+    at = await run_phase(
+        f"create_at_{CREATE_RATE}",
+        base_url,
+        create_paced,
+        201,
+        seconds,
+        server_pid,
+        rate=CREATE_RATE,
+    )
+    at.report()
 
     def create_key(i: int) -> bytes:
         headers = {**auth, "idempotency-key": f"bench-{run}-{i}"}
