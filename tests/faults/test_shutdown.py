@@ -4,8 +4,8 @@ Worker: SIGTERM stops consuming; the export in progress hands its job back (``ru
 queued``, lease released, temporary removed) when its current page arrives, the message goes
 back to the queue, and the process exits 0. Bound: the page in flight (here 1 s; at worst the
 upstream timeout and its retries, UPSTREAM_TIMEOUT_SEC x (UPSTREAM_RETRIES + 1) + backoff) plus
-the consumer's stop tick. A new worker then runs the job again (``attempts`` 2) to a correct
-file: a hand-back is a new attempt of the job-level retry policy.
+the stop ticks of the consumer and the publisher. A new worker then runs the job again
+(``attempts`` 2) to a correct file: a hand-back is a new attempt of the job-level retry policy.
 
 API: SIGTERM closes the listener at once (new connections are refused) and lets every request
 already being served finish (uvicorn's graceful shutdown, up to 30 s), then exits 0. Here a
@@ -37,7 +37,9 @@ from ..integration.procs import start_api
 from .job_stack import FEED_PATH, JOBS, Stack, feed_job, kpi_job, running_stack
 
 PAGE_SEC = 1.0
-WORKER_EXIT_BOUND_SEC = PAGE_SEC + 2.0  # the page in flight, the consumer's stop, the exit
+# the page in flight, then the consumer's stop tick (0.2 s), the idle publisher's (1 s), closing
+# the connections; with room for a loaded CI machine
+WORKER_EXIT_BOUND_SEC = PAGE_SEC + 3.0
 # the slow download's remaining seconds, then the exit; uvicorn would cut requests still
 # running after GRACEFUL_SHUTDOWN_SEC (30 s), which the complete download shows it did not
 API_EXIT_BOUND_SEC = float(GRACEFUL_SHUTDOWN_SEC)
