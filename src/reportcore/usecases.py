@@ -5,7 +5,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager
 
 import msgspec
@@ -357,7 +357,7 @@ def _export(
                 raise ExportCancelled("job was cancelled or reclaimed")
             last_beat = now
 
-    def checked_pages() -> Iterator[SourcePage]:
+    def checked_pages() -> Generator[SourcePage, None, None]:
         if stopping():
             raise _Shutdown
         yield from source.pages(request)
@@ -370,11 +370,13 @@ def _export(
         failure = _storage_failure(exc)
         return _failed(job, owner, jobs, clock, failure.code, failure.message)
     try:
-        with keep_lease(renew):
+        # closing: a source fetching ahead in a thread stops (and is joined) as soon as the
+        # export stops early, before the job's file is dropped or its failure recorded
+        with keep_lease(renew), contextlib.closing(checked_pages()) as pages:
             result = write_export(
                 spec,
                 job.format,
-                checked_pages(),
+                pages,
                 writer,
                 scope_values=scope_values(job.tenant_id, job.scope),
                 keep=keep,
