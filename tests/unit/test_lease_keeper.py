@@ -1,0 +1,146 @@
+"""The lease keeper of a running export: while a page is slow to come (upstream timeouts,
+retries, backoff) the worker renews the job's lease from a thread, so that recovery does not
+take a slow upstream for a dead worker; a renewal that finds the job no longer the worker's
+(cancelled, reclaimed) stops the export at its next page, leaving no file."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import threading
+import time
+import uuid
+from collections.abc import Callable, Iterator
+
+import msgspec
+import pytest
+
+from adapters.clock import FakeClock
+from adapters.memory import InMemoryFileStore, InMemoryJobRepository, StaticRecordSource
+from entrypoints.worker import Worker
+from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, message_for
+from reportcore.ports import SourcePage, SourceRequest
+from reportcore.usecases import LeaseKeeper, Policy, RunOutcome, run_job
+
+TENANT = "tenant-1"
+POLICY = Policy(lease_sec=30, heartbeat_sec=1)
+DAYS = [
+    {"recordDate": f"2026-01-{d:02d}", "fcr": 1.5, "adgG": 40.0, "sgrPct": 2.0} for d in range(1, 6)
+]
+
+
+class CountingSource(StaticRecordSource):
+    """Counts the pages the export pulled."""
+
+    pulled = 0
+
+    def pages(self, request: SourceRequest) -> Iterator[SourcePage]:
+        for page in super().pages(request):
+            self.pulled += 1
+            yield page
+
+
+class World:
+    def __init__(self) -> None:
+        self.clock = FakeClock(dt.datetime(2026, 1, 10, tzinfo=dt.UTC))
+        self.jobs = InMemoryJobRepository()
+        self.store = InMemoryFileStore()
+        self.source = CountingSource({JobType.KPI_FEEDING_EXPORT.value: DAYS}, page_size=1)
+        now = self.clock.now()
+        self.job = Job(
+            id=str(uuid.uuid4()),
+            tenant_id=TENANT,
+            requested_by=None,
+            job_type=JobType.KPI_FEEDING_EXPORT,
+            format=ReportFormat.CSV,
+            created_at=now,
+            updated_at=now,
+        )
+        self.jobs.add(self.job)
+
+    def run(self, keeper: LeaseKeeper) -> RunOutcome:
+        return run_job(
+            msgspec.json.encode(message_for(self.job)),
+            owner="worker-1",
+            jobs=self.jobs,
+            source=self.source,
+            store=self.store,
+            clock=self.clock,
+            policy=POLICY,
+            keep_lease=keeper,
+        )
+
+
+def test_the_keeper_renews_the_lease_while_the_export_runs() -> None:
+    world = World()
+    renewed: list[bool] = []
+
+    @contextlib.contextmanager
+    def keeper(renew: Callable[[], bool]) -> Iterator[None]:
+        # a page took longer than the lease: without a renewal recovery would reclaim the job
+        world.clock.advance(POLICY.lease_sec * 2)
+        renewed.append(renew())
+        held = world.jobs.get(world.job.id)
+        assert held is not None and held.lease_owner == "worker-1"
+        assert held.lease_expires_at == world.clock.now() + dt.timedelta(seconds=POLICY.lease_sec)
+        yield
+
+    outcome = world.run(keeper)
+    assert renewed == [True]
+    assert outcome.status == "succeeded"
+    done = world.jobs.get(world.job.id)
+    assert done is not None and done.status is JobStatus.SUCCEEDED and done.attempts == 1
+
+
+def test_a_renewal_that_finds_the_job_cancelled_stops_the_export_and_leaves_no_file() -> None:
+    world = World()
+    renewed: list[bool] = []
+
+    @contextlib.contextmanager
+    def keeper(renew: Callable[[], bool]) -> Iterator[None]:
+        world.jobs.cancel(world.job.id, TENANT, world.clock.now())
+        renewed.append(renew())
+        yield
+
+    outcome = world.run(keeper)
+    assert renewed == [False]
+    assert outcome.status == "cancelled"
+    assert world.source.pulled == 1, "the export went on after the renewal failed"
+    assert world.store.files == {}, "the partial file was left"
+    job = world.jobs.get(world.job.id)
+    assert job is not None and job.status is JobStatus.CANCELLED and job.file_path is None
+
+
+def test_the_workers_keeper_renews_from_a_thread_until_the_export_ends() -> None:
+    calls: list[float] = []
+    keeping = Worker._lease_keeper(0.01)
+    with keeping(lambda: calls.append(time.monotonic()) is None):
+        deadline = time.monotonic() + 5.0
+        while len(calls) < 3:
+            assert time.monotonic() < deadline, "the keeper did not renew"
+            time.sleep(0.01)
+    ended = len(calls)
+    time.sleep(0.05)
+    assert len(calls) == ended, "the keeper renewed after the export ended"
+    assert not any(t.name == "lease-keeper" for t in threading.enumerate())
+
+
+def test_the_workers_keeper_stops_renewing_once_the_job_is_not_its_own(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    calls: list[str] = []
+
+    def renew() -> bool:
+        calls.append("renew")
+        if len(calls) == 1:
+            raise OSError("database down")  # logged; the next renewal tries again
+        return False
+
+    with Worker._lease_keeper(0.01)(renew):
+        deadline = time.monotonic() + 5.0
+        while len(calls) < 2:
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+        time.sleep(0.05)
+    assert calls == ["renew", "renew"]
+    assert "lease not renewed: OSError: database down" in caplog.text
