@@ -3,7 +3,10 @@
 Method. A fresh PostgreSQL database and a fresh RabbitMQ vhost are created on the shared
 servers (as tests/conftest.py does) and dropped at the end; ``reportsvc migrate`` and then
 ``reportsvc api`` run as real processes with the environment of tests/integration/procs.py
-(no upstream is called: creates only store and publish). A bearer token comes from
+(no upstream is called: creates only store and publish). Two api processes by default
+(``--api-processes``): one Python process runs on one core at a time, the contract scales the
+api out as separate processes, and the machine has two cores; the clients' connections are
+spread evenly over them. A bearer token comes from
 ``reportsvc token``. The load generator is this process: 32 asyncio tasks, each with its own
 keep-alive HTTP/1.1 connection (a minimal client on asyncio streams: httpx would cost more CPU
 per request than the server does on some routes), each sending its next request as soon as
@@ -40,7 +43,7 @@ import sys
 import tempfile
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from urllib.parse import quote, urlsplit
 
@@ -144,6 +147,10 @@ def machine_cpu() -> tuple[float, float]:
     return (total - idle) / tick, total / tick
 
 
+def api_cpu(apis: Sequence[tuple[str, int]]) -> float:
+    return sum(cpu_seconds(pid) for _, pid in apis)
+
+
 # --- the load generator ---
 
 
@@ -222,11 +229,10 @@ class Phase:
 
 async def run_phase(
     name: str,
-    base_url: str,
+    apis: Sequence[tuple[str, int]],
     make: Callable[[int], bytes],
     expect: int,
     seconds: float,
-    server_pid: int,
     keep_bodies: bool = False,
     rate: float | None = None,
 ) -> Phase:
@@ -237,7 +243,7 @@ async def run_phase(
     so a server that falls behind is charged for the wait, not only for the service time.
     """
     phase = Phase(name)
-    conns = [await Connection.open(base_url) for _ in range(CLIENTS)]
+    conns = [await Connection.open(apis[k % len(apis)][0]) for k in range(CLIENTS)]
     counter = iter(range(10**12))
     clock = time.perf_counter
     stop_at = 0.0
@@ -261,13 +267,13 @@ async def run_phase(
             elif keep_bodies:
                 phase.bodies.append(answer.body)
 
-    cpu0, srv0, box0 = time.process_time(), cpu_seconds(server_pid), machine_cpu()
+    cpu0, srv0, box0 = time.process_time(), api_cpu(apis), machine_cpu()
     start = began = clock()
     stop_at = began + seconds
     await asyncio.gather(*(client(c) for c in conns))
     phase.seconds = clock() - began
     phase.loadgen_cpu = time.process_time() - cpu0
-    phase.server_cpu = cpu_seconds(server_pid) - srv0
+    phase.server_cpu = api_cpu(apis) - srv0
     box1 = machine_cpu()
     phase.machine_busy = (box1[0] - box0[0]) / max(box1[1] - box0[1], 1e-9)
     for c in conns:
@@ -286,19 +292,19 @@ def create_body(i: int) -> bytes:
     )
 
 
-async def bench(base_url: str, token: str, server_pid: int, seconds: float) -> None:
+async def bench(apis: Sequence[tuple[str, int]], token: str, seconds: float) -> None:
     import msgspec
 
     auth = {"authorization": f"Bearer {token}"}
     run = 0  # keeps the keys of two runs on one database apart
 
     health = request("GET", "/api/health")
-    (await run_phase("health", base_url, lambda i: health, 200, seconds, server_pid)).report()
+    (await run_phase("health", apis, lambda i: health, 200, seconds)).report()
 
     def create(i: int) -> bytes:
         return request("POST", JOBS, auth, create_body(i))
 
-    made = await run_phase("create", base_url, create, 201, seconds, server_pid, True)
+    made = await run_phase("create", apis, create, 201, seconds, True)
     made.report()
     run += 1
 
@@ -307,11 +313,10 @@ async def bench(base_url: str, token: str, server_pid: int, seconds: float) -> N
 
     at = await run_phase(
         f"create_at_{CREATE_RATE}",
-        base_url,
+        apis,
         create_paced,
         201,
         seconds,
-        server_pid,
         rate=CREATE_RATE,
     )
     at.report()
@@ -320,16 +325,14 @@ async def bench(base_url: str, token: str, server_pid: int, seconds: float) -> N
         headers = {**auth, "idempotency-key": f"bench-{run}-{i}"}
         return request("POST", JOBS, headers, create_body(i))
 
-    (await run_phase("create_key", base_url, create_key, 201, seconds, server_pid)).report()
+    (await run_phase("create_key", apis, create_key, 201, seconds)).report()
 
     ids = [msgspec.json.decode(b)["id"] for b in made.bodies[:5000]]
     gets = [request("GET", f"{JOBS}/{job_id}", auth) for job_id in ids]
-    (
-        await run_phase("get", base_url, lambda i: gets[i % len(gets)], 200, seconds, server_pid)
-    ).report()
+    (await run_phase("get", apis, lambda i: gets[i % len(gets)], 200, seconds)).report()
 
     listing = request("GET", f"{JOBS}?limit=25", auth)
-    (await run_phase("list", base_url, lambda i: listing, 200, seconds, server_pid)).report()
+    (await run_phase("list", apis, lambda i: listing, 200, seconds)).report()
 
 
 def main() -> None:
@@ -337,16 +340,26 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="~10 s: short phases")
     parser.add_argument("--seconds", type=float, default=None, help="length of each phase")
     parser.add_argument(
+        "--api-processes",
+        type=int,
+        default=2,
+        help="reportsvc api processes (default 2, one a core), connections spread over them",
+    )
+    parser.add_argument(
         "--env", action="append", default=[], metavar="NAME=VALUE", help="extra api setting"
     )
     args = parser.parse_args()
     seconds = args.seconds or (1.0 if args.smoke else 6.0)
     extra = dict(item.split("=", 1) for item in args.env)
     with service(**extra) as (procs, env):
-        api, url = start_api(procs, env)
+        apis = []
+        for _ in range(args.api_processes):
+            api, url = start_api(procs, env)
+            apis.append((url, api.pid))
         token = user_token(env, TENANT, "tenant_admin", sub="bench")
         figure("clients", CLIENTS)
-        asyncio.run(bench(url, token, api.pid, seconds))
+        figure("api_processes", len(apis))
+        asyncio.run(bench(apis, token, seconds))
 
 
 if __name__ == "__main__":
