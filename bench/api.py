@@ -2,32 +2,36 @@
 
 Method. A fresh PostgreSQL database and a fresh RabbitMQ vhost are created on the shared
 servers (as tests/conftest.py does) and dropped at the end; ``reportsvc migrate`` and then
-``reportsvc api`` run as real processes with the environment of tests/integration/procs.py
-(no upstream is called: creates only store and publish). Two api processes by default
-(``--api-processes``): one Python process runs on one core at a time, the contract scales the
-api out as separate processes, and the machine has two cores; the clients' connections are
-spread evenly over them. A bearer token comes from
-``reportsvc token``. The load generator is this process: 32 asyncio tasks, each with its own
-keep-alive HTTP/1.1 connection (a minimal client on asyncio streams: httpx would cost more CPU
-per request than the server does on some routes), each sending its next request as soon as
-the previous answer is read, for a fixed time per phase. Phases, one after the other:
+``reportsvc api`` run as real processes with the environment of tests/integration/procs.py (no
+upstream is called: creates only store and publish). Two api processes by default (``--api-
+processes``): one Python process runs on one core at a time, the contract scales the api out as
+separate processes, and the machine has two cores; the clients' connections are spread evenly
+over them. A bearer token comes from ``reportsvc token``. The load generator is this process:
+32 asyncio tasks, each with its own keep-alive HTTP/1.1 connection (a minimal client on asyncio
+streams: httpx would cost more CPU per request than the server does on some routes), each
+sending its next request as soon as the previous answer is read, for a fixed time per phase.
+Phases, one after the other:
 
 - ``health``: GET /api/health, the server's floor (no auth, no database);
 - ``create``: POST /api/v1/reports/jobs, a feed intake export, no idempotency key (each a new
   job: one INSERT ... ON CONFLICT and one confirmed publish);
+- ``create_at_500``: the same offered at 500 requests/s (an open load: request i is due at
+  i/500 s and its latency counts from then), the latency of the target rate rather than of a
+  saturated server (where 32 clients make p50 = 32 / throughput by Little's law);
 - ``create_key``: the same with a unique ``Idempotency-Key`` header per request;
 - ``get``: GET /api/v1/reports/jobs/{id}, cycling over the jobs created above;
 - ``list``: GET /api/v1/reports/jobs (limit 25, the default page).
 
-Every answer's status is checked (201 for creates, 200 otherwise); any other fails the run.
-For each phase it prints requests/s and p50/p99 latency (from just before the request is
-written to the end of its body), one figure per line, plus the CPU the API process and the
-load generator used per request: ``loadgen_capacity_req_s`` is what the generator could
-drive with a whole core to itself, so a figure far below it is the server's, not the
-generator's. The created jobs are left queued (no worker runs), which the measured routes do
-not read.
+Every answer's status is checked (201 for creates, 200 otherwise); any other fails the run. For
+each phase it prints requests/s and p50/p99 latency (from just before the request is written to
+the end of its body), one figure per line, plus the CPU the api processes and the load
+generator used per request: ``loadgen_capacity_req_s`` is what the generator could drive with a
+whole core to itself, so a figure far below it is the server's, not the generator's;
+``machine_busy_pct`` is the share of both cores busy (anything else running on the machine
+counts, so a figure taken beside other work reads low). The created jobs are left queued (no
+worker runs), which the measured routes do not read.
 
-    .venv/bin/python bench/api.py            # ~6 s a phase, ~45 s in all
+    .venv/bin/python bench/api.py            # ~6 s a phase, ~50 s in all
     .venv/bin/python bench/api.py --smoke    # ~10 s, exits 0 if every answer was right
 """
 
