@@ -3,14 +3,14 @@
 Method. A fresh PostgreSQL database and a fresh RabbitMQ vhost are created on the shared
 servers (as tests/conftest.py does) and dropped at the end; ``reportsvc migrate`` and then
 ``reportsvc api`` run as real processes with the environment of tests/integration/procs.py (no
-upstream is called: creates only store and publish). Two api processes by default (``--api-
-processes``): one Python process runs on one core at a time, the contract scales the api out as
-separate processes, and the machine has two cores; the clients' connections are spread evenly
-over them. A bearer token comes from ``reportsvc token``. The load generator is this process:
-32 asyncio tasks, each with its own keep-alive HTTP/1.1 connection (a minimal client on asyncio
-streams: httpx would cost more CPU per request than the server does on some routes), each
-sending its next request as soon as the previous answer is read, for a fixed time per phase.
-Phases, one after the other:
+upstream is called: creates only store and publish). Two api processes by default
+(``--api-processes``): one Python process runs on one core at a time, the contract scales the
+api out as separate processes, and the machine has two cores; the clients' connections are
+spread evenly over them. A bearer token comes from ``reportsvc token``. The load generator is
+this process: 32 asyncio tasks, each with its own keep-alive HTTP/1.1 connection (a minimal
+client on asyncio streams: httpx would cost more CPU per request than the server does on some
+routes), each sending its next request as soon as the previous answer is read, for a fixed time
+per phase. Phases, one after the other:
 
 - ``health``: GET /api/health, the server's floor (no auth, no database);
 - ``create``: POST /api/v1/reports/jobs, a feed intake export, no idempotency key (each a new
