@@ -156,6 +156,9 @@ def test_a_job_whose_worker_is_killed_mid_export_is_reclaimed_and_succeeds_with_
         print(f"killed {victim.name} at {crashed['progress_pct']}%, page {pages_before}")
         assert crashed["status"] == "running" and 0 < crashed["progress_pct"] < 100, crashed
         assert crashed["attempts"] == 1, crashed
+        not_ready = http.get(f"{JOBS}/{job_id}/download")
+        assert not_ready.status_code == 409, not_ready.text
+        assert not_ready.json()["error"]["code"] == "REPORT_NOT_READY"
         # the crash left its partial file, under a temporary name only
         left = [p for p in stack.export_root.rglob("*") if p.is_file()]
         assert left and all(p.name.startswith(".") and p.name.endswith(".tmp") for p in left), left
