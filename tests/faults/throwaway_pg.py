@@ -27,13 +27,20 @@ import time
 from pathlib import Path
 from types import TracebackType
 
-BIN_DIRS = (Path("/usr/lib/postgresql/15/bin"),)
+# Debian's layout, one folder per major version
+BIN_GLOB = "/usr/lib/postgresql/*/bin"
 SUPERUSER = "root"
 CTL_TIMEOUT_SEC = 60
 
 
 def _bin_dir() -> Path | None:
-    for folder in BIN_DIRS:
+    """The server binaries: the newest Debian-packaged version, else those on PATH."""
+    versions = sorted(
+        Path("/").glob(BIN_GLOB.lstrip("/")),
+        key=lambda p: int(p.parent.name) if p.parent.name.isdigit() else 0,
+        reverse=True,
+    )
+    for folder in versions:
         if (folder / "initdb").is_file() and (folder / "pg_ctl").is_file():
             return folder
     found = shutil.which("pg_ctl")
