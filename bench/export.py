@@ -116,7 +116,7 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
     message = queue.take()
     assert message is not None
     source = _source(url)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     outcome = run_job(
         message,
         owner="bench",
@@ -126,7 +126,7 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
         clock=clock,
         policy=Policy(),
     )
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     source.close()  # type: ignore[attr-defined]
     job = jobs.get(outcome.job_id or "")
     assert job is not None
@@ -135,7 +135,7 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
     lines = _lines(Path(folder) / job.file_path)
     if lines != rows + (fmt == "csv"):  # the CSV header
         raise RuntimeError(f"the {fmt} file has {lines} lines for {rows} rows")
-    return {"rows": rows, "seconds": seconds, "bytes": job.size_bytes}
+    return {"rows": rows, "seconds": seconds, "cpu": cpu, "bytes": job.size_bytes}
 
 
 def _lines(path: Path) -> int:
@@ -146,14 +146,14 @@ def _lines(path: Path) -> int:
 def child_source(fmt: str, url: str, rows: int, folder: str) -> dict[str, object]:
     source = _source(url)
     n = 0
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     for page in source.pages(_request(fmt)):  # type: ignore[attr-defined]
         n += len(page.records if fmt == "csv" else page.raw)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     source.close()  # type: ignore[attr-defined]
     if n != rows:
         raise RuntimeError(f"source gave {n} rows, not {rows}")
-    return {"rows": n, "seconds": seconds}
+    return {"rows": n, "seconds": seconds, "cpu": cpu}
 
 
 def child_sink(fmt: str, url: str, rows: int, folder: str) -> dict[str, object]:
@@ -168,7 +168,7 @@ def child_sink(fmt: str, url: str, rows: int, folder: str) -> dict[str, object]:
     per_page = len(held[0].records if fmt == "csv" else held[0].raw)
     pages = itertools.islice(itertools.cycle(held), rows // per_page)
     writer = FilesystemStore(folder).create("t-bench", "sink", fmt)
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     result = write_export(
         JOB_TYPES[JobType.FEED_INTAKE_EXPORT],
         ReportFormat.CSV if fmt == "csv" else ReportFormat.JSON,
@@ -177,8 +177,8 @@ def child_sink(fmt: str, url: str, rows: int, folder: str) -> dict[str, object]:
         scope_values=scope_values("t-bench", Scope()),
     )
     writer.commit()
-    seconds = time.perf_counter() - start
-    return {"rows": result.rows, "seconds": seconds}
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    return {"rows": result.rows, "seconds": seconds, "cpu": cpu}
 
 
 CHILDREN = {"export": child_export, "source": child_source, "sink": child_sink}
@@ -242,6 +242,8 @@ def main() -> None:
             figure(f"export_{fmt}_ratio", rate["export"] / min(rate["source"], rate["sink"]))
             figure(f"export_{fmt}_peak_rss_mb", runs["export"]["peak_rss_kb"] * 1024 / 1e6, "MB")
             figure(f"export_{fmt}_seconds", runs["export"]["seconds"], "s")
+            for kind, r in runs.items():  # robust on a busy machine, unlike rows/s
+                figure(f"{kind}_{fmt}_cpu_per_row", 1e6 * r["cpu"] / r["rows"], "us")
 
 
 if __name__ == "__main__":
