@@ -1,0 +1,213 @@
+"""The documentation stays true to the code: the routes of docs/api.md are the app's, the
+configuration table of docs/operations.md is settings.py's (names, aliases, defaults), the
+error codes documented are the API's, every relative link resolves (anchors included), and
+every ``reportsvc`` command and flag the docs name exists."""
+
+from __future__ import annotations
+
+import argparse
+import re
+from pathlib import Path
+
+import pytest
+
+from entrypoints import settings as settings_module
+from entrypoints.api import ERROR_STATUS, create_app
+from entrypoints.cli import build_parser
+from entrypoints.containers import build_container
+from entrypoints.settings import Settings
+
+ROOT = Path(__file__).resolve().parents[2]
+DOCS = ROOT / "docs"
+API_MD = DOCS / "api.md"
+OPERATIONS_MD = DOCS / "operations.md"
+DOCUMENTS = [ROOT / "README.md", *sorted(DOCS.glob("*.md"))]
+
+_FENCE = re.compile(r"^(```|~~~).*?^\1[ \t]*$", re.S | re.M)
+_LINK = re.compile(r"\[[^\]\n]*\]\(([^)\s]+)(?:\s+\"[^\"]*\")?\)")
+_HEADING = re.compile(r"^(#{1,6})\s+(.+?)\s*#*\s*$", re.M)
+_CODE = re.compile(r"`([^`\n]+)`")
+
+
+def _prose(text: str) -> str:
+    """``text`` without its fenced code blocks (links and headings there are not real)."""
+    return _FENCE.sub("", text)
+
+
+def _section(text: str, heading: str) -> str:
+    """The body of the ``## heading`` section, up to the next ``## ``."""
+    start = text.index(f"\n## {heading}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def _table_rows(text: str) -> list[list[str]]:
+    """The cells of every Markdown table row in ``text`` (header and rule rows left out)."""
+    rows = []
+    for line in text.splitlines():
+        if not line.startswith("|"):
+            continue
+        # a pipe inside code is escaped as \| in these tables
+        cells = [c.strip() for c in re.split(r"(?<!\\)\|", line.strip().strip("|"))]
+        if all(re.fullmatch(r":?-+:?", c) for c in cells):
+            continue
+        rows.append(cells)
+    return rows[1:] if rows else rows  # the first row is the header
+
+
+def _slug(heading: str) -> str:
+    """GitHub's anchor of a heading: lower case, punctuation dropped, spaces to hyphens."""
+    text = re.sub(r"`|\*\*|\[([^\]]*)\]\([^)]*\)", r"\1", heading).strip().lower()
+    text = re.sub(r"[^\w\- ]", "", text)
+    return text.replace(" ", "-")
+
+
+def _anchors(path: Path) -> set[str]:
+    seen: dict[str, int] = {}
+    anchors = set()
+    for match in _HEADING.finditer(_prose(path.read_text(encoding="utf-8"))):
+        slug = _slug(match.group(2))
+        n = seen.get(slug, 0)
+        seen[slug] = n + 1
+        anchors.add(slug if n == 0 else f"{slug}-{n}")
+    return anchors
+
+
+# --- routes ---
+
+
+def _app_routes() -> set[tuple[str, str]]:
+    container = build_container(
+        Settings(jwt_secret="docs-test-jwt-secret-0123456789", download_secret="x" * 32)
+    )
+    schema = create_app(container).openapi_schema.to_schema()
+    routes = {
+        (method.upper(), path)
+        for path, item in schema["paths"].items()
+        for method in item
+        if method in ("get", "head", "post", "put", "patch", "delete")
+    }
+    # served by Litestar's OpenAPI plugins, not listed in the document itself
+    return routes | {("GET", "/api-docs"), ("GET", "/api-docs/openapi.json")}
+
+
+def _documented_routes() -> set[tuple[str, str]]:
+    routes = set()
+    for cells in _table_rows(_prose(API_MD.read_text(encoding="utf-8")).split("\n## ")[0]):
+        methods, path_cell = cells[0], cells[1]
+        path = _CODE.search(path_cell)
+        assert path is not None, f"route row without a path in code: {cells}"
+        for method in methods.split(","):
+            routes.add((method.strip(), path.group(1).split("?")[0]))
+    return routes
+
+
+def test_the_route_table_of_api_md_is_exactly_the_routes_the_app_serves() -> None:
+    documented = _documented_routes()
+    served = _app_routes()
+    assert served - documented == set(), "routes missing from docs/api.md"
+    assert documented - served == set(), "docs/api.md lists routes the app does not serve"
+
+
+def test_every_error_code_of_the_api_is_documented_with_its_status() -> None:
+    errors = _section(API_MD.read_text(encoding="utf-8"), "Errors")
+    documented = {
+        (code.group(1), int(cells[1]))
+        for cells in _table_rows(errors)
+        if (code := _CODE.search(cells[0])) and cells[1].isdigit()
+    }
+    for code, status in ERROR_STATUS.items():
+        assert (code, status) in documented, f"{code} {status} is not in the error table"
+
+
+# --- configuration ---
+
+
+def _configuration_rows() -> dict[str, str]:
+    """Each documented variable (aliases included) -> the row's default cell."""
+    table = _section(OPERATIONS_MD.read_text(encoding="utf-8"), "Configuration")
+    rows: dict[str, str] = {}
+    for cells in _table_rows(table):
+        for name in _CODE.findall(cells[0]):
+            rows[name] = cells[1]
+    return rows
+
+
+def test_every_environment_variable_is_in_the_configuration_table_and_no_other() -> None:
+    documented = set(_configuration_rows())
+    read = {name for names, _, _ in settings_module._VARIABLES for name in names}
+    assert read - documented == set(), "variables missing from docs/operations.md"
+    assert documented - read == set(), "docs/operations.md documents variables nobody reads"
+
+
+def test_the_documented_defaults_are_the_settings_defaults() -> None:
+    rows = _configuration_rows()
+    defaults = Settings()
+    for names, setting, _ in settings_module._VARIABLES:
+        cell = rows[names[0]]
+        value = getattr(defaults, setting)
+        shown = _CODE.search(cell)
+        if value is None:
+            assert shown is None and cell.startswith("-"), f"{names[0]} has no default: {cell}"
+            continue
+        assert shown is not None, f"{names[0]}: default {value!r} not documented"
+        if isinstance(value, float):
+            assert float(shown.group(1)) == value, names[0]
+        else:
+            assert shown.group(1) == str(value), names[0]
+
+
+# --- links ---
+
+
+@pytest.mark.parametrize("document", DOCUMENTS, ids=lambda p: p.name)
+def test_every_relative_link_resolves(document: Path) -> None:
+    broken = []
+    for match in _LINK.finditer(_prose(document.read_text(encoding="utf-8"))):
+        target = match.group(1)
+        if re.match(r"[a-z][a-z0-9+.-]*:", target):  # http:, https:, mailto:
+            continue
+        path_part, _, anchor = target.partition("#")
+        path = (document.parent / path_part).resolve() if path_part else document
+        if not path.exists() or (anchor and path.suffix == ".md" and anchor not in _anchors(path)):
+            broken.append(target)
+    assert broken == []
+
+
+# --- the CLI ---
+
+
+def _subcommands() -> dict[str, argparse.ArgumentParser]:
+    parser = build_parser()
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            return dict(action.choices)
+    raise AssertionError("reportsvc has no subcommands")
+
+
+# `reportsvc <word>` anywhere, also right after another "reportsvc" (an image name)
+_COMMAND = re.compile(r"(?=(?<![\w-])reportsvc ([a-z][a-z-]*)([^`\n|)]*))")
+
+
+def test_every_reportsvc_command_and_flag_named_in_the_docs_exists() -> None:
+    commands = _subcommands()
+    unknown = []
+    for document in DOCUMENTS:
+        for match in _COMMAND.finditer(document.read_text(encoding="utf-8")):
+            name, rest = match.group(1), match.group(2)
+            if name == "reportsvc":
+                continue
+            if name not in commands:
+                unknown.append(f"{document.name}: reportsvc {name}")
+                continue
+            options = {s for a in commands[name]._actions for s in a.option_strings}
+            for flag in re.findall(r"(?<!\S)--[a-z][a-z-]*", rest):
+                if flag not in options:
+                    unknown.append(f"{document.name}: reportsvc {name} {flag}")
+    assert unknown == []
+
+
+def test_every_reportsvc_command_is_documented_in_the_readme() -> None:
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    for name in _subcommands():
+        assert f"`reportsvc {name}`" in readme
