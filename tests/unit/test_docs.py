@@ -211,3 +211,22 @@ def test_every_reportsvc_command_is_documented_in_the_readme() -> None:
     readme = (ROOT / "README.md").read_text(encoding="utf-8")
     for name in _subcommands():
         assert f"`reportsvc {name}`" in readme
+
+
+def test_the_readme_shows_the_curl_lines_reportsvc_dev_prints() -> None:
+    from entrypoints.dev import banner, sample_request
+
+    printed = banner(
+        "http://127.0.0.1:5129", "TOKEN", "farmiq-demo", Path(".dev-data"), sample_request()
+    ).splitlines()
+    readme = (ROOT / "README.md").read_text(encoding="utf-8")
+    shown = _section(readme, "From clone to a downloaded file in five minutes")
+    lines = [
+        line
+        for block in re.findall(r"```sh\n(.*?)```", shown, re.S)
+        for line in block.splitlines()
+        if "curl " in line
+    ]
+    assert len(lines) == 4
+    assert [line for line in lines if line not in printed] == []
+    assert "export BASE=http://127.0.0.1:5129" in printed
