@@ -74,8 +74,13 @@ def queue_row(vhost: str, name: str) -> dict[str, Any]:
 
 
 def consumer_connections(vhost: str) -> list[dict[str, Any]]:
-    rows = listing("list_connections", vhost, "name", "timeout", "client_properties")
-    return [r for r in rows if "reportsvc consumer" in json.dumps(r["client_properties"])]
+    # list_connections ignores -p: it lists the whole broker's, other test runs' included
+    rows = listing("list_connections", vhost, "name", "vhost", "timeout", "client_properties")
+    return [
+        r
+        for r in rows
+        if r["vhost"] == vhost and "reportsvc consumer" in json.dumps(r["client_properties"])
+    ]
 
 
 def wait_until(predicate: Callable[[], bool], what: str, timeout: float = DEADLINE_SEC) -> None:
