@@ -38,7 +38,6 @@ API_REQUIRED = ("database_url", "rabbitmq_url", "download_secret", "jwt_secret")
 WORKER_REQUIRED = (
     "database_url",
     "rabbitmq_url",
-    "download_secret",
     # a worker runs every job type, so it needs every upstream
     "feed_service_url",
     "telemetry_service_url",
