@@ -278,6 +278,7 @@ def _on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respo
             405,
             "VALIDATION_ERROR",
             f"method {request.method} is not allowed on {request.url.path}",
+            exc.headers,  # Allow: the methods the path takes (RFC 9110 requires it on a 405)
         )
     if isinstance(exc, RequestEntityTooLarge):
         return error_response(

@@ -185,6 +185,8 @@ def test_a_wrong_method_is_405_in_the_envelope(world: ApiWorld, method: str, pat
     answer = world.client.request(method, path.format(id=new_id()), headers=auth(mint()))
     error = assert_envelope(answer, 405, "VALIDATION_ERROR")
     assert method in error["message"]
+    allowed = {m.strip() for m in answer.headers["allow"].split(",")}
+    assert allowed and method not in allowed
 
 
 def test_a_body_too_large_is_413_in_the_envelope(world: ApiWorld) -> None:
