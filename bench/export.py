@@ -24,6 +24,9 @@ by the child just before it exits) is that one export's and nothing else's:
 Printed (one figure a line): rows/s of each, ``*_ratio`` = export / min(source, sink) for
 each format, ``*_peak_rss_mb`` of each export child, and each run's CPU per row (all its
 threads), which a machine busy with other work moves far less than rows/s.
+``--latency-ms L`` makes the fake feed wait L ms before each answer (a feed across a network)
+and ``--prefetch N`` sets how many pages the source fetches ahead (default 2, as the worker;
+0 = fetch, decode and write in turn on one thread): together they show what the overlap buys.
 ``--rows 5000000 --export-only`` shows that peak RSS does not grow with the size of the
 export. ``--profile csv|ndjson`` runs one export under cProfile (its main thread: the
 encoding, hashing and writing) and prints its top functions instead.
@@ -54,10 +57,11 @@ PY = sys.executable
 
 
 @contextlib.contextmanager
-def fake_feed(records: int) -> Iterator[str]:
+def fake_feed(records: int, latency_ms: float = 0.0) -> Iterator[str]:
     """The fake feed in its own process; yields its base URL."""
+    feed = [PY, str(ROOT / "bench" / "fake_feed.py"), "--records", str(records), "--port", "0"]
     proc = subprocess.Popen(
-        [PY, str(ROOT / "bench" / "fake_feed.py"), "--records", str(records), "--port", "0"],
+        [*feed, "--latency-ms", str(latency_ms)],
         stdout=subprocess.PIPE,
         text=True,
     )
@@ -93,7 +97,8 @@ def _request(fmt: str) -> object:
 def _source(url: str) -> object:
     from adapters.upstream import HttpRecordSource, UpstreamConfig
 
-    return HttpRecordSource(UpstreamConfig(feed_url=url, token="bench"))
+    prefetch = int(os.environ.get("BENCH_PREFETCH", "2"))
+    return HttpRecordSource(UpstreamConfig(feed_url=url, token="bench", prefetch_pages=prefetch))
 
 
 def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object]:
@@ -231,9 +236,12 @@ def main() -> None:
         "--export-only", action="store_true", help="skip the limits (for the 5M memory check)"
     )
     p.add_argument("--formats", default="csv,ndjson", help="which formats to measure")
+    p.add_argument("--latency-ms", type=float, default=0.0, help="the fake feed's answer delay")
+    p.add_argument("--prefetch", type=int, default=2, help="pages the source fetches ahead")
     args = p.parse_args()
+    os.environ["BENCH_PREFETCH"] = str(args.prefetch)  # the children read it
     rows = 20_000 if args.smoke else args.rows
-    with fake_feed(rows) as url:
+    with fake_feed(rows, args.latency_ms) as url:
         if args.profile:
             run_child("export", args.profile, url, rows, profile=True)
             return

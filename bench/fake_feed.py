@@ -5,6 +5,9 @@ server that does nothing per request but look up bytes, so that the exporter, no
 is what a benchmark measures. Run it in its own process:
 
     python bench/fake_feed.py --records 1000000 --port 0   # prints its base URL
+
+``--latency-ms`` delays each answer, as a feed service across a network would (the time
+between the request and the first byte), to show what overlapping fetch and write is for.
 """
 
 from __future__ import annotations
@@ -79,13 +82,17 @@ class Pages:
         )
 
 
-async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pages: Pages) -> None:
+async def _serve(
+    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pages: Pages, latency: float
+) -> None:
     try:
         while True:
             head = await reader.readuntil(b"\r\n\r\n")
             target = head.split(b" ", 2)[1].decode()
             query = parse_qs(urlsplit(target).query)
             n = int(query.get("cursor", ["0"])[0])
+            if latency:
+                await asyncio.sleep(latency)
             writer.write(pages.response(n))
             await writer.drain()
     except (asyncio.IncompleteReadError, ConnectionError):
@@ -94,9 +101,9 @@ async def _serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pag
         writer.close()
 
 
-async def main_async(total: int, host: str, port: int) -> None:
+async def main_async(total: int, host: str, port: int, latency: float = 0.0) -> None:
     pages = Pages(total)
-    server = await asyncio.start_server(lambda r, w: _serve(r, w, pages), host, port)
+    server = await asyncio.start_server(lambda r, w: _serve(r, w, pages, latency), host, port)
     bound = server.sockets[0].getsockname()[1]
     print(f"http://{host}:{bound}", flush=True)
     async with server:
@@ -108,9 +115,10 @@ def main() -> None:
     parser.add_argument("--records", type=int, default=1_000_000)
     parser.add_argument("--host", default="127.0.0.1")
     parser.add_argument("--port", type=int, default=0)
+    parser.add_argument("--latency-ms", type=float, default=0.0, help="delay before each answer")
     args = parser.parse_args()
     try:
-        asyncio.run(main_async(args.records, args.host, args.port))
+        asyncio.run(main_async(args.records, args.host, args.port, args.latency_ms / 1000))
     except KeyboardInterrupt:
         sys.exit(0)
 

@@ -92,6 +92,7 @@ def serve(
         host=host,
         port=port,
         log_config=None,  # our handler (one line, redacted) is already on the root logger
+        access_log=False,  # the API logs one line per request itself, with ids and duration
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SEC,
         server_header=False,
     )
