@@ -14,27 +14,16 @@ import csv
 import hashlib
 import io
 import time
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import httpx
-import psycopg
 import pytest
 
-from ..integration.procs import (
-    Proc,
-    Procs,
-    run_reportsvc,
-    service_env,
-    start_api,
-    start_worker,
-    user_token,
-)
+from adapters.demo_upstream import DEMO_END, DEMO_START
 
-FEED_PATH = "/api/v1/feed/intake-records"
-JOBS = "/api/v1/reports/jobs"
+from .job_stack import FEED_PATH, JOBS, Stack, feed_job, running_stack
+
 LEASE_SEC = 2.0
 RECOVERY_INTERVAL_SEC = 0.5
 # From the kill to the job queued again: the lease running out (at most LEASE_SEC after the
@@ -43,91 +32,30 @@ RECLAIM_BOUND_SEC = LEASE_SEC + RECOVERY_INTERVAL_SEC + 3.0
 JOB_DEADLINE_SEC = 45.0
 
 
-@dataclass
-class Stack:
-    api: Proc
-    workers: list[Proc]
-    base_url: str
-    database_url: str
-    export_root: Path
-    token: str
-    upstream: Any  # adapters.demo_upstream.DemoUpstream
-
-    def http(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=10.0,
-        )
-
-    def lease_owner(self, job_id: str) -> str | None:
-        with psycopg.connect(self.database_url) as conn:
-            row = conn.execute(
-                "SELECT lease_owner FROM report_jobs WHERE id = %s", (job_id,)
-            ).fetchone()
-        assert row is not None
-        owner: str | None = row[0]
-        return owner
-
-    def describe(self) -> str:
-        return "".join(p.describe() for p in (*self.workers, self.api))
-
-
 @pytest.fixture
 def stack(database_url: str, amqp_url: str, tmp_path: Path) -> Iterator[Stack]:
-    from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
-
-    # 100 feed records a day: a two-week export is 14 pages
-    with DemoUpstream(per_day=100) as upstream, Procs(tmp_path / "logs") as procs:
-        assert upstream.base_url is not None
-        export_root = tmp_path / "exports"
-        env = service_env(
-            database_url, amqp_url, export_root, upstream.base_url, REPORT_LEASE_SEC=str(LEASE_SEC)
-        )
-        env["REPORT_RECOVERY_INTERVAL_SEC"] = str(RECOVERY_INTERVAL_SEC)
-        migrated = run_reportsvc(env, "migrate")
-        assert migrated.returncode == 0, migrated.stderr
-        api, base_url = start_api(procs, env)
-        workers = [start_worker(procs, env), start_worker(procs, env)]
-        yield Stack(
-            api=api,
-            workers=workers,
-            base_url=base_url,
-            database_url=database_url,
-            export_root=export_root,
-            token=user_token(env, DEMO_TENANT, "tenant_admin"),
-            upstream=upstream,
-        )
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float, stack: Stack) -> float:
-    """Poll ``check()`` until true; returns the seconds it took."""
-    began = time.monotonic()
-    while not check():
-        if time.monotonic() - began > timeout:
-            pytest.fail(f"{what} not within {timeout}s\n" + stack.describe())
-        time.sleep(0.05)
-    return time.monotonic() - began
+    # 100 feed records a day: a two-week export is 14 pages; two workers
+    with running_stack(
+        database_url,
+        amqp_url,
+        tmp_path,
+        upstream={"per_day": 100},
+        worker=False,
+        REPORT_LEASE_SEC=str(LEASE_SEC),
+        REPORT_RECOVERY_INTERVAL_SEC=str(RECOVERY_INTERVAL_SEC),
+    ) as stack:
+        stack.start_worker()
+        stack.start_worker()
+        yield stack
 
 
 def test_a_job_whose_worker_is_killed_mid_export_is_reclaimed_and_succeeds_with_a_whole_file(
     stack: Stack,
 ) -> None:
-    from adapters.demo_upstream import DEMO_END, DEMO_FARM_ID, DEMO_START
-
     # the first pages slowly, so that the kill lands mid-export
     stack.upstream.faults.hang(0.3, times=6, path=FEED_PATH)
     with stack.http() as http:
-        created = http.post(
-            JOBS,
-            json={
-                "job_type": "FEED_INTAKE_EXPORT",
-                "format": "csv",
-                "farm_id": DEMO_FARM_ID,
-                "start_date": DEMO_START,
-                "end_date": DEMO_END,
-            },
-        )
+        created = http.post(JOBS, json=feed_job(DEMO_START, DEMO_END))
         assert created.status_code == 201, created.text
         job_id = created.json()["id"]
 
@@ -137,13 +65,12 @@ def test_a_job_whose_worker_is_killed_mid_export_is_reclaimed_and_succeeds_with_
             body: dict[str, Any] = answer.json()
             return body
 
-        wait_until(
+        stack.wait_for(
             "the export visibly under way",
             lambda: job()["status"] == "running" and job()["progress_pct"] > 0,
             JOB_DEADLINE_SEC,
-            stack,
         )
-        owner = stack.lease_owner(job_id)
+        owner = stack.job(job_id)["lease_owner"]
         assert owner is not None
         pid = int(owner.split(":")[1])
         [victim] = [w for w in stack.workers if w.pid == pid]
@@ -160,17 +87,16 @@ def test_a_job_whose_worker_is_killed_mid_export_is_reclaimed_and_succeeds_with_
         assert not_ready.status_code == 409, not_ready.text
         assert not_ready.json()["error"]["code"] == "REPORT_NOT_READY"
         # the crash left its partial file, under a temporary name only
-        left = [p for p in stack.export_root.rglob("*") if p.is_file()]
+        left = stack.files()
         assert left and all(p.name.startswith(".") and p.name.endswith(".tmp") for p in left), left
 
-        reclaimed = wait_until(
+        reclaimed = stack.wait_for(
             "the job taken over by the other worker",
-            lambda: (stack.lease_owner(job_id) or owner) != owner,
+            lambda: (stack.job(job_id)["lease_owner"] or owner) != owner,
             JOB_DEADLINE_SEC,
-            stack,
         )
         print(f"killed -> reclaimed by {survivor.name}: {reclaimed:.2f}s")
-        wait_until("the job succeeded", lambda: job()["status"] == "succeeded", 30.0, stack)
+        stack.wait_for("the job succeeded", lambda: job()["status"] == "succeeded", 30.0)
         done_after = time.monotonic() - killed
         print(f"killed -> succeeded: {done_after:.2f}s")
 
@@ -193,7 +119,7 @@ def test_a_job_whose_worker_is_killed_mid_export_is_reclaimed_and_succeeds_with_
     assert len(stack.upstream.requests_to(FEED_PATH)) == pages_before + 14
 
     # only the finished file, no temporary of the crashed run
-    files = [p for p in stack.export_root.rglob("*") if p.is_file()]
+    files = stack.files()
     assert files == [stack.export_root / finished["file_path"]], files
     assert files[0].name == "report.csv"
     assert survivor.returncode() is None

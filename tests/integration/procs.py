@@ -90,22 +90,23 @@ def service_env(
     upstream_url: str,
     **overrides: str,
 ) -> dict[str, str]:
-    """Everything ``api``, ``worker`` and ``migrate`` need, with every upstream at one URL."""
-    return base_env(
-        DATABASE_URL=database_url,
-        RABBITMQ_URL=amqp_url,
-        EXPORT_ROOT=str(export_root),
-        REPORT_DOWNLOAD_SECRET=DOWNLOAD_SECRET,
-        JWT_SECRET=JWT_SECRET,
-        CLOUD_FEED_SERVICE_URL=upstream_url,
-        CLOUD_TELEMETRY_SERVICE_URL=upstream_url,
-        CLOUD_WEIGHVISION_READMODEL_URL=upstream_url,
-        HOST="127.0.0.1",
-        APP_PORT="0",
-        REPORT_RECOVERY_INTERVAL_SEC="1",
-        LOG_LEVEL="INFO",
-        **overrides,
-    )
+    """Everything ``api``, ``worker`` and ``migrate`` need, with every upstream at one URL;
+    ``overrides`` win over these defaults."""
+    defaults = {
+        "DATABASE_URL": database_url,
+        "RABBITMQ_URL": amqp_url,
+        "EXPORT_ROOT": str(export_root),
+        "REPORT_DOWNLOAD_SECRET": DOWNLOAD_SECRET,
+        "JWT_SECRET": JWT_SECRET,
+        "CLOUD_FEED_SERVICE_URL": upstream_url,
+        "CLOUD_TELEMETRY_SERVICE_URL": upstream_url,
+        "CLOUD_WEIGHVISION_READMODEL_URL": upstream_url,
+        "HOST": "127.0.0.1",
+        "APP_PORT": "0",
+        "REPORT_RECOVERY_INTERVAL_SEC": "1",
+        "LOG_LEVEL": "INFO",
+    }
+    return base_env(**(defaults | overrides))
 
 
 class ProcessFailed(AssertionError):
