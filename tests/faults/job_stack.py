@@ -76,12 +76,13 @@ class Stack:
     workers: list[Proc] = field(default_factory=list)
 
     def http(self, **kwargs: Any) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=10.0,
-            **kwargs,
-        )
+        """A client of the api as the tenant admin; ``kwargs`` replace its defaults."""
+        defaults: dict[str, Any] = {
+            "base_url": self.base_url,
+            "headers": {"Authorization": f"Bearer {self.token}"},
+            "timeout": 10.0,
+        }
+        return httpx.Client(**(defaults | kwargs))
 
     def create(self, body: dict[str, Any]) -> str:
         with self.http() as http:
@@ -106,7 +107,11 @@ class Stack:
         began = time.monotonic()
         while not check():
             if time.monotonic() - began > timeout:
-                pytest.fail(f"{what} not within {timeout}s; jobs: {self.jobs()}\n{self.describe()}")
+                try:
+                    jobs: object = self.jobs()
+                except psycopg.Error as exc:  # a fault test may have stopped the database
+                    jobs = f"unreadable: {exc}"
+                pytest.fail(f"{what} not within {timeout}s; jobs: {jobs}\n{self.describe()}")
             time.sleep(0.05)
         return time.monotonic() - began
 

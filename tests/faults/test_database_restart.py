@@ -18,30 +18,17 @@ import hashlib
 import io
 import time
 import uuid
-from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from ..conftest import REQUIRE_SERVICES
-from ..integration.procs import (
-    Proc,
-    Procs,
-    run_reportsvc,
-    service_env,
-    start_api,
-    start_worker,
-    user_token,
-)
+from .job_stack import FEED_PATH, JOBS, Stack, feed_job, running_stack
 from .throwaway_pg import ThrowawayPostgres, available
 
-FEED_PATH = "/api/v1/feed/intake-records"
-JOBS = "/api/v1/reports/jobs"
 LEASE_SEC = 2.0
 # The api's pool reconnects by itself: attempts 1 s, then 2 s apart, starting over at the next
 # request after 3 s (reconnect_timeout); the readiness probe and the job routes answer 2xx as
@@ -69,91 +56,23 @@ def postgres() -> Iterator[ThrowawayPostgres]:
         yield cluster
 
 
-@dataclass
-class Stack:
-    api: Proc
-    worker: Proc
-    base_url: str
-    database_url: str
-    export_root: Path
-    token: str
-    upstream: Any  # adapters.demo_upstream.DemoUpstream
-
-    def http(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=30.0,
-        )
-
-    def jobs(self) -> dict[str, dict[str, Any]]:
-        with psycopg.connect(self.database_url, row_factory=dict_row) as conn:
-            rows = conn.execute(
-                "SELECT id::text AS id, status, attempts, progress_pct, file_path, size_bytes,"
-                " sha256, error_code FROM report_jobs"
-            ).fetchall()
-        return {row["id"]: row for row in rows}
-
-    def describe(self) -> str:
-        return self.worker.describe() + self.api.describe()
-
-
 @pytest.fixture
 def stack(postgres: ThrowawayPostgres, amqp_url: str, tmp_path: Path) -> Iterator[Stack]:
-    from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
-
     if not postgres.running():  # a failed test may have left it stopped
         postgres.start()
     database_url = postgres.create_database(f"rt_{uuid.uuid4().hex[:16]}")
     # 100 feed records a day: a two-week export is 14 pages, which a test slows down
-    with DemoUpstream(per_day=100) as upstream, Procs(tmp_path / "logs") as procs:
-        assert upstream.base_url is not None
-        export_root = tmp_path / "exports"
-        env = service_env(
-            database_url,
-            amqp_url,
-            export_root,
-            upstream.base_url,
-            REPORT_LEASE_SEC=str(LEASE_SEC),
-            # the new job need not wait behind the one taken back after the outage
-            WORKER_CONCURRENCY="2",
-        )
-        env["REPORT_RECOVERY_INTERVAL_SEC"] = "0.5"
-        migrated = run_reportsvc(env, "migrate")
-        assert migrated.returncode == 0, migrated.stderr
-        api, base_url = start_api(procs, env)
-        worker = start_worker(procs, env)
-        yield Stack(
-            api=api,
-            worker=worker,
-            base_url=base_url,
-            database_url=database_url,
-            export_root=export_root,
-            token=user_token(env, DEMO_TENANT, "tenant_admin"),
-            upstream=upstream,
-        )
-
-
-def feed_job(start: str, end: str) -> dict[str, str]:
-    from adapters.demo_upstream import DEMO_FARM_ID
-
-    return {
-        "job_type": "FEED_INTAKE_EXPORT",
-        "format": "csv",
-        "farm_id": DEMO_FARM_ID,
-        "start_date": start,
-        "end_date": end,
-    }
-
-
-def wait_until(what: str, check: Callable[[], bool], timeout: float, stack: Stack) -> float:
-    """Poll ``check()`` until true; returns the seconds it took."""
-    began = time.monotonic()
-    while not check():
-        if time.monotonic() - began > timeout:
-            pytest.fail(f"{what} not within {timeout}s\n" + stack.describe())
-        time.sleep(0.05)
-    return time.monotonic() - began
+    with running_stack(
+        database_url,
+        amqp_url,
+        tmp_path,
+        upstream={"per_day": 100},
+        REPORT_LEASE_SEC=str(LEASE_SEC),
+        REPORT_RECOVERY_INTERVAL_SEC="0.5",
+        # the new job need not wait behind the one taken back after the outage
+        WORKER_CONCURRENCY="2",
+    ) as stack:
+        yield stack
 
 
 def assert_unavailable(answer: httpx.Response, took: float, bound: float) -> None:
@@ -173,26 +92,24 @@ def test_the_api_answers_503_while_postgres_is_down_and_recovers_by_itself(
 ) -> None:
     from adapters.demo_upstream import DEMO_END, DEMO_START
 
-    with stack.http() as http:
+    with stack.http(timeout=30.0) as http:
         assert http.get("/api/ready").status_code == 200
         before = http.post(JOBS, json=feed_job("2026-01-05", "2026-01-05"))
         assert before.status_code == 201, before.text
-        wait_until(
+        stack.wait_for(
             "the first job succeeded",
             lambda: http.get(f"{JOBS}/{before.json()['id']}").json()["status"] == "succeeded",
             JOB_DEADLINE_SEC,
-            stack,
         )
         # one that runs across the restart: 14 pages, 0.4 s each
         stack.upstream.faults.hang(0.4, times=14, path=FEED_PATH)
         across = http.post(JOBS, json=feed_job(DEMO_START, DEMO_END))
         assert across.status_code == 201, across.text
         across_id = across.json()["id"]
-        wait_until(
+        stack.wait_for(
             "the long export under way",
             lambda: http.get(f"{JOBS}/{across_id}").json()["progress_pct"] > 0,
             JOB_DEADLINE_SEC,
-            stack,
         )
 
         postgres.stop()
@@ -256,14 +173,13 @@ def test_the_api_answers_503_while_postgres_is_down_and_recovers_by_itself(
         def succeeded(job_id: str) -> bool:
             return bool(http.get(f"{JOBS}/{job_id}").json()["status"] == "succeeded")
 
-        wait_until("the new job succeeded", lambda: succeeded(after_id), JOB_DEADLINE_SEC, stack)
+        stack.wait_for("the new job succeeded", lambda: succeeded(after_id), JOB_DEADLINE_SEC)
         resumed = time.monotonic() - back
         print(f"database back -> a new job succeeded: {resumed:.2f}s")
-        wait_until(
+        stack.wait_for(
             "the job across the restart succeeded",
             lambda: succeeded(across_id),
             JOB_DEADLINE_SEC,
-            stack,
         )
         print(f"database back -> the job across it succeeded: {time.monotonic() - back:.2f}s")
         after = check_file(http, after_id, 200)
@@ -279,7 +195,7 @@ def test_the_api_answers_503_while_postgres_is_down_and_recovers_by_itself(
     assert stack.api.returncode() is None and stack.worker.returncode() is None
     assert recovered < RECOVERY_BOUND_SEC
     assert resumed < WORKER_RESUME_BOUND_SEC
-    files = sorted(p for p in stack.export_root.rglob("*") if p.is_file())
+    files = stack.files()
     assert [p.name for p in files] == ["report.csv"] * 3, files
 
 
