@@ -23,28 +23,16 @@ import io
 import re
 import time
 from collections.abc import Iterator
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import httpx
-import psycopg
 import pytest
-from psycopg.rows import dict_row
 
 from ..conftest import REQUIRE_SERVICES
-from ..integration.procs import (
-    Proc,
-    Procs,
-    run_reportsvc,
-    service_env,
-    start_api,
-    start_worker,
-    user_token,
-)
+from .job_stack import FEED_PATH, Stack, feed_job, running_stack
 from .throwaway_rabbit import ThrowawayRabbit, available
 
-FEED_PATH = "/api/v1/feed/intake-records"
 # Recovery after the broker is back: a job whose message the broker never confirmed is
 # published again by the next recovery pass once it is 10 s old (Policy.republish_after_sec),
 # the pass runs every REPORT_RECOVERY_INTERVAL_SEC (1 s here), the worker's publisher retries
@@ -75,98 +63,24 @@ def broker_url(rabbit: ThrowawayRabbit) -> Iterator[str]:
     rabbit.delete_vhost(url)
 
 
-@dataclass
-class Stack:
-    api: Proc
-    worker: Proc
-    base_url: str
-    database_url: str
-    export_root: Path
-    token: str
-    upstream: Any  # adapters.demo_upstream.DemoUpstream
-
-    def http(self) -> httpx.Client:
-        return httpx.Client(
-            base_url=self.base_url,
-            headers={"Authorization": f"Bearer {self.token}"},
-            timeout=10.0,
-        )
-
-    def jobs(self) -> dict[str, dict[str, Any]]:
-        with psycopg.connect(self.database_url, row_factory=dict_row) as conn:
-            rows = conn.execute(
-                "SELECT id::text AS id, status, attempts, enqueued_at, file_path, sha256,"
-                " error_code FROM report_jobs"
-            ).fetchall()
-        return {row["id"]: row for row in rows}
-
-    def files(self) -> list[Path]:
-        return sorted(p for p in self.export_root.rglob("*") if p.is_file())
-
-    def job_lines(self, job_id: str) -> list[str]:
-        """The worker's log lines about one job's handling."""
-        return [
-            line
-            for line in self.worker.output().splitlines()
-            if job_id in line and 'msg="job ' in line
-        ]
-
-
 @pytest.fixture
 def stack(database_url: str, broker_url: str, tmp_path: Path) -> Iterator[Stack]:
-    from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
-
     # 100 feed records a day: a two-week export is 14 pages, which the tests slow down
-    with DemoUpstream(per_day=100) as upstream, Procs(tmp_path / "logs") as procs:
-        assert upstream.base_url is not None
-        export_root = tmp_path / "exports"
-        env = service_env(
-            database_url,
-            broker_url,
-            export_root,
-            upstream.base_url,
-            WORKER_CONCURRENCY="2",
-            UPSTREAM_TIMEOUT_SEC="10",
-        )
-        migrated = run_reportsvc(env, "migrate")
-        assert migrated.returncode == 0, migrated.stderr
-        api, base_url = start_api(procs, env)
-        worker = start_worker(procs, env)
-        yield Stack(
-            api=api,
-            worker=worker,
-            base_url=base_url,
-            database_url=database_url,
-            export_root=export_root,
-            token=user_token(env, DEMO_TENANT, "tenant_admin"),
-            upstream=upstream,
-        )
+    with running_stack(
+        database_url,
+        broker_url,
+        tmp_path,
+        upstream={"per_day": 100},
+        WORKER_CONCURRENCY="2",
+        UPSTREAM_TIMEOUT_SEC="10",
+    ) as stack:
+        yield stack
 
 
-def feed_job(start: str, end: str) -> dict[str, str]:
-    from adapters.demo_upstream import DEMO_FARM_ID
-
-    return {
-        "job_type": "FEED_INTAKE_EXPORT",
-        "format": "csv",
-        "farm_id": DEMO_FARM_ID,
-        "start_date": start,
-        "end_date": end,
-    }
-
-
-def wait_until(what: str, check: Any, timeout: float, stack: Stack) -> float:
-    """Poll ``check()`` until true; returns the seconds it took."""
-    began = time.monotonic()
-    while not check():
-        if time.monotonic() - began > timeout:
-            pytest.fail(
-                f"{what} not within {timeout}s; jobs: {stack.jobs()}\n"
-                + stack.worker.describe()
-                + stack.api.describe()
-            )
-        time.sleep(0.1)
-    return time.monotonic() - began
+def job_lines(stack: Stack, job_id: str) -> list[str]:
+    """The worker's log lines about one job's handling."""
+    assert stack.worker is not None
+    return stack.worker_lines(stack.worker, job_id)
 
 
 def ready_status(stack: Stack) -> int:
@@ -175,15 +89,15 @@ def ready_status(stack: Stack) -> int:
 
 def finished_exports(stack: Stack, job_id: str) -> list[str]:
     """The worker's lines for runs of ``job_id`` that wrote a file."""
-    return [line for line in stack.job_lines(job_id) if re.search(r"\d+ rows, \d+ bytes", line)]
+    return [line for line in job_lines(stack, job_id) if re.search(r"\d+ rows, \d+ bytes", line)]
 
 
 def assert_ran_exactly_once(stack: Stack, job_id: str, job: dict[str, Any]) -> None:
     assert job["status"] == "succeeded", job
     assert job["attempts"] == 1, job
-    assert len(finished_exports(stack, job_id)) == 1, stack.job_lines(job_id)
+    assert len(finished_exports(stack, job_id)) == 1, job_lines(stack, job_id)
     # every other delivery of the job was acknowledged without touching it
-    for line in stack.job_lines(job_id):
+    for line in job_lines(stack, job_id):
         if line not in finished_exports(stack, job_id):
             assert "disposition=ack" in line, line
             assert re.search(r"status=(running|succeeded)", line), line
@@ -210,7 +124,7 @@ def test_jobs_created_while_the_broker_is_stopped_each_run_once_when_it_is_back(
     rabbit.stop_app()
 
     # readiness tells a load balancer; liveness must not (a restart would not help)
-    wait_until("/api/ready answering 503", lambda: ready_status(stack) == 503, 10.0, stack)
+    stack.wait_for("/api/ready answering 503", lambda: ready_status(stack) == 503, 10.0)
     assert httpx.get(stack.base_url + "/api/health", timeout=10.0).status_code == 200
 
     ranges = [
@@ -243,13 +157,12 @@ def test_jobs_created_while_the_broker_is_stopped_each_run_once_when_it_is_back(
     rabbit.start_app()
     back = time.monotonic()
     # the probe connects afresh each time (no backoff of its own), so ready follows at once
-    ready = wait_until("/api/ready answering 200", lambda: ready_status(stack) == 200, 10, stack)
+    ready = stack.wait_for("/api/ready answering 200", lambda: ready_status(stack) == 200, 10)
     print(f"broker back -> /api/ready 200: {ready:.1f}s")
-    wait_until(
+    stack.wait_for(
         "every job succeeded",
         lambda: all(j["status"] == "succeeded" for j in stack.jobs().values()),
         JOB_DEADLINE_SEC,
-        stack,
     )
     recovered = time.monotonic() - back
     print(f"broker back -> all {len(created)} jobs succeeded: {recovered:.1f}s")
@@ -267,11 +180,10 @@ def test_jobs_created_while_the_broker_is_stopped_each_run_once_when_it_is_back(
     assert answer.status_code == 201, answer.text
     fresh = answer.json()["id"]
     assert stack.jobs()[fresh]["enqueued_at"] is not None
-    wait_until(
+    stack.wait_for(
         "the new job succeeded",
         lambda: stack.jobs()[fresh]["status"] == "succeeded",
         JOB_DEADLINE_SEC,
-        stack,
     )
     assert_ran_exactly_once(stack, fresh, stack.jobs()[fresh])
     assert stack.worker.returncode() is None and stack.api.returncode() is None
@@ -292,11 +204,10 @@ def test_a_broker_restart_mid_export_neither_loses_nor_repeats_the_job(
         answer = http.post("/api/v1/reports/jobs", json=feed_job(DEMO_START, DEMO_END))
     assert answer.status_code == 201, answer.text
     job_id = answer.json()["id"]
-    wait_until(
+    stack.wait_for(
         "the export under way",
         lambda: len(stack.upstream.requests_to(FEED_PATH)) >= 2,
         JOB_DEADLINE_SEC,
-        stack,
     )
     assert stack.jobs()[job_id]["status"] == "running"
 
@@ -308,28 +219,26 @@ def test_a_broker_restart_mid_export_neither_loses_nor_repeats_the_job(
     assert stack.jobs()[job_id]["status"] in ("running", "succeeded")
     assert stack.jobs()[job_id]["attempts"] == 1
 
-    reconnected = wait_until(
+    reconnected = stack.wait_for(
         "the worker's consumer reconnected",
         lambda: "consumer connected to RabbitMQ" in stack.worker.output(),
         RECOVERY_BOUND_SEC,
-        stack,
     )
     print(f"broker back -> worker consuming again: {reconnected:.1f}s")
-    done = wait_until(
+    done = stack.wait_for(
         "the job succeeded",
         lambda: stack.jobs()[job_id]["status"] == "succeeded",
         JOB_DEADLINE_SEC,
-        stack,
     )
     print(f"broker back -> job succeeded: {time.monotonic() - back:.1f}s ({done:.1f}s after)")
 
     job = stack.jobs()[job_id]
-    print("\n".join(["worker lines about the job:", *stack.job_lines(job_id)]))
+    print("\n".join(["worker lines about the job:", *job_lines(stack, job_id)]))
     assert_ran_exactly_once(stack, job_id, job)
     # The message was unacknowledged when the broker went down, so the broker handed it out
     # again once the worker reconnected (persistent, in a durable queue: not lost). That
     # duplicate was acknowledged without effect: the job was running (or done) already.
-    assert len(stack.job_lines(job_id)) == 2, stack.job_lines(job_id)
+    assert len(job_lines(stack, job_id)) == 2, job_lines(stack, job_id)
     assert stack.files() == [stack.export_root / job["file_path"]]
     # every page was fetched once: the export was not restarted
     assert len(stack.upstream.requests_to(FEED_PATH)) == 14
@@ -338,10 +247,9 @@ def test_a_broker_restart_mid_export_neither_loses_nor_repeats_the_job(
     assert len(rows) == 1400 and len(set(ids)) == len(ids)
     assert stack.worker.returncode() is None
     # the redelivered message (if the broker redelivered it) was acknowledged
-    wait_until(
+    stack.wait_for(
         "both queues empty",
         lambda: rabbit.queue_depths(broker_url).get("report.jobs") == (0, 0),
         10.0,
-        stack,
     )
     assert_queues_drained(rabbit, broker_url)
