@@ -383,63 +383,51 @@ def test_a_write_the_file_system_refuses_fails_the_writer_and_leaves_nothing(
     assert list(root.rglob("*")) == [root / "t"], "a temporary or a job folder was left"
 
 
+def run_kpi_job(
+    store: FileStore, fmt: ReportFormat, days: list[dict[str, str]], page_size: int = 100
+) -> Job:
+    """A feeding-KPI job of ``days`` run through ``run_job`` into ``store``; the job after."""
+    jobs = InMemoryJobRepository()
+    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+    job = Job(
+        id=new_job(),
+        tenant_id=TENANT,
+        requested_by=None,
+        job_type=JobType.KPI_FEEDING_EXPORT,
+        format=fmt,
+        created_at=now,
+        updated_at=now,
+    )
+    jobs.add(job)
+    run_job(
+        msgspec.json.encode(message_for(job)),
+        owner="w",
+        jobs=jobs,
+        source=StaticRecordSource({JobType.KPI_FEEDING_EXPORT.value: days}, page_size=page_size),
+        store=store,
+        clock=FakeClock(now),
+        policy=Policy(),
+    )
+    done = jobs.get(job.id)
+    assert done is not None
+    return done
+
+
 def test_a_job_whose_export_folder_cannot_be_created_fails_with_storage_failed(
     tmp_path: Path,
 ) -> None:
     blocker = tmp_path / "a-file"
     blocker.write_bytes(b"")
-    jobs = InMemoryJobRepository()
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    job = Job(
-        id=new_job(),
-        tenant_id=TENANT,
-        requested_by=None,
-        job_type=JobType.KPI_FEEDING_EXPORT,
-        format=ReportFormat.CSV,
-        created_at=now,
-        updated_at=now,
-    )
-    jobs.add(job)
-    run_job(
-        msgspec.json.encode(message_for(job)),
-        owner="w",
-        jobs=jobs,
-        source=StaticRecordSource({}),
-        store=FilesystemStore(blocker / "exports"),
-        clock=FakeClock(now),
-        policy=Policy(),
-    )
-    failed = jobs.get(job.id)
-    assert failed is not None and failed.status is JobStatus.FAILED
+    failed = run_kpi_job(FilesystemStore(blocker / "exports"), ReportFormat.CSV, [])
+    assert failed.status is JobStatus.FAILED
     assert failed.error_code == "STORAGE_FAILED"
     assert "could not be created" in (failed.error_message or "")
 
 
 def test_size_and_sha256_of_a_run_are_those_of_the_bytes_on_disk(root: Path) -> None:
-    jobs = InMemoryJobRepository()
-    now = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
-    job = Job(
-        id=new_job(),
-        tenant_id=TENANT,
-        requested_by=None,
-        job_type=JobType.KPI_FEEDING_EXPORT,
-        format=ReportFormat.JSON,
-        created_at=now,
-        updated_at=now,
-    )
-    jobs.add(job)
     days = [{"recordDate": f"2026-01-{d:02d}", "fcr": f"1.{d}"} for d in range(1, 29)]
-    run_job(
-        msgspec.json.encode(message_for(job)),
-        owner="w",
-        jobs=jobs,
-        source=StaticRecordSource({JobType.KPI_FEEDING_EXPORT.value: days}, page_size=5),
-        store=FilesystemStore(root),
-        clock=FakeClock(now),
-        policy=Policy(),
-    )
-    done = jobs.get(job.id)
-    assert done is not None and done.file_path is not None
+    done = run_kpi_job(FilesystemStore(root), ReportFormat.JSON, days, page_size=5)
+    assert done.file_path is not None
     on_disk = Path(done.file_path).read_bytes()
     assert on_disk.count(b"\n") == 28
     assert (done.size_bytes, done.sha256) == (len(on_disk), hashlib.sha256(on_disk).hexdigest())
