@@ -9,8 +9,9 @@ by the child just before it exits) is that one export's and nothing else's:
 - ``export_csv`` / ``export_ndjson``: the worker's code path end to end. A job is created
   with ``reportcore.usecases.create_job`` (in-memory repository and queue: the job row is not
   what is measured) and its message is handed to ``reportcore.usecases.run_job`` with the
-  real ``adapters.upstream.HttpRecordSource`` (httpx, retries, typed msgspec decoding,
-  prefetch thread) and the real ``adapters.filesystem.FilesystemStore`` (temporary file,
+  real ``adapters.upstream.HttpRecordSource`` as the scaled-out worker configures it (httpx,
+  retries, paging in a fetch process of its own, typed msgspec decoding where the file is
+  written) and the real ``adapters.filesystem.FilesystemStore`` (temporary file,
   fsync, rename) on a temporary folder, the worker's default Policy (progress throttled to
   one write a second). The job must end ``succeeded`` with N rows.
 - ``source_csv`` / ``source_ndjson``: the source alone: ``HttpRecordSource.pages`` of the same
@@ -22,10 +23,13 @@ by the child just before it exits) is that one export's and nothing else's:
   into a FilesystemStore writer and commits (fsync) it.
 
 Printed (one figure a line): rows/s of each, ``*_ratio`` = export / min(source, sink) for
-each format, ``*_peak_rss_mb`` of each export child, and each run's CPU per row (all its
-threads), which a machine busy with other work moves far less than rows/s.
+each format, ``*_peak_rss_mb`` of each export child and ``*_fetch_process_peak_rss_mb`` of
+its fetch process (the two add up to what an export holds), and each run's CPU per row (all
+its threads and its fetch process), which a machine busy with other work moves far less than
+rows/s. ``--fetch thread`` fetches in a thread of the exporting process instead (the embedded
+mode's way, and the service's before the fetch process), to compare.
 ``--latency-ms L`` makes the fake feed wait L ms before each answer (a feed across a network)
-and ``--prefetch N`` sets how many pages the source fetches ahead (default 2, as the worker;
+and ``--prefetch N`` (with ``--fetch thread``) sets how many pages the thread fetches ahead (default 2;
 0 = fetch, decode and write in turn on one thread): together they show what the overlap buys.
 ``--rows 5000000 --export-only`` shows that peak RSS does not grow with the size of the
 export. ``--profile csv|ndjson`` runs one export under cProfile (its main thread: the
@@ -98,7 +102,10 @@ def _source(url: str) -> object:
     from adapters.upstream import HttpRecordSource, UpstreamConfig
 
     prefetch = int(os.environ.get("BENCH_PREFETCH", "2"))
-    return HttpRecordSource(UpstreamConfig(feed_url=url, token="bench", prefetch_pages=prefetch))
+    process = os.environ.get("BENCH_FETCH_PROCESS", "1") == "1"
+    return HttpRecordSource(
+        UpstreamConfig(feed_url=url, token="bench", prefetch_pages=prefetch, fetch_process=process)
+    )
 
 
 def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object]:
@@ -134,6 +141,7 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
         policy=Policy(),
     )
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    fetch_rss_kb, fetch_cpu = _fetch_processes()
     source.close()  # type: ignore[attr-defined]
     job = jobs.get(outcome.job_id or "")
     assert job is not None
@@ -142,7 +150,26 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
     lines = _lines(Path(folder) / job.file_path)
     if lines != rows + (fmt == "csv"):  # the CSV header
         raise RuntimeError(f"the {fmt} file has {lines} lines for {rows} rows")
-    return {"rows": rows, "seconds": seconds, "cpu": cpu, "bytes": job.size_bytes}
+    return {
+        "rows": rows,
+        "seconds": seconds,
+        "cpu": cpu + fetch_cpu,
+        "bytes": job.size_bytes,
+        "fetch_rss_kb": fetch_rss_kb,
+    }
+
+
+def _fetch_processes() -> tuple[int, float]:
+    """Peak RSS (KiB) and CPU seconds of the source's fetch processes, if it has any."""
+    import multiprocessing
+
+    rss, cpu = 0, 0.0
+    for child in multiprocessing.active_children():
+        rss += status_kb(child.pid or 0, "VmHWM") or 0
+        with open(f"/proc/{child.pid}/stat", encoding="ascii") as fh:
+            fields = fh.read().rsplit(")", 1)[1].split()
+        cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return rss, cpu
 
 
 def _lines(path: Path) -> int:
@@ -157,6 +184,7 @@ def child_source(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
     for page in source.pages(_request(fmt)):  # type: ignore[attr-defined]
         n += len(page.records if fmt == "csv" else page.raw)
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
+    cpu += _fetch_processes()[1]
     source.close()  # type: ignore[attr-defined]
     if n != rows:
         raise RuntimeError(f"source gave {n} rows, not {rows}")
@@ -238,8 +266,12 @@ def main() -> None:
     p.add_argument("--formats", default="csv,ndjson", help="which formats to measure")
     p.add_argument("--latency-ms", type=float, default=0.0, help="the fake feed's answer delay")
     p.add_argument("--prefetch", type=int, default=2, help="pages the source fetches ahead")
+    p.add_argument(
+        "--fetch", choices=("process", "thread"), default="process", help="where fetching runs"
+    )
     args = p.parse_args()
     os.environ["BENCH_PREFETCH"] = str(args.prefetch)  # the children read it
+    os.environ["BENCH_FETCH_PROCESS"] = "1" if args.fetch == "process" else "0"
     rows = 20_000 if args.smoke else args.rows
     with fake_feed(rows, args.latency_ms) as url:
         if args.profile:
@@ -254,7 +286,10 @@ def main() -> None:
                 figure(f"{kind}_{fmt}", rate[kind], "rows/s")
             if not args.export_only:
                 figure(f"export_{fmt}_ratio", rate["export"] / min(rate["source"], rate["sink"]))
-            figure(f"export_{fmt}_peak_rss_mb", runs["export"]["peak_rss_kb"] * 1024 / 1e6, "MB")
+            export = runs["export"]
+            figure(f"export_{fmt}_peak_rss_mb", export["peak_rss_kb"] * 1024 / 1e6, "MB")
+            fetch_mb = export.get("fetch_rss_kb", 0) * 1024 / 1e6
+            figure(f"export_{fmt}_fetch_process_peak_rss_mb", fetch_mb, "MB")
             figure(f"export_{fmt}_seconds", runs["export"]["seconds"], "s")
             for kind, r in runs.items():  # robust on a busy machine, unlike rows/s
                 figure(f"{kind}_{fmt}_cpu_per_row", 1e6 * r["cpu"] / r["rows"], "us")

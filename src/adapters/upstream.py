@@ -13,13 +13,14 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import email.utils
+import multiprocessing
 import queue
 import random
 import threading
 import time
 import uuid
 from collections import deque
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
 from typing import Any, Generic, NamedTuple, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -61,6 +62,7 @@ class UpstreamConfig(msgspec.Struct, frozen=True, kw_only=True):
     feed_page_limit: int = FEED_PAGE_MAX
     telemetry_limit: int = TELEMETRY_LIMIT_MAX
     prefetch_pages: int = 2  # pages fetched ahead by a thread while the export writes; 0: none
+    fetch_process: bool = False  # fetch in a process of its own (see HttpRecordSource)
 
 
 # upstream -> (config attribute of its base URL, the variable an operator sets)
@@ -86,6 +88,12 @@ class CursorPage(msgspec.Struct, Generic[T]):
     """``{"items": [...], "nextCursor": id|null}``: feed intake answers."""
 
     items: list[T]
+    nextCursor: str | int | None = None
+
+
+class _Cursor(msgspec.Struct):
+    """What feed paging needs of a page when its records are decoded elsewhere."""
+
     nextCursor: str | int | None = None
 
 
@@ -120,6 +128,16 @@ _TELEMETRY = _Decoders(
     raw=msgspec.json.Decoder(list[msgspec.Raw]),
 )
 _TELEMETRY_KEYS = msgspec.json.Decoder(list[_ReadingKey])
+_FEED_CURSOR = msgspec.json.Decoder(_Cursor)
+
+
+class _Body(NamedTuple):
+    """One answer as fetched: its bytes, how to decode them, and which of its records to keep
+    (``None``: all). Small and picklable: a fetch process sends these to the exporter."""
+
+    call: _Call
+    body: bytes
+    keep: list[bool] | None = None
 
 
 def _camel(name: str) -> str:
@@ -186,6 +204,12 @@ class HttpRecordSource:
 
     ``pages`` fetches up to ``config.prefetch_pages`` pages ahead in a thread of its own, so the
     next page is on its way while the consumer writes the current one; see :class:`_Prefetch`.
+    That thread shares the interpreter lock with the consumer, so it overlaps only waiting.
+    With ``config.fetch_process`` (and a client of its own) the fetching - HTTP and paging -
+    runs in a process of its own instead, which hands the answers' bytes over a pipe; the
+    records are decoded where they are written. Fetching and encoding then run on two cores:
+    each costs a few microseconds of CPU a record, and one interpreter would run them in
+    turn. See :class:`_Fetchers`.
     """
 
     def __init__(
@@ -209,9 +233,12 @@ class HttpRecordSource:
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._local = threading.local()  # .stop: the prefetch thread's stop event
+        self._fetchers = _Fetchers(config) if config.fetch_process and self._owns_client else None
 
     def close(self) -> None:
         """Close the connection pool (a client passed in is its owner's to close)."""
+        if self._fetchers is not None:
+            self._fetchers.close()
         if self._owns_client:
             self._client.close()
 
@@ -225,10 +252,23 @@ class HttpRecordSource:
 
     def pages(self, request: SourceRequest) -> Iterator[SourcePage]:
         """The job's records, page by page, in upstream order."""
-        pager = _PAGERS[request.job_type](self, request)
-        if self.config.prefetch_pages <= 0:
-            return pager
-        return _Prefetch(self, pager, self.config.prefetch_pages).pages()
+        if self._fetchers is not None:
+            bodies = self._fetchers.bodies(request)
+        else:
+            bodies = _PAGERS[request.job_type](self, request)
+            if self.config.prefetch_pages > 0:
+                bodies = _Prefetch(self, bodies, self.config.prefetch_pages).pages()
+        return self._decoded(request, bodies)
+
+    def _decoded(self, request: SourceRequest, bodies: Iterator[_Body]) -> Iterator[SourcePage]:
+        decoders = _DECODERS[request.job_type]
+        try:
+            for fetched in bodies:
+                yield self._page(fetched, decoders, request)
+        finally:
+            close = getattr(bodies, "close", None)
+            if close is not None:
+                close()
 
     # --- plumbing ---
 
@@ -340,16 +380,18 @@ class HttpRecordSource:
                 f"{call.upstream.value} sent an unreadable page for {call.describe()}: {exc}"
             ) from exc
 
-    def _page(
-        self, call: _Call, decoders: _Decoders, body: bytes, request: SourceRequest
-    ) -> tuple[Any, Any]:
-        """The body decoded as ``request`` asks: (typed answer or None, raw answer or None).
-
-        Both are decoded from the same bytes, so their item lists are aligned.
-        """
+    def _page(self, fetched: _Body, decoders: _Decoders, request: SourceRequest) -> SourcePage:
+        """An answer decoded as ``request`` asks: typed records, raw records, or both (decoded
+        from the same bytes, so aligned), less those the pager did not keep."""
+        call, body, keep = fetched
         typed = self._decode(call, decoders.typed, body) if request.typed else None
         raw = self._decode(call, decoders.raw, body) if request.raw else None
-        return typed, raw
+        records = typed.items if isinstance(typed, ItemsPage | CursorPage) else typed
+        raws = raw.items if isinstance(raw, ItemsPage | CursorPage) else raw
+        if keep is not None:
+            records = _kept(records, keep) if records is not None else None
+            raws = _kept(raws, keep) if raws is not None else None
+        return SourcePage(records=records, raw=raws)
 
     # --- one pager per job type ---
 
@@ -364,7 +406,7 @@ class HttpRecordSource:
             params[_camel(key)] = value
         return params
 
-    def _feed_intake(self, request: SourceRequest) -> Iterator[SourcePage]:
+    def _feed_intake(self, request: SourceRequest) -> _Pager:
         call = self._call(request, FEED_INTAKE_PATH)
         scope = request.scope
         params = self._scope_params(request)
@@ -377,42 +419,30 @@ class HttpRecordSource:
         cursor: str | None = None
         while True:
             body = self._get(call, params if cursor is None else {**params, "cursor": cursor})
-            typed, raw = self._page(call, _FEED, body, request)
-            either = typed if typed is not None else raw
-            yield SourcePage(
-                records=typed.items if typed is not None else None,
-                raw=raw.items if raw is not None else None,
-            )
-            if either.nextCursor is None:
+            next_cursor = self._decode(call, _FEED_CURSOR, body).nextCursor
+            yield _Body(call, body)
+            if next_cursor is None:
                 return
-            cursor = str(either.nextCursor)
+            cursor = str(next_cursor)
             if loop.repeats(cursor):
                 raise UpstreamBadResponse(
                     f"{call.upstream.value} repeated the cursor {cursor!r} for "
                     f"{call.describe()}; paging would never end"
                 )
 
-    def _kpi_feeding(self, request: SourceRequest) -> Iterator[SourcePage]:
+    def _kpi_feeding(self, request: SourceRequest) -> _Pager:
         call = self._call(request, KPI_FEEDING_PATH)
         params = self._scope_params(request)
         params |= _dates(request.scope, "startDate", "endDate")
-        typed, raw = self._page(call, _KPI, self._get(call, params), request)
-        yield SourcePage(
-            records=typed.items if typed is not None else None,
-            raw=raw.items if raw is not None else None,
-        )
+        yield _Body(call, self._get(call, params))
 
-    def _weighvision(self, request: SourceRequest) -> Iterator[SourcePage]:
+    def _weighvision(self, request: SourceRequest) -> _Pager:
         call = self._call(request, WEIGHVISION_PATH)
         params = self._scope_params(request)
         params |= _dates(request.scope, "start", "end")
-        typed, raw = self._page(call, _WEIGHVISION, self._get(call, params), request)
-        yield SourcePage(
-            records=typed.items if typed is not None else None,
-            raw=raw.items if raw is not None else None,
-        )
+        yield _Body(call, self._get(call, params))
 
-    def _telemetry(self, request: SourceRequest) -> Iterator[SourcePage]:
+    def _telemetry(self, request: SourceRequest) -> _Pager:
         """Page backwards by time: the service has no cursor and answers newest first.
 
         After a full page the next window ends just after the oldest instant seen (``to`` =
@@ -436,10 +466,7 @@ class HttpRecordSource:
         service = call.upstream.value
         while True:
             body = self._get(call, params if upper is None else {**params, "to": upper})
-            typed, raw = self._page(call, _TELEMETRY, body, request)
-            keys: Sequence[Any] = (
-                typed if typed is not None else self._decode(call, _TELEMETRY_KEYS, body)
-            )
+            keys: Sequence[_ReadingKey] = self._decode(call, _TELEMETRY_KEYS, body)
             try:
                 instants = [_parse_instant(k.occurred_at) for k in keys]
             except ValueError as exc:
@@ -453,13 +480,7 @@ class HttpRecordSource:
                 or (t == boundary and k.id not in emitted_at_boundary)
                 for k, t in zip(keys, instants, strict=True)
             ]
-            if all(keep):
-                yield SourcePage(records=typed, raw=raw)
-            else:
-                yield SourcePage(
-                    records=_kept(typed, keep) if typed is not None else None,
-                    raw=_kept(raw, keep) if raw is not None else None,
-                )
+            yield _Body(call, body, None if all(keep) else keep)
             if len(keys) < limit:
                 return
             oldest, newest = min(instants), max(instants)
@@ -537,7 +558,7 @@ class _Prefetch:
     joined, so no thread and no connection outlives the export by more than one request.
     """
 
-    def __init__(self, source: HttpRecordSource, pager: Iterator[SourcePage], depth: int) -> None:
+    def __init__(self, source: HttpRecordSource, pager: _Pager, depth: int) -> None:
         self._source = source
         self._pager = pager
         self._queue: queue.Queue[Any] = queue.Queue(maxsize=depth)
@@ -569,7 +590,7 @@ class _Prefetch:
             self._pager.close()
             self._source._local.stop = None
 
-    def pages(self) -> Iterator[SourcePage]:
+    def pages(self) -> Iterator[_Body]:
         self._thread.start()
         try:
             while True:
@@ -591,6 +612,177 @@ class _Failed(NamedTuple):
     exc: BaseException
 
 
+# --- fetching in a process of its own ---
+
+_STOP = "stop"  # to a fetch process: stop the export it is fetching (or ignore, when idle)
+_QUIT = None  # to a fetch process: exit
+
+
+class _Fetchers:
+    """Fetch processes, one per export running at once, kept between exports.
+
+    A fetch process runs a :class:`HttpRecordSource` of its own (same configuration, no
+    prefetch thread, no process of its own) and serves one request at a time: it runs that
+    request's pager and sends each answer as a :class:`_Body` (its bytes and what to keep of
+    them) through a socket pair, then ``("end",)``; a failure is sent as ``("error", exc)``
+    with the pager's own exception (``UpstreamUnavailable`` with its message, say). A full
+    socket blocks it, so it runs at most about a socket buffer ahead of the exporter, and
+    memory stays flat. An exporter that stops early sends ``stop`` and reads what is still
+    coming until the process says ``("stopped",)``; a process that is asked to stop in a
+    backoff stops waiting at once. A process that dies mid-export fails that export as
+    ``UpstreamUnavailable`` (the job is retried) and is replaced by the next export.
+
+    Processes are started with ``spawn`` (the worker has threads, which ``fork`` would copy
+    half-way); that costs a few hundred milliseconds, once per process.
+    """
+
+    def __init__(self, config: UpstreamConfig) -> None:
+        self._config = msgspec.structs.replace(config, fetch_process=False, prefetch_pages=0)
+        self._context = multiprocessing.get_context("spawn")
+        self._idle: list[_Fetcher] = []
+        self._lock = threading.Lock()
+        self._closed = False
+
+    def bodies(self, request: SourceRequest) -> Iterator[_Body]:
+        fetcher = self._checkout()
+        try:
+            yield from fetcher.bodies(request)
+        finally:
+            self._checkin(fetcher)
+
+    def _checkout(self) -> _Fetcher:
+        with self._lock:
+            if self._closed:
+                raise RuntimeError("the record source is closed")
+            while self._idle:
+                fetcher = self._idle.pop()
+                if fetcher.alive():
+                    return fetcher
+                fetcher.close()
+        return _Fetcher(self._context, self._config)
+
+    def _checkin(self, fetcher: _Fetcher) -> None:
+        with self._lock:
+            if fetcher.reusable and not self._closed:
+                self._idle.append(fetcher)
+                return
+        fetcher.close()
+
+    def close(self) -> None:
+        with self._lock:
+            self._closed = True
+            idle, self._idle = self._idle, []
+        for fetcher in idle:
+            fetcher.close()
+
+
+class _Fetcher:
+    """One fetch process and the exporter's end of its socket pair."""
+
+    def __init__(self, context: Any, config: UpstreamConfig) -> None:
+        self.reusable = True
+        self._conn, child = context.Pipe(duplex=True)
+        self._process = context.Process(
+            target=_fetch_process, args=(child, config), name="upstream-fetch", daemon=True
+        )
+        self._process.start()
+        child.close()
+
+    def alive(self) -> bool:
+        return bool(self._process.is_alive())
+
+    def bodies(self, request: SourceRequest) -> Iterator[_Body]:
+        """The answers to ``request``; afterwards ``reusable`` says whether the process can
+        serve another request."""
+        self.reusable = False
+        ended = False
+        try:
+            self._conn.send(request)
+            while True:
+                message = self._receive()
+                if isinstance(message, _Body):
+                    yield message
+                    continue
+                ended = self.reusable = True
+                if message[0] == "error":
+                    raise message[1]
+                return  # ("end",)
+        finally:
+            if not ended:
+                self.reusable = self._stop()
+
+    def _receive(self) -> Any:
+        try:
+            return self._conn.recv()
+        except (EOFError, OSError) as exc:
+            self._process.join(1.0)
+            raise UpstreamUnavailable(
+                f"the upstream fetch process ended in the middle of an export "
+                f"(exit code {self._process.exitcode})"
+            ) from exc
+
+    def _stop(self) -> bool:
+        """Tell the process to stop this export and read until it has; False if it cannot."""
+        try:
+            self._conn.send(_STOP)
+            while True:
+                message = self._conn.recv()
+                if not isinstance(message, _Body):
+                    return True  # ("stopped",), or an end or error that crossed the stop
+        except (EOFError, OSError):
+            return False
+
+    def close(self) -> None:
+        with contextlib.suppress(OSError):
+            self._conn.send(_QUIT)
+        self._process.join(2.0)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+        self._conn.close()
+
+
+def _fetch_process(conn: Any, config: UpstreamConfig) -> None:
+    """A fetch process's life: serve requests from ``conn`` until told to quit or orphaned."""
+
+    def sleep(delay: float) -> None:  # a backoff that a stop interrupts
+        if conn.poll(delay):
+            raise _Stopped
+
+    with HttpRecordSource(config, sleep=sleep) as source:
+        while True:
+            try:
+                message = conn.recv()
+            except (EOFError, OSError):
+                return  # the exporter is gone
+            if message is _QUIT:
+                return
+            if message == _STOP:
+                continue  # a stop that crossed the end of the last export
+            _serve(conn, source, message)
+
+
+def _serve(conn: Any, source: HttpRecordSource, request: SourceRequest) -> None:
+    """Send the answers to ``request``, then how it ended; stop when the exporter asks."""
+    pager = _PAGERS[request.job_type](source, request)
+    try:
+        for fetched in pager:
+            if conn.poll():
+                raise _Stopped
+            conn.send(fetched)
+        conn.send(("end",))
+    except _Stopped:
+        conn.recv()  # the stop
+        conn.send(("stopped",))
+    except Exception as exc:
+        try:
+            conn.send(("error", exc))
+        except Exception:  # an exception that does not pickle: its text will do
+            conn.send(("error", UpstreamUnavailable(f"the upstream fetch failed: {exc!r}")))
+    finally:
+        pager.close()
+
+
 def _kept(items: Sequence[T], keep: Sequence[bool]) -> list[T]:
     return [item for item, k in zip(items, keep, strict=True) if k]
 
@@ -604,7 +796,16 @@ def _dates(scope: Scope, start: str, end: str) -> dict[str, str]:
     return params
 
 
-_PAGERS: Mapping[JobType, Callable[[HttpRecordSource, SourceRequest], Iterator[SourcePage]]] = {
+_DECODERS: Mapping[JobType, _Decoders] = {
+    JobType.FEED_INTAKE_EXPORT: _FEED,
+    JobType.KPI_FEEDING_EXPORT: _KPI,
+    JobType.TELEMETRY_EXPORT: _TELEMETRY,
+    JobType.WEIGHVISION_EXPORT: _WEIGHVISION,
+}
+
+_Pager = Generator[_Body, None, None]
+
+_PAGERS: Mapping[JobType, Callable[[HttpRecordSource, SourceRequest], _Pager]] = {
     JobType.FEED_INTAKE_EXPORT: HttpRecordSource._feed_intake,
     JobType.KPI_FEEDING_EXPORT: HttpRecordSource._kpi_feeding,
     JobType.TELEMETRY_EXPORT: HttpRecordSource._telemetry,

@@ -76,8 +76,11 @@ def _closing(make: Callable[..., _Closable], *args: Any, **kwargs: Any) -> Itera
         resource.close()
 
 
-def upstream_config(settings: Settings, **urls: str | None) -> Any:
-    """The HTTP source's configuration from settings; ``urls`` replace the configured ones."""
+def upstream_config(settings: Settings, *, fetch_process: bool = False, **urls: str | None) -> Any:
+    """The HTTP source's configuration from settings; ``urls`` replace the configured ones.
+
+    ``fetch_process``: fetch in a process of its own, so that fetching and encoding run on two
+    cores (the scaled-out worker; the embedded service and one-off exports use a thread)."""
     from adapters.upstream import UpstreamConfig
 
     given: dict[str, str | None] = {
@@ -87,10 +90,13 @@ def upstream_config(settings: Settings, **urls: str | None) -> Any:
     }
     given.update(urls)
     return UpstreamConfig(
-        **given,
+        feed_url=given["feed_url"],
+        telemetry_url=given["telemetry_url"],
+        weighvision_url=given["weighvision_url"],
         token=settings.internal_service_token,
         timeout_sec=settings.upstream_timeout_sec,
         retries=settings.upstream_retries,
+        fetch_process=fetch_process,
     )
 
 
@@ -107,7 +113,9 @@ def wire_service(container: Container, settings: Settings) -> Container:
     container.queue.override(providers.Resource(_closing, RabbitMQQueue, settings.rabbitmq_url))
     container.consumer.override(providers.Factory(RabbitMQConsumer, settings.rabbitmq_url))
     container.source.override(
-        providers.Resource(_closing, HttpRecordSource, upstream_config(settings))
+        providers.Resource(
+            _closing, HttpRecordSource, upstream_config(settings, fetch_process=True)
+        )
     )
     container.store.override(providers.ThreadSafeSingleton(FilesystemStore, settings.export_root))
     return container

@@ -1,6 +1,7 @@
 """One RecordSource contract over every adapter of the port: the in-memory ``StaticRecordSource``
 (what unit tests and library users trust) and the ``HttpRecordSource`` over real HTTP against
-the demo upstream. Both are given the same records - the demo's, fetched by hand as the contract
+the demo upstream, fetching in a thread (``http``) and in a process of its own
+(``http-process``, as the scaled-out worker does). Both are given the same records - the demo's, fetched by hand as the contract
 describes - so each promise below is checked against the same truth on both.
 """
 
@@ -42,9 +43,20 @@ def truth(demo: DemoUpstream) -> dict[JobType, list[Any]]:
     return {jt: upstream_records(demo, jt, demo_scope(jt)) for jt in JobType}
 
 
-@pytest.fixture(params=["memory", "http"])
+@pytest.fixture(scope="module")
+def process_source(demo: DemoUpstream) -> Iterator[HttpRecordSource]:
+    """One source with fetch processes for the module: a process starts once, not per test."""
+    config = config_for(demo, feed_page_limit=25, telemetry_limit=500, retries=1)
+    with HttpRecordSource(msgspec.structs.replace(config, fetch_process=True)) as source:
+        yield source
+
+
+@pytest.fixture(params=["memory", "http", "http-process"])
 def world(
-    request: pytest.FixtureRequest, demo: DemoUpstream, truth: dict[JobType, list[Any]]
+    request: pytest.FixtureRequest,
+    demo: DemoUpstream,
+    truth: dict[JobType, list[Any]],
+    process_source: HttpRecordSource,
 ) -> Iterator[World]:
     demo.faults.clear()
     if request.param == "memory":
@@ -54,6 +66,12 @@ def world(
             static.fail_with = UpstreamRejected("feed service answered 404")
 
         yield World(source=static, expected=truth, fail_next_rejected=fail_static)
+    elif request.param == "http-process":
+        yield World(
+            source=process_source,
+            expected=truth,
+            fail_next_rejected=lambda: demo.faults.status(404),
+        )
     else:
         config = config_for(demo, feed_page_limit=25, telemetry_limit=500, retries=1)
         with HttpRecordSource(config) as http:
