@@ -759,7 +759,10 @@ def _fetch_process(conn: Any, config: UpstreamConfig) -> None:
                 return
             if message == _STOP:
                 continue  # a stop that crossed the end of the last export
-            _serve(conn, source, message)
+            try:
+                _serve(conn, source, message)
+            except OSError:
+                return  # the exporter went away in the middle (a killed worker): so do we
 
 
 def _serve(conn: Any, source: HttpRecordSource, request: SourceRequest) -> None:
