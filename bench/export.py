@@ -28,9 +28,9 @@ its fetch process (the two add up to what an export holds), and each run's CPU p
 its threads and its fetch process), which a machine busy with other work moves far less than
 rows/s. ``--fetch thread`` fetches in a thread of the exporting process instead (the embedded
 mode's way, and the service's before the fetch process), to compare.
-``--latency-ms L`` makes the fake feed wait L ms before each answer (a feed across a network)
-and ``--prefetch N`` (with ``--fetch thread``) sets how many pages the thread fetches ahead (default 2;
-0 = fetch, decode and write in turn on one thread): together they show what the overlap buys.
+``--latency-ms L`` makes the fake feed wait L ms before each answer (a feed across a network);
+with ``--fetch thread``, ``--prefetch N`` sets how many pages the thread fetches ahead (default
+2; 0 = fetch, decode and write in turn on one thread): together they show what overlap buys.
 ``--rows 5000000 --export-only`` shows that peak RSS does not grow with the size of the
 export. ``--profile csv|ndjson`` runs one export under cProfile (its main thread: the
 encoding, hashing and writing) and prints its top functions instead.

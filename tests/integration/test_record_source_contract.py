@@ -1,8 +1,9 @@
 """One RecordSource contract over every adapter of the port: the in-memory ``StaticRecordSource``
 (what unit tests and library users trust) and the ``HttpRecordSource`` over real HTTP against
 the demo upstream, fetching in a thread (``http``) and in a process of its own
-(``http-process``, as the scaled-out worker does). Both are given the same records - the demo's, fetched by hand as the contract
-describes - so each promise below is checked against the same truth on both.
+(``http-process``, as the scaled-out worker does). All are given the same records - the
+demo's, fetched by hand as the contract describes - so each promise below is checked against
+the same truth on each.
 """
 
 from __future__ import annotations
