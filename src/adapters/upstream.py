@@ -132,8 +132,9 @@ _FEED_CURSOR = msgspec.json.Decoder(_Cursor)
 
 
 class _Body(NamedTuple):
-    """One answer as fetched: its bytes, how to decode them, and which of its records to keep
-    (``None``: all). Small and picklable: a fetch process sends these to the exporter."""
+    """One answer as fetched: the call that got it (for error messages), its bytes, and which
+    of its records to keep (``None``: all). Picklable: a fetch process sends these to the
+    exporter, which decodes them by the job type's decoders."""
 
     call: _Call
     body: bytes
@@ -206,7 +207,7 @@ class HttpRecordSource:
     next page is on its way while the consumer writes the current one; see :class:`_Prefetch`.
     That thread shares the interpreter lock with the consumer, so it overlaps only waiting.
     With ``config.fetch_process`` (and a client of its own) the fetching - HTTP and paging -
-    runs in a process of its own instead, which hands the answers' bytes over a pipe; the
+    runs in a process of its own instead, which hands the answers' bytes over a socket; the
     records are decoded where they are written. Fetching and encoding then run on two cores:
     each costs a few microseconds of CPU a record, and one interpreter would run them in
     turn. See :class:`_Fetchers`.
