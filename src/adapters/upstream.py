@@ -253,6 +253,7 @@ class HttpRecordSource:
 
     def pages(self, request: SourceRequest) -> Iterator[SourcePage]:
         """The job's records, page by page, in upstream order."""
+        bodies: _Pager
         if self._fetchers is not None:
             bodies = self._fetchers.bodies(request)
         else:
@@ -261,15 +262,13 @@ class HttpRecordSource:
                 bodies = _Prefetch(self, bodies, self.config.prefetch_pages).pages()
         return self._decoded(request, bodies)
 
-    def _decoded(self, request: SourceRequest, bodies: Iterator[_Body]) -> Iterator[SourcePage]:
+    def _decoded(self, request: SourceRequest, bodies: _Pager) -> Iterator[SourcePage]:
         decoders = _DECODERS[request.job_type]
         try:
             for fetched in bodies:
                 yield self._page(fetched, decoders, request)
         finally:
-            close = getattr(bodies, "close", None)
-            if close is not None:
-                close()
+            bodies.close()
 
     # --- plumbing ---
 
@@ -591,7 +590,7 @@ class _Prefetch:
             self._pager.close()
             self._source._local.stop = None
 
-    def pages(self) -> Iterator[_Body]:
+    def pages(self) -> _Pager:
         self._thread.start()
         try:
             while True:
@@ -644,7 +643,7 @@ class _Fetchers:
         self._lock = threading.Lock()
         self._closed = False
 
-    def bodies(self, request: SourceRequest) -> Iterator[_Body]:
+    def bodies(self, request: SourceRequest) -> _Pager:
         fetcher = self._checkout()
         try:
             yield from fetcher.bodies(request)
@@ -692,11 +691,10 @@ class _Fetcher:
     def alive(self) -> bool:
         return bool(self._process.is_alive())
 
-    def bodies(self, request: SourceRequest) -> Iterator[_Body]:
+    def bodies(self, request: SourceRequest) -> _Pager:
         """The answers to ``request``; afterwards ``reusable`` says whether the process can
-        serve another request."""
+        serve another request (it can once it said how the export ended, or stopped it)."""
         self.reusable = False
-        ended = False
         try:
             self._conn.send(request)
             while True:
@@ -704,12 +702,12 @@ class _Fetcher:
                 if isinstance(message, _Body):
                     yield message
                     continue
-                ended = self.reusable = True
+                self.reusable = True
                 if message[0] == "error":
                     raise message[1]
                 return  # ("end",)
         finally:
-            if not ended:
+            if not self.reusable:
                 self.reusable = self._stop()
 
     def _receive(self) -> Any:
@@ -778,6 +776,8 @@ def _serve(conn: Any, source: HttpRecordSource, request: SourceRequest) -> None:
     except _Stopped:
         conn.recv()  # the stop
         conn.send(("stopped",))
+    except OSError:
+        raise  # the socket itself failed: nobody to tell
     except Exception as exc:
         try:
             conn.send(("error", exc))
