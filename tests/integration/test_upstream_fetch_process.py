@@ -20,17 +20,15 @@ from adapters.upstream import FEED_INTAKE_PATH, HttpRecordSource
 from reportcore.errors import UpstreamRejected, UpstreamUnavailable
 from reportcore.jobs import JobType
 
-from .test_upstream_sources import config_for, demo_scope, request_for, upstream_records
+from .test_upstream_sources import TOKEN, config_for, demo_scope, request_for, upstream_records
 
 FEED = JobType.FEED_INTAKE_EXPORT
 
 
 @pytest.fixture(scope="module")
 def demo() -> Iterator[DemoUpstream]:
-    upstream = DemoUpstream()
-    upstream.start("127.0.0.1", 0)
-    yield upstream
-    upstream.stop()
+    with DemoUpstream(token=TOKEN) as upstream:  # answers 401 unless the process sends it
+        yield upstream
 
 
 @pytest.fixture
