@@ -10,7 +10,7 @@ import csv
 import datetime as dt
 import hashlib
 import io
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 import msgspec
@@ -59,11 +59,58 @@ class _HashingBuffer:
         return ExportResult(rows=rows, size_bytes=self._size, sha256=self._hash.hexdigest())
 
 
+def _cell(value: Any) -> str:
+    """A value as csv.writer writes it: ``None`` as an empty cell, text (a str enum's too) as is,
+    anything else through ``str()`` (floats as well: ``str`` and ``repr`` agree on them)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _quoted(cell: str) -> str:
+    """A cell with minimal quoting: only a delimiter, a quote or a line break needs quotes."""
+    if "," in cell or '"' in cell or "\r" in cell or "\n" in cell:
+        return '"' + cell.replace('"', '""') + '"'
+    return cell
+
+
+def csv_lines(rows: Sequence[Sequence[Any]]) -> bytes:
+    """RFC 4180 CSV lines, byte for byte what ``csv.writer`` writes: CRLF-terminated, minimal
+    quoting, ``None`` as an empty cell. All rows of a call have one width (a job's columns).
+
+    csv.writer spends about 5 us on a 19-cell row, value by value. Here ``str.join`` does most
+    of the work, a column of the page at a time: a column of text joins as it is, and its joined
+    text shows at once whether any cell needs quotes (a comma beyond the join's own, a quote, a
+    line break); only a column that fails either goes through ``_cell`` or ``_quoted`` cell by
+    cell. Rows of fewer than two cells are left to csv.writer, for its special case: a lone
+    empty cell is written ``""`` (an empty line would be no record at all).
+    """
+    if not rows:
+        return b""
+    if len(rows[0]) < 2:
+        out = io.StringIO()
+        csv.writer(out).writerows(rows)
+        return out.getvalue().encode("utf-8")
+    columns: list[Sequence[str]] = []
+    for values in zip(*rows, strict=True):
+        try:
+            cells: Sequence[str] = values
+            joined = ",".join(cells)
+        except TypeError:  # a None or a number among them
+            if values.count(None) == len(values):  # an optional field nobody fills in
+                cells = [""] * len(values)
+            else:
+                cells = list(map(_cell, values))
+            joined = ",".join(cells)
+        if joined.count(",") != len(rows) - 1 or '"' in joined or "\r" in joined or "\n" in joined:
+            cells = list(map(_quoted, cells))
+        columns.append(cells)
+    return ("\r\n".join(map(",".join, zip(*columns, strict=True))) + "\r\n").encode("utf-8")
+
+
 def csv_line(values: Iterable[Any]) -> bytes:
     """One RFC 4180 CSV line (CRLF-terminated, minimal quoting, ``None`` as an empty cell)."""
-    out = io.StringIO()
-    csv.writer(out).writerow(values)
-    return out.getvalue().encode("utf-8")
+    return csv_lines([tuple(values)])
 
 
 def _one_line(raw: bytes | memoryview | msgspec.Raw) -> bytes:
@@ -102,22 +149,16 @@ def write_export(
     out = _HashingBuffer(writer)
     rows = 0
     if fmt is ReportFormat.CSV:
-        text = io.StringIO()
-        w = csv.writer(text)
-        w.writerow(spec.header)
+        out.add(csv_lines([spec.header]))
         row_of = spec.row_getter(scope_values)
         for page in pages:
             records = page.records or ()
             if keep is not None:
                 records = [r for r in records if keep(r)]
-            w.writerows(map(row_of, records))
+            out.add(csv_lines(list(map(row_of, records))))
             rows += len(records)
-            out.add(text.getvalue().encode("utf-8"))
-            text.seek(0)
-            text.truncate()
             if on_page is not None:
                 on_page(page, rows)
-        out.add(text.getvalue().encode("utf-8"))
     else:
         for page in pages:
             raws = page.raw or ()

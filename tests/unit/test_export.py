@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import enum
 import hashlib
 import io
 import json
@@ -17,7 +18,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reportcore import export
-from reportcore.export import ProgressEstimate, csv_line, page_position, scope_values, write_export
+from reportcore.export import (
+    ProgressEstimate,
+    csv_line,
+    csv_lines,
+    page_position,
+    scope_values,
+    write_export,
+)
 from reportcore.jobs import (
     Job,
     JobMessage,
@@ -329,6 +337,61 @@ def test_csv_line_is_one_rfc4180_record(values: list[Any]) -> None:
     line = csv_line(values)
     assert line.endswith(b"\r\n")
     assert read_csv(line) == [["" if v is None else str(v) for v in values]]
+
+
+def csv_writer_bytes(rows: list[tuple[Any, ...]]) -> bytes:
+    out = io.StringIO()
+    csv.writer(out).writerows(rows)
+    return out.getvalue().encode("utf-8")
+
+
+# columns of one kind each, so that clean, quoted, optional and number columns all come up
+csv_column_kinds = [
+    st.text(max_size=6),
+    st.text(alphabet=',"\r\n a\xe9\u20ac\u2028', max_size=6),
+    st.none() | st.text(max_size=6),
+    st.none(),
+    st.integers() | st.floats() | st.booleans() | st.decimals().map(str),
+    st.none() | st.integers() | st.floats() | st.booleans() | st.text(max_size=6),
+]
+csv_pages = st.lists(st.sampled_from(csv_column_kinds), max_size=6).flatmap(
+    lambda kinds: st.lists(st.tuples(*kinds), max_size=8)
+)
+
+
+@given(rows=csv_pages)
+def test_csv_lines_are_the_bytes_csv_writer_writes(rows: list[tuple[Any, ...]]) -> None:
+    assert csv_lines(rows) == csv_writer_bytes(rows)
+    assert [csv_line(row) for row in rows] == [csv_writer_bytes([row]) for row in rows]
+
+
+class Shade(str, enum.Enum):  # noqa: UP042 - unlike a StrEnum, its str() is "Shade.DARK"
+    DARK = "dark, very"
+
+
+def test_csv_lines_quote_only_the_cells_that_need_it() -> None:
+    rows = [
+        ("a,b", 'say "hi"', " pad ", None, 7, 1.5, True, "x\ry", "\xe9", Shade.DARK),
+        ("plain", "", "", None, -1, 1e20, False, "", "\u2028", ""),
+    ]
+    expected = (
+        '"a,b","say ""hi""", pad ,,7,1.5,True,"x\ry",\xe9,"dark, very"\r\n'
+        "plain,,,,-1,1e+20,False,,\u2028,\r\n"
+    )
+    assert csv_lines(rows) == expected.encode() == csv_writer_bytes(rows)
+
+
+def test_a_lone_empty_cell_is_written_as_two_quotes_as_csv_writer_does() -> None:
+    assert csv_lines([("",), (None,), ("a",), (",",)]) == b'""\r\n""\r\na\r\n","\r\n'
+    assert csv_line([None]) == b'""\r\n'
+    assert csv_line([None, ""]) == b",\r\n"
+    assert csv_lines([(), ()]) == b"\r\n\r\n"
+    assert csv_lines([]) == b""
+
+
+def test_the_rows_of_one_csv_lines_call_must_have_one_width() -> None:
+    with pytest.raises(ValueError, match="zip"):
+        csv_lines([("a", "b"), ("c",)])
 
 
 def test_scope_columns_must_follow_record_columns() -> None:
