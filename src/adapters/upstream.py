@@ -21,10 +21,9 @@ import time
 import uuid
 from collections import deque
 from collections.abc import Callable, Generator, Iterator, Mapping, Sequence
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any, Generic, NamedTuple, Protocol, TypeVar
 from urllib.parse import quote, urlencode
 
-import httpx
 import msgspec
 
 from reportcore.errors import UpstreamBadResponse, UpstreamRejected, UpstreamUnavailable
@@ -37,6 +36,8 @@ from reportcore.records import (
     TelemetryReading,
     WeightAggregate,
 )
+
+from .http_client import Answer, BadEncoding, HttpClient, NoAnswer
 
 FEED_INTAKE_PATH = "/api/v1/feed/intake-records"
 KPI_FEEDING_PATH = "/api/v1/kpi/feeding"
@@ -191,57 +192,55 @@ class _Call(msgspec.Struct, frozen=True, kw_only=True):
         return f"GET {self.path}"
 
 
+class Http(Protocol):
+    """What a record source asks of HTTP (:class:`adapters.http_client.HttpClient`; tests
+    pass fakes): a GET whose failures are :class:`NoAnswer` or :class:`BadEncoding`."""
+
+    def get(self, base_url: str, target: str, headers: Mapping[str, str]) -> Answer: ...
+
+    def close(self) -> None: ...
+
+
 class HttpRecordSource:
     """:class:`reportcore.ports.RecordSource` over the FarmIQ services' HTTP APIs.
 
-    One ``httpx.Client`` (one connection pool) per source, shared by the threads of a worker;
-    ``sleep`` and ``rng`` are the backoff's clock and dice (tests pass fakes).
-
-    A source that made its own client sends its requests straight to the client's transport
-    (same pool, same timeouts, same exceptions): the client's per-request machinery (URL
-    merging, cookies, auth and event hooks, none of which is used here) cost more CPU than the
-    transport itself, which bounded a 100-record page export. A client passed in is used as it
-    is (tests pass ones with mock transports).
+    One :class:`HttpClient` (keep-alive connections per service) per source, shared by the
+    threads of a worker; an ``http`` passed in is used as it is and left to its owner to close
+    (tests pass fakes). ``sleep`` and ``rng`` are the backoff's clock and dice (tests pass
+    fakes too).
 
     ``pages`` fetches up to ``config.prefetch_pages`` pages ahead in a thread of its own, so the
     next page is on its way while the consumer writes the current one; see :class:`_Prefetch`.
     That thread shares the interpreter lock with the consumer, so it overlaps only waiting.
-    With ``config.fetch_process`` (and a client of its own) the fetching - HTTP and paging -
-    runs in a process of its own instead, which hands the answers' bytes over a socket; the
-    records are decoded where they are written. Fetching and encoding then run on two cores:
-    each costs a few microseconds of CPU a record, and one interpreter would run them in
-    turn. See :class:`_Fetchers`.
+    With ``config.fetch_process`` (and an HTTP client of its own) the fetching - HTTP and
+    paging - runs in a process of its own instead, which hands the answers' bytes over a
+    socket; the records are decoded where they are written. Fetching and encoding then run on
+    two cores: each costs a few microseconds of CPU a record, and one interpreter would run
+    them in turn. See :class:`_Fetchers`.
     """
 
     def __init__(
         self,
         config: UpstreamConfig,
         *,
-        client: httpx.Client | None = None,
+        http: Http | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
     ) -> None:
         self.config = config
-        self._owns_client = client is None
-        self._transport: httpx.HTTPTransport | None = None
-        if client is None:
-            self._transport = httpx.HTTPTransport()
-            client = httpx.Client(
-                timeout=httpx.Timeout(config.timeout_sec), transport=self._transport
-            )
-        self._client = client
-        self._timeouts = httpx.Timeout(config.timeout_sec).as_dict()
+        self._owns_http = http is None
+        self._http: Http = HttpClient(timeout=config.timeout_sec) if http is None else http
         self._sleep = sleep
         self._rng = rng or random.Random()
         self._local = threading.local()  # .stop: the prefetch thread's stop event
-        self._fetchers = _Fetchers(config) if config.fetch_process and self._owns_client else None
+        self._fetchers = _Fetchers(config) if config.fetch_process and self._owns_http else None
 
     def close(self) -> None:
         """Close the connection pool (a client passed in is its owner's to close)."""
         if self._fetchers is not None:
             self._fetchers.close()
-        if self._owns_client:
-            self._client.close()
+        if self._owns_http:
+            self._http.close()
 
     def __enter__(self) -> HttpRecordSource:
         return self
@@ -301,33 +300,34 @@ class HttpRecordSource:
         cap = min(self.config.backoff_max_sec, step)
         return self._rng.uniform(0.0, cap)
 
-    def _get(self, call: _Call, params: Mapping[str, Any]) -> bytes:
-        """The body of a 2xx answer, after retrying transient failures."""
+    def _get(self, call: _Call, query: str) -> bytes:
+        """The body of a 2xx answer to ``call`` with ``query`` (see :func:`_query`), after
+        retrying transient failures."""
         tries = self.config.retries + 1
         service = call.upstream.value
+        target = f"{call.path}?{query}" if query else call.path
         for attempt in range(tries):
             try:
-                response = self._send(call, params)
-            except httpx.TimeoutException:
-                problem = f"{service} did not answer {call.describe()} in time"
+                answer = self._http.get(call.base_url, target, self._headers(call))
+            except NoAnswer as exc:
+                if exc.timed_out:
+                    problem = f"{service} did not answer {call.describe()} in time"
+                else:
+                    problem = f"{service} could not be reached for {call.describe()} ({exc})"
                 delay = self._backoff(attempt)
-            except httpx.TransportError as exc:
-                reason = type(exc).__name__
-                problem = f"{service} could not be reached for {call.describe()} ({reason})"
-                delay = self._backoff(attempt)
-            except httpx.DecodingError as exc:
+            except BadEncoding as exc:
                 raise UpstreamBadResponse(
                     f"{service} sent an undecodable body for {call.describe()}: {exc}"
                 ) from exc
             else:
-                status = response.status_code
+                status = answer.status
                 if 200 <= status < 300:
-                    return response.content
+                    return answer.body
                 problem = f"{service} answered {status} for {call.describe()}"
                 if status != 429 and status < 500:
                     raise UpstreamRejected(problem)
                 waited = retry_after_seconds(
-                    response.headers.get("retry-after"), dt.datetime.now(dt.UTC)
+                    answer.headers.get("retry-after"), dt.datetime.now(dt.UTC)
                 )
                 delay = (
                     self._backoff(attempt)
@@ -338,26 +338,6 @@ class HttpRecordSource:
                 raise UpstreamUnavailable(f"{problem} (gave up after {tries} tries)")
             self._pause(delay)
         raise AssertionError("unreachable: the loop returns or raises")
-
-    def _send(self, call: _Call, params: Mapping[str, Any]) -> httpx.Response:
-        """One GET, its body read."""
-        url = call.base_url + call.path
-        if self._transport is None:
-            return self._client.get(url, params=params, headers=self._headers(call))
-        query = _query_string(params)
-        request = httpx.Request(
-            "GET",
-            url if query is None else f"{url}?{query}",
-            params=params if query is None else None,
-            headers=self._headers(call),
-            extensions={"timeout": self._timeouts},
-        )
-        response = self._transport.handle_request(request)
-        try:
-            response.read()
-        finally:
-            response.close()
-        return response
 
     def _pause(self, delay: float) -> None:
         """Back off; in a prefetch thread told to stop, stop waiting (and fetching) at once."""
@@ -415,10 +395,11 @@ class HttpRecordSource:
         if scope.end_date is not None:
             params["end"] = f"{scope.end_date.isoformat()}T23:59:59Z"
         params["limit"] = min(self.config.feed_page_limit, FEED_PAGE_MAX)
+        query = _query(params)
         loop = _CursorLoop()
         cursor: str | None = None
         while True:
-            body = self._get(call, params if cursor is None else {**params, "cursor": cursor})
+            body = self._get(call, query if cursor is None else _and(query, "cursor", cursor))
             next_cursor = self._decode(call, _FEED_CURSOR, body).nextCursor
             yield _Body(call, body)
             if next_cursor is None:
@@ -434,13 +415,13 @@ class HttpRecordSource:
         call = self._call(request, KPI_FEEDING_PATH)
         params = self._scope_params(request)
         params |= _dates(request.scope, "startDate", "endDate")
-        yield _Body(call, self._get(call, params))
+        yield _Body(call, self._get(call, _query(params)))
 
     def _weighvision(self, request: SourceRequest) -> _Pager:
         call = self._call(request, WEIGHVISION_PATH)
         params = self._scope_params(request)
         params |= _dates(request.scope, "start", "end")
-        yield _Body(call, self._get(call, params))
+        yield _Body(call, self._get(call, _query(params)))
 
     def _telemetry(self, request: SourceRequest) -> _Pager:
         """Page backwards by time: the service has no cursor and answers newest first.
@@ -458,6 +439,7 @@ class HttpRecordSource:
         params["limit"] = limit
         if scope.start_date is not None:
             params["from"] = _day_start(scope.start_date)
+        query = _query(params)
         upper: str | None = None
         if scope.end_date is not None:
             upper = f"{scope.end_date.isoformat()}T23:59:59.999Z"
@@ -465,7 +447,7 @@ class HttpRecordSource:
         emitted_at_boundary: set[str] = set()
         service = call.upstream.value
         while True:
-            body = self._get(call, params if upper is None else {**params, "to": upper})
+            body = self._get(call, query if upper is None else _and(query, "to", upper))
             keys: Sequence[_ReadingKey] = self._decode(call, _TELEMETRY_KEYS, body)
             try:
                 instants = [_parse_instant(k.occurred_at) for k in keys]
@@ -530,15 +512,15 @@ class _CursorLoop:
         return False
 
 
-def _query_string(params: Mapping[str, Any]) -> str | None:
-    """``params`` percent-encoded, when every value is a string or an int (else ``None``).
+def _query(params: Mapping[str, Any]) -> str:
+    """``params`` as a percent-encoded query string (a list value as the key repeated)."""
+    return urlencode(params, doseq=True, quote_via=quote)
 
-    httpx's own ``params=`` does the same at ~2.5 times the CPU (half a page's worth of it).
-    """
-    for value in params.values():
-        if isinstance(value, bool) or not isinstance(value, str | int):
-            return None
-    return urlencode(params, quote_via=quote)
+
+def _and(query: str, key: str, value: str) -> str:
+    """``query`` and one more parameter: a page's cursor or window, added to the parameters
+    encoded once for the whole export rather than encoding them all again for each page."""
+    return f"{query}&{key}={quote(value, safe='')}" if query else f"{key}={quote(value, safe='')}"
 
 
 class _Stopped(Exception):

@@ -162,12 +162,9 @@ def setup_logging(
         lib = logging.getLogger(name)
         lib.handlers.clear()
         lib.propagate = True
-    # chatty at INFO: pika about every connection step, httpx about every upstream page
-    quiet = root.level if root.level <= logging.DEBUG else max(logging.WARNING, root.level)
-    for name in ("httpx", "httpcore"):
-        logging.getLogger(name).setLevel(quiet)
-    # pika also logs each failed connection attempt at ERROR with a traceback; our adapter logs
-    # one warning per attempt naming the broker and the retry delay, so pika speaks at DEBUG only
+    # pika logs every connection step at INFO and each failed attempt at ERROR with a traceback;
+    # our adapter logs one warning per attempt naming the broker and the retry delay, so pika
+    # speaks at DEBUG only
     logging.getLogger("pika").setLevel(
         root.level if root.level <= logging.DEBUG else logging.CRITICAL
     )

@@ -19,6 +19,8 @@ from reportcore.errors import ExportFailure, UpstreamRejected, UpstreamUnavailab
 from reportcore.jobs import JobType, Scope
 from reportcore.ports import SourceRequest
 
+from .upstream_support import MockHttp
+
 URL = "http://feed.test"
 PAGES = 12
 
@@ -60,9 +62,8 @@ class Feed:
 
 
 def source_over(feed: Feed, prefetch: int = 2, **config: Any) -> HttpRecordSource:
-    client = httpx.Client(transport=httpx.MockTransport(feed))
     settings = {"feed_url": URL, "token": "tok", "prefetch_pages": prefetch, "retries": 0}
-    return HttpRecordSource(UpstreamConfig(**(settings | config)), client=client)
+    return HttpRecordSource(UpstreamConfig(**(settings | config)), http=MockHttp(feed))
 
 
 def request(*, typed: bool = True, raw: bool = False) -> SourceRequest:

@@ -1,6 +1,7 @@
 """The HTTP record source against upstream behaviours the demo upstream never shows (a cursor
-that repeats, a ``to`` that is ignored, unreadable instants), served by ``httpx.MockTransport``
-handlers that play the upstream service; and the backoff arithmetic on its own."""
+that repeats, a ``to`` that is ignored, unreadable instants), served by
+handlers that play the upstream service (tests/unit/upstream_support.py); and the backoff
+arithmetic on its own."""
 
 from __future__ import annotations
 
@@ -8,13 +9,13 @@ import datetime as dt
 import email.utils
 import random
 import uuid
-from collections.abc import Callable
 from typing import Any
 
 import httpx
 import msgspec
 import pytest
 
+from adapters.http_client import HttpClient, NoAnswer
 from adapters.upstream import HttpRecordSource, UpstreamConfig, retry_after_seconds
 from reportcore.errors import (
     ExportFailure,
@@ -25,15 +26,15 @@ from reportcore.errors import (
 from reportcore.jobs import JobType, Scope
 from reportcore.ports import SourcePage, SourceRequest
 
+from .upstream_support import Handler, MockHttp
+
 TOKEN = "very-secret-service-token"
 URL = "http://upstream.test"
-Handler = Callable[[httpx.Request], httpx.Response]
 
 
 def source_over(
     handler: Handler, sleeps: list[float] | None = None, **config: Any
 ) -> HttpRecordSource:
-    client = httpx.Client(transport=httpx.MockTransport(handler))
     settings: dict[str, Any] = {
         "feed_url": URL,
         "telemetry_url": URL,
@@ -42,7 +43,7 @@ def source_over(
     }
     return HttpRecordSource(
         UpstreamConfig(**(settings | config)),
-        client=client,
+        http=MockHttp(handler),
         sleep=(sleeps if sleeps is not None else []).append,
         rng=random.Random(7),
     )
@@ -285,7 +286,10 @@ def test_backoff_is_full_jitter_under_a_doubling_cap() -> None:
 
 def test_connect_errors_and_timeouts_are_retried() -> None:
     sleeps: list[float] = []
-    failures: list[Exception] = [httpx.ConnectError("refused"), httpx.ReadTimeout("slow")]
+    failures = [
+        NoAnswer("connect failed: ConnectionRefusedError"),
+        NoAnswer("read timed out", timed_out=True),
+    ]
 
     def upstream(req: httpx.Request) -> httpx.Response:
         if failures:
@@ -299,7 +303,7 @@ def test_connect_errors_and_timeouts_are_retried() -> None:
 
 def test_a_timeout_on_every_try_says_the_service_did_not_answer_in_time() -> None:
     def upstream(req: httpx.Request) -> httpx.Response:
-        raise httpx.ReadTimeout("slow", request=req)
+        raise NoAnswer("read timed out", timed_out=True)
 
     with source_over(upstream, retries=1) as source, pytest.raises(UpstreamUnavailable) as e:
         drain(source, request(JobType.FEED_INTAKE_EXPORT))
@@ -335,14 +339,14 @@ def test_the_token_is_sent_as_a_bearer_and_the_job_id_as_trace_id() -> None:
     assert seen[0].headers["x-trace-id"] == req.job_id
 
 
-def test_close_leaves_a_client_that_was_passed_in_open() -> None:
-    client = httpx.Client(transport=httpx.MockTransport(lambda r: httpx.Response(200)))
-    HttpRecordSource(UpstreamConfig(), client=client).close()
-    assert not client.is_closed
-    client.close()
+def test_close_leaves_an_http_client_that_was_passed_in_open() -> None:
+    http = MockHttp(lambda r: httpx.Response(200))
+    HttpRecordSource(UpstreamConfig(), http=http).close()
+    assert not http.closed
     own = HttpRecordSource(UpstreamConfig())
+    assert isinstance(own._http, HttpClient)
     own.close()
-    assert own._client.is_closed
+    assert own._http._closed
 
 
 # --- Retry-After ---
