@@ -1,7 +1,7 @@
 """Export throughput and memory: a feed intake export of N records to CSV and to NDJSON.
 
 Method. The fake feed (bench/fake_feed.py: pre-encoded pages of 100 records over HTTP/1.1
-keep-alive, asyncio, next to no work per request) runs in a process of its own, so that on
+keep-alive, an asyncio protocol, ~25 us of CPU a page) runs in a process of its own, so that on
 two cores one core serves pages and the other exports. Each measurement then runs in a fresh
 child process of its own (``--child``), so its peak RSS (VmHWM from /proc/<pid>/status, read
 by the child just before it exits) is that one export's and nothing else's:
@@ -9,8 +9,8 @@ by the child just before it exits) is that one export's and nothing else's:
 - ``export_csv`` / ``export_ndjson``: the worker's code path end to end. A job is created
   with ``reportcore.usecases.create_job`` (in-memory repository and queue: the job row is not
   what is measured) and its message is handed to ``reportcore.usecases.run_job`` with the
-  real ``adapters.upstream.HttpRecordSource`` as the scaled-out worker configures it (httpx,
-  retries, paging in a fetch process of its own, typed msgspec decoding where the file is
+  real ``adapters.upstream.HttpRecordSource`` as the scaled-out worker configures it (its
+  HTTP client, retries, paging in a fetch process of its own, typed msgspec decoding where the file is
   written) and the real ``adapters.filesystem.FilesystemStore`` (temporary file,
   fsync, rename) on a temporary folder, the worker's default Policy (progress throttled to
   one write a second). The job must end ``succeeded`` with N rows.

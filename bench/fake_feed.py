@@ -1,8 +1,8 @@
 """A fast fake feed service for benchmarks: pre-encoded pages of 100 intake records.
 
 Serves ``GET /api/v1/feed/intake-records?cursor=N`` (HTTP/1.1 keep-alive) from an asyncio
-server that does nothing per request but look up bytes, so that the exporter, not the fake,
-is what a benchmark measures. Run it in its own process:
+protocol that does nothing per request but find the cursor and look up bytes, so that the
+exporter, not the fake, is what a benchmark measures. Run it in its own process:
 
     python bench/fake_feed.py --records 1000000 --port 0   # prints its base URL
 
@@ -15,9 +15,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
+import re
 import sys
 import uuid
-from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
@@ -82,28 +82,47 @@ class Pages:
         )
 
 
-async def _serve(
-    reader: asyncio.StreamReader, writer: asyncio.StreamWriter, pages: Pages, latency: float
-) -> None:
-    try:
-        while True:
-            head = await reader.readuntil(b"\r\n\r\n")
-            target = head.split(b" ", 2)[1].decode()
-            query = parse_qs(urlsplit(target).query)
-            n = int(query.get("cursor", ["0"])[0])
-            if latency:
-                await asyncio.sleep(latency)
-            writer.write(pages.response(n))
-            await writer.drain()
-    except (asyncio.IncompleteReadError, ConnectionError):
-        pass
-    finally:
-        writer.close()
+_CURSOR = re.compile(rb"[?&]cursor=(\d+)")
+
+
+class _FeedProtocol(asyncio.Protocol):
+    """One keep-alive connection: each request head read gets its page, in order.
+
+    A protocol rather than streams: ~25 us of CPU a page instead of ~75, which matters here
+    because a paging client waits for every answer (the fake's time is on its clock too)."""
+
+    def __init__(self, pages: Pages, latency: float) -> None:
+        self.pages = pages
+        self.latency = latency
+        self.buffer = b""
+        self.transport: asyncio.Transport | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        assert isinstance(transport, asyncio.Transport)
+        self.transport = transport
+
+    def data_received(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.buffer += data
+        while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
+            head, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
+            target = head.split(b" ", 2)[1]
+            found = _CURSOR.search(target)
+            answer = self.pages.response(int(found[1]) if found else 0)
+            if self.latency:
+                asyncio.get_running_loop().call_later(self.latency, self._write, answer)
+            else:
+                self.transport.write(answer)
+
+    def _write(self, answer: bytes) -> None:
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(answer)
 
 
 async def main_async(total: int, host: str, port: int, latency: float = 0.0) -> None:
     pages = Pages(total)
-    server = await asyncio.start_server(lambda r, w: _serve(r, w, pages, latency), host, port)
+    loop = asyncio.get_running_loop()
+    server = await loop.create_server(lambda: _FeedProtocol(pages, latency), host, port)
     bound = server.sockets[0].getsockname()[1]
     print(f"http://{host}:{bound}", flush=True)
     async with server:
