@@ -112,6 +112,8 @@ class HttpClient:
             raise NoAnswer(f"{phase} timed out", timed_out=True) from exc
         except OSError as exc:
             raise NoAnswer(f"{phase} failed: {type(exc).__name__}") from exc
+        except ValueError:  # a header or target http.client refuses to send (a CR or LF in it)
+            raise NoAnswer(f"{phase} failed: a header or the target is not sendable") from None
         encoding = response.headers.get("content-encoding", "identity").strip().lower()
         if encoding != "identity":
             body = _decoded(body, encoding)

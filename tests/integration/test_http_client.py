@@ -215,6 +215,17 @@ def test_a_dropped_or_broken_answer_is_no_answer(
     assert failure.value.reason == reason and not failure.value.timed_out
 
 
+def test_a_header_that_cannot_be_sent_is_no_answer_that_does_not_echo_it(
+    serve: Serve, client: Client
+) -> None:
+    server = serve(answering(ok()))
+    with pytest.raises(NoAnswer) as failure:
+        client().get(server.url, "/", {"authorization": "Bearer secret\r\nx-injected: 1"})
+    assert failure.value.reason == "send failed: a header or the target is not sendable"
+    assert "secret" not in repr(failure.value) and failure.value.__cause__ is None
+    assert server.heads == []
+
+
 def test_a_body_compressed_unasked_is_decoded_or_refused(serve: Serve, client: Client) -> None:
     data = b'{"items": []}'
     deflated = zlib.compressobj(wbits=-zlib.MAX_WBITS)
