@@ -10,8 +10,8 @@ by the child just before it exits) is that one export's and nothing else's:
   with ``reportcore.usecases.create_job`` (in-memory repository and queue: the job row is not
   what is measured) and its message is handed to ``reportcore.usecases.run_job`` with the
   real ``adapters.upstream.HttpRecordSource`` as the scaled-out worker configures it (its
-  HTTP client, retries, paging in a fetch process of its own, typed msgspec decoding where the file is
-  written) and the real ``adapters.filesystem.FilesystemStore`` (temporary file,
+  HTTP client, retries, paging in a fetch process of its own, typed msgspec decoding where
+  the file is written) and the real ``adapters.filesystem.FilesystemStore`` (temporary file,
   fsync, rename) on a temporary folder, the worker's default Policy (progress throttled to
   one write a second). The job must end ``succeeded`` with N rows.
 - ``source_csv`` / ``source_ndjson``: the source alone: ``HttpRecordSource.pages`` of the same
