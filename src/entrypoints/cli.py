@@ -95,6 +95,8 @@ def serve(
         access_log=False,  # the API logs one line per request itself, with ids and duration
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SEC,
         server_header=False,
+        loop="uvloop",  # named, not "auto": a build without them fails here instead of
+        http="httptools",  # running ~20 % slower unnoticed (docs/performance.md)
     )
     # uvicorn re-raises the signal that stopped it once it is done; with these handlers in
     # place (uvicorn restores them) that ends the process with exit code 0, not by the signal
