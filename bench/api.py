@@ -55,6 +55,7 @@ from urllib.parse import quote, urlsplit
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+from common import cpu_seconds, figure  # noqa: E402  (bench/, the script's own folder)
 from tests.integration.procs import (  # noqa: E402
     Procs,
     run_reportsvc,
@@ -70,12 +71,6 @@ PG_ADMIN_DB = os.environ.get("TEST_PG_DB", "test")
 AMQP = os.environ.get("TEST_AMQP_HOST", "127.0.0.1"), int(os.environ.get("TEST_AMQP_PORT", "5672"))
 JOBS = "/api/v1/reports/jobs"
 TENANT = "t-bench"
-
-
-def figure(name: str, value: float, unit: str = "") -> None:
-    """One figure a line: ``name value unit``."""
-    shown = f"{value:.0f}" if abs(value) >= 100 else f"{value:.3g}"
-    print(f"{name} {shown} {unit}".rstrip(), flush=True)
 
 
 # --- throwaway database and vhost, like tests/conftest.py ---
@@ -145,12 +140,6 @@ def service(
         finally:
             if made.exception() is not None:  # partly made, or not at all: remove what is
                 background.submit(_rabbitmqctl, "delete_vhost", vhost)
-
-
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU time of process ``pid`` so far."""
-    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def machine_cpu() -> tuple[float, float]:

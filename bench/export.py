@@ -55,7 +55,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, figure, parser, status_kb
+from common import ROOT, cpu_seconds, figure, parser, status_kb
 
 PY = sys.executable
 
@@ -166,9 +166,7 @@ def _fetch_processes() -> tuple[int, float]:
     rss, cpu = 0, 0.0
     for child in multiprocessing.active_children():
         rss += status_kb(child.pid or 0, "VmHWM") or 0
-        with open(f"/proc/{child.pid}/stat", encoding="ascii") as fh:
-            fields = fh.read().rsplit(")", 1)[1].split()
-        cpu += (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+        cpu += cpu_seconds(child.pid or 0)
     return rss, cpu
 
 
