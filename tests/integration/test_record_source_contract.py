@@ -16,7 +16,7 @@ import pytest
 
 from adapters.demo_upstream import DemoUpstream
 from adapters.memory import StaticRecordSource
-from adapters.upstream import HttpRecordSource
+from adapters.upstream import HttpRecordSource, UpstreamConfig
 from reportcore.errors import ExportFailure, UpstreamRejected
 from reportcore.jobs import JobType
 from reportcore.jobtypes import JOB_TYPES
@@ -44,11 +44,15 @@ def truth(demo: DemoUpstream) -> dict[JobType, list[Any]]:
     return {jt: upstream_records(demo, jt, demo_scope(jt)) for jt in JobType}
 
 
+def contract_config(demo: DemoUpstream, **overrides: Any) -> UpstreamConfig:
+    """Small pages (several a job type) and one retry, so paging and failures show quickly."""
+    return config_for(demo, feed_page_limit=25, telemetry_limit=500, retries=1, **overrides)
+
+
 @pytest.fixture(scope="module")
 def process_source(demo: DemoUpstream) -> Iterator[HttpRecordSource]:
     """One source with fetch processes for the module: a process starts once, not per test."""
-    config = config_for(demo, feed_page_limit=25, telemetry_limit=500, retries=1)
-    with HttpRecordSource(msgspec.structs.replace(config, fetch_process=True)) as source:
+    with HttpRecordSource(contract_config(demo, fetch_process=True)) as source:
         yield source
 
 
@@ -74,8 +78,7 @@ def world(
             fail_next_rejected=lambda: demo.faults.status(404),
         )
     else:
-        config = config_for(demo, feed_page_limit=25, telemetry_limit=500, retries=1)
-        with HttpRecordSource(config) as http:
+        with HttpRecordSource(contract_config(demo)) as http:
             yield World(
                 source=http, expected=truth, fail_next_rejected=lambda: demo.faults.status(404)
             )
