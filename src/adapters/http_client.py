@@ -106,11 +106,9 @@ class HttpClient:
             phase = "read"
             response = connection.getresponse()
             body = response.read()
-        except http.client.HTTPException as exc:  # before OSError: RemoteDisconnected is both
-            raise NoAnswer(f"{phase} failed: {type(exc).__name__}") from exc
-        except TimeoutError as exc:
+        except TimeoutError as exc:  # an OSError, so first
             raise NoAnswer(f"{phase} timed out", timed_out=True) from exc
-        except OSError as exc:
+        except (http.client.HTTPException, OSError) as exc:
             raise NoAnswer(f"{phase} failed: {type(exc).__name__}") from exc
         except ValueError:  # a header or target http.client refuses to send (a CR or LF in it)
             raise NoAnswer(f"{phase} failed: a header or the target is not sendable") from None

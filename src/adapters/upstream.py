@@ -520,7 +520,8 @@ def _query(params: Mapping[str, Any]) -> str:
 def _and(query: str, key: str, value: str) -> str:
     """``query`` and one more parameter: a page's cursor or window, added to the parameters
     encoded once for the whole export rather than encoding them all again for each page."""
-    return f"{query}&{key}={quote(value, safe='')}" if query else f"{key}={quote(value, safe='')}"
+    pair = f"{key}={quote(value, safe='')}"
+    return f"{query}&{pair}" if query else pair
 
 
 class _Stopped(Exception):
