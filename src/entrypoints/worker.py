@@ -82,6 +82,12 @@ class Worker:
             )
             stop.wait(self._outage_pause)
             return Disposition.REQUEUE
+        if outcome.crash:
+            # one record with the whole traceback: the job failed on a bug, not an outage
+            log.error(
+                "job failed on an unexpected error",
+                extra={"job_id": outcome.job_id, "traceback": outcome.crash},
+            )
         log.info(
             "job %s",
             outcome.status,

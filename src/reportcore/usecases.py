@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import traceback
 import uuid
 from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager
@@ -18,6 +19,7 @@ from .errors import (
     JobNotCancellable,
     NotFound,
     QueueUnavailable,
+    ReportError,
     ReportExpired,
     ReportNotReady,
     StorageFailure,
@@ -25,7 +27,7 @@ from .errors import (
 )
 from .export import ProgressEstimate, scope_values, write_export
 from .idempotency import check_replay, fingerprint
-from .jobs import Job, JobMessage, JobStatus, file_name_for, message_for
+from .jobs import Job, JobMessage, JobStatus, JobType, file_name_for, message_for
 from .jobtypes import JOB_TYPES
 from .ports import (
     Clock,
@@ -38,7 +40,7 @@ from .ports import (
     SourceRequest,
     StoredFile,
 )
-from .requests import Cursor, ListQuery, ValidCreate, encode_cursor
+from .requests import Cursor, ListQuery, ValidCreate, check_range, encode_cursor
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,6 +53,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 3
     republish_after_sec: float = 10.0  # an unconfirmed queued job is published again after this
     batch: int = 100
+    # per job type, the widest date range a job may name; a type not listed keeps its spec's
+    max_range_days: dict[JobType, int] = msgspec.field(default_factory=dict)
 
 
 def _uuid_or_none(value: str) -> str | None:
@@ -79,14 +83,19 @@ def create_job(
     jobs: JobRepository,
     queue: JobQueue,
     clock: Clock,
+    policy: Policy | None = None,
 ) -> Created:
     """Store a job durably, then publish it. A create with a used key is a replay or a 409.
+
+    A range wider than ``policy.max_range_days`` allows for the job type is a 400.
 
     If the broker does not confirm, the job stays queued without ``enqueued_at`` and the
     recovery pass publishes it later: a create never fails because the broker is down.
     """
     now = clock.now()
     scope = request.scope
+    limits = (policy or Policy()).max_range_days
+    check_range(request.job_type, scope, today=now.date(), max_days=limits)
     job = Job(
         id=str(uuid.uuid4()),
         tenant_id=tenant_id,
@@ -263,6 +272,7 @@ class RunOutcome(msgspec.Struct, frozen=True, kw_only=True):
     job_id: str | None
     status: str  # the job's status afterwards, or why nothing was done
     detail: str = ""
+    crash: str = ""  # the traceback of a bug that failed the job, for the worker's log
 
 
 def run_job(
@@ -406,6 +416,18 @@ def _export(
         writer.abort()
         failure = _storage_failure(exc)
         return _failed(job, owner, jobs, clock, failure.code, failure.message)
+    except ReportError:
+        writer.abort()
+        raise  # the job store failed: the worker hands the message back and retries
+    except Exception as exc:
+        # A bug, not an outage: retrying cannot help, and leaving the job running until its
+        # lease ends would hold it (and the worker's patience) for attempts x lease. Fail it
+        # now, naming no more than the exception's type; the traceback goes to the log.
+        writer.abort()
+        failure = ExportFailure(f"the export failed unexpectedly ({type(exc).__name__})")
+        failed = _failed(job, owner, jobs, clock, failure.code, failure.message)
+        crash = "".join(traceback.format_exception(exc))
+        return msgspec.structs.replace(failed, crash=crash)
     except BaseException:
         writer.abort()
         raise

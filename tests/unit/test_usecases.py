@@ -809,20 +809,6 @@ def test_a_store_that_cannot_create_the_file_fails_the_job_as_storage_failed() -
     assert world.get(job.id).error_message == "export folder is not writable"
 
 
-def test_an_unexpected_error_propagates_and_leaves_no_file_behind() -> None:
-    world = World()
-    job = world.create().job
-
-    def crash() -> None:
-        raise RuntimeError("a bug in a source")
-
-    with pytest.raises(RuntimeError):
-        world.run(source=HookedSource(world.source, {0: crash}))
-    running = world.get(job.id)
-    assert running.status is JobStatus.RUNNING, "left for recovery, as after a crash"
-    world.assert_no_file(running)
-
-
 @pytest.mark.parametrize("when", ["before the first page", "after a page"])
 def test_on_shutdown_the_job_is_handed_back_queued_with_no_file(when: str) -> None:
     world = World()
@@ -1080,3 +1066,44 @@ def test_recovery_marks_an_expired_row_without_a_file_as_deleted() -> None:
     world.jobs.add(job)
     assert world.recover().files_deleted == [job.id]
     assert world.get(job.id).file_deleted_at == START
+
+
+class CrashingSource:
+    """A source whose second page hits a bug (what ``end_date: 9999-12-31`` once did)."""
+
+    def __init__(self, inner: Any, error: Exception) -> None:
+        self.inner, self.error = inner, error
+
+    def pages(self, request: SourceRequest) -> Iterator[SourcePage]:
+        for n, page in enumerate(self.inner.pages(request)):
+            if n == 1:
+                raise self.error
+            yield page
+
+
+def test_a_bug_during_an_export_fails_the_job_at_once_with_no_file_and_its_traceback() -> None:
+    world = World()
+    job = world.create().job
+    error = OverflowError("date value out of range")
+    outcome = world.run(source=CrashingSource(world.source, error))
+    assert (outcome.disposition, outcome.status, outcome.detail) == (
+        Disposition.ACK,
+        "failed",
+        "EXPORT_FAILED",
+    )
+    assert "OverflowError: date value out of range" in outcome.crash
+    failed = world.get(job.id)
+    assert failed.error_code == "EXPORT_FAILED"
+    # the type only: an exception's text may carry paths or data that no client should see
+    assert failed.error_message == "the export failed unexpectedly (OverflowError)"
+    assert failed.finished_at == START and failed.attempts == 1
+    world.assert_no_file(failed)
+    assert world.recover().requeued == []  # nothing left running for recovery to retry
+
+
+def test_an_outage_of_the_job_store_during_an_export_is_not_taken_for_a_bug() -> None:
+    world = World()
+    world.create()
+    outage = ServiceUnavailable("job database is not available")
+    with pytest.raises(ServiceUnavailable):
+        world.run(source=CrashingSource(world.source, outage))
