@@ -96,7 +96,7 @@ _VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
 SETTING_TO_VARIABLE = {setting: names[0] for names, setting, _ in _VARIABLES}
 
 
-_WHOLE = re.compile(r"[0-9]+")  # ASCII digits only: str.isdigit() also takes "٥" and "²"
+_WHOLE = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes other scripts' digits
 
 
 def _range_days(name: str, raw: str) -> dict[JobType, int]:

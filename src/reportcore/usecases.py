@@ -424,8 +424,8 @@ def _export(
         # lease ends would hold it (and the worker's patience) for attempts x lease. Fail it
         # now, naming no more than the exception's type; the traceback goes to the log.
         writer.abort()
-        failure = ExportFailure(f"the export failed unexpectedly ({type(exc).__name__})")
-        failed = _failed(job, owner, jobs, clock, failure.code, failure.message)
+        bug = ExportFailure(f"the export failed unexpectedly ({type(exc).__name__})")
+        failed = _failed(job, owner, jobs, clock, bug.code, bug.message)
         crash = "".join(traceback.format_exception(exc))
         return msgspec.structs.replace(failed, crash=crash)
     except BaseException:

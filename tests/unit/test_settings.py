@@ -205,12 +205,14 @@ def test_the_maximum_range_is_read_per_job_type_or_for_all() -> None:
     assert load_settings({}).max_range_days == {}
 
 
-@pytest.mark.parametrize("raw", ["0", "TELEMETRY=5", "TELEMETRY_EXPORT=", "FEED_INTAKE_EXPORT=٥"])
+@pytest.mark.parametrize(
+    "raw", ["0", "TELEMETRY=5", "TELEMETRY_EXPORT=", "FEED_INTAKE_EXPORT=\u0665"]
+)
 def test_a_malformed_maximum_range_stops_the_process_naming_the_variable(raw: str) -> None:
-    with pytest.raises(ConfigError, match="^REPORT_MAX_RANGE_DAYS must be a number of days"):
+    with pytest.raises(ConfigError, match=r"^REPORT_MAX_RANGE_DAYS must be a number of days"):
         load_settings({"REPORT_MAX_RANGE_DAYS": raw})
 
 
 def test_whole_numbers_in_settings_are_ascii_digits_only() -> None:
     with pytest.raises(ConfigError, match="WORKER_CONCURRENCY must be a whole number"):
-        load_settings({"WORKER_CONCURRENCY": "٤"})
+        load_settings({"WORKER_CONCURRENCY": "\u0664"})
