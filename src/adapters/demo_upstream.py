@@ -36,6 +36,10 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+from reportcore.ports import Clock
+
+from .clock import SystemClock
+
 DEMO_TENANT = "farmiq-demo"
 DEMO_FARM_ID = "5b0f8a3e-4c1d-4e59-9a6b-2f1c7d3e9a01"
 DEMO_BARN_ID = "8d2e6f14-93a7-4b0c-8e5d-6a4f2b1c7e02"
@@ -189,9 +193,11 @@ class _Query:
         return min(int(value), cap)
 
 
-def _window(start: dt.datetime | None, end: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
-    """The asked window; the last 7 days (up to now) for what is not given."""
-    hi = end or dt.datetime.now(dt.UTC)
+def _window(
+    start: dt.datetime | None, end: dt.datetime | None, now: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
+    """The asked window; the last 7 days (up to ``now``) for what is not given."""
+    hi = end or now
     lo = start or hi - dt.timedelta(days=DEFAULT_DAYS)
     if (hi - lo).days > MAX_RANGE_DAYS:
         raise BadRequest(f"the time range must not exceed {MAX_RANGE_DAYS} days")
@@ -392,6 +398,7 @@ class DemoData:
         readings_per_day: int = 288,
         per_timestamp: int = 3,
         inclusive_to: bool = True,
+        clock: Clock | None = None,
     ) -> None:
         if per_day < 1 or readings_per_day < 1 or per_timestamp < 1:
             raise ValueError("per_day, readings_per_day and per_timestamp must be at least 1")
@@ -400,6 +407,7 @@ class DemoData:
         self.readings_per_day = readings_per_day
         self.per_timestamp = per_timestamp
         self.inclusive_to = inclusive_to
+        self.clock: Clock = clock or SystemClock()  # "now" of a request that names no dates
 
     # feed intake
 
@@ -417,7 +425,7 @@ class DemoData:
     def feed_intake(self, q: _Query) -> dict[str, Any]:
         """``GET /api/v1/feed/intake-records``: newest first, by cursor."""
         farm = _Farm(self.seed, q)
-        lo, hi = _window(q.instant("start"), q.instant("end"))
+        lo, hi = _window(q.instant("start"), q.instant("end"), self.clock.now())
         limit = q.limit(50, FEED_PAGE_MAX)
         key = farm.key("feed")
         cursor = q.get("cursor")
@@ -500,7 +508,7 @@ class DemoData:
         """``GET /api/v1/telemetry/readings``: newest first in the window, no cursor."""
         farm = _Farm(self.seed, q)
         frm, to = q.instant("from"), q.instant("to")
-        lo, hi = _window(frm, to)
+        lo, hi = _window(frm, to, self.clock.now())
         limit = q.limit(1000, TELEMETRY_LIMIT_MAX)
         metric, device = q.get("metric"), q.get("deviceId")
         hi_us = _us(hi) if self.inclusive_to or to is None else _us(hi) - 1
@@ -760,6 +768,7 @@ class DemoUpstream:
         per_timestamp: int = 3,
         token: str | None = None,
         inclusive_to: bool = True,
+        clock: Clock | None = None,
     ) -> None:
         self.data = DemoData(
             seed=seed,
@@ -767,6 +776,7 @@ class DemoUpstream:
             readings_per_day=readings_per_day,
             per_timestamp=per_timestamp,
             inclusive_to=inclusive_to,
+            clock=clock,
         )
         self.token = token
         self.faults = Faults()

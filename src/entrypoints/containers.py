@@ -20,13 +20,14 @@ from typing import Any, Protocol
 
 from dependency_injector import containers, providers
 
-from adapters.clock import SystemClock
+from adapters.clock import FakeClock, SystemClock
 from adapters.memory import (
     InMemoryFileStore,
     InMemoryJobRepository,
     InMemoryQueue,
     StaticRecordSource,
 )
+from reportcore.ports import Clock
 from reportcore.usecases import Policy
 
 from .settings import Settings
@@ -42,6 +43,11 @@ def policy_from(settings: Settings) -> Policy:
         max_attempts=settings.max_attempts,
         max_range_days=dict(settings.max_range_days),
     )
+
+
+def demo_clock(settings: Settings) -> Clock:
+    """The demo upstream's "now": ``DEMO_NOW`` held still when set, else the real time."""
+    return FakeClock(settings.demo_now) if settings.demo_now is not None else SystemClock()
 
 
 class Container(containers.DeclarativeContainer):

@@ -6,6 +6,7 @@ A required variable that is missing or malformed stops the process with one line
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
@@ -48,6 +49,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_format: str = "text"  # text (key=value) or json, one record a line
     # per job type, the widest date range a job may name (unlisted types keep their default)
     max_range_days: dict[JobType, int] = msgspec.field(default_factory=dict)
+    # the instant the demo upstream takes as now (dev and export --demo): the same data any day
+    demo_now: dt.datetime | None = None
     # how many jobs of one tenant one worker process runs at once (None: half its slots)
     worker_tenant_concurrency: int | None = None
 
@@ -90,6 +93,7 @@ _VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("LOG_LEVEL",), "log_level", "log_level"),
     (("LOG_FORMAT",), "log_format", "log_format"),
     (("REPORT_MAX_RANGE_DAYS",), "max_range_days", "range_days"),
+    (("DEMO_NOW",), "demo_now", "instant"),
     (("WORKER_TENANT_CONCURRENCY",), "worker_tenant_concurrency", "positive_int"),
 )
 
@@ -125,6 +129,16 @@ def _parse(name: str, kind: str, raw: str) -> object:
     value = raw.strip()
     if kind == "range_days":
         return _range_days(name, raw)
+    if kind == "instant":
+        try:
+            instant = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be an ISO 8601 instant with its offset, got {raw[:200]!r}"
+            ) from None
+        if instant.tzinfo is None:
+            raise ConfigError(f"{name} must name its UTC offset (Z or +hh:mm), got {raw!r}")
+        return instant.astimezone(dt.UTC)
     if kind in ("positive_int", "non_negative_int", "port"):
         if not _WHOLE.fullmatch(value):
             raise ConfigError(f"{name} must be a whole number, got {raw!r}")
