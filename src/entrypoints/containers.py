@@ -41,7 +41,7 @@ def policy_from(settings: Settings) -> Policy:
         lease_sec=settings.lease_sec,
         heartbeat_sec=min(1.0, settings.lease_sec / 3),
         max_attempts=settings.max_attempts,
-        max_range_days=dict(settings.max_range_days),
+        max_range_days=dict(settings.max_range_days or {}),
     )
 
 

@@ -48,7 +48,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     log_level: str = "INFO"
     log_format: str = "text"  # text (key=value) or json, one record a line
     # per job type, the widest date range a job may name (unlisted types keep their default)
-    max_range_days: dict[JobType, int] = msgspec.field(default_factory=dict)
+    max_range_days: dict[JobType, int] | None = None
     # the instant the demo upstream takes as now (dev and export --demo): the same data any day
     demo_now: dt.datetime | None = None
     # how many jobs of one tenant one worker process runs at once (None: half its slots)

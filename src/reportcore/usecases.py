@@ -26,6 +26,7 @@ from .errors import (
     WorkerLost,
 )
 from .export import ProgressEstimate, scope_values, write_export
+from .fairness import TenantSlots
 from .idempotency import check_replay, fingerprint
 from .jobs import Job, JobMessage, JobStatus, JobType, file_name_for, message_for
 from .jobtypes import JOB_TYPES
@@ -286,12 +287,16 @@ def run_job(
     policy: Policy,
     stopping: Callable[[], bool] = lambda: False,
     keep_lease: LeaseKeeper = no_lease_keeper,
+    shares: TenantSlots | None = None,
+    queue: JobQueue | None = None,
 ) -> RunOutcome:
     """Handle one queue message: claim the job, stream its export, finish or fail it.
 
     A message that can never be processed is dead-lettered; one for a job that is finished or
     held by another worker is acknowledged and changes nothing. On shutdown (``stopping()``)
-    the job is handed back to the queue. No partial file is ever left visible.
+    the job is handed back to the queue. No partial file is ever left visible. With
+    ``shares``, a job whose tenant holds its share of the worker's slots is published again
+    to ``queue`` (to the back) and not claimed: other tenants' jobs run first.
     """
     try:
         message = msgspec.json.decode(body, type=JobMessage)
@@ -307,11 +312,40 @@ def run_job(
         )
     if job.status is not JobStatus.QUEUED:
         return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=job.status.value)
-    now = clock.now()
-    claimed = jobs.claim(job.id, owner, now, now + dt.timedelta(seconds=policy.lease_sec))
-    if claimed is None:
-        return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status="claimed elsewhere")
-    return _export(claimed, owner, jobs, source, store, clock, policy, stopping, keep_lease)
+    if shares is not None and not shares.take(job.tenant_id):
+        return _defer(job, queue)
+    try:
+        now = clock.now()
+        claimed = jobs.claim(job.id, owner, now, now + dt.timedelta(seconds=policy.lease_sec))
+        if claimed is None:
+            return RunOutcome(
+                disposition=Disposition.ACK, job_id=job.id, status="claimed elsewhere"
+            )
+        return _export(claimed, owner, jobs, source, store, clock, policy, stopping, keep_lease)
+    finally:
+        if shares is not None:
+            shares.give_back(job.tenant_id)
+
+
+DEFERRED = "deferred"
+"""The status of a :class:`RunOutcome` whose job was sent to the back of the queue, unclaimed."""
+
+
+def _defer(job: Job, queue: JobQueue | None) -> RunOutcome:
+    """Send ``job`` to the back of the queue, unclaimed: its tenant holds its share."""
+    if queue is None:
+        raise ValueError("deferring a job needs the queue to publish it to")
+    try:
+        queue.publish(message_for(job))
+    except QueueUnavailable:
+        # the broker refuses: the message itself goes back and is delivered again
+        return RunOutcome(disposition=Disposition.REQUEUE, job_id=job.id, status=DEFERRED)
+    return RunOutcome(
+        disposition=Disposition.ACK,
+        job_id=job.id,
+        status=DEFERRED,
+        detail="its tenant holds its share of the worker's slots",
+    )
 
 
 class _Shutdown(Exception):

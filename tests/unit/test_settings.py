@@ -202,7 +202,7 @@ def test_the_maximum_range_is_read_per_job_type_or_for_all() -> None:
     assert one.max_range_days == {JobType.TELEMETRY_EXPORT: 31, JobType.FEED_INTAKE_EXPORT: 400}
     every = load_settings({"REPORT_MAX_RANGE_DAYS": "60"})
     assert every.max_range_days == {t: 60 for t in JobType}
-    assert load_settings({}).max_range_days == {}
+    assert load_settings({}).max_range_days is None
 
 
 @pytest.mark.parametrize(

@@ -36,6 +36,7 @@ from reportcore.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from reportcore.fairness import TenantSlots, default_share
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
 from reportcore.ports import Disposition, SourcePage, SourceRequest, StoredFile
 from reportcore.requests import CreateRequest, ListQuery, validate_create, validate_list
@@ -1107,3 +1108,72 @@ def test_an_outage_of_the_job_store_during_an_export_is_not_taken_for_a_bug() ->
     outage = ServiceUnavailable("job database is not available")
     with pytest.raises(ServiceUnavailable):
         world.run(source=CrashingSource(world.source, outage))
+
+
+def test_a_job_whose_tenant_holds_its_share_goes_to_the_back_of_the_queue_unclaimed() -> None:
+    world = World()
+    first, second = world.create().job, world.create().job
+    other = world.create(tenant="tenant-other").job
+    shares = TenantSlots(1)
+    assert shares.take(TENANT)  # one export of the tenant is running already
+
+    def run(message: bytes) -> RunOutcome:
+        outcome = run_job(
+            message,
+            owner="w1",
+            jobs=world.jobs,
+            source=world.source,
+            store=world.store,
+            clock=world.clock,
+            policy=world.policy,
+            shares=shares,
+            queue=world.queue,
+        )
+        world.queue.settle(message, outcome.disposition)
+        return outcome
+
+    for job in (first, second):
+        message = world.queue.take()
+        assert message is not None
+        outcome = run(message)
+        assert (outcome.disposition, outcome.status) == (Disposition.ACK, "deferred")
+        assert world.get(job.id).status is JobStatus.QUEUED
+        assert world.get(job.id).attempts == 0, "a deferral is not an attempt"
+    message = world.queue.take()
+    assert message is not None
+    assert run(message).status == "succeeded"  # the other tenant's job ran first
+    assert world.get(other.id).status is JobStatus.SUCCEEDED
+    shares.give_back(TENANT)  # the running export finished
+    while (message := world.queue.take()) is not None:  # the deferred two, at the back
+        assert run(message).status == "succeeded"
+    assert {world.get(j.id).status for j in (first, second)} == {JobStatus.SUCCEEDED}
+    assert shares.running(TENANT) == 0 and shares.running("tenant-other") == 0
+
+
+def test_a_deferral_the_broker_refuses_hands_the_message_back() -> None:
+    world = World()
+    job = world.create().job
+    shares = TenantSlots(1)
+    shares.take(TENANT)
+    world.queue.available = False
+    message = world.queue.take()
+    assert message is not None
+    outcome = run_job(
+        message,
+        owner="w1",
+        jobs=world.jobs,
+        source=world.source,
+        store=world.store,
+        clock=world.clock,
+        policy=world.policy,
+        shares=shares,
+        queue=world.queue,
+    )
+    assert (outcome.disposition, outcome.status) == (Disposition.REQUEUE, "deferred")
+    assert world.get(job.id).status is JobStatus.QUEUED
+
+
+def test_a_tenants_share_is_at_least_one_slot_and_leaves_one_for_the_others() -> None:
+    assert [default_share(n) for n in (1, 2, 3, 8)] == [1, 1, 2, 7]
+    with pytest.raises(ValueError):
+        TenantSlots(0)
