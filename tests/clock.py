@@ -1,9 +1,9 @@
 """The tests' clock: the one "now" of every test whose outcome could depend on the day.
 
 ``REPORTSVC_TESTS_NOW`` (an ISO 8601 instant with its offset) moves it;
-``tests/unit/test_any_day.py`` runs the tests that read it on awkward days (a leap day, 31 December, DST changes, a day whose
-demo data holds every awkward value). Without it, the tests run at one fixed instant, so that no
-outcome depends on the day the suite runs.
+``tests/unit/test_any_day.py`` runs the tests that read it on awkward days (a leap day,
+31 December, DST changes, a week whose demo data holds every awkward value). Without it the
+tests run at one fixed instant, so that no outcome depends on the day the suite runs.
 """
 
 from __future__ import annotations
