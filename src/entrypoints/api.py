@@ -60,6 +60,7 @@ from reportcore.requests import CreateRequest, validate_create, validate_list
 from reportcore.usecases import Policy
 
 from .auth import TokenVerifier
+from .bodies import ClientDisconnected, StrictRequest
 from .containers import Container
 from .schemas import (
     DownloadOut,
@@ -110,6 +111,7 @@ _INTERNAL_MESSAGE = "internal error; quote the traceId when reporting it"
 
 _IDS_KEY = "reportsvc.ids"
 _PRINCIPAL_KEY = "reportsvc.principal"
+_DISCONNECTED_KEY = "reportsvc.client_disconnected"
 _ID_RE = re.compile(r"^[!-~]{1,128}$")  # printable ASCII, no spaces, at most 128 characters
 _MAX_LOGGED_PATH = 512
 
@@ -184,6 +186,8 @@ class RequestContextMiddleware:
             outcome = "aborted"  # failed after the response started; the server drops it
             raise
         finally:
+            if scope["state"].get(_DISCONNECTED_KEY):
+                outcome = "client_disconnected"
             log.info(
                 "request",
                 extra={
@@ -292,6 +296,17 @@ def _on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respo
     if isinstance(exc.__cause__, SerializationException):
         detail = f"request body is not valid JSON: {detail}"
     return error_response(request, status, code, detail, exc.headers)
+
+
+def _on_client_disconnected(
+    request: Request[Any, Any, Any], exc: ClientDisconnected
+) -> Response[ErrorEnvelope]:
+    # Not an error of ours and nobody to answer: the access log line says what happened
+    # (outcome=client_disconnected); the response below goes nowhere.
+    request.scope["state"][_DISCONNECTED_KEY] = True
+    return error_response(
+        request, 400, "VALIDATION_ERROR", "the client disconnected before its body was complete"
+    )
 
 
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorEnvelope]:
@@ -826,6 +841,7 @@ def create_app(container: Container) -> Litestar:
         exception_handlers={
             ReportError: _on_report_error,
             HTTPException: _on_http_error,
+            ClientDisconnected: _on_client_disconnected,
             Exception: _on_unexpected,
         },
         openapi_config=OpenAPIConfig(
@@ -853,6 +869,7 @@ def create_app(container: Container) -> Litestar:
             ),
         ],
         lifespan=[resources],
+        request_class=StrictRequest,
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # the process configures logging (entrypoints.logs)
     )

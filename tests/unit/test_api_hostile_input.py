@@ -1,0 +1,167 @@
+"""Issue 13, the HTTP half: each hostile request found by hand answers as a careful API would.
+
+Each test names the finding it pins; all run over the real app and in-memory adapters.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterator
+from typing import Any
+
+import anyio
+import httpx
+import pytest
+
+from entrypoints.api import create_app
+
+from .api_support import JOBS, ApiWorld, api_world, auth, mint, new_id
+
+
+@pytest.fixture
+def world() -> Iterator[ApiWorld]:
+    with api_world() as w:
+        yield w
+
+
+def assert_envelope(answer: httpx.Response, status: int, code: str = "VALIDATION_ERROR") -> str:
+    """The answer is the error envelope with ``status`` and ``code``; its message."""
+    assert answer.status_code == status, answer.text
+    assert answer.headers["content-type"].startswith("application/json"), answer.headers
+    error = answer.json()["error"]
+    assert error["code"] == code
+    assert error["traceId"] == answer.headers["x-trace-id"]
+    message: str = error["message"]
+    return message
+
+
+JSON = {"content-type": "application/json"}
+
+
+def _post(world: ApiWorld, path: str, content: bytes, **headers: str) -> httpx.Response:
+    return world.client.post(path, content=content, headers={**auth(mint()), **JSON, **headers})
+
+
+# --- finding 2: deep nesting ---
+
+
+@pytest.mark.parametrize("depth", [40, 1_000, 100_000])
+@pytest.mark.parametrize("route", ["create", "cancel"])
+def test_a_body_nested_a_thousand_levels_deep_is_400_not_a_recursion_error(
+    world: ApiWorld, depth: int, route: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    path = JOBS if route == "create" else f"{JOBS}/{new_id()}/cancel"
+    deep = b'{"job_type":"FEED_INTAKE_EXPORT","format":"csv","filters":'
+    deep += b"[" * depth + b"]" * depth + b"}"
+    with caplog.at_level(logging.ERROR):
+        message = assert_envelope(_post(world, path, deep), 400)
+    assert "nested" in message
+    assert not [r for r in caplog.records if r.levelno >= logging.ERROR]
+
+
+# --- finding 3: invalid UTF-8 ---
+
+
+def test_invalid_utf8_inside_a_json_string_is_400(world: ApiWorld) -> None:
+    message = assert_envelope(_post(world, JOBS, b'{"job_type":"X","zz":"\xc3("}'), 400)
+    assert "UTF-8" in message
+
+
+# --- finding 8: media types and duplicate keys ---
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x"],
+)
+def test_a_body_that_is_not_json_by_its_content_type_is_415(
+    world: ApiWorld, content_type: str
+) -> None:
+    answer = _post(
+        world,
+        JOBS,
+        b'{"job_type":"FEED_INTAKE_EXPORT","format":"csv"}',
+        **{"content-type": content_type},
+    )
+    assert_envelope(answer, 415)
+    assert world.client.get(JOBS, headers=auth(mint())).json()["items"] == []
+
+
+def test_a_json_body_declared_in_another_charset_is_415(world: ApiWorld) -> None:
+    answer = _post(world, JOBS, b"{}", **{"content-type": "application/json; charset=latin-1"})
+    assert_envelope(answer, 415)
+
+
+@pytest.mark.parametrize(
+    "content_type",
+    ["application/json", "application/json; charset=utf-8", "application/vnd.farmiq+json", None],
+)
+def test_json_media_types_and_a_missing_content_type_are_read_as_json(
+    world: ApiWorld, content_type: str | None
+) -> None:
+    headers = auth(mint())
+    if content_type is not None:
+        headers["content-type"] = content_type
+    answer = world.client.post(
+        JOBS, content=b'{"job_type":"FEED_INTAKE_EXPORT","format":"csv"}', headers=headers
+    )
+    assert answer.status_code == 201, answer.text
+
+
+def test_a_duplicate_json_key_is_400_naming_the_key(world: ApiWorld) -> None:
+    body = b'{"job_type":"FEED_INTAKE_EXPORT","format":"csv","format":"json"}'
+    message = assert_envelope(_post(world, JOBS, body), 400)
+    assert "'format'" in message and "twice" in message
+    nested = b'{"job_type":"TELEMETRY_EXPORT","format":"csv","filters":{"metric":"a","metric":"b"}}'
+    assert "'metric'" in assert_envelope(_post(world, JOBS, nested), 400)
+
+
+# --- finding 5: a client that hangs up mid-body ---
+
+
+def test_a_client_disconnecting_mid_body_is_one_info_line_without_a_traceback(
+    world: ApiWorld, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = create_app(world.container)
+    body = b'{"job_type":"FEED_INTAKE_EXPORT",'
+    incoming: list[dict[str, Any]] = [
+        {"type": "http.request", "body": body, "more_body": True},
+        {"type": "http.disconnect"},
+    ]
+    sent: list[dict[str, Any]] = []
+    scope = {
+        "type": "http",
+        "asgi": {"version": "3.0"},
+        "http_version": "1.1",
+        "method": "POST",
+        "scheme": "http",
+        "path": JOBS,
+        "raw_path": JOBS.encode(),
+        "query_string": b"",
+        "root_path": "",
+        "headers": [
+            (b"authorization", f"Bearer {mint()}".encode()),
+            (b"content-type", b"application/json"),
+            (b"content-length", b"200"),
+        ],
+        "client": ("127.0.0.1", 5000),
+        "server": ("127.0.0.1", 5129),
+    }
+
+    async def receive() -> dict[str, Any]:
+        return incoming.pop(0) if incoming else {"type": "http.disconnect"}
+
+    async def send(message: dict[str, Any]) -> None:
+        sent.append(message)
+
+    caplog.clear()
+    with caplog.at_level(logging.DEBUG):
+        anyio.run(app, scope, receive, send)  # type: ignore[arg-type]
+    records = [r for r in caplog.records if r.name.startswith("reportsvc")]
+    assert len(records) == 1, [r.getMessage() for r in records]
+    (line,) = records
+    assert line.levelno == logging.INFO and line.getMessage() == "request"
+    assert line.__dict__["outcome"] == "client_disconnected"
+    assert line.exc_info is None
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
+    assert world.client.get(JOBS, headers=auth(mint())).json()["items"] == []
