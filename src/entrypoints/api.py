@@ -50,6 +50,7 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 from litestar.response import Stream
+from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from reportcore import usecases
@@ -481,6 +482,19 @@ def health() -> str:
     return "OK"
 
 
+@head("/api/health", media_type=MediaType.TEXT, sync_to_thread=False, tags=["health"])
+def health_head() -> Response[None]:
+    """Liveness for probes that ask with ``HEAD``: the headers ``GET`` answers, no body."""
+    return Response(b"", media_type=MediaType.TEXT, headers={"content-length": "2"})
+
+
+def _no_html_404(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    # Litestar answers an unknown /api-docs/<path> with its own HTML page; only that handler
+    # takes a path parameter, and every other 404 here is the envelope
+    if "path" in connection.path_params:
+        raise NotFoundException
+
+
 @get(
     "/api/ready",
     operation_id="ready",
@@ -778,6 +792,10 @@ def create_app(container: Container) -> Litestar:
     def authenticate(
         connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
+        if connection.scope.get("method") == "OPTIONS":
+            # Litestar's own OPTIONS answer (204 with Allow) names the methods of the path and
+            # nothing of anyone's data: it needs no token, and it has no action to authorize
+            return
         principal = verifier.principal(connection.headers.get("authorization"))
         authorize(principal, _action(handler))
         connection.scope["state"][_PRINCIPAL_KEY] = principal
@@ -815,6 +833,16 @@ def create_app(container: Container) -> Litestar:
             for provider in reversed(started):
                 provider.shutdown()
 
+    allowed: dict[str, str] = {}  # path template -> its methods, filled once the app is built
+
+    async def answer_options(request: Request[Any, Any, Any]) -> Response[None] | None:
+        # Litestar 2.25's own OPTIONS answer names only the methods its route knew when it was
+        # first built (POST, not GET, on the jobs path): answer from the finished route table
+        if request.method != "OPTIONS":
+            return None
+        methods = allowed.get(request.scope.get("path_template", ""), "OPTIONS")
+        return Response(None, status_code=204, headers={"allow": methods})
+
     jobs_router = Router(
         path=JOBS_PATH,
         route_handlers=[create_job, list_jobs, get_job, issue_download, cancel_job],
@@ -828,7 +856,7 @@ def create_app(container: Container) -> Litestar:
     # handlers registered on one path at app level twice, and it then answers 500.
     files_router = Router(path=JOBS_PATH, route_handlers=[download_file, file_head])
     app = Litestar(
-        route_handlers=[health, ready, jobs_router, files_router],
+        route_handlers=[health, health_head, ready, jobs_router, files_router],
         dependencies={
             "jobs": Provide(provide_jobs, sync_to_thread=False),
             "queue": Provide(provide_queue, sync_to_thread=False),
@@ -848,6 +876,9 @@ def create_app(container: Container) -> Litestar:
             title=API_TITLE,
             version=API_VERSION,
             path="/api-docs",
+            openapi_router=Router(
+                "/api-docs", route_handlers=[], include_in_schema=False, guards=[_no_html_404]
+            ),
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
             components=Components(
                 security_schemes={
@@ -869,9 +900,15 @@ def create_app(container: Container) -> Litestar:
             ),
         ],
         lifespan=[resources],
+        before_request=answer_options,
         request_class=StrictRequest,
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # the process configures logging (entrypoints.logs)
+    )
+    allowed.update(
+        (route.path_format, ", ".join(sorted(route.methods)))
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
     )
     # App-level `middleware=` runs per route, after routing: it would never see the router's
     # own 404/405 answers. Wrapping the app's ASGI handler puts the ids on every response.

@@ -165,3 +165,51 @@ def test_a_client_disconnecting_mid_body_is_one_info_line_without_a_traceback(
     assert line.exc_info is None
     assert not [r for r in caplog.records if r.levelno >= logging.WARNING or r.exc_info]
     assert world.client.get(JOBS, headers=auth(mint())).json()["items"] == []
+
+
+# --- finding 4: OPTIONS on the JWT routes ---
+
+# the methods of each path, written out here rather than read from the app
+ALLOW = {
+    JOBS: "GET, OPTIONS, POST",
+    f"{JOBS}/some-id": "GET, OPTIONS",
+    f"{JOBS}/some-id/download": "GET, OPTIONS",
+    f"{JOBS}/some-id/cancel": "OPTIONS, POST",
+    f"{JOBS}/some-id/file": "GET, HEAD, OPTIONS",
+    "/api/health": "GET, HEAD, OPTIONS",
+}
+
+
+@pytest.mark.parametrize("path", sorted(ALLOW))
+@pytest.mark.parametrize("token", ["valid", "none", "garbage"])
+def test_options_on_any_route_answers_204_with_allow_for_any_token_or_none(
+    world: ApiWorld, path: str, token: str
+) -> None:
+    headers = {"valid": auth(mint()), "none": {}, "garbage": {"Authorization": "Bearer x.y.z"}}
+    answer = world.client.options(path, headers=headers[token])
+    assert answer.status_code == 204, answer.text
+    assert answer.headers["allow"] == ALLOW[path]
+    assert answer.content == b""
+
+
+# --- finding 8: HEAD on health, unknown documentation paths ---
+
+
+def test_head_on_health_is_200_with_the_headers_of_get(world: ApiWorld) -> None:
+    answer = world.client.head("/api/health")
+    assert answer.status_code == 200
+    assert answer.content == b""
+    assert answer.headers["content-type"].startswith("text/plain")
+    assert answer.headers["content-length"] == "2"
+
+
+@pytest.mark.parametrize("path", ["/api-docs/unknown", "/api-docs/a.json", "/api-docs/x/y"])
+def test_an_unknown_api_docs_path_is_404_in_the_envelope_not_html(
+    world: ApiWorld, path: str
+) -> None:
+    assert_envelope(world.client.get(path), 404, "NOT_FOUND")
+
+
+@pytest.mark.parametrize("path", ["/api-docs", "/api-docs/openapi.json"])
+def test_the_api_docs_still_answer(world: ApiWorld, path: str) -> None:
+    assert world.client.get(path).status_code == 200
