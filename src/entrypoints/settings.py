@@ -43,6 +43,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     upstream_retries: int = 4
     log_level: str = "INFO"
     log_format: str = "text"  # text (key=value) or json, one record a line
+    http_header_timeout_sec: float = 10.0
+    http_body_timeout_sec: float = 30.0
+    http_max_connections: int = 1000
 
 
 # variable -> (setting, kind); aliases listed after the main name, first one set wins
@@ -82,6 +85,9 @@ _VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("UPSTREAM_RETRIES",), "upstream_retries", "non_negative_int"),
     (("LOG_LEVEL",), "log_level", "log_level"),
     (("LOG_FORMAT",), "log_format", "log_format"),
+    (("HTTP_HEADER_TIMEOUT_SEC",), "http_header_timeout_sec", "positive_float"),
+    (("HTTP_BODY_TIMEOUT_SEC",), "http_body_timeout_sec", "positive_float"),
+    (("HTTP_MAX_CONNECTIONS",), "http_max_connections", "positive_int"),
 )
 
 SETTING_TO_VARIABLE = {setting: names[0] for names, setting, _ in _VARIABLES}
