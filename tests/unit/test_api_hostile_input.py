@@ -5,6 +5,7 @@ Each test names the finding it pins; all run over the real app and in-memory ada
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Iterator
 from typing import Any
@@ -15,7 +16,7 @@ import pytest
 
 from entrypoints.api import create_app
 
-from .api_support import JOBS, ApiWorld, api_world, auth, mint, new_id
+from .api_support import JOBS, TENANT, ApiWorld, api_world, as_role, auth, mint, new_id
 
 
 @pytest.fixture
@@ -213,3 +214,21 @@ def test_an_unknown_api_docs_path_is_404_in_the_envelope_not_html(
 @pytest.mark.parametrize("path", ["/api-docs", "/api-docs/openapi.json"])
 def test_the_api_docs_still_answer(world: ApiWorld, path: str) -> None:
     assert world.client.get(path).status_code == 200
+
+
+# --- finding 8: file_path ---
+
+
+@pytest.mark.parametrize("role", ["tenant_admin", "farm_manager", "house_operator", "viewer"])
+def test_file_path_in_the_job_json_is_relative_to_the_store_never_a_machine_path(
+    world: ApiWorld, role: str
+) -> None:
+    job = world.succeeded_job(rows=3)
+    stored = world.jobs.get(job["id"], TENANT)
+    assert stored is not None and stored.file_path  # the store keeps its own full location
+    for answer in (
+        world.client.get(f"{JOBS}/{job['id']}", headers=as_role(role)).json(),
+        world.client.get(JOBS, headers=as_role(role)).json()["items"][0],
+    ):
+        assert answer["file_path"] == f"{TENANT}/{job['id']}/report.csv"
+        assert stored.file_path not in json.dumps(answer)
