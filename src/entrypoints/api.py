@@ -62,6 +62,7 @@ from reportcore.usecases import Policy
 
 from .auth import TokenVerifier
 from .bodies import ClientDisconnected, StrictRequest
+from .echo import MAX_ECHO, bounded
 from .containers import Container
 from .schemas import (
     DownloadOut,
@@ -86,6 +87,7 @@ API_VERSION = "1.0.0"
 JOBS_PATH = "/api/v1/reports/jobs"
 MAX_BODY_BYTES = 1_048_576  # a create body is a few hundred bytes; filters lists stay far below
 READY_TIMEOUT_SEC = 3.0
+MAX_MESSAGE = 1000  # an error message never grows with the input beyond this
 BEARER_SCHEME = "bearerAuth"
 
 # the contract's error codes and their statuses; any other code is an internal error
@@ -215,6 +217,8 @@ def error_response(
 ) -> Response[ErrorEnvelope]:
     """The contract's error envelope."""
     trace = request_ids(request.scope).trace_id
+    # each echo of input is bounded where it is made; this bounds the whole, whatever the source
+    message = bounded(message, MAX_MESSAGE)
     return Response(
         ErrorEnvelope(error=ErrorBody(code=code, message=message, traceId=trace)),
         status_code=status,
@@ -251,7 +255,7 @@ def _on_report_error(request: Request[Any, Any, Any], exc: ReportError) -> Respo
         )
     message = exc.message
     if isinstance(exc, ValidationError) and exc.field and exc.field not in message:
-        message = f"{exc.field}: {message}"  # the client must learn which field to fix
+        message = f"{bounded(exc.field)}: {message}"  # the client must learn which field to fix
     return error_response(request, status, exc.code, message)
 
 
@@ -261,8 +265,9 @@ def _validation_message(exc: ValidationException) -> str:
     for problem in problems:
         if not isinstance(problem, dict):
             continue
-        key = str(problem.get("key") or "")
-        text = str(problem.get("message") or "is not valid")
+        key = bounded(str(problem.get("key") or ""))
+        # msgspec's wording quotes the value it refused, of any length
+        text = bounded(str(problem.get("message") or "is not valid"), MAX_ECHO + 40)
         if key == "data" and problem.get("source") == "body":
             if text == "'data'":  # Litestar's wording for an absent body
                 parts.append("request body is required: a JSON object")
@@ -276,13 +281,13 @@ def _on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respo
     if isinstance(exc, ValidationException):
         return error_response(request, 400, "VALIDATION_ERROR", _validation_message(exc))
     if isinstance(exc, NotFoundException):
-        return error_response(request, 404, "NOT_FOUND", f"no route {request.url.path}")
+        return error_response(request, 404, "NOT_FOUND", f"no route {bounded(request.url.path)}")
     if isinstance(exc, MethodNotAllowedException):
         return error_response(
             request,
             405,
             "VALIDATION_ERROR",
-            f"method {request.method} is not allowed on {request.url.path}",
+            f"method {bounded(request.method)} is not allowed on {bounded(request.url.path)}",
             exc.headers,  # Allow: the methods the path takes (RFC 9110 requires it on a 405)
         )
     if isinstance(exc, RequestEntityTooLarge):
@@ -293,7 +298,11 @@ def _on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respo
     if status >= 500 and status != 503:
         return _internal(request, exc)
     code = _HTTP_CODES.get(status, "VALIDATION_ERROR" if status < 500 else "SERVICE_UNAVAILABLE")
-    detail = exc.detail if isinstance(exc, ClientException) else "request is not valid"
+    detail = (
+        bounded(exc.detail, MAX_ECHO + 40)
+        if isinstance(exc, ClientException)
+        else "request is not valid"
+    )
     if isinstance(exc.__cause__, SerializationException):
         detail = f"request body is not valid JSON: {detail}"
     return error_response(request, status, code, detail, exc.headers)

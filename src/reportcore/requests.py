@@ -118,6 +118,11 @@ def validate_idempotency_key(value: str | None) -> str | None:
     return value
 
 
+def _echo(text: str, limit: int = 100) -> str:
+    # a key of any length must not make the answer as long
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
+
+
 def validate_filters(spec: JobTypeSpec, filters: Mapping[str, Any] | None) -> dict[str, Any]:
     """The filters object checked against the job type's table; errors list the allowed keys."""
     if filters is None:
@@ -130,8 +135,8 @@ def validate_filters(spec: JobTypeSpec, filters: Mapping[str, Any] | None) -> di
         fspec = spec.filters.get(key)
         if fspec is None:
             raise ValidationError(
-                f"unknown filter {key!r} for {spec.job_type.value}; allowed: {allowed}",
-                field=f"filters.{key}",
+                f"unknown filter {_echo(key)!r} for {spec.job_type.value}; allowed: {allowed}",
+                field=f"filters.{_echo(key)}",
             )
         values: list[Any]
         if isinstance(value, str):
@@ -142,18 +147,18 @@ def validate_filters(spec: JobTypeSpec, filters: Mapping[str, Any] | None) -> di
             raise ValidationError(
                 f"filter {key!r} must be a {fspec.describe().split(': ', 1)[1]}; "
                 f"allowed: {allowed}",
-                field=f"filters.{key}",
+                field=f"filters.{_echo(key)}",
             )
         for v in values:
             if not isinstance(v, str) or not 1 <= len(v) <= 200:
                 raise ValidationError(
                     f"filter {key!r} values must be strings of 1..200 characters",
-                    field=f"filters.{key}",
+                    field=f"filters.{_echo(key)}",
                 )
             if fspec.choices is not None and v not in fspec.choices:
                 raise ValidationError(
                     f"filter {key!r} must be one of {', '.join(sorted(fspec.choices))}",
-                    field=f"filters.{key}",
+                    field=f"filters.{_echo(key)}",
                 )
         # one canonical form, so that fingerprints do not depend on list order or duplicates
         out[key] = values[0] if isinstance(value, str) else sorted(set(values))

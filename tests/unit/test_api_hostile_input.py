@@ -232,3 +232,40 @@ def test_file_path_in_the_job_json_is_relative_to_the_store_never_a_machine_path
     ):
         assert answer["file_path"] == f"{TENANT}/{job['id']}/report.csv"
         assert stored.file_path not in json.dumps(answer)
+
+
+# --- finding 8: bounded echoes ---
+
+LONG = "x" * 10_000
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        {"job_type": LONG, "format": "csv"},
+        {"job_type": "FEED_INTAKE_EXPORT", "format": LONG},
+        {"job_type": "FEED_INTAKE_EXPORT", "format": "csv", "filters": {LONG: "a"}},
+        {"job_type": "FEED_INTAKE_EXPORT", "format": "csv", "farm_id": LONG},
+        {"job_type": "FEED_INTAKE_EXPORT", "format": "csv", "start_date": LONG},
+        {"job_type": "FEED_INTAKE_EXPORT", "format": "csv", "idempotency_key": LONG},
+        {"job_type": "FEED_INTAKE_EXPORT", "format": "csv", "tenant_id": LONG},
+        {"job_type": "FEED_INTAKE_EXPORT", "format": "csv", "filters": [LONG]},
+    ],
+)
+def test_an_error_message_never_echoes_more_than_about_a_hundred_characters_of_input(
+    world: ApiWorld, body: dict[str, Any]
+) -> None:
+    answer = world.client.post(JOBS, json=body, headers=auth(mint()))
+    assert answer.status_code in (400, 403), answer.text  # 403: naming another tenant
+    message = answer.json()["error"]["message"]
+    assert "x" * 121 not in message
+    assert len(message) < 1_000
+
+
+@pytest.mark.parametrize(
+    "path", [f"/{LONG}", f"{JOBS}/{LONG}/nothing", f"{JOBS}?status={LONG}", f"{JOBS}?limit={LONG}"]
+)
+def test_paths_and_queries_of_any_length_are_not_echoed_whole(world: ApiWorld, path: str) -> None:
+    answer = world.client.get(path, headers=auth(mint()))
+    assert answer.status_code in (400, 404)
+    assert "x" * 121 not in answer.json()["error"]["message"]
