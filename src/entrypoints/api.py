@@ -62,8 +62,8 @@ from reportcore.usecases import Policy
 
 from .auth import TokenVerifier
 from .bodies import ClientDisconnected, StrictRequest
-from .echo import MAX_ECHO, bounded
 from .containers import Container
+from .echo import MAX_ECHO, bounded
 from .schemas import (
     DownloadOut,
     ErrorBody,
