@@ -794,6 +794,7 @@ def create_app(container: Container) -> Litestar:
         _required(settings.jwt_secret, "jwt_secret"),
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
+        clock=container.clock(),
     )
     secret = _required(settings.download_secret, "download_secret").encode()
     readiness = Readiness(container)

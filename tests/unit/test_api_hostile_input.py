@@ -269,3 +269,36 @@ def test_paths_and_queries_of_any_length_are_not_echoed_whole(world: ApiWorld, p
     answer = world.client.get(path, headers=auth(mint()))
     assert answer.status_code in (400, 404)
     assert "x" * 121 not in answer.json()["error"]["message"]
+
+
+# --- finding 8: JWT time claims and a malformed tenant claim ---
+
+
+@pytest.mark.parametrize(
+    "exp", ["9999999999", 1e30, float("1e300"), -1, True, [9999999999], {"t": 1}, 253_402_300_800]
+)
+def test_a_jwt_whose_exp_is_not_a_real_numeric_date_is_401(world: ApiWorld, exp: Any) -> None:
+    token = mint({"exp": exp})
+    assert_envelope(world.client.get(JOBS, headers=auth(token)), 401, "UNAUTHORIZED")
+
+
+def test_the_jwt_exp_check_uses_the_clock_port(world: ApiWorld) -> None:
+    # a token fresh by the wall clock, at a moment the service's clock is pinned well after
+    token = mint(ttl_sec=600)
+    assert world.client.get(JOBS, headers=auth(token)).status_code == 200
+    world.clock.advance(600 + 60)
+    message = assert_envelope(world.client.get(JOBS, headers=auth(token)), 401, "UNAUTHORIZED")
+    assert "expired" in message
+    # and one not yet valid by the pinned clock
+    early = mint({"nbf": world.clock.now().timestamp() + 3600}, now=world.clock.now())
+    assert_envelope(world.client.get(JOBS, headers=auth(early)), 401, "UNAUTHORIZED")
+
+
+@pytest.mark.parametrize("tenant", ["../etc", "a b", "x" * 200, "-starts-with-dash", "t\u00e9"])
+def test_a_malformed_tenant_id_claim_is_401_not_400(world: ApiWorld, tenant: str) -> None:
+    headers = auth(mint({"tenant_id": tenant}))
+    for answer in (
+        world.client.get(JOBS, headers=headers),
+        world.client.post(JOBS, json={}, headers=headers),
+    ):
+        assert_envelope(answer, 401, "UNAUTHORIZED")

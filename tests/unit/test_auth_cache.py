@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import time
 
 import jwt
 import pytest
 
+from adapters.clock import FakeClock
 from entrypoints import auth
 from entrypoints.auth import LEEWAY_SEC, TokenVerifier
 from reportcore.errors import Unauthorized
@@ -33,18 +35,19 @@ def decodes(monkeypatch: pytest.MonkeyPatch) -> list[str]:
     return calls
 
 
-def test_a_verified_token_is_not_verified_again_until_it_expires(
-    decodes: list[str], monkeypatch: pytest.MonkeyPatch
-) -> None:
-    verifier = TokenVerifier(SECRET, issuer="farmiq", audience="farmiq-api")
-    exp = time.time() + 60
+def test_a_verified_token_is_not_verified_again_until_it_expires(decodes: list[str]) -> None:
+    clock = FakeClock(dt.datetime(2026, 2, 28, 23, 59, tzinfo=dt.UTC))
+    verifier = TokenVerifier(SECRET, issuer="farmiq", audience="farmiq-api", clock=clock)
+    exp = clock.now().timestamp() + 60
     token = _token(exp)
     first = verifier.principal(f"Bearer {token}")
     assert verifier.principal(f"Bearer {token}") == first
     assert len(decodes) == 1
-    # past exp + leeway by the verifier's clock: the cache no longer answers, pyjwt does
-    monkeypatch.setattr(auth.time, "time", lambda: exp + LEEWAY_SEC + 1)
-    verifier.principal(f"Bearer {token}")
+    # past exp + leeway by the verifier's clock: the cache no longer answers, and the token
+    # is verified again, and refused as expired
+    clock.advance(60 + LEEWAY_SEC + 1)
+    with pytest.raises(Unauthorized, match="expired"):
+        verifier.principal(f"Bearer {token}")
     assert len(decodes) == 2
 
 
