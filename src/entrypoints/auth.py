@@ -4,7 +4,8 @@ Only HS256 with ``JWT_SECRET`` is accepted (``alg: none`` and every other algori
 refused before the signature is looked at); ``exp``, ``iss`` and ``aud`` are required and
 verified. The time claims are checked here against the core's ``Clock`` (so tests pin time),
 not by pyjwt, which reads ``exp: "123"`` as a number and takes ``exp: 1e30`` as never.
-Every refusal is :class:`reportcore.errors.Unauthorized` (401). What a principal may do is decided by :mod:`reportcore.access`, not here.
+Every refusal is :class:`reportcore.errors.Unauthorized` (401). What a principal may do is
+decided by :mod:`reportcore.access`, not here.
 """
 
 from __future__ import annotations
