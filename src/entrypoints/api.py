@@ -367,7 +367,17 @@ def refuse_nul(value: Any, field: str = "") -> None:
             refuse_nul(item, field)
 
 
-_RANGE_RE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
+def header_key(value: str | None) -> str | None:
+    """The ``Idempotency-Key`` header as text, or a 400: header bytes are read as Latin-1, so
+    a UTF-8 key would be stored as mojibake; only printable ASCII is taken."""
+    if value is not None and not (value.isascii() and value.isprintable()):
+        raise ValidationError(
+            "Idempotency-Key header must be printable ASCII", field="idempotency_key"
+        )
+    return value
+
+
+_RANGE_RE = re.compile(r"^bytes=([0-9]{0,19})-([0-9]{0,19})$")  # \d takes any script's digits
 
 
 class Unsatisfiable(Exception):
@@ -544,9 +554,9 @@ def create_job(
     idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
 ) -> Response[JobOut]:
     """Create an export job (201), or answer an identical earlier one (200, replay header)."""
+    refuse_nul(msgspec.to_builtins(data))  # the body as sent: messages name its fields
     tenant = resolve_tenant(principal, named_tenant(data.tenant_id, data.tenantId))
-    valid = validate_create(data, header_key=idempotency_key)
-    refuse_nul(msgspec.to_builtins(valid))
+    valid = validate_create(data, header_key=header_key(idempotency_key))
     created = usecases.create_job(
         valid,
         tenant_id=tenant,
@@ -586,15 +596,18 @@ def list_jobs(
     limit: FromQuery[str | None] = None,
 ) -> JobPageOut:
     """The tenant's jobs, newest first, ``limit`` (1..100, default 25) at a time."""
-    wanted = validate_list(
-        status=status,
-        job_type=job_type,
-        created_from=created_from,
-        created_to=created_to,
-        cursor=cursor,
-        limit=limit,
-    )
-    refuse_nul(msgspec.to_builtins(wanted))
+    query = {
+        "status": status,
+        "job_type": job_type,
+        "created_from": created_from,
+        "created_to": created_to,
+        "cursor": cursor,
+        "limit": limit,
+    }
+    refuse_nul(query)
+    wanted = validate_list(**query)
+    if wanted.after is not None:
+        refuse_nul(wanted.after.id, "cursor")  # a forged cursor can hide one
     return page_out(usecases.list_jobs(wanted, tenant_id=tenant, jobs=jobs))
 
 

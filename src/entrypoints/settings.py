@@ -96,7 +96,7 @@ SETTING_TO_VARIABLE = {setting: names[0] for names, setting, _ in _VARIABLES}
 def _parse(name: str, kind: str, raw: str) -> object:
     value = raw.strip()
     if kind in ("positive_int", "non_negative_int", "port"):
-        if not value.isdigit():
+        if not (value.isascii() and value.isdigit()):  # int() also reads other scripts' digits
             raise ConfigError(f"{name} must be a whole number, got {raw!r}")
         n = int(value)
         if kind == "positive_int" and n < 1:

@@ -107,13 +107,21 @@ def validate_tenant_id(value: str, field: str = "tenant_id") -> str:
 
 
 def validate_idempotency_key(value: str | None) -> str | None:
-    """1..200 characters, or absent."""
+    """1..200 printable characters, or absent.
+
+    The key is stored and echoed in the job JSON and logs: CR, LF, ESC and other control or
+    separator characters would let a client forge lines there.
+    """
     if value is None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY:
         raise ValidationError(
             f"idempotency_key must be 1..{MAX_IDEMPOTENCY_KEY} characters",
             field="idempotency_key",
+        )
+    if not value.isprintable():
+        raise ValidationError(
+            "idempotency_key must not contain control characters", field="idempotency_key"
         )
     return value
 
@@ -278,7 +286,8 @@ def validate_list(
     n = DEFAULT_PAGE_SIZE
     if limit is not None:
         text = str(limit)
-        if not re.fullmatch(r"\d{1,4}", text) or not 1 <= int(text) <= MAX_PAGE_SIZE:
+        # [0-9], not \d: int() would read '\u0665' (an Arabic-Indic five) as 5
+        if not re.fullmatch(r"[0-9]{1,4}", text) or not 1 <= int(text) <= MAX_PAGE_SIZE:
             raise ValidationError(f"limit must be an integer 1..{MAX_PAGE_SIZE}", field="limit")
         n = int(text)
     frm = parse_instant(created_from, "created_from")

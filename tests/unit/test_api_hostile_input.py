@@ -302,3 +302,91 @@ def test_a_malformed_tenant_id_claim_is_401_not_400(world: ApiWorld, tenant: str
         world.client.post(JOBS, json={}, headers=headers),
     ):
         assert_envelope(answer, 401, "UNAUTHORIZED")
+
+
+# --- finding 8: idempotency keys ---
+
+
+@pytest.mark.parametrize("key", ["a\r\nb", "line\n", "esc\x1b[31m", "tab\there", "del\x7f", "\x85"])
+def test_an_idempotency_key_with_control_characters_is_400_and_never_stored(
+    world: ApiWorld, key: str
+) -> None:
+    body = {"job_type": "FEED_INTAKE_EXPORT", "format": "csv", "idempotency_key": key}
+    message = assert_envelope(world.client.post(JOBS, json=body, headers=auth(mint())), 400)
+    assert "idempotency_key" in message
+    assert world.client.get(JOBS, headers=auth(mint())).json()["items"] == []
+
+
+def test_a_non_ascii_idempotency_key_header_is_400_not_read_as_latin1(world: ApiWorld) -> None:
+    headers = [
+        (b"authorization", f"Bearer {mint()}".encode()),
+        (b"content-type", b"application/json"),
+        (b"idempotency-key", "cl\u00e9-\u2603".encode()),
+    ]
+    answer = world.client.post(
+        JOBS, content=b'{"job_type":"FEED_INTAKE_EXPORT","format":"csv"}', headers=headers
+    )
+    assert "Idempotency-Key" in assert_envelope(answer, 400)
+    assert world.client.get(JOBS, headers=auth(mint())).json()["items"] == []
+
+
+def test_a_printable_idempotency_key_is_still_taken_from_body_and_header(world: ApiWorld) -> None:
+    job = world.create(
+        {**{"job_type": "FEED_INTAKE_EXPORT", "format": "csv"}, "idempotency_key": "k 1/é"}
+    )
+    assert job["idempotency_key"] == "k 1/é"
+    again = world.create(headers={**auth(mint()), "Idempotency-Key": "feed-2026-w2"})
+    assert again["idempotency_key"] == "feed-2026-w2"
+
+
+# --- finding 8: non-ASCII digits in the query string ---
+
+
+@pytest.mark.parametrize("limit", ["\u0665", "\u0661\u0660", "\uff15", "\u00b2", "5\u0665"])
+def test_a_limit_in_non_ascii_digits_is_400(world: ApiWorld, limit: str) -> None:
+    answer = world.client.get(JOBS, params={"limit": limit}, headers=auth(mint()))
+    assert "limit" in assert_envelope(answer, 400)
+
+
+def test_a_range_in_non_ascii_digits_is_ignored_not_read_as_numbers(world: ApiWorld) -> None:
+    job = world.succeeded_job(rows=5)
+    url = world.download_url(job["id"])
+    answer = world.client.get(url, headers={"Range": "bytes=\u0660-\u0665".encode()})  # type: ignore[dict-item]
+    assert answer.status_code == 200  # the whole file, as for any malformed Range
+
+
+# --- finding 8: NUL messages name the field the client sent ---
+
+
+@pytest.mark.parametrize(
+    ("body", "field"),
+    [
+        (
+            {"job_type": "TELEMETRY_EXPORT", "format": "csv", "filters": {"metric": "a\x00"}},
+            "filters.metric",
+        ),
+        (
+            {
+                "job_type": "FEED_INTAKE_EXPORT",
+                "format": "csv",
+                "filters": {"device_id": ["x", "\x00"]},
+            },
+            "filters.device_id",
+        ),
+    ],
+)
+def test_a_nul_in_a_body_field_is_400_naming_that_field(
+    world: ApiWorld, body: dict[str, Any], field: str
+) -> None:
+    message = assert_envelope(world.client.post(JOBS, json=body, headers=auth(mint())), 400)
+    assert message.startswith(f"{field} ") and "scope" not in message
+
+
+def test_a_nul_hidden_in_a_cursor_is_400_naming_the_cursor(world: ApiWorld) -> None:
+    import base64
+
+    raw = json.dumps(["2026-01-01T00:00:00Z", "id\x00"]).encode()
+    cursor = base64.urlsafe_b64encode(raw).rstrip(b"=").decode()
+    answer = world.client.get(JOBS, params={"cursor": cursor}, headers=auth(mint()))
+    message = assert_envelope(answer, 400)
+    assert message.startswith("cursor ") and "after" not in message
