@@ -60,6 +60,7 @@ from reportcore.ports import Clock, FileStore, JobQueue, JobRepository
 from reportcore.requests import CreateRequest, validate_create, validate_list
 from reportcore.usecases import Policy
 
+from . import conditional
 from .auth import TokenVerifier
 from .bodies import ClientDisconnected, StrictRequest
 from .containers import Container
@@ -689,6 +690,10 @@ def cancel_job(
 
 _FILE_RESPONSES = {
     206: ResponseSpec(bytes, description="the requested byte range", media_type="*/*"),
+    304: ResponseSpec(None, description="If-None-Match names the current ETag: no body"),
+    412: ResponseSpec(
+        ErrorEnvelope, description="VALIDATION_ERROR: If-Match names no current ETag"
+    ),
     416: ResponseSpec(ErrorEnvelope, description="VALIDATION_ERROR: the Range selects no byte"),
     **_error_specs(400, 401, 403, 404, 410, 503),
 }
@@ -705,6 +710,22 @@ def _file_headers(file: usecases.FileToServe) -> dict[str, str]:
     if file.sha256:
         headers["etag"] = f'"{file.sha256}"'
     return headers
+
+
+def _preconditions(
+    if_match: str | None, if_none_match: str | None, headers: Mapping[str, str]
+) -> Response[None] | None:
+    """304 when the client's copy is current, 412 when ``If-Match`` fails, else ``None``."""
+    outcome = conditional.evaluate(if_match, if_none_match, headers.get("etag"))
+    if outcome is conditional.Outcome.FAILED:
+        raise ClientException(
+            detail="If-Match names no current version of the file", status_code=412
+        )
+    if outcome is conditional.Outcome.NOT_MODIFIED:
+        # RFC 9110 15.4.5: the headers a 200 would carry that describe the version, no body
+        kept = {k: v for k, v in headers.items() if k in ("etag", "cache-control")}
+        return Response(b"", status_code=304, headers=kept, media_type=MediaType.TEXT)
+    return None
 
 
 def _open_file(
@@ -738,10 +759,16 @@ def download_file(
     token: FromQuery[str | None] = None,
     range_header: Annotated[str | None, HeaderParameter(name="Range")] = None,
     if_range: Annotated[str | None, HeaderParameter(name="If-Range")] = None,
-) -> Stream:
-    """The file a download token grants, streamed; a single byte ``Range`` is honoured."""
+    if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+    if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match")] = None,
+) -> Response[Any]:
+    """The file a download token grants, streamed; a single byte ``Range`` is honoured, and
+    ``If-Match`` / ``If-None-Match`` / ``If-Range`` as RFC 9110 says."""
     file = _open_file(jobId, token, jobs, store, clock, download_secret)
     headers = _file_headers(file)
+    unchanged = _preconditions(if_match, if_none_match, headers)
+    if unchanged is not None:
+        return unchanged
     size = file.size_bytes
     try:
         wanted = byte_range(range_header, if_range, headers.get("etag"), size)
@@ -777,10 +804,16 @@ def file_head(
     clock: NamedDependency[Clock],
     download_secret: NamedDependency[bytes],
     token: FromQuery[str | None] = None,
+    if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+    if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match")] = None,
 ) -> Response[None]:
     """The headers ``GET`` would answer with, without the file."""
     file = _open_file(jobId, token, jobs, store, clock, download_secret)
-    headers = {**_file_headers(file), "content-length": str(file.size_bytes)}
+    headers = _file_headers(file)
+    unchanged = _preconditions(if_match, if_none_match, headers)
+    if unchanged is not None:
+        return unchanged
+    headers["content-length"] = str(file.size_bytes)
     # b"", not None: Litestar renders None only for text and JSON types, and an NDJSON HEAD
     # would be a 500
     return Response(b"", status_code=200, headers=headers, media_type=file.mime_type)

@@ -390,3 +390,70 @@ def test_a_nul_hidden_in_a_cursor_is_400_naming_the_cursor(world: ApiWorld) -> N
     answer = world.client.get(JOBS, params={"cursor": cursor}, headers=auth(mint()))
     message = assert_envelope(answer, 400)
     assert message.startswith("cursor ") and "after" not in message
+
+
+# --- finding 8: conditional requests on the file (RFC 9110) ---
+
+
+@pytest.fixture
+def file_url(world: ApiWorld) -> tuple[str, str]:
+    """The download URL of a finished job's file and its current ETag."""
+    url = world.download_url(world.succeeded_job(rows=5)["id"])
+    etag = world.client.get(url).headers["etag"]
+    return url, etag
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("form", ["same", "weak", "in_a_list", "star"])
+def test_if_none_match_with_the_current_etag_is_304_without_a_body(
+    world: ApiWorld, file_url: tuple[str, str], method: str, form: str
+) -> None:
+    url, etag = file_url
+    given = {"same": etag, "weak": f"W/{etag}", "in_a_list": f'"old", {etag}', "star": "*"}[form]
+    answer = world.client.request(method, url, headers={"If-None-Match": given})
+    assert answer.status_code == 304
+    assert answer.content == b""
+    assert answer.headers["etag"] == etag
+
+
+def test_if_none_match_with_another_etag_answers_the_file(
+    world: ApiWorld, file_url: tuple[str, str]
+) -> None:
+    url, _ = file_url
+    answer = world.client.get(url, headers={"If-None-Match": '"an-older-version"'})
+    assert answer.status_code == 200 and answer.content
+
+
+@pytest.mark.parametrize("method", ["GET", "HEAD"])
+@pytest.mark.parametrize("given", ['"another"', "W/{etag}", "garbage", ""])
+def test_a_failing_if_match_is_412_in_the_envelope(
+    world: ApiWorld, file_url: tuple[str, str], method: str, given: str
+) -> None:
+    url, etag = file_url
+    answer = world.client.request(method, url, headers={"If-Match": given.format(etag=etag)})
+    assert answer.status_code == 412
+    if method == "GET":
+        assert_envelope(answer, 412)
+
+
+@pytest.mark.parametrize("given", ["{etag}", '"x", {etag}', "*"])
+def test_a_matching_if_match_answers_the_file(
+    world: ApiWorld, file_url: tuple[str, str], given: str
+) -> None:
+    url, etag = file_url
+    answer = world.client.get(url, headers={"If-Match": given.format(etag=etag)})
+    assert answer.status_code == 200 and answer.content
+
+
+@pytest.mark.parametrize(
+    ("if_range", "status"),
+    [("{etag}", 206), ("W/{etag}", 200), ('"other"', 200), ("Tue, 01 Dec 2026 00:00:00 GMT", 200)],
+)
+def test_if_range_honours_the_range_only_on_a_strong_etag_match(
+    world: ApiWorld, file_url: tuple[str, str], if_range: str, status: int
+) -> None:
+    url, etag = file_url
+    headers = {"Range": "bytes=0-3", "If-Range": if_range.format(etag=etag)}
+    answer = world.client.get(url, headers=headers)
+    assert answer.status_code == status
+    assert len(answer.content) == (4 if status == 206 else int(answer.headers["content-length"]))
