@@ -50,6 +50,7 @@ from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 from litestar.response import Stream
+from litestar.routes import HTTPRoute
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
 from reportcore import usecases
@@ -59,8 +60,11 @@ from reportcore.ports import Clock, FileStore, JobQueue, JobRepository
 from reportcore.requests import CreateRequest, validate_create, validate_list
 from reportcore.usecases import Policy
 
+from . import conditional
 from .auth import TokenVerifier
+from .bodies import ClientDisconnected, StrictRequest
 from .containers import Container
+from .echo import MAX_ECHO, bounded
 from .schemas import (
     DownloadOut,
     ErrorBody,
@@ -84,6 +88,7 @@ API_VERSION = "1.0.0"
 JOBS_PATH = "/api/v1/reports/jobs"
 MAX_BODY_BYTES = 1_048_576  # a create body is a few hundred bytes; filters lists stay far below
 READY_TIMEOUT_SEC = 3.0
+MAX_MESSAGE = 1000  # an error message never grows with the input beyond this
 BEARER_SCHEME = "bearerAuth"
 
 # the contract's error codes and their statuses; any other code is an internal error
@@ -110,6 +115,7 @@ _INTERNAL_MESSAGE = "internal error; quote the traceId when reporting it"
 
 _IDS_KEY = "reportsvc.ids"
 _PRINCIPAL_KEY = "reportsvc.principal"
+_DISCONNECTED_KEY = "reportsvc.client_disconnected"
 _ID_RE = re.compile(r"^[!-~]{1,128}$")  # printable ASCII, no spaces, at most 128 characters
 _MAX_LOGGED_PATH = 512
 
@@ -184,6 +190,8 @@ class RequestContextMiddleware:
             outcome = "aborted"  # failed after the response started; the server drops it
             raise
         finally:
+            if scope["state"].get(_DISCONNECTED_KEY):
+                outcome = "client_disconnected"
             log.info(
                 "request",
                 extra={
@@ -210,6 +218,8 @@ def error_response(
 ) -> Response[ErrorEnvelope]:
     """The contract's error envelope."""
     trace = request_ids(request.scope).trace_id
+    # each echo of input is bounded where it is made; this bounds the whole, whatever the source
+    message = bounded(message, MAX_MESSAGE)
     return Response(
         ErrorEnvelope(error=ErrorBody(code=code, message=message, traceId=trace)),
         status_code=status,
@@ -246,7 +256,7 @@ def _on_report_error(request: Request[Any, Any, Any], exc: ReportError) -> Respo
         )
     message = exc.message
     if isinstance(exc, ValidationError) and exc.field and exc.field not in message:
-        message = f"{exc.field}: {message}"  # the client must learn which field to fix
+        message = f"{bounded(exc.field)}: {message}"  # the client must learn which field to fix
     return error_response(request, status, exc.code, message)
 
 
@@ -256,8 +266,9 @@ def _validation_message(exc: ValidationException) -> str:
     for problem in problems:
         if not isinstance(problem, dict):
             continue
-        key = str(problem.get("key") or "")
-        text = str(problem.get("message") or "is not valid")
+        key = bounded(str(problem.get("key") or ""))
+        # msgspec's wording quotes the value it refused, of any length
+        text = bounded(str(problem.get("message") or "is not valid"), MAX_ECHO + 40)
         if key == "data" and problem.get("source") == "body":
             if text == "'data'":  # Litestar's wording for an absent body
                 parts.append("request body is required: a JSON object")
@@ -271,13 +282,13 @@ def _on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respo
     if isinstance(exc, ValidationException):
         return error_response(request, 400, "VALIDATION_ERROR", _validation_message(exc))
     if isinstance(exc, NotFoundException):
-        return error_response(request, 404, "NOT_FOUND", f"no route {request.url.path}")
+        return error_response(request, 404, "NOT_FOUND", f"no route {bounded(request.url.path)}")
     if isinstance(exc, MethodNotAllowedException):
         return error_response(
             request,
             405,
             "VALIDATION_ERROR",
-            f"method {request.method} is not allowed on {request.url.path}",
+            f"method {bounded(request.method)} is not allowed on {bounded(request.url.path)}",
             exc.headers,  # Allow: the methods the path takes (RFC 9110 requires it on a 405)
         )
     if isinstance(exc, RequestEntityTooLarge):
@@ -288,10 +299,25 @@ def _on_http_error(request: Request[Any, Any, Any], exc: HTTPException) -> Respo
     if status >= 500 and status != 503:
         return _internal(request, exc)
     code = _HTTP_CODES.get(status, "VALIDATION_ERROR" if status < 500 else "SERVICE_UNAVAILABLE")
-    detail = exc.detail if isinstance(exc, ClientException) else "request is not valid"
+    detail = (
+        bounded(exc.detail, MAX_ECHO + 40)
+        if isinstance(exc, ClientException)
+        else "request is not valid"
+    )
     if isinstance(exc.__cause__, SerializationException):
         detail = f"request body is not valid JSON: {detail}"
     return error_response(request, status, code, detail, exc.headers)
+
+
+def _on_client_disconnected(
+    request: Request[Any, Any, Any], exc: ClientDisconnected
+) -> Response[ErrorEnvelope]:
+    # Not an error of ours and nobody to answer: the access log line says what happened
+    # (outcome=client_disconnected); the response below goes nowhere.
+    request.scope["state"][_DISCONNECTED_KEY] = True
+    return error_response(
+        request, 400, "VALIDATION_ERROR", "the client disconnected before its body was complete"
+    )
 
 
 def _on_unexpected(request: Request[Any, Any, Any], exc: Exception) -> Response[ErrorEnvelope]:
@@ -342,7 +368,17 @@ def refuse_nul(value: Any, field: str = "") -> None:
             refuse_nul(item, field)
 
 
-_RANGE_RE = re.compile(r"^bytes=(\d{0,19})-(\d{0,19})$")
+def header_key(value: str | None) -> str | None:
+    """The ``Idempotency-Key`` header as text, or a 400: header bytes are read as Latin-1, so
+    a UTF-8 key would be stored as mojibake; only printable ASCII is taken."""
+    if value is not None and not (value.isascii() and value.isprintable()):
+        raise ValidationError(
+            "Idempotency-Key header must be printable ASCII", field="idempotency_key"
+        )
+    return value
+
+
+_RANGE_RE = re.compile(r"^bytes=([0-9]{0,19})-([0-9]{0,19})$")  # \d takes any script's digits
 
 
 class Unsatisfiable(Exception):
@@ -466,6 +502,19 @@ def health() -> str:
     return "OK"
 
 
+@head("/api/health", media_type=MediaType.TEXT, sync_to_thread=False, tags=["health"])
+def health_head() -> Response[None]:
+    """Liveness for probes that ask with ``HEAD``: the headers ``GET`` answers, no body."""
+    return Response(b"", media_type=MediaType.TEXT, headers={"content-length": "2"})
+
+
+def _no_html_404(connection: ASGIConnection[Any, Any, Any, Any], _: BaseRouteHandler) -> None:
+    # Litestar answers an unknown /api-docs/<path> with its own HTML page; only that handler
+    # takes a path parameter, and every other 404 here is the envelope
+    if "path" in connection.path_params:
+        raise NotFoundException
+
+
 @get(
     "/api/ready",
     operation_id="ready",
@@ -507,9 +556,9 @@ def create_job(
     idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
 ) -> Response[JobOut]:
     """Create an export job (201), or answer an identical earlier one (200, replay header)."""
+    refuse_nul(msgspec.to_builtins(data))  # the body as sent: messages name its fields
     tenant = resolve_tenant(principal, named_tenant(data.tenant_id, data.tenantId))
-    valid = validate_create(data, header_key=idempotency_key)
-    refuse_nul(msgspec.to_builtins(valid))
+    valid = validate_create(data, header_key=header_key(idempotency_key))
     created = usecases.create_job(
         valid,
         tenant_id=tenant,
@@ -550,15 +599,18 @@ def list_jobs(
     limit: FromQuery[str | None] = None,
 ) -> JobPageOut:
     """The tenant's jobs, newest first, ``limit`` (1..100, default 25) at a time."""
-    wanted = validate_list(
-        status=status,
-        job_type=job_type,
-        created_from=created_from,
-        created_to=created_to,
-        cursor=cursor,
-        limit=limit,
-    )
-    refuse_nul(msgspec.to_builtins(wanted))
+    query = {
+        "status": status,
+        "job_type": job_type,
+        "created_from": created_from,
+        "created_to": created_to,
+        "cursor": cursor,
+        "limit": limit,
+    }
+    refuse_nul(query)
+    wanted = validate_list(**query)
+    if wanted.after is not None:
+        refuse_nul(wanted.after.id, "cursor")  # a forged cursor can hide one
     return page_out(usecases.list_jobs(wanted, tenant_id=tenant, jobs=jobs))
 
 
@@ -640,6 +692,10 @@ def cancel_job(
 
 _FILE_RESPONSES = {
     206: ResponseSpec(bytes, description="the requested byte range", media_type="*/*"),
+    304: ResponseSpec(None, description="If-None-Match names the current ETag: no body"),
+    412: ResponseSpec(
+        ErrorEnvelope, description="VALIDATION_ERROR: If-Match names no current ETag"
+    ),
     416: ResponseSpec(ErrorEnvelope, description="VALIDATION_ERROR: the Range selects no byte"),
     **_error_specs(400, 401, 403, 404, 410, 503),
 }
@@ -656,6 +712,22 @@ def _file_headers(file: usecases.FileToServe) -> dict[str, str]:
     if file.sha256:
         headers["etag"] = f'"{file.sha256}"'
     return headers
+
+
+def _preconditions(
+    if_match: str | None, if_none_match: str | None, headers: Mapping[str, str]
+) -> Response[None] | None:
+    """304 when the client's copy is current, 412 when ``If-Match`` fails, else ``None``."""
+    outcome = conditional.evaluate(if_match, if_none_match, headers.get("etag"))
+    if outcome is conditional.Outcome.FAILED:
+        raise ClientException(
+            detail="If-Match names no current version of the file", status_code=412
+        )
+    if outcome is conditional.Outcome.NOT_MODIFIED:
+        # RFC 9110 15.4.5: the headers a 200 would carry that describe the version, no body
+        kept = {k: v for k, v in headers.items() if k in ("etag", "cache-control")}
+        return Response(b"", status_code=304, headers=kept, media_type=MediaType.TEXT)
+    return None
 
 
 def _open_file(
@@ -689,10 +761,16 @@ def download_file(
     token: FromQuery[str | None] = None,
     range_header: Annotated[str | None, HeaderParameter(name="Range")] = None,
     if_range: Annotated[str | None, HeaderParameter(name="If-Range")] = None,
-) -> Stream:
-    """The file a download token grants, streamed; a single byte ``Range`` is honoured."""
+    if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+    if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match")] = None,
+) -> Response[Any]:
+    """The file a download token grants, streamed; a single byte ``Range`` is honoured, and
+    ``If-Match`` / ``If-None-Match`` / ``If-Range`` as RFC 9110 says."""
     file = _open_file(jobId, token, jobs, store, clock, download_secret)
     headers = _file_headers(file)
+    unchanged = _preconditions(if_match, if_none_match, headers)
+    if unchanged is not None:
+        return unchanged
     size = file.size_bytes
     try:
         wanted = byte_range(range_header, if_range, headers.get("etag"), size)
@@ -728,10 +806,16 @@ def file_head(
     clock: NamedDependency[Clock],
     download_secret: NamedDependency[bytes],
     token: FromQuery[str | None] = None,
+    if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
+    if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match")] = None,
 ) -> Response[None]:
     """The headers ``GET`` would answer with, without the file."""
     file = _open_file(jobId, token, jobs, store, clock, download_secret)
-    headers = {**_file_headers(file), "content-length": str(file.size_bytes)}
+    headers = _file_headers(file)
+    unchanged = _preconditions(if_match, if_none_match, headers)
+    if unchanged is not None:
+        return unchanged
+    headers["content-length"] = str(file.size_bytes)
     # b"", not None: Litestar renders None only for text and JSON types, and an NDJSON HEAD
     # would be a 500
     return Response(b"", status_code=200, headers=headers, media_type=file.mime_type)
@@ -758,6 +842,7 @@ def create_app(container: Container) -> Litestar:
         _required(settings.jwt_secret, "jwt_secret"),
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
+        clock=container.clock(),
     )
     secret = _required(settings.download_secret, "download_secret").encode()
     readiness = Readiness(container)
@@ -765,6 +850,10 @@ def create_app(container: Container) -> Litestar:
     def authenticate(
         connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
     ) -> None:
+        if connection.scope.get("method") == "OPTIONS":
+            # Litestar's own OPTIONS answer (204 with Allow) names the methods of the path and
+            # nothing of anyone's data: it needs no token, and it has no action to authorize
+            return
         principal = verifier.principal(connection.headers.get("authorization"))
         authorize(principal, _action(handler))
         connection.scope["state"][_PRINCIPAL_KEY] = principal
@@ -802,6 +891,16 @@ def create_app(container: Container) -> Litestar:
             for provider in reversed(started):
                 provider.shutdown()
 
+    allowed: dict[str, str] = {}  # path template -> its methods, filled once the app is built
+
+    async def answer_options(request: Request[Any, Any, Any]) -> Response[None] | None:
+        # Litestar 2.25's own OPTIONS answer names only the methods its route knew when it was
+        # first built (POST, not GET, on the jobs path): answer from the finished route table
+        if request.method != "OPTIONS":
+            return None
+        methods = allowed.get(request.scope.get("path_template", ""), "OPTIONS")
+        return Response(None, status_code=204, headers={"allow": methods})
+
     jobs_router = Router(
         path=JOBS_PATH,
         route_handlers=[create_job, list_jobs, get_job, issue_download, cancel_job],
@@ -815,7 +914,7 @@ def create_app(container: Container) -> Litestar:
     # handlers registered on one path at app level twice, and it then answers 500.
     files_router = Router(path=JOBS_PATH, route_handlers=[download_file, file_head])
     app = Litestar(
-        route_handlers=[health, ready, jobs_router, files_router],
+        route_handlers=[health, health_head, ready, jobs_router, files_router],
         dependencies={
             "jobs": Provide(provide_jobs, sync_to_thread=False),
             "queue": Provide(provide_queue, sync_to_thread=False),
@@ -828,12 +927,16 @@ def create_app(container: Container) -> Litestar:
         exception_handlers={
             ReportError: _on_report_error,
             HTTPException: _on_http_error,
+            ClientDisconnected: _on_client_disconnected,
             Exception: _on_unexpected,
         },
         openapi_config=OpenAPIConfig(
             title=API_TITLE,
             version=API_VERSION,
             path="/api-docs",
+            openapi_router=Router(
+                "/api-docs", route_handlers=[], include_in_schema=False, guards=[_no_html_404]
+            ),
             render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
             components=Components(
                 security_schemes={
@@ -855,8 +958,15 @@ def create_app(container: Container) -> Litestar:
             ),
         ],
         lifespan=[resources],
+        before_request=answer_options,
+        request_class=StrictRequest,
         request_max_body_size=MAX_BODY_BYTES,
         logging_config=None,  # the process configures logging (entrypoints.logs)
+    )
+    allowed.update(
+        (route.path_format, ", ".join(sorted(route.methods)))
+        for route in app.routes
+        if isinstance(route, HTTPRoute)
     )
     # App-level `middleware=` runs per route, after routing: it would never see the router's
     # own 404/405 answers. Wrapping the app's ASGI handler puts the ids on every response.

@@ -2,22 +2,27 @@
 
 Only HS256 with ``JWT_SECRET`` is accepted (``alg: none`` and every other algorithm are
 refused before the signature is looked at); ``exp``, ``iss`` and ``aud`` are required and
-verified. Every refusal is :class:`reportcore.errors.Unauthorized` (401). What a principal may
-do is decided by :mod:`reportcore.access`, not here.
+verified. The time claims are checked here against the core's ``Clock`` (so tests pin time),
+not by pyjwt, which reads ``exp: "123"`` as a number and takes ``exp: 1e30`` as never.
+Every refusal is :class:`reportcore.errors.Unauthorized` (401). What a principal may do is
+decided by :mod:`reportcore.access`, not here.
 """
 
 from __future__ import annotations
 
+import math
 import re
 import threading
-import time
 from collections.abc import Mapping
 from typing import Any
 
 import jwt
 
+from adapters.clock import SystemClock
 from reportcore.access import Principal
-from reportcore.errors import Unauthorized
+from reportcore.errors import Unauthorized, ValidationError
+from reportcore.ports import Clock
+from reportcore.requests import validate_tenant_id
 
 ALGORITHMS = ["HS256"]
 MAX_TOKEN_LENGTH = 8192
@@ -31,13 +36,18 @@ _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # Tokens verified lately, with their expiry: a client sends one token with every request, and
 # verifying it again (HMAC, two base64 and JSON decodes, claim checks) cost ~60 us a request.
 _CACHE_SIZE = 1024
+# 9999-12-31T23:59:59Z: the last instant a date can show; a NumericDate beyond it is no date
+MAX_NUMERIC_DATE = 253_402_300_799
 
 
 class TokenVerifier:
     """Checks user JWTs against one key, issuer and audience."""
 
-    def __init__(self, secret: str, *, issuer: str, audience: str) -> None:
+    def __init__(
+        self, secret: str, *, issuer: str, audience: str, clock: Clock | None = None
+    ) -> None:
         self._secret = secret
+        self._clock: Clock = clock or SystemClock()
         self._issuer = issuer
         self._audience = audience
         # token -> (principal, exp); only tokens that passed every check, so a hit is the same
@@ -49,8 +59,9 @@ class TokenVerifier:
     def principal(self, authorization: str | None) -> Principal:
         """The caller of an ``Authorization`` header value, or :class:`Unauthorized`."""
         token = bearer_token(authorization)
+        now = self._now()
         hit = self._verified.get(token)
-        if hit is not None and hit[1] > time.time() - LEEWAY_SEC:
+        if hit is not None and hit[1] > now - LEEWAY_SEC:
             return hit[0]
         try:
             claims = jwt.decode(
@@ -59,21 +70,53 @@ class TokenVerifier:
                 algorithms=ALGORITHMS,
                 audience=self._audience,
                 issuer=self._issuer,
-                leeway=LEEWAY_SEC,
-                options={"require": ["exp", "iss", "aud"]},
+                options={
+                    "require": ["exp", "iss", "aud"],
+                    "verify_exp": False,
+                    "verify_nbf": False,
+                    "verify_iat": False,
+                },
             )
-        except jwt.ExpiredSignatureError:
-            raise Unauthorized("bearer token has expired") from None
         except jwt.PyJWTError:
             # one message for every other refusal: which check failed helps only a forger
             raise Unauthorized("bearer token is not valid") from None
+        exp = check_times(claims, now)
         principal = principal_from_claims(claims)
-        exp = claims["exp"]  # required above, and a number, or decode had refused the token
         with self._lock:
             if len(self._verified) >= _CACHE_SIZE:
                 self._verified.clear()
-            self._verified[token] = (principal, float(exp))
+            self._verified[token] = (principal, exp)
         return principal
+
+    def _now(self) -> float:
+        return self._clock.now().timestamp()
+
+
+def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
+    value = claims.get(name)
+    if value is None:
+        return None
+    # RFC 7519 NumericDate: a JSON number (not a string, not a boolean), and a real date
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise Unauthorized("bearer token is not valid")
+    if not math.isfinite(value) or not 0 <= value <= MAX_NUMERIC_DATE:
+        raise Unauthorized("bearer token is not valid")
+    return float(value)
+
+
+def check_times(claims: Mapping[str, Any], now: float) -> float:
+    """``exp`` of verified claims if ``exp``, ``nbf`` and ``iat`` hold at ``now`` (with
+    :data:`LEEWAY_SEC`), else :class:`Unauthorized`."""
+    exp = _numeric_date(claims, "exp")
+    if exp is None:
+        raise Unauthorized("bearer token is not valid")
+    nbf = _numeric_date(claims, "nbf")
+    iat = _numeric_date(claims, "iat")
+    if exp <= now - LEEWAY_SEC:
+        raise Unauthorized("bearer token has expired")
+    if (nbf is not None and nbf > now + LEEWAY_SEC) or (iat is not None and iat > now + LEEWAY_SEC):
+        raise Unauthorized("bearer token is not valid")
+    return exp
 
 
 def bearer_token(authorization: str | None) -> str:
@@ -121,4 +164,10 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     tenant = claims.get("tenant_id")
     if tenant is not None and not isinstance(tenant, str):
         raise Unauthorized("bearer token claim tenant_id must be a string")
+    if tenant:
+        try:
+            validate_tenant_id(tenant)
+        except ValidationError:
+            # the token is at fault, not the request: a 401, as for any other bad claim
+            raise Unauthorized("bearer token claim tenant_id is malformed") from None
     return Principal(subject=subject, roles=frozenset(roles), tenant_id=tenant or None)

@@ -16,7 +16,7 @@ import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import IO, TYPE_CHECKING, Any
 
 import msgspec
 
@@ -29,6 +29,9 @@ from reportcore.requests import CreateRequest, ValidCreate, validate_create, val
 
 from .containers import demo_clock, upstream_config
 from .settings import ConfigError, Settings, load_settings
+
+if TYPE_CHECKING:  # uvicorn is imported only by the commands that serve HTTP
+    from .connections import ConnectionLimits
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -59,20 +62,36 @@ class Failure(Exception):
 # --- serving HTTP (shared by `api` and `dev`) ---
 
 
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """The slow-client limits of ``settings``."""
+    from .connections import ConnectionLimits
+
+    return ConnectionLimits(
+        header_timeout_sec=settings.http_header_timeout_sec,
+        body_timeout_sec=settings.http_body_timeout_sec,
+        max_connections=settings.http_max_connections,
+    )
+
+
 def serve(
     app: Any,
     host: str,
     port: int,
     *,
+    limits: ConnectionLimits | None = None,
     on_ready: Callable[[str], None] | None = None,
 ) -> None:
     """Serve ``app`` until SIGTERM or SIGINT, then finish in-flight requests and return.
 
-    ``on_ready`` gets the base URL once the socket listens (the real port when ``port`` is 0).
+    ``limits`` bound how long a client may take to send a request and how many may be
+    connected (defaults when not given); ``on_ready`` gets the base URL once the socket
+    listens (the real port when ``port`` is 0).
     """
     import logging
 
     import uvicorn
+
+    from .connections import ConnectionLimits, guarded_protocol
 
     log = logging.getLogger("reportsvc")
 
@@ -95,8 +114,10 @@ def serve(
         access_log=False,  # the API logs one line per request itself, with ids and duration
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SEC,
         server_header=False,
-        loop="uvloop",  # named, not "auto": a build without them fails here instead of
-        http="httptools",  # running ~20 % slower unnoticed (docs/performance.md)
+        loop="uvloop",  # named, not "auto": a build without uvloop fails here instead of
+        # running ~20 % slower unnoticed (docs/performance.md); httptools with read deadlines
+        # and a connection cap, which uvicorn lacks (entrypoints.connections)
+        http=guarded_protocol(limits or ConnectionLimits()),
     )
     # uvicorn re-raises the signal that stopped it once it is done; with these handlers in
     # place (uvicorn restores them) that ends the process with exit code 0, not by the signal
@@ -135,7 +156,7 @@ def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     try:
         app = create_app(container)
         relog(settings)
-        serve(app, settings.host, settings.port)
+        serve(app, settings.host, settings.port, limits=connection_limits(settings))
     finally:
         container.shutdown_resources()
     return EXIT_OK

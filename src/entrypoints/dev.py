@@ -116,7 +116,7 @@ def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | No
     from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
 
     from .api import create_app
-    from .cli import relog, serve, sign_user_token
+    from .cli import connection_limits, relog, serve, sign_user_token
     from .containers import Container, demo_clock, wire_embedded
     from .logs import setup_logging
     from .worker import Worker
@@ -150,7 +150,13 @@ def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | No
 
         app = create_app(container)
         relog(settings)
-        serve(app, settings.host, settings.port, on_ready=ready)
+        serve(
+            app,
+            settings.host,
+            settings.port,
+            limits=connection_limits(settings),
+            on_ready=ready,
+        )
     finally:
         # the worker first: it hands running jobs back while storage is still open
         stop.set()

@@ -64,6 +64,18 @@ def _utc(value: dt.datetime | None) -> dt.datetime | None:
     return value.astimezone(dt.UTC)
 
 
+def shown_file_path(job: Job) -> str | None:
+    """Where the job's file lives, relative to the store's root: ``<tenant>/<job>/<name>``.
+
+    The stored value is the server's own (an absolute path under ``EXPORT_ROOT``, or an object
+    URL) and names the machine's folders; no client needs them, and none may see them.
+    """
+    if not job.file_path:
+        return None
+    name = job.file_path.replace("\\", "/").rstrip("/").rsplit("/", 1)[-1]
+    return f"{job.tenant_id}/{job.id}/{name}"
+
+
 def job_out(job: Job) -> JobOut:
     """The job JSON of ``job``."""
     created = _utc(job.created_at)
@@ -83,7 +95,7 @@ def job_out(job: Job) -> JobOut:
         filters=dict(job.filters or {}),
         status=job.status,
         progress_pct=job.progress_pct,
-        file_path=job.file_path,
+        file_path=shown_file_path(job),
         file_name=job.file_name,
         mime_type=job.mime_type,
         size_bytes=job.size_bytes,

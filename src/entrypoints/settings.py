@@ -51,8 +51,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     max_range_days: dict[JobType, int] | None = None
     # the instant the demo upstream takes as now (dev and export --demo): the same data any day
     demo_now: dt.datetime | None = None
-    # how many jobs of one tenant one worker process runs at once (None: half its slots)
+    # how many jobs of one tenant one worker process runs at once (None: all slots but one)
     worker_tenant_concurrency: int | None = None
+    http_header_timeout_sec: float = 10.0
+    http_body_timeout_sec: float = 30.0
+    http_max_connections: int = 1000
 
 
 # variable -> (setting, kind); aliases listed after the main name, first one set wins
@@ -95,6 +98,9 @@ _VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("REPORT_MAX_RANGE_DAYS",), "max_range_days", "range_days"),
     (("DEMO_NOW",), "demo_now", "instant"),
     (("WORKER_TENANT_CONCURRENCY",), "worker_tenant_concurrency", "positive_int"),
+    (("HTTP_HEADER_TIMEOUT_SEC",), "http_header_timeout_sec", "positive_float"),
+    (("HTTP_BODY_TIMEOUT_SEC",), "http_body_timeout_sec", "positive_float"),
+    (("HTTP_MAX_CONNECTIONS",), "http_max_connections", "positive_int"),
 )
 
 SETTING_TO_VARIABLE = {setting: names[0] for names, setting, _ in _VARIABLES}

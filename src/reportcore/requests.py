@@ -118,7 +118,11 @@ def validate_tenant_id(value: str, field: str = "tenant_id") -> str:
 
 
 def validate_idempotency_key(value: str | None) -> str | None:
-    """1..200 characters, or absent."""
+    """1..200 printable characters, or absent.
+
+    The key is stored and echoed in the job JSON and logs: CR, LF, ESC and other control or
+    separator characters would let a client forge lines there.
+    """
     if value is None:
         return None
     if not isinstance(value, str) or not 1 <= len(value) <= MAX_IDEMPOTENCY_KEY:
@@ -126,7 +130,16 @@ def validate_idempotency_key(value: str | None) -> str | None:
             f"idempotency_key must be 1..{MAX_IDEMPOTENCY_KEY} characters",
             field="idempotency_key",
         )
+    if not value.isprintable():
+        raise ValidationError(
+            "idempotency_key must not contain control characters", field="idempotency_key"
+        )
     return value
+
+
+def _echo(text: str, limit: int = 100) -> str:
+    # a key of any length must not make the answer as long
+    return text if len(text) <= limit else text[: limit - 1] + "\u2026"
 
 
 def validate_filters(spec: JobTypeSpec, filters: Mapping[str, Any] | None) -> dict[str, Any]:
@@ -141,8 +154,8 @@ def validate_filters(spec: JobTypeSpec, filters: Mapping[str, Any] | None) -> di
         fspec = spec.filters.get(key)
         if fspec is None:
             raise ValidationError(
-                f"unknown filter {key!r} for {spec.job_type.value}; allowed: {allowed}",
-                field=f"filters.{key}",
+                f"unknown filter {_echo(key)!r} for {spec.job_type.value}; allowed: {allowed}",
+                field=f"filters.{_echo(key)}",
             )
         values: list[Any]
         if isinstance(value, str):
@@ -153,18 +166,18 @@ def validate_filters(spec: JobTypeSpec, filters: Mapping[str, Any] | None) -> di
             raise ValidationError(
                 f"filter {key!r} must be a {fspec.describe().split(': ', 1)[1]}; "
                 f"allowed: {allowed}",
-                field=f"filters.{key}",
+                field=f"filters.{_echo(key)}",
             )
         for v in values:
             if not isinstance(v, str) or not 1 <= len(v) <= 200:
                 raise ValidationError(
                     f"filter {key!r} values must be strings of 1..200 characters",
-                    field=f"filters.{key}",
+                    field=f"filters.{_echo(key)}",
                 )
             if fspec.choices is not None and v not in fspec.choices:
                 raise ValidationError(
                     f"filter {key!r} must be one of {', '.join(sorted(fspec.choices))}",
-                    field=f"filters.{key}",
+                    field=f"filters.{_echo(key)}",
                 )
         # one canonical form, so that fingerprints do not depend on list order or duplicates
         out[key] = values[0] if isinstance(value, str) else sorted(set(values))
@@ -306,7 +319,8 @@ def validate_list(
     n = DEFAULT_PAGE_SIZE
     if limit is not None:
         text = str(limit)
-        if not re.fullmatch(r"\d{1,4}", text) or not 1 <= int(text) <= MAX_PAGE_SIZE:
+        # [0-9], not \d: int() would read '\u0665' (an Arabic-Indic five) as 5
+        if not re.fullmatch(r"[0-9]{1,4}", text) or not 1 <= int(text) <= MAX_PAGE_SIZE:
             raise ValidationError(f"limit must be an integer 1..{MAX_PAGE_SIZE}", field="limit")
         n = int(text)
     frm = parse_instant(created_from, "created_from")

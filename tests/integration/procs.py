@@ -66,6 +66,9 @@ CONFIG_VARIABLES = frozenset(
         "UPSTREAM_RETRIES",
         "LOG_LEVEL",
         "LOG_FORMAT",
+        "HTTP_HEADER_TIMEOUT_SEC",
+        "HTTP_BODY_TIMEOUT_SEC",
+        "HTTP_MAX_CONNECTIONS",
     }
 )
 

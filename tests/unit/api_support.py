@@ -28,6 +28,7 @@ from entrypoints.api import create_app
 from entrypoints.containers import build_container
 from entrypoints.settings import Settings
 from reportcore.usecases import Policy, RunOutcome, run_job
+from tests.clock import pinned_now
 
 # pyjwt warns about HMAC keys shorter than the hash (64 bytes for HS512): keep them longer
 JWT_SECRET = "unit-test-jwt-secret-" + "0123456789abcdef" * 4
@@ -61,17 +62,19 @@ def mint(
     secret: str = JWT_SECRET,
     algorithm: str = "HS256",
     ttl_sec: int = 600,
+    now: dt.datetime | None = None,
 ) -> str:
-    """A user JWT: a tenant_admin of TENANT unless ``claims`` say otherwise."""
-    now = int(dt.datetime.now(dt.UTC).timestamp())
+    """A user JWT: a tenant_admin of TENANT unless ``claims`` say otherwise, issued at ``now``
+    (the real time unless given: pass the world's clock once a test moves it)."""
+    now_ts = int((now or pinned_now()).timestamp())
     body: dict[str, Any] = {
         "sub": "user-1",
         "roles": ["tenant_admin"],
         "tenant_id": TENANT,
         "iss": ISSUER,
         "aud": AUDIENCE,
-        "iat": now,
-        "exp": now + ttl_sec,
+        "iat": now_ts,
+        "exp": now_ts + ttl_sec,
     }
     body.update(claims or {})
     for name in omit:
@@ -96,7 +99,7 @@ def unsigned(claims: Mapping[str, Any], header: Mapping[str, Any]) -> str:
 
 def valid_claims(**changes: Any) -> dict[str, Any]:
     """The claims ``mint`` would sign, for tokens built by hand."""
-    now = int(dt.datetime.now(dt.UTC).timestamp())
+    now = int(pinned_now().timestamp())
     claims: dict[str, Any] = {
         "sub": "user-1",
         "roles": ["tenant_admin"],
@@ -135,6 +138,10 @@ class ApiWorld:
         self.clock: FakeClock = container.clock()
         self.policy: Policy = container.policy()
 
+    def headers(self, claims: Mapping[str, Any] | None = None) -> dict[str, str]:
+        """The Authorization header of a token fresh by this world's clock."""
+        return auth(mint(claims, now=self.clock.now()))
+
     def create(
         self,
         body: Mapping[str, Any] | None = None,
@@ -142,7 +149,7 @@ class ApiWorld:
     ) -> dict[str, Any]:
         """Create a job as a tenant_admin of TENANT and return its JSON (asserting 201)."""
         answer = self.client.post(
-            JOBS, json=dict(body or FEED_BODY), headers=headers or auth(mint())
+            JOBS, json=dict(body or FEED_BODY), headers=headers or self.headers()
         )
         assert answer.status_code == 201, answer.text
         job: dict[str, Any] = answer.json()
@@ -170,13 +177,13 @@ class ApiWorld:
         """A job of TENANT that ran to success over ``rows`` records; its JSON."""
         job = self.create()
         self.run_queued([feed_record(i) for i in range(rows)])
-        answer = self.client.get(f"{JOBS}/{job['id']}", headers=auth(mint()))
+        answer = self.client.get(f"{JOBS}/{job['id']}", headers=self.headers())
         assert answer.json()["status"] == "succeeded", answer.text
         return dict(answer.json())
 
     def download_url(self, job_id: str, headers: Mapping[str, str] | None = None) -> str:
         """The file URL ``GET .../download`` hands out."""
-        answer = self.client.get(f"{JOBS}/{job_id}/download", headers=headers or auth(mint()))
+        answer = self.client.get(f"{JOBS}/{job_id}/download", headers=headers or self.headers())
         assert answer.status_code == 200, answer.text
         url: str = answer.json()["download_url"]
         return url
@@ -191,9 +198,9 @@ def api_settings(**changes: Any) -> Settings:
 
 @contextlib.contextmanager
 def api_world(**settings: Any) -> Iterator[ApiWorld]:
-    """A fresh container (in-memory adapters, a fake clock at the real now) and a client."""
+    """A fresh container (in-memory adapters, a fake clock at the tests' now) and a client."""
     container = build_container(api_settings(**settings))
-    container.clock.override(providers.Object(FakeClock(dt.datetime.now(dt.UTC))))
+    container.clock.override(providers.Object(FakeClock(pinned_now())))
     app = create_app(container)
     with TestClient(app) as client:
         yield ApiWorld(client, container)

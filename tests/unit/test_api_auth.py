@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import base64
-import datetime as dt
 import os
 from collections.abc import Callable, Iterator
 
@@ -11,6 +10,7 @@ import httpx
 import pytest
 
 from reportcore import tokens
+from tests.clock import pinned_now
 
 from .api_support import (
     DOWNLOAD_SECRET,
@@ -72,7 +72,7 @@ def _rs256_token() -> str:
 
 
 def _expired() -> str:
-    return mint({"exp": int(dt.datetime.now(dt.UTC).timestamp()) - 3600})
+    return mint({"exp": int(pinned_now().timestamp()) - 3600})
 
 
 BAD_CREDENTIALS: dict[str, Callable[[], dict[str, str]]] = {
@@ -117,13 +117,15 @@ def test_a_missing_or_invalid_token_is_401_on_every_jwt_route(
     assert stored is not None and stored.status.value == "queued"  # nothing was done
 
 
+@pytest.mark.clock
 def test_an_expired_token_says_so(world: ApiWorld) -> None:
     answer = world.client.get(JOBS, headers=auth(_expired()))
     assert "expired" in answer.json()["error"]["message"]
 
 
+@pytest.mark.clock
 def test_a_token_slightly_ahead_of_our_clock_is_accepted(world: ApiWorld) -> None:
-    now = int(dt.datetime.now(dt.UTC).timestamp())
+    now = int(world.clock.now().timestamp())
     answer = world.client.get(JOBS, headers=auth(mint({"iat": now + 5, "nbf": now + 5})))
     assert answer.status_code == 200, answer.text
 

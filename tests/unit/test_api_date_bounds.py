@@ -3,11 +3,14 @@ would once crash the worker (``end_date: 9999-12-31``) or hold it for minutes is
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 
 import pytest
 
 from tests.unit.api_support import JOBS, ApiWorld, api_world, auth, mint
+
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
 
 
 @pytest.fixture
@@ -46,3 +49,14 @@ def test_the_maximum_range_comes_from_the_settings() -> None:
     with api_world(max_range_days={JobType.TELEMETRY_EXPORT: 7}) as world:
         assert _create(world, start_date="2026-01-01", end_date="2026-01-07")[0] == 201
         assert _create(world, start_date="2026-01-01", end_date="2026-01-08")[0] == 400
+
+
+def test_a_range_open_at_its_end_counts_up_to_the_clocks_today(world: ApiWorld) -> None:
+    today = world.clock.now().date()
+    start = today - dt.timedelta(days=91)  # 92 days with today
+    assert _create(world, start_date=start.isoformat())[0] == 201
+    status, body = _create(world, start_date=(start - dt.timedelta(days=1)).isoformat())
+    assert status == 400
+    assert body["error"]["message"] == (  # type: ignore[index]
+        "TELEMETRY_EXPORT may span at most 92 days; start_date..today spans 93"
+    )

@@ -107,6 +107,7 @@ def test_every_contract_error_code_answers_with_its_status_in_the_envelope(
     done = world.succeeded_job()
     check(client.post(f"{JOBS}/{done['id']}/cancel", headers=headers), "JOB_NOT_CANCELLABLE")
     world.clock.advance(world.policy.retention_sec + 1)
+    headers = world.headers()  # fresh by the moved clock
     check(client.get(f"{JOBS}/{done['id']}/download", headers=headers), "REPORT_EXPIRED")
     world.jobs.available = False
     check(client.get(JOBS, headers=headers), "SERVICE_UNAVAILABLE")

@@ -397,8 +397,8 @@ def test_list_filters_by_status_job_type_and_creation_time(world: ApiWorld) -> N
     first = world.create()
     world.clock.advance(3600)
     later = world.create(KPI_BODY)
-    world.client.post(f"{JOBS}/{first['id']}/cancel", headers=auth(mint()))
-    headers = auth(mint())
+    world.client.post(f"{JOBS}/{first['id']}/cancel", headers=world.headers())
+    headers = world.headers()
 
     def listed(**params: str) -> list[str]:
         answer = world.client.get(JOBS, params=params, headers=headers)
@@ -464,7 +464,7 @@ def test_download_answers_a_file_url_valid_for_the_configured_time(world: ApiWor
 def test_download_is_410_once_retention_removed_the_file(world: ApiWorld) -> None:
     job = world.succeeded_job()
     world.clock.advance(world.policy.retention_sec + 1)
-    answer = world.client.get(f"{JOBS}/{job['id']}/download", headers=auth(mint()))
+    answer = world.client.get(f"{JOBS}/{job['id']}/download", headers=world.headers())
     assert answer.status_code == 410
     assert answer.json()["error"]["code"] == "REPORT_EXPIRED"
 

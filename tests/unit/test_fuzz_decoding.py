@@ -30,6 +30,7 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
+from adapters.clock import FakeClock
 from entrypoints.auth import TokenVerifier
 from reportcore.access import Principal
 from reportcore.errors import Unauthorized, ValidationError
@@ -45,13 +46,16 @@ from reportcore.requests import (
     validate_list,
 )
 from reportcore.tokens import DownloadClaims, InvalidDownloadToken, sign, verify
+from tests.clock import pinned_now
 
 B64URL = string.ascii_letters + string.digits + "-_"
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
 DOWNLOAD_SECRET = b"fuzz-download-secret"
 JWT_SECRET = "fuzz-jwt-secret-" + "0123456789abcdef" * 4
 ISSUER, AUDIENCE = "farmiq", "farmiq-api"
-VERIFIER = TokenVerifier(JWT_SECRET, issuer=ISSUER, audience=AUDIENCE)
+VERIFIER = TokenVerifier(
+    JWT_SECRET, issuer=ISSUER, audience=AUDIENCE, clock=FakeClock(pinned_now())
+)
 
 
 def b64(data: bytes) -> str:
@@ -201,7 +205,7 @@ def _good_claims(**changes: Any) -> dict[str, Any]:
         "tenant_id": "tenant-a",
         "iss": ISSUER,
         "aud": AUDIENCE,
-        "exp": int(dt.datetime.now(dt.UTC).timestamp()) + 600,
+        "exp": int(pinned_now().timestamp()) + 600,
     }
     claims.update(changes)
     return claims
