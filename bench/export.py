@@ -101,11 +101,8 @@ def _request(fmt: str) -> object:
 def _source(url: str) -> object:
     from adapters.upstream import HttpRecordSource, UpstreamConfig
 
-    prefetch = int(os.environ.get("BENCH_PREFETCH", "2"))
-    process = os.environ.get("BENCH_FETCH_PROCESS", "1") == "1"
-    return HttpRecordSource(
-        UpstreamConfig(feed_url=url, token="bench", prefetch_pages=prefetch, fetch_process=process)
-    )
+    concurrency = int(os.environ.get("BENCH_CONCURRENCY", "8"))
+    return HttpRecordSource(UpstreamConfig(feed_url=url, token="bench", concurrency=concurrency))
 
 
 def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object]:
