@@ -13,6 +13,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import itertools
 import threading
 import time
 import uuid
@@ -193,7 +194,7 @@ def test_the_plan_cuts_the_range_into_whole_millisecond_windows_newest_first() -
     assert len(windows) == 16
     assert windows[0].upper == "U" and windows[0].below is None
     assert windows[-1].lower == "L"
-    for newer, older in zip(windows, windows[1:], strict=False):
+    for newer, older in itertools.pairwise(windows):
         assert older.upper == newer.lower  # a shared bound, owned by the newer window
         assert older.below is not None and older.below.microsecond % 1000 == 0
 
