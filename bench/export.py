@@ -1,49 +1,31 @@
-"""Export throughput and memory: a feed intake export of N records to CSV and to NDJSON.
+"""Export throughput and memory: a bounded feed intake export of N records, CSV and NDJSON,
+against a fake feed that answers each page after ``--latency-ms``.
 
-Method. The fake feed (bench/fake_feed.py: pre-encoded pages of 100 records over HTTP/1.1
-keep-alive, an asyncio protocol, ~25 us of CPU a page) runs in a process of its own, so that on
-two cores one core serves pages and the other exports. Each measurement then runs in a fresh
-child process of its own (``--child``), so its peak RSS (VmHWM from /proc/<pid>/status, read
-by the child just before it exits) is that one export's and nothing else's:
+Method. The fake feed (bench/fake_feed.py: ``start``/``end`` inclusive, ``cursor``, ``limit``
+default 25 capped at 100, like the real feed service; every connection answered concurrently
+after the delay) runs in a process of its own. Each measurement runs in a fresh child process
+(``--child``), so its peak RSS (VmHWM) is that one export's and nothing else's:
 
-- ``export_csv`` / ``export_ndjson``: the worker's code path end to end. A job is created
-  with ``reportcore.usecases.create_job`` (in-memory repository and queue: the job row is not
-  what is measured) and its message is handed to ``reportcore.usecases.run_job`` with the
-  real ``adapters.upstream.HttpRecordSource`` as the scaled-out worker configures it (its
-  HTTP client, retries, paging in a fetch process of its own, typed msgspec decoding where
-  the file is written) and the real ``adapters.filesystem.FilesystemStore`` (temporary file,
-  fsync, rename) on a temporary folder, the worker's default Policy (progress throttled to
-  one write a second). The job must end ``succeeded`` with N rows.
-- ``source_csv`` / ``source_ndjson``: the source alone: ``HttpRecordSource.pages`` of the same
-  request the export makes (typed records for CSV, raw record bytes for NDJSON), pages
-  fetched and decoded, then dropped.
-- ``sink_csv`` / ``sink_ndjson``: the sink alone: the first 64 pages (the fake feed's
-  distinct templates) are fetched and decoded before the clock starts, then
-  ``reportcore.export.write_export`` encodes, hashes and writes them round robin to N rows
-  into a FilesystemStore writer and commits (fsync) it.
+- ``sequential``: the sequential page rate of the same feed over the same range: the real
+  ``HttpRecordSource`` with ``concurrency=1`` (pages of 100 one after another, decoded, then
+  dropped), for up to ``--sequential-sec`` seconds or the whole range;
+- ``export_csv`` / ``export_ndjson``: the worker's code path end to end: a job created with
+  ``create_job`` (in-memory repository and queue), its message handed to ``run_job`` with the
+  real ``HttpRecordSource`` (``--concurrency`` windows, ``--transport``) and the real
+  ``FilesystemStore`` on a temporary folder. The job must end ``succeeded`` with N rows.
 
-Printed (one figure a line): rows/s of each, ``*_ratio`` = export / min(source, sink) for
-each format, ``*_peak_rss_mb`` of each export child and ``*_fetch_process_peak_rss_mb`` of
-its fetch process (the two add up to what an export holds), and each run's CPU per row (all
-its threads and its fetch process), which a machine busy with other work moves far less than
-rows/s. ``--fetch thread`` fetches in a thread of the exporting process instead (the embedded
-mode's way, and the service's before the fetch process), to compare.
-``--latency-ms L`` makes the fake feed wait L ms before each answer (a feed across a network);
-with ``--fetch thread``, ``--prefetch N`` sets how many pages the thread fetches ahead (default
-2; 0 = fetch, decode and write in turn on one thread): together they show what overlap buys.
-``--rows 5000000 --export-only`` shows that peak RSS does not grow with the size of the
-export. ``--profile csv|ndjson`` runs one export under cProfile (its main thread: the
-encoding, hashing and writing) and prints its top functions instead.
+Printed (one figure a line): ``sequential`` rows/s and its CPU per page (the transport
+comparison: run once with ``--transport httpx`` and once with ``stdlib``), each export's
+rows/s, ``*_ratio`` = export / sequential page rate, peak RSS and CPU per row.
 
-    .venv/bin/python bench/export.py                 # 1,000,000 rows, ~1 minute
-    .venv/bin/python bench/export.py --rows 5000000 --export-only  # the flat-memory check
-    .venv/bin/python bench/export.py --smoke         # ~5 s, exits 0 if every run was right
+    .venv/bin/python bench/export.py --rows 200000 --latency-ms 2
+    .venv/bin/python bench/export.py --rows 1000000 --export-only   # peak RSS at 1M rows
+    .venv/bin/python bench/export.py --smoke          # ~10 s, exits 0 if every run was right
 """
 
 from __future__ import annotations
 
 import contextlib
-import itertools
 import json
 import os
 import subprocess
@@ -55,7 +37,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, cpu_seconds, figure, parser, status_kb
+from common import ROOT, figure, parser, status_kb
 
 PY = sys.executable
 
@@ -83,29 +65,41 @@ def fake_feed(records: int, latency_ms: float = 0.0) -> Iterator[str]:
 # --- the measurements, each run in a child process ---
 
 
-def _request(fmt: str) -> object:
+def _request(fmt: str, rows: int) -> object:
+    import datetime as dt
+
     from reportcore.jobs import JobType, Scope
     from reportcore.ports import SourceRequest
 
+    first, last = _dates(rows)
     return SourceRequest(
         job_id="00000000-0000-4000-8000-00000000b001",
         tenant_id="t-bench",
         job_type=JobType.FEED_INTAKE_EXPORT,
-        scope=Scope(),
+        scope=Scope(start_date=dt.date.fromisoformat(first), end_date=dt.date.fromisoformat(last)),
         upstream_filters={},
         typed=fmt == "csv",
         raw=fmt == "ndjson",
     )
 
 
-def _source(url: str) -> object:
+def _source(url: str, concurrency: int | None = None) -> object:
     from adapters.upstream import HttpRecordSource, UpstreamConfig
 
-    prefetch = int(os.environ.get("BENCH_PREFETCH", "2"))
-    process = os.environ.get("BENCH_FETCH_PROCESS", "1") == "1"
     return HttpRecordSource(
-        UpstreamConfig(feed_url=url, token="bench", prefetch_pages=prefetch, fetch_process=process)
+        UpstreamConfig(
+            feed_url=url,
+            token="bench",
+            concurrency=concurrency or int(os.environ["BENCH_CONCURRENCY"]),
+            transport=os.environ["BENCH_TRANSPORT"],
+        )
     )
+
+
+def _dates(rows: int) -> tuple[str, str]:
+    from fake_feed import NEWEST, oldest
+
+    return oldest(rows).date().isoformat(), NEWEST.date().isoformat()
 
 
 def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object]:
@@ -118,7 +112,13 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
     from reportcore.usecases import Policy, create_job, run_job
 
     jobs, queue, clock = InMemoryJobRepository(), InMemoryQueue(), SystemClock()
-    body = {"job_type": "FEED_INTAKE_EXPORT", "format": "csv" if fmt == "csv" else "json"}
+    first, last = _dates(rows)
+    body = {
+        "job_type": "FEED_INTAKE_EXPORT",
+        "format": "csv" if fmt == "csv" else "json",
+        "start_date": first,
+        "end_date": last,
+    }
     create_job(
         validate_create(msgspec.convert(body, CreateRequest)),
         tenant_id="t-bench",
@@ -141,7 +141,6 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
         policy=Policy(),
     )
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    fetch_rss_kb, fetch_cpu = _fetch_processes()
     source.close()  # type: ignore[attr-defined]
     job = jobs.get(outcome.job_id or "")
     assert job is not None
@@ -153,21 +152,9 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
     return {
         "rows": rows,
         "seconds": seconds,
-        "cpu": cpu + fetch_cpu,
+        "cpu": cpu,
         "bytes": job.size_bytes,
-        "fetch_rss_kb": fetch_rss_kb,
     }
-
-
-def _fetch_processes() -> tuple[int, float]:
-    """Peak RSS (KiB) and CPU seconds of the source's fetch processes, if it has any."""
-    import multiprocessing
-
-    rss, cpu = 0, 0.0
-    for child in multiprocessing.active_children():
-        rss += status_kb(child.pid or 0, "VmHWM") or 0
-        cpu += cpu_seconds(child.pid or 0)
-    return rss, cpu
 
 
 def _lines(path: Path) -> int:
@@ -175,46 +162,23 @@ def _lines(path: Path) -> int:
         return sum(chunk.count(b"\n") for chunk in iter(lambda: fh.read(1 << 20), b""))
 
 
-def child_source(fmt: str, url: str, rows: int, folder: str) -> dict[str, object]:
-    source = _source(url)
-    n = 0
+def child_sequential(fmt: str, url: str, rows: int, folder: str) -> dict[str, object]:
+    """Pages one after another, decoded and dropped, for up to BENCH_SEQUENTIAL_SEC."""
+    source = _source(url, concurrency=1)
+    limit = float(os.environ["BENCH_SEQUENTIAL_SEC"])
+    n = pages = 0
     start, cpu = time.perf_counter(), time.process_time()
-    for page in source.pages(_request(fmt)):  # type: ignore[attr-defined]
-        n += len(page.records if fmt == "csv" else page.raw)
+    for page in source.pages(_request(fmt, rows)):  # type: ignore[attr-defined]
+        n += len(page)
+        pages += 1
+        if time.perf_counter() - start > limit:
+            break
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    cpu += _fetch_processes()[1]
     source.close()  # type: ignore[attr-defined]
-    if n != rows:
-        raise RuntimeError(f"source gave {n} rows, not {rows}")
-    return {"rows": n, "seconds": seconds, "cpu": cpu}
+    return {"rows": n, "pages": pages, "seconds": seconds, "cpu": cpu}
 
 
-def child_sink(fmt: str, url: str, rows: int, folder: str) -> dict[str, object]:
-    from adapters.filesystem import FilesystemStore
-    from reportcore.export import scope_values, write_export
-    from reportcore.jobs import JobType, ReportFormat, Scope
-    from reportcore.jobtypes import JOB_TYPES
-
-    source = _source(url)
-    held = list(itertools.islice(source.pages(_request(fmt)), 64))  # type: ignore[attr-defined]
-    source.close()  # type: ignore[attr-defined]
-    per_page = len(held[0].records if fmt == "csv" else held[0].raw)
-    pages = itertools.islice(itertools.cycle(held), rows // per_page)
-    writer = FilesystemStore(folder).create("t-bench", "sink", fmt)
-    start, cpu = time.perf_counter(), time.process_time()
-    result = write_export(
-        JOB_TYPES[JobType.FEED_INTAKE_EXPORT],
-        ReportFormat.CSV if fmt == "csv" else ReportFormat.JSON,
-        pages,
-        writer,
-        scope_values=scope_values("t-bench", Scope()),
-    )
-    writer.commit()
-    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
-    return {"rows": result.rows, "seconds": seconds, "cpu": cpu}
-
-
-CHILDREN = {"export": child_export, "source": child_source, "sink": child_sink}
+CHILDREN = {"export": child_export, "sequential": child_sequential}
 
 
 def run_child(kind: str, fmt: str, url: str, rows: int, profile: bool = False) -> dict[str, float]:
@@ -254,43 +218,41 @@ def main() -> None:
         child_main(sys.argv[2:])
         return
     p = parser(__doc__)
-    p.add_argument(
-        "--rows", type=int, default=1_000_000, help="records to export (a multiple of 100)"
-    )
+    p.add_argument("--rows", type=int, default=200_000, help="records to export")
     p.add_argument("--profile", choices=("csv", "ndjson"), help="cProfile one export instead")
-    p.add_argument(
-        "--export-only", action="store_true", help="skip the limits (for the 5M memory check)"
-    )
+    p.add_argument("--export-only", action="store_true", help="skip the sequential rate")
     p.add_argument("--formats", default="csv,ndjson", help="which formats to measure")
     p.add_argument("--latency-ms", type=float, default=0.0, help="the fake feed's answer delay")
-    p.add_argument("--prefetch", type=int, default=2, help="pages the source fetches ahead")
-    p.add_argument(
-        "--fetch", choices=("process", "thread"), default="process", help="where fetching runs"
-    )
+    p.add_argument("--concurrency", type=int, default=8, help="UPSTREAM_CONCURRENCY")
+    p.add_argument("--transport", choices=("stdlib", "httpx"), default="stdlib")
+    p.add_argument("--sequential-sec", type=float, default=10.0, help="cap of the sequential run")
     args = p.parse_args()
-    os.environ["BENCH_PREFETCH"] = str(args.prefetch)  # the children read it
-    os.environ["BENCH_FETCH_PROCESS"] = "1" if args.fetch == "process" else "0"
     rows = 20_000 if args.smoke else args.rows
+    os.environ["BENCH_CONCURRENCY"] = str(args.concurrency)  # the children read these
+    os.environ["BENCH_TRANSPORT"] = args.transport
+    os.environ["BENCH_SEQUENTIAL_SEC"] = str(2.0 if args.smoke else args.sequential_sec)
     with fake_feed(rows, args.latency_ms) as url:
         if args.profile:
             run_child("export", args.profile, url, rows, profile=True)
             return
         figure("rows", rows, "records")
+        figure("latency_ms", args.latency_ms, "ms")
+        figure("concurrency", args.concurrency)
+        sequential = 0.0
+        if not args.export_only:
+            seq = run_child("sequential", "csv", url, rows)
+            sequential = seq["rows"] / seq["seconds"]
+            figure("sequential", sequential, "rows/s")
+            figure("sequential_cpu_per_page", 1e6 * seq["cpu"] / seq["pages"], "us")
         for fmt in args.formats.split(","):
-            kinds = ("export",) if args.export_only else ("source", "sink", "export")
-            runs = {kind: run_child(kind, fmt, url, rows) for kind in kinds}
-            rate = {kind: r["rows"] / r["seconds"] for kind, r in runs.items()}
-            for kind in kinds:
-                figure(f"{kind}_{fmt}", rate[kind], "rows/s")
-            if not args.export_only:
-                figure(f"export_{fmt}_ratio", rate["export"] / min(rate["source"], rate["sink"]))
-            export = runs["export"]
+            export = run_child("export", fmt, url, rows)
+            rate = export["rows"] / export["seconds"]
+            figure(f"export_{fmt}", rate, "rows/s")
+            if sequential:
+                figure(f"export_{fmt}_ratio", rate / sequential)
             figure(f"export_{fmt}_peak_rss_mb", export["peak_rss_kb"] * 1024 / 1e6, "MB")
-            fetch_mb = export.get("fetch_rss_kb", 0) * 1024 / 1e6
-            figure(f"export_{fmt}_fetch_process_peak_rss_mb", fetch_mb, "MB")
-            figure(f"export_{fmt}_seconds", runs["export"]["seconds"], "s")
-            for kind, r in runs.items():  # robust on a busy machine, unlike rows/s
-                figure(f"{kind}_{fmt}_cpu_per_row", 1e6 * r["cpu"] / r["rows"], "us")
+            figure(f"export_{fmt}_seconds", export["seconds"], "s")
+            figure(f"export_{fmt}_cpu_per_row", 1e6 * export["cpu"] / export["rows"], "us")
 
 
 if __name__ == "__main__":

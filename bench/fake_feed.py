@@ -1,13 +1,14 @@
-"""A fast fake feed service for benchmarks: pre-encoded pages of 100 intake records.
+"""A fast fake feed service for benchmarks: N intake records, one every 7 seconds back from
+2026-01-31T23:59:00Z, served like the real feed service.
 
-Serves ``GET /api/v1/feed/intake-records?cursor=N`` (HTTP/1.1 keep-alive) from an asyncio
-protocol that does nothing per request but find the cursor and look up bytes, so that the
-exporter, not the fake, is what a benchmark measures. Run it in its own process:
+``GET /api/v1/feed/intake-records`` honours ``start`` and ``end`` (inclusive instants),
+``cursor`` and ``limit`` (default 25, capped at 100), answering newest first with
+``{"items": [...], "nextCursor": ...}``. It runs as an asyncio protocol that formats records
+from pre-encoded templates (the exporter, not the fake, is what a benchmark measures), and
+answers every connection concurrently: ``--latency-ms`` delays each answer (the time between
+a request and its first byte, as a feed across a network), without holding up the others.
 
     python bench/fake_feed.py --records 1000000 --port 0   # prints its base URL
-
-``--latency-ms`` delays each answer, as a feed service across a network would (the time
-between the request and the first byte), to show what overlapping fetch and write is for.
 """
 
 from __future__ import annotations
@@ -15,84 +16,99 @@ from __future__ import annotations
 import argparse
 import asyncio
 import datetime as dt
-import re
+import math
 import sys
-import uuid
+from urllib.parse import parse_qs
 
 import msgspec
 
-PAGE = 100
-TEMPLATES = 64  # distinct pages of records; page n uses template n % TEMPLATES
+DEFAULT_LIMIT, MAX_LIMIT = 25, 100
+STEP_SEC = 7
+NEWEST = dt.datetime(2026, 1, 31, 23, 59, tzinfo=dt.UTC)
+_EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+NEWEST_SEC = int((NEWEST - _EPOCH).total_seconds())
+VARIANTS = 60  # distinct record templates; record i uses i % VARIANTS
 
 
-def _record(i: int) -> dict[str, object]:
-    at = dt.datetime(2026, 1, 31, 23, 59, tzinfo=dt.UTC) - dt.timedelta(seconds=7 * i)
-    return {
-        "id": str(uuid.UUID(int=i + 1)),
+def oldest(total: int) -> dt.datetime:
+    """When the oldest of ``total`` records occurred (for a bench's date range)."""
+    return NEWEST - dt.timedelta(seconds=STEP_SEC * max(0, total - 1))
+
+
+def _template(v: int) -> bytes:
+    """Record ``v``'s JSON with ``%s`` where the id, the instants and the sequence go."""
+    fields = {
+        "id": "@ID@",
         "tenantId": "t-bench",
         "farmId": "9b2f3c4d-0000-4000-8000-000000000001",
         "barnId": "9b2f3c4d-0000-4000-8000-000000000002",
         "batchId": "9b2f3c4d-0000-4000-8000-000000000003",
-        "deviceId": f"silo-{i % 17}",
-        "source": ("MANUAL", "API_IMPORT", "SILO_AUTO")[i % 3],
+        "deviceId": f"silo-{v % 17}",
+        "source": ("MANUAL", "API_IMPORT", "SILO_AUTO")[v % 3],
         "feedFormulaId": "formula-a",
         "feedLotId": None,
-        "quantityKg": f"{(i % 997) / 10:.1f}",
-        "occurredAt": at.isoformat().replace("+00:00", "Z"),
-        "createdAt": at.isoformat().replace("+00:00", "Z"),
+        "quantityKg": f"{(v % 997) / 10:.1f}",
+        "occurredAt": "@AT@",
+        "createdAt": "@AT@",
         "ingestedAt": None,
-        "eventId": f"evt-{i}",
+        "eventId": "@EVT@",
         "externalRef": None,
         "idempotencyKey": None,
-        "sequence": i,
-        "notes": 'morning round, "silo 3"' if i % 10 == 0 else None,
+        "sequence": 0,
+        "notes": 'morning round, "silo 3"' if v % 10 == 0 else None,
         "createdByUserId": "user-1",
     }
+    raw = msgspec.json.encode(fields).replace(b"%", b"%%")
+    for marker in (b'"@ID@"', b'"@AT@"', b'"@EVT@"'):
+        raw = raw.replace(marker, b'"%s"')
+    return raw.replace(b'"sequence":0', b'"sequence":%d')
 
 
-class Pages:
-    """Pre-encoded response bodies; only the cursor differs between pages of one template."""
+class Feed:
+    """The records, as index ranges: record ``i`` occurred ``7 * i`` seconds before NEWEST."""
 
     def __init__(self, total: int) -> None:
         self.total = total
-        self.pages = (total + PAGE - 1) // PAGE
-        self.heads: list[bytes] = []
-        for t in range(TEMPLATES):
-            items = msgspec.json.encode([_record(t * PAGE + k) for k in range(PAGE)])
-            self.heads.append(b'{"items":' + items + b',"nextCursor":')
-        last_n = total - (self.pages - 1) * PAGE if total else 0
-        self.last = (
-            b'{"items":'
-            + msgspec.json.encode([_record(k) for k in range(last_n)])
-            + b',"nextCursor":null}'
-        )
+        self.templates = [_template(v) for v in range(VARIANTS)]
+        self.days: dict[int, str] = {}
 
-    def body(self, n: int) -> bytes:
-        if n >= self.pages - 1:
-            return self.last
-        return self.heads[n % TEMPLATES] + b'"' + str(n + 1).encode() + b'"}'
+    def record(self, i: int) -> bytes:
+        day, sec = divmod(NEWEST_SEC - STEP_SEC * i, 86_400)
+        prefix = self.days.get(day)
+        if prefix is None:
+            prefix = self.days[day] = (_EPOCH + dt.timedelta(days=day)).strftime("%Y-%m-%dT")
+        hours, rest = divmod(sec, 3600)
+        stamp = b"%s%02d:%02d:%02dZ" % (prefix.encode(), hours, rest // 60, rest % 60)
+        h = b"%032x" % (i + 1)  # the UUID of int i + 1, spelled out
+        ident = b"%s-%s-%s-%s-%s" % (h[:8], h[8:12], h[12:16], h[16:20], h[20:])
+        return self.templates[i % VARIANTS] % (ident, stamp, stamp, b"evt-%d" % i, i)
 
-    def response(self, n: int) -> bytes:
-        body = self.body(n)
-        return (
-            b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
-            + str(len(body)).encode()
-            + b"\r\n\r\n"
-            + body
-        )
+    def page(self, target: bytes) -> bytes:
+        _, _, raw_query = target.partition(b"?")
+        q = {k: v[-1] for k, v in parse_qs(raw_query.decode()).items()}
+        first, last = 0, self.total - 1  # newest first: index ascending
+        if "end" in q:
+            first = max(first, math.ceil((NEWEST_SEC - _seconds(q["end"])) / STEP_SEC))
+        if "start" in q:
+            last = min(last, math.floor((NEWEST_SEC - _seconds(q["start"])) / STEP_SEC))
+        limit = min(int(q.get("limit", DEFAULT_LIMIT)), MAX_LIMIT)
+        at = max(first, int(q["cursor"])) if "cursor" in q else first
+        upto = min(last + 1, at + limit)
+        items = b",".join(self.record(i) for i in range(at, upto))
+        more = b'"%d"' % upto if upto <= last else b"null"
+        return b'{"items":[' + items + b'],"nextCursor":' + more + b"}"
 
 
-_CURSOR = re.compile(rb"[?&]cursor=(\d+)")
+def _seconds(text: str) -> float:
+    t = dt.datetime.fromisoformat(text)
+    return (t if t.tzinfo else t.replace(tzinfo=dt.UTC)).timestamp()
 
 
 class _FeedProtocol(asyncio.Protocol):
-    """One keep-alive connection: each request head read gets its page, in order.
+    """One keep-alive connection: each request head read gets its page, after the latency."""
 
-    A protocol rather than streams: ~25 us of CPU a page instead of ~75, which matters here
-    because a paging client waits for every answer (the fake's time is on its clock too)."""
-
-    def __init__(self, pages: Pages, latency: float) -> None:
-        self.pages = pages
+    def __init__(self, feed: Feed, latency: float) -> None:
+        self.feed = feed
         self.latency = latency
         self.buffer = b""
         self.transport: asyncio.Transport | None = None
@@ -106,9 +122,13 @@ class _FeedProtocol(asyncio.Protocol):
         self.buffer += data
         while (end := self.buffer.find(b"\r\n\r\n")) >= 0:
             head, self.buffer = self.buffer[:end], self.buffer[end + 4 :]
-            target = head.split(b" ", 2)[1]
-            found = _CURSOR.search(target)
-            answer = self.pages.response(int(found[1]) if found else 0)
+            body = self.feed.page(head.split(b" ", 2)[1])
+            answer = (
+                b"HTTP/1.1 200 OK\r\ncontent-type: application/json\r\ncontent-length: "
+                + str(len(body)).encode()
+                + b"\r\n\r\n"
+                + body
+            )
             if self.latency:
                 asyncio.get_running_loop().call_later(self.latency, self._write, answer)
             else:
@@ -120,9 +140,9 @@ class _FeedProtocol(asyncio.Protocol):
 
 
 async def main_async(total: int, host: str, port: int, latency: float = 0.0) -> None:
-    pages = Pages(total)
+    feed = Feed(total)
     loop = asyncio.get_running_loop()
-    server = await loop.create_server(lambda: _FeedProtocol(pages, latency), host, port)
+    server = await loop.create_server(lambda: _FeedProtocol(feed, latency), host, port)
     bound = server.sockets[0].getsockname()[1]
     print(f"http://{host}:{bound}", flush=True)
     async with server:

@@ -83,11 +83,8 @@ def _closing(make: Callable[..., _Closable], *args: Any, **kwargs: Any) -> Itera
         resource.close()
 
 
-def upstream_config(settings: Settings, *, fetch_process: bool = False, **urls: str | None) -> Any:
-    """The HTTP source's configuration from settings; ``urls`` replace the configured ones.
-
-    ``fetch_process``: fetch in a process of its own, so that fetching and encoding run on two
-    cores (the scaled-out worker; the embedded service and one-off exports use a thread)."""
+def upstream_config(settings: Settings, **urls: str | None) -> Any:
+    """The HTTP source's configuration from settings; ``urls`` replace the configured ones."""
     from adapters.upstream import UpstreamConfig
 
     given: dict[str, str | None] = {
@@ -103,7 +100,12 @@ def upstream_config(settings: Settings, *, fetch_process: bool = False, **urls: 
         token=settings.internal_service_token,
         timeout_sec=settings.upstream_timeout_sec,
         retries=settings.upstream_retries,
-        fetch_process=fetch_process,
+        concurrency=settings.upstream_concurrency,
+        host_concurrency=settings.upstream_host_concurrency,
+        ca_bundle=settings.upstream_ca_bundle,
+        client_cert=settings.upstream_client_cert,
+        client_key=settings.upstream_client_key,
+        transport=settings.upstream_transport,
     )
 
 
@@ -120,9 +122,7 @@ def wire_service(container: Container, settings: Settings) -> Container:
     container.queue.override(providers.Resource(_closing, RabbitMQQueue, settings.rabbitmq_url))
     container.consumer.override(providers.Factory(RabbitMQConsumer, settings.rabbitmq_url))
     container.source.override(
-        providers.Resource(
-            _closing, HttpRecordSource, upstream_config(settings, fetch_process=True)
-        )
+        providers.Resource(_closing, HttpRecordSource, upstream_config(settings))
     )
     container.store.override(providers.ThreadSafeSingleton(FilesystemStore, settings.export_root))
     return container

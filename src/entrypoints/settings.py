@@ -45,6 +45,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     recovery_interval_sec: float = 5.0
     upstream_timeout_sec: float = 10.0
     upstream_retries: int = 4
+    upstream_concurrency: int = 8
+    upstream_host_concurrency: int = 16
+    upstream_ca_bundle: str | None = None
+    upstream_client_cert: str | None = None
+    upstream_client_key: str | None = None
+    upstream_transport: str = "stdlib"
     log_level: str = "INFO"
     log_format: str = "text"  # text (key=value) or json, one record a line
     # per job type, the widest date range a job may name (unlisted types keep their default)
@@ -93,6 +99,12 @@ _VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("REPORT_RECOVERY_INTERVAL_SEC",), "recovery_interval_sec", "positive_float"),
     (("UPSTREAM_TIMEOUT_SEC",), "upstream_timeout_sec", "positive_float"),
     (("UPSTREAM_RETRIES",), "upstream_retries", "non_negative_int"),
+    (("UPSTREAM_CONCURRENCY",), "upstream_concurrency", "positive_int"),
+    (("UPSTREAM_HOST_CONCURRENCY",), "upstream_host_concurrency", "positive_int"),
+    (("UPSTREAM_CA_BUNDLE",), "upstream_ca_bundle", "str"),
+    (("UPSTREAM_CLIENT_CERT",), "upstream_client_cert", "str"),
+    (("UPSTREAM_CLIENT_KEY",), "upstream_client_key", "str"),
+    (("UPSTREAM_TRANSPORT",), "upstream_transport", "upstream_transport"),
     (("LOG_LEVEL",), "log_level", "log_level"),
     (("LOG_FORMAT",), "log_format", "log_format"),
     (("REPORT_MAX_RANGE_DAYS",), "max_range_days", "range_days"),
@@ -169,6 +181,11 @@ def _parse(name: str, kind: str, raw: str) -> object:
         if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ConfigError(f"{name} must be DEBUG, INFO, WARNING or ERROR, got {raw!r}")
         return level
+    if kind == "upstream_transport":
+        transport = value.lower()
+        if transport not in ("stdlib", "httpx"):
+            raise ConfigError(f"{name} must be stdlib or httpx, got {raw!r}")
+        return transport
     if kind == "log_format":
         fmt = value.lower()
         if fmt not in ("text", "json"):

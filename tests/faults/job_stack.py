@@ -156,6 +156,9 @@ def running_stack(
         Procs(tmp_path / "logs") as procs,
     ):
         assert demo.base_url is not None
+        # one page after another unless a test asks for windows: these tests slow down and
+        # count the pages of a 14-page export (windows: test_worker_crash.py, tests/unit)
+        env = {"UPSTREAM_CONCURRENCY": "1"} | env
         full_env = service_env(database_url, amqp_url, root, demo.base_url, **env)
         migrated = run_reportsvc(full_env, "migrate")
         assert migrated.returncode == 0, migrated.stderr

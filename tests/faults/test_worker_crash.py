@@ -32,9 +32,12 @@ RECLAIM_BOUND_SEC = LEASE_SEC + RECOVERY_INTERVAL_SEC + 3.0
 JOB_DEADLINE_SEC = 45.0
 
 
-@pytest.fixture
-def stack(database_url: str, amqp_url: str, tmp_path: Path) -> Iterator[Stack]:
-    # 100 feed records a day: a two-week export is 14 pages; two workers
+@pytest.fixture(params=["1", "8"], ids=["sequential", "windows"])
+def stack(
+    request: pytest.FixtureRequest, database_url: str, amqp_url: str, tmp_path: Path
+) -> Iterator[Stack]:
+    # 100 feed records a day: a two-week export is 14 pages sequentially, 32 windows of one
+    # page each in windows; two workers
     with running_stack(
         database_url,
         amqp_url,
@@ -43,6 +46,7 @@ def stack(database_url: str, amqp_url: str, tmp_path: Path) -> Iterator[Stack]:
         worker=False,
         REPORT_LEASE_SEC=str(LEASE_SEC),
         REPORT_RECOVERY_INTERVAL_SEC=str(RECOVERY_INTERVAL_SEC),
+        UPSTREAM_CONCURRENCY=request.param,
     ) as stack:
         stack.start_worker()
         stack.start_worker()
@@ -52,8 +56,12 @@ def stack(database_url: str, amqp_url: str, tmp_path: Path) -> Iterator[Stack]:
 def test_a_job_whose_worker_is_killed_mid_export_is_reclaimed_and_succeeds_with_a_whole_file(
     stack: Stack,
 ) -> None:
-    # the first pages slowly, so that the kill lands mid-export
-    stack.upstream.faults.hang(0.3, times=6, path=FEED_PATH)
+    windows = stack.env["UPSTREAM_CONCURRENCY"] != "1"
+    # the first pages slowly (in windows: every page), so that the kill lands mid-export
+    if windows:
+        stack.upstream.faults.hang(0.5, times=1000, path=FEED_PATH)
+    else:
+        stack.upstream.faults.hang(0.3, times=6, path=FEED_PATH)
     with stack.http() as http:
         created = http.post(JOBS, json=feed_job(DEMO_START, DEMO_END))
         assert created.status_code == 201, created.text
@@ -116,7 +124,14 @@ def test_a_job_whose_worker_is_killed_mid_export_is_reclaimed_and_succeeds_with_
     ids = [r["id"] for r in records]
     assert len(records) == 1400 and len(set(ids)) == 1400  # 14 days of 100, none twice
     # the second run fetched every page itself: the export started over, it did not append
-    assert len(stack.upstream.requests_to(FEED_PATH)) == pages_before + 14
+    seen = stack.upstream.requests_to(FEED_PATH)
+    if windows:
+        asked = [(r.param("start"), r.param("end"), r.param("cursor")) for r in seen]
+        first_run = set(asked[:pages_before])
+        assert len(first_run) < 32 and len(set(asked)) == 32
+        assert set(asked[-32:]) == set(asked), "the second run did not fetch every window"
+    else:
+        assert len(seen) == pages_before + 14
 
     # only the finished file, no temporary of the crashed run
     files = stack.files()

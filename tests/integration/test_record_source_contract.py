@@ -1,7 +1,7 @@
 """One RecordSource contract over every adapter of the port: the in-memory ``StaticRecordSource``
 (what unit tests and library users trust) and the ``HttpRecordSource`` over real HTTP against
-the demo upstream, fetching in a thread (``http``) and in a process of its own
-(``http-process``, as the scaled-out worker does). All are given the same records - the
+the demo upstream, one request after another (``http-sequential``) and in concurrent time
+windows (``http-windows``, the default for a bounded range). All are given the same records - the
 demo's, fetched by hand as the contract describes - so each promise below is checked against
 the same truth on each.
 """
@@ -49,19 +49,11 @@ def contract_config(demo: DemoUpstream, **overrides: Any) -> UpstreamConfig:
     return config_for(demo, feed_page_limit=25, telemetry_limit=500, retries=1, **overrides)
 
 
-@pytest.fixture(scope="module")
-def process_source(demo: DemoUpstream) -> Iterator[HttpRecordSource]:
-    """One source with fetch processes for the module: a process starts once, not per test."""
-    with HttpRecordSource(contract_config(demo, fetch_process=True)) as source:
-        yield source
-
-
-@pytest.fixture(params=["memory", "http", "http-process"])
+@pytest.fixture(params=["memory", "http-sequential", "http-windows"])
 def world(
     request: pytest.FixtureRequest,
     demo: DemoUpstream,
     truth: dict[JobType, list[Any]],
-    process_source: HttpRecordSource,
 ) -> Iterator[World]:
     demo.faults.clear()
     if request.param == "memory":
@@ -71,14 +63,9 @@ def world(
             static.fail_with = UpstreamRejected("feed service answered 404")
 
         yield World(source=static, expected=truth, fail_next_rejected=fail_static)
-    elif request.param == "http-process":
-        yield World(
-            source=process_source,
-            expected=truth,
-            fail_next_rejected=lambda: demo.faults.status(404),
-        )
     else:
-        with HttpRecordSource(contract_config(demo)) as http:
+        concurrency = 1 if request.param == "http-sequential" else 8
+        with HttpRecordSource(contract_config(demo, concurrency=concurrency)) as http:
             yield World(
                 source=http, expected=truth, fail_next_rejected=lambda: demo.faults.status(404)
             )

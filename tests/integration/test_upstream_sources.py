@@ -213,7 +213,8 @@ def test_each_source_sends_the_contracts_path_parameters_and_headers(
     if job_type is JobType.TELEMETRY_EXPORT:
         scope = msgspec.structs.replace(scope, filters={"metric": "humidity"})
     request = request_for(job_type, scope)
-    with HttpRecordSource(config_for(demo, feed_page_limit=40)) as source:
+    # one request after another: the parameters of one sequential export (windows: below)
+    with HttpRecordSource(config_for(demo, feed_page_limit=40, concurrency=1)) as source:
         pages = list(source.pages(request))
     assert sum(len(p) for p in pages) > 0
 
@@ -434,7 +435,7 @@ def test_a_persistent_503_fails_the_job_unavailable_within_the_bounded_time(
     demo: DemoUpstream, tmp_path: Path
 ) -> None:
     demo.faults.status(503, times=100)
-    config = config_for(demo, retries=4, backoff_base_sec=0.01, backoff_max_sec=0.05)
+    config = config_for(demo, retries=4, backoff_base_sec=0.01, backoff_max_sec=0.05, concurrency=1)
     started = time.monotonic()
     with HttpRecordSource(config) as source:  # real sleeps, tiny backoff
         ran = run(source, tmp_path, JobType.FEED_INTAKE_EXPORT, "csv")
@@ -450,7 +451,7 @@ def test_404_fails_the_job_rejected_at_once_naming_service_status_and_path(
 ) -> None:
     sleeps = Sleeps()
     demo.faults.status(404, times=5)
-    with HttpRecordSource(config_for(demo), sleep=sleeps) as source:
+    with HttpRecordSource(config_for(demo, concurrency=1), sleep=sleeps) as source:
         ran = run(source, tmp_path, JobType.FEED_INTAKE_EXPORT, "csv")
     message = failed(ran, "UPSTREAM_REJECTED")
     assert message == "feed service answered 404 for GET /api/v1/feed/intake-records"
@@ -480,7 +481,7 @@ def test_a_malformed_page_fails_the_job_bad_response(demo: DemoUpstream, tmp_pat
 
 def test_a_malformed_later_page_also_leaves_no_file(demo: DemoUpstream, tmp_path: Path) -> None:
     demo.faults.malformed(path=PATHS[JobType.FEED_INTAKE_EXPORT], after=2)
-    with HttpRecordSource(config_for(demo, feed_page_limit=10)) as source:
+    with HttpRecordSource(config_for(demo, feed_page_limit=10, concurrency=1)) as source:
         ran = run(source, tmp_path, JobType.FEED_INTAKE_EXPORT, "csv")
     failed(ran, "UPSTREAM_BAD_RESPONSE")
     assert len(demo.requests_to(PATHS[JobType.FEED_INTAKE_EXPORT])) == 3
@@ -508,7 +509,7 @@ def test_an_unreachable_service_fails_unavailable_after_every_try(tmp_path: Path
     with DemoUpstream() as demo:
         url = str(demo.base_url)  # a port that was just free and is closed again
     sleeps = Sleeps()
-    config = UpstreamConfig(feed_url=url, retries=2)
+    config = UpstreamConfig(feed_url=url, retries=2, concurrency=1)
     with HttpRecordSource(config, sleep=sleeps) as source:
         ran = run(source, tmp_path, JobType.FEED_INTAKE_EXPORT, "csv")
     message = failed(ran, "UPSTREAM_UNAVAILABLE")

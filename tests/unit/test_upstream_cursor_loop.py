@@ -9,10 +9,10 @@ from collections.abc import Iterable
 
 import pytest
 
-from adapters.upstream import _CursorLoop
+from adapters.upstream.pagers import CursorLoop
 
 
-def steps_until_caught(cursors: Iterable[str], loop: _CursorLoop, cap: int) -> int:
+def steps_until_caught(cursors: Iterable[str], loop: CursorLoop, cap: int) -> int:
     for n, cursor in enumerate(cursors, start=1):
         if loop.repeats(cursor):
             return n
@@ -21,7 +21,7 @@ def steps_until_caught(cursors: Iterable[str], loop: _CursorLoop, cap: int) -> i
 
 
 def test_a_short_circle_is_caught_at_its_first_repeat() -> None:
-    loop = _CursorLoop(recent=8)
+    loop = CursorLoop(recent=8)
     assert steps_until_caught(itertools.cycle(["c1", "c2"]), loop, 10) == 3
 
 
@@ -29,7 +29,7 @@ def test_a_short_circle_is_caught_at_its_first_repeat() -> None:
 def test_a_circle_longer_than_the_kept_cursors_is_caught_within_about_twice_its_length(
     length: int,
 ) -> None:
-    loop = _CursorLoop(recent=8)
+    loop = CursorLoop(recent=8)
     lead_in = [f"lead-{n}" for n in range(37)]
     cursors = itertools.chain(lead_in, itertools.cycle([f"c{n}" for n in range(length)]))
     steps = steps_until_caught(cursors, loop, cap=10 * length + 100)
@@ -37,6 +37,6 @@ def test_a_circle_longer_than_the_kept_cursors_is_caught_within_about_twice_its_
 
 
 def test_cursors_that_never_repeat_are_never_taken_for_a_circle_and_memory_stays_bounded() -> None:
-    loop = _CursorLoop(recent=16)
+    loop = CursorLoop(recent=16)
     assert not any(loop.repeats(str(n)) for n in range(100_000))
     assert len(loop._recent) == len(loop._recent_set) == 16

@@ -15,7 +15,6 @@ import httpx
 import msgspec
 import pytest
 
-from adapters.http_client import HttpClient, NoAnswer
 from adapters.upstream import HttpRecordSource, UpstreamConfig, retry_after_seconds
 from reportcore.errors import (
     ExportFailure,
@@ -26,7 +25,7 @@ from reportcore.errors import (
 from reportcore.jobs import JobType, Scope
 from reportcore.ports import SourcePage, SourceRequest
 
-from .upstream_support import Handler, MockHttp
+from .upstream_support import Handler, transport
 
 TOKEN = "very-secret-service-token"
 URL = "http://upstream.test"
@@ -43,7 +42,7 @@ def source_over(
     }
     return HttpRecordSource(
         UpstreamConfig(**(settings | config)),
-        http=MockHttp(handler),
+        transport=transport(handler),
         sleep=(sleeps if sleeps is not None else []).append,
         rng=random.Random(7),
     )
@@ -287,8 +286,8 @@ def test_backoff_is_full_jitter_under_a_doubling_cap() -> None:
 def test_connect_errors_and_timeouts_are_retried() -> None:
     sleeps: list[float] = []
     failures = [
-        NoAnswer("connect failed: ConnectionRefusedError"),
-        NoAnswer("read timed out", timed_out=True),
+        httpx.ConnectError("connect failed: ConnectionRefusedError"),
+        httpx.ReadTimeout("read timed out"),
     ]
 
     def upstream(req: httpx.Request) -> httpx.Response:
@@ -303,7 +302,7 @@ def test_connect_errors_and_timeouts_are_retried() -> None:
 
 def test_a_timeout_on_every_try_says_the_service_did_not_answer_in_time() -> None:
     def upstream(req: httpx.Request) -> httpx.Response:
-        raise NoAnswer("read timed out", timed_out=True)
+        raise httpx.ReadTimeout("read timed out")
 
     with source_over(upstream, retries=1) as source, pytest.raises(UpstreamUnavailable) as e:
         drain(source, request(JobType.FEED_INTAKE_EXPORT))
@@ -339,14 +338,12 @@ def test_the_token_is_sent_as_a_bearer_and_the_job_id_as_trace_id() -> None:
     assert seen[0].headers["x-trace-id"] == req.job_id
 
 
-def test_close_leaves_an_http_client_that_was_passed_in_open() -> None:
-    http = MockHttp(lambda r: httpx.Response(200))
-    HttpRecordSource(UpstreamConfig(), http=http).close()
-    assert not http.closed
-    own = HttpRecordSource(UpstreamConfig())
-    assert isinstance(own._http, HttpClient)
-    own.close()
-    assert own._http._closed
+def test_close_closes_the_clients_the_source_made() -> None:
+    source = source_over(lambda r: httpx.Response(200, json={"items": []}))
+    drain(source, request(JobType.KPI_FEEDING_EXPORT))
+    client = source.clients.client(URL)
+    source.close()
+    assert client.is_closed
 
 
 # --- Retry-After ---

@@ -1,36 +1,18 @@
-"""A fake of HTTP for the record source's unit tests: a handler plays the upstream service.
+"""HTTP for the record source's unit tests: a handler plays the upstream service behind
+``httpx.MockTransport``, under the same ``httpx.Client`` (hooks, headers) the service uses.
 
-Handlers speak ``httpx.Request`` and ``httpx.Response`` (handy values for a request's URL,
-parameters and headers and for an answer's status and body); a handler that raises
-:class:`adapters.http_client.NoAnswer` plays a request that got no answer (refused, timed out).
-The real client is tested against real sockets in tests/integration/test_http_client.py.
+Handlers take an ``httpx.Request`` and return an ``httpx.Response``; one that raises
+``httpx.ConnectError`` or ``httpx.ReadTimeout`` plays a request that got no answer.
 """
 
 from __future__ import annotations
 
-import http.client
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 
 import httpx
-
-from adapters.http_client import Answer
 
 Handler = Callable[[httpx.Request], httpx.Response]
 
 
-class MockHttp:
-    """:class:`adapters.upstream.Http` answered by ``handler``."""
-
-    def __init__(self, handler: Handler) -> None:
-        self.handler = handler
-        self.closed = False
-
-    def get(self, base_url: str, target: str, headers: Mapping[str, str]) -> Answer:
-        response = self.handler(httpx.Request("GET", base_url + target, headers=headers))
-        message = http.client.HTTPMessage()
-        for name, value in response.headers.multi_items():
-            message[name] = value
-        return Answer(response.status_code, message, response.read())
-
-    def close(self) -> None:
-        self.closed = True
+def transport(handler: Handler) -> httpx.MockTransport:
+    return httpx.MockTransport(handler)

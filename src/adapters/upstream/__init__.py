@@ -1,0 +1,36 @@
+"""Record sources over HTTP: the feed service, the telemetry service and the WeighVision read
+model, as the contract's "Upstream sources" describes them. One module a concern:
+
+- :mod:`.config`: where the services are and how to ask them (:class:`UpstreamConfig`);
+- :mod:`.client`: one long-lived ``httpx.Client`` per upstream origin, the per-host cap;
+- :mod:`.transport`: the httpx transport over ``http.client`` that the clients use;
+- :mod:`.wire`: the pages on the wire, and the values the parts hand each other;
+- :mod:`.retry`: asking until an answer comes, and the contract's failure codes;
+- :mod:`.pagers`: paging one endpoint over one time window;
+- :mod:`.windows`: cutting a bounded range into windows fetched at once, read in order;
+- :mod:`.source`: :class:`HttpRecordSource`, the ``RecordSource`` port over all of that.
+"""
+
+from .config import (
+    FEED_INTAKE_PATH,
+    FEED_PAGE_MAX,
+    KPI_FEEDING_PATH,
+    TELEMETRY_LIMIT_MAX,
+    TELEMETRY_PATH,
+    WEIGHVISION_PATH,
+    UpstreamConfig,
+)
+from .retry import retry_after_seconds
+from .source import HttpRecordSource
+
+__all__ = [
+    "FEED_INTAKE_PATH",
+    "FEED_PAGE_MAX",
+    "KPI_FEEDING_PATH",
+    "TELEMETRY_LIMIT_MAX",
+    "TELEMETRY_PATH",
+    "WEIGHVISION_PATH",
+    "HttpRecordSource",
+    "UpstreamConfig",
+    "retry_after_seconds",
+]

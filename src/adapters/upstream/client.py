@@ -1,0 +1,153 @@
+"""The httpx clients of the upstream services: one long-lived ``httpx.Client`` per origin,
+shared by every export of the process, and a cap on requests in flight to each host.
+
+Every client has the configured timeout, connection limits of the host cap, ``trust_env``
+(proxies and ``SSL_CERT_FILE`` from the environment, as httpx reads them), an optional CA
+bundle and client certificate (mTLS), a ``User-Agent`` naming the service and its version,
+``Accept-Encoding: gzip``, and event hooks that log and count every retry (the retry loop
+marks a request's attempt in its extensions; see :mod:`adapters.upstream.retry`).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.metadata
+import logging
+import ssl
+import threading
+from collections import Counter
+from collections.abc import Iterator
+from urllib.parse import urlsplit
+
+import httpx
+
+from .config import UpstreamConfig
+from .transport import StdlibTransport
+
+log = logging.getLogger("reportsvc.upstream")
+
+ATTEMPT = "farmiq.attempt"  # request extension: 0 for a first try, n for the n-th retry
+DISTRIBUTION = "farmiq-reportsvc"
+
+
+def user_agent() -> str:
+    """``farmiq-reportsvc/<version>``: what upstream logs name us by."""
+    try:
+        version = importlib.metadata.version(DISTRIBUTION)
+    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
+        version = "0+unknown"
+    return f"{DISTRIBUTION}/{version}"
+
+
+def ssl_context(config: UpstreamConfig) -> ssl.SSLContext:
+    """Trust the CA bundle when one is given, else what httpx trusts (``SSL_CERT_FILE`` /
+    ``SSL_CERT_DIR`` under ``trust_env``, else certifi); present the client cert if given."""
+    if config.ca_bundle:
+        context = ssl.create_default_context(cafile=config.ca_bundle)
+    else:
+        context = httpx.create_ssl_context(trust_env=config.trust_env)
+    if config.client_cert:
+        context.load_cert_chain(config.client_cert, config.client_key)
+    return context
+
+
+class Clients:
+    """``httpx.Client`` per origin (scheme, host, port), made on first use; ``transport``
+    replaces the network for every origin (tests pass ``httpx.MockTransport``)."""
+
+    def __init__(
+        self, config: UpstreamConfig, transport: httpx.BaseTransport | None = None
+    ) -> None:
+        self._config = config
+        self._transport = transport
+        self._clients: dict[str, httpx.Client] = {}
+        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._lock = threading.Lock()
+        self._retries: Counter[str] = Counter()
+        self._ssl: ssl.SSLContext | None = None
+
+    def client(self, base_url: str) -> httpx.Client:
+        origin = _origin(base_url)
+        client = self._clients.get(origin)
+        if client is None:
+            with self._lock:
+                client = self._clients.get(origin)
+                if client is None:
+                    client = self._clients[origin] = self._make()
+        return client
+
+    @contextlib.contextmanager
+    def slot(self, base_url: str, stop: threading.Event) -> Iterator[bool]:
+        """Hold one of the host's in-flight slots while a request runs; yields False (and
+        holds nothing) when ``stop`` is set before a slot came free."""
+        host = _origin(base_url)
+        slots = self._slots.get(host)
+        if slots is None:
+            with self._lock:
+                slots = self._slots.setdefault(
+                    host, threading.BoundedSemaphore(max(1, self._config.host_concurrency))
+                )
+        while not slots.acquire(timeout=0.1):
+            if stop.is_set():
+                yield False
+                return
+        try:
+            yield True
+        finally:
+            slots.release()
+
+    def retries(self) -> dict[str, int]:
+        """Retries sent so far, by upstream host (what the request hook counted)."""
+        with self._lock:
+            return dict(self._retries)
+
+    def close(self) -> None:
+        with self._lock:
+            clients, self._clients = self._clients, {}
+        for client in clients.values():
+            client.close()
+
+    def _make(self) -> httpx.Client:
+        config = self._config
+        if self._ssl is None:
+            self._ssl = ssl_context(config)
+        cap = max(1, config.host_concurrency)
+        transport = self._transport
+        if transport is None and config.transport == "stdlib":
+            transport = StdlibTransport(
+                timeout=config.timeout_sec, ssl_context=self._ssl, max_idle=cap
+            )
+        return httpx.Client(
+            transport=transport,
+            verify=self._ssl,
+            trust_env=config.trust_env,
+            timeout=httpx.Timeout(config.timeout_sec),
+            limits=httpx.Limits(max_connections=cap, max_keepalive_connections=cap),
+            headers={
+                "user-agent": user_agent(),
+                "accept": "application/json",
+                "accept-encoding": "gzip",
+            },
+            event_hooks={"request": [self._on_request]},
+        )
+
+    def _on_request(self, request: httpx.Request) -> None:
+        attempt = request.extensions.get(ATTEMPT, 0)
+        if attempt:
+            host = request.url.host
+            with self._lock:
+                self._retries[host] += 1
+            log.info(
+                "upstream retry",
+                extra={
+                    "host": host,
+                    "path": request.url.path,
+                    "attempt": attempt,
+                    "trace_id": request.headers.get("x-trace-id"),
+                },
+            )
+
+
+def _origin(base_url: str) -> str:
+    parts = urlsplit(base_url)
+    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"

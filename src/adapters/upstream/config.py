@@ -1,0 +1,56 @@
+"""What the record sources are configured with: where each service is and how to ask it."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import msgspec
+
+from reportcore.jobtypes import Upstream
+
+FEED_INTAKE_PATH = "/api/v1/feed/intake-records"
+KPI_FEEDING_PATH = "/api/v1/kpi/feeding"
+TELEMETRY_PATH = "/api/v1/telemetry/readings"
+WEIGHVISION_PATH = "/api/v1/weighvision/weight-aggregates"
+
+FEED_PAGE_MAX = 100  # the feed service caps ``limit`` here
+TELEMETRY_LIMIT_MAX = 10_000  # the telemetry service caps ``limit`` here
+
+
+class UpstreamConfig(msgspec.Struct, frozen=True, kw_only=True):
+    """Where the upstream services are and how patiently (and how many at once) to ask them.
+
+    ``concurrency``: time windows of one bounded feed intake or telemetry export fetched at
+    once (1: one request after another). ``host_concurrency``: requests in flight to one
+    upstream host across every export of the process. ``ca_bundle`` / ``client_cert`` /
+    ``client_key``: PEM files for TLS to the upstreams (mTLS when a client cert is given).
+    ``trust_env``: honour ``HTTP(S)_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE`` as httpx does.
+    ``transport``: ``stdlib`` (the default: :mod:`adapters.upstream.transport`, an httpx
+    transport over ``http.client``) or ``httpx`` (httpx's own); see docs/performance.md.
+    """
+
+    feed_url: str | None = None
+    telemetry_url: str | None = None
+    weighvision_url: str | None = None
+    token: str | None = None
+    timeout_sec: float = 10.0
+    retries: int = 4  # tries after the first one
+    backoff_base_sec: float = 0.5
+    backoff_max_sec: float = 8.0
+    feed_page_limit: int = FEED_PAGE_MAX
+    telemetry_limit: int = TELEMETRY_LIMIT_MAX
+    concurrency: int = 8
+    host_concurrency: int = 16
+    ca_bundle: str | None = None
+    client_cert: str | None = None
+    client_key: str | None = None
+    trust_env: bool = True
+    transport: str = "stdlib"
+
+
+# upstream -> (config attribute of its base URL, the variable an operator sets)
+BASE_URLS: Mapping[Upstream, tuple[str, str]] = {
+    Upstream.FEED: ("feed_url", "CLOUD_FEED_SERVICE_URL"),
+    Upstream.TELEMETRY: ("telemetry_url", "CLOUD_TELEMETRY_SERVICE_URL"),
+    Upstream.WEIGHVISION: ("weighvision_url", "CLOUD_WEIGHVISION_READMODEL_URL"),
+}

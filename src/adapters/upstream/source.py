@@ -1,0 +1,211 @@
+"""The record source over HTTP: :class:`HttpRecordSource` serves every job type through a
+table (job type -> how to page it), fetching in threads and decoding where the file is
+written."""
+
+from __future__ import annotations
+
+import datetime as dt
+import functools
+import random
+import threading
+import time
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import httpx
+
+from reportcore.errors import UpstreamUnavailable
+from reportcore.jobs import JobType
+from reportcore.jobtypes import JOB_TYPES
+from reportcore.ports import SourcePage, SourceRequest
+
+from . import pagers
+from .client import Clients
+from .config import (
+    BASE_URLS,
+    FEED_INTAKE_PATH,
+    FEED_PAGE_MAX,
+    KPI_FEEDING_PATH,
+    TELEMETRY_LIMIT_MAX,
+    TELEMETRY_PATH,
+    WEIGHVISION_PATH,
+    UpstreamConfig,
+)
+from .pagers import Bounds
+from .retry import Retrying
+from .windows import Range, Task, WindowRun, plan
+from .wire import DECODERS, Call, Decoders, Fetched, camel, decode, kept, query
+
+WINDOWS_PER_THREAD = 4  # more windows than threads: a thread done early takes the next one
+
+
+class HttpRecordSource:
+    """:class:`reportcore.ports.RecordSource` over the FarmIQ services' HTTP APIs.
+
+    One :class:`~adapters.upstream.client.Clients` (an ``httpx.Client`` per upstream origin
+    and the per-host cap) serves every export of the process. A bounded feed intake or
+    telemetry export is cut into time windows fetched ``config.concurrency`` at once
+    (:mod:`adapters.upstream.windows`); any other export is fetched in one thread while the
+    exporter writes. ``transport`` replaces the network (tests: ``httpx.MockTransport``);
+    ``sleep`` and ``rng`` are the backoff's clock and dice.
+    """
+
+    def __init__(
+        self,
+        config: UpstreamConfig,
+        *,
+        transport: httpx.BaseTransport | None = None,
+        sleep: Callable[[float], None] = time.sleep,
+        rng: random.Random | None = None,
+    ) -> None:
+        self.config = config
+        self.clients = Clients(config, transport)
+        self._retrying = Retrying(config, self.clients, sleep=sleep, rng=rng)
+        self._runs: set[WindowRun] = set()
+        self._lock = threading.Lock()
+
+    def close(self) -> None:
+        """Close the clients (and their connections)."""
+        self.clients.close()
+
+    def __enter__(self) -> HttpRecordSource:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def running_threads(self) -> int:
+        """Window threads of this source still alive (none once every export has ended,
+        unless one was abandoned in the middle of a request)."""
+        with self._lock:
+            return sum(run.alive() for run in self._runs)
+
+    # --- the port ---
+
+    def pages(self, request: SourceRequest) -> Iterator[SourcePage]:
+        """The job's records, page by page, in upstream order."""
+        call, tasks = self._plan(request)
+        decoders = DECODERS[request.job_type]
+        run = WindowRun(tasks, self.config.concurrency)
+        with self._lock:
+            self._runs = {r for r in self._runs if r.alive()} | {run}
+        try:
+            for fetched in run.answers():
+                yield _page(call, fetched, decoders, request)
+        finally:
+            run.close()
+
+    # --- what to fetch ---
+
+    def _plan(self, request: SourceRequest) -> tuple[Call, list[Task]]:
+        job_type = request.job_type
+        path = _PATHS[job_type]
+        call = self._call(request, path)
+        params = _scope_params(request)
+        scope = request.scope
+
+        def get(stop: threading.Event, q: str) -> bytes:
+            return self._retrying.get(call, q, stop)
+
+        def task(page: Callable[[Callable[[str], bytes]], Iterator[Fetched]]) -> Task:
+            return lambda stop: page(functools.partial(get, stop))
+
+        if job_type in (JobType.KPI_FEEDING_EXPORT, JobType.WEIGHVISION_EXPORT):
+            names = (
+                ("startDate", "endDate")
+                if job_type is JobType.KPI_FEEDING_EXPORT
+                else (
+                    "start",
+                    "end",
+                )
+            )
+            if scope.start_date is not None:
+                params[names[0]] = scope.start_date.isoformat()
+            if scope.end_date is not None:
+                params[names[1]] = scope.end_date.isoformat()
+            q = query(params)
+            return call, [task(lambda g: pagers.single(g, q))]
+
+        start, end = scope.start_date, scope.end_date
+        if job_type is JobType.FEED_INTAKE_EXPORT:
+            params["limit"] = min(self.config.feed_page_limit, FEED_PAGE_MAX)
+            lower = f"{start.isoformat()}T00:00:00Z" if start else None
+            upper = f"{end.isoformat()}T23:59:59Z" if end else None
+        else:
+            limit = max(1, min(self.config.telemetry_limit, TELEMETRY_LIMIT_MAX))
+            params["limit"] = limit
+            lower = f"{start.isoformat()}T00:00:00Z" if start else None
+            upper = f"{end.isoformat()}T23:59:59.999Z" if end else None
+        q = query(params)
+        windows = [Bounds(lower=lower, upper=upper)]
+        if start is not None and end is not None and self.config.concurrency > 1:
+            first = dt.datetime.combine(start, dt.time.min, tzinfo=dt.UTC)
+            whole = Range(
+                first=first,
+                end=dt.datetime.combine(end, dt.time.min, tzinfo=dt.UTC) + dt.timedelta(days=1),
+                lower=lower or "",
+                upper=upper or "",
+            )
+            windows = plan(whole, self.config.concurrency * WINDOWS_PER_THREAD)
+        if job_type is JobType.FEED_INTAKE_EXPORT:
+            return call, [task(functools.partial(_feed, call=call, q=q, bounds=b)) for b in windows]
+        return call, [
+            task(functools.partial(_telemetry, call=call, q=q, bounds=b, limit=limit))
+            for b in windows
+        ]
+
+    def _call(self, request: SourceRequest, path: str) -> Call:
+        upstream = JOB_TYPES[request.job_type].upstream
+        attr, variable = BASE_URLS[upstream]
+        base_url = getattr(self.config, attr)
+        if not base_url:
+            raise UpstreamUnavailable(
+                f"{upstream.value} is not configured: set {variable} to export "
+                f"{request.job_type.value}"
+            )
+        return Call(
+            upstream=upstream, base_url=base_url.rstrip("/"), path=path, trace_id=request.job_id
+        )
+
+
+def _feed(get: pagers.Get, *, call: Call, q: str, bounds: Bounds) -> Iterator[Fetched]:
+    return pagers.feed_intake(get, call, q, bounds)
+
+
+def _telemetry(
+    get: pagers.Get, *, call: Call, q: str, bounds: Bounds, limit: int
+) -> Iterator[Fetched]:
+    return pagers.telemetry(get, call, q, bounds, limit)
+
+
+def _scope_params(request: SourceRequest) -> dict[str, Any]:
+    scope = request.scope
+    params: dict[str, Any] = {"tenantId": request.tenant_id}
+    for name in ("farm_id", "barn_id", "batch_id"):
+        value = getattr(scope, name)
+        if value is not None:
+            params[camel(name)] = value
+    for key, value in request.upstream_filters.items():
+        params[camel(key)] = value
+    return params
+
+
+def _page(call: Call, fetched: Fetched, decoders: Decoders, request: SourceRequest) -> SourcePage:
+    """An answer decoded as ``request`` asks: typed records, raw records, or both (decoded
+    from the same bytes, so aligned), less those its window did not keep."""
+    typed = decode(call, decoders.typed, fetched.body) if request.typed else None
+    raw = decode(call, decoders.raw, fetched.body) if request.raw else None
+    records = typed if isinstance(typed, list) or typed is None else typed.items
+    raws = raw if isinstance(raw, list) or raw is None else raw.items
+    if fetched.keep is not None:
+        records = kept(records, fetched.keep) if records is not None else None
+        raws = kept(raws, fetched.keep) if raws is not None else None
+    return SourcePage(records=records, raw=raws)
+
+
+_PATHS: Mapping[JobType, str] = {
+    JobType.FEED_INTAKE_EXPORT: FEED_INTAKE_PATH,
+    JobType.KPI_FEEDING_EXPORT: KPI_FEEDING_PATH,
+    JobType.TELEMETRY_EXPORT: TELEMETRY_PATH,
+    JobType.WEIGHVISION_EXPORT: WEIGHVISION_PATH,
+}

@@ -1,0 +1,155 @@
+"""The upstream services' pages as they come over the wire, and the values the parts of this
+package hand each other about them (:class:`Call`, :class:`Fetched`)."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Mapping, Sequence
+from typing import Any, Generic, TypeVar
+from urllib.parse import quote, urlencode
+
+import msgspec
+
+from reportcore.errors import UpstreamBadResponse
+from reportcore.jobs import JobType
+from reportcore.jobtypes import Upstream
+from reportcore.records import (
+    FeedingKpiRecord,
+    FeedIntakeRecord,
+    TelemetryReading,
+    WeightAggregate,
+)
+
+T = TypeVar("T")
+
+
+class ItemsPage(msgspec.Struct, Generic[T]):
+    """``{"items": [...]}``: KPI feeding and WeighVision answers."""
+
+    items: list[T]
+
+
+class CursorPage(msgspec.Struct, Generic[T]):
+    """``{"items": [...], "nextCursor": id|null}``: feed intake answers."""
+
+    items: list[T]
+    nextCursor: str | int | None = None
+
+
+class CursorOnly(msgspec.Struct):
+    """What feed paging needs of a page when its records are decoded elsewhere."""
+
+    nextCursor: str | int | None = None
+
+
+class RecordKey(msgspec.Struct, rename="camel", frozen=True):
+    """What paging by time needs of a record: its id and when it occurred."""
+
+    id: str
+    occurred_at: str
+
+
+class Decoders(msgspec.Struct, frozen=True):
+    """The decoders of one kind of answer, built once: records typed, and records raw."""
+
+    typed: msgspec.json.Decoder[Any]
+    raw: msgspec.json.Decoder[Any]
+
+
+DECODERS: Mapping[JobType, Decoders] = {
+    JobType.FEED_INTAKE_EXPORT: Decoders(
+        typed=msgspec.json.Decoder(CursorPage[FeedIntakeRecord]),
+        raw=msgspec.json.Decoder(CursorPage[msgspec.Raw]),
+    ),
+    JobType.KPI_FEEDING_EXPORT: Decoders(
+        typed=msgspec.json.Decoder(ItemsPage[FeedingKpiRecord]),
+        raw=msgspec.json.Decoder(ItemsPage[msgspec.Raw]),
+    ),
+    JobType.TELEMETRY_EXPORT: Decoders(
+        typed=msgspec.json.Decoder(list[TelemetryReading]),
+        raw=msgspec.json.Decoder(list[msgspec.Raw]),
+    ),
+    JobType.WEIGHVISION_EXPORT: Decoders(
+        typed=msgspec.json.Decoder(ItemsPage[WeightAggregate]),
+        raw=msgspec.json.Decoder(ItemsPage[msgspec.Raw]),
+    ),
+}
+READING_KEYS = msgspec.json.Decoder(list[RecordKey])
+FEED_KEYS = msgspec.json.Decoder(CursorPage[RecordKey])
+FEED_CURSOR = msgspec.json.Decoder(CursorOnly)
+
+
+class Call(msgspec.Struct, frozen=True, kw_only=True):
+    """One upstream endpoint of one job: who answers, where, and for which job."""
+
+    upstream: Upstream
+    base_url: str
+    path: str
+    trace_id: str
+
+    def describe(self) -> str:
+        return f"GET {self.path}"
+
+
+class Fetched(msgspec.Struct, frozen=True):
+    """One answer as a pager fetched it: its bytes, and which of its records to keep (``None``:
+    all; a window drops the records that belong to its neighbour)."""
+
+    body: bytes
+    keep: tuple[bool, ...] | None = None
+
+
+def decode(call: Call, decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
+    """``body`` through ``decoder``; an unreadable page is the upstream's fault."""
+    try:
+        return decoder.decode(body)
+    except msgspec.DecodeError as exc:
+        raise UpstreamBadResponse(
+            f"{call.upstream.value} sent an unreadable page for {call.describe()}: {exc}"
+        ) from exc
+
+
+def kept(items: Sequence[T], keep: Sequence[bool]) -> list[T]:
+    return [item for item, k in zip(items, keep, strict=True) if k]
+
+
+# --- instants and queries ---
+
+
+def instant_text(value: dt.datetime) -> str:
+    """An instant as upstream reads it: UTC, milliseconds, ``Z``."""
+    utc = value.astimezone(dt.UTC)
+    return utc.strftime("%Y-%m-%dT%H:%M:%S.") + f"{utc.microsecond // 1000:03d}Z"
+
+
+def parse_instant(text: str) -> dt.datetime:
+    t = dt.datetime.fromisoformat(text)
+    return t if t.tzinfo is not None else t.replace(tzinfo=dt.UTC)
+
+
+def instants_of(call: Call, keys: Sequence[RecordKey]) -> list[dt.datetime]:
+    """Each record's ``occurredAt``; one that does not read as an instant is a bad page."""
+    try:
+        return [parse_instant(k.occurred_at) for k in keys]
+    except ValueError as exc:
+        raise UpstreamBadResponse(
+            f"{call.upstream.value} sent a record with an unreadable occurredAt for "
+            f"{call.describe()}: {exc}"
+        ) from exc
+
+
+def camel(name: str) -> str:
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+def query(params: Mapping[str, Any]) -> str:
+    """``params`` as a percent-encoded query string (a list value as the key repeated)."""
+    return urlencode(params, doseq=True, quote_via=quote)
+
+
+def and_(q: str, key: str, value: str) -> str:
+    """``q`` and one more parameter: a page's cursor or window, added to the parameters
+    encoded once for the whole export rather than encoding them all again for each page."""
+    pair = f"{key}={quote(value, safe='')}"
+    return f"{q}&{pair}" if q else pair
