@@ -251,7 +251,7 @@ def _file_names() -> dict[str, str]:
 class SqlJobRepository(abc.ABC):
     """:class:`reportcore.ports.JobRepository` over SQL; an engine gives a dialect and sessions.
 
-    Semantics are those of :class:`adapters.memory.InMemoryJobRepository`, kept honest by one
+    Semantics are those of :class:`reportcore.testing.InMemoryJobRepository`, kept honest by one
     contract suite run over every engine.
     """
 

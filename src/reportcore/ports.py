@@ -1,6 +1,6 @@
 """The ports: what the core needs from the outside world, in the domain's words.
 
-Every port has an in-memory adapter (``adapters.memory``) and at least one real one; a contract
+Every port has an in-memory adapter (``reportcore.testing``) and at least one real one; a contract
 suite per port runs against all of them.
 """
 

@@ -7,9 +7,9 @@ import time
 import jwt
 import pytest
 
-from entrypoints import auth
-from entrypoints.auth import LEEWAY_SEC, TokenVerifier
 from reportcore.errors import Unauthorized
+from reportsvc.entrypoints import auth
+from reportsvc.entrypoints.auth import LEEWAY_SEC, TokenVerifier
 
 SECRET = "cache-test-secret-0123456789abcdefgh"
 

@@ -21,7 +21,7 @@ from typing import Any, Protocol
 from dependency_injector import containers, providers
 
 from adapters.clock import SystemClock
-from adapters.memory import (
+from reportcore.testing import (
     InMemoryFileStore,
     InMemoryJobRepository,
     InMemoryQueue,

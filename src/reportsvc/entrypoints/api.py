@@ -854,7 +854,7 @@ def create_app(container: Container) -> Litestar:
         ],
         lifespan=[resources],
         request_max_body_size=MAX_BODY_BYTES,
-        logging_config=None,  # the process configures logging (entrypoints.logs)
+        logging_config=None,  # the process configures logging (reportsvc.entrypoints.logs)
     )
     # App-level `middleware=` runs per route, after routing: it would never see the router's
     # own 404/405 answers. Wrapping the app's ASGI handler puts the ids on every response.

@@ -1,6 +1,8 @@
-"""In-memory adapters of every port: real implementations, kept to the same contract suites
-as the PostgreSQL, RabbitMQ and filesystem ones. Used by unit tests and the embedded default.
-All are thread-safe.
+"""In-memory adapters of every port of :mod:`reportcore.ports`, and a clock to pin time.
+
+Real, maintained implementations (the way procrastinate ships ``InMemoryConnector``), kept to
+the same contract suites as the service's PostgreSQL, RabbitMQ and filesystem adapters, so a
+consumer of the library can run its tests on them. Standard library and msgspec only, typed.
 """
 
 from __future__ import annotations
@@ -15,12 +17,45 @@ from typing import Any
 
 import msgspec
 
-from reportcore import lifecycle
-from reportcore.errors import QueueUnavailable, ServiceUnavailable, StorageFailure
-from reportcore.jobs import Job, JobMessage, JobStatus
-from reportcore.lifecycle import Event
-from reportcore.ports import Disposition, SourcePage, SourceRequest, StoredFile
-from reportcore.requests import ListQuery
+from . import lifecycle
+from .errors import QueueUnavailable, ServiceUnavailable, StorageFailure
+from .jobs import Job, JobMessage, JobStatus
+from .jobtypes import JOB_TYPES
+from .lifecycle import Event
+from .ports import Disposition, SourcePage, SourceRequest, StoredFile
+from .requests import ListQuery
+
+__all__ = [
+    "FakeClock",
+    "InMemoryFileStore",
+    "InMemoryJobRepository",
+    "InMemoryQueue",
+    "StaticRecordSource",
+]
+
+
+class FakeClock:
+    """A :class:`reportcore.ports.Clock` that moves only when told to (thread-safe)."""
+
+    def __init__(self, start: dt.datetime | None = None) -> None:
+        self._now = start or dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        self._lock = threading.Lock()
+
+    def now(self) -> dt.datetime:
+        """The time it was set or advanced to."""
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> dt.datetime:
+        """Move on by ``seconds``; returns the new time."""
+        with self._lock:
+            self._now += dt.timedelta(seconds=seconds)
+            return self._now
+
+    def set(self, when: dt.datetime) -> None:
+        """Jump to ``when``."""
+        with self._lock:
+            self._now = when
 
 
 def _copy(job: Job) -> Job:
@@ -382,8 +417,6 @@ class StaticRecordSource:
         self.requests: list[SourceRequest] = []
 
     def pages(self, request: SourceRequest) -> Iterator[SourcePage]:
-        from reportcore.jobtypes import JOB_TYPES
-
         self.requests.append(request)
         spec = JOB_TYPES[request.job_type]
         items = list(self._records.get(request.job_type.value, ()))
