@@ -159,7 +159,8 @@ class SourceRequest(msgspec.Struct, frozen=True, kw_only=True):
 
     job_id: str
     tenant_id: str
-    job_type: JobType
+    # a consumer's own job type (see JobTypeRegistry) is named by a plain string
+    job_type: JobType | str
     scope: Scope
     upstream_filters: dict[str, Any]
     typed: bool = True

@@ -20,7 +20,7 @@ import msgspec
 from . import lifecycle
 from .errors import QueueUnavailable, ServiceUnavailable, StorageFailure
 from .jobs import Job, JobMessage, JobStatus
-from .jobtypes import JOB_TYPES
+from .jobtypes import JOB_TYPES, JobTypeRegistry
 from .lifecycle import Event
 from .ports import Disposition, SourcePage, SourceRequest, StoredFile
 from .requests import ListQuery
@@ -402,7 +402,8 @@ class StaticRecordSource:
     """Records held in memory, served in pages: for tests and the library examples.
 
     ``records`` maps a job type to its upstream records as JSON-ready dicts (camelCase), in
-    upstream order; they are encoded and decoded exactly as a real source would.
+    upstream order; they are encoded and decoded exactly as a real source would, into the
+    record type ``job_types`` (a consumer's own registry, say) gives for the job type.
     """
 
     def __init__(
@@ -410,16 +411,19 @@ class StaticRecordSource:
         records: Mapping[str, Sequence[Mapping[str, Any]]],
         page_size: int = 100,
         fail_with: Exception | None = None,
+        *,
+        job_types: JobTypeRegistry = JOB_TYPES,
     ) -> None:
         self._records = records
+        self._job_types = job_types
         self._page_size = page_size
         self.fail_with = fail_with
         self.requests: list[SourceRequest] = []
 
     def pages(self, request: SourceRequest) -> Iterator[SourcePage]:
         self.requests.append(request)
-        spec = JOB_TYPES[request.job_type]
-        items = list(self._records.get(request.job_type.value, ()))
+        spec = self._job_types[request.job_type]
+        items = list(self._records.get(str(request.job_type), ()))
         for start in range(0, max(len(items), 1), self._page_size):
             if self.fail_with is not None:
                 raise self.fail_with
