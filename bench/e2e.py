@@ -77,7 +77,11 @@ def main() -> None:
     args = parser.parse_args()
     total = args.jobs or (200 if args.smoke else 2000)
 
-    with service(WORKER_CONCURRENCY=str(args.concurrency)) as (procs, env):
+    # one tenant makes every job here: let it hold every slot, as the figures always had
+    with service(
+        WORKER_CONCURRENCY=str(args.concurrency),
+        WORKER_TENANT_CONCURRENCY=str(args.concurrency),
+    ) as (procs, env):
         feed = procs.start(
             "fake-feed",
             [

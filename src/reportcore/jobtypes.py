@@ -77,6 +77,9 @@ class JobTypeSpec(msgspec.Struct, frozen=True, kw_only=True):
     columns: tuple[Column, ...]
     progress_attr: str
     newest_first: bool
+    # the widest start_date..end_date a job may name (days, both ends included): bounds the
+    # work one job can ask of the upstream and of a worker slot; configurable per job type
+    max_range_days: int = 366
 
     @property
     def header(self) -> tuple[str, ...]:
@@ -247,6 +250,7 @@ JOB_TYPES = JobTypeRegistry(
             ),
             progress_attr="occurred_at",
             newest_first=True,
+            max_range_days=92,  # a reading every few minutes per sensor: far denser than the others
         ),
         JobTypeSpec(
             job_type=JobType.WEIGHVISION_EXPORT,

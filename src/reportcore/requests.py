@@ -17,6 +17,11 @@ from .jobs import JobStatus, JobType, ReportFormat, Scope
 from .jobtypes import JOB_TYPES, JobTypeSpec
 
 MAX_IDEMPOTENCY_KEY = 200
+# The dates a job may name. The upstreams take them as instants (``T00:00:00Z`` to
+# ``T23:59:59Z``) and the exporters compute the instant after ``end_date``: 9999-12-31 has none
+# in Python's calendar. FarmIQ holds no record from before the Unix epoch.
+EARLIEST_DATE = dt.date(1970, 1, 1)
+LATEST_DATE = dt.date(9999, 12, 30)
 DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
@@ -71,9 +76,15 @@ def parse_date(value: str | None, field: str) -> dt.date | None:
     if not isinstance(value, str) or not re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
         raise ValidationError(f"{field} must be a date YYYY-MM-DD", field=field)
     try:
-        return dt.date.fromisoformat(value)
+        day = dt.date.fromisoformat(value)
     except ValueError:
         raise ValidationError(f"{field} is not a valid date", field=field) from None
+    if not EARLIEST_DATE <= day <= LATEST_DATE:
+        raise ValidationError(
+            f"{field} must be between {EARLIEST_DATE.isoformat()} and {LATEST_DATE.isoformat()}",
+            field=field,
+        )
+    return day
 
 
 def parse_instant(value: str | None, field: str, *, end_of_day: bool = False) -> dt.datetime | None:
@@ -204,6 +215,28 @@ def validate_create(req: CreateRequest, *, header_key: str | None = None) -> Val
         scope=scope,
         idempotency_key=body_key if body_key is not None else head_key,
     )
+
+
+def check_range(
+    job_type: JobType, scope: Scope, *, today: dt.date, max_days: Mapping[JobType, int]
+) -> None:
+    """400 when the job's dates span more days than its type allows (both ends counted).
+
+    An absent ``end_date`` means up to ``today``. An absent ``start_date`` leaves the window
+    to the upstream, whose default window is bounded (the last days before ``end``).
+    """
+    if scope.start_date is None:
+        return
+    limit = max_days.get(job_type, JOB_TYPES[job_type].max_range_days)
+    end = scope.end_date or max(today, scope.start_date)
+    days = (end - scope.start_date).days + 1
+    if days > limit:
+        field = "end_date" if scope.end_date is not None else "start_date"
+        raise ValidationError(
+            f"{job_type.value} may span at most {limit} days; "
+            f"start_date..{'end_date' if scope.end_date else 'today'} spans {days}",
+            field=field,
+        )
 
 
 # --- listing ---

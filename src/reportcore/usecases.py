@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import traceback
 import uuid
 from collections.abc import Callable, Generator
 from contextlib import AbstractContextManager
@@ -18,14 +19,16 @@ from .errors import (
     JobNotCancellable,
     NotFound,
     QueueUnavailable,
+    ReportError,
     ReportExpired,
     ReportNotReady,
     StorageFailure,
     WorkerLost,
 )
 from .export import ProgressEstimate, scope_values, write_export
+from .fairness import TenantSlots
 from .idempotency import check_replay, fingerprint
-from .jobs import Job, JobMessage, JobStatus, file_name_for, message_for
+from .jobs import Job, JobMessage, JobStatus, JobType, file_name_for, message_for
 from .jobtypes import JOB_TYPES
 from .ports import (
     Clock,
@@ -38,7 +41,7 @@ from .ports import (
     SourceRequest,
     StoredFile,
 )
-from .requests import Cursor, ListQuery, ValidCreate, encode_cursor
+from .requests import Cursor, ListQuery, ValidCreate, check_range, encode_cursor
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True):
@@ -51,6 +54,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 3
     republish_after_sec: float = 10.0  # an unconfirmed queued job is published again after this
     batch: int = 100
+    # per job type, the widest date range a job may name; a type not listed keeps its spec's
+    max_range_days: dict[JobType, int] = msgspec.field(default_factory=dict)
 
 
 def _uuid_or_none(value: str) -> str | None:
@@ -79,14 +84,19 @@ def create_job(
     jobs: JobRepository,
     queue: JobQueue,
     clock: Clock,
+    policy: Policy | None = None,
 ) -> Created:
     """Store a job durably, then publish it. A create with a used key is a replay or a 409.
+
+    A range wider than ``policy.max_range_days`` allows for the job type is a 400.
 
     If the broker does not confirm, the job stays queued without ``enqueued_at`` and the
     recovery pass publishes it later: a create never fails because the broker is down.
     """
     now = clock.now()
     scope = request.scope
+    limits = (policy or Policy()).max_range_days
+    check_range(request.job_type, scope, today=now.date(), max_days=limits)
     job = Job(
         id=str(uuid.uuid4()),
         tenant_id=tenant_id,
@@ -263,6 +273,7 @@ class RunOutcome(msgspec.Struct, frozen=True, kw_only=True):
     job_id: str | None
     status: str  # the job's status afterwards, or why nothing was done
     detail: str = ""
+    crash: str = ""  # the traceback of a bug that failed the job, for the worker's log
 
 
 def run_job(
@@ -276,12 +287,16 @@ def run_job(
     policy: Policy,
     stopping: Callable[[], bool] = lambda: False,
     keep_lease: LeaseKeeper = no_lease_keeper,
+    shares: TenantSlots | None = None,
+    queue: JobQueue | None = None,
 ) -> RunOutcome:
     """Handle one queue message: claim the job, stream its export, finish or fail it.
 
     A message that can never be processed is dead-lettered; one for a job that is finished or
     held by another worker is acknowledged and changes nothing. On shutdown (``stopping()``)
-    the job is handed back to the queue. No partial file is ever left visible.
+    the job is handed back to the queue. No partial file is ever left visible. With
+    ``shares``, a job whose tenant holds its share of the worker's slots is published again
+    to ``queue`` (to the back) and not claimed: other tenants' jobs run first.
     """
     try:
         message = msgspec.json.decode(body, type=JobMessage)
@@ -297,11 +312,40 @@ def run_job(
         )
     if job.status is not JobStatus.QUEUED:
         return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=job.status.value)
-    now = clock.now()
-    claimed = jobs.claim(job.id, owner, now, now + dt.timedelta(seconds=policy.lease_sec))
-    if claimed is None:
-        return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status="claimed elsewhere")
-    return _export(claimed, owner, jobs, source, store, clock, policy, stopping, keep_lease)
+    if shares is not None and not shares.take(job.tenant_id):
+        return _defer(job, queue)
+    try:
+        now = clock.now()
+        claimed = jobs.claim(job.id, owner, now, now + dt.timedelta(seconds=policy.lease_sec))
+        if claimed is None:
+            return RunOutcome(
+                disposition=Disposition.ACK, job_id=job.id, status="claimed elsewhere"
+            )
+        return _export(claimed, owner, jobs, source, store, clock, policy, stopping, keep_lease)
+    finally:
+        if shares is not None:
+            shares.give_back(job.tenant_id)
+
+
+DEFERRED = "deferred"
+"""The status of a :class:`RunOutcome` whose job was sent to the back of the queue, unclaimed."""
+
+
+def _defer(job: Job, queue: JobQueue | None) -> RunOutcome:
+    """Send ``job`` to the back of the queue, unclaimed: its tenant holds its share."""
+    if queue is None:
+        raise ValueError("deferring a job needs the queue to publish it to")
+    try:
+        queue.publish(message_for(job))
+    except QueueUnavailable:
+        # the broker refuses: the message itself goes back and is delivered again
+        return RunOutcome(disposition=Disposition.REQUEUE, job_id=job.id, status=DEFERRED)
+    return RunOutcome(
+        disposition=Disposition.ACK,
+        job_id=job.id,
+        status=DEFERRED,
+        detail="its tenant holds its share of the worker's slots",
+    )
 
 
 class _Shutdown(Exception):
@@ -406,6 +450,18 @@ def _export(
         writer.abort()
         failure = _storage_failure(exc)
         return _failed(job, owner, jobs, clock, failure.code, failure.message)
+    except ReportError:
+        writer.abort()
+        raise  # the job store failed: the worker hands the message back and retries
+    except Exception as exc:
+        # A bug, not an outage: retrying cannot help, and leaving the job running until its
+        # lease ends would hold it (and the worker's patience) for attempts x lease. Fail it
+        # now, naming no more than the exception's type; the traceback goes to the log.
+        writer.abort()
+        bug = ExportFailure(f"the export failed unexpectedly ({type(exc).__name__})")
+        failed = _failed(job, owner, jobs, clock, bug.code, bug.message)
+        crash = "".join(traceback.format_exception(exc))
+        return msgspec.structs.replace(failed, crash=crash)
     except BaseException:
         writer.abort()
         raise

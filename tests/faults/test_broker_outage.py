@@ -72,6 +72,7 @@ def stack(database_url: str, broker_url: str, tmp_path: Path) -> Iterator[Stack]
         tmp_path,
         upstream={"per_day": 100},
         WORKER_CONCURRENCY="2",
+        WORKER_TENANT_CONCURRENCY="2",  # one tenant: it may hold both slots
         UPSTREAM_TIMEOUT_SEC="10",
     ) as stack:
         yield stack

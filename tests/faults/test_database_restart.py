@@ -71,6 +71,7 @@ def stack(postgres: ThrowawayPostgres, amqp_url: str, tmp_path: Path) -> Iterato
         REPORT_RECOVERY_INTERVAL_SEC="0.5",
         # the new job need not wait behind the one taken back after the outage
         WORKER_CONCURRENCY="2",
+        WORKER_TENANT_CONCURRENCY="2",  # one tenant: it may hold both slots
     ) as stack:
         yield stack
 

@@ -168,6 +168,7 @@ def test_sigterm_to_the_api_finishes_requests_in_flight_exits_0_and_loses_no_job
         tmp_path,
         upstream={"per_day": 1200},
         WORKER_CONCURRENCY="2",
+        WORKER_TENANT_CONCURRENCY="2",  # one tenant: it may hold both slots
     ) as stack:
         # a file of about 6 MB to download slowly: more than the kernel's socket buffers hold
         # (net.ipv4.tcp_wmem's 4 MiB at most), so the API is still sending when signalled

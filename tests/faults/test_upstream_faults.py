@@ -63,6 +63,7 @@ def env() -> dict[str, str]:
         "UPSTREAM_RETRIES": str(RETRIES),
         "REPORT_LEASE_SEC": str(LEASE_SEC),
         "WORKER_CONCURRENCY": "3",
+        "WORKER_TENANT_CONCURRENCY": "3",  # one tenant: it may hold every slot
     }
 
 

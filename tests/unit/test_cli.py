@@ -26,6 +26,7 @@ from reportsvc.entrypoints.logs import (
     redact,
 )
 from reportsvc.entrypoints.settings import Settings
+from tests.clock import pinned_now
 
 SECRET = "unit-test-jwt-secret-0123456789abcdef"
 COMMANDS = ("api", "worker", "migrate", "dev", "token", "export")
@@ -236,13 +237,15 @@ def test_export_needs_the_upstream_url_of_its_job_type(capsys: pytest.CaptureFix
 def _reportsvc(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "reportsvc.entrypoints.cli", *args],
-        env={"PATH": "/usr/bin:/bin"},
+        # the demo's data window follows its "now": the tests' clock, never the day they run
+        env={"PATH": "/usr/bin:/bin", "DEMO_NOW": pinned_now().isoformat()},
         capture_output=True,
         text=True,
         timeout=120,
     )
 
 
+@pytest.mark.clock
 def test_export_demo_writes_the_file_and_prints_rows_bytes_and_sha256(tmp_path: Path) -> None:
     output = tmp_path / "intake.csv"
     done = _reportsvc(
@@ -250,13 +253,20 @@ def test_export_demo_writes_the_file_and_prints_rows_bytes_and_sha256(tmp_path: 
     )
     assert done.returncode == 0, done.stderr
     content = output.read_bytes()
-    # a CSV parser, not splitlines: a note may hold a line break inside its quotes
-    rows = list(csv.reader(io.StringIO(content.decode(), newline="")))
-    assert ",".join(rows[0]).startswith("id,tenant_id,farm_id,barn_id,batch_id,device_id,source,")
+    # counted as a client reads it: a quoted note may hold a line break
+    header, *rows = csv.reader(io.StringIO(content.decode(), newline=""))
+    assert header[:7] == [
+        "id", "tenant_id", "farm_id", "barn_id", "batch_id", "device_id", "source"
+    ]  # fmt: skip
     assert done.stdout == (
-        f"{output}: rows={len(rows) - 1} bytes={len(content)} "
+        f"{output}: rows={len(rows)} bytes={len(content)} "
         f"sha256={hashlib.sha256(content).hexdigest()}\n"
     )
+    # no dates: the demo's last 7 days up to its now, newest first
+    occurred = [dt.datetime.fromisoformat(row[header.index("occurred_at")]) for row in rows]
+    now = pinned_now()
+    assert rows and occurred == sorted(occurred, reverse=True)
+    assert now - dt.timedelta(days=7) <= occurred[-1] and occurred[0] <= now
     assert [p.name for p in tmp_path.iterdir()] == ["intake.csv"], "a temporary file was left"
 
 

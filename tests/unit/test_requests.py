@@ -500,3 +500,85 @@ def test_a_list_cursor_round_trips(created_at: dt.datetime, job_id: str) -> None
     assert back == cursor
     assert back.created_at.utcoffset() is not None
     assert validate_list(cursor=text).after == cursor
+
+
+# --- dates the upstreams and the exporters can hold, and how wide a range may be ---
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [
+        ("end_date", "9999-12-31"),  # the instant after it does not exist: the worker crashed
+        ("start_date", "0001-01-01"),
+        ("start_date", "1969-12-31"),
+    ],
+)
+def test_a_date_outside_what_the_exporters_can_hold_is_a_400_naming_it(
+    field: str, value: str
+) -> None:
+    body = feed(start_date="2026-01-01", end_date="2026-01-02") | {field: value}
+    if field == "end_date":
+        body["start_date"] = "9999-12-01"
+    with pytest.raises(ValidationError) as err:
+        create(body)
+    assert err.value.field == field
+    assert "between 1970-01-01 and 9999-12-30" in err.value.message
+
+
+def test_the_first_and_last_dates_allowed_are_accepted_and_their_export_bounds_exist() -> None:
+    from reportcore.export import ProgressEstimate
+
+    first = create(feed(start_date="1970-01-01", end_date="1970-01-01"))
+    last = create(feed(start_date="9999-12-30", end_date="9999-12-30"))
+    for valid in (first, last):
+        ProgressEstimate(JOB_TYPES[JobType.FEED_INTAKE_EXPORT], valid.scope)  # no OverflowError
+
+
+TODAY = dt.date(2026, 3, 1)
+
+
+def _range(job_type: JobType, start: str | None, end: str | None, limits: Any = None) -> None:
+    from reportcore.requests import check_range
+
+    scope = Scope(
+        start_date=dt.date.fromisoformat(start) if start else None,
+        end_date=dt.date.fromisoformat(end) if end else None,
+    )
+    check_range(job_type, scope, today=TODAY, max_days=limits or {})
+
+
+def test_a_range_of_exactly_the_types_maximum_is_accepted_and_one_day_more_is_a_400() -> None:
+    # telemetry: 92 days by default, both ends counted
+    _range(JobType.TELEMETRY_EXPORT, "2026-01-01", "2026-04-02")
+    with pytest.raises(ValidationError) as err:
+        _range(JobType.TELEMETRY_EXPORT, "2026-01-01", "2026-04-03")
+    assert err.value.field == "end_date"
+    assert err.value.message == (
+        "TELEMETRY_EXPORT may span at most 92 days; start_date..end_date spans 93"
+    )
+    _range(JobType.FEED_INTAKE_EXPORT, "2025-01-01", "2026-01-01")  # 366 days
+    with pytest.raises(ValidationError):
+        _range(JobType.FEED_INTAKE_EXPORT, "2025-01-01", "2026-01-02")
+
+
+def test_the_maximum_range_is_configurable_per_job_type() -> None:
+    limits = {JobType.FEED_INTAKE_EXPORT: 7}
+    _range(JobType.FEED_INTAKE_EXPORT, "2026-01-01", "2026-01-07", limits)
+    with pytest.raises(ValidationError):
+        _range(JobType.FEED_INTAKE_EXPORT, "2026-01-01", "2026-01-08", limits)
+    _range(JobType.KPI_FEEDING_EXPORT, "2025-03-01", "2026-02-28", limits)  # 365: its default
+
+
+def test_a_range_open_at_its_end_is_counted_up_to_today() -> None:
+    _range(JobType.TELEMETRY_EXPORT, "2025-12-01", None)  # 91 days to 2026-03-01
+    with pytest.raises(ValidationError) as err:
+        _range(JobType.TELEMETRY_EXPORT, "2025-11-29", None)  # 93
+    assert err.value.field == "start_date"
+    assert "start_date..today spans 93" in err.value.message
+    _range(JobType.TELEMETRY_EXPORT, None, "2026-01-01")  # the upstream's own window
+    _range(JobType.TELEMETRY_EXPORT, "2030-01-01", None)  # starts after today: one day
+
+
+def test_a_hundred_year_range_is_refused_at_create_not_later_upstream() -> None:
+    with pytest.raises(ValidationError):
+        _range(JobType.WEIGHVISION_EXPORT, "1990-01-01", "2089-12-31")

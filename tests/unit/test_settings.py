@@ -193,3 +193,26 @@ def test_values_are_trimmed() -> None:
     settings = load_settings({"WORKER_CONCURRENCY": " 4 ", "JWT_ISSUER": " farmiq-x "})
     assert settings.worker_concurrency == 4
     assert settings.jwt_issuer == "farmiq-x"
+
+
+def test_the_maximum_range_is_read_per_job_type_or_for_all() -> None:
+    from reportcore.jobs import JobType
+
+    one = load_settings({"REPORT_MAX_RANGE_DAYS": "TELEMETRY_EXPORT=31, FEED_INTAKE_EXPORT=400"})
+    assert one.max_range_days == {JobType.TELEMETRY_EXPORT: 31, JobType.FEED_INTAKE_EXPORT: 400}
+    every = load_settings({"REPORT_MAX_RANGE_DAYS": "60"})
+    assert every.max_range_days == {t: 60 for t in JobType}
+    assert load_settings({}).max_range_days is None
+
+
+@pytest.mark.parametrize(
+    "raw", ["0", "TELEMETRY=5", "TELEMETRY_EXPORT=", "FEED_INTAKE_EXPORT=\u0665"]
+)
+def test_a_malformed_maximum_range_stops_the_process_naming_the_variable(raw: str) -> None:
+    with pytest.raises(ConfigError, match=r"^REPORT_MAX_RANGE_DAYS must be a number of days"):
+        load_settings({"REPORT_MAX_RANGE_DAYS": raw})
+
+
+def test_whole_numbers_in_settings_are_ascii_digits_only() -> None:
+    with pytest.raises(ConfigError, match="WORKER_CONCURRENCY must be a whole number"):
+        load_settings({"WORKER_CONCURRENCY": "\u0664"})

@@ -29,6 +29,7 @@ from reportcore.errors import (
     UpstreamRejected,
     UpstreamUnavailable,
 )
+from reportcore.fairness import TenantSlots, default_share
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
 from reportcore.ports import Disposition, SourcePage, SourceRequest, StoredFile
 from reportcore.requests import CreateRequest, ListQuery, validate_create, validate_list
@@ -809,20 +810,6 @@ def test_a_store_that_cannot_create_the_file_fails_the_job_as_storage_failed() -
     assert world.get(job.id).error_message == "export folder is not writable"
 
 
-def test_an_unexpected_error_propagates_and_leaves_no_file_behind() -> None:
-    world = World()
-    job = world.create().job
-
-    def crash() -> None:
-        raise RuntimeError("a bug in a source")
-
-    with pytest.raises(RuntimeError):
-        world.run(source=HookedSource(world.source, {0: crash}))
-    running = world.get(job.id)
-    assert running.status is JobStatus.RUNNING, "left for recovery, as after a crash"
-    world.assert_no_file(running)
-
-
 @pytest.mark.parametrize("when", ["before the first page", "after a page"])
 def test_on_shutdown_the_job_is_handed_back_queued_with_no_file(when: str) -> None:
     world = World()
@@ -1080,3 +1067,113 @@ def test_recovery_marks_an_expired_row_without_a_file_as_deleted() -> None:
     world.jobs.add(job)
     assert world.recover().files_deleted == [job.id]
     assert world.get(job.id).file_deleted_at == START
+
+
+class CrashingSource:
+    """A source whose second page hits a bug (what ``end_date: 9999-12-31`` once did)."""
+
+    def __init__(self, inner: Any, error: Exception) -> None:
+        self.inner, self.error = inner, error
+
+    def pages(self, request: SourceRequest) -> Iterator[SourcePage]:
+        for n, page in enumerate(self.inner.pages(request)):
+            if n == 1:
+                raise self.error
+            yield page
+
+
+def test_a_bug_during_an_export_fails_the_job_at_once_with_no_file_and_its_traceback() -> None:
+    world = World()
+    job = world.create().job
+    error = OverflowError("date value out of range")
+    outcome = world.run(source=CrashingSource(world.source, error))
+    assert (outcome.disposition, outcome.status, outcome.detail) == (
+        Disposition.ACK,
+        "failed",
+        "EXPORT_FAILED",
+    )
+    assert "OverflowError: date value out of range" in outcome.crash
+    failed = world.get(job.id)
+    assert failed.error_code == "EXPORT_FAILED"
+    # the type only: an exception's text may carry paths or data that no client should see
+    assert failed.error_message == "the export failed unexpectedly (OverflowError)"
+    assert failed.finished_at == START and failed.attempts == 1
+    world.assert_no_file(failed)
+    assert world.recover().requeued == []  # nothing left running for recovery to retry
+
+
+def test_an_outage_of_the_job_store_during_an_export_is_not_taken_for_a_bug() -> None:
+    world = World()
+    world.create()
+    outage = ServiceUnavailable("job database is not available")
+    with pytest.raises(ServiceUnavailable):
+        world.run(source=CrashingSource(world.source, outage))
+
+
+def test_a_job_whose_tenant_holds_its_share_goes_to_the_back_of_the_queue_unclaimed() -> None:
+    world = World()
+    first, second = world.create().job, world.create().job
+    other = world.create(tenant="tenant-other").job
+    shares = TenantSlots(1)
+    assert shares.take(TENANT)  # one export of the tenant is running already
+
+    def run(message: bytes) -> RunOutcome:
+        outcome = run_job(
+            message,
+            owner="w1",
+            jobs=world.jobs,
+            source=world.source,
+            store=world.store,
+            clock=world.clock,
+            policy=world.policy,
+            shares=shares,
+            queue=world.queue,
+        )
+        world.queue.settle(message, outcome.disposition)
+        return outcome
+
+    for job in (first, second):
+        message = world.queue.take()
+        assert message is not None
+        outcome = run(message)
+        assert (outcome.disposition, outcome.status) == (Disposition.ACK, "deferred")
+        assert world.get(job.id).status is JobStatus.QUEUED
+        assert world.get(job.id).attempts == 0, "a deferral is not an attempt"
+    message = world.queue.take()
+    assert message is not None
+    assert run(message).status == "succeeded"  # the other tenant's job ran first
+    assert world.get(other.id).status is JobStatus.SUCCEEDED
+    shares.give_back(TENANT)  # the running export finished
+    while (message := world.queue.take()) is not None:  # the deferred two, at the back
+        assert run(message).status == "succeeded"
+    assert {world.get(j.id).status for j in (first, second)} == {JobStatus.SUCCEEDED}
+    assert shares.running(TENANT) == 0 and shares.running("tenant-other") == 0
+
+
+def test_a_deferral_the_broker_refuses_hands_the_message_back() -> None:
+    world = World()
+    job = world.create().job
+    shares = TenantSlots(1)
+    shares.take(TENANT)
+    world.queue.available = False
+    message = world.queue.take()
+    assert message is not None
+    outcome = run_job(
+        message,
+        owner="w1",
+        jobs=world.jobs,
+        source=world.source,
+        store=world.store,
+        clock=world.clock,
+        policy=world.policy,
+        shares=shares,
+        queue=world.queue,
+    )
+    assert (outcome.disposition, outcome.status) == (Disposition.REQUEUE, "deferred")
+    assert world.get(job.id).status is JobStatus.QUEUED
+
+
+def test_a_tenants_share_is_at_least_one_slot_and_leaves_one_for_the_others() -> None:
+    assert [default_share(n) for n in (1, 2, 3, 8)] == [1, 1, 2, 7]
+    with pytest.raises(ValueError):
+        TenantSlots(0)

@@ -96,13 +96,13 @@ class World:
         self.queue: InMemoryQueue = self.container.queue()
         self.store: InMemoryFileStore = self.container.store()
 
-    def create(self, fmt: str = "csv") -> Job:
+    def create(self, fmt: str = "csv", tenant: str = TENANT) -> Job:
         request = msgspec.convert(
             {"job_type": "FEED_INTAKE_EXPORT", "format": fmt}, type=CreateRequest
         )
         return create_job(
             validate_create(request),
-            tenant_id=TENANT,
+            tenant_id=tenant,
             requested_by="u1",
             jobs=self.jobs,
             queue=self.queue,
@@ -159,7 +159,7 @@ def test_the_worker_runs_queued_jobs_to_success_with_their_file() -> None:
 
 
 def test_the_worker_runs_as_many_jobs_at_once_as_its_concurrency_and_no_more() -> None:
-    world = World(worker_concurrency=3)
+    world = World(worker_concurrency=3, worker_tenant_concurrency=3)
     gate = GatedSource()
     world.container.source.override(providers.Object(gate))
     jobs = [world.create() for _ in range(4)]
@@ -173,8 +173,47 @@ def test_the_worker_runs_as_many_jobs_at_once_as_its_concurrency_and_no_more() -
     assert gate.max_active == 3
 
 
+def test_a_tenant_with_a_backlog_leaves_a_slot_for_another_tenants_job() -> None:
+    world = World(worker_concurrency=3)  # a tenant's share: 2 of the 3 slots
+    gate = GatedSource()
+    world.container.source.override(providers.Object(gate))
+    backlog = [world.create() for _ in range(6)]
+    with world.worker():
+        wait_until(lambda: gate.active == 2, "the tenant's two exports running")
+        theirs = world.create(tenant="t-other")
+        wait_until(lambda: gate.active == 3, "the other tenant's export running beside them")
+        assert len(world.running_jobs()) == 2, "the backlog's tenant never holds a third slot"
+        gate.release.set()
+        wait_until(
+            lambda: all(world.status(j) is JobStatus.SUCCEEDED for j in [*backlog, theirs]),
+            "every job to succeed",
+        )
+    assert gate.max_active == 3
+
+
+def test_the_share_of_a_tenant_is_configurable(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG, logger="reportsvc.worker")
+    world = World(worker_concurrency=3, worker_tenant_concurrency=1)
+    gate = GatedSource()
+    world.container.source.override(providers.Object(gate))
+    jobs = [world.create() for _ in range(3)]
+
+    def deferrals() -> int:
+        return sum(getattr(r, "status", None) == "deferred" for r in caplog.records)
+
+    with world.worker():
+        wait_until(lambda: gate.active == 1, "one export of the tenant running")
+        wait_until(lambda: deferrals() >= 4, "each waiting job deferred twice")
+        assert gate.max_active == 1
+        gate.release.set()
+        wait_until(
+            lambda: all(world.status(j) is JobStatus.SUCCEEDED for j in jobs), "all jobs to succeed"
+        )
+    assert gate.max_active == 1
+
+
 def test_stopping_hands_in_flight_jobs_back_and_leaves_none_running() -> None:
-    world = World(worker_concurrency=2)
+    world = World(worker_concurrency=2, worker_tenant_concurrency=2)
     gate = GatedSource()
     world.container.source.override(providers.Object(gate))
     jobs = [world.create(), world.create()]

@@ -158,9 +158,11 @@ class Query:
         return min(int(value), cap)
 
 
-def window(start: dt.datetime | None, end: dt.datetime | None) -> tuple[dt.datetime, dt.datetime]:
-    """The asked window; the last 7 days (up to now) for what is not given."""
-    hi = end or dt.datetime.now(dt.UTC)
+def window(
+    start: dt.datetime | None, end: dt.datetime | None, now: dt.datetime
+) -> tuple[dt.datetime, dt.datetime]:
+    """The asked window; the last 7 days (up to ``now``) for what is not given."""
+    hi = end or now
     lo = start or hi - dt.timedelta(days=DEFAULT_DAYS)
     if (hi - lo).days > MAX_RANGE_DAYS:
         raise BadRequest(f"the time range must not exceed {MAX_RANGE_DAYS} days")

@@ -6,6 +6,9 @@ import datetime as dt
 import math
 from typing import Any
 
+from reportcore.ports import Clock
+
+from ..clock import SystemClock
 from .draws import (
     DAY_MS,
     EPOCH_ORDINAL,
@@ -43,6 +46,7 @@ class DemoData:
         readings_per_day: int = 288,
         per_timestamp: int = 3,
         inclusive_to: bool = True,
+        clock: Clock | None = None,
     ) -> None:
         if per_day < 1 or readings_per_day < 1 or per_timestamp < 1:
             raise ValueError("per_day, readings_per_day and per_timestamp must be at least 1")
@@ -51,6 +55,7 @@ class DemoData:
         self.readings_per_day = readings_per_day
         self.per_timestamp = per_timestamp
         self.inclusive_to = inclusive_to
+        self.clock: Clock = clock or SystemClock()  # "now" of a request that names no dates
 
     # feed intake
 
@@ -68,7 +73,7 @@ class DemoData:
     def feed_intake(self, q: Query) -> dict[str, Any]:
         """``GET /api/v1/feed/intake-records``: newest first, by cursor."""
         farm = Farm(self.seed, q)
-        lo, hi = window(q.instant("start"), q.instant("end"))
+        lo, hi = window(q.instant("start"), q.instant("end"), self.clock.now())
         limit = q.limit(50, FEED_PAGE_MAX)
         key = farm.key("feed")
         cursor = q.get("cursor")
@@ -151,7 +156,7 @@ class DemoData:
         """``GET /api/v1/telemetry/readings``: newest first in the window, no cursor."""
         farm = Farm(self.seed, q)
         frm, to = q.instant("from"), q.instant("to")
-        lo, hi = window(frm, to)
+        lo, hi = window(frm, to, self.clock.now())
         limit = q.limit(1000, TELEMETRY_LIMIT_MAX)
         metric, device = q.get("metric"), q.get("deviceId")
         hi_us = micros(hi) if self.inclusive_to or to is None else micros(hi) - 1

@@ -14,6 +14,8 @@ from urllib.parse import parse_qs, urlsplit
 
 import msgspec
 
+from reportcore.ports import Clock
+
 from .draws import BadRequest, Query
 from .faults import Faults, SeenRequest
 from .samples import DemoData
@@ -149,6 +151,7 @@ class DemoUpstream:
         per_timestamp: int = 3,
         token: str | None = None,
         inclusive_to: bool = True,
+        clock: Clock | None = None,
     ) -> None:
         self.data = DemoData(
             seed=seed,
@@ -156,6 +159,7 @@ class DemoUpstream:
             readings_per_day=readings_per_day,
             per_timestamp=per_timestamp,
             inclusive_to=inclusive_to,
+            clock=clock,
         )
         self.token = token
         self.faults = Faults()

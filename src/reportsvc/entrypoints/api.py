@@ -503,6 +503,7 @@ def create_job(
     jobs: NamedDependency[JobRepository],
     queue: NamedDependency[JobQueue],
     clock: NamedDependency[Clock],
+    policy: NamedDependency[Policy],
     idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
 ) -> Response[JobOut]:
     """Create an export job (201), or answer an identical earlier one (200, replay header)."""
@@ -516,6 +517,7 @@ def create_job(
         jobs=jobs,
         queue=queue,
         clock=clock,
+        policy=policy,
     )
     if created.replayed:
         return Response(

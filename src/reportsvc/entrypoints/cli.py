@@ -27,7 +27,7 @@ from reportcore.jobtypes import JOB_TYPES, Upstream
 from reportcore.ports import SourcePage, SourceRequest
 from reportcore.requests import CreateRequest, ValidCreate, validate_create, validate_tenant_id
 
-from .containers import upstream_config
+from .containers import demo_clock, upstream_config
 from .settings import ConfigError, Settings, load_settings
 
 EXIT_OK = 0
@@ -319,7 +319,7 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
 
             settings = _settings(env, ())
-            demo = DemoUpstream()
+            demo = DemoUpstream(clock=demo_clock(settings))
             url = demo.start("127.0.0.1", 0)
             cleanup.callback(demo.stop)
             config = upstream_config(settings, feed_url=url, telemetry_url=url, weighvision_url=url)

@@ -21,7 +21,9 @@ from typing import Any, Protocol
 from dependency_injector import containers, providers
 
 from adapters.clock import SystemClock
+from reportcore.ports import Clock
 from reportcore.testing import (
+    FakeClock,
     InMemoryFileStore,
     InMemoryJobRepository,
     InMemoryQueue,
@@ -40,7 +42,13 @@ def policy_from(settings: Settings) -> Policy:
         lease_sec=settings.lease_sec,
         heartbeat_sec=min(1.0, settings.lease_sec / 3),
         max_attempts=settings.max_attempts,
+        max_range_days=dict(settings.max_range_days or {}),
     )
+
+
+def demo_clock(settings: Settings) -> Clock:
+    """The demo upstream's "now": ``DEMO_NOW`` held still when set, else the real time."""
+    return FakeClock(settings.demo_now) if settings.demo_now is not None else SystemClock()
 
 
 class Container(containers.DeclarativeContainer):

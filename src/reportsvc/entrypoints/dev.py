@@ -117,7 +117,7 @@ def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | No
 
     from .api import create_app
     from .cli import relog, serve, sign_user_token
-    from .containers import Container, wire_embedded
+    from .containers import Container, demo_clock, wire_embedded
     from .logs import setup_logging
     from .worker import Worker
 
@@ -126,7 +126,7 @@ def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | No
     settings = dev_settings(env, data_dir, host, port)
     setup_logging(settings)
 
-    demo = DemoUpstream()
+    demo = DemoUpstream(clock=demo_clock(settings))
     upstream_url = demo.start("127.0.0.1", 0)
     container = wire_embedded(Container(), settings, data_dir, upstream_url)
     stop = threading.Event()

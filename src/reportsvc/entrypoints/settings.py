@@ -6,10 +6,14 @@ A required variable that is missing or malformed stops the process with one line
 
 from __future__ import annotations
 
+import datetime as dt
+import re
 from collections.abc import Iterable, Mapping
 from urllib.parse import urlsplit
 
 import msgspec
+
+from reportcore.jobs import JobType
 
 
 class ConfigError(Exception):
@@ -43,6 +47,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     upstream_retries: int = 4
     log_level: str = "INFO"
     log_format: str = "text"  # text (key=value) or json, one record a line
+    # per job type, the widest date range a job may name (unlisted types keep their default)
+    max_range_days: dict[JobType, int] | None = None
+    # the instant the demo upstream takes as now (dev and export --demo): the same data any day
+    demo_now: dt.datetime | None = None
+    # how many jobs of one tenant one worker process runs at once (None: half its slots)
+    worker_tenant_concurrency: int | None = None
 
 
 # variable -> (setting, kind); aliases listed after the main name, first one set wins
@@ -82,15 +92,55 @@ _VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("UPSTREAM_RETRIES",), "upstream_retries", "non_negative_int"),
     (("LOG_LEVEL",), "log_level", "log_level"),
     (("LOG_FORMAT",), "log_format", "log_format"),
+    (("REPORT_MAX_RANGE_DAYS",), "max_range_days", "range_days"),
+    (("DEMO_NOW",), "demo_now", "instant"),
+    (("WORKER_TENANT_CONCURRENCY",), "worker_tenant_concurrency", "positive_int"),
 )
 
 SETTING_TO_VARIABLE = {setting: names[0] for names, setting, _ in _VARIABLES}
 
 
+_WHOLE = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes other scripts' digits
+
+
+def _range_days(name: str, raw: str) -> dict[JobType, int]:
+    """``N`` (every job type) or ``TYPE=N,TYPE=N``."""
+    value = raw.strip()
+    if _WHOLE.fullmatch(value) and int(value) >= 1:
+        return {t: int(value) for t in JobType}
+    out: dict[JobType, int] = {}
+    for part in value.split(","):
+        key, _, days = part.strip().partition("=")
+        try:
+            job_type = JobType(key.strip())
+        except ValueError:
+            job_type = None
+        if job_type is None or not _WHOLE.fullmatch(days.strip()) or int(days) < 1:
+            types = ", ".join(t.value for t in JobType)
+            raise ConfigError(
+                f"{name} must be a number of days, or TYPE=DAYS pairs separated by commas "
+                f"(types: {types}), got {raw[:200]!r}"
+            )
+        out[job_type] = int(days)
+    return out
+
+
 def _parse(name: str, kind: str, raw: str) -> object:
     value = raw.strip()
+    if kind == "range_days":
+        return _range_days(name, raw)
+    if kind == "instant":
+        try:
+            instant = dt.datetime.fromisoformat(value)
+        except ValueError:
+            raise ConfigError(
+                f"{name} must be an ISO 8601 instant with its offset, got {raw[:200]!r}"
+            ) from None
+        if instant.tzinfo is None:
+            raise ConfigError(f"{name} must name its UTC offset (Z or +hh:mm), got {raw!r}")
+        return instant.astimezone(dt.UTC)
     if kind in ("positive_int", "non_negative_int", "port"):
-        if not value.isdigit():
+        if not _WHOLE.fullmatch(value):
             raise ConfigError(f"{name} must be a whole number, got {raw!r}")
         n = int(value)
         if kind == "positive_int" and n < 1:

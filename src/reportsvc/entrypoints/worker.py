@@ -21,8 +21,9 @@ import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
+from reportcore.fairness import TenantSlots, default_share
 from reportcore.ports import Disposition
-from reportcore.usecases import Recovery, recover, run_job
+from reportcore.usecases import DEFERRED, Recovery, recover, run_job
 
 from .containers import Container
 
@@ -31,6 +32,9 @@ log = logging.getLogger("reportsvc.worker")
 # After a handler or the consumer itself failed (database or broker down), wait this long
 # before the next try, so that an outage is not a busy loop of redeliveries and log lines.
 OUTAGE_PAUSE_SEC = 2.0
+# After deferring a job whose tenant holds its share, wait this long before taking the next
+# message: a lone tenant's backlog then cycles through the queue slowly, not in a busy loop.
+DEFER_PAUSE_SEC = 0.2
 
 
 def new_owner_id() -> str:
@@ -51,6 +55,10 @@ class Worker:
         self.container = container
         self.owner_id = owner_id or new_owner_id()
         self._outage_pause = outage_pause_sec
+        settings = container.settings()
+        self.shares = TenantSlots(
+            settings.worker_tenant_concurrency or default_share(settings.worker_concurrency)
+        )
 
     def handle(self, body: bytes, stop: threading.Event) -> Disposition:
         """Run one message's job; the consumer settles the message as the result says."""
@@ -70,6 +78,8 @@ class Worker:
                 policy=c.policy(),
                 stopping=stop.is_set,
                 keep_lease=self._lease_keeper(c.policy().heartbeat_sec),
+                shares=self.shares,
+                queue=c.queue(),
             )
         except Exception as exc:
             # Storage (or a bug) failed outside the export's own error handling. The message
@@ -82,7 +92,17 @@ class Worker:
             )
             stop.wait(self._outage_pause)
             return Disposition.REQUEUE
-        log.info(
+        if outcome.crash:
+            # one record with the whole traceback: the job failed on a bug, not an outage
+            log.error(
+                "job failed on an unexpected error",
+                extra={"job_id": outcome.job_id, "traceback": outcome.crash},
+            )
+        deferred = outcome.status == DEFERRED
+        if deferred:
+            stop.wait(DEFER_PAUSE_SEC)
+        log.log(
+            logging.DEBUG if deferred else logging.INFO,  # a backlog cycles: not a line each time
             "job %s",
             outcome.status,
             extra={
