@@ -120,7 +120,7 @@ def test_ready_is_503_naming_the_queue_when_the_broker_is_down(world: ApiWorld) 
 def test_ready_answers_within_its_bound_when_the_database_hangs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(api, "READY_TIMEOUT_SEC", 0.3)  # read when the app is built
+    monkeypatch.setattr(api.guards, "READY_TIMEOUT_SEC", 0.3)  # read when the app is built
     release = threading.Event()
 
     def hang() -> None:

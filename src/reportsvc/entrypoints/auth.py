@@ -8,16 +8,19 @@ do is decided by :mod:`reportcore.access`, not here.
 
 from __future__ import annotations
 
+import datetime as dt
 import re
 import threading
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jwt
 
 from reportcore.access import Principal
 from reportcore.errors import Unauthorized
+
+from .settings import Settings
 
 ALGORITHMS = ["HS256"]
 MAX_TOKEN_LENGTH = 8192
@@ -122,3 +125,28 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     if tenant is not None and not isinstance(tenant, str):
         raise Unauthorized("bearer token claim tenant_id must be a string")
     return Principal(subject=subject, roles=frozenset(roles), tenant_id=tenant or None)
+
+
+def sign_user_token(
+    settings: Settings,
+    *,
+    tenant: str | None,
+    roles: Sequence[str],
+    sub: str,
+    ttl_sec: int,
+    now: dt.datetime | None = None,
+) -> str:
+    """A user JWT as the API expects it (HS256 with ``JWT_SECRET``, ``iss``, ``aud``)."""
+    assert settings.jwt_secret is not None
+    issued = int((now or dt.datetime.now(dt.UTC)).timestamp())
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "roles": list(roles),
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": issued,
+        "exp": issued + ttl_sec,
+    }
+    if tenant:
+        claims["tenant_id"] = tenant
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
