@@ -107,8 +107,8 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
 
     from adapters.clock import SystemClock
     from adapters.filesystem import FilesystemStore
-    from adapters.memory import InMemoryJobRepository, InMemoryQueue
     from reportcore.requests import CreateRequest, validate_create
+    from reportcore.testing import InMemoryJobRepository, InMemoryQueue
     from reportcore.usecases import Policy, create_job, run_job
 
     jobs, queue, clock = InMemoryJobRepository(), InMemoryQueue(), SystemClock()

@@ -29,7 +29,7 @@ from .errors import (
 from .export import ExportResult, ProgressEstimate, write_export
 from .idempotency import check_replay, fingerprint, job_fingerprint
 from .jobs import Job, JobMessage, JobStatus, JobType, ReportFormat, Scope, message_for
-from .jobtypes import JOB_TYPES, Applied, Column, FilterSpec, JobTypeSpec, Upstream
+from .jobtypes import JOB_TYPES, Applied, Column, FilterSpec, JobTypeRegistry, JobTypeSpec, Upstream
 from .lifecycle import TRANSITIONS, Event
 from .ports import (
     Clock,
@@ -100,6 +100,7 @@ __all__ = [
     "JobRepository",
     "JobStatus",
     "JobType",
+    "JobTypeRegistry",
     "JobTypeSpec",
     "ListQuery",
     "NotFound",

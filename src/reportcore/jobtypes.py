@@ -1,12 +1,14 @@
 """Job types as data: for each, its upstream service, required scope, filters and columns.
 
-Adding a job type is adding one entry to :data:`JOB_TYPES` (and a record source for it).
+The service's four are :data:`JOB_TYPES`; a consumer of the library adds its own with
+:meth:`JobTypeRegistry.extended` (a new registry: the service's stays as it is) and a record
+source for it.
 """
 
 from __future__ import annotations
 
 import enum
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from operator import attrgetter
 from typing import Any
 
@@ -61,10 +63,14 @@ class Column(msgspec.Struct, frozen=True):
 
 
 class JobTypeSpec(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything that differs between job types, in one value."""
+    """Everything that differs between job types, in one value.
 
-    job_type: JobType
-    upstream: Upstream
+    ``job_type`` and ``upstream`` are the service's enums for its own job types; a consumer's
+    job type names itself and its source with plain strings.
+    """
+
+    job_type: JobType | str
+    upstream: Upstream | str
     record_type: type
     required_scope: tuple[str, ...]
     filters: Mapping[str, FilterSpec]
@@ -114,6 +120,36 @@ class JobTypeSpec(msgspec.Struct, frozen=True, kw_only=True):
         return lambda r: getter(r) + consts
 
 
+class JobTypeRegistry(Mapping[str, JobTypeSpec]):
+    """Job types by name (a :class:`JobType` is its name): each one's :class:`JobTypeSpec`."""
+
+    def __init__(self, specs: Iterable[JobTypeSpec] = ()) -> None:
+        self._specs: dict[str, JobTypeSpec] = {}
+        for spec in specs:
+            self.register(spec)
+
+    def register(self, spec: JobTypeSpec) -> JobTypeSpec:
+        """Add ``spec``; a name already taken is a ``ValueError`` (never silently replaced)."""
+        name = str(spec.job_type)
+        if name in self._specs:
+            raise ValueError(f"job type {name!r} is already registered")
+        self._specs[name] = spec
+        return spec
+
+    def extended(self, *specs: JobTypeSpec) -> JobTypeRegistry:
+        """A new registry with these job types and ``specs``; this one is left as it is."""
+        return JobTypeRegistry([*self._specs.values(), *specs])
+
+    def __getitem__(self, job_type: str) -> JobTypeSpec:
+        return self._specs[str(job_type)]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._specs)
+
+    def __len__(self) -> int:
+        return len(self._specs)
+
+
 def _columns(*pairs: str) -> tuple[Column, ...]:
     return tuple(Column(name, attr=name) for name in pairs)
 
@@ -124,120 +160,122 @@ _SCOPE_COLUMNS = tuple(
 
 FEED_SOURCES = frozenset({"MANUAL", "API_IMPORT", "SILO_AUTO"})
 
-JOB_TYPES: Mapping[JobType, JobTypeSpec] = {
-    JobType.FEED_INTAKE_EXPORT: JobTypeSpec(
-        job_type=JobType.FEED_INTAKE_EXPORT,
-        upstream=Upstream.FEED,
-        record_type=FeedIntakeRecord,
-        required_scope=(),
-        filters={
-            "source": FilterSpec(
-                name="source",
-                applied=Applied.STREAM,
-                record_attr="source",
-                choices=FEED_SOURCES,
-                many=True,
+JOB_TYPES = JobTypeRegistry(
+    [
+        JobTypeSpec(
+            job_type=JobType.FEED_INTAKE_EXPORT,
+            upstream=Upstream.FEED,
+            record_type=FeedIntakeRecord,
+            required_scope=(),
+            filters={
+                "source": FilterSpec(
+                    name="source",
+                    applied=Applied.STREAM,
+                    record_attr="source",
+                    choices=FEED_SOURCES,
+                    many=True,
+                ),
+                "device_id": FilterSpec(
+                    name="device_id", applied=Applied.STREAM, record_attr="device_id", many=True
+                ),
+                "feed_formula_id": FilterSpec(
+                    name="feed_formula_id",
+                    applied=Applied.STREAM,
+                    record_attr="feed_formula_id",
+                    many=True,
+                ),
+                "feed_lot_id": FilterSpec(
+                    name="feed_lot_id", applied=Applied.STREAM, record_attr="feed_lot_id", many=True
+                ),
+            },
+            columns=_columns(
+                "id",
+                "tenant_id",
+                "farm_id",
+                "barn_id",
+                "batch_id",
+                "device_id",
+                "source",
+                "feed_formula_id",
+                "feed_lot_id",
+                "quantity_kg",
+                "occurred_at",
+                "created_at",
+                "ingested_at",
+                "event_id",
+                "external_ref",
+                "idempotency_key",
+                "sequence",
+                "notes",
+                "created_by_user_id",
             ),
-            "device_id": FilterSpec(
-                name="device_id", applied=Applied.STREAM, record_attr="device_id", many=True
-            ),
-            "feed_formula_id": FilterSpec(
-                name="feed_formula_id",
-                applied=Applied.STREAM,
-                record_attr="feed_formula_id",
-                many=True,
-            ),
-            "feed_lot_id": FilterSpec(
-                name="feed_lot_id", applied=Applied.STREAM, record_attr="feed_lot_id", many=True
-            ),
-        },
-        columns=_columns(
-            "id",
-            "tenant_id",
-            "farm_id",
-            "barn_id",
-            "batch_id",
-            "device_id",
-            "source",
-            "feed_formula_id",
-            "feed_lot_id",
-            "quantity_kg",
-            "occurred_at",
-            "created_at",
-            "ingested_at",
-            "event_id",
-            "external_ref",
-            "idempotency_key",
-            "sequence",
-            "notes",
-            "created_by_user_id",
+            progress_attr="occurred_at",
+            newest_first=True,
         ),
-        progress_attr="occurred_at",
-        newest_first=True,
-    ),
-    JobType.KPI_FEEDING_EXPORT: JobTypeSpec(
-        job_type=JobType.KPI_FEEDING_EXPORT,
-        upstream=Upstream.FEED,
-        record_type=FeedingKpiRecord,
-        required_scope=("barn_id", "start_date", "end_date"),
-        filters={},
-        columns=_columns("record_date", "fcr", "adg_g", "sgr_pct") + _SCOPE_COLUMNS,
-        progress_attr="record_date",
-        newest_first=False,
-    ),
-    JobType.TELEMETRY_EXPORT: JobTypeSpec(
-        job_type=JobType.TELEMETRY_EXPORT,
-        upstream=Upstream.TELEMETRY,
-        record_type=TelemetryReading,
-        required_scope=(),
-        filters={
-            "metric": FilterSpec(name="metric", applied=Applied.UPSTREAM, record_attr="metric"),
-            "device_id": FilterSpec(
-                name="device_id", applied=Applied.UPSTREAM, record_attr="device_id"
+        JobTypeSpec(
+            job_type=JobType.KPI_FEEDING_EXPORT,
+            upstream=Upstream.FEED,
+            record_type=FeedingKpiRecord,
+            required_scope=("barn_id", "start_date", "end_date"),
+            filters={},
+            columns=_columns("record_date", "fcr", "adg_g", "sgr_pct") + _SCOPE_COLUMNS,
+            progress_attr="record_date",
+            newest_first=False,
+        ),
+        JobTypeSpec(
+            job_type=JobType.TELEMETRY_EXPORT,
+            upstream=Upstream.TELEMETRY,
+            record_type=TelemetryReading,
+            required_scope=(),
+            filters={
+                "metric": FilterSpec(name="metric", applied=Applied.UPSTREAM, record_attr="metric"),
+                "device_id": FilterSpec(
+                    name="device_id", applied=Applied.UPSTREAM, record_attr="device_id"
+                ),
+            },
+            columns=_columns(
+                "id",
+                "tenant_id",
+                "farm_id",
+                "barn_id",
+                "device_id",
+                "batch_id",
+                "metric",
+                "value",
+                "unit",
+                "occurred_at",
+                "trace_id",
+                "event_id",
+                "created_at",
             ),
-        },
-        columns=_columns(
-            "id",
-            "tenant_id",
-            "farm_id",
-            "barn_id",
-            "device_id",
-            "batch_id",
-            "metric",
-            "value",
-            "unit",
-            "occurred_at",
-            "trace_id",
-            "event_id",
-            "created_at",
+            progress_attr="occurred_at",
+            newest_first=True,
+            max_range_days=92,  # a reading every few minutes per sensor: far denser than the others
         ),
-        progress_attr="occurred_at",
-        newest_first=True,
-        max_range_days=92,  # a reading every few minutes per sensor: far denser than the others
-    ),
-    JobType.WEIGHVISION_EXPORT: JobTypeSpec(
-        job_type=JobType.WEIGHVISION_EXPORT,
-        upstream=Upstream.WEIGHVISION,
-        record_type=WeightAggregate,
-        required_scope=("start_date", "end_date"),
-        filters={},
-        columns=_columns(
-            "id",
-            "tenant_id",
-            "farm_id",
-            "barn_id",
-            "batch_id",
-            "record_date",
-            "avg_weight_kg",
-            "p10_weight_kg",
-            "p50_weight_kg",
-            "p90_weight_kg",
-            "sample_count",
-            "quality_pass_rate",
-            "created_at",
-            "updated_at",
+        JobTypeSpec(
+            job_type=JobType.WEIGHVISION_EXPORT,
+            upstream=Upstream.WEIGHVISION,
+            record_type=WeightAggregate,
+            required_scope=("start_date", "end_date"),
+            filters={},
+            columns=_columns(
+                "id",
+                "tenant_id",
+                "farm_id",
+                "barn_id",
+                "batch_id",
+                "record_date",
+                "avg_weight_kg",
+                "p10_weight_kg",
+                "p50_weight_kg",
+                "p90_weight_kg",
+                "sample_count",
+                "quality_pass_rate",
+                "created_at",
+                "updated_at",
+            ),
+            progress_attr="record_date",
+            newest_first=False,
         ),
-        progress_attr="record_date",
-        newest_first=False,
-    ),
-}
+    ]
+)

@@ -1,6 +1,6 @@
 """The ports: what the core needs from the outside world, in the domain's words.
 
-Every port has an in-memory adapter (``adapters.memory``) and at least one real one; a contract
+Every port has an in-memory adapter (``reportcore.testing``) and at least one real one; a contract
 suite per port runs against all of them.
 """
 
@@ -159,7 +159,8 @@ class SourceRequest(msgspec.Struct, frozen=True, kw_only=True):
 
     job_id: str
     tenant_id: str
-    job_type: JobType
+    # a consumer's own job type (see JobTypeRegistry) is named by a plain string
+    job_type: JobType | str
     scope: Scope
     upstream_filters: dict[str, Any]
     typed: bool = True

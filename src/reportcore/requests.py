@@ -154,7 +154,7 @@ def validate_filters(spec: JobTypeSpec, filters: Mapping[str, Any] | None) -> di
         fspec = spec.filters.get(key)
         if fspec is None:
             raise ValidationError(
-                f"unknown filter {_echo(key)!r} for {spec.job_type.value}; allowed: {allowed}",
+                f"unknown filter {_echo(key)!r} for {spec.job_type}; allowed: {allowed}",
                 field=f"filters.{_echo(key)}",
             )
         values: list[Any]

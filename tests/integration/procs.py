@@ -83,7 +83,7 @@ DOWNLOAD_SECRET = "integration-download-secret-0123456789"
 START_TIMEOUT_SEC = 30.0
 STOP_TIMEOUT_SEC = 30.0
 
-REPORTSVC: tuple[str, ...] = (sys.executable, "-m", "entrypoints.cli")
+REPORTSVC: tuple[str, ...] = (sys.executable, "-m", "reportsvc.entrypoints.cli")
 """How to run ``reportsvc``: the same module the console script calls, in this interpreter."""
 
 

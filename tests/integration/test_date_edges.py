@@ -30,7 +30,7 @@ def test_the_edge_dates_export_every_record_of_their_day(
         [
             sys.executable,
             "-m",
-            "entrypoints.cli",
+            "reportsvc.entrypoints.cli",
             "export",
             "--demo",
             "--job-type",

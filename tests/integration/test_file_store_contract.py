@@ -17,12 +17,16 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from adapters.clock import FakeClock
 from adapters.filesystem import READ_CHUNK, FilesystemStore
-from adapters.memory import InMemoryFileStore, InMemoryJobRepository, StaticRecordSource
 from reportcore.errors import StorageFailure
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, message_for
 from reportcore.ports import FileStore
+from reportcore.testing import (
+    FakeClock,
+    InMemoryFileStore,
+    InMemoryJobRepository,
+    StaticRecordSource,
+)
 from reportcore.usecases import Policy, run_job
 
 TENANT = "tenant-1"

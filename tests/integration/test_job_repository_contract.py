@@ -19,13 +19,12 @@ from typing import Any
 import msgspec
 import pytest
 
-from adapters.clock import FakeClock
-from adapters.memory import InMemoryJobRepository
 from reportcore import lifecycle
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
 from reportcore.lifecycle import Event
 from reportcore.ports import JobRepository, StoredFile
 from reportcore.requests import Cursor, ListQuery
+from reportcore.testing import FakeClock, InMemoryJobRepository
 
 RepositoryFactory = Callable[[pytest.FixtureRequest], JobRepository]
 

@@ -20,9 +20,9 @@ from typing import Any
 import msgspec
 import pytest
 
-from adapters.memory import InMemoryQueue
 from reportcore.jobs import Job, JobMessage, JobType, ReportFormat, message_for
 from reportcore.ports import Disposition, JobConsumer, JobQueue
+from reportcore.testing import InMemoryQueue
 
 DEADLINE_SEC = 15.0
 

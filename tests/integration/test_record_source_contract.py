@@ -15,12 +15,12 @@ import msgspec
 import pytest
 
 from adapters.demo_upstream import DemoUpstream
-from adapters.memory import StaticRecordSource
 from adapters.upstream import HttpRecordSource, UpstreamConfig
 from reportcore.errors import ExportFailure, UpstreamRejected
 from reportcore.jobs import JobType
 from reportcore.jobtypes import JOB_TYPES
 from reportcore.ports import RecordSource, SourcePage
+from reportcore.testing import StaticRecordSource
 
 from .test_upstream_sources import TOKEN, config_for, demo_scope, request_for, upstream_records
 

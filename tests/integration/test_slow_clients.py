@@ -11,7 +11,6 @@ from __future__ import annotations
 import os
 import selectors
 import socket
-import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,7 +19,7 @@ from urllib.parse import urlsplit
 import httpx
 import pytest
 
-from .procs import Proc, Procs, run_reportsvc, service_env
+from .procs import REPORTSVC, Proc, Procs, run_reportsvc, service_env
 
 STALLED = 2_000
 FD_LIMIT = 1_500  # the api's RLIMIT_NOFILE: fewer than STALLED
@@ -34,7 +33,7 @@ HALF_BODY = (
 
 def _start_api(procs: Procs, env: dict[str, str]) -> tuple[Proc, str]:
     # prlimit: the api gets fewer descriptors than there are stalled clients
-    argv = ["prlimit", f"--nofile={FD_LIMIT}:{FD_LIMIT}", sys.executable, "-m", "entrypoints.cli"]
+    argv = ["prlimit", f"--nofile={FD_LIMIT}:{FD_LIMIT}", *REPORTSVC]
     proc = procs.start("api", [*argv, "api"], env)
     url = proc.wait_for(r"msg=listening .*?url=(http://\S+)").group(1)
     proc.wait_http(url + "/api/health")

@@ -27,7 +27,6 @@ import httpx
 import msgspec
 import pytest
 
-from adapters.clock import FakeClock
 from adapters.demo_upstream import (
     DEMO_BARN_ID,
     DEMO_BATCH_ID,
@@ -38,13 +37,13 @@ from adapters.demo_upstream import (
     DemoUpstream,
 )
 from adapters.filesystem import FilesystemStore
-from adapters.memory import InMemoryJobRepository
 from adapters.upstream import HttpRecordSource, UpstreamConfig
 from reportcore.errors import UpstreamUnavailable
 from reportcore.export import scope_values, write_export
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, Scope, message_for
 from reportcore.jobtypes import JOB_TYPES
 from reportcore.ports import SourceRequest
+from reportcore.testing import FakeClock, InMemoryJobRepository
 from reportcore.usecases import Policy, run_job
 
 TOKEN = "internal-service-token-7f1d"

@@ -17,17 +17,17 @@ import jwt
 from dependency_injector import providers
 from litestar.testing import TestClient
 
-from adapters.clock import FakeClock
-from adapters.memory import (
+from reportcore.testing import (
+    FakeClock,
     InMemoryFileStore,
     InMemoryJobRepository,
     InMemoryQueue,
     StaticRecordSource,
 )
-from entrypoints.api import create_app
-from entrypoints.containers import build_container
-from entrypoints.settings import Settings
 from reportcore.usecases import Policy, RunOutcome, run_job
+from reportsvc.entrypoints.api import create_app
+from reportsvc.entrypoints.containers import build_container
+from reportsvc.entrypoints.settings import Settings
 from tests.clock import pinned_now
 
 # pyjwt warns about HMAC keys shorter than the hash (64 bytes for HS512): keep them longer

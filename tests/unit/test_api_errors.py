@@ -17,7 +17,7 @@ from dependency_injector import providers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from adapters.memory import InMemoryJobRepository
+from reportcore.testing import InMemoryJobRepository
 
 from .api_support import (
     FEED_BODY,

@@ -14,13 +14,13 @@ import pytest
 from dependency_injector import providers
 from litestar.testing import TestClient
 
-from adapters.memory import InMemoryQueue
-from entrypoints import api
-from entrypoints.containers import build_container
-from entrypoints.settings import ConfigError
 from reportcore.errors import ServiceUnavailable
 from reportcore.jobs import JobStatus
 from reportcore.requests import ListQuery
+from reportcore.testing import InMemoryQueue
+from reportsvc.entrypoints import api
+from reportsvc.entrypoints.containers import build_container
+from reportsvc.entrypoints.settings import ConfigError
 
 from .api_support import (
     FEED_BODY,
@@ -120,7 +120,7 @@ def test_ready_is_503_naming_the_queue_when_the_broker_is_down(world: ApiWorld) 
 def test_ready_answers_within_its_bound_when_the_database_hangs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(api, "READY_TIMEOUT_SEC", 0.3)  # read when the app is built
+    monkeypatch.setattr(api.guards, "READY_TIMEOUT_SEC", 0.3)  # read when the app is built
     release = threading.Event()
 
     def hang() -> None:

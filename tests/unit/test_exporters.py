@@ -19,12 +19,16 @@ from typing import Any
 import msgspec
 import pytest
 
-from adapters.clock import FakeClock
-from adapters.memory import InMemoryFileStore, InMemoryJobRepository, StaticRecordSource
 from reportcore.jobs import Job, JobStatus, JobType, message_for
 from reportcore.jobtypes import JOB_TYPES
 from reportcore.ports import SourcePage, SourceRequest
 from reportcore.requests import CreateRequest, validate_create
+from reportcore.testing import (
+    FakeClock,
+    InMemoryFileStore,
+    InMemoryJobRepository,
+    StaticRecordSource,
+)
 from reportcore.usecases import Policy, run_job
 
 TENANT = "tenant-a"

@@ -15,12 +15,16 @@ from collections.abc import Callable, Iterator
 import msgspec
 import pytest
 
-from adapters.clock import FakeClock
-from adapters.memory import InMemoryFileStore, InMemoryJobRepository, StaticRecordSource
-from entrypoints.worker import Worker
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, message_for
 from reportcore.ports import SourcePage, SourceRequest
+from reportcore.testing import (
+    FakeClock,
+    InMemoryFileStore,
+    InMemoryJobRepository,
+    StaticRecordSource,
+)
 from reportcore.usecases import LeaseKeeper, Policy, RunOutcome, run_job
+from reportsvc.entrypoints.worker import Worker
 
 TENANT = "tenant-1"
 POLICY = Policy(lease_sec=30, heartbeat_sec=1)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from entrypoints.settings import ConfigError, Settings, load_settings
+from reportsvc.entrypoints.settings import ConfigError, Settings, load_settings
 
 SECRET = "0123456789abcdef-secret"
 

@@ -22,13 +22,6 @@ from hypothesis import HealthCheck, event, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, invariant, precondition, rule
 
-from adapters.clock import FakeClock
-from adapters.memory import (
-    InMemoryFileStore,
-    InMemoryJobRepository,
-    InMemoryQueue,
-    StaticRecordSource,
-)
 from reportcore.errors import (
     ExportFailure,
     Forbidden,
@@ -44,6 +37,13 @@ from reportcore.errors import (
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
 from reportcore.ports import Disposition, SourcePage, SourceRequest, StoredFile
 from reportcore.requests import CreateRequest, ListQuery, validate_create
+from reportcore.testing import (
+    FakeClock,
+    InMemoryFileStore,
+    InMemoryJobRepository,
+    InMemoryQueue,
+    StaticRecordSource,
+)
 from reportcore.usecases import (
     Policy,
     RunOutcome,

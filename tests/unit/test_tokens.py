@@ -13,10 +13,14 @@ import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
 
-from adapters.clock import FakeClock
-from adapters.memory import InMemoryFileStore, InMemoryJobRepository, StaticRecordSource
 from reportcore.errors import Forbidden
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
+from reportcore.testing import (
+    FakeClock,
+    InMemoryFileStore,
+    InMemoryJobRepository,
+    StaticRecordSource,
+)
 from reportcore.tokens import (
     DownloadClaims,
     ExpiredDownloadToken,

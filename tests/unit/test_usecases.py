@@ -13,13 +13,6 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.clock import FakeClock
-from adapters.memory import (
-    InMemoryFileStore,
-    InMemoryJobRepository,
-    InMemoryQueue,
-    StaticRecordSource,
-)
 from reportcore import tokens
 from reportcore.errors import (
     ExportFailure,
@@ -40,6 +33,13 @@ from reportcore.fairness import TenantSlots, default_share
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
 from reportcore.ports import Disposition, SourcePage, SourceRequest, StoredFile
 from reportcore.requests import CreateRequest, ListQuery, validate_create, validate_list
+from reportcore.testing import (
+    FakeClock,
+    InMemoryFileStore,
+    InMemoryJobRepository,
+    InMemoryQueue,
+    StaticRecordSource,
+)
 from reportcore.tokens import InvalidDownloadToken
 from reportcore.usecases import (
     Created,

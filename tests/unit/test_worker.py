@@ -14,20 +14,20 @@ import msgspec
 import pytest
 from dependency_injector import providers
 
-from adapters.clock import FakeClock
-from adapters.memory import (
+from reportcore.jobs import Job, JobStatus, JobType
+from reportcore.ports import SourcePage, SourceRequest
+from reportcore.requests import CreateRequest, ListQuery, validate_create
+from reportcore.testing import (
+    FakeClock,
     InMemoryFileStore,
     InMemoryJobRepository,
     InMemoryQueue,
     StaticRecordSource,
 )
-from entrypoints.containers import Container, build_container
-from entrypoints.settings import Settings
-from entrypoints.worker import Worker, new_owner_id
-from reportcore.jobs import Job, JobStatus, JobType
-from reportcore.ports import SourcePage, SourceRequest
-from reportcore.requests import CreateRequest, ListQuery, validate_create
 from reportcore.usecases import create_job
+from reportsvc.entrypoints.containers import Container, build_container
+from reportsvc.entrypoints.settings import Settings
+from reportsvc.entrypoints.worker import Worker, new_owner_id
 
 TENANT = "t-worker"
 DEADLINE_SEC = 10.0

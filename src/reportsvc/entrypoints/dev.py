@@ -116,9 +116,10 @@ def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | No
     from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
 
     from .api import create_app
-    from .cli import connection_limits, relog, serve, sign_user_token
+    from .auth import sign_user_token
     from .containers import Container, demo_clock, wire_embedded
     from .logs import setup_logging
+    from .serving import connection_limits, relog, serve
     from .worker import Worker
 
     data_dir = data_dir.resolve()

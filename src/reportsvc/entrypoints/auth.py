@@ -10,10 +10,11 @@ decided by :mod:`reportcore.access`, not here.
 
 from __future__ import annotations
 
+import datetime as dt
 import math
 import re
 import threading
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jwt
@@ -23,6 +24,8 @@ from reportcore.access import Principal
 from reportcore.errors import Unauthorized, ValidationError
 from reportcore.ports import Clock
 from reportcore.requests import validate_tenant_id
+
+from .settings import Settings
 
 ALGORITHMS = ["HS256"]
 MAX_TOKEN_LENGTH = 8192
@@ -171,3 +174,28 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
             # the token is at fault, not the request: a 401, as for any other bad claim
             raise Unauthorized("bearer token claim tenant_id is malformed") from None
     return Principal(subject=subject, roles=frozenset(roles), tenant_id=tenant or None)
+
+
+def sign_user_token(
+    settings: Settings,
+    *,
+    tenant: str | None,
+    roles: Sequence[str],
+    sub: str,
+    ttl_sec: int,
+    now: dt.datetime | None = None,
+) -> str:
+    """A user JWT as the API expects it (HS256 with ``JWT_SECRET``, ``iss``, ``aud``)."""
+    assert settings.jwt_secret is not None
+    issued = int((now or dt.datetime.now(dt.UTC)).timestamp())
+    claims: dict[str, Any] = {
+        "sub": sub,
+        "roles": list(roles),
+        "iss": settings.jwt_issuer,
+        "aud": settings.jwt_audience,
+        "iat": issued,
+        "exp": issued + ttl_sec,
+    }
+    if tenant:
+        claims["tenant_id"] = tenant
+    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")

@@ -1,6 +1,8 @@
-"""In-memory adapters of every port: real implementations, kept to the same contract suites
-as the PostgreSQL, RabbitMQ and filesystem ones. Used by unit tests and the embedded default.
-All are thread-safe.
+"""In-memory adapters of every port of :mod:`reportcore.ports`, and a clock to pin time.
+
+Real, maintained implementations (the way procrastinate ships ``InMemoryConnector``), kept to
+the same contract suites as the service's PostgreSQL, RabbitMQ and filesystem adapters, so a
+consumer of the library can run its tests on them. Standard library and msgspec only, typed.
 """
 
 from __future__ import annotations
@@ -15,12 +17,45 @@ from typing import Any
 
 import msgspec
 
-from reportcore import lifecycle
-from reportcore.errors import QueueUnavailable, ServiceUnavailable, StorageFailure
-from reportcore.jobs import Job, JobMessage, JobStatus
-from reportcore.lifecycle import Event
-from reportcore.ports import Disposition, SourcePage, SourceRequest, StoredFile
-from reportcore.requests import ListQuery
+from . import lifecycle
+from .errors import QueueUnavailable, ServiceUnavailable, StorageFailure
+from .jobs import Job, JobMessage, JobStatus
+from .jobtypes import JOB_TYPES, JobTypeRegistry
+from .lifecycle import Event
+from .ports import Disposition, SourcePage, SourceRequest, StoredFile
+from .requests import ListQuery
+
+__all__ = [
+    "FakeClock",
+    "InMemoryFileStore",
+    "InMemoryJobRepository",
+    "InMemoryQueue",
+    "StaticRecordSource",
+]
+
+
+class FakeClock:
+    """A :class:`reportcore.ports.Clock` that moves only when told to (thread-safe)."""
+
+    def __init__(self, start: dt.datetime | None = None) -> None:
+        self._now = start or dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        self._lock = threading.Lock()
+
+    def now(self) -> dt.datetime:
+        """The time it was set or advanced to."""
+        with self._lock:
+            return self._now
+
+    def advance(self, seconds: float) -> dt.datetime:
+        """Move on by ``seconds``; returns the new time."""
+        with self._lock:
+            self._now += dt.timedelta(seconds=seconds)
+            return self._now
+
+    def set(self, when: dt.datetime) -> None:
+        """Jump to ``when``."""
+        with self._lock:
+            self._now = when
 
 
 def _copy(job: Job) -> Job:
@@ -367,7 +402,8 @@ class StaticRecordSource:
     """Records held in memory, served in pages: for tests and the library examples.
 
     ``records`` maps a job type to its upstream records as JSON-ready dicts (camelCase), in
-    upstream order; they are encoded and decoded exactly as a real source would.
+    upstream order; they are encoded and decoded exactly as a real source would, into the
+    record type ``job_types`` (a consumer's own registry, say) gives for the job type.
     """
 
     def __init__(
@@ -375,18 +411,19 @@ class StaticRecordSource:
         records: Mapping[str, Sequence[Mapping[str, Any]]],
         page_size: int = 100,
         fail_with: Exception | None = None,
+        *,
+        job_types: JobTypeRegistry = JOB_TYPES,
     ) -> None:
         self._records = records
+        self._job_types = job_types
         self._page_size = page_size
         self.fail_with = fail_with
         self.requests: list[SourceRequest] = []
 
     def pages(self, request: SourceRequest) -> Iterator[SourcePage]:
-        from reportcore.jobtypes import JOB_TYPES
-
         self.requests.append(request)
-        spec = JOB_TYPES[request.job_type]
-        items = list(self._records.get(request.job_type.value, ()))
+        spec = self._job_types[request.job_type]
+        items = list(self._records.get(str(request.job_type), ()))
         for start in range(0, max(len(items), 1), self._page_size):
             if self.fail_with is not None:
                 raise self.fail_with

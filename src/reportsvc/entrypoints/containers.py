@@ -20,14 +20,15 @@ from typing import Any, Protocol
 
 from dependency_injector import containers, providers
 
-from adapters.clock import FakeClock, SystemClock
-from adapters.memory import (
+from adapters.clock import SystemClock
+from reportcore.ports import Clock
+from reportcore.testing import (
+    FakeClock,
     InMemoryFileStore,
     InMemoryJobRepository,
     InMemoryQueue,
     StaticRecordSource,
 )
-from reportcore.ports import Clock
 from reportcore.usecases import Policy
 
 from .settings import Settings

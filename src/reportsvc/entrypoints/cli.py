@@ -8,15 +8,13 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import datetime as dt
 import os
-import signal
 import sys
 import threading
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, Any
 
 import msgspec
 
@@ -27,11 +25,10 @@ from reportcore.jobtypes import JOB_TYPES, Upstream
 from reportcore.ports import SourcePage, SourceRequest
 from reportcore.requests import CreateRequest, ValidCreate, validate_create, validate_tenant_id
 
+from .auth import sign_user_token
 from .containers import demo_clock, upstream_config
+from .serving import connection_limits, relog, serve
 from .settings import ConfigError, Settings, load_settings
-
-if TYPE_CHECKING:  # uvicorn is imported only by the commands that serve HTTP
-    from .connections import ConnectionLimits
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -48,7 +45,6 @@ WORKER_REQUIRED = (
 )
 MIGRATE_REQUIRED = ("database_url",)
 TOKEN_REQUIRED = ("jwt_secret",)
-GRACEFUL_SHUTDOWN_SEC = 30
 
 
 class Failure(Exception):
@@ -57,73 +53,6 @@ class Failure(Exception):
     def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
         super().__init__(message)
         self.exit_code = exit_code
-
-
-# --- serving HTTP (shared by `api` and `dev`) ---
-
-
-def connection_limits(settings: Settings) -> ConnectionLimits:
-    """The slow-client limits of ``settings``."""
-    from .connections import ConnectionLimits
-
-    return ConnectionLimits(
-        header_timeout_sec=settings.http_header_timeout_sec,
-        body_timeout_sec=settings.http_body_timeout_sec,
-        max_connections=settings.http_max_connections,
-    )
-
-
-def serve(
-    app: Any,
-    host: str,
-    port: int,
-    *,
-    limits: ConnectionLimits | None = None,
-    on_ready: Callable[[str], None] | None = None,
-) -> None:
-    """Serve ``app`` until SIGTERM or SIGINT, then finish in-flight requests and return.
-
-    ``limits`` bound how long a client may take to send a request and how many may be
-    connected (defaults when not given); ``on_ready`` gets the base URL once the socket
-    listens (the real port when ``port`` is 0).
-    """
-    import logging
-
-    import uvicorn
-
-    from .connections import ConnectionLimits, guarded_protocol
-
-    log = logging.getLogger("reportsvc")
-
-    class Server(uvicorn.Server):
-        async def startup(self, sockets: Any = None) -> None:
-            await super().startup(sockets=sockets)
-            if self.started:
-                bound = self.servers[0].sockets[0].getsockname()[1]
-                shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-                url = f"http://{shown}:{bound}"
-                log.info("listening", extra={"url": url, "host": host, "port": bound})
-                if on_ready is not None:
-                    on_ready(url)
-
-    config = uvicorn.Config(
-        app,
-        host=host,
-        port=port,
-        log_config=None,  # our handler (one line, redacted) is already on the root logger
-        access_log=False,  # the API logs one line per request itself, with ids and duration
-        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SEC,
-        server_header=False,
-        loop="uvloop",  # named, not "auto": a build without uvloop fails here instead of
-        # running ~20 % slower unnoticed (docs/performance.md); httptools with read deadlines
-        # and a connection cap, which uvicorn lacks (entrypoints.connections)
-        http=guarded_protocol(limits or ConnectionLimits()),
-    )
-    # uvicorn re-raises the signal that stopped it once it is done; with these handlers in
-    # place (uvicorn restores them) that ends the process with exit code 0, not by the signal
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda signum, frame: None)
-    Server(config).run()
 
 
 # --- commands ---
@@ -135,14 +64,6 @@ def _settings(env: Mapping[str, str], required: Sequence[str]) -> Settings:
     settings = load_settings(env, required=required)
     setup_logging(settings)
     return settings
-
-
-def relog(settings: Settings) -> None:
-    """Set our logging up again once the web app is built: building a Litestar app applies
-    its default logging configuration, which replaces the root logger's handlers."""
-    from .logs import setup_logging
-
-    setup_logging(settings)
 
 
 def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -200,33 +121,6 @@ def cmd_dev(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .dev import run_dev
 
     return run_dev(env, data_dir=Path(args.data_dir), host=args.host, port=args.port)
-
-
-def sign_user_token(
-    settings: Settings,
-    *,
-    tenant: str | None,
-    roles: Sequence[str],
-    sub: str,
-    ttl_sec: int,
-    now: dt.datetime | None = None,
-) -> str:
-    """A user JWT as the API expects it (HS256 with ``JWT_SECRET``, ``iss``, ``aud``)."""
-    import jwt
-
-    assert settings.jwt_secret is not None
-    issued = int((now or dt.datetime.now(dt.UTC)).timestamp())
-    claims: dict[str, Any] = {
-        "sub": sub,
-        "roles": list(roles),
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
-        "iat": issued,
-        "exp": issued + ttl_sec,
-    }
-    if tenant:
-        claims["tenant_id"] = tenant
-    return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")
 
 
 def cmd_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -1,0 +1,215 @@
+"""The job queue's consumer: manual acknowledgements, handlers on a thread pool, outcomes settled
+on the connection's own thread."""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import pika
+import pika.exceptions
+from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
+
+from reportcore.ports import Disposition
+
+from .topology import (
+    FIRST_RETRY_DELAY_SEC,
+    HEARTBEAT_SEC,
+    QUEUE,
+    TICK_SEC,
+    close_quietly,
+    connection_parameters,
+    declare_topology,
+    describe_url,
+    wait_or_stop,
+)
+
+log = logging.getLogger(__name__)
+
+
+class _Session:
+    """One connection's consumption; touched only by the connection's thread."""
+
+    def __init__(self, connection: BlockingConnection, channel: BlockingChannel) -> None:
+        self.connection = connection
+        self.channel = channel
+        self.tag = ""
+        self.in_flight = 0
+        self.cancelling = False
+        self.cancelled_by_broker = False
+        # set when the session ends: deliveries still waiting for a thread are not handled,
+        # since the broker gives them to the next connection anyway
+        self.over = threading.Event()
+
+
+class _ConsumerCancelled(Exception):
+    """The broker cancelled our consumer (the queue was deleted): consume again."""
+
+
+class RabbitMQConsumer:
+    """:class:`reportcore.ports.JobConsumer` over RabbitMQ with manual acknowledgements.
+
+    :meth:`run` consumes ``report.jobs`` with a prefetch of ``concurrency`` and hands each
+    delivery to one of ``concurrency`` handler threads; the outcome is applied on the
+    connection's thread: ACK -> ack, DEAD_LETTER -> nack without requeue (to the DLQ through
+    the DLX), REQUEUE or a raising handler -> nack with requeue. After a connection loss it
+    reconnects with backoff (``0.5 s`` doubling up to ``reconnect_max_delay``); messages not
+    acknowledged by then are redelivered by the broker.
+    """
+
+    def __init__(
+        self, url: str, *, reconnect_max_delay: float = 10.0, heartbeat: int = HEARTBEAT_SEC
+    ) -> None:
+        self._url = url
+        self._where = describe_url(url)
+        self._max_delay = reconnect_max_delay
+        self._heartbeat = heartbeat
+
+    def run(
+        self,
+        handle: Callable[[bytes], Disposition],
+        concurrency: int,
+        stop: Callable[[], bool],
+    ) -> None:
+        """Consume until ``stop()`` is true; return once in-flight handlers finished (and
+        their outcome was sent, if the connection is alive)."""
+        if concurrency < 1:
+            raise ValueError("concurrency must be at least 1")
+        failures = 0
+        # leaving the block waits for handlers of connections lost earlier, too
+        with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="job") as pool:
+            while not stop():
+                session: _Session | None = None
+                try:
+                    session = self._open(concurrency)
+                    session.tag = session.channel.basic_consume(
+                        QUEUE,
+                        functools.partial(self._deliver, session, pool, handle, stop),
+                        auto_ack=False,
+                    )
+                    if failures:
+                        log.info("consumer connected to RabbitMQ at %s again", self._where)
+                    failures = 0
+                    self._consume(session, stop)
+                except (pika.exceptions.AMQPError, OSError, _ConsumerCancelled) as exc:
+                    failures += 1
+                    delay = min(self._max_delay, FIRST_RETRY_DELAY_SEC * 2 ** (failures - 1))
+                    log.warning(
+                        "consumer connection to RabbitMQ at %s failed: %s: %s; "
+                        "reconnecting in %.1fs",
+                        self._where,
+                        type(exc).__name__,
+                        exc,
+                        delay,
+                    )
+                    if session is not None:
+                        session.over.set()
+                        close_quietly(session.connection)
+                    wait_or_stop(delay, stop)
+                else:
+                    session.over.set()
+                    close_quietly(session.connection)
+
+    def _open(self, concurrency: int) -> _Session:
+        params = connection_parameters(
+            self._url,
+            name="reportsvc consumer",
+            heartbeat=self._heartbeat,
+            timeout=10.0,
+            blocked_timeout=None,
+        )
+        connection = pika.BlockingConnection(params)
+        try:
+            channel = connection.channel()
+            declare_topology(channel)
+            channel.basic_qos(prefetch_count=concurrency)
+        except BaseException:
+            close_quietly(connection)
+            raise
+        session = _Session(connection, channel)
+
+        def cancelled(_frame: Any) -> None:
+            session.cancelled_by_broker = True
+
+        channel.add_on_cancel_callback(cancelled)
+        return session
+
+    def _consume(self, session: _Session, stop: Callable[[], bool]) -> None:
+        """Process I/O until stop, then cancel the consumer and drain this session."""
+        while True:
+            # short ticks: heartbeats and settlements flow, and stop is seen within a tick
+            session.connection.process_data_events(time_limit=TICK_SEC)
+            if session.cancelled_by_broker:
+                raise _ConsumerCancelled("the broker cancelled the consumer")
+            if not session.channel.is_open:
+                raise pika.exceptions.ChannelWrongStateError("the channel closed")
+            if stop():
+                if not session.cancelling:
+                    session.cancelling = True
+                    # also hands back deliveries not yet dispatched to us
+                    session.channel.basic_cancel(session.tag)
+                if session.in_flight == 0:
+                    return
+
+    # on the connection's thread
+    def _deliver(
+        self,
+        session: _Session,
+        pool: ThreadPoolExecutor,
+        handle: Callable[[bytes], Disposition],
+        stop: Callable[[], bool],
+        channel: BlockingChannel,
+        method: Any,
+        properties: Any,
+        body: bytes,
+    ) -> None:
+        session.in_flight += 1
+        pool.submit(self._work, session, handle, stop, method.delivery_tag, body)
+
+    def _settle(self, session: _Session, tag: int, disposition: Disposition) -> None:
+        session.in_flight -= 1
+        try:
+            if disposition is Disposition.ACK:
+                session.channel.basic_ack(tag)
+            elif disposition is Disposition.DEAD_LETTER:
+                session.channel.basic_nack(tag, requeue=False)
+            else:
+                session.channel.basic_nack(tag, requeue=True)
+        except (pika.exceptions.AMQPError, OSError) as exc:
+            log.warning("could not %s a message (the broker redelivers it): %s", disposition, exc)
+
+    # on a handler thread
+    def _work(
+        self,
+        session: _Session,
+        handle: Callable[[bytes], Disposition],
+        stop: Callable[[], bool],
+        tag: int,
+        body: bytes,
+    ) -> None:
+        if session.over.is_set():
+            return  # its connection is gone, so the broker redelivers it elsewhere
+        if stop():
+            # it waited for a free thread past stop: back untouched
+            disposition = Disposition.REQUEUE
+        else:
+            try:
+                disposition = handle(body)
+            except Exception:
+                log.exception("job handler failed; the message goes back to the queue")
+                disposition = Disposition.REQUEUE
+        try:
+            session.connection.add_callback_threadsafe(
+                functools.partial(self._settle, session, tag, disposition)
+            )
+        except pika.exceptions.AMQPError as exc:
+            log.warning(
+                "connection lost before a message could be settled (%s); "
+                "the broker redelivers it: %s",
+                disposition,
+                exc,
+            )

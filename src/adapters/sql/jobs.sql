@@ -1,0 +1,122 @@
+-- The job repository's statements, written once for every engine.
+--
+-- :name is a parameter (each engine's dialect spells it, and adds the casts PostgreSQL needs);
+-- {name} is a piece that differs between engines, taken from <engine>/dialect.sql; {columns}
+-- and {values} are the Job's fields in order, so a new column is one edit of Job plus a
+-- migration. Every state change is one conditional UPDATE ... RETURNING: :sources are the
+-- statuses its event may leave and :target where it goes, both from reportcore.lifecycle.
+
+-- name: insert_job
+INSERT INTO report_jobs ({columns})
+VALUES ({values})
+ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
+RETURNING {columns}
+
+-- name: select_by_key
+SELECT {columns} FROM report_jobs
+WHERE tenant_id = :tenant_id AND idempotency_key = :idempotency_key
+
+-- name: select_job
+SELECT {columns} FROM report_jobs WHERE id = :id
+
+-- name: select_tenant_job
+SELECT {columns} FROM report_jobs WHERE id = :id AND tenant_id = :tenant_id
+
+-- find: the tenant's jobs newest first, each filter of ListQuery one piece (find_after and
+-- find_order are the engine's: they spell the byte-wise id order each in its own way)
+-- name: find_jobs
+SELECT {columns} FROM report_jobs WHERE tenant_id = :tenant_id
+
+-- name: find_status
+status = :status
+
+-- name: find_job_type
+job_type = :job_type
+
+-- name: find_created_from
+created_at >= :created_from
+
+-- name: find_created_to
+created_at <= :created_to
+
+-- name: mark_enqueued
+UPDATE report_jobs SET enqueued_at = :at WHERE id = :id
+
+-- name: mark_file_deleted
+UPDATE report_jobs SET file_deleted_at = :at WHERE id = :id AND file_deleted_at IS NULL
+
+-- name: claim_job
+UPDATE report_jobs
+SET status = :target, updated_at = :now,
+    lease_owner = :owner, lease_expires_at = :lease_until,
+    started_at = COALESCE(started_at, :now), attempts = attempts + 1,
+    error_code = NULL, error_message = NULL
+WHERE id = :id AND {status_in_sources}
+RETURNING {columns}
+
+-- name: heartbeat_job
+UPDATE report_jobs
+SET lease_expires_at = :lease_until, updated_at = :now,
+    progress_pct = {greatest}(progress_pct, {least}(:cap, COALESCE(:pct, progress_pct)))
+WHERE id = :id AND status = :running AND {owned}
+RETURNING {columns}
+
+-- The file's name and type depend on the job's type and format: looked up in JSON maps the
+-- core made (file_names, mime_types), so that this stays one statement and the core one truth.
+-- name: succeed_job
+UPDATE report_jobs
+SET status = :target, updated_at = :now,
+    progress_pct = 100,
+    file_path = :file_path,
+    file_name = {file_name_lookup},
+    mime_type = {mime_type_lookup},
+    size_bytes = :size_bytes, sha256 = :sha256, expires_at = :expires_at,
+    finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :id AND {status_in_sources} AND {owned}
+RETURNING {columns}
+
+-- name: fail_job
+UPDATE report_jobs
+SET status = :target, updated_at = :now,
+    error_code = :code, error_message = :message,
+    finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :id AND {status_in_sources} AND {owned}
+RETURNING {columns}
+
+-- name: retry_job
+UPDATE report_jobs
+SET status = :target, updated_at = :now,
+    lease_owner = NULL, lease_expires_at = NULL, enqueued_at = NULL
+WHERE id = :id AND {status_in_sources} AND {owned}
+RETURNING {columns}
+
+-- name: cancel_job
+UPDATE report_jobs
+SET status = :target, updated_at = :now,
+    finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :id AND {status_in_sources} AND tenant_id = :tenant_id
+RETURNING {columns}
+
+-- The recovery queries spell their status as literals so that the partial indexes of the
+-- migrations match them.
+-- name: stale_jobs
+SELECT {columns} FROM report_jobs
+WHERE status = 'running'
+  AND (
+      (lease_expires_at IS NOT NULL AND lease_expires_at < :now)
+      OR (lease_expires_at IS NULL AND updated_at < :legacy_before)
+  )
+ORDER BY updated_at, id LIMIT :limit
+
+-- name: unpublished_jobs
+SELECT {columns} FROM report_jobs
+WHERE status = 'queued' AND enqueued_at IS NULL AND updated_at < :before
+ORDER BY created_at, id LIMIT :limit
+
+-- name: expired_files
+SELECT {columns} FROM report_jobs
+WHERE status = 'succeeded' AND file_deleted_at IS NULL AND expires_at <= :now
+ORDER BY expires_at, id LIMIT :limit
+
+-- name: ping
+SELECT 1

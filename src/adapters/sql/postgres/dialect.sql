@@ -1,0 +1,31 @@
+-- PostgreSQL's spelling of the pieces of ../jobs.sql that differ between engines. Parameters
+-- are :name here too; the dialect adds the casts to the enum types.
+
+-- name: status_in_sources
+status = ANY(:sources)
+
+-- a job without a lease is owned by "no owner" (NULL), hence the null-safe comparison
+-- name: owned
+lease_owner IS NOT DISTINCT FROM :owner
+
+-- name: greatest
+GREATEST
+
+-- name: least
+LEAST
+
+-- name: file_name_lookup
+:file_names ->> (job_type::text || '/' || format::text)
+
+-- name: mime_type_lookup
+:mime_types ->> format::text
+
+-- The row comparison (created_at, id) < (...), spelled so that the first half can be an index
+-- condition on (tenant_id, created_at). Ids compare byte-wise ("C") so that ties in
+-- created_at order the same whatever the database's collation.
+-- name: find_after
+created_at <= :after_created_at
+AND (created_at < :after_created_at OR id COLLATE "C" < :after_id)
+
+-- name: find_order
+ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT :limit

@@ -1,0 +1,29 @@
+-- SQLite's spelling of the pieces of ../jobs.sql that differ between engines.
+
+-- :sources is a JSON list of statuses
+-- name: status_in_sources
+status IN (SELECT value FROM json_each(:sources))
+
+-- IS is SQLite's null-safe equality: no owner matches only a job without a lease
+-- name: owned
+lease_owner IS :owner
+
+-- name: greatest
+MAX
+
+-- name: least
+MIN
+
+-- name: file_name_lookup
+json_extract(:file_names, '$."' || job_type || '/' || format || '"')
+
+-- name: mime_type_lookup
+json_extract(:mime_types, '$."' || format || '"')
+
+-- Ids compare with SQLite's BINARY collation (byte-wise UTF-8, the order of Python's str
+-- comparison).
+-- name: find_after
+(created_at, id) < (:after_created_at, :after_id)
+
+-- name: find_order
+ORDER BY created_at DESC, id DESC LIMIT :limit

@@ -1,0 +1,426 @@
+"""The SQL job repository, one for every engine; an engine brings only a small :class:`Dialect`.
+
+The statements are written once, in ``sql/jobs.sql``; what an engine spells differently (a
+status list, a null-safe comparison, a JSON lookup, the keyset order) are named pieces in
+``sql/<engine>/dialect.sql``, next to that engine's migrations. The row codec is derived from
+the fields of :class:`reportcore.jobs.Job`: a new column is one edit of ``Job`` plus a
+migration. The statuses each transition may leave come from
+:data:`reportcore.lifecycle.TRANSITIONS`, so the SQL cannot disagree with the core.
+"""
+
+from __future__ import annotations
+
+import abc
+import datetime as dt
+import enum
+import functools
+import re
+from collections.abc import Callable, Iterator, Mapping
+from contextlib import AbstractContextManager
+from importlib import resources
+from typing import Any
+
+import msgspec
+
+from reportcore import lifecycle
+from reportcore.errors import ServiceUnavailable
+from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, file_name_for
+from reportcore.lifecycle import Event
+from reportcore.ports import StoredFile
+from reportcore.requests import ListQuery
+
+# A statement's rows as mappings of column name to value ([] for a statement without rows).
+Rows = list[Mapping[str, Any]]
+# Runs one statement with its parameters in an open session.
+Run = Callable[[str, Mapping[str, Any]], Rows]
+
+PROGRESS_CAP_WHILE_RUNNING = 99
+
+_NAMED = re.compile(r"^-- name: ([a-z_]+)\s*$")
+_MIGRATION_FILE = re.compile(r"^(\d{4}_[a-z0-9_]+)\.sql$")
+# ":name" but not the second colon of a PostgreSQL cast ("x::text")
+_PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
+
+
+def _sql_file(*parts: str) -> str:
+    return resources.files("adapters").joinpath("sql", *parts).read_text(encoding="utf-8")
+
+
+def named_blocks(text: str) -> dict[str, str]:
+    """The ``-- name: x`` blocks of a .sql file, comment lines and trailing ``;`` dropped."""
+    blocks: dict[str, list[str]] = {}
+    current: list[str] | None = None
+    for line in text.splitlines():
+        match = _NAMED.match(line)
+        if match:
+            current = blocks.setdefault(match.group(1), [])
+        elif current is not None and not line.lstrip().startswith("--"):
+            current.append(line)
+    return {name: "\n".join(lines).strip().rstrip(";").strip() for name, lines in blocks.items()}
+
+
+def migrations(engine: str) -> list[tuple[str, str]]:
+    """Every migration shipped in ``adapters/sql/<engine>``, as (name, SQL), in order."""
+    found = []
+    for entry in resources.files("adapters").joinpath("sql", engine).iterdir():
+        match = _MIGRATION_FILE.match(entry.name)
+        if match:
+            found.append((match.group(1), entry.read_text(encoding="utf-8")))
+    return sorted(found)
+
+
+class Dialect(abc.ABC):
+    """How one engine spells parameters and carries instants, dates, JSON and status lists."""
+
+    #: the folder of its migrations and ``dialect.sql`` under ``adapters/sql``
+    engine: str
+
+    @abc.abstractmethod
+    def parameter(self, name: str) -> str:
+        """The placeholder of parameter ``name`` (with any cast the engine needs)."""
+
+    @abc.abstractmethod
+    def instant(self, value: dt.datetime | None) -> Any:
+        """An aware instant as the engine stores it."""
+
+    @abc.abstractmethod
+    def read_instant(self, value: Any) -> dt.datetime | None:
+        """An instant read back, aware UTC."""
+
+    def date(self, value: dt.date | None) -> Any:
+        """A date as the engine stores it (natively, unless the engine has no date type)."""
+        return value
+
+    def read_date(self, value: Any) -> dt.date | None:
+        """A date read back."""
+        return value  # type: ignore[no-any-return]
+
+    @abc.abstractmethod
+    def json(self, value: Any) -> Any:
+        """A JSON value as the engine takes it as a parameter."""
+
+    @abc.abstractmethod
+    def read_json(self, value: Any) -> Any:
+        """A JSON column read back as Python values."""
+
+    @abc.abstractmethod
+    def statuses(self, values: list[str]) -> Any:
+        """A list of statuses as the ``:sources`` parameter."""
+
+
+class _Kind(enum.Enum):
+    VALUE = "value"
+    INSTANT = "instant"
+    DATE = "date"
+    JSON = "json"
+    ENUM = "enum"
+
+
+def _kind_of(field_type: msgspec.inspect.Type) -> tuple[_Kind, type[enum.Enum] | None]:
+    if isinstance(field_type, msgspec.inspect.UnionType):
+        present = [t for t in field_type.types if not isinstance(t, msgspec.inspect.NoneType)]
+        if len(present) == 1:
+            return _kind_of(present[0])
+    if isinstance(field_type, msgspec.inspect.DateTimeType):
+        return _Kind.INSTANT, None
+    if isinstance(field_type, msgspec.inspect.DateType):
+        return _Kind.DATE, None
+    if isinstance(field_type, msgspec.inspect.DictType | msgspec.inspect.ListType):
+        return _Kind.JSON, None
+    if isinstance(field_type, msgspec.inspect.EnumType):
+        return _Kind.ENUM, field_type.cls
+    return _Kind.VALUE, None
+
+
+_JOB_INFO = msgspec.inspect.type_info(Job)
+assert isinstance(_JOB_INFO, msgspec.inspect.StructType)
+# (column, kind, enum class): a column per field of Job, named as the field
+_JOB_FIELDS = tuple((f.name, *_kind_of(f.type)) for f in _JOB_INFO.fields)
+JOB_COLUMNS = tuple(name for name, _, _ in _JOB_FIELDS)
+
+
+class RowCodec:
+    """Job <-> row of ``report_jobs`` in one dialect, derived from the fields of ``Job``."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+
+    def row(self, job: Job) -> dict[str, Any]:
+        """``job``'s row as statement parameters."""
+        d = self._dialect
+        row: dict[str, Any] = {}
+        for name, kind, _ in _JOB_FIELDS:
+            value = getattr(job, name)
+            if kind is _Kind.INSTANT:
+                value = d.instant(value)
+            elif kind is _Kind.DATE:
+                value = d.date(value)
+            elif kind is _Kind.JSON:
+                value = d.json(value)
+            elif kind is _Kind.ENUM:
+                # enum members go as their values: psycopg would dump a plain Enum by its name
+                value = value.value
+            row[name] = value
+        return row
+
+    def job(self, row: Mapping[str, Any]) -> Job:
+        """The job of a row read back."""
+        d = self._dialect
+        values: dict[str, Any] = {}
+        for name, kind, enum_cls in _JOB_FIELDS:
+            value = row[name]
+            if kind is _Kind.INSTANT:
+                value = d.read_instant(value)
+            elif kind is _Kind.DATE:
+                value = d.read_date(value)
+            elif kind is _Kind.JSON:
+                value = d.read_json(value)
+                # the old service may have stored NULL where an object is expected
+                value = value if isinstance(value, dict) else {}
+            elif kind is _Kind.ENUM and enum_cls is not None:
+                value = enum_cls(value)
+            values[name] = value
+        return Job(**values)
+
+
+def _moves(event: Event) -> tuple[list[str], str]:
+    """The statuses ``event`` may leave and the one it leads to, from the lifecycle table."""
+    sources = lifecycle.sources_of(event)
+    targets = {lifecycle.apply(status, event) for status in sources}
+    # one statement sets one target; a table where an event led to several would need a
+    # CASE here, and must not silently get a wrong one
+    if len(targets) != 1:
+        raise RuntimeError(f"event {event.value!r} leads to several statuses: {targets}")
+    return sorted(s.value for s in sources), targets.pop().value
+
+
+class Statements:
+    """The repository's statements in one dialect, from ``sql/jobs.sql`` and its pieces."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        self.dialect = dialect
+        pieces = named_blocks(_sql_file(dialect.engine, "dialect.sql"))
+        shared = named_blocks(_sql_file("jobs.sql"))
+        fill = {
+            **pieces,
+            "columns": ", ".join(JOB_COLUMNS),
+            "values": ", ".join(f":{c}" for c in JOB_COLUMNS),
+        }
+        # the pieces are filled in first, so their parameters are spelled with the rest
+        self._sql = {
+            name: self._parameters(text.format_map(fill))
+            for name, text in {**shared, **pieces}.items()
+        }
+
+    def _parameters(self, text: str) -> str:
+        return _PARAMETER.sub(lambda m: self.dialect.parameter(m.group(1)), text)
+
+    def __getitem__(self, name: str) -> str:
+        return self._sql[name]
+
+    def find(self, tenant_id: str, query: ListQuery) -> tuple[str, dict[str, Any]]:
+        """The statement and parameters listing ``tenant_id``'s jobs by ``query``."""
+        d = self.dialect
+        params: dict[str, Any] = {"tenant_id": tenant_id, "limit": query.limit}
+        used: list[str] = []
+        if query.status is not None:
+            used.append("find_status")
+            params["status"] = query.status.value
+        if query.job_type is not None:
+            used.append("find_job_type")
+            params["job_type"] = query.job_type.value
+        if query.created_from is not None:
+            used.append("find_created_from")
+            params["created_from"] = d.instant(query.created_from)
+        if query.created_to is not None:
+            used.append("find_created_to")
+            params["created_to"] = d.instant(query.created_to)
+        if query.after is not None:
+            used.append("find_after")
+            params["after_created_at"] = d.instant(query.after.created_at)
+            params["after_id"] = query.after.id
+        parts = [self["find_jobs"], *(self[name] for name in used)]
+        return f"{' AND '.join(parts)} {self['find_order']}", params
+
+
+@functools.cache
+def _file_names() -> dict[str, str]:
+    return {f"{t.value}/{f.value}": file_name_for(t, f) for t in JobType for f in ReportFormat}
+
+
+class SqlJobRepository(abc.ABC):
+    """:class:`reportcore.ports.JobRepository` over SQL; an engine gives a dialect and sessions.
+
+    Semantics are those of :class:`reportcore.testing.InMemoryJobRepository`, kept honest by one
+    contract suite run over every engine.
+    """
+
+    def __init__(self, dialect: Dialect) -> None:
+        self._dialect = dialect
+        self._sql = Statements(dialect)
+        self._codec = RowCodec(dialect)
+        self._moves = {}
+        for event in Event:
+            sources, target = _moves(event)
+            self._moves[event] = {"sources": dialect.statuses(sources), "target": target}
+        self._file_names = dialect.json(_file_names())
+        self._mime_types = dialect.json({f.value: f.mime_type for f in ReportFormat})
+
+    @abc.abstractmethod
+    def _session(self) -> AbstractContextManager[Run]:
+        """A session to run statements in; an engine that does not answer is a 503."""
+
+    def _rows(self, statement: str, params: Mapping[str, Any]) -> Rows:
+        with self._session() as run:
+            return run(statement, params)
+
+    def _one(self, name: str, params: Mapping[str, Any]) -> Job | None:
+        rows = self._rows(self._sql[name], params)
+        return self._codec.job(rows[0]) if rows else None
+
+    def _many(self, statement: str, params: Mapping[str, Any]) -> list[Job]:
+        return [self._codec.job(row) for row in self._rows(statement, params)]
+
+    def _transition(self, event: Event, name: str, **params: Any) -> Job | None:
+        return self._one(name, {**self._moves[event], **params})
+
+    def _at(self, value: dt.datetime | None) -> Any:
+        return self._dialect.instant(value)
+
+    # port
+
+    def add(self, job: Job) -> tuple[Job, bool]:
+        row = self._codec.row(job)
+        with self._session() as run:
+            # The insert waits for a concurrent one with the same key to commit or roll back,
+            # and then does nothing (or inserts); the select that follows runs on a fresh
+            # snapshot and sees the winner. The loop covers a winner deleted in between.
+            for _ in range(3):
+                inserted = run(self._sql["insert_job"], row)
+                if inserted:
+                    return self._codec.job(inserted[0]), True
+                existing = run(self._sql["select_by_key"], row)
+                if existing:
+                    return self._codec.job(existing[0]), False
+        raise ServiceUnavailable("job could not be stored: its idempotency key kept changing")
+
+    def get(self, job_id: str, tenant_id: str | None = None) -> Job | None:
+        if tenant_id is None:
+            return self._one("select_job", {"id": job_id})
+        return self._one("select_tenant_job", {"id": job_id, "tenant_id": tenant_id})
+
+    def find(self, tenant_id: str, query: ListQuery) -> list[Job]:
+        return self._many(*self._sql.find(tenant_id, query))
+
+    def mark_enqueued(self, job_id: str, at: dt.datetime) -> None:
+        self._rows(self._sql["mark_enqueued"], {"id": job_id, "at": self._at(at)})
+
+    def claim(
+        self, job_id: str, owner: str, now: dt.datetime, lease_until: dt.datetime
+    ) -> Job | None:
+        return self._transition(
+            Event.CLAIM,
+            "claim_job",
+            id=job_id,
+            owner=owner,
+            now=self._at(now),
+            lease_until=self._at(lease_until),
+        )
+
+    def heartbeat(
+        self,
+        job_id: str,
+        owner: str,
+        now: dt.datetime,
+        lease_until: dt.datetime,
+        progress_pct: int | None,
+    ) -> Job | None:
+        return self._one(
+            "heartbeat_job",
+            {
+                "id": job_id,
+                "owner": owner,
+                "now": self._at(now),
+                "lease_until": self._at(lease_until),
+                "pct": progress_pct,
+                "cap": PROGRESS_CAP_WHILE_RUNNING,
+                "running": JobStatus.RUNNING.value,
+            },
+        )
+
+    def succeed(
+        self,
+        job_id: str,
+        owner: str,
+        now: dt.datetime,
+        file: StoredFile,
+        expires_at: dt.datetime | None,
+    ) -> Job | None:
+        return self._transition(
+            Event.SUCCEED,
+            "succeed_job",
+            id=job_id,
+            owner=owner,
+            now=self._at(now),
+            file_path=file.location,
+            size_bytes=file.size_bytes,
+            sha256=file.sha256,
+            expires_at=self._at(expires_at),
+            file_names=self._file_names,
+            mime_types=self._mime_types,
+        )
+
+    def fail(
+        self, job_id: str, owner: str | None, now: dt.datetime, code: str, message: str
+    ) -> Job | None:
+        return self._transition(
+            Event.FAIL,
+            "fail_job",
+            id=job_id,
+            owner=owner,
+            now=self._at(now),
+            code=code,
+            message=message,
+        )
+
+    def retry(self, job_id: str, owner: str | None, now: dt.datetime) -> Job | None:
+        return self._transition(Event.RETRY, "retry_job", id=job_id, owner=owner, now=self._at(now))
+
+    def cancel(self, job_id: str, tenant_id: str, now: dt.datetime) -> Job | None:
+        return self._transition(
+            Event.CANCEL, "cancel_job", id=job_id, tenant_id=tenant_id, now=self._at(now)
+        )
+
+    def stale(self, now: dt.datetime, legacy_before: dt.datetime, limit: int) -> list[Job]:
+        params = {"now": self._at(now), "legacy_before": self._at(legacy_before), "limit": limit}
+        return self._many(self._sql["stale_jobs"], params)
+
+    def unpublished(self, before: dt.datetime, limit: int) -> list[Job]:
+        params = {"before": self._at(before), "limit": limit}
+        return self._many(self._sql["unpublished_jobs"], params)
+
+    def expired_files(self, now: dt.datetime, limit: int) -> list[Job]:
+        return self._many(self._sql["expired_files"], {"now": self._at(now), "limit": limit})
+
+    def mark_file_deleted(self, job_id: str, at: dt.datetime) -> None:
+        self._rows(self._sql["mark_file_deleted"], {"id": job_id, "at": self._at(at)})
+
+    def ping(self) -> None:
+        self._rows(self._sql["ping"], {})
+
+
+def iter_statements(script: str) -> Iterator[str]:
+    """The statements of a migration script, for drivers that run one at a time."""
+    statement: list[str] = []
+    for line in script.splitlines():
+        if line.lstrip().startswith("--"):
+            continue
+        statement.append(line)
+        if line.rstrip().endswith(";"):
+            text = "\n".join(statement).strip().rstrip(";")
+            if text:
+                yield text
+            statement = []
+    rest = "\n".join(statement).strip()
+    if rest:
+        yield rest

@@ -1,0 +1,21 @@
+"""The knobs of the lifecycle, one value built from the service's settings."""
+
+from __future__ import annotations
+
+import msgspec
+
+from .jobs import JobType
+
+
+class Policy(msgspec.Struct, frozen=True, kw_only=True):
+    """The knobs of the lifecycle, from configuration."""
+
+    download_ttl_sec: int = 900
+    retention_sec: int = 604_800  # 0 keeps files forever
+    lease_sec: float = 30.0
+    heartbeat_sec: float = 1.0  # progress/lease writes at most this often
+    max_attempts: int = 3
+    republish_after_sec: float = 10.0  # an unconfirmed queued job is published again after this
+    batch: int = 100
+    # per job type, the widest date range a job may name; a type not listed keeps its spec's
+    max_range_days: dict[JobType, int] = msgspec.field(default_factory=dict)

@@ -1,0 +1,347 @@
+"""The worker's use cases: run a job, and recover what a dead worker or broker left behind."""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import traceback
+import uuid
+from collections.abc import Callable, Generator
+from contextlib import AbstractContextManager
+
+import msgspec
+
+from .errors import (
+    ExportCancelled,
+    ExportFailure,
+    QueueUnavailable,
+    ReportError,
+    StorageFailure,
+    WorkerLost,
+)
+from .export import ProgressEstimate, scope_values, write_export
+from .fairness import TenantSlots
+from .jobs import Job, JobMessage, JobStatus, message_for
+from .jobtypes import JOB_TYPES
+from .policy import Policy
+from .ports import (
+    Clock,
+    Disposition,
+    FileStore,
+    JobQueue,
+    JobRepository,
+    RecordSource,
+    SourcePage,
+    SourceRequest,
+    StoredFile,
+)
+
+
+def uuid_or_none(value: str) -> str | None:
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
+def publish(job: Job, jobs: JobRepository, queue: JobQueue, clock: Clock) -> bool:
+    """Publish ``job``'s message and record it; ``False`` if the broker did not confirm."""
+    try:
+        queue.publish(message_for(job))
+    except QueueUnavailable:
+        return False
+    jobs.mark_enqueued(job.id, clock.now())
+    return True
+
+
+LeaseKeeper = Callable[[Callable[[], bool]], AbstractContextManager[object]]
+"""Keeps a running job's lease while its export runs: called with ``renew`` (extends the lease;
+``False`` once the job is no longer this worker's), it returns a context manager that calls
+``renew`` every so often until it exits. The worker passes one that renews from a thread, so
+that a page the upstream is slow to give (timeouts, retries, backoff) does not outlive the
+lease; without one the lease is renewed only between pages."""
+
+
+def no_lease_keeper(renew: Callable[[], bool]) -> AbstractContextManager[object]:
+    """The lease is renewed between pages only."""
+    return contextlib.nullcontext()
+
+
+class RunOutcome(msgspec.Struct, frozen=True, kw_only=True):
+    """How handling one message ended, for the consumer and for logs."""
+
+    disposition: Disposition
+    job_id: str | None
+    status: str  # the job's status afterwards, or why nothing was done
+    detail: str = ""
+    crash: str = ""  # the traceback of a bug that failed the job, for the worker's log
+
+
+def run_job(
+    body: bytes,
+    *,
+    owner: str,
+    jobs: JobRepository,
+    source: RecordSource,
+    store: FileStore,
+    clock: Clock,
+    policy: Policy,
+    stopping: Callable[[], bool] = lambda: False,
+    keep_lease: LeaseKeeper = no_lease_keeper,
+    shares: TenantSlots | None = None,
+    queue: JobQueue | None = None,
+) -> RunOutcome:
+    """Handle one queue message: claim the job, stream its export, finish or fail it.
+
+    A message that can never be processed is dead-lettered; one for a job that is finished or
+    held by another worker is acknowledged and changes nothing. On shutdown (``stopping()``)
+    the job is handed back to the queue. No partial file is ever left visible. With
+    ``shares``, a job whose tenant holds its share of the worker's slots is published again
+    to ``queue`` (to the back) and not claimed: other tenants' jobs run first.
+    """
+    try:
+        message = msgspec.json.decode(body, type=JobMessage)
+    except msgspec.DecodeError as exc:
+        return RunOutcome(
+            disposition=Disposition.DEAD_LETTER, job_id=None, status="unparsable", detail=str(exc)
+        )
+    job_id = uuid_or_none(message.job_id)
+    job = jobs.get(job_id) if job_id else None
+    if job is None:
+        return RunOutcome(
+            disposition=Disposition.DEAD_LETTER, job_id=message.job_id, status="unknown job"
+        )
+    if job.status is not JobStatus.QUEUED:
+        return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=job.status.value)
+    if shares is not None and not shares.take(job.tenant_id):
+        return _defer(job, queue)
+    try:
+        now = clock.now()
+        claimed = jobs.claim(job.id, owner, now, now + dt.timedelta(seconds=policy.lease_sec))
+        if claimed is None:
+            return RunOutcome(
+                disposition=Disposition.ACK, job_id=job.id, status="claimed elsewhere"
+            )
+        return _export(claimed, owner, jobs, source, store, clock, policy, stopping, keep_lease)
+    finally:
+        if shares is not None:
+            shares.give_back(job.tenant_id)
+
+
+DEFERRED = "deferred"
+"""The status of a :class:`RunOutcome` whose job was sent to the back of the queue, unclaimed."""
+
+
+def _defer(job: Job, queue: JobQueue | None) -> RunOutcome:
+    """Send ``job`` to the back of the queue, unclaimed: its tenant holds its share."""
+    if queue is None:
+        raise ValueError("deferring a job needs the queue to publish it to")
+    try:
+        queue.publish(message_for(job))
+    except QueueUnavailable:
+        # the broker refuses: the message itself goes back and is delivered again
+        return RunOutcome(disposition=Disposition.REQUEUE, job_id=job.id, status=DEFERRED)
+    return RunOutcome(
+        disposition=Disposition.ACK,
+        job_id=job.id,
+        status=DEFERRED,
+        detail="its tenant holds its share of the worker's slots",
+    )
+
+
+class _Shutdown(Exception):
+    """The worker is stopping: hand the job back."""
+
+
+def _export(
+    job: Job,
+    owner: str,
+    jobs: JobRepository,
+    source: RecordSource,
+    store: FileStore,
+    clock: Clock,
+    policy: Policy,
+    stopping: Callable[[], bool],
+    keep_lease: LeaseKeeper,
+) -> RunOutcome:
+    spec = JOB_TYPES[job.job_type]
+    keep = spec.stream_predicate(job.filters)
+    raw = job.format.value == "json"
+    request = SourceRequest(
+        job_id=job.id,
+        tenant_id=job.tenant_id,
+        job_type=job.job_type,
+        scope=job.scope,
+        upstream_filters=spec.upstream_filters(job.filters),
+        typed=not raw or keep is not None,
+        raw=raw,
+    )
+    progress = ProgressEstimate(spec, job.scope)
+    last_beat = clock.now()
+    lost = False  # the lease keeper found the job cancelled or reclaimed
+
+    def renew() -> bool:
+        nonlocal lost
+        now = clock.now()
+        lease = now + dt.timedelta(seconds=policy.lease_sec)
+        if jobs.heartbeat(job.id, owner, now, lease, None) is None:
+            lost = True
+        return not lost
+
+    def beat(page: SourcePage, rows: int) -> None:
+        nonlocal last_beat
+        pct = progress.update(page)
+        if stopping():
+            raise _Shutdown
+        if lost:
+            raise ExportCancelled("job was cancelled or reclaimed")
+        now = clock.now()
+        if (now - last_beat).total_seconds() >= policy.heartbeat_sec:
+            lease = now + dt.timedelta(seconds=policy.lease_sec)
+            if jobs.heartbeat(job.id, owner, now, lease, pct) is None:
+                raise ExportCancelled("job was cancelled or reclaimed")
+            last_beat = now
+
+    def checked_pages() -> Generator[SourcePage, None, None]:
+        if stopping():
+            raise _Shutdown
+        yield from source.pages(request)
+
+    try:
+        writer = store.create(job.tenant_id, job.id, job.format.extension)
+    except ExportFailure as exc:  # an unwritable export folder fails the job, not the worker
+        return _failed(job, owner, jobs, clock, exc.code, exc.message)
+    except OSError as exc:
+        failure = _storage_failure(exc)
+        return _failed(job, owner, jobs, clock, failure.code, failure.message)
+    try:
+        # closing: a source fetching ahead in a thread stops (and is joined) as soon as the
+        # export stops early, before the job's file is dropped or its failure recorded
+        with keep_lease(renew), contextlib.closing(checked_pages()) as pages:
+            result = write_export(
+                spec,
+                job.format,
+                pages,
+                writer,
+                scope_values=scope_values(job.tenant_id, job.scope),
+                keep=keep,
+                on_page=beat,
+            )
+            # Keep the file only while still holding the job: a worker whose lease ran out
+            # while it wrote the last pages must not put its file where the new holder keeps
+            # its own.
+            now = clock.now()
+            lease = now + dt.timedelta(seconds=policy.lease_sec)
+            if jobs.heartbeat(job.id, owner, now, lease, progress.pct) is None:
+                raise ExportCancelled("job was cancelled or reclaimed")
+            location = writer.commit()
+    except _Shutdown:
+        writer.abort()
+        jobs.retry(job.id, owner, clock.now())
+        return RunOutcome(disposition=Disposition.REQUEUE, job_id=job.id, status="handed back")
+    except ExportCancelled:
+        writer.abort()
+        latest = jobs.get(job.id)
+        status = latest.status.value if latest else "gone"
+        return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status)
+    except ExportFailure as exc:
+        writer.abort()
+        return _failed(job, owner, jobs, clock, exc.code, exc.message)
+    except OSError as exc:
+        writer.abort()
+        failure = _storage_failure(exc)
+        return _failed(job, owner, jobs, clock, failure.code, failure.message)
+    except ReportError:
+        writer.abort()
+        raise  # the job store failed: the worker hands the message back and retries
+    except Exception as exc:
+        # A bug, not an outage: retrying cannot help, and leaving the job running until its
+        # lease ends would hold it (and the worker's patience) for attempts x lease. Fail it
+        # now, naming no more than the exception's type; the traceback goes to the log.
+        writer.abort()
+        bug = ExportFailure(f"the export failed unexpectedly ({type(exc).__name__})")
+        failed = _failed(job, owner, jobs, clock, bug.code, bug.message)
+        crash = "".join(traceback.format_exception(exc))
+        return msgspec.structs.replace(failed, crash=crash)
+    except BaseException:
+        writer.abort()
+        raise
+    now = clock.now()
+    expires = now + dt.timedelta(seconds=policy.retention_sec) if policy.retention_sec > 0 else None
+    stored = StoredFile(location=location, size_bytes=result.size_bytes, sha256=result.sha256)
+    done = jobs.succeed(job.id, owner, now, stored, expires)
+    if done is None:  # cancelled (or reclaimed) while the last bytes were written
+        latest = jobs.get(job.id)
+        # the file there may be the one of a worker that took the job over and finished it
+        if latest is None or (latest.status, latest.file_path) != (JobStatus.SUCCEEDED, location):
+            store.delete(location)
+        status = latest.status.value if latest else "gone"
+        return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status)
+    return RunOutcome(
+        disposition=Disposition.ACK,
+        job_id=job.id,
+        status=done.status.value,
+        detail=f"{result.rows} rows, {result.size_bytes} bytes",
+    )
+
+
+def _storage_failure(exc: OSError) -> StorageFailure:
+    return StorageFailure(f"export file could not be written: {exc.strerror or exc}")
+
+
+def _failed(
+    job: Job, owner: str, jobs: JobRepository, clock: Clock, code: str, message: str
+) -> RunOutcome:
+    failed = jobs.fail(job.id, owner, clock.now(), code, message[:2000])
+    status = failed.status.value if failed else "lost"
+    return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status, detail=code)
+
+
+class Recovery(msgspec.Struct, frozen=True, kw_only=True):
+    """What one recovery pass did."""
+
+    requeued: list[str]
+    failed: list[str]
+    published: list[str]
+    files_deleted: list[str]
+
+
+def recover(
+    *,
+    jobs: JobRepository,
+    queue: JobQueue,
+    store: FileStore,
+    clock: Clock,
+    policy: Policy,
+) -> Recovery:
+    """The periodic pass that leaves nothing stuck.
+
+    Running jobs whose worker died (lease run out) go back to the queue, or fail with
+    ``WORKER_LOST`` after ``max_attempts``; queued jobs whose message the broker never
+    confirmed are published again; files past retention are deleted. Every step is a
+    conditional write, so several workers may run it at once.
+    """
+    now = clock.now()
+    requeued: list[str] = []
+    failed: list[str] = []
+    legacy = now - dt.timedelta(seconds=max(policy.lease_sec * 10, 600))
+    for job in jobs.stale(now, legacy, policy.batch):
+        if job.attempts >= policy.max_attempts:
+            lost = WorkerLost(f"worker stopped responding on each of {job.attempts} attempts")
+            if jobs.fail(job.id, job.lease_owner, now, lost.code, lost.message):
+                failed.append(job.id)
+        elif jobs.retry(job.id, job.lease_owner, now):
+            requeued.append(job.id)
+    published: list[str] = []
+    before = now - dt.timedelta(seconds=policy.republish_after_sec)
+    pending = [j for j in jobs.unpublished(before, policy.batch) if j.id not in requeued]
+    for job in [*(j for j in (jobs.get(i) for i in requeued) if j), *pending]:
+        if job.status is JobStatus.QUEUED and publish(job, jobs, queue, clock):
+            published.append(job.id)
+    deleted: list[str] = []
+    for job in jobs.expired_files(now, policy.batch):
+        if job.file_path is not None:
+            store.delete(job.file_path)
+        jobs.mark_file_deleted(job.id, now)
+        deleted.append(job.id)
+    return Recovery(requeued=requeued, failed=failed, published=published, files_deleted=deleted)

@@ -1,0 +1,123 @@
+"""Who is calling and for which tenant (the JWT routes' guard), and the readiness probe."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from typing import Any
+
+import anyio
+from litestar import Request
+from litestar.connection import ASGIConnection
+from litestar.di import NamedDependency
+from litestar.handlers.base import BaseRouteHandler
+from litestar.params import FromQuery
+
+from reportcore.access import Action, Principal, resolve_tenant
+from reportcore.errors import ReportError, ValidationError
+
+from ..containers import Container
+from ..schemas import (
+    ReadinessChecks,
+)
+
+log = logging.getLogger("reportsvc.api")
+
+READY_TIMEOUT_SEC = 3.0
+PRINCIPAL_KEY = "reportsvc.principal"
+
+
+def named_tenant(*names: str | None) -> str | None:
+    """The one tenant a request names (``tenant_id`` / ``tenantId``), if any; 400 if two differ."""
+    given = {n for n in names if n}
+    if len(given) > 1:
+        raise ValidationError("tenant_id and tenantId name different tenants", field="tenant_id")
+    return given.pop() if given else None
+
+
+def refuse_nul(value: Any, field: str = "") -> None:
+    """400 when any text in ``value`` (a validated request, as builtins) holds a NUL."""
+    if isinstance(value, str):
+        if "\x00" in value:
+            name = field or "request"
+            raise ValidationError(f"{name} must not contain NUL characters", field=name or None)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_nul(key, field)
+            refuse_nul(item, f"{field}.{key}" if field else str(key))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            refuse_nul(item, field)
+
+
+def header_key(value: str | None) -> str | None:
+    """The ``Idempotency-Key`` header as text, or a 400: header bytes are read as Latin-1, so
+    a UTF-8 key would be stored as mojibake; only printable ASCII is taken."""
+    if value is not None and not (value.isascii() and value.isprintable()):
+        raise ValidationError(
+            "Idempotency-Key header must be printable ASCII", field="idempotency_key"
+        )
+    return value
+
+
+def principal_of(connection: ASGIConnection[Any, Any, Any, Any]) -> Principal:
+    """The principal the guard verified for this request."""
+    principal = connection.scope["state"].get(PRINCIPAL_KEY)
+    if not isinstance(principal, Principal):
+        # a JWT route outside the guarded router would be a wiring bug, never anonymous access
+        raise RuntimeError("route has no authenticated principal")
+    return principal
+
+
+def action_of(handler: BaseRouteHandler) -> Action:
+    action = handler.opt.get("action")
+    if not isinstance(action, Action):
+        raise RuntimeError(f"JWT route {handler} declares no action")
+    return action
+
+
+def provide_principal(request: Request[Any, Any, Any]) -> Principal:
+    """The caller, as the guard verified it."""
+    return principal_of(request)
+
+
+def provide_query_tenant(
+    principal: NamedDependency[Principal],
+    tenant_id: FromQuery[str | None] = None,
+    tenantId: FromQuery[str | None] = None,  # the dashboard's spelling
+) -> str:
+    """The tenant a GET acts for (a platform_admin names it in the query)."""
+    return resolve_tenant(principal, named_tenant(tenant_id, tenantId))
+
+
+class Readiness:
+    """Asks the database and the broker, each in its own thread and bounded in time."""
+
+    def __init__(self, container: Container, timeout_sec: float | None = None) -> None:
+        self._container = container
+        self._timeout = READY_TIMEOUT_SEC if timeout_sec is None else timeout_sec
+
+    async def _probe(self, name: str, ping: Callable[[], None]) -> str:
+        answer = f"no answer within {self._timeout:g}s"
+        with anyio.move_on_after(self._timeout):
+            try:
+                await anyio.to_thread.run_sync(ping, abandon_on_cancel=True)
+                answer = "ok"
+            except ReportError as exc:
+                answer = exc.message
+            except Exception as exc:  # readiness reports a broken dependency, it never fails
+                log.warning("readiness probe failed", exc_info=exc, extra={"check": name})
+                answer = f"error: {type(exc).__name__}"
+        return answer
+
+    async def check(self) -> ReadinessChecks:
+        """Both checks, run at once."""
+        results: dict[str, str] = {}
+
+        async def run(name: str, ping: Callable[[], None]) -> None:
+            results[name] = await self._probe(name, ping)
+
+        async with anyio.create_task_group() as tasks:
+            tasks.start_soon(run, "database", lambda: self._container.jobs().ping())
+            tasks.start_soon(run, "queue", lambda: self._container.queue().ping())
+        return ReadinessChecks(database=results["database"], queue=results["queue"])

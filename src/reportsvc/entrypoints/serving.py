@@ -1,0 +1,87 @@
+"""Serving an ASGI app until a signal says stop (``reportsvc api`` and ``reportsvc dev``)."""
+
+from __future__ import annotations
+
+import signal
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from .settings import Settings
+
+if TYPE_CHECKING:  # uvicorn is imported only by the commands that serve HTTP
+    from .connections import ConnectionLimits
+
+# how long in-flight requests may take to finish after SIGTERM
+GRACEFUL_SHUTDOWN_SEC = 30
+
+
+def connection_limits(settings: Settings) -> ConnectionLimits:
+    """The slow-client limits of ``settings``."""
+    from .connections import ConnectionLimits
+
+    return ConnectionLimits(
+        header_timeout_sec=settings.http_header_timeout_sec,
+        body_timeout_sec=settings.http_body_timeout_sec,
+        max_connections=settings.http_max_connections,
+    )
+
+
+def serve(
+    app: Any,
+    host: str,
+    port: int,
+    *,
+    limits: ConnectionLimits | None = None,
+    on_ready: Callable[[str], None] | None = None,
+) -> None:
+    """Serve ``app`` until SIGTERM or SIGINT, then finish in-flight requests and return.
+
+    ``limits`` bound how long a client may take to send a request and how many may be
+    connected (defaults when not given); ``on_ready`` gets the base URL once the socket
+    listens (the real port when ``port`` is 0).
+    """
+    import logging
+
+    import uvicorn
+
+    from .connections import ConnectionLimits, guarded_protocol
+
+    log = logging.getLogger("reportsvc")
+
+    class Server(uvicorn.Server):
+        async def startup(self, sockets: Any = None) -> None:
+            await super().startup(sockets=sockets)
+            if self.started:
+                bound = self.servers[0].sockets[0].getsockname()[1]
+                shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+                url = f"http://{shown}:{bound}"
+                log.info("listening", extra={"url": url, "host": host, "port": bound})
+                if on_ready is not None:
+                    on_ready(url)
+
+    config = uvicorn.Config(
+        app,
+        host=host,
+        port=port,
+        log_config=None,  # our handler (one line, redacted) is already on the root logger
+        access_log=False,  # the API logs one line per request itself, with ids and duration
+        timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SEC,
+        server_header=False,
+        loop="uvloop",  # named, not "auto": a build without uvloop fails here instead of
+        # running ~20 % slower unnoticed (docs/performance.md); httptools with read deadlines
+        # and a connection cap, which uvicorn lacks (reportsvc.entrypoints.connections)
+        http=guarded_protocol(limits or ConnectionLimits()),
+    )
+    # uvicorn re-raises the signal that stopped it once it is done; with these handlers in
+    # place (uvicorn restores them) that ends the process with exit code 0, not by the signal
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda signum, frame: None)
+    Server(config).run()
+
+
+def relog(settings: Settings) -> None:
+    """Set our logging up again once the web app is built: building a Litestar app applies
+    its default logging configuration, which replaces the root logger's handlers."""
+    from .logs import setup_logging
+
+    setup_logging(settings)
