@@ -84,7 +84,7 @@ def _request(fmt: str, rows: int) -> object:
 
 
 def _source(url: str, concurrency: int | None = None) -> object:
-    from adapters.upstream import HttpRecordSource, UpstreamConfig
+    from reportsvc.adapters.upstream import HttpRecordSource, UpstreamConfig
 
     return HttpRecordSource(
         UpstreamConfig(
@@ -105,11 +105,11 @@ def _dates(rows: int) -> tuple[str, str]:
 def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object]:
     import msgspec
 
-    from adapters.clock import SystemClock
-    from adapters.filesystem import FilesystemStore
     from reportcore.requests import CreateRequest, validate_create
     from reportcore.testing import InMemoryJobRepository, InMemoryQueue
     from reportcore.usecases import Policy, create_job, run_job
+    from reportsvc.adapters.clock import SystemClock
+    from reportsvc.adapters.filesystem import FilesystemStore
 
     jobs, queue, clock = InMemoryJobRepository(), InMemoryQueue(), SystemClock()
     first, last = _dates(rows)

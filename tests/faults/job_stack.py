@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from adapters.demo_upstream import (
+from reportsvc.adapters.demo_upstream import (
     DEMO_BARN_ID,
     DEMO_FARM_ID,
     DEMO_TENANT,

@@ -316,7 +316,7 @@ def start_demo_upstream(procs: Procs) -> str:
     """The demo upstream (all four upstream APIs) in its own process; returns its base URL."""
     proc = procs.start(
         "demo-upstream",
-        [sys.executable, "-m", "adapters.demo_upstream", "--port", "0"],
+        [sys.executable, "-m", "reportsvc.adapters.demo_upstream", "--port", "0"],
         base_env(),
     )
     return proc.wait_for(r"(http://[\w.-]+:\d+)").group(1)

@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from adapters.demo_upstream import DEMO_BARN_ID
 from reportcore.requests import EARLIEST_DATE, LATEST_DATE
+from reportsvc.adapters.demo_upstream import DEMO_BARN_ID
 
 pytestmark = pytest.mark.integration
 

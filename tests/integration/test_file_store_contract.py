@@ -17,7 +17,6 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from adapters.filesystem import READ_CHUNK, FilesystemStore
 from reportcore.errors import StorageFailure
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, message_for
 from reportcore.ports import FileStore
@@ -28,6 +27,7 @@ from reportcore.testing import (
     StaticRecordSource,
 )
 from reportcore.usecases import Policy, run_job
+from reportsvc.adapters.filesystem import READ_CHUNK, FilesystemStore
 
 TENANT = "tenant-1"
 DATA = b"id,value\r\n" + b"".join(f"{n},{n * n}\r\n".encode() for n in range(500))
@@ -364,7 +364,7 @@ def test_a_write_the_file_system_refuses_fails_the_writer_and_leaves_nothing(
     script = textwrap.dedent(
         f"""
         import resource, sys
-        from adapters.filesystem import FilesystemStore
+        from reportsvc.adapters.filesystem import FilesystemStore
         from reportcore.errors import StorageFailure
         resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
         writer = FilesystemStore({str(root)!r}).create("t", "j", "csv")

@@ -34,7 +34,7 @@ def _memory(request: pytest.FixtureRequest) -> JobRepository:
 
 
 def _postgres(request: pytest.FixtureRequest) -> JobRepository:
-    from adapters.postgres import PostgresJobRepository, create_pool, migrate
+    from reportsvc.adapters.postgres import PostgresJobRepository, create_pool, migrate
 
     url = request.getfixturevalue("database_url")
     migrate(url)
@@ -44,7 +44,7 @@ def _postgres(request: pytest.FixtureRequest) -> JobRepository:
 
 
 def _sqlite(request: pytest.FixtureRequest) -> JobRepository:
-    from adapters.sqlite import SqliteJobRepository
+    from reportsvc.adapters.sqlite import SqliteJobRepository
 
     folder = request.getfixturevalue("tmp_path")
     repository = SqliteJobRepository(folder / "jobs.sqlite3")

@@ -18,17 +18,17 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
-from adapters.postgres import (
+from reportcore.errors import ServiceUnavailable
+from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
+from reportcore.ports import StoredFile
+from reportcore.requests import Cursor, ListQuery
+from reportsvc.adapters.postgres import (
     PostgresJobRepository,
     create_pool,
     find_statement,
     migrate,
     migrations,
 )
-from reportcore.errors import ServiceUnavailable
-from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
-from reportcore.ports import StoredFile
-from reportcore.requests import Cursor, ListQuery
 from tests.conftest import PG_ADMIN_DB
 
 ALL_MIGRATIONS = [name for name, _ in migrations()]

@@ -27,7 +27,14 @@ import httpx
 import msgspec
 import pytest
 
-from adapters.demo_upstream import (
+from reportcore.errors import UpstreamUnavailable
+from reportcore.export import scope_values, write_export
+from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, Scope, message_for
+from reportcore.jobtypes import JOB_TYPES
+from reportcore.ports import SourceRequest
+from reportcore.testing import FakeClock, InMemoryJobRepository
+from reportcore.usecases import Policy, run_job
+from reportsvc.adapters.demo_upstream import (
     DEMO_BARN_ID,
     DEMO_BATCH_ID,
     DEMO_END,
@@ -36,15 +43,8 @@ from adapters.demo_upstream import (
     DEMO_TENANT,
     DemoUpstream,
 )
-from adapters.filesystem import FilesystemStore
-from adapters.upstream import HttpRecordSource, UpstreamConfig
-from reportcore.errors import UpstreamUnavailable
-from reportcore.export import scope_values, write_export
-from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, Scope, message_for
-from reportcore.jobtypes import JOB_TYPES
-from reportcore.ports import SourceRequest
-from reportcore.testing import FakeClock, InMemoryJobRepository
-from reportcore.usecases import Policy, run_job
+from reportsvc.adapters.filesystem import FilesystemStore
+from reportsvc.adapters.upstream import HttpRecordSource, UpstreamConfig
 
 TOKEN = "internal-service-token-7f1d"
 NOW = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
@@ -555,7 +555,15 @@ def test_the_demo_answers_400_for_a_missing_tenant_and_a_bad_cursor(demo: DemoUp
 
 
 def test_the_demo_runs_as_a_process_printing_its_url_and_stops_on_sigterm() -> None:
-    argv = [sys.executable, "-m", "adapters.demo_upstream", "--port", "0", "--per-day", "5"]
+    argv = [
+        sys.executable,
+        "-m",
+        "reportsvc.adapters.demo_upstream",
+        "--port",
+        "0",
+        "--per-day",
+        "5",
+    ]
     with subprocess.Popen(argv, stdout=subprocess.PIPE, text=True) as proc:
         try:
             assert proc.stdout is not None

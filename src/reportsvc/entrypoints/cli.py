@@ -103,7 +103,7 @@ def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Bring the database schema up to date."""
     settings = _settings(env, MIGRATE_REQUIRED)
-    from adapters.postgres import migrate
+    from reportsvc.adapters.postgres import migrate
 
     assert settings.database_url is not None  # required above
     try:
@@ -231,7 +231,7 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     with contextlib.ExitStack() as cleanup:
         if args.demo:
-            from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
+            from reportsvc.adapters.demo_upstream import DEMO_TENANT, DemoUpstream
 
             settings = _settings(env, ())
             demo = DemoUpstream(clock=demo_clock(settings))
@@ -248,7 +248,7 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             config = upstream_config(_settings(env, (needed,)))
         assert tenant is not None
 
-        from adapters.upstream import HttpRecordSource
+        from reportsvc.adapters.upstream import HttpRecordSource
 
         source = HttpRecordSource(config)
         cleanup.callback(source.close)

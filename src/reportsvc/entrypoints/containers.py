@@ -20,7 +20,6 @@ from typing import Any, Protocol
 
 from dependency_injector import containers, providers
 
-from adapters.clock import SystemClock
 from reportcore.ports import Clock
 from reportcore.testing import (
     FakeClock,
@@ -30,6 +29,7 @@ from reportcore.testing import (
     StaticRecordSource,
 )
 from reportcore.usecases import Policy
+from reportsvc.adapters.clock import SystemClock
 
 from .settings import Settings
 
@@ -86,7 +86,7 @@ def _closing(make: Callable[..., _Closable], *args: Any, **kwargs: Any) -> Itera
 
 def upstream_config(settings: Settings, **urls: str | None) -> Any:
     """The HTTP source's configuration from settings; ``urls`` replace the configured ones."""
-    from adapters.upstream import UpstreamConfig
+    from reportsvc.adapters.upstream import UpstreamConfig
 
     given: dict[str, str | None] = {
         "feed_url": settings.feed_service_url,
@@ -112,10 +112,10 @@ def upstream_config(settings: Settings, **urls: str | None) -> Any:
 
 def wire_service(container: Container, settings: Settings) -> Container:
     """Wire the scaled-out service: PostgreSQL, RabbitMQ, HTTP upstreams, export folder."""
-    from adapters.filesystem import FilesystemStore
-    from adapters.postgres import PostgresJobRepository, create_pool
-    from adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue
-    from adapters.upstream import HttpRecordSource
+    from reportsvc.adapters.filesystem import FilesystemStore
+    from reportsvc.adapters.postgres import PostgresJobRepository, create_pool
+    from reportsvc.adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue
+    from reportsvc.adapters.upstream import HttpRecordSource
 
     container.settings.override(providers.Object(settings))
     pool = providers.Resource(_closing, create_pool, settings.database_url)
@@ -134,9 +134,9 @@ def wire_embedded(
 ) -> Container:
     """Wire ``reportsvc dev``: SQLite under ``data_dir``, the in-process queue, files under
     ``data_dir/exports``, every upstream served by the demo upstream at ``upstream_url``."""
-    from adapters.filesystem import FilesystemStore
-    from adapters.sqlite import SqliteJobRepository
-    from adapters.upstream import HttpRecordSource
+    from reportsvc.adapters.filesystem import FilesystemStore
+    from reportsvc.adapters.sqlite import SqliteJobRepository
+    from reportsvc.adapters.upstream import HttpRecordSource
 
     container.settings.override(providers.Object(settings))
     container.jobs.override(

@@ -5,7 +5,7 @@ Every client has the configured timeout, connection limits of the host cap, ``tr
 (proxies and ``SSL_CERT_FILE`` from the environment, as httpx reads them), an optional CA
 bundle and client certificate (mTLS), a ``User-Agent`` naming the service and its version,
 ``Accept-Encoding: gzip``, and event hooks that log and count every retry (the retry loop
-marks a request's attempt in its extensions; see :mod:`adapters.upstream.retry`).
+marks a request's attempt in its extensions; see :mod:`reportsvc.adapters.upstream.retry`).
 """
 
 from __future__ import annotations

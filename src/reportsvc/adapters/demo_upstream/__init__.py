@@ -13,7 +13,8 @@ Record ids are UUIDs whose last field holds the record's day and index, so that 
 (the last record's id) is a position: any page can be served without state.
 
 Tests inject faults through :attr:`DemoUpstream.faults` and read what the server saw in
-:attr:`DemoUpstream.requests`. Run on its own: ``python -m adapters.demo_upstream --port 8081``.
+:attr:`DemoUpstream.requests`. Run on its own:
+``python -m reportsvc.adapters.demo_upstream --port 8081``.
 """
 
 from __future__ import annotations

@@ -5,11 +5,11 @@ also if the process is killed or the machine loses power right after. The schema
 open and versioned with ``PRAGMA user_version``; a file written by a newer version of this
 module is refused rather than misread.
 
-The statements and the row codec are the SQL repository's (:mod:`adapters.sql_jobs`), shared
-with PostgreSQL; this module brings SQLite's dialect, the file and its schema versions. Every
-state change is one conditional statement, so several processes may share the file (SQLite
-serialises their writes). Within a process one connection serves every thread, guarded by a
-lock.
+The statements and the row codec are the SQL repository's
+(:mod:`reportsvc.adapters.sql_jobs`), shared with PostgreSQL; this module brings SQLite's
+dialect, the file and its schema versions. Every state change is one conditional statement, so
+several processes may share the file (SQLite serialises their writes). Within a process one
+connection serves every thread, guarded by a lock.
 
 Instants are stored as fixed-width ISO 8601 text in UTC with microseconds
 (``2026-03-01T08:00:00.000000Z``): text order is time order, so listing, keyset paging and
@@ -29,9 +29,9 @@ from typing import Any
 
 import msgspec
 
-from adapters import sql_jobs
 from reportcore.errors import ServiceUnavailable
 from reportcore.requests import ListQuery
+from reportsvc.adapters import sql_jobs
 
 # RETURNING (3.35) makes a state change one statement; STRICT tables (3.37) refuse a value of
 # the wrong type instead of storing it.
