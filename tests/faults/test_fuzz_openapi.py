@@ -54,9 +54,11 @@ SEED_DEADLINE_SEC = 60.0
 # per operation and generation mode: 9 operations x (positive + negative) take ~15 s
 MAX_EXAMPLES = 100
 
-# every route of the contract (and HEAD of the file, which resumable downloads use)
+# every route of the contract (and HEAD of the file, which resumable downloads use, and of
+# the health check, which probes use)
 ROUTES = [
     "GET /api/health",
+    "HEAD /api/health",
     "GET /api/ready",
     "GET /api/v1/reports/jobs",
     "POST /api/v1/reports/jobs",

@@ -119,3 +119,11 @@ def test_the_list_query_parameters_are_documented(document: dict[str, Any]) -> N
     operation = document["paths"]["/api/v1/reports/jobs"]["get"]
     names = {p["name"] for p in operation["parameters"] if p["in"] == "query"}
     assert names >= {"status", "job_type", "created_from", "created_to", "cursor", "limit"}
+
+
+@pytest.mark.parametrize("method", ["get", "head"])
+def test_the_file_documents_the_answers_of_its_conditional_requests(
+    document: dict[str, Any], method: str
+) -> None:
+    responses = document["paths"]["/api/v1/reports/jobs/{jobId}/file"][method]["responses"]
+    assert {"200", "304", "412"} <= set(responses)

@@ -247,14 +247,18 @@ def cancel_job(
     return job_out(usecases.cancel_job(jobId, tenant_id=tenant, jobs=jobs, clock=clock))
 
 
-_FILE_RESPONSES = {
-    206: ResponseSpec(bytes, description="the requested byte range", media_type="*/*"),
+# what a GET or HEAD of the file may answer besides 200: the conditional requests' 304 and 412
+_CONDITIONAL_RESPONSES = {
     304: ResponseSpec(None, description="If-None-Match names the current ETag: no body"),
     412: ResponseSpec(
         ErrorEnvelope, description="VALIDATION_ERROR: If-Match names no current ETag"
     ),
-    416: ResponseSpec(ErrorEnvelope, description="VALIDATION_ERROR: the Range selects no byte"),
     **error_specs(400, 401, 403, 404, 410, 503),
+}
+_FILE_RESPONSES = {
+    206: ResponseSpec(bytes, description="the requested byte range", media_type="*/*"),
+    416: ResponseSpec(ErrorEnvelope, description="VALIDATION_ERROR: the Range selects no byte"),
+    **_CONDITIONAL_RESPONSES,
 }
 _FILE_PATH = "/{jobId:str}/file"  # under JOBS_PATH
 
@@ -352,7 +356,7 @@ def download_file(
     sync_to_thread=True,
     operation_id="fileHeaders",
     tags=_TAGS,
-    responses=error_specs(400, 401, 403, 404, 410, 503),
+    responses=_CONDITIONAL_RESPONSES,
     response_description="the file's headers (text/csv or application/x-ndjson), no body",
     media_type="*/*",
 )
