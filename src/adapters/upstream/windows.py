@@ -12,12 +12,7 @@ Run (:class:`WindowRun`): ``threads`` threads take windows in order and put each
 the window's :class:`Spool`; the exporter reads window after window. A spool holds up to
 ``budget`` bytes in memory and the rest in an unlinked temporary file, so memory stays flat
 whatever the skew of the data across windows, while every window fetches at full speed (a
-bounded queue would stall the windows ahead of the exporter). Full speed is only needed while
-the exporter could run dry: a window ahead of the exporter whose spool is at its memory budget
-(the next page would not fit) waits, rather than spill to the file, for as long as the window
-being read holds at least ``budget // 4`` bytes. When pages come back faster than they are
-written, that keeps the windows off the file and leaves the exporter the interpreter; when
-they come back slower, the windows never wait. A window that fails stops the
+bounded queue would stall the windows ahead of the exporter). A window that fails stops the
 others and fails the export with its own error; closing the run (a cancel, a shutdown, a
 failed write) stops every window at its next request or backoff and waits at most a second;
 a request already in flight is abandoned, its thread ending when it returns.
@@ -121,11 +116,6 @@ class Spool:
             self._finished = True
             self._cond.notify()
 
-    def unread(self) -> int:
-        """Bytes put and not taken yet, in memory and in the file."""
-        with self._cond:
-            return self._memory_bytes + self._write_at - self._read_at
-
     def take(self, timeout: float) -> Fetched | End | None:
         """The next answer, :attr:`End.DONE` after the last, ``None`` if none came in time."""
         with self._cond:
@@ -185,11 +175,8 @@ class WindowRun:
     def __init__(self, tasks: Sequence[Task], threads: int, budget: int = 512 * 1024) -> None:
         self._tasks = list(tasks)
         self._spools = [Spool(budget) for _ in self._tasks]
-        self._budget = budget
         self._stop = threading.Event()
         self._lock = threading.Lock()
-        self._paced = threading.Condition(self._lock)
-        self._reading = 0  # the window the exporter reads
         self._next = 0
         self._failure: BaseException | None = None
         count = max(1, min(threads, len(self._tasks)))
@@ -202,11 +189,7 @@ class WindowRun:
 
     def answers(self) -> Iterator[Fetched]:
         """Every window's answers, newest window first; a window's failure is raised here."""
-        low = self._budget // 4
-        for index, spool in enumerate(self._spools):
-            with self._paced:
-                self._reading = index
-                self._paced.notify_all()
+        for spool in self._spools:
             while True:
                 item = spool.take(0.1)
                 if self._failure is not None:
@@ -214,16 +197,11 @@ class WindowRun:
                 if item is End.DONE:
                     break
                 if item is not None:
-                    if spool.unread() < low:
-                        with self._paced:
-                            self._paced.notify_all()
                     yield item
 
     def close(self) -> None:
         """Stop every window, wait for their threads (at most a second), free the spools."""
         self._stop.set()
-        with self._paced:
-            self._paced.notify_all()
         deadline = time.monotonic() + STOP_WAIT_SEC
         for thread in self._threads:
             thread.join(max(0.0, deadline - time.monotonic()))
@@ -241,19 +219,6 @@ class WindowRun:
             index, self._next = self._next, self._next + 1
             return index
 
-    def _pace(self, index: int, size: int) -> None:
-        """Wait while this window is ahead of the exporter with a spool too full for another
-        page of ``size`` bytes and the window being read still has work for it."""
-        spool, low = self._spools[index], self._budget // 4
-        with self._paced:
-            while (
-                index > self._reading
-                and not self._stop.is_set()
-                and spool.unread() + size > self._budget
-                and self._spools[self._reading].unread() >= low
-            ):
-                self._paced.wait(STOP_WAIT_SEC / 2)
-
     def _work(self) -> None:
         while (index := self._take()) is not None:
             spool = self._spools[index]
@@ -264,7 +229,6 @@ class WindowRun:
                         if self._stop.is_set():
                             return
                         spool.put(item)
-                        self._pace(index, len(item.body))
             except Stopped:
                 return
             except BaseException as exc:  # raised to the exporter by answers()
