@@ -1,6 +1,15 @@
-# One image for both processes: `reportsvc api` (the default) and `reportsvc worker`
-# (docker run IMAGE reportsvc worker; give the worker container --no-healthcheck, it serves
-# no HTTP). Configuration is by environment variables only (see docs/operations.md).
+# One image, three targets (FarmIQ's compose builds `target: production` and `target:
+# development`; a plain `docker build` gives production, the last stage):
+# - production: `reportsvc all` by default (migrate, then API and worker in one process, as
+#   the old Node service ran); scaled deployments run `reportsvc api` and `reportsvc worker`
+#   (docker run IMAGE reportsvc worker; give the worker container --no-healthcheck, it serves
+#   no HTTP). wget is installed for the compose healthcheck
+#   (wget --quiet --tries=1 --spider http://localhost:3000/api/health).
+# - development: the dev extras (requirements-dev.lock) and the project installed editable
+#   from /app/src, so a source folder mounted there is what runs; `docker compose restart`
+#   loads edited code without a rebuild.
+# - build: the production virtualenv, not run on its own.
+# Configuration is by environment variables only (see docs/operations.md).
 #
 # Dependencies come from requirements.lock (the runtime lock: no test or lint tools),
 # hash-checked, pinned to the same versions as requirements-dev.lock that `make venv` installs;
@@ -22,14 +31,51 @@ COPY src ./src
 RUN /opt/venv/bin/pip install --no-deps . \
     && /opt/venv/bin/reportsvc --help >/dev/null
 
-# --- runtime: the virtualenv, a non-root user, the export folder ---
-FROM python:3.11-slim AS runtime
+# --- development: dev extras, the project editable from /app/src (mount your checkout there) ---
+FROM python:3.11-slim AS development
+ENV PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    PATH=/opt/venv/bin:$PATH \
+    PYTHONUNBUFFERED=1 \
+    PYTHONDONTWRITEBYTECODE=1 \
+    EXPORT_ROOT=/data/exports \
+    APP_PORT=5129 \
+    LOG_LEVEL=DEBUG
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends wget \
+    && rm -rf /var/lib/apt/lists/*
+RUN python -m venv /opt/venv
+WORKDIR /app
+COPY requirements-dev.lock ./
+RUN /opt/venv/bin/pip install --require-hashes -r requirements-dev.lock
+COPY pyproject.toml README.md ./
+COPY src ./src
+# editable: the installed package is /app/src itself, so a bind mount over it is what runs
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation -e . \
+    && /opt/venv/bin/reportsvc --help >/dev/null
+RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+        --shell /usr/sbin/nologin reportsvc \
+    && mkdir -p /data/exports \
+    && chown -R reportsvc:reportsvc /data
+USER reportsvc
+VOLUME ["/data/exports"]
+EXPOSE 5129
+HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
+    CMD wget --quiet --tries=1 --spider "http://127.0.0.1:${APP_PORT:-5129}/api/health" || exit 1
+CMD ["reportsvc", "all"]
+
+# --- production: the virtualenv, wget for the healthcheck, a non-root user, the export folder ---
+FROM python:3.11-slim AS production
 ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     EXPORT_ROOT=/data/exports \
     APP_PORT=5129
-RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
+# wget: FarmIQ's compose healthchecks run `wget --spider` (slim has neither wget nor curl)
+RUN apt-get update \
+    && apt-get install -y --no-install-recommends wget \
+    && rm -rf /var/lib/apt/lists/* \
+    && useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin reportsvc \
     && mkdir -p /data/exports \
     && chown -R reportsvc:reportsvc /data
@@ -38,7 +84,6 @@ USER reportsvc
 WORKDIR /data
 VOLUME ["/data/exports"]
 EXPOSE 5129
-# slim has no curl: ask /api/health with the interpreter that is there anyway
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD python -c "import os, urllib.request; port = os.environ.get('APP_PORT') or os.environ.get('PORT') or '5129'; urllib.request.urlopen('http://127.0.0.1:' + port + '/api/health', timeout=4)"
-CMD ["reportsvc", "api"]
+    CMD wget --quiet --tries=1 --spider "http://127.0.0.1:${APP_PORT:-5129}/api/health" || exit 1
+CMD ["reportsvc", "all"]

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import base64
+import datetime as dt
 import os
 from collections.abc import Callable, Iterator
 
@@ -273,3 +274,47 @@ def test_the_file_route_needs_no_user_token_but_ignores_one(world: ApiWorld) -> 
     url = world.download_url(job["id"])
     assert world.client.get(url).status_code == 200
     assert world.client.get(url, headers={"Authorization": "Bearer junk"}).status_code == 200
+
+
+# --- FarmIQ identity tokens: JWT_ISSUER / JWT_AUDIENCE set to empty ---
+
+# What FarmIQ's identity service signs on refresh and SSO: no iss, no aud (on login it adds
+# iss "farmiq" and aud "farmiq-api").
+REFRESHED_WITHOUT = ("iss", "aud")
+
+
+def test_by_default_a_token_without_iss_or_aud_is_refused(world: ApiWorld) -> None:
+    for omit in (["iss"], ["aud"], ["iss", "aud"]):
+        assert world.client.get(JOBS, headers=auth(mint(omit=omit))).status_code == 401
+
+
+@pytest.mark.parametrize("not_required", ["jwt_issuer", "jwt_audience"])
+def test_a_claim_not_required_may_be_absent_or_anything_and_the_other_is_still_checked(
+    not_required: str,
+) -> None:
+    claim, other = ("iss", "aud") if not_required == "jwt_issuer" else ("aud", "iss")
+    with api_world(**{not_required: None}) as world:
+        for token in (mint(omit=[claim]), mint({claim: "anything"}), mint()):
+            assert world.client.get(JOBS, headers=auth(token)).status_code == 200
+        assert world.client.get(JOBS, headers=auth(mint(omit=[other]))).status_code == 401
+        assert world.client.get(JOBS, headers=auth(mint({other: "wrong"}))).status_code == 401
+
+
+@pytest.mark.clock
+def test_with_neither_required_farmiqs_refreshed_and_login_tokens_both_work() -> None:
+    with api_world(jwt_issuer=None, jwt_audience=None) as world:
+        refreshed = mint(omit=REFRESHED_WITHOUT)
+        assert world.client.get(JOBS, headers=auth(refreshed)).status_code == 200
+        assert world.client.get(JOBS, headers=auth(mint())).status_code == 200
+
+
+@pytest.mark.clock
+def test_with_neither_required_signature_and_exp_are_still_checked() -> None:
+    with api_world(jwt_issuer=None, jwt_audience=None) as world:
+        forged = mint(omit=["iss", "aud"], secret="another-secret-" + "x" * 32)
+        no_exp = mint(omit=["iss", "aud", "exp"])
+        expired = mint(omit=["iss", "aud"], now=pinned_now() - dt.timedelta(hours=2))
+        for token in (forged, no_exp, expired):
+            answer = world.client.get(JOBS, headers=auth(token))
+            assert answer.status_code == 401, answer.text
+            assert answer.json()["error"]["code"] == "UNAUTHORIZED"

@@ -12,6 +12,7 @@ import re
 import shlex
 import subprocess
 import sys
+import uuid
 from pathlib import Path
 
 import jwt
@@ -401,3 +402,31 @@ def test_setup_logging_takes_the_level_and_the_secrets_from_settings() -> None:
     assert "hidden" not in out
     assert "jwt-secret-value-0123456789" not in out
     assert REDACTED in out
+
+
+def test_all_without_jwt_secret_stops_before_migrating_and_says_what_to_add(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    env = {
+        "APP_PORT": "3000",
+        # nothing listens here: the check comes before any connection
+        "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+        "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1",
+        "REPORT_DOWNLOAD_SECRET": "dev-report-secret",
+    }
+    assert main(["all"], env=env) == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.splitlines()
+    assert line.startswith("reportsvc: configuration error: JWT_SECRET is required but not set: ")
+    assert "HS256 key" in line and "identity service" in line and "16 characters" in line
+
+
+def test_token_leaves_out_the_claims_that_are_not_required(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    secret = "cli-test-jwt-secret-0123456789abcdef"
+    env = {"JWT_SECRET": secret, "JWT_ISSUER": "", "JWT_AUDIENCE": ""}
+    assert main(["token", "--tenant", str(uuid.uuid4()), "--role", "viewer"], env=env) == 0
+    claims = jwt.decode(capsys.readouterr().out.strip(), secret, algorithms=["HS256"])
+    assert "iss" not in claims and "aud" not in claims and "exp" in claims

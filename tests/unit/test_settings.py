@@ -113,9 +113,39 @@ def test_app_port_wins_over_port() -> None:
 
 def test_an_empty_variable_counts_as_unset() -> None:
     assert load_settings({"APP_PORT": "", "PORT": "6002"}).port == 6002
-    assert load_settings({"JWT_ISSUER": ""}).jwt_issuer == "farmiq"
-    with pytest.raises(ConfigError, match=r"^JWT_SECRET is required but not set$"):
+    with pytest.raises(ConfigError, match=r"^JWT_SECRET is required but not set: "):
         load_settings({"JWT_SECRET": ""}, required=["jwt_secret"])
+
+
+def test_the_expected_issuer_and_audience_default_to_farmiqs_when_unset() -> None:
+    settings = load_settings({})
+    assert (settings.jwt_issuer, settings.jwt_audience) == ("farmiq", "farmiq-api")
+    settings = load_settings({"JWT_ISSUER": " idp ", "JWT_AUDIENCE": "reports"})
+    assert (settings.jwt_issuer, settings.jwt_audience) == ("idp", "reports")
+
+
+@pytest.mark.parametrize("empty", ["", "  "])
+def test_an_issuer_or_audience_set_to_empty_means_the_claim_is_not_required(empty: str) -> None:
+    # unlike every other variable, where empty counts as unset and the default applies
+    assert load_settings({"JWT_ISSUER": empty}).jwt_issuer is None
+    assert load_settings({"JWT_ISSUER": empty}).jwt_audience == "farmiq-api"
+    assert load_settings({"JWT_AUDIENCE": empty}).jwt_audience is None
+    assert load_settings({"JWT_AUDIENCE": empty}).jwt_issuer == "farmiq"
+
+
+def test_a_missing_jwt_secret_says_what_to_add() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({}, required=["jwt_secret"])
+    message = str(raised.value)
+    assert message.startswith("JWT_SECRET is required but not set: add JWT_SECRET")
+    assert "HS256 key" in message
+    assert "identity service (cloud-identity-access)" in message
+    assert "at least 16 characters" in message
+
+
+def test_a_short_jwt_secret_says_what_it_must_be() -> None:
+    with pytest.raises(ConfigError, match=r"^JWT_SECRET must be at least 16 characters: .*HS256"):
+        load_settings({"JWT_SECRET": "short"}, required=["jwt_secret"])
 
 
 @pytest.mark.parametrize(
@@ -176,7 +206,7 @@ def test_a_malformed_secret_is_not_echoed_back() -> None:
     ],
 )
 def test_a_missing_required_variable_is_named(setting: str, variable: str) -> None:
-    with pytest.raises(ConfigError, match=rf"^{variable} is required but not set$"):
+    with pytest.raises(ConfigError, match=rf"^{variable} is required but not set($|: )"):
         load_settings({}, required=[setting])
 
 

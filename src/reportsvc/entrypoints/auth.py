@@ -1,8 +1,10 @@
 """User tokens: ``Authorization: Bearer <JWT>`` into a :class:`reportcore.access.Principal`.
 
 Only HS256 with ``JWT_SECRET`` is accepted (``alg: none`` and every other algorithm are
-refused before the signature is looked at); ``exp``, ``iss`` and ``aud`` are required and
-verified. The time claims are checked here against the core's ``Clock`` (so tests pin time),
+refused before the signature is looked at); ``exp`` is always required and verified, ``iss``
+and ``aud`` too unless ``JWT_ISSUER`` / ``JWT_AUDIENCE`` are set to empty (issuer or audience
+``None``): FarmIQ's identity service mints tokens without them on refresh and SSO.
+The time claims are checked here against the core's ``Clock`` (so tests pin time),
 not by pyjwt, which reads ``exp: "123"`` as a number and takes ``exp: 1e30`` as never.
 Every refusal is :class:`reportcore.errors.Unauthorized` (401). What a principal may do is
 decided by :mod:`reportcore.access`, not here.
@@ -44,15 +46,23 @@ MAX_NUMERIC_DATE = 253_402_300_799
 
 
 class TokenVerifier:
-    """Checks user JWTs against one key, issuer and audience."""
+    """Checks user JWTs against one key, issuer and audience (``None``: not required)."""
 
     def __init__(
-        self, secret: str, *, issuer: str, audience: str, clock: Clock | None = None
+        self,
+        secret: str,
+        *,
+        issuer: str | None,
+        audience: str | None,
+        clock: Clock | None = None,
     ) -> None:
         self._secret = secret
         self._clock: Clock = clock or SystemClock()
         self._issuer = issuer
         self._audience = audience
+        self._required = ["exp"]
+        self._required += [] if issuer is None else ["iss"]
+        self._required += [] if audience is None else ["aud"]
         # token -> (principal, exp); only tokens that passed every check, so a hit is the same
         # answer as verifying again (signature, iss and aud depend on the token alone) as long
         # as exp has not passed, which is checked on every hit
@@ -74,7 +84,9 @@ class TokenVerifier:
                 audience=self._audience,
                 issuer=self._issuer,
                 options={
-                    "require": ["exp", "iss", "aud"],
+                    "require": self._required,
+                    # no audience expected: pyjwt would refuse every token that names one
+                    "verify_aud": self._audience is not None,
                     "verify_exp": False,
                     "verify_nbf": False,
                     "verify_iat": False,
@@ -185,17 +197,20 @@ def sign_user_token(
     ttl_sec: int,
     now: dt.datetime | None = None,
 ) -> str:
-    """A user JWT as the API expects it (HS256 with ``JWT_SECRET``, ``iss``, ``aud``)."""
+    """A user JWT as the API expects it (HS256 with ``JWT_SECRET``, ``iss`` and ``aud`` unless
+    they are not required)."""
     assert settings.jwt_secret is not None
     issued = int((now or dt.datetime.now(dt.UTC)).timestamp())
     claims: dict[str, Any] = {
         "sub": sub,
         "roles": list(roles),
-        "iss": settings.jwt_issuer,
-        "aud": settings.jwt_audience,
         "iat": issued,
         "exp": issued + ttl_sec,
     }
+    if settings.jwt_issuer is not None:
+        claims["iss"] = settings.jwt_issuer
+    if settings.jwt_audience is not None:
+        claims["aud"] = settings.jwt_audience
     if tenant:
         claims["tenant_id"] = tenant
     return jwt.encode(claims, settings.jwt_secret, algorithm="HS256")

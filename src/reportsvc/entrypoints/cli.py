@@ -44,6 +44,11 @@ WORKER_REQUIRED = (
     "weighvision_url",
 )
 MIGRATE_REQUIRED = ("database_url",)
+# One container for everything (FarmIQ's compose, small deployments): what the API needs. The
+# upstream URLs are not required, as the old service ran with the feed URL alone: a job whose
+# upstream is not configured fails UPSTREAM_UNAVAILABLE naming the variable, and the start
+# warns about each one missing.
+ALL_REQUIRED = API_REQUIRED
 TOKEN_REQUIRED = ("jwt_secret",)
 
 
@@ -113,6 +118,49 @@ def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     for name in applied:
         print(f"applied {name}")
     print("schema is up to date" + ("" if applied else " (nothing to apply)"))
+    return EXIT_OK
+
+
+def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Migrate, then serve the API and run a worker in this process until SIGTERM or SIGINT."""
+    settings = _settings(env, ALL_REQUIRED)
+    from reportsvc.adapters.postgres import migrate
+
+    from .api import create_app
+    from .containers import Container, wire_service
+    from .worker import Worker, warn_unconfigured_upstreams
+
+    assert settings.database_url is not None  # required above
+    try:
+        applied = migrate(settings.database_url)
+    except Exception as exc:
+        raise Failure(f"migrate failed: {exc}") from exc
+    print(f"schema is up to date (applied {len(applied)})", flush=True)
+    warn_unconfigured_upstreams(settings)
+
+    stop = threading.Event()
+    container = wire_service(Container(), settings)
+    container.init_resources()
+    worker_thread: threading.Thread | None = None
+    try:
+        worker_thread = threading.Thread(target=Worker(container).run, args=(stop,), name="worker")
+        worker_thread.start()
+        app = create_app(container)
+        relog(settings)
+        # the signal stops both at once: the server finishes in-flight requests while the
+        # worker hands its running jobs back
+        serve(
+            app,
+            settings.host,
+            settings.port,
+            limits=connection_limits(settings),
+            on_stop=stop.set,
+        )
+    finally:
+        stop.set()
+        if worker_thread is not None:
+            worker_thread.join()
+        container.shutdown_resources()
     return EXIT_OK
 
 
@@ -338,6 +386,18 @@ def build_parser() -> argparse.ArgumentParser:
         "REPORT_DOWNLOAD_SECRET and the three upstream service URLs.",
     )
     worker.set_defaults(run=cmd_worker)
+
+    everything = commands.add_parser(
+        "all",
+        help="migrate, then serve the API and run a worker in one process (the image's default)",
+        description="One container for small deployments and FarmIQ's compose: bring the "
+        "schema up to date, then serve the HTTP API on HOST and APP_PORT and consume "
+        "report.jobs in the same process, with the settings of api and worker. SIGTERM: "
+        "in-flight requests finish, running jobs are handed back, exit 0. Needs DATABASE_URL, "
+        "RABBITMQ_URL, REPORT_DOWNLOAD_SECRET and JWT_SECRET; an upstream URL left unset fails "
+        "the jobs of its types.",
+    )
+    everything.set_defaults(run=cmd_all)
 
     migrate = commands.add_parser(
         "migrate",

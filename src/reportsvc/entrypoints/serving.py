@@ -33,12 +33,16 @@ def serve(
     *,
     limits: ConnectionLimits | None = None,
     on_ready: Callable[[str], None] | None = None,
+    on_stop: Callable[[], None] | None = None,
 ) -> None:
     """Serve ``app`` until SIGTERM or SIGINT, then finish in-flight requests and return.
 
     ``limits`` bound how long a client may take to send a request and how many may be
     connected (defaults when not given); ``on_ready`` gets the base URL once the socket
-    listens (the real port when ``port`` is 0).
+    listens (the real port when ``port`` is 0); ``on_stop`` is called when SIGTERM or SIGINT
+    arrives, so that what runs beside the server (``reportsvc all``'s worker) starts its own
+    shutdown while in-flight requests finish, not after. It runs in the signal handler: it
+    must only set an event.
     """
     import logging
 
@@ -58,6 +62,11 @@ def serve(
                 log.info("listening", extra={"url": url, "host": host, "port": bound})
                 if on_ready is not None:
                     on_ready(url)
+
+        def handle_exit(self, sig: int, frame: Any) -> None:
+            if on_stop is not None:
+                on_stop()
+            super().handle_exit(sig, frame)
 
     config = uvicorn.Config(
         app,

@@ -30,8 +30,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     export_root: str = "/data/exports"
     worker_concurrency: int = 1
     jwt_secret: str | None = None
-    jwt_issuer: str = "farmiq"
-    jwt_audience: str = "farmiq-api"
+    # None: the claim is not required (the variable set to empty); see _CLAIM below
+    jwt_issuer: str | None = "farmiq"
+    jwt_audience: str | None = "farmiq-api"
     feed_service_url: str | None = None
     telemetry_service_url: str | None = None
     weighvision_url: str | None = None
@@ -73,8 +74,8 @@ _VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("EXPORT_ROOT",), "export_root", "str"),
     (("WORKER_CONCURRENCY",), "worker_concurrency", "positive_int"),
     (("JWT_SECRET",), "jwt_secret", "secret"),
-    (("JWT_ISSUER",), "jwt_issuer", "str"),
-    (("JWT_AUDIENCE",), "jwt_audience", "str"),
+    (("JWT_ISSUER",), "jwt_issuer", "claim"),
+    (("JWT_AUDIENCE",), "jwt_audience", "claim"),
     (
         ("CLOUD_FEED_SERVICE_URL", "FEED_SERVICE_URL", "FEED_BASE_URL"),
         "feed_service_url",
@@ -116,6 +117,19 @@ _VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
 )
 
 SETTING_TO_VARIABLE = {setting: names[0] for names, setting, _ in _VARIABLES}
+_VARIABLE_TO_SETTING = {name: setting for names, setting, _ in _VARIABLES for name in names}
+
+# An expected token claim: unset keeps the default, set to empty (or blanks) means "do not
+# require or check it". FarmIQ's identity service signs access tokens without iss and aud on
+# refresh and SSO, so a deployment that takes those tokens turns the checks off explicitly.
+_CLAIM = "claim"
+
+# What an operator must add when a required variable is missing, beyond its name.
+_REQUIRED_HINTS = {
+    "jwt_secret": "add JWT_SECRET to the service's environment: the HS256 key FarmIQ's "
+    "identity service (cloud-identity-access) signs user tokens with, the same value as its "
+    "JWT_SECRET, at least 16 characters",
+}
 
 
 _WHOLE = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes other scripts' digits
@@ -145,6 +159,8 @@ def _range_days(name: str, raw: str) -> dict[JobType, int]:
 
 def _parse(name: str, kind: str, raw: str) -> object:
     value = raw.strip()
+    if kind == _CLAIM:
+        return value or None
     if kind == "range_days":
         return _range_days(name, raw)
     if kind == "instant":
@@ -194,7 +210,8 @@ def _parse(name: str, kind: str, raw: str) -> object:
     if not value:
         raise ConfigError(f"{name} is set but empty")
     if kind == "secret" and len(value) < 16:
-        raise ConfigError(f"{name} must be at least 16 characters")
+        hint = _REQUIRED_HINTS.get(_VARIABLE_TO_SETTING.get(name, ""), "")
+        raise ConfigError(f"{name} must be at least 16 characters" + (f": {hint}" if hint else ""))
     schemes = {
         "postgres_url": ("postgresql", "postgres"),
         "amqp_url": ("amqp", "amqps"),
@@ -213,10 +230,15 @@ def load_settings(env: Mapping[str, str], *, required: Iterable[str] = ()) -> Se
     for names, setting, kind in _VARIABLES:
         for name in names:
             raw = env.get(name)
-            if raw is not None and raw != "":
+            # empty counts as unset, except for a claim, where it says "not required"
+            if raw is not None and (raw != "" or kind == _CLAIM):
                 values[setting] = _parse(name, kind, raw)
                 break
     for setting in required:
         if values.get(setting) is None:
-            raise ConfigError(f"{SETTING_TO_VARIABLE[setting]} is required but not set")
+            hint = _REQUIRED_HINTS.get(setting)
+            raise ConfigError(
+                f"{SETTING_TO_VARIABLE[setting]} is required but not set"
+                + (f": {hint}" if hint else "")
+            )
     return Settings(**values)  # type: ignore[arg-type]

@@ -22,12 +22,20 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 
 from reportcore.fairness import TenantSlots, default_share
+from reportcore.jobtypes import JOB_TYPES, Upstream
 from reportcore.ports import Disposition
 from reportcore.usecases import DEFERRED, Recovery, recover, run_job
 
 from .containers import Container
+from .settings import SETTING_TO_VARIABLE, Settings
 
 log = logging.getLogger("reportsvc.worker")
+
+_UPSTREAM_SETTINGS = (
+    ("feed_service_url", Upstream.FEED),
+    ("telemetry_service_url", Upstream.TELEMETRY),
+    ("weighvision_url", Upstream.WEIGHVISION),
+)
 
 # After a handler or the consumer itself failed (database or broker down), wait this long
 # before the next try, so that an outage is not a busy loop of redeliveries and log lines.
@@ -205,6 +213,18 @@ class Worker:
             stop.set()
             recovery.join()
             log.info("worker stopped", extra={"owner": self.owner_id})
+
+
+def warn_unconfigured_upstreams(settings: Settings) -> None:
+    """One warning per upstream URL not set: the jobs of its types will fail."""
+    for setting, upstream in _UPSTREAM_SETTINGS:
+        if getattr(settings, setting) is None:
+            types = sorted(str(t) for t, spec in JOB_TYPES.items() if spec.upstream is upstream)
+            log.warning(
+                "%s is not set: %s jobs will fail UPSTREAM_UNAVAILABLE",
+                SETTING_TO_VARIABLE[setting],
+                ", ".join(types),
+            )
 
 
 def stop_on_signals(stop: threading.Event) -> None:
