@@ -6,8 +6,8 @@
 #   no HTTP). wget is installed for the compose healthcheck
 #   (wget --quiet --tries=1 --spider http://localhost:3000/api/health).
 # - development: the dev extras (requirements-dev.lock) and the project installed editable
-#   from /app/src, so a source folder mounted there is what runs; `docker compose restart`
-#   loads edited code without a rebuild.
+#   from /app/src, so a source folder mounted there is what runs; `reportsvc all --reload`
+#   starts the service again whenever a mounted .py or .sql file changes.
 # - build: the production virtualenv, not run on its own.
 # Configuration is by environment variables only (see docs/operations.md).
 #
@@ -62,7 +62,7 @@ VOLUME ["/data/exports"]
 EXPOSE 5129
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD wget --quiet --tries=1 --spider "http://127.0.0.1:${APP_PORT:-5129}/api/health" || exit 1
-CMD ["reportsvc", "all"]
+CMD ["reportsvc", "all", "--reload"]
 
 # --- production: the virtualenv, wget for the healthcheck, a non-root user, the export folder ---
 FROM python:3.11-slim AS production

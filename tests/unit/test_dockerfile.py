@@ -82,11 +82,20 @@ def test_the_stages_compose_builds_exist_and_production_is_the_default_target() 
     assert names[-1] == "production"  # a plain `docker build` gives the production image
 
 
-@pytest.mark.parametrize("stage", ["production", "development"])
-def test_each_target_runs_reportsvc_all_a_command_the_cli_has(stage: str) -> None:
+@pytest.mark.parametrize(
+    ("stage", "command"),
+    [
+        ("production", ["reportsvc", "all"]),
+        ("development", ["reportsvc", "all", "--reload"]),  # starts again on each edit
+    ],
+)
+def test_each_target_runs_reportsvc_all_a_command_the_cli_has(
+    stage: str, command: list[str]
+) -> None:
     argv = image_command(stage)
-    assert argv == ["reportsvc", "all"], argv
+    assert argv == command, argv
     assert argv[1] in _subcommands()
+    build_parser().parse_args(argv[1:])  # the CLI takes its options as written
 
 
 @pytest.mark.parametrize("stage", ["production", "development"])

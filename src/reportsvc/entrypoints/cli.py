@@ -124,6 +124,10 @@ def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Migrate, then serve the API and run a worker in this process until SIGTERM or SIGINT."""
     settings = _settings(env, ALL_REQUIRED)
+    if args.reload:
+        from .reloader import main_reloading
+
+        return main_reloading(["all"], env)
     from reportsvc.adapters.postgres import migrate
 
     from .api import create_app
@@ -396,6 +400,12 @@ def build_parser() -> argparse.ArgumentParser:
         "in-flight requests finish, running jobs are handed back, exit 0. Needs DATABASE_URL, "
         "RABBITMQ_URL, REPORT_DOWNLOAD_SECRET and JWT_SECRET; an upstream URL left unset fails "
         "the jobs of its types.",
+    )
+    everything.add_argument(
+        "--reload",
+        action="store_true",
+        help="development: run it in a child process and start that again whenever a .py or "
+        ".sql file of the installed source changes (an editable install: your checkout)",
     )
     everything.set_defaults(run=cmd_all)
 
