@@ -26,17 +26,22 @@ from typing import Any, ClassVar
 import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .settings import Settings
+
 log = logging.getLogger("reportsvc.api")
 
 _CAP_LOG_INTERVAL_SEC = 60.0  # a flood closes thousands of connections: say so once a minute
 
 
+_DEFAULTS = Settings()  # the limits' defaults are the settings' (HTTP_* variables)
+
+
 class ConnectionLimits(msgspec.Struct, frozen=True, kw_only=True):
     """How long a client may take to send a request, and how many may be connected at once."""
 
-    header_timeout_sec: float = 10.0
-    body_timeout_sec: float = 30.0
-    max_connections: int = 1000
+    header_timeout_sec: float = _DEFAULTS.http_header_timeout_sec
+    body_timeout_sec: float = _DEFAULTS.http_body_timeout_sec
+    max_connections: int = _DEFAULTS.http_max_connections
 
 
 class _Waiting:
