@@ -5,7 +5,7 @@ the use cases, over ports that adapters implement. Standard library and msgspec 
 no framework. See ``docs/library.md`` for using it from another service.
 """
 
-from .access import Action, Principal, Role, authorize, resolve_tenant
+from .access import Action, Principal, Role, authorize, named_tenant, resolve_tenant
 from .errors import (
     ExportFailure,
     Forbidden,
@@ -45,7 +45,14 @@ from .ports import (
     StoredFile,
 )
 from .records import FeedingKpiRecord, FeedIntakeRecord, TelemetryReading, WeightAggregate
-from .requests import CreateRequest, ListQuery, ValidCreate, validate_create, validate_list
+from .requests import (
+    CreateRequest,
+    ListQuery,
+    ValidCreate,
+    refuse_nul,
+    validate_create,
+    validate_list,
+)
 from .tokens import DownloadClaims, ExpiredDownloadToken, InvalidDownloadToken
 from .usecases import (
     Created,
@@ -142,8 +149,10 @@ __all__ = [
     "job_fingerprint",
     "list_jobs",
     "message_for",
+    "named_tenant",
     "open_file",
     "recover",
+    "refuse_nul",
     "resolve_tenant",
     "run_job",
     "validate_create",
