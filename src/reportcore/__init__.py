@@ -31,6 +31,7 @@ from .idempotency import check_replay, fingerprint, job_fingerprint
 from .jobs import Job, JobMessage, JobStatus, JobType, ReportFormat, Scope, message_for
 from .jobtypes import JOB_TYPES, Applied, Column, FilterSpec, JobTypeRegistry, JobTypeSpec, Upstream
 from .lifecycle import TRANSITIONS, Event
+from .pipeline import ExportedFile, ExportProgress, export_records
 from .ports import (
     Clock,
     Disposition,
@@ -87,7 +88,9 @@ __all__ = [
     "Event",
     "ExpiredDownloadToken",
     "ExportFailure",
+    "ExportProgress",
     "ExportResult",
+    "ExportedFile",
     "FeedIntakeRecord",
     "FeedingKpiRecord",
     "FileStore",
@@ -143,6 +146,7 @@ __all__ = [
     "cancel_job",
     "check_replay",
     "create_job",
+    "export_records",
     "fingerprint",
     "get_job",
     "issue_download",
