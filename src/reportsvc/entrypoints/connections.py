@@ -1,8 +1,8 @@
 """Slow and idle clients: time limits on reading a request and a cap on open connections.
 
 uvicorn times out only idle keep-alive connections: a client that opens a connection and sends
-half a request head (or half a body) holds a file descriptor forever. Some 21,000 such clients
-exhausted the process's descriptors and ``/api/health`` was refused. The protocol class made
+half a request head (or half a body) holds a file descriptor forever; enough of them exhaust
+the process's descriptors, and then even ``/api/health`` is refused. The protocol class made
 here (passed to ``uvicorn.Config(http=...)``) adds, per connection:
 
 - a deadline on the request head (from the connection, or from the first byte of the next
