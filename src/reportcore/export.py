@@ -79,9 +79,9 @@ def csv_lines(rows: Sequence[Sequence[Any]]) -> bytes:
     quoting, ``None`` as an empty cell. All rows of a call have one width (a job's columns).
 
     csv.writer works value by value, which bounds a large export (docs/performance.md has the
-    figures). Here ``str.join`` does most of the work, a column of the page at a time: a column of text joins as it is, and its joined
-    text shows at once whether any cell needs quotes (a comma beyond the join's own, a quote, a
-    line break); only a column that fails either goes through ``_cell`` or ``_quoted`` cell by
+    figures). Here ``str.join`` does most of the work, a column of the page at a time: a column
+    of text joins as it is, and its joined text shows at once whether any cell needs quotes (a
+    comma beyond the join's own, a quote, a line break); only a column that fails either goes through ``_cell`` or ``_quoted`` cell by
     cell. Rows of fewer than two cells are left to csv.writer, for its special case: a lone
     empty cell is written ``""`` (an empty line would be no record at all).
     """
