@@ -81,9 +81,10 @@ def csv_lines(rows: Sequence[Sequence[Any]]) -> bytes:
     csv.writer works value by value, which bounds a large export (docs/performance.md has the
     figures). Here ``str.join`` does most of the work, a column of the page at a time: a column
     of text joins as it is, and its joined text shows at once whether any cell needs quotes (a
-    comma beyond the join's own, a quote, a line break); only a column that fails either goes through ``_cell`` or ``_quoted`` cell by
-    cell. Rows of fewer than two cells are left to csv.writer, for its special case: a lone
-    empty cell is written ``""`` (an empty line would be no record at all).
+    comma beyond the join's own, a quote, a line break); only a column that fails either goes
+    through ``_cell`` or ``_quoted`` cell by cell. Rows of fewer than two cells are left to
+    csv.writer, for its special case: a lone empty cell is written ``""`` (an empty line would
+    be no record at all).
     """
     if not rows:
         return b""
