@@ -165,6 +165,8 @@ def list_jobs(
         cursor=cursor,
         limit=limit,
     )
+    if wanted.after is not None:
+        refuse_nul(wanted.after.id, "cursor")  # a forged cursor can hide one
     return page_out(usecases.list_jobs(wanted, tenant_id=tenant, jobs=jobs))
 
 
@@ -349,7 +351,8 @@ def download_file(
     sync_to_thread=True,
     operation_id="fileHeaders",
     tags=_TAGS,
-    responses=error_specs(400, 401, 403, 404, 410, 503),
+    # the same preconditions as GET (If-Match, If-None-Match): 304 and 412 can answer a HEAD too
+    responses={k: v for k, v in _FILE_RESPONSES.items() if k not in (206, 416)},
     response_description="the file's headers (text/csv or application/x-ndjson), no body",
     media_type="*/*",
 )
