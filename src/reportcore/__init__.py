@@ -5,7 +5,7 @@ the use cases, over ports that adapters implement. Standard library and msgspec 
 no framework. See ``docs/library.md`` for using it from another service.
 """
 
-from .access import Action, Principal, Role, authorize, resolve_tenant
+from .access import Action, Principal, Role, authorize, named_tenant, resolve_tenant
 from .errors import (
     ExportFailure,
     Forbidden,
@@ -31,6 +31,7 @@ from .idempotency import check_replay, fingerprint, job_fingerprint
 from .jobs import Job, JobMessage, JobStatus, JobType, ReportFormat, Scope, message_for
 from .jobtypes import JOB_TYPES, Applied, Column, FilterSpec, JobTypeRegistry, JobTypeSpec, Upstream
 from .lifecycle import TRANSITIONS, Event
+from .pipeline import ExportedFile, ExportProgress, export_records
 from .ports import (
     Clock,
     Disposition,
@@ -45,7 +46,14 @@ from .ports import (
     StoredFile,
 )
 from .records import FeedingKpiRecord, FeedIntakeRecord, TelemetryReading, WeightAggregate
-from .requests import CreateRequest, ListQuery, ValidCreate, validate_create, validate_list
+from .requests import (
+    CreateRequest,
+    ListQuery,
+    ValidCreate,
+    refuse_nul,
+    validate_create,
+    validate_list,
+)
 from .tokens import DownloadClaims, ExpiredDownloadToken, InvalidDownloadToken
 from .usecases import (
     Created,
@@ -80,7 +88,9 @@ __all__ = [
     "Event",
     "ExpiredDownloadToken",
     "ExportFailure",
+    "ExportProgress",
     "ExportResult",
+    "ExportedFile",
     "FeedIntakeRecord",
     "FeedingKpiRecord",
     "FileStore",
@@ -136,14 +146,17 @@ __all__ = [
     "cancel_job",
     "check_replay",
     "create_job",
+    "export_records",
     "fingerprint",
     "get_job",
     "issue_download",
     "job_fingerprint",
     "list_jobs",
     "message_for",
+    "named_tenant",
     "open_file",
     "recover",
+    "refuse_nul",
     "resolve_tenant",
     "run_job",
     "validate_create",

@@ -78,12 +78,13 @@ def csv_lines(rows: Sequence[Sequence[Any]]) -> bytes:
     """RFC 4180 CSV lines, byte for byte what ``csv.writer`` writes: CRLF-terminated, minimal
     quoting, ``None`` as an empty cell. All rows of a call have one width (a job's columns).
 
-    csv.writer spends about 5 us on a 19-cell row, value by value. Here ``str.join`` does most
-    of the work, a column of the page at a time: a column of text joins as it is, and its joined
-    text shows at once whether any cell needs quotes (a comma beyond the join's own, a quote, a
-    line break); only a column that fails either goes through ``_cell`` or ``_quoted`` cell by
-    cell. Rows of fewer than two cells are left to csv.writer, for its special case: a lone
-    empty cell is written ``""`` (an empty line would be no record at all).
+    csv.writer works value by value, which bounds a large export (docs/performance.md has the
+    figures). Here ``str.join`` does most of the work, a column of the page at a time: a column
+    of text joins as it is, and its joined text shows at once whether any cell needs quotes (a
+    comma beyond the join's own, a quote, a line break); only a column that fails either goes
+    through ``_cell`` or ``_quoted`` cell by cell. Rows of fewer than two cells are left to
+    csv.writer, for its special case: a lone empty cell is written ``""`` (an empty line would
+    be no record at all).
     """
     if not rows:
         return b""

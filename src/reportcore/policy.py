@@ -1,4 +1,9 @@
-"""The knobs of the lifecycle, one value built from the service's settings."""
+"""The knobs of the lifecycle, with their defaults.
+
+These defaults are the only place the values are written: the service's settings take their
+own defaults from a ``Policy()``, so that the core used as a library and the configured
+service behave the same when nothing is configured.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +13,7 @@ from .jobs import JobType
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True):
-    """The knobs of the lifecycle, from configuration."""
+    """The knobs of the lifecycle: how long links and files live, leases, retries, batches."""
 
     download_ttl_sec: int = 900
     retention_sec: int = 604_800  # 0 keeps files forever

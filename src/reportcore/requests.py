@@ -59,6 +59,26 @@ class ValidCreate(msgspec.Struct, frozen=True, kw_only=True):
     idempotency_key: str | None
 
 
+def refuse_nul(value: object, field: str = "") -> None:
+    """Raise :class:`ValidationError` when any text in ``value`` holds a NUL character.
+
+    ``value`` is a request as builtins (str, dict, list); the message names the field the
+    NUL was found in (``filters.source``). PostgreSQL cannot store a NUL in text, and a NUL
+    in a log line or a file name cuts it short, so every caller gets a 400, not a later 500.
+    """
+    if isinstance(value, str):
+        if "\x00" in value:
+            name = field or "request"
+            raise ValidationError(f"{name} must not contain NUL characters", field=name or None)
+    elif isinstance(value, dict):
+        for key, item in value.items():
+            refuse_nul(key, field)
+            refuse_nul(item, f"{field}.{key}" if field else str(key))
+    elif isinstance(value, list | tuple):
+        for item in value:
+            refuse_nul(item, field)
+
+
 def parse_uuid(value: str | None, field: str) -> str | None:
     """The canonical (lower-case, hyphenated) form of a UUID, or a 400 naming ``field``."""
     if value is None:
@@ -189,6 +209,7 @@ def validate_create(req: CreateRequest, *, header_key: str | None = None) -> Val
 
     ``header_key`` is the ``Idempotency-Key`` header; when both are given they must agree.
     """
+    refuse_nul(msgspec.structs.asdict(req))
     if not isinstance(req.job_type, JobType):
         raise ValidationError("job_type is not a known job type", field="job_type")
     if not isinstance(req.format, ReportFormat):
@@ -304,6 +325,16 @@ def validate_list(
     limit: str | int | None = None,
 ) -> ListQuery:
     """Query-string values of ``GET /api/v1/reports/jobs`` checked into a :class:`ListQuery`."""
+    refuse_nul(
+        {
+            "status": status,
+            "job_type": job_type,
+            "created_from": created_from,
+            "created_to": created_to,
+            "cursor": cursor,
+            "limit": limit,
+        }
+    )
     try:
         st = JobStatus(status) if status is not None else None
     except ValueError:

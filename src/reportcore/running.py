@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import traceback
 import uuid
-from collections.abc import Callable, Generator
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 
 import msgspec
@@ -19,20 +19,19 @@ from .errors import (
     StorageFailure,
     WorkerLost,
 )
-from .export import ProgressEstimate, scope_values, write_export
 from .fairness import TenantSlots
 from .jobs import Job, JobMessage, JobStatus, message_for
 from .jobtypes import JOB_TYPES
+from .pipeline import ExportProgress, export_records
 from .policy import Policy
 from .ports import (
     Clock,
     Disposition,
     FileStore,
+    FileWriter,
     JobQueue,
     JobRepository,
     RecordSource,
-    SourcePage,
-    SourceRequest,
     StoredFile,
 )
 
@@ -164,19 +163,6 @@ def _export(
     stopping: Callable[[], bool],
     keep_lease: LeaseKeeper,
 ) -> RunOutcome:
-    spec = JOB_TYPES[job.job_type]
-    keep = spec.stream_predicate(job.filters)
-    raw = job.format.value == "json"
-    request = SourceRequest(
-        job_id=job.id,
-        tenant_id=job.tenant_id,
-        job_type=job.job_type,
-        scope=job.scope,
-        upstream_filters=spec.upstream_filters(job.filters),
-        typed=not raw or keep is not None,
-        raw=raw,
-    )
-    progress = ProgressEstimate(spec, job.scope)
     last_beat = clock.now()
     lost = False  # the lease keeper found the job cancelled or reclaimed
 
@@ -188,9 +174,8 @@ def _export(
             lost = True
         return not lost
 
-    def beat(page: SourcePage, rows: int) -> None:
+    def beat(progress: ExportProgress) -> None:
         nonlocal last_beat
-        pct = progress.update(page)
         if stopping():
             raise _Shutdown
         if lost:
@@ -198,77 +183,63 @@ def _export(
         now = clock.now()
         if (now - last_beat).total_seconds() >= policy.heartbeat_sec:
             lease = now + dt.timedelta(seconds=policy.lease_sec)
-            if jobs.heartbeat(job.id, owner, now, lease, pct) is None:
+            if jobs.heartbeat(job.id, owner, now, lease, progress.pct) is None:
                 raise ExportCancelled("job was cancelled or reclaimed")
             last_beat = now
 
-    def checked_pages() -> Generator[SourcePage, None, None]:
-        if stopping():
-            raise _Shutdown
-        yield from source.pages(request)
+    def still_held(progress: ExportProgress) -> None:
+        # Keep the file only while still holding the job: a worker whose lease ran out while
+        # it wrote the last pages must not put its file where the new holder keeps its own.
+        now = clock.now()
+        lease = now + dt.timedelta(seconds=policy.lease_sec)
+        if jobs.heartbeat(job.id, owner, now, lease, progress.pct) is None:
+            raise ExportCancelled("job was cancelled or reclaimed")
 
+    def open_file() -> FileWriter:
+        if stopping():  # before anything is fetched or written
+            raise _Shutdown
+        return store.create(job.tenant_id, job.id, job.format.extension)
+
+    # export_records aborts the file on every way out below but success
     try:
-        writer = store.create(job.tenant_id, job.id, job.format.extension)
+        with keep_lease(renew):
+            exported = export_records(
+                JOB_TYPES[job.job_type],
+                job.format,
+                job.scope,
+                tenant_id=job.tenant_id,
+                trace_id=job.id,
+                source=source,
+                open_file=open_file,
+                on_progress=beat,
+                before_commit=still_held,
+            )
+    except _Shutdown:
+        jobs.retry(job.id, owner, clock.now())
+        return RunOutcome(disposition=Disposition.REQUEUE, job_id=job.id, status="handed back")
+    except ExportCancelled:
+        latest = jobs.get(job.id)
+        status = latest.status.value if latest else "gone"
+        return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status)
     except ExportFailure as exc:  # an unwritable export folder fails the job, not the worker
         return _failed(job, owner, jobs, clock, exc.code, exc.message)
     except OSError as exc:
         failure = _storage_failure(exc)
         return _failed(job, owner, jobs, clock, failure.code, failure.message)
-    try:
-        # closing: a source fetching ahead in a thread stops (and is joined) as soon as the
-        # export stops early, before the job's file is dropped or its failure recorded
-        with keep_lease(renew), contextlib.closing(checked_pages()) as pages:
-            result = write_export(
-                spec,
-                job.format,
-                pages,
-                writer,
-                scope_values=scope_values(job.tenant_id, job.scope),
-                keep=keep,
-                on_page=beat,
-            )
-            # Keep the file only while still holding the job: a worker whose lease ran out
-            # while it wrote the last pages must not put its file where the new holder keeps
-            # its own.
-            now = clock.now()
-            lease = now + dt.timedelta(seconds=policy.lease_sec)
-            if jobs.heartbeat(job.id, owner, now, lease, progress.pct) is None:
-                raise ExportCancelled("job was cancelled or reclaimed")
-            location = writer.commit()
-    except _Shutdown:
-        writer.abort()
-        jobs.retry(job.id, owner, clock.now())
-        return RunOutcome(disposition=Disposition.REQUEUE, job_id=job.id, status="handed back")
-    except ExportCancelled:
-        writer.abort()
-        latest = jobs.get(job.id)
-        status = latest.status.value if latest else "gone"
-        return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status)
-    except ExportFailure as exc:
-        writer.abort()
-        return _failed(job, owner, jobs, clock, exc.code, exc.message)
-    except OSError as exc:
-        writer.abort()
-        failure = _storage_failure(exc)
-        return _failed(job, owner, jobs, clock, failure.code, failure.message)
     except ReportError:
-        writer.abort()
         raise  # the job store failed: the worker hands the message back and retries
     except Exception as exc:
         # A bug, not an outage: retrying cannot help, and leaving the job running until its
         # lease ends would hold it (and the worker's patience) for attempts x lease. Fail it
         # now, naming no more than the exception's type; the traceback goes to the log.
-        writer.abort()
         bug = ExportFailure(f"the export failed unexpectedly ({type(exc).__name__})")
         failed = _failed(job, owner, jobs, clock, bug.code, bug.message)
         crash = "".join(traceback.format_exception(exc))
         return msgspec.structs.replace(failed, crash=crash)
-    except BaseException:
-        writer.abort()
-        raise
+    location = exported.location
     now = clock.now()
     expires = now + dt.timedelta(seconds=policy.retention_sec) if policy.retention_sec > 0 else None
-    stored = StoredFile(location=location, size_bytes=result.size_bytes, sha256=result.sha256)
+    stored = StoredFile(location=location, size_bytes=exported.size_bytes, sha256=exported.sha256)
     done = jobs.succeed(job.id, owner, now, stored, expires)
     if done is None:  # cancelled (or reclaimed) while the last bytes were written
         latest = jobs.get(job.id)
@@ -281,7 +252,7 @@ def _export(
         disposition=Disposition.ACK,
         job_id=job.id,
         status=done.status.value,
-        detail=f"{result.rows} rows, {result.size_bytes} bytes",
+        detail=f"{exported.rows} rows, {exported.size_bytes} bytes",
     )
 
 

@@ -104,3 +104,13 @@ def test_a_request_for_no_tenant_or_another_tenant_is_refused(
     with pytest.raises(error) as raised:
         resolve_tenant(principal, requested)
     assert str(raised.value).startswith(message)
+
+
+def test_a_request_naming_two_different_tenants_is_refused_and_one_named_twice_is_fine() -> None:
+    from reportcore.access import named_tenant
+
+    assert named_tenant("t-1", "t-1", None) == "t-1"
+    assert named_tenant(None, "") is None
+    with pytest.raises(ValidationError) as refused:
+        named_tenant("t-1", "t-2")
+    assert refused.value.field == "tenant_id"

@@ -582,3 +582,25 @@ def test_a_range_open_at_its_end_is_counted_up_to_today() -> None:
 def test_a_hundred_year_range_is_refused_at_create_not_later_upstream() -> None:
     with pytest.raises(ValidationError):
         _range(JobType.WEIGHVISION_EXPORT, "1990-01-01", "2089-12-31")
+
+
+# --- NUL characters (refused by the core, so a library caller gets the rule too) ---
+
+
+def test_a_create_holding_a_nul_anywhere_is_refused_naming_the_field() -> None:
+    request = CreateRequest(
+        job_type=JobType.FEED_INTAKE_EXPORT,
+        format=ReportFormat.CSV,
+        filters={"source": "MAN\x00UAL"},
+    )
+    with pytest.raises(ValidationError) as refused:
+        validate_create(request)
+    assert refused.value.field == "filters.source"
+    assert refused.value.message == "filters.source must not contain NUL characters"
+
+
+def test_a_list_query_holding_a_nul_is_refused_naming_the_parameter() -> None:
+    with pytest.raises(ValidationError) as refused:
+        validate_list(status="queued\x00")
+    assert refused.value.field == "status"
+    assert refused.value.message == "status must not contain NUL characters"

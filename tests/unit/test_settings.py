@@ -9,6 +9,19 @@ from reportsvc.entrypoints.settings import ConfigError, Settings, load_settings
 SECRET = "0123456789abcdef-secret"
 
 
+def test_unconfigured_knobs_are_the_defaults_of_the_core_and_the_adapters_they_configure() -> None:
+    from reportcore.policy import Policy
+    from reportsvc.adapters.upstream.config import UpstreamConfig
+    from reportsvc.entrypoints.connections import ConnectionLimits
+    from reportsvc.entrypoints.containers import policy_from, upstream_config
+    from reportsvc.entrypoints.serving import connection_limits
+
+    settings = load_settings({})
+    assert policy_from(settings) == Policy()
+    assert upstream_config(settings) == UpstreamConfig()
+    assert connection_limits(settings) == ConnectionLimits()
+
+
 def test_an_empty_environment_gives_the_documented_defaults() -> None:
     settings = load_settings({})
     assert settings == Settings()

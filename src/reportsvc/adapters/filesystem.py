@@ -57,13 +57,20 @@ def _fsync_dir(folder: Path) -> None:
 
 
 class FilesystemWriter:
-    """One export file being written; invisible under its final name until :meth:`commit`."""
+    """One export file being written; invisible under its final name until :meth:`commit`.
 
-    def __init__(self, final: Path) -> None:
+    ``owns_folder``: the folder is the store's (a job's): made when missing, and removed when
+    an abort leaves it empty. ``reportsvc export`` writes into a folder the user named, which
+    must exist and is never removed.
+    """
+
+    def __init__(self, final: Path, *, owns_folder: bool = True) -> None:
         self.final = final
         self.temp = final.with_name(f"{_temp_prefix(final.name)}{uuid.uuid4().hex}{_TEMP_SUFFIX}")
+        self._owns_folder = owns_folder
         try:
-            final.parent.mkdir(parents=True, exist_ok=True)
+            if owns_folder:
+                final.parent.mkdir(parents=True, exist_ok=True)
             fd = os.open(self.temp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | os.O_CLOEXEC, 0o644)
         except OSError as exc:
             raise _failure("created", exc) from exc
@@ -124,7 +131,8 @@ class FilesystemWriter:
             # a failed flush of bytes we are throwing away anyway
             log.debug("closing an aborted export file failed", exc_info=True)
         self.temp.unlink(missing_ok=True)
-        _remove_empty(self.final.parent)
+        if self._owns_folder:
+            _remove_empty(self.final.parent)
 
 
 def _remove_temporaries(final: Path) -> None:

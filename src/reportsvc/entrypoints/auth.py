@@ -39,7 +39,8 @@ _MAX_CLAIM_LENGTH = 256
 # padded signature, so without this one genuine token would have several spellings.
 _COMPACT_JWS = re.compile(r"[A-Za-z0-9_-]+\.[A-Za-z0-9_-]+\.[A-Za-z0-9_-]*")
 # Tokens verified lately, with their expiry: a client sends one token with every request, and
-# verifying it again (HMAC, two base64 and JSON decodes, claim checks) cost ~60 us a request.
+# verifying it again (HMAC, two base64 and JSON decodes, claim checks) is a large share of a
+# small request's CPU (docs/performance.md has the figures).
 _CACHE_SIZE = 1024
 # 9999-12-31T23:59:59Z: the last instant a date can show; a NumericDate beyond it is no date
 MAX_NUMERIC_DATE = 253_402_300_799

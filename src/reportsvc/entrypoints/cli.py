@@ -18,11 +18,10 @@ from typing import IO, Any
 
 import msgspec
 
-from reportcore.errors import ExportFailure, ValidationError
-from reportcore.export import ProgressEstimate, scope_values, write_export
+from reportcore.errors import ExportFailure, StorageFailure, ValidationError
 from reportcore.jobs import file_name_for
 from reportcore.jobtypes import JOB_TYPES, Upstream
-from reportcore.ports import SourcePage, SourceRequest
+from reportcore.pipeline import ExportProgress, export_records
 from reportcore.requests import CreateRequest, ValidCreate, validate_create, validate_tenant_id
 
 from .auth import sign_user_token
@@ -186,34 +185,6 @@ def cmd_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return EXIT_OK
 
 
-class _LocalFile:
-    """A FileWriter onto one path: a hidden temporary beside it, renamed on commit."""
-
-    def __init__(self, path: Path) -> None:
-        self.path = path
-        self._tmp = path.with_name(f".{path.name}.{uuid.uuid4().hex[:8]}.part")
-        self._fh: IO[bytes] | None = self._tmp.open("xb")
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        assert self._fh is not None
-        self._fh.write(data)
-
-    def commit(self) -> str:
-        assert self._fh is not None
-        self._fh.flush()
-        os.fsync(self._fh.fileno())
-        self._fh.close()
-        self._fh = None
-        os.replace(self._tmp, self.path)
-        return str(self.path)
-
-    def abort(self) -> None:
-        if self._fh is not None:
-            self._fh.close()
-            self._fh = None
-        self._tmp.unlink(missing_ok=True)
-
-
 class _ProgressBar:
     """A one-line bar on a terminal, redrawn after each page."""
 
@@ -222,15 +193,19 @@ class _ProgressBar:
     def __init__(self, stream: IO[str]) -> None:
         self._stream = stream
 
-    def update(self, pct: int, rows: int) -> None:
-        filled = self.WIDTH * pct // 100
+    def update(self, progress: ExportProgress) -> None:
+        filled = self.WIDTH * progress.pct // 100
         bar = "#" * filled + "-" * (self.WIDTH - filled)
-        self._stream.write(f"\r[{bar}] {pct:3d}%  {rows} rows")
+        self._stream.write(f"\r[{bar}] {progress.pct:3d}%  {progress.rows} rows")
         self._stream.flush()
 
     def done(self, rows: int) -> None:
-        self.update(100, rows)
+        self.update(ExportProgress(pct=100, rows=rows))
         self._stream.write("\n")
+
+
+def _no_bar(progress: ExportProgress) -> None:
+    """Not a terminal: nothing to redraw."""
 
 
 def _filters(items: Sequence[str]) -> dict[str, Any]:
@@ -300,53 +275,36 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             config = upstream_config(_settings(env, (needed,)))
         assert tenant is not None
 
+        from reportsvc.adapters.filesystem import FilesystemWriter
         from reportsvc.adapters.upstream import HttpRecordSource
 
         source = HttpRecordSource(config)
         cleanup.callback(source.close)
-        keep = spec.stream_predicate(valid.scope.filters)
-        raw = valid.format.value == "json"
-        request = SourceRequest(
-            job_id=str(uuid.uuid4()),  # sent upstream as the trace id
-            tenant_id=tenant,
-            job_type=valid.job_type,
-            scope=valid.scope,
-            upstream_filters=spec.upstream_filters(valid.scope.filters),
-            typed=not raw or keep is not None,
-            raw=raw,
-        )
-        progress = ProgressEstimate(spec, valid.scope)
         bar = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
 
-        def on_page(page: SourcePage, rows: int) -> None:
-            pct = progress.update(page)
-            if bar is not None:
-                bar.update(pct, rows)
+        def open_file() -> FilesystemWriter:
+            # the job store's writer: a hidden temporary, fsynced, renamed into place whole
+            try:
+                return FilesystemWriter(output, owns_folder=False)
+            except StorageFailure as exc:
+                raise Failure(f"cannot write {output}: {exc.message}") from exc
 
         try:
-            writer = _LocalFile(output)
-        except OSError as exc:
-            raise Failure(f"cannot write {output}: {exc.strerror or exc}") from exc
-        try:
-            result = write_export(
+            exported = export_records(
                 spec,
                 valid.format,
-                source.pages(request),
-                writer,
-                scope_values=scope_values(tenant, valid.scope),
-                keep=keep,
-                on_page=on_page,
+                valid.scope,
+                tenant_id=tenant,
+                trace_id=str(uuid.uuid4()),  # sent upstream as the trace id
+                source=source,
+                open_file=open_file,
+                on_progress=_no_bar if bar is None else bar.update,
             )
-            writer.commit()
         except ExportFailure as exc:
-            writer.abort()
             raise Failure(f"export failed: {exc.code}: {exc.message}") from exc
-        except BaseException:
-            writer.abort()
-            raise
     if bar is not None:
-        bar.done(result.rows)
-    print(f"{output}: rows={result.rows} bytes={result.size_bytes} sha256={result.sha256}")
+        bar.done(exported.rows)
+    print(f"{output}: rows={exported.rows} bytes={exported.size_bytes} sha256={exported.sha256}")
     return EXIT_OK
 
 

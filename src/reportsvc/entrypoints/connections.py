@@ -1,8 +1,8 @@
 """Slow and idle clients: time limits on reading a request and a cap on open connections.
 
 uvicorn times out only idle keep-alive connections: a client that opens a connection and sends
-half a request head (or half a body) holds a file descriptor forever. Some 21,000 such clients
-exhausted the process's descriptors and ``/api/health`` was refused. The protocol class made
+half a request head (or half a body) holds a file descriptor forever; enough of them exhaust
+the process's descriptors, and then even ``/api/health`` is refused. The protocol class made
 here (passed to ``uvicorn.Config(http=...)``) adds, per connection:
 
 - a deadline on the request head (from the connection, or from the first byte of the next
@@ -26,17 +26,22 @@ from typing import Any, ClassVar
 import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
+from .settings import Settings
+
 log = logging.getLogger("reportsvc.api")
 
 _CAP_LOG_INTERVAL_SEC = 60.0  # a flood closes thousands of connections: say so once a minute
 
 
+_DEFAULTS = Settings()  # the limits' defaults are the settings' (HTTP_* variables)
+
+
 class ConnectionLimits(msgspec.Struct, frozen=True, kw_only=True):
     """How long a client may take to send a request, and how many may be connected at once."""
 
-    header_timeout_sec: float = 10.0
-    body_timeout_sec: float = 30.0
-    max_connections: int = 1000
+    header_timeout_sec: float = _DEFAULTS.http_header_timeout_sec
+    body_timeout_sec: float = _DEFAULTS.http_body_timeout_sec
+    max_connections: int = _DEFAULTS.http_max_connections
 
 
 class _Waiting:

@@ -18,6 +18,7 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, Protocol
 
+import msgspec
 from dependency_injector import containers, providers
 
 from reportcore.ports import Clock
@@ -35,12 +36,16 @@ from .settings import Settings
 
 
 def policy_from(settings: Settings) -> Policy:
-    """The lifecycle knobs of the core, from settings."""
-    return Policy(
+    """The lifecycle knobs of the core, from settings; knobs the settings do not carry keep
+    the core's defaults."""
+    defaults = Policy()
+    return msgspec.structs.replace(
+        defaults,
         download_ttl_sec=settings.download_ttl_sec,
         retention_sec=settings.retention_sec,
         lease_sec=settings.lease_sec,
-        heartbeat_sec=min(1.0, settings.lease_sec / 3),
+        # a short lease needs a heartbeat often enough to renew it a few times before it ends
+        heartbeat_sec=min(defaults.heartbeat_sec, settings.lease_sec / 3),
         max_attempts=settings.max_attempts,
         max_range_days=dict(settings.max_range_days or {}),
     )

@@ -77,7 +77,7 @@ def serve(
         timeout_graceful_shutdown=GRACEFUL_SHUTDOWN_SEC,
         server_header=False,
         loop="uvloop",  # named, not "auto": a build without uvloop fails here instead of
-        # running ~20 % slower unnoticed (docs/performance.md); httptools with read deadlines
+        # running slower unnoticed (docs/performance.md); httptools with read deadlines
         # and a connection cap, which uvicorn lacks (reportsvc.entrypoints.connections)
         http=guarded_protocol(limits or ConnectionLimits()),
     )

@@ -14,10 +14,18 @@ from urllib.parse import urlsplit
 import msgspec
 
 from reportcore.jobs import JobType
+from reportcore.policy import Policy
+from reportsvc.adapters.upstream.config import UpstreamConfig
 
 
 class ConfigError(Exception):
     """One configuration problem, worded for an operator: it names the variable."""
+
+
+# The core's lifecycle knobs and the upstream client's knobs keep their defaults where they are
+# declared; a setting of one of them takes its default from there, so each is written once.
+_POLICY = Policy()
+_UPSTREAM = UpstreamConfig()
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -26,7 +34,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     database_url: str | None = None
     rabbitmq_url: str | None = None
     download_secret: str | None = None
-    download_ttl_sec: int = 900
+    download_ttl_sec: int = _POLICY.download_ttl_sec
     export_root: str = "/data/exports"
     worker_concurrency: int = 1
     jwt_secret: str | None = None
@@ -37,21 +45,21 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     telemetry_service_url: str | None = None
     weighvision_url: str | None = None
     internal_service_token: str | None = None
-    retention_sec: int = 604_800
+    retention_sec: int = _POLICY.retention_sec
     host: str = "0.0.0.0"
     port: int = 5129
     # operational knobs beyond the contract (documented in docs/operations.md)
-    lease_sec: float = 30.0
-    max_attempts: int = 3
+    lease_sec: float = _POLICY.lease_sec
+    max_attempts: int = _POLICY.max_attempts
     recovery_interval_sec: float = 5.0
-    upstream_timeout_sec: float = 10.0
-    upstream_retries: int = 4
-    upstream_concurrency: int = 8
-    upstream_host_concurrency: int = 16
+    upstream_timeout_sec: float = _UPSTREAM.timeout_sec
+    upstream_retries: int = _UPSTREAM.retries
+    upstream_concurrency: int = _UPSTREAM.concurrency
+    upstream_host_concurrency: int = _UPSTREAM.host_concurrency
     upstream_ca_bundle: str | None = None
     upstream_client_cert: str | None = None
     upstream_client_key: str | None = None
-    upstream_transport: str = "stdlib"
+    upstream_transport: str = _UPSTREAM.transport
     log_level: str = "INFO"
     log_format: str = "text"  # text (key=value) or json, one record a line
     # per job type, the widest date range a job may name (unlisted types keep their default)

@@ -56,8 +56,8 @@ class _Server(http.server.ThreadingHTTPServer):
 
 class _Handler(http.server.BaseHTTPRequestHandler):
     protocol_version = "HTTP/1.1"  # keep-alive: the exporters reuse connections
-    # headers and body leave in one segment, without waiting on Nagle and delayed ACKs
-    # (40 ms a request otherwise, on a kept-alive connection)
+    # headers and body leave in one segment: on a kept-alive connection Nagle's algorithm
+    # would otherwise hold the body until the client's delayed ACK
     disable_nagle_algorithm = True
     wbufsize = 64 * 1024
     server: _Server

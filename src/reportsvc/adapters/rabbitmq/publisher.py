@@ -191,7 +191,7 @@ class RabbitMQQueue:
     Safe to call from any number of threads: every publish is carried out by a publisher
     thread that owns its own connection (pika is not thread-safe). A confirm takes a round
     trip and the broker's disk write, so one connection waiting for each confirm in turn caps
-    creates at a few hundred a second (docs/performance.md). Threads are therefore added
+    the rate of creates (docs/performance.md has the figures). Threads are therefore added
     while every one is busy, up to ``max_publishers``: concurrent publishes wait for their
     confirms side by side, and each publish still returns only once the broker confirmed that
     message. A caller waits at most ``confirm_timeout`` seconds and gets

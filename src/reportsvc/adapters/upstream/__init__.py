@@ -9,7 +9,13 @@ model, as the contract's "Upstream sources" describes them. One module a concern
 - :mod:`.pagers`: paging one endpoint over one time window;
 - :mod:`.windows`: cutting a bounded range into windows fetched at once, read in order;
 - :mod:`.source`: :class:`HttpRecordSource`, the ``RecordSource`` port over all of that.
+
+:mod:`.config` loads no HTTP library, and the parts that do are loaded when first named
+here: the settings take the upstream defaults from :class:`UpstreamConfig`, and a process
+that never fetches (``reportsvc token``, ``reportsvc migrate``) should not pay for httpx.
 """
+
+from typing import TYPE_CHECKING
 
 from .config import (
     FEED_INTAKE_PATH,
@@ -20,8 +26,10 @@ from .config import (
     WEIGHVISION_PATH,
     UpstreamConfig,
 )
-from .retry import retry_after_seconds
-from .source import HttpRecordSource
+
+if TYPE_CHECKING:
+    from .retry import retry_after_seconds
+    from .source import HttpRecordSource
 
 __all__ = [
     "FEED_INTAKE_PATH",
@@ -34,3 +42,15 @@ __all__ = [
     "UpstreamConfig",
     "retry_after_seconds",
 ]
+
+
+def __getattr__(name: str) -> object:
+    if name == "HttpRecordSource":
+        from .source import HttpRecordSource
+
+        return HttpRecordSource
+    if name == "retry_after_seconds":
+        from .retry import retry_after_seconds
+
+        return retry_after_seconds
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

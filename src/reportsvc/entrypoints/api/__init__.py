@@ -12,15 +12,14 @@ answer. Around them, in one place each:
 
 Choices the contract leaves open: a 405 and a 413 answer with code ``VALIDATION_ERROR``
 (the contract's codes are a closed set); a platform_admin may name the tenant of a cancel in
-its body or its query string; text containing NUL characters is refused with a 400 (the
-database cannot store it).
+its body or its query string; text containing NUL characters is refused with a 400
+(:func:`reportcore.requests.refuse_nul`: the database cannot store it).
 """
 
 from __future__ import annotations
 
 from .app import create_app
 from .errors import ERROR_STATUS, error_response
-from .guards import named_tenant, refuse_nul
 from .ranges import Unsatisfiable, byte_range
 from .routes import JOBS_PATH
 
@@ -31,6 +30,4 @@ __all__ = [
     "byte_range",
     "create_app",
     "error_response",
-    "named_tenant",
-    "refuse_nul",
 ]

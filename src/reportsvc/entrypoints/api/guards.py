@@ -13,7 +13,7 @@ from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromQuery
 
-from reportcore.access import Action, Principal, resolve_tenant
+from reportcore.access import Action, Principal, named_tenant, resolve_tenant
 from reportcore.errors import ReportError, ValidationError
 
 from ..containers import Container
@@ -25,29 +25,6 @@ log = logging.getLogger("reportsvc.api")
 
 READY_TIMEOUT_SEC = 3.0
 PRINCIPAL_KEY = "reportsvc.principal"
-
-
-def named_tenant(*names: str | None) -> str | None:
-    """The one tenant a request names (``tenant_id`` / ``tenantId``), if any; 400 if two differ."""
-    given = {n for n in names if n}
-    if len(given) > 1:
-        raise ValidationError("tenant_id and tenantId name different tenants", field="tenant_id")
-    return given.pop() if given else None
-
-
-def refuse_nul(value: Any, field: str = "") -> None:
-    """400 when any text in ``value`` (a validated request, as builtins) holds a NUL."""
-    if isinstance(value, str):
-        if "\x00" in value:
-            name = field or "request"
-            raise ValidationError(f"{name} must not contain NUL characters", field=name or None)
-    elif isinstance(value, dict):
-        for key, item in value.items():
-            refuse_nul(key, field)
-            refuse_nul(item, f"{field}.{key}" if field else str(key))
-    elif isinstance(value, list | tuple):
-        for item in value:
-            refuse_nul(item, field)
 
 
 def header_key(value: str | None) -> str | None:

@@ -20,9 +20,9 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 from litestar.response import Stream
 
 from reportcore import usecases
-from reportcore.access import Action, Principal, resolve_tenant
+from reportcore.access import Action, Principal, named_tenant, resolve_tenant
 from reportcore.ports import Clock, FileStore, JobQueue, JobRepository
-from reportcore.requests import CreateRequest, validate_create, validate_list
+from reportcore.requests import CreateRequest, refuse_nul, validate_create, validate_list
 from reportcore.usecases import Policy
 
 from .. import conditional
@@ -39,7 +39,7 @@ from ..schemas import (
     page_out,
 )
 from .errors import error_specs
-from .guards import Readiness, header_key, named_tenant, refuse_nul
+from .guards import Readiness, header_key
 from .ranges import Unsatisfiable, byte_range, content_disposition
 
 JOBS_PATH = "/api/v1/reports/jobs"
@@ -113,7 +113,8 @@ def create_job(
     idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
 ) -> Response[JobOut]:
     """Create an export job (201), or answer an identical earlier one (200, replay header)."""
-    refuse_nul(msgspec.to_builtins(data))  # the body as sent: messages name its fields
+    # before the tenant is resolved: a NUL anywhere is a 400, also in a tenant it names
+    refuse_nul(msgspec.to_builtins(data))
     tenant = resolve_tenant(principal, named_tenant(data.tenant_id, data.tenantId))
     valid = validate_create(data, header_key=header_key(idempotency_key))
     created = usecases.create_job(
@@ -156,16 +157,14 @@ def list_jobs(
     limit: FromQuery[str | None] = None,
 ) -> JobPageOut:
     """The tenant's jobs, newest first, ``limit`` (1..100, default 25) at a time."""
-    query = {
-        "status": status,
-        "job_type": job_type,
-        "created_from": created_from,
-        "created_to": created_to,
-        "cursor": cursor,
-        "limit": limit,
-    }
-    refuse_nul(query)
-    wanted = validate_list(**query)
+    wanted = validate_list(
+        status=status,
+        job_type=job_type,
+        created_from=created_from,
+        created_to=created_to,
+        cursor=cursor,
+        limit=limit,
+    )
     if wanted.after is not None:
         refuse_nul(wanted.after.id, "cursor")  # a forged cursor can hide one
     return page_out(usecases.list_jobs(wanted, tenant_id=tenant, jobs=jobs))

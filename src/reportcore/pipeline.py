@@ -1,0 +1,107 @@
+"""The export pipeline: the records of one job type and scope, from a source into one file.
+
+The worker's use case (:func:`reportcore.running.run_job`) and ``reportsvc export`` both run an
+export through :func:`export_records`, so what a source is asked for, which filters apply while
+streaming, how progress is estimated and that no partial file is ever left are decided here once.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Callable, Generator
+
+import msgspec
+
+from .export import ProgressEstimate, scope_values, write_export
+from .jobs import ReportFormat, Scope
+from .jobtypes import JobTypeSpec
+from .ports import FileWriter, RecordSource, SourcePage, SourceRequest
+
+
+class ExportProgress(msgspec.Struct, frozen=True, kw_only=True):
+    """How far an export has come: the estimated percentage (0..99) and the rows written."""
+
+    pct: int
+    rows: int
+
+
+class ExportedFile(msgspec.Struct, frozen=True, kw_only=True):
+    """A committed export file: where the writer put it, its rows, size and sha256."""
+
+    location: str
+    rows: int
+    size_bytes: int
+    sha256: str
+
+
+def source_request(
+    spec: JobTypeSpec, fmt: ReportFormat, scope: Scope, *, tenant_id: str, trace_id: str
+) -> SourceRequest:
+    """What the source is asked for: typed records for CSV or for a filter applied while
+    streaming, each record's upstream bytes for NDJSON. ``trace_id`` travels upstream."""
+    raw = fmt is ReportFormat.JSON
+    return SourceRequest(
+        job_id=trace_id,
+        tenant_id=tenant_id,
+        job_type=spec.job_type,
+        scope=scope,
+        upstream_filters=spec.upstream_filters(scope.filters),
+        typed=not raw or spec.stream_predicate(scope.filters) is not None,
+        raw=raw,
+    )
+
+
+def _carry_on(progress: ExportProgress) -> None:
+    """The default callback: nothing to report, nothing to check."""
+
+
+def export_records(
+    spec: JobTypeSpec,
+    fmt: ReportFormat,
+    scope: Scope,
+    *,
+    tenant_id: str,
+    trace_id: str,
+    source: RecordSource,
+    open_file: Callable[[], FileWriter],
+    on_progress: Callable[[ExportProgress], None] = _carry_on,
+    before_commit: Callable[[ExportProgress], None] = _carry_on,
+) -> ExportedFile:
+    """Stream the records of ``scope`` from ``source`` into a file from ``open_file`` and commit it.
+
+    ``on_progress`` is called after every page; ``before_commit`` once every record is written,
+    before the file becomes visible. Either may raise to stop the export. Whatever raises (the
+    source, the writer, a callback), the source is closed first, so that one fetching ahead
+    in threads stops, then the file is aborted and the exception propagates: a file is either
+    committed whole or not left at all. ``open_file`` raising leaves nothing to abort.
+    """
+    keep = spec.stream_predicate(scope.filters)
+    request = source_request(spec, fmt, scope, tenant_id=tenant_id, trace_id=trace_id)
+    progress = ProgressEstimate(spec, scope)
+
+    def on_page(page: SourcePage, rows: int) -> None:
+        on_progress(ExportProgress(pct=progress.update(page), rows=rows))
+
+    def pages() -> Generator[SourcePage, None, None]:
+        yield from source.pages(request)
+
+    writer = open_file()
+    try:
+        with contextlib.closing(pages()) as stream:
+            result = write_export(
+                spec,
+                fmt,
+                stream,
+                writer,
+                scope_values=scope_values(tenant_id, scope),
+                keep=keep,
+                on_page=on_page,
+            )
+        before_commit(ExportProgress(pct=progress.pct, rows=result.rows))
+        location = writer.commit()
+    except BaseException:
+        writer.abort()
+        raise
+    return ExportedFile(
+        location=location, rows=result.rows, size_bytes=result.size_bytes, sha256=result.sha256
+    )
