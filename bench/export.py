@@ -277,5 +277,6 @@ def main() -> None:
             figure(f"export_{fmt}_windows_cpu_per_page", 1e6 * windows_cpu / pages, "us")
             figure(f"export_{fmt}_fake_feed_cpu_per_page", 1e6 * feed_cpu / pages, "us")
 
+
 if __name__ == "__main__":
     main()
