@@ -65,24 +65,19 @@ class Target:
             headers["authorization"] = f"Bearer {token}"
         self._headers = headers
         self._timeout = client.timeout.as_dict()
+        # request ids: a UUID (version 4 in form) drawn once for the export, its last 48 bits
+        # a counter, so a request does not ask the OS for randomness; drawn here rather than
+        # at import, so that processes forked from one another do not share it
+        self._id_prefix = str(uuid.uuid4())[:24]
+        self._id_count = itertools.count()
 
     def request(self, url: httpx.URL, attempt: int) -> httpx.Request:
         """A GET of ``url`` with the shared headers and a request id of its own."""
         headers = self._headers.copy()
-        headers["x-request-id"] = request_id()
+        headers["x-request-id"] = f"{self._id_prefix}{next(self._id_count) & 0xFFFFFFFFFFFF:012x}"
         return httpx.Request(
             "GET", url, headers=headers, extensions={"timeout": self._timeout, ATTEMPT: attempt}
         )
-
-
-_ID_PREFIX = str(uuid.uuid4())[:24]  # random for each process: ids unique across workers
-_ID_COUNTER = itertools.count()
-
-
-def request_id() -> str:
-    """A UUID (version 4 in form) unique for each request of the process: a random prefix
-    drawn once and a counter, without a call for randomness each time."""
-    return f"{_ID_PREFIX}{next(_ID_COUNTER) & 0xFFFFFFFFFFFF:012x}"
 
 
 class Retrying:
