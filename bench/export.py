@@ -16,7 +16,9 @@ after the delay) runs in a process of its own. Each measurement runs in a fresh 
 
 Printed (one figure a line): ``sequential`` rows/s and its CPU per page (the transport
 comparison: run once with ``--transport httpx`` and once with ``stdlib``), each export's
-rows/s, ``*_ratio`` = export / sequential page rate, peak RSS and CPU per row.
+rows/s, ``*_ratio`` = export / sequential page rate, peak RSS, CPU per row and per page
+(of the whole process, of ``run_job``'s thread, the exporter, and of the rest, the window
+threads) and the fake feed's CPU per page (its process, measured from the outside).
 
     .venv/bin/python bench/export.py --rows 200000 --latency-ms 2
     .venv/bin/python bench/export.py --rows 1000000 --export-only   # peak RSS at 1M rows
@@ -34,17 +36,26 @@ import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, figure, parser, status_kb
+from common import ROOT, cpu_seconds, figure, parser, status_kb
 
 PY = sys.executable
+PAGE = 100  # records a page: the feed's cap, which the exports ask for
+
+
+class Feed(NamedTuple):
+    """The running fake feed: its base URL and process id (whose CPU is measured too)."""
+
+    url: str
+    pid: int
 
 
 @contextlib.contextmanager
-def fake_feed(records: int, latency_ms: float = 0.0) -> Iterator[str]:
-    """The fake feed in its own process; yields its base URL."""
+def fake_feed(records: int, latency_ms: float = 0.0) -> Iterator[Feed]:
+    """The fake feed in its own process."""
     feed = [PY, str(ROOT / "bench" / "fake_feed.py"), "--records", str(records), "--port", "0"]
     proc = subprocess.Popen(
         [*feed, "--latency-ms", str(latency_ms)],
@@ -56,7 +67,7 @@ def fake_feed(records: int, latency_ms: float = 0.0) -> Iterator[str]:
         url = proc.stdout.readline().strip()
         if not url.startswith("http://"):
             raise RuntimeError(f"fake feed did not start: {url!r}")
-        yield url
+        yield Feed(url, proc.pid)
     finally:
         proc.terminate()
         proc.wait(10)
@@ -130,7 +141,7 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
     message = queue.take()
     assert message is not None
     source = _source(url)
-    start, cpu = time.perf_counter(), time.process_time()
+    start, cpu, main_cpu = time.perf_counter(), time.process_time(), time.thread_time()
     outcome = run_job(
         message,
         owner="bench",
@@ -140,6 +151,7 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
         clock=clock,
         policy=Policy(),
     )
+    main_cpu = time.thread_time() - main_cpu
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     source.close()  # type: ignore[attr-defined]
     job = jobs.get(outcome.job_id or "")
@@ -153,6 +165,7 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
         "rows": rows,
         "seconds": seconds,
         "cpu": cpu,
+        "exporter_cpu": main_cpu,  # run_job's thread; the rest is the window threads'
         "bytes": job.size_bytes,
     }
 
@@ -231,28 +244,38 @@ def main() -> None:
     os.environ["BENCH_CONCURRENCY"] = str(args.concurrency)  # the children read these
     os.environ["BENCH_TRANSPORT"] = args.transport
     os.environ["BENCH_SEQUENTIAL_SEC"] = str(2.0 if args.smoke else args.sequential_sec)
-    with fake_feed(rows, args.latency_ms) as url:
+    with fake_feed(rows, args.latency_ms) as feed:
         if args.profile:
-            run_child("export", args.profile, url, rows, profile=True)
+            run_child("export", args.profile, feed.url, rows, profile=True)
             return
         figure("rows", rows, "records")
         figure("latency_ms", args.latency_ms, "ms")
         figure("concurrency", args.concurrency)
         sequential = 0.0
         if not args.export_only:
-            seq = run_child("sequential", "csv", url, rows)
+            seq = run_child("sequential", "csv", feed.url, rows)
             sequential = seq["rows"] / seq["seconds"]
             figure("sequential", sequential, "rows/s")
             figure("sequential_cpu_per_page", 1e6 * seq["cpu"] / seq["pages"], "us")
         for fmt in args.formats.split(","):
-            export = run_child("export", fmt, url, rows)
+            feed_cpu = cpu_seconds(feed.pid)
+            export = run_child("export", fmt, feed.url, rows)
+            feed_cpu = cpu_seconds(feed.pid) - feed_cpu
             rate = export["rows"] / export["seconds"]
+            pages = export["rows"] / PAGE
             figure(f"export_{fmt}", rate, "rows/s")
             if sequential:
                 figure(f"export_{fmt}_ratio", rate / sequential)
             figure(f"export_{fmt}_peak_rss_mb", export["peak_rss_kb"] * 1024 / 1e6, "MB")
             figure(f"export_{fmt}_seconds", export["seconds"], "s")
             figure(f"export_{fmt}_cpu_per_row", 1e6 * export["cpu"] / export["rows"], "us")
+            figure(f"export_{fmt}_cpu_per_page", 1e6 * export["cpu"] / pages, "us")
+            figure(
+                f"export_{fmt}_exporter_cpu_per_page", 1e6 * export["exporter_cpu"] / pages, "us"
+            )
+            windows_cpu = export["cpu"] - export["exporter_cpu"]
+            figure(f"export_{fmt}_windows_cpu_per_page", 1e6 * windows_cpu / pages, "us")
+            figure(f"export_{fmt}_fake_feed_cpu_per_page", 1e6 * feed_cpu / pages, "us")
 
 
 if __name__ == "__main__":

@@ -10,13 +10,11 @@ marks a request's attempt in its extensions; see :mod:`reportsvc.adapters.upstre
 
 from __future__ import annotations
 
-import contextlib
 import importlib.metadata
 import logging
 import ssl
 import threading
 from collections import Counter
-from collections.abc import Iterator
 from urllib.parse import urlsplit
 
 import httpx
@@ -76,25 +74,17 @@ class Clients:
                     client = self._clients[origin] = self._make()
         return client
 
-    @contextlib.contextmanager
-    def slot(self, base_url: str, stop: threading.Event) -> Iterator[bool]:
-        """Hold one of the host's in-flight slots while a request runs; yields False (and
-        holds nothing) when ``stop`` is set before a slot came free."""
-        host = _origin(base_url)
-        slots = self._slots.get(host)
+    def host(self, base_url: str) -> Host:
+        """The client of ``base_url``'s origin and that host's in-flight slots, looked up once
+        for an export rather than for each of its requests."""
+        origin = _origin(base_url)
+        slots = self._slots.get(origin)
         if slots is None:
             with self._lock:
                 slots = self._slots.setdefault(
-                    host, threading.BoundedSemaphore(max(1, self._config.host_concurrency))
+                    origin, threading.BoundedSemaphore(max(1, self._config.host_concurrency))
                 )
-        while not slots.acquire(timeout=0.1):
-            if stop.is_set():
-                yield False
-                return
-        try:
-            yield True
-        finally:
-            slots.release()
+        return Host(self.client(base_url), slots)
 
     def retries(self) -> dict[str, int]:
         """Retries sent so far, by upstream host (what the request hook counted)."""
@@ -146,6 +136,28 @@ class Clients:
                     "trace_id": request.headers.get("x-trace-id"),
                 },
             )
+
+
+class Host:
+    """One upstream origin as an export uses it: its client and the cap on requests in flight
+    to it across every export of the process."""
+
+    def __init__(self, client: httpx.Client, slots: threading.BoundedSemaphore) -> None:
+        self.client = client
+        self._slots = slots
+
+    def acquire(self, stop: threading.Event) -> bool:
+        """Take one of the host's slots; False (holding nothing) when ``stop`` is set first."""
+        slots = self._slots
+        if slots.acquire(blocking=False):
+            return True
+        while not slots.acquire(timeout=0.1):
+            if stop.is_set():
+                return False
+        return True
+
+    def release(self) -> None:
+        self._slots.release()
 
 
 def _origin(base_url: str) -> str:

@@ -19,7 +19,6 @@ import msgspec
 from reportcore.errors import UpstreamBadResponse
 
 from .wire import (
-    FEED_CURSOR,
     FEED_KEYS,
     READING_KEYS,
     Call,
@@ -29,6 +28,7 @@ from .wire import (
     decode,
     instant_text,
     instants_of,
+    next_cursor,
 )
 
 _ONE_MS = dt.timedelta(milliseconds=1)
@@ -71,13 +71,13 @@ def feed_intake(get: Get, call: Call, query: str, bounds: Bounds) -> Iterator[Fe
             keep = None if all(flags) else flags
             if instants and instants[-1] < below:
                 below = None  # the rest of the window is older still
-            next_cursor = page.nextCursor
+            following = page.nextCursor
         else:
-            next_cursor = decode(call, FEED_CURSOR, body).nextCursor
+            following = next_cursor(call, body)
         yield Fetched(body, keep)
-        if next_cursor is None:
+        if following is None:
             return
-        cursor = str(next_cursor)
+        cursor = str(following)
         if loop.repeats(cursor):
             raise UpstreamBadResponse(
                 f"{call.upstream.value} repeated the cursor {cursor!r} for "

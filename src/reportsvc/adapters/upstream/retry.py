@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import email.utils
+import itertools
 import random
 import threading
 import time
@@ -17,7 +18,7 @@ import httpx
 
 from reportcore.errors import UpstreamBadResponse, UpstreamRejected, UpstreamUnavailable
 
-from .client import ATTEMPT, Clients
+from .client import ATTEMPT, Clients, Host
 from .config import UpstreamConfig
 from .wire import Call
 
@@ -44,6 +45,41 @@ def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
     return max(0.0, (when - now).total_seconds())
 
 
+class Target:
+    """One call's requests as they share what can be: the origin's client and slots, the URL
+    without its query, and every header but the request id.
+
+    The requests are built here, not by ``client.build_request``: that merges the client's
+    headers and timeout into each request again (our clients carry no cookies, params or
+    auth to merge), and a page's CPU bounds a fast export.
+    """
+
+    def __init__(self, call: Call, host: Host, token: str | None) -> None:
+        self.call = call
+        self.host = host
+        self.url = f"{call.base_url}{call.path}"
+        client = host.client
+        headers = httpx.Headers(client.headers)
+        headers["x-trace-id"] = call.trace_id
+        if token:
+            headers["authorization"] = f"Bearer {token}"
+        self._headers = headers
+        self._timeout = client.timeout.as_dict()
+        # request ids: a UUID (version 4 in form) drawn once for the export, its last 48 bits
+        # a counter, so a request does not ask the OS for randomness; drawn here rather than
+        # at import, so that processes forked from one another do not share it
+        self._id_prefix = str(uuid.uuid4())[:24]
+        self._id_count = itertools.count()
+
+    def request(self, url: httpx.URL, attempt: int) -> httpx.Request:
+        """A GET of ``url`` with the shared headers and a request id of its own."""
+        headers = self._headers.copy()
+        headers["x-request-id"] = f"{self._id_prefix}{next(self._id_count) & 0xFFFFFFFFFFFF:012x}"
+        return httpx.Request(
+            "GET", url, headers=headers, extensions={"timeout": self._timeout, ATTEMPT: attempt}
+        )
+
+
 class Retrying:
     """GETs with retries. ``sleep`` and ``rng`` are the backoff's clock and dice (tests pass
     fakes); with the real ``time.sleep`` a backoff is a wait on the export's stop event, so a
@@ -67,24 +103,24 @@ class Retrying:
         step = self._config.backoff_base_sec * 2 ** min(attempt, 32)  # no float overflow
         return self._rng.uniform(0.0, min(self._config.backoff_max_sec, step))
 
-    def get(self, call: Call, query: str, stop: threading.Event) -> bytes:
-        """The body of a 2xx answer to ``call`` with ``query``, after retrying transient
-        failures; :class:`Stopped` once ``stop`` is set."""
+    def target(self, call: Call) -> Target:
+        """What every request of ``call`` shares, made once for an export."""
+        return Target(call, self._clients.host(call.base_url), self._config.token)
+
+    def get(self, target: Target, query: str, stop: threading.Event) -> bytes:
+        """The body of a 2xx answer to ``target``'s call with ``query``, after retrying
+        transient failures; :class:`Stopped` once ``stop`` is set."""
+        call = target.call
         tries = self._config.retries + 1
         service = call.upstream.value
-        url = f"{call.base_url}{call.path}?{query}" if query else f"{call.base_url}{call.path}"
-        client = self._clients.client(call.base_url)
+        host = target.host
+        client = host.client
+        url = httpx.URL(f"{target.url}?{query}" if query else target.url)
         for attempt in range(tries):
-            if stop.is_set():
+            if stop.is_set() or not host.acquire(stop):
                 raise Stopped
-            headers = {"x-request-id": str(uuid.uuid4()), "x-trace-id": call.trace_id}
-            if self._config.token:
-                headers["authorization"] = f"Bearer {self._config.token}"
             try:
-                with self._clients.slot(call.base_url, stop) as held:
-                    if not held:
-                        raise Stopped
-                    answer = client.get(url, headers=headers, extensions={ATTEMPT: attempt})
+                answer = client.send(target.request(url, attempt))
             except httpx.DecodingError as exc:
                 raise UpstreamBadResponse(
                     f"{service} sent an undecodable body for {call.describe()}: {exc}"
@@ -116,6 +152,8 @@ class Retrying:
                     if waited is None
                     else min(waited, self._config.backoff_max_sec)
                 )
+            finally:
+                host.release()
             if attempt + 1 == tries:
                 raise UpstreamUnavailable(f"{problem} (gave up after {tries} tries)")
             self._pause(delay, stop)

@@ -104,8 +104,10 @@ class HttpRecordSource:
         params = _scope_params(request)
         scope = request.scope
 
+        target = self._retrying.target(call)
+
         def get(stop: threading.Event, q: str) -> bytes:
-            return self._retrying.get(call, q, stop)
+            return self._retrying.get(target, q, stop)
 
         def task(page: Callable[[Callable[[str], bytes]], Iterator[Fetched]]) -> Task:
             return lambda stop: page(functools.partial(get, stop))

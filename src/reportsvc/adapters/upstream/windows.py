@@ -142,9 +142,12 @@ class Spool:
             self._file = tempfile.TemporaryFile(prefix="reportsvc-window-")  # noqa: SIM115
         keep = b"" if item.keep is None else bytes(item.keep)
         head = _HEAD.pack(len(item.body), _NO_KEEP if item.keep is None else len(keep))
-        frame = head + item.body + keep
-        os.pwrite(self._file.fileno(), frame, self._write_at)
-        self._write_at += len(frame)
+        size = len(head) + len(item.body) + len(keep)
+        # the parts as they are: a page is not copied into a frame before it is written
+        written = os.pwritev(self._file.fileno(), [head, item.body, keep], self._write_at)
+        if written != size:
+            raise OSError(f"a window's spool wrote {written} of {size} bytes")
+        self._write_at += size
         self._in_file += 1
 
     def _unspill(self) -> Fetched:
@@ -153,6 +156,8 @@ class Spool:
         size, keep_size = _HEAD.unpack(os.pread(fd, _HEAD.size, self._read_at))
         at = self._read_at + _HEAD.size
         body = os.pread(fd, size, at)
+        if len(body) != size:
+            raise OSError(f"a window's spool read {len(body)} of {size} bytes")
         keep: tuple[bool, ...] | None = None
         if keep_size != _NO_KEEP:
             keep = tuple(map(bool, os.pread(fd, keep_size, at + size)))

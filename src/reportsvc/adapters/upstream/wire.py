@@ -109,6 +109,29 @@ def decode(call: Call, decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
         ) from exc
 
 
+_CURSOR_KEY = b'"nextCursor"'
+
+
+def next_cursor(call: Call, body: bytes) -> str | int | None:
+    """A feed page's ``nextCursor``, read from the end of the body when it is the page's last
+    key (as the feed service writes it), so the records are not parsed for it: they are
+    decoded where the file is written, which finds a page unreadable all the same.
+
+    The tail from the key's last occurrence is read as an object of its own: that succeeds only
+    if the key is the last one of the object that ends the body, the page itself (a key of a
+    record's nested object would be followed by the closing of the record and the list; a
+    quote inside a string is escaped). Any other layout is decoded whole.
+    """
+    at = body.rfind(_CURSOR_KEY)
+    if at >= 0:
+        try:
+            return FEED_CURSOR.decode(b"{" + body[at:]).nextCursor
+        except msgspec.DecodeError:
+            pass  # not the page's last key: read the whole page below
+    page: CursorOnly = decode(call, FEED_CURSOR, body)
+    return page.nextCursor
+
+
 def kept(items: Sequence[T], keep: Sequence[bool]) -> list[T]:
     return [item for item, k in zip(items, keep, strict=True) if k]
 

@@ -1,0 +1,63 @@
+"""A feed page's ``nextCursor`` read from the end of its body is what decoding the whole page
+reads, whatever the page's key order, whitespace, and records (nested objects, strings and
+keys that spell ``nextCursor`` included)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reportcore.errors import UpstreamBadResponse
+from reportcore.jobtypes import Upstream
+from reportsvc.adapters.upstream.wire import FEED_CURSOR, Call, next_cursor
+
+CALL = Call(upstream=Upstream.FEED, base_url="http://feed", path="/p", trace_id="t")
+
+cursors = st.one_of(st.none(), st.integers(-(2**40), 2**40), st.text(max_size=8))
+tricky_text = st.sampled_from(['"nextCursor":"9"}', "nextCursor", '\\"nextCursor\\"', "}", ""])
+values = st.recursive(
+    st.one_of(st.none(), st.integers(), tricky_text, st.text(max_size=6)),
+    lambda inner: st.one_of(
+        st.lists(inner, max_size=3),
+        st.dictionaries(st.sampled_from(["nextCursor", "id", "n"]), inner, max_size=3),
+    ),
+    max_leaves=8,
+)
+
+
+@given(
+    items=st.lists(st.dictionaries(st.sampled_from(["nextCursor", "id", "notes"]), values)),
+    cursor=cursors,
+    cursor_first=st.booleans(),
+    has_cursor=st.booleans(),
+    extra=st.one_of(st.none(), values),
+    spaced=st.booleans(),
+)
+def test_the_cursor_read_from_the_tail_is_the_cursor_of_the_whole_page(
+    items: list[dict[str, Any]],
+    cursor: str | int | None,
+    cursor_first: bool,
+    has_cursor: bool,
+    extra: Any,
+    spaced: bool,
+) -> None:
+    fields: list[tuple[str, Any]] = [("items", items)]
+    if extra is not None:
+        fields.append(("extra", extra))
+    if has_cursor:
+        fields.insert(0 if cursor_first else len(fields), ("nextCursor", cursor))
+    indent = 1 if spaced else None
+    body = json.dumps(dict(fields), indent=indent).encode()
+    assert next_cursor(CALL, body) == FEED_CURSOR.decode(body).nextCursor
+
+
+@pytest.mark.parametrize(
+    "body", [b'{"items": [], "nextCursor": [1]}', b"not json", b'["nextCursor"]']
+)
+def test_a_page_whose_cursor_cannot_be_read_is_a_bad_response(body: bytes) -> None:
+    with pytest.raises(UpstreamBadResponse):
+        next_cursor(CALL, body)
