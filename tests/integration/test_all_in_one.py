@@ -2,10 +2,10 @@
 
 The command line is read from the Dockerfile's ``CMD`` (only ``reportsvc`` is swapped for this
 interpreter's module, as every process test does), the environment is the compose file's block
-for the service plus ``JWT_SECRET`` (ports and hosts made local: port 0, this machine's
-PostgreSQL database, RabbitMQ vhost and a demo upstream). One process migrates the empty
-database, serves the API, runs a job to a downloaded file, and on SIGTERM hands back the job it
-is running and exits 0, leaving no job ``running``.
+for the service plus ``JWT_SECRET`` (hosts made local: this machine's PostgreSQL database,
+RabbitMQ vhost and a demo upstream). One process migrates the empty database, serves the API on
+port 3000, runs a job to a downloaded file, and on SIGTERM hands back the job it is running and
+exits 0, leaving no job ``running``.
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import csv
 import hashlib
 import io
 import signal
+import socket
 import time
 from pathlib import Path
 from typing import Any
@@ -45,15 +46,28 @@ JOB = {
 }
 
 
+COMPOSE_PORT = 3000
+
+
+def compose_port() -> int:
+    """The compose file's APP_PORT, 3000, when this machine has it free; else any free port
+    (0), so that a stray listener fails no run (tests/unit/test_dockerfile.py checks 3000)."""
+    with socket.socket() as probe:
+        try:
+            probe.bind(("127.0.0.1", COMPOSE_PORT))
+        except OSError:
+            return 0
+    return COMPOSE_PORT
+
+
 def compose_env(
-    database_url: str, amqp_url: str, export_root: Path, feed_url: str
+    database_url: str, amqp_url: str, export_root: Path, feed_url: str, port: int
 ) -> dict[str, str]:
     """The service's environment block in FarmIQ's docker-compose.yml, plus JWT_SECRET; only
-    what points at other containers is local here (and port 0 instead of 3000, so that tests
-    never race for a port; tests/unit/test_dockerfile.py checks 3000 itself)."""
+    what points at other containers is local here."""
     return base_env(
         NODE_ENV="production",  # ignored, as are the DD_* lines
-        APP_PORT="0",
+        APP_PORT=str(port),
         DATABASE_URL=database_url,
         RABBITMQ_URL=amqp_url,
         REPORT_DOWNLOAD_SECRET="dev-report-secret",
@@ -123,9 +137,12 @@ def test_the_images_command_migrates_serves_runs_a_job_and_stops_cleanly_on_sigt
     assert argv[:2] == ["reportsvc", "all"], argv
     with DemoUpstream() as upstream, Procs(tmp_path / "logs") as procs:
         assert upstream.base_url is not None
-        env = compose_env(database_url, amqp_url, tmp_path / "exports", upstream.base_url)
+        port = compose_port()
+        env = compose_env(database_url, amqp_url, tmp_path / "exports", upstream.base_url, port)
         proc = procs.start("all", [*REPORTSVC, *argv[1:]], env)
         base_url = proc.wait_for(r"msg=listening .*?url=(http://\S+)").group(1)
+        if port:
+            assert base_url.endswith(f":{COMPOSE_PORT}"), base_url
         output = proc.output()
         assert "schema is up to date" in output  # migrated an empty database first
         # the compose passes no telemetry or WeighVision URL: said once, at start
