@@ -75,6 +75,20 @@ CONFIG_VARIABLES = frozenset(
         "HTTP_HEADER_TIMEOUT_SEC",
         "HTTP_BODY_TIMEOUT_SEC",
         "HTTP_MAX_CONNECTIONS",
+        "FILE_STORE",
+        "S3_BUCKET",
+        "S3_PREFIX",
+        "S3_ENDPOINT_URL",
+        "S3_REGION",
+        "REPORT_DOWNLOAD_REDIRECT",
+        # the AWS credential chain: a developer's own keys must never reach a test's service
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_ENDPOINT_URL",
     }
 )
 

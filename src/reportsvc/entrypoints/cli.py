@@ -66,6 +66,17 @@ def _settings(env: Mapping[str, str], required: Sequence[str]) -> Settings:
     return settings
 
 
+def _check_store(container: Any) -> None:
+    from reportcore.errors import StorageFailure
+
+    from .containers import check_file_store
+
+    try:
+        check_file_store(container)
+    except StorageFailure as exc:
+        raise Failure(exc.message) from exc
+
+
 def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Serve the HTTP API."""
     settings = _settings(env, API_REQUIRED)
@@ -75,6 +86,7 @@ def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     container = wire_service(Container(), settings)
     container.init_resources()
     try:
+        _check_store(container)
         app = create_app(container)
         relog(settings)
         serve(app, settings.host, settings.port, limits=connection_limits(settings))
@@ -94,6 +106,7 @@ def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     container = wire_service(Container(), settings)
     container.init_resources()
     try:
+        _check_store(container)
         Worker(container).run(stop)
     finally:
         container.shutdown_resources()

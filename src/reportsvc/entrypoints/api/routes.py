@@ -247,7 +247,11 @@ def cancel_job(
     return job_out(usecases.cancel_job(jobId, tenant_id=tenant, jobs=jobs, clock=clock))
 
 
+_REDIRECT = ResponseSpec(
+    None, description="REPORT_DOWNLOAD_REDIRECT=1: the object's presigned URL in Location"
+)
 _FILE_RESPONSES = {
+    302: _REDIRECT,
     206: ResponseSpec(bytes, description="the requested byte range", media_type="*/*"),
     304: ResponseSpec(None, description="If-None-Match names the current ETag: no body"),
     412: ResponseSpec(
@@ -285,6 +289,14 @@ def _preconditions(
         kept = {k: v for k, v in headers.items() if k in ("etag", "cache-control")}
         return Response(b"", status_code=304, headers=kept, media_type=MediaType.TEXT)
     return None
+
+
+def _redirect(file: usecases.FileToServe) -> Response[None] | None:
+    """302 to the store's own URL of the file, when it gave one (after the token checks)."""
+    if file.direct_url is None:
+        return None
+    headers = {"location": file.direct_url, "cache-control": "private, no-store"}
+    return Response(b"", status_code=302, headers=headers, media_type=MediaType.TEXT)
 
 
 def _open_file(
@@ -328,6 +340,10 @@ def download_file(
     unchanged = _preconditions(if_match, if_none_match, headers)
     if unchanged is not None:
         return unchanged
+    # the client sends its Range again to the object store, which honours it
+    moved = _redirect(file)
+    if moved is not None:
+        return moved
     size = file.size_bytes
     try:
         wanted = byte_range(range_header, if_range, headers.get("etag"), size)
@@ -352,7 +368,7 @@ def download_file(
     sync_to_thread=True,
     operation_id="fileHeaders",
     tags=_TAGS,
-    responses=error_specs(400, 401, 403, 404, 410, 503),
+    responses={302: _REDIRECT, **error_specs(400, 401, 403, 404, 410, 503)},
     response_description="the file's headers (text/csv or application/x-ndjson), no body",
     media_type="*/*",
 )
@@ -372,6 +388,9 @@ def file_head(
     unchanged = _preconditions(if_match, if_none_match, headers)
     if unchanged is not None:
         return unchanged
+    moved = _redirect(file)
+    if moved is not None:
+        return moved
     headers["content-length"] = str(file.size_bytes)
     # b"", not None: Litestar renders None only for text and JSON types, and an NDJSON HEAD
     # would be a 500
