@@ -81,7 +81,9 @@ def client(endpoint: str) -> Any:
         region_name=CREDENTIALS["AWS_DEFAULT_REGION"],
         aws_access_key_id=CREDENTIALS["AWS_ACCESS_KEY_ID"],
         aws_secret_access_key=CREDENTIALS["AWS_SECRET_ACCESS_KEY"],
-        config=Config(s3={"addressing_style": "path"}, retries={"max_attempts": 2}),
+        config=Config(
+            s3={"addressing_style": "path"}, retries={"max_attempts": 2}, signature_version="s3v4"
+        ),
     )
 
 
