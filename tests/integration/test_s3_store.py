@@ -300,6 +300,8 @@ def test_file_answers_410_once_retention_deleted_the_object(
     assert s3_bucket.object_keys() == []
     answer = s3_world.client.get(f"{JOBS}/{job['id']}/download", headers=s3_world.headers())
     assert (answer.status_code, answer.json()["error"]["code"]) == (410, "REPORT_EXPIRED")
+    issued = s3_world.client.get(url)  # a URL issued before the object went
+    assert (issued.status_code, issued.json()["error"]["code"]) == (410, "REPORT_EXPIRED")
 
 
 @pytest.fixture
@@ -339,4 +341,3 @@ def test_with_redirect_file_answers_302_to_the_object_after_checking_the_token(
     assert world.client.get(wrong_job, follow_redirects=False).status_code == 403
     world.clock.advance(world.policy.download_ttl_sec + 1)
     assert world.client.get(url, follow_redirects=False).status_code == 401
-
