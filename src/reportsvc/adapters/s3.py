@@ -65,7 +65,10 @@ class S3Writer:
         self.bucket = bucket
         self.key = key
         self._part_bytes = part_bytes
+        # one buffer of exactly a part, filled in place and sent as is: bytes are copied once,
+        # from the exporter's chunk into it (no growing buffer, no slice copies per part)
         self._buf = bytearray()
+        self._fill = 0
         self._parts: list[dict[str, Any]] = []
         self.upload_id: str | None = None
         self._state = "open"  # -> committed | aborted
@@ -79,13 +82,26 @@ class S3Writer:
     def write(self, data: bytes | bytearray | memoryview) -> None:
         """Append ``data``; every full part is uploaded before this returns."""
         self._check_open()
-        self._buf += data
-        while len(self._buf) >= self._part_bytes:
-            part = bytes(self._buf[: self._part_bytes])
-            del self._buf[: self._part_bytes]
-            self._upload_part(part)
+        if not self._buf:
+            self._buf = bytearray(self._part_bytes)
+        view = memoryview(data).cast("B")
+        while view:
+            n = min(len(view), self._part_bytes - self._fill)
+            self._buf[self._fill : self._fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            if self._fill == self._part_bytes:
+                self._upload_part(self._buf)
+                self._fill = 0
 
-    def _upload_part(self, body: bytes) -> None:
+    def _take_rest(self) -> bytes:
+        """The bytes not yet uploaded; the part buffer is let go first, so that the upload
+        does not hold both."""
+        rest = bytes(memoryview(self._buf)[: self._fill])
+        self._buf, self._fill = bytearray(), 0
+        return rest
+
+    def _upload_part(self, body: bytes | bytearray) -> None:
         try:
             if self.upload_id is None:
                 started = self._client.create_multipart_upload(
@@ -118,13 +134,12 @@ class S3Writer:
                 self._client.put_object(
                     Bucket=self.bucket,
                     Key=self.key,
-                    Body=bytes(self._buf),
+                    Body=self._take_rest(),
                     ContentType=self._content_type,
                 )
             else:
-                if self._buf:
-                    self._upload_part(bytes(self._buf))
-                    self._buf.clear()
+                if self._fill:
+                    self._upload_part(self._take_rest())
                 self._client.complete_multipart_upload(
                     Bucket=self.bucket,
                     Key=self.key,
