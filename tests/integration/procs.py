@@ -358,3 +358,13 @@ def user_token(env: Mapping[str, str], tenant: str, *roles: str, sub: str = "it-
     done = run_reportsvc(env, *argv)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+def start_fake_feed(procs: Procs, records: int) -> str:
+    """bench/fake_feed.py (a fast feed service of ``records`` intake records) in its own
+    process; returns its base URL. Its records span ``fake_feed.oldest(records)`` to
+    ``fake_feed.NEWEST``."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "fake_feed.py"
+    argv = [sys.executable, str(script), "--records", str(records), "--port", "0"]
+    proc = procs.start("fake-feed", argv, base_env())
+    return proc.wait_for(r"(http://[\w.-]+:\d+)").group(1)

@@ -7,6 +7,7 @@ The server holds objects in its own memory, never in the tests' process.
 from __future__ import annotations
 
 import contextlib
+import os
 import re
 import shutil
 import subprocess
@@ -37,15 +38,28 @@ def _command() -> list[str]:
 
 
 @contextlib.contextmanager
-def moto_server(log: Path) -> Iterator[str]:
+def moto_server(log: Path, **env: str) -> Iterator[str]:
     """``moto_server`` on a free port of 127.0.0.1 until the block ends; yields its URL."""
+    with moto_process(log, **env) as (_, url):
+        yield url
+
+
+@contextlib.contextmanager
+def moto_process(log: Path, **env: str) -> Iterator[tuple[subprocess.Popen[bytes], str]]:
+    """``moto_server`` as :func:`moto_server`, yielding its process too (a fault test stops it);
+    ``env`` adds to its environment (``INITIAL_NO_AUTH_ACTION_COUNT=0``: check credentials)."""
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            _command(), stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
+            _command(),
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+            env={**os.environ, **env},
         )
         try:
             url = _wait_listening(proc, log)
-            yield url
+            yield proc, url
         finally:
             proc.terminate()
             try:
