@@ -25,7 +25,6 @@ from reportcore.jobtypes import JOB_TYPES, Upstream
 from reportcore.ports import SourcePage, SourceRequest
 from reportcore.requests import CreateRequest, ValidCreate, validate_create, validate_tenant_id
 
-from .auth import sign_user_token
 from .containers import demo_clock, upstream_config
 from .serving import connection_limits, relog, serve
 from .settings import ConfigError, Settings, load_settings
@@ -138,6 +137,9 @@ def cmd_dev(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print a signed user JWT."""
+    # imported here: PyJWT pulls in cryptography, ~8 MB of RSS a worker never needs
+    from .auth import sign_user_token
+
     settings = load_settings(env, required=TOKEN_REQUIRED)
     print(
         sign_user_token(
