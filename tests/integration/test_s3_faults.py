@@ -35,7 +35,7 @@ from .procs import (
 from .s3proxy import S3Proxy
 from .s3server import CREDENTIALS, Bucket, moto_process, new_bucket
 
-# about 31 MB of CSV: four parts of 8 MiB
+# about 31 MB of CSV: six parts of 5 MiB
 RECORDS = 120_000
 ATTEMPTS = (
     5  # at least: botocore's standard mode as the store's client is configured (adapters/s3.py)

@@ -28,7 +28,7 @@ from reportcore.errors import ServiceUnavailable, StorageFailure
 
 from .filesystem import check_names
 
-PART_BYTES = 8 * 1024 * 1024  # S3 wants parts of at least 5 MiB (all but the last)
+PART_BYTES = 5 * 1024 * 1024  # S3's smallest part (all but the last): the least memory per upload
 READ_CHUNK = 256 * 1024
 MAX_PRESIGN_SEC = 7 * 24 * 3600  # SigV4's longest presigned URL
 _CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/x-ndjson"}
