@@ -368,7 +368,8 @@ def download_file(
     sync_to_thread=True,
     operation_id="fileHeaders",
     tags=_TAGS,
-    responses={302: _REDIRECT, **error_specs(400, 401, 403, 404, 410, 503)},
+    # the same preconditions as GET, so the same 304 and 412 (no Range here: no 206 or 416)
+    responses={k: v for k, v in _FILE_RESPONSES.items() if k not in (206, 416)},
     response_description="the file's headers (text/csv or application/x-ndjson), no body",
     media_type="*/*",
 )
