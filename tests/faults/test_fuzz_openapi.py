@@ -57,6 +57,7 @@ MAX_EXAMPLES = 100
 # every route of the contract (and HEAD of the file, which resumable downloads use)
 ROUTES = [
     "GET /api/health",
+    "HEAD /api/health",  # liveness probes that ask with HEAD
     "GET /api/ready",
     "GET /api/v1/reports/jobs",
     "POST /api/v1/reports/jobs",
