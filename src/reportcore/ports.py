@@ -214,7 +214,7 @@ class FileWriter(Protocol):
 
 @runtime_checkable
 class FileStore(Protocol):
-    """Where export files live: a folder now, an S3-compatible bucket later.
+    """Where export files live: a folder, or an S3-compatible bucket.
 
     Raises :class:`reportcore.errors.StorageFailure` for writes that fail.
     """
@@ -233,6 +233,12 @@ class FileStore(Protocol):
         """Remove the file (and its folder if empty); absent files are fine."""
         ...
 
-    def download_url(self, location: str, expires_at: dt.datetime) -> str | None:
-        """A direct URL (a presigned object-store URL, say), or ``None`` to serve it ourselves."""
+    def download_url(
+        self, location: str, expires_at: dt.datetime, file_name: str | None = None
+    ) -> str | None:
+        """A direct URL of the file valid until ``expires_at`` (a presigned object-store URL
+        that downloads it as ``file_name``), or ``None``: the API streams it itself.
+
+        Asked only after a download token was verified, never instead of one.
+        """
         ...

@@ -479,7 +479,9 @@ class InMemoryFileStore:
     def delete(self, location: str) -> None:
         self.files.pop(location, None)
 
-    def download_url(self, location: str, expires_at: dt.datetime) -> str | None:
+    def download_url(
+        self, location: str, expires_at: dt.datetime, file_name: str | None = None
+    ) -> str | None:
         return None
 
     def sha256(self, location: str) -> str:

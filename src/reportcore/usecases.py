@@ -151,7 +151,12 @@ def issue_download(
     secret: bytes,
     policy: Policy,
 ) -> DownloadLink:
-    """A signed download URL for a succeeded job whose file still exists."""
+    """A signed download URL for a succeeded job whose file still exists.
+
+    Always the API's own ``/file`` URL: a store that hands out direct URLs is asked for one only
+    once ``/file`` has verified the token (:func:`open_file`), so that the token, its checks and
+    its errors hold for every store.
+    """
     job = get_job(job_id, tenant_id=tenant_id, jobs=jobs)
     if job.status is not JobStatus.SUCCEEDED or job.file_path is None:
         raise ReportNotReady(f"report is {job.status.value}, not succeeded")
@@ -159,9 +164,6 @@ def issue_download(
     if file_is_gone(job, now):
         raise ReportExpired("report file has expired")
     expires = now + dt.timedelta(seconds=policy.download_ttl_sec)
-    direct = store.download_url(job.file_path, expires)
-    if direct is not None:
-        return DownloadLink(download_url=direct, expires_at=expires)
     token = tokens.sign(
         secret,
         tokens.DownloadClaims(tenant_id=job.tenant_id, job_id=job.id, exp=int(expires.timestamp())),
@@ -179,6 +181,9 @@ class FileToServe(msgspec.Struct, frozen=True, kw_only=True):
     file_name: str
     mime_type: str
     sha256: str | None
+    # where the client may fetch the bytes itself (a presigned object URL) until the token
+    # expires; None when the API streams them
+    direct_url: str | None = None
 
 
 def open_file(
@@ -190,7 +195,10 @@ def open_file(
     clock: Clock,
     secret: bytes,
 ) -> FileToServe:
-    """The file a download token grants: 401 bad token, 403 other job, 404 none, 410 expired."""
+    """The file a download token grants: 401 bad token, 403 other job, 404 none, 410 expired.
+
+    When the store hands out direct URLs, ``direct_url`` is one valid no longer than the token.
+    """
     now = clock.now()
     claims = tokens.verify(secret, token, now=now.timestamp())
     canonical = uuid_or_none(job_id)
@@ -204,12 +212,15 @@ def open_file(
     size = store.size(job.file_path)
     if size is None:
         raise NotFound("report file not found")
+    file_name = job.file_name or file_name_for(job.job_type, job.format)
+    token_expires = dt.datetime.fromtimestamp(claims.exp, dt.UTC)
     return FileToServe(
         location=job.file_path,
         size_bytes=size,
-        file_name=job.file_name or file_name_for(job.job_type, job.format),
+        file_name=file_name,
         mime_type=job.mime_type or job.format.mime_type,
         sha256=job.sha256,
+        direct_url=store.download_url(job.file_path, token_expires, file_name),
     )
 
 

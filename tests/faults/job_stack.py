@@ -137,6 +137,17 @@ class Stack:
         """The worker's log lines about handling ``job_id``."""
         return [ln for ln in proc.output().splitlines() if job_id in ln and 'msg="job ' in ln]
 
+    def wait_worker_lines(self, proc: Proc, job_id: str, timeout: float = 30.0) -> list[str]:
+        """The worker's log lines about ``job_id``, once there is one. The worker writes its
+        line after the job's row is final, so a test that has just seen the row must wait for
+        the line (under load the gap is long enough to be seen)."""
+        self.wait_for(
+            f"{proc.name}'s line about job {job_id}",
+            lambda: self.worker_lines(proc, job_id),
+            timeout,
+        )
+        return self.worker_lines(proc, job_id)
+
 
 @contextlib.contextmanager
 def running_stack(

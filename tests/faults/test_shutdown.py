@@ -88,7 +88,7 @@ def test_sigterm_to_a_worker_mid_export_hands_the_job_back_and_a_new_worker_fini
         ids = [row["id"] for row in csv.DictReader(io.StringIO(path.read_text()))]
         assert len(ids) == 1400 and len(set(ids)) == 1400
         assert stack.files() == [path]
-        assert stack.worker_lines(second, job_id), "the new worker did not run it"
+        assert stack.wait_worker_lines(second, job_id), "the new worker did not run it"
 
 
 class SlowDownload(threading.Thread):

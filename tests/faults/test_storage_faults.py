@@ -75,7 +75,7 @@ def assert_runs_a_job_that_fits(stack: Stack, day: str) -> Path:
     assert job["status"] == "succeeded", job
     path = Path(job["file_path"])
     assert hashlib.sha256(path.read_bytes()).hexdigest() == job["sha256"]
-    assert stack.worker_lines(stack.worker, job["id"]), "another process ran it"
+    assert stack.wait_worker_lines(stack.worker, job["id"]), "another process ran it"
     return path
 
 

@@ -75,6 +75,20 @@ CONFIG_VARIABLES = frozenset(
         "HTTP_HEADER_TIMEOUT_SEC",
         "HTTP_BODY_TIMEOUT_SEC",
         "HTTP_MAX_CONNECTIONS",
+        "FILE_STORE",
+        "S3_BUCKET",
+        "S3_PREFIX",
+        "S3_ENDPOINT_URL",
+        "S3_REGION",
+        "REPORT_DOWNLOAD_REDIRECT",
+        # the AWS credential chain: a developer's own keys must never reach a test's service
+        "AWS_ACCESS_KEY_ID",
+        "AWS_SECRET_ACCESS_KEY",
+        "AWS_SESSION_TOKEN",
+        "AWS_PROFILE",
+        "AWS_DEFAULT_REGION",
+        "AWS_REGION",
+        "AWS_ENDPOINT_URL",
     }
 )
 
@@ -344,3 +358,13 @@ def user_token(env: Mapping[str, str], tenant: str, *roles: str, sub: str = "it-
     done = run_reportsvc(env, *argv)
     assert done.returncode == 0, done.stderr
     return done.stdout.strip()
+
+
+def start_fake_feed(procs: Procs, records: int) -> str:
+    """bench/fake_feed.py (a fast feed service of ``records`` intake records) in its own
+    process; returns its base URL. Its records span ``fake_feed.oldest(records)`` to
+    ``fake_feed.NEWEST``."""
+    script = Path(__file__).resolve().parents[2] / "bench" / "fake_feed.py"
+    argv = [sys.executable, str(script), "--records", str(records), "--port", "0"]
+    proc = procs.start("fake-feed", argv, base_env())
+    return proc.wait_for(r"(http://[\w.-]+:\d+)").group(1)

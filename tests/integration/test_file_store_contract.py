@@ -1,6 +1,7 @@
-"""One contract suite of the FileStore port, run over the in-memory store and the filesystem
-store, then what only the filesystem store can get wrong: hostile ids, temporaries, fsync,
-and file systems that refuse writes."""
+"""One contract suite of the FileStore port, run over the in-memory store, the filesystem
+store and the S3 store (against a real S3-compatible server over HTTP), then what only the
+filesystem store can get wrong: hostile ids, temporaries, fsync, and file systems that refuse
+writes. What only the S3 store can get wrong is in test_s3_store.py."""
 
 from __future__ import annotations
 
@@ -28,6 +29,9 @@ from reportcore.testing import (
 )
 from reportcore.usecases import Policy, run_job
 from reportsvc.adapters.filesystem import READ_CHUNK, FilesystemStore
+from reportsvc.adapters.s3 import S3Store
+
+from .s3server import Bucket
 
 TENANT = "tenant-1"
 DATA = b"id,value\r\n" + b"".join(f"{n},{n * n}\r\n".encode() for n in range(500))
@@ -41,7 +45,7 @@ class Subject(msgspec.Struct, kw_only=True):
     everything: Callable[[], list[str]]  # every stored thing, temporaries included
 
 
-def memory_subject(tmp_path: Path) -> Subject:
+def memory_subject(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
     store = InMemoryFileStore()
     return Subject(
         store=store,
@@ -50,7 +54,7 @@ def memory_subject(tmp_path: Path) -> Subject:
     )
 
 
-def filesystem_subject(tmp_path: Path) -> Subject:
+def filesystem_subject(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
     root = tmp_path / "exports"
     return Subject(
         store=FilesystemStore(root),
@@ -59,10 +63,28 @@ def filesystem_subject(tmp_path: Path) -> Subject:
     )
 
 
-@pytest.fixture(params=[memory_subject, filesystem_subject], ids=["memory", "filesystem"])
+def s3_subject(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
+    bucket: Bucket = request.getfixturevalue("s3_bucket")
+    head = f"s3://{bucket.name}/"
+
+    def everything() -> list[str]:
+        # objects, and uploads never completed nor aborted (they hold parts, and cost)
+        objects = [head + key for key in bucket.object_keys()]
+        return sorted(objects + [f"upload:{key}" for key in bucket.open_uploads()])
+
+    return Subject(
+        store=S3Store(bucket.client, bucket.name, "reports/"),
+        location_of=lambda t, j, ext: f"{head}reports/{t}/{j}/report.{ext}",
+        everything=everything,
+    )
+
+
+@pytest.fixture(
+    params=[memory_subject, filesystem_subject, s3_subject], ids=["memory", "filesystem", "s3"]
+)
 def subject(request: pytest.FixtureRequest, tmp_path: Path) -> Subject:
-    make: Callable[[Path], Subject] = request.param
-    return make(tmp_path)
+    make: Callable[[pytest.FixtureRequest, Path], Subject] = request.param
+    return make(request, tmp_path)
 
 
 def new_job() -> str:

@@ -259,3 +259,17 @@ def test_a_malformed_maximum_range_stops_the_process_naming_the_variable(raw: st
 def test_whole_numbers_in_settings_are_ascii_digits_only() -> None:
     with pytest.raises(ConfigError, match="WORKER_CONCURRENCY must be a whole number"):
         load_settings({"WORKER_CONCURRENCY": "\u0664"})
+
+
+def test_the_s3_store_is_chosen_by_file_store_and_needs_a_bucket() -> None:
+    chosen = load_settings({"FILE_STORE": "S3", "S3_BUCKET": "b", "REPORT_DOWNLOAD_REDIRECT": "1"})
+    assert (chosen.file_store, chosen.s3_bucket, chosen.s3_prefix) == ("s3", "b", "reports/")
+    assert chosen.download_redirect is True
+    with pytest.raises(ConfigError, match="S3_BUCKET is required when FILE_STORE=s3"):
+        load_settings({"FILE_STORE": "s3"})
+    with pytest.raises(ConfigError, match="REPORT_DOWNLOAD_REDIRECT=1 needs FILE_STORE=s3"):
+        load_settings({"REPORT_DOWNLOAD_REDIRECT": "1"})
+    with pytest.raises(ConfigError, match="FILE_STORE must be filesystem or s3"):
+        load_settings({"FILE_STORE": "gcs"})
+    with pytest.raises(ConfigError, match="S3_PREFIX must end with /"):
+        load_settings({"FILE_STORE": "s3", "S3_BUCKET": "b", "S3_PREFIX": "reports"})

@@ -460,14 +460,18 @@ def test_a_download_link_is_signed_for_the_job_and_its_tenant() -> None:
 
 
 class DirectStore(InMemoryFileStore):
-    """A store that serves files itself (a presigned object-store URL, say)."""
+    """A store that hands out direct URLs (a presigned object-store URL, say)."""
 
-    def download_url(self, location: str, expires_at: dt.datetime) -> str | None:
-        return f"https://bucket.example/{location}?until={int(expires_at.timestamp())}"
+    def download_url(
+        self, location: str, expires_at: dt.datetime, file_name: str | None = None
+    ) -> str | None:
+        return (
+            f"https://bucket.example/{location}?until={int(expires_at.timestamp())}&as={file_name}"
+        )
 
 
-def test_a_store_with_direct_urls_hands_out_its_own_url() -> None:
-    world = World()
+def test_a_store_with_direct_urls_still_gets_a_token_url_and_redirects_after_the_check() -> None:
+    world = World(Policy(download_ttl_sec=60))
     world.store = DirectStore()
     job = succeeded(world)
     link = issue_download(
@@ -479,7 +483,16 @@ def test_a_store_with_direct_urls_hands_out_its_own_url() -> None:
         secret=SECRET,
         policy=world.policy,
     )
-    assert link.download_url.startswith("https://bucket.example/mem://")
+    assert link.download_url.startswith(f"/api/v1/reports/jobs/{job.id}/file?token=")
+    token = link.download_url.split("token=")[1]
+    world.clock.advance(20)
+    served = world.open(job.id, token)
+    until = int(link.expires_at.timestamp())  # the token's end, not a fresh TTL
+    assert served.direct_url == (
+        f"https://bucket.example/{job.file_path}?until={until}&as=feed_intake_export.csv"
+    )
+    with pytest.raises(Forbidden):
+        world.open(str(uuid.uuid4()), token)
 
 
 def test_a_file_is_served_with_what_its_headers_need() -> None:

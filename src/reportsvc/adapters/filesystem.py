@@ -42,6 +42,16 @@ def _failure(action: str, exc: OSError) -> StorageFailure:
     return StorageFailure(f"export file could not be {action}: {reason}")
 
 
+def check_names(tenant_id: str, job_id: str, extension: str) -> None:
+    """Refuse ids and extensions that could name anything but ``<tenant>/<job>/report.<ext>``
+    (a folder path here, an object key in the S3 store)."""
+    for name, value in (("tenant id", tenant_id), ("job id", job_id)):
+        if not isinstance(value, str) or not _SEGMENT.fullmatch(value):
+            raise StorageFailure(f"refusing an unsafe {name} as a folder name: {value!r}")
+    if not isinstance(extension, str) or not _EXTENSION.fullmatch(extension):
+        raise StorageFailure(f"refusing an unsafe file extension: {extension!r}")
+
+
 def _temp_prefix(final_name: str) -> str:
     """Temporaries of ``report.csv`` are ``.report.csv.<random>.tmp``: hidden, and never
     mistaken for the file itself."""
@@ -178,11 +188,7 @@ class FilesystemStore:
         return self.root.resolve()
 
     def _path_of(self, tenant_id: str, job_id: str, extension: str) -> Path:
-        for name, value in (("tenant id", tenant_id), ("job id", job_id)):
-            if not isinstance(value, str) or not _SEGMENT.fullmatch(value):
-                raise StorageFailure(f"refusing an unsafe {name} as a folder name: {value!r}")
-        if not isinstance(extension, str) or not _EXTENSION.fullmatch(extension):
-            raise StorageFailure(f"refusing an unsafe file extension: {extension!r}")
+        check_names(tenant_id, job_id, extension)
         path = self.root / tenant_id / job_id / f"report.{extension}"
         self._inside(path)
         return path
@@ -255,6 +261,8 @@ class FilesystemStore:
         _remove_temporaries(path)
         _remove_empty(folder)
 
-    def download_url(self, location: str, expires_at: dt.datetime) -> str | None:
+    def download_url(
+        self, location: str, expires_at: dt.datetime, file_name: str | None = None
+    ) -> str | None:
         """Always ``None``: the API streams files from this folder itself."""
         return None

@@ -24,7 +24,6 @@ from reportcore.jobtypes import JOB_TYPES, Upstream
 from reportcore.pipeline import ExportProgress, export_records
 from reportcore.requests import CreateRequest, ValidCreate, validate_create, validate_tenant_id
 
-from .auth import sign_user_token
 from .containers import demo_clock, upstream_config
 from .serving import connection_limits, relog, serve
 from .settings import ConfigError, Settings, load_settings
@@ -70,6 +69,17 @@ def _settings(env: Mapping[str, str], required: Sequence[str]) -> Settings:
     return settings
 
 
+def _check_store(container: Any) -> None:
+    from reportcore.errors import StorageFailure
+
+    from .containers import check_file_store
+
+    try:
+        check_file_store(container)
+    except StorageFailure as exc:
+        raise Failure(exc.message) from exc
+
+
 def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Serve the HTTP API."""
     settings = _settings(env, API_REQUIRED)
@@ -79,6 +89,7 @@ def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     container = wire_service(Container(), settings)
     container.init_resources()
     try:
+        _check_store(container)
         app = create_app(container)
         relog(settings)
         serve(app, settings.host, settings.port, limits=connection_limits(settings))
@@ -98,6 +109,7 @@ def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     container = wire_service(Container(), settings)
     container.init_resources()
     try:
+        _check_store(container)
         Worker(container).run(stop)
     finally:
         container.shutdown_resources()
@@ -176,6 +188,9 @@ def cmd_dev(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print a signed user JWT."""
+    # imported here: PyJWT pulls in cryptography, ~8 MB of RSS a worker never needs
+    from .auth import sign_user_token
+
     settings = load_settings(env, required=TOKEN_REQUIRED)
     print(
         sign_user_token(

@@ -116,8 +116,7 @@ def upstream_config(settings: Settings, **urls: str | None) -> Any:
 
 
 def wire_service(container: Container, settings: Settings) -> Container:
-    """Wire the scaled-out service: PostgreSQL, RabbitMQ, HTTP upstreams, export folder."""
-    from reportsvc.adapters.filesystem import FilesystemStore
+    """Wire the scaled-out service: PostgreSQL, RabbitMQ, HTTP upstreams, the file store."""
     from reportsvc.adapters.postgres import PostgresJobRepository, create_pool
     from reportsvc.adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue
     from reportsvc.adapters.upstream import HttpRecordSource
@@ -130,8 +129,28 @@ def wire_service(container: Container, settings: Settings) -> Container:
     container.source.override(
         providers.Resource(_closing, HttpRecordSource, upstream_config(settings))
     )
-    container.store.override(providers.ThreadSafeSingleton(FilesystemStore, settings.export_root))
+    container.store.override(file_store(settings))
     return container
+
+
+def file_store(settings: Settings) -> providers.Provider[Any]:
+    """The export files' store that ``FILE_STORE`` names: the folder, or an S3 bucket."""
+    if settings.file_store == "s3":
+        from reportsvc.adapters.s3 import S3Store, create_client
+
+        client = providers.ThreadSafeSingleton(
+            create_client, settings.s3_endpoint_url, settings.s3_region
+        )
+        return providers.ThreadSafeSingleton(
+            S3Store,
+            client,
+            settings.s3_bucket,
+            settings.s3_prefix,
+            redirect=settings.download_redirect,
+        )
+    from reportsvc.adapters.filesystem import FilesystemStore
+
+    return providers.ThreadSafeSingleton(FilesystemStore, settings.export_root)
 
 
 def wire_embedded(
@@ -164,3 +183,12 @@ def wire_embedded(
         providers.ThreadSafeSingleton(FilesystemStore, str(data_dir / "exports"))
     )
     return container
+
+
+def check_file_store(container: Container) -> None:
+    """Raise :class:`reportcore.errors.StorageFailure` naming the cause when the configured
+    store cannot be used (a bucket that is missing or refuses our credentials), so that a
+    process stops at start with one clear line instead of failing every job."""
+    check = getattr(container.store(), "check", None)
+    if callable(check):
+        check()

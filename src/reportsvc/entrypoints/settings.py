@@ -71,6 +71,13 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     http_header_timeout_sec: float = 10.0
     http_body_timeout_sec: float = 30.0
     http_max_connections: int = 1000
+    # where export files live: filesystem (under export_root) or s3 (docs/operations.md)
+    file_store: str = "filesystem"
+    s3_bucket: str | None = None
+    s3_prefix: str = "reports/"
+    s3_endpoint_url: str | None = None
+    s3_region: str | None = None
+    download_redirect: bool = False
 
 
 # variable -> (setting, kind); aliases listed after the main name, first one set wins
@@ -122,6 +129,12 @@ _VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("HTTP_HEADER_TIMEOUT_SEC",), "http_header_timeout_sec", "positive_float"),
     (("HTTP_BODY_TIMEOUT_SEC",), "http_body_timeout_sec", "positive_float"),
     (("HTTP_MAX_CONNECTIONS",), "http_max_connections", "positive_int"),
+    (("FILE_STORE",), "file_store", "file_store"),
+    (("S3_BUCKET",), "s3_bucket", "str"),
+    (("S3_PREFIX",), "s3_prefix", "s3_prefix"),
+    (("S3_ENDPOINT_URL",), "s3_endpoint_url", "http_url"),
+    (("S3_REGION",), "s3_region", "str"),
+    (("REPORT_DOWNLOAD_REDIRECT",), "download_redirect", "flag"),
 )
 
 SETTING_TO_VARIABLE = {setting: names[0] for names, setting, _ in _VARIABLES}
@@ -210,6 +223,20 @@ def _parse(name: str, kind: str, raw: str) -> object:
         if transport not in ("stdlib", "httpx"):
             raise ConfigError(f"{name} must be stdlib or httpx, got {raw!r}")
         return transport
+    if kind == "file_store":
+        store = value.lower()
+        if store not in ("filesystem", "s3"):
+            raise ConfigError(f"{name} must be filesystem or s3, got {raw!r}")
+        return store
+    if kind == "flag":
+        if value not in ("0", "1"):
+            raise ConfigError(f"{name} must be 0 or 1, got {raw!r}")
+        return value == "1"
+    if kind == "s3_prefix":
+        # the keys are <prefix><tenant>/<job>/report.<ext>: a prefix is a folder or nothing
+        if value and (not value.endswith("/") or value.startswith("/") or "//" in value):
+            raise ConfigError(f"{name} must end with / and not start with one, got {raw!r}")
+        return value
     if kind == "log_format":
         fmt = value.lower()
         if fmt not in ("text", "json"):
@@ -249,4 +276,8 @@ def load_settings(env: Mapping[str, str], *, required: Iterable[str] = ()) -> Se
                 f"{SETTING_TO_VARIABLE[setting]} is required but not set"
                 + (f": {hint}" if hint else "")
             )
+    if values.get("file_store") == "s3" and not values.get("s3_bucket"):
+        raise ConfigError("S3_BUCKET is required when FILE_STORE=s3")
+    if values.get("download_redirect") and values.get("file_store") != "s3":
+        raise ConfigError("REPORT_DOWNLOAD_REDIRECT=1 needs FILE_STORE=s3")
     return Settings(**values)  # type: ignore[arg-type]

@@ -246,8 +246,13 @@ def cancel_job(
     return job_out(usecases.cancel_job(jobId, tenant_id=tenant, jobs=jobs, clock=clock))
 
 
-# what a GET or HEAD of the file may answer besides 200: the conditional requests' 304 and 412
+_REDIRECT = ResponseSpec(
+    None, description="REPORT_DOWNLOAD_REDIRECT=1: the object's presigned URL in Location"
+)
+# what a GET or HEAD of the file may answer besides 200: the conditional requests' 304 and 412,
+# and the redirect to the object store
 _CONDITIONAL_RESPONSES = {
+    302: _REDIRECT,
     304: ResponseSpec(None, description="If-None-Match names the current ETag: no body"),
     412: ResponseSpec(
         ErrorEnvelope, description="VALIDATION_ERROR: If-Match names no current ETag"
@@ -288,6 +293,14 @@ def _preconditions(
         kept = {k: v for k, v in headers.items() if k in ("etag", "cache-control")}
         return Response(b"", status_code=304, headers=kept, media_type=MediaType.TEXT)
     return None
+
+
+def _redirect(file: usecases.FileToServe) -> Response[None] | None:
+    """302 to the store's own URL of the file, when it gave one (after the token checks)."""
+    if file.direct_url is None:
+        return None
+    headers = {"location": file.direct_url, "cache-control": "private, no-store"}
+    return Response(b"", status_code=302, headers=headers, media_type=MediaType.TEXT)
 
 
 def _open_file(
@@ -331,6 +344,10 @@ def download_file(
     unchanged = _preconditions(if_match, if_none_match, headers)
     if unchanged is not None:
         return unchanged
+    # the client sends its Range again to the object store, which honours it
+    moved = _redirect(file)
+    if moved is not None:
+        return moved
     size = file.size_bytes
     try:
         wanted = byte_range(range_header, if_range, headers.get("etag"), size)
@@ -375,6 +392,9 @@ def file_head(
     unchanged = _preconditions(if_match, if_none_match, headers)
     if unchanged is not None:
         return unchanged
+    moved = _redirect(file)
+    if moved is not None:
+        return moved
     headers["content-length"] = str(file.size_bytes)
     # b"", not None: Litestar renders None only for text and JSON types, and an NDJSON HEAD
     # would be a 500

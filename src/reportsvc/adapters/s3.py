@@ -1,0 +1,345 @@
+"""Export files in an S3-compatible bucket: ``s3://<bucket>/<prefix><tenant_id>/<job_id>/report.<ext>``.
+
+A file is written as a multipart upload of ``part_bytes`` parts (a file smaller than one part is
+one ``PutObject`` at commit): memory holds at most one part whatever the file's size, and the
+object exists only once the upload is completed, so that a reader sees a whole file or none.
+``abort`` (a failed or cancelled export) aborts the upload. A worker killed mid-export cannot
+abort its own; the next commit of the same job, and retention's delete, abort every upload
+left open under the key, and the bucket's lifecycle rule (docs/operations.md) is the backstop.
+
+The location is ``s3://bucket/key``; a location naming another bucket, or a key outside the
+prefix, is never read or deleted. Transient faults are retried by botocore (its ``standard``
+mode); what is left is a :class:`StorageFailure` when writing, and a
+:class:`ServiceUnavailable` when reading (503, never a broken response).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import logging
+import re
+import time
+from collections.abc import Iterator
+from typing import Any
+
+from botocore.exceptions import BotoCoreError, ClientError
+
+from reportcore.errors import ServiceUnavailable, StorageFailure
+
+from .filesystem import check_names
+
+PART_BYTES = 5 * 1024 * 1024  # S3's smallest part (all but the last): the least memory per upload
+READ_CHUNK = 256 * 1024
+MAX_PRESIGN_SEC = 7 * 24 * 3600  # SigV4's longest presigned URL
+_CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/x-ndjson"}
+_MISSING = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchUpload"})
+
+log = logging.getLogger(__name__)
+
+
+def _reason(exc: Exception) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {})
+        code = error.get("Code", "?")
+        message = error.get("Message") or ""
+        return f"{code} {message}".strip()
+    return str(exc)
+
+
+def _is_missing(exc: ClientError) -> bool:
+    return str(exc.response.get("Error", {}).get("Code")) in _MISSING
+
+
+def content_disposition(file_name: str) -> str:
+    """``attachment; filename="..."`` exactly as the API's streamed responses carry it (a test
+    compares the two)."""
+    safe = re.sub(r"[^A-Za-z0-9._-]", "_", file_name)[:200] or "report"
+    return f'attachment; filename="{safe}"'
+
+
+class S3Writer:
+    """One export file being uploaded; no object exists under its key until :meth:`commit`."""
+
+    def __init__(self, client: Any, bucket: str, key: str, part_bytes: int) -> None:
+        self._client = client
+        self.bucket = bucket
+        self.key = key
+        self._part_bytes = part_bytes
+        # one buffer of exactly a part, filled in place and sent as is: bytes are copied once,
+        # from the exporter's chunk into it (no growing buffer, no slice copies per part)
+        self._buf = bytearray()
+        self._fill = 0
+        self._parts: list[dict[str, Any]] = []
+        self.upload_id: str | None = None
+        self._state = "open"  # -> committed | aborted
+        extension = key.rsplit(".", 1)[-1]
+        self._content_type = _CONTENT_TYPES.get(extension, "application/octet-stream")
+
+    def _check_open(self) -> None:
+        if self._state != "open":
+            raise StorageFailure(f"export file was already {self._state}")
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data``; every full part is uploaded before this returns."""
+        self._check_open()
+        if not self._buf:
+            self._buf = bytearray(self._part_bytes)
+        view = memoryview(data).cast("B")
+        while view:
+            n = min(len(view), self._part_bytes - self._fill)
+            self._buf[self._fill : self._fill + n] = view[:n]
+            self._fill += n
+            view = view[n:]
+            if self._fill == self._part_bytes:
+                self._upload_part(self._buf)
+                self._fill = 0
+
+    def _take_rest(self) -> bytes:
+        """The bytes not yet uploaded; the part buffer is let go first, so that the upload
+        does not hold both."""
+        rest = bytes(memoryview(self._buf)[: self._fill])
+        self._buf, self._fill = bytearray(), 0
+        return rest
+
+    def _upload_part(self, body: bytes | bytearray) -> None:
+        try:
+            if self.upload_id is None:
+                started = self._client.create_multipart_upload(
+                    Bucket=self.bucket, Key=self.key, ContentType=self._content_type
+                )
+                self.upload_id = started["UploadId"]
+            number = len(self._parts) + 1
+            done = self._client.upload_part(
+                Bucket=self.bucket,
+                Key=self.key,
+                UploadId=self.upload_id,
+                PartNumber=number,
+                Body=body,
+            )
+        except (ClientError, BotoCoreError) as exc:
+            self.abort()
+            raise StorageFailure(
+                f"export file could not be written to the object store: {_reason(exc)}"
+            ) from exc
+        self._parts.append({"ETag": done["ETag"], "PartNumber": number})
+
+    def commit(self) -> str:
+        """Complete the upload (or put a small file whole); returns ``s3://bucket/key``.
+
+        On failure the upload is aborted and no object is left.
+        """
+        self._check_open()
+        try:
+            if self.upload_id is None:
+                self._client.put_object(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    Body=self._take_rest(),
+                    ContentType=self._content_type,
+                )
+            else:
+                if self._fill:
+                    self._upload_part(self._take_rest())
+                self._client.complete_multipart_upload(
+                    Bucket=self.bucket,
+                    Key=self.key,
+                    UploadId=self.upload_id,
+                    MultipartUpload={"Parts": self._parts},
+                )
+        except (ClientError, BotoCoreError) as exc:
+            self.abort()
+            raise StorageFailure(
+                f"export file could not be written to the object store: {_reason(exc)}"
+            ) from exc
+        self._state = "committed"
+        self._buf = bytearray()
+        # uploads of earlier attempts at this job whose worker died are garbage now
+        abort_uploads(self._client, self.bucket, self.key)
+        return f"s3://{self.bucket}/{self.key}"
+
+    def abort(self) -> None:
+        """Abort the multipart upload, if one was started; safe to call more than once."""
+        if self._state != "open":
+            return
+        self._state = "aborted"
+        self._buf = bytearray()
+        if self.upload_id is None:
+            return
+        try:
+            self._client.abort_multipart_upload(
+                Bucket=self.bucket, Key=self.key, UploadId=self.upload_id
+            )
+        except ClientError as exc:
+            if not _is_missing(exc):
+                # the parts stay until a later commit, a delete or the lifecycle rule
+                log.warning("could not abort the upload of %s: %s", self.key, _reason(exc))
+        except BotoCoreError as exc:
+            log.warning("could not abort the upload of %s: %s", self.key, _reason(exc))
+
+
+def abort_uploads(client: Any, bucket: str, key: str) -> None:
+    """Abort every multipart upload open under exactly ``key``. Best effort: logged, never
+    raised (the caller's object is already whole, or already gone)."""
+    try:
+        listed = client.list_multipart_uploads(Bucket=bucket, Prefix=key)
+        for upload in listed.get("Uploads", []):
+            if upload.get("Key") == key:
+                client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
+    except (ClientError, BotoCoreError) as exc:
+        log.warning("could not abort leftover uploads of %s: %s", key, _reason(exc))
+
+
+class S3Store:
+    """:class:`reportcore.ports.FileStore` over one bucket of an S3-compatible store.
+
+    ``client`` is a boto3 S3 client (thread-safe: the API's threads share it). With ``redirect``
+    the API answers ``/file`` with a presigned URL of the object instead of streaming it.
+    """
+
+    def __init__(
+        self,
+        client: Any,
+        bucket: str,
+        prefix: str = "reports/",
+        *,
+        part_bytes: int = PART_BYTES,
+        redirect: bool = False,
+    ) -> None:
+        self._client = client
+        self.bucket = bucket
+        self.prefix = prefix
+        self.part_bytes = part_bytes
+        self.redirect = redirect
+
+    def key_of(self, location: str) -> str:
+        """The object key of ``s3://<bucket>/<key>``, or :class:`StorageFailure` when it is not
+        one of this store's (another bucket, outside the prefix, a relative part)."""
+        head = f"s3://{self.bucket}/"
+        if not isinstance(location, str) or not location.startswith(head):
+            raise StorageFailure(f"refusing a location outside s3://{self.bucket}: {location!r}")
+        key = location[len(head) :]
+        parts = key.split("/")
+        if not key.startswith(self.prefix) or any(p in ("", ".", "..") for p in parts):
+            raise StorageFailure(f"refusing a location outside the prefix: {location!r}")
+        if "\x00" in key:
+            raise StorageFailure("refusing a file location with a NUL byte")
+        return key
+
+    # --- the port ---
+
+    def create(self, tenant_id: str, job_id: str, extension: str) -> S3Writer:
+        """A writer of ``<prefix><tenant_id>/<job_id>/report.<extension>``."""
+        check_names(tenant_id, job_id, extension)
+        key = f"{self.prefix}{tenant_id}/{job_id}/report.{extension}"
+        return S3Writer(self._client, self.bucket, key, self.part_bytes)
+
+    def size(self, location: str) -> int | None:
+        """The object's size; ``None`` if it is gone (or not one of ours)."""
+        try:
+            key = self.key_of(location)
+        except StorageFailure:
+            log.warning("size of a location outside the bucket's prefix: %r", location)
+            return None
+        try:
+            head = self._client.head_object(Bucket=self.bucket, Key=key)
+        except ClientError as exc:
+            if _is_missing(exc):
+                return None
+            raise ServiceUnavailable(f"the object store refused: {_reason(exc)}") from exc
+        except BotoCoreError as exc:
+            raise ServiceUnavailable(f"the object store did not answer: {_reason(exc)}") from exc
+        return int(head["ContentLength"])
+
+    def read(self, location: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
+        """Bytes ``start`` .. ``end`` (inclusive) in chunks of 256 KiB, one GET streamed.
+
+        A missing object raises ``FileNotFoundError`` here, before the first chunk.
+        """
+        key = self.key_of(location)
+        ask: dict[str, Any] = {"Bucket": self.bucket, "Key": key}
+        start = max(0, start)
+        if start > 0 or end is not None:
+            ask["Range"] = f"bytes={start}-{'' if end is None else end}"
+        try:
+            answer = self._client.get_object(**ask)
+        except ClientError as exc:
+            if _is_missing(exc):
+                raise FileNotFoundError(location) from exc
+            if str(exc.response.get("Error", {}).get("Code")) == "InvalidRange":
+                return iter(())  # nothing at or after start: the file is shorter
+            raise ServiceUnavailable(f"the object store refused: {_reason(exc)}") from exc
+        except BotoCoreError as exc:
+            raise ServiceUnavailable(f"the object store did not answer: {_reason(exc)}") from exc
+        return self._chunks(answer["Body"])
+
+    @staticmethod
+    def _chunks(body: Any) -> Iterator[bytes]:
+        try:
+            yield from body.iter_chunks(READ_CHUNK)
+        finally:
+            body.close()
+
+    def delete(self, location: str) -> None:
+        """Remove the object and abort uploads left open under its key; absent is fine."""
+        try:
+            key = self.key_of(location)
+        except StorageFailure as exc:
+            # never delete outside the prefix, but let retention move on
+            log.warning("not deleting %r: %s", location, exc)
+            return
+        try:
+            self._client.delete_object(Bucket=self.bucket, Key=key)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageFailure(
+                f"export file could not be deleted from the object store: {_reason(exc)}"
+            ) from exc
+        abort_uploads(self._client, self.bucket, key)
+
+    def download_url(
+        self, location: str, expires_at: dt.datetime, file_name: str | None = None
+    ) -> str | None:
+        """With ``redirect``: a presigned GET of the object valid until ``expires_at`` that
+        downloads it as ``file_name``; else ``None`` (the API streams it)."""
+        if not self.redirect:
+            return None
+        # SigV4 counts from the signing moment on the real clock, which is what the store checks
+        seconds = int(expires_at.timestamp() - time.time())
+        params: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key_of(location)}
+        if file_name:
+            params["ResponseContentDisposition"] = content_disposition(file_name)
+        url: str = self._client.generate_presigned_url(
+            "get_object", Params=params, ExpiresIn=min(max(1, seconds), MAX_PRESIGN_SEC)
+        )
+        return url
+
+    def check(self) -> None:
+        """Raise :class:`StorageFailure` naming the cause unless the bucket answers with our
+        credentials (run once at start, so that a refusal is one clear line, not a crash loop)."""
+        try:
+            self._client.head_bucket(Bucket=self.bucket)
+        except (ClientError, BotoCoreError) as exc:
+            raise StorageFailure(
+                f"the object store bucket {self.bucket!r} is not usable: {_reason(exc)}"
+            ) from exc
+
+
+def create_client(
+    endpoint_url: str | None, region: str | None, max_attempts: int = 5, pool: int = 32
+) -> Any:
+    """A boto3 S3 client: credentials from the standard AWS chain (``AWS_*`` variables, shared
+    config, web identity, instance roles), botocore's ``standard`` retries."""
+    import boto3
+    from botocore.config import Config
+
+    config = Config(
+        retries={"mode": "standard", "max_attempts": max_attempts},
+        max_pool_connections=pool,
+        signature_version="s3v4",
+        connect_timeout=5,
+        read_timeout=30,
+        # MinIO and most S3-compatible servers want bucket-in-path URLs
+        s3={"addressing_style": "path"} if endpoint_url else {},
+    )
+    return boto3.session.Session().client(
+        "s3", endpoint_url=endpoint_url, region_name=region, config=config
+    )
