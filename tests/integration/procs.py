@@ -97,7 +97,13 @@ DOWNLOAD_SECRET = "integration-download-secret-0123456789"
 START_TIMEOUT_SEC = 30.0
 STOP_TIMEOUT_SEC = 30.0
 
-REPORTSVC: tuple[str, ...] = (sys.executable, "-m", "reportsvc.entrypoints.cli")
+# REPORTSVC_PYTHON runs the service under another interpreter, for example a venv built from
+# requirements.lock alone (what the image installs), to measure the product without the dev tools
+REPORTSVC: tuple[str, ...] = (
+    os.environ.get("REPORTSVC_PYTHON") or sys.executable,
+    "-m",
+    "reportsvc.entrypoints.cli",
+)
 """How to run ``reportsvc``: the same module the console script calls, in this interpreter."""
 
 
