@@ -257,6 +257,16 @@ def test_a_pretty_printed_upstream_record_still_takes_exactly_one_line() -> None
     assert result.rows == 2 and result.size_bytes == len(writer.data)
 
 
+def test_a_bare_cr_between_json_tokens_never_reaches_the_ndjson_file() -> None:
+    # CR alone: json.loads accepts it as whitespace, but a line reader (and the old service's
+    # consumers) split on it, so the file must carry a space there
+    raws = [b'{"id": "a",\r"notes": "x"}', b'{"id":\r"b"}']
+    writer = CollectingWriter()
+    result = write_export(FEED, ReportFormat.JSON, [SourcePage(raw=raws)], writer, scope_values={})
+    assert writer.data == b'{"id": "a", "notes": "x"}\n{"id": "b"}\n'
+    assert result.rows == 2
+
+
 def test_ndjson_stream_filters_use_the_typed_records_aligned_with_the_raw_ones() -> None:
     bodies = [
         {

@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
 import re
 import string
+import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -18,9 +21,9 @@ from reportcore.errors import ValidationError
 from reportcore.jobs import JobStatus, JobType, ReportFormat, Scope
 from reportcore.jobtypes import JOB_TYPES
 from reportcore.requests import (
-    DEFAULT_PAGE_SIZE,
     CreateRequest,
     Cursor,
+    ListQuery,
     decode_cursor,
     encode_cursor,
     parse_instant,
@@ -372,7 +375,7 @@ def test_a_tenant_id_must_be_safe_as_a_path_segment(value: str, ok: bool) -> Non
 def test_a_list_query_without_values_is_the_first_page_of_everything() -> None:
     query = validate_list()
     assert (query.status, query.job_type, query.created_from, query.created_to) == (None,) * 4
-    assert (query.after, query.limit) == (None, DEFAULT_PAGE_SIZE)
+    assert (query.after, query.limit) == (None, 25)  # the contract's default page size
 
 
 @pytest.mark.parametrize(
@@ -582,3 +585,41 @@ def test_a_range_open_at_its_end_is_counted_up_to_today() -> None:
 def test_a_hundred_year_range_is_refused_at_create_not_later_upstream() -> None:
     with pytest.raises(ValidationError):
         _range(JobType.WEIGHVISION_EXPORT, "1990-01-01", "2089-12-31")
+
+
+def test_a_list_query_built_in_code_pages_by_25_too() -> None:
+    assert ListQuery().limit == 25
+
+
+@pytest.mark.parametrize("length", [1, 200])
+def test_filter_values_of_1_and_200_characters_are_accepted(length: int) -> None:
+    value = "d" * length
+    assert create(feed(filters={"device_id": [value]})).scope.filters == {"device_id": [value]}
+    assert create(feed(filters={"device_id": value})).scope.filters == {"device_id": value}
+
+
+@pytest.fixture
+def local_time_is_bangkok() -> Iterator[None]:
+    """The process's local time is UTC+7, as on a developer's laptop in Bangkok.
+
+    ``make test`` also runs the whole unit suite so; this pins the promise in every run,
+    the mutation run included (which runs with whatever TZ the machine has)."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Bangkok"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
+@pytest.mark.usefixtures("local_time_is_bangkok")
+def test_an_instant_without_an_offset_is_utc_whatever_the_local_time_zone() -> None:
+    assert time.localtime(0).tm_hour == 7, "the fixture did not move local time"
+    query = validate_list(created_from="2026-01-02T10:00:00", created_to="2026-01-02T23:30:00")
+    assert query.created_from == dt.datetime(2026, 1, 2, 10, tzinfo=dt.UTC)
+    assert query.created_to == dt.datetime(2026, 1, 2, 23, 30, tzinfo=dt.UTC)
