@@ -623,3 +623,32 @@ def test_an_instant_without_an_offset_is_utc_whatever_the_local_time_zone() -> N
     query = validate_list(created_from="2026-01-02T10:00:00", created_to="2026-01-02T23:30:00")
     assert query.created_from == dt.datetime(2026, 1, 2, 10, tzinfo=dt.UTC)
     assert query.created_to == dt.datetime(2026, 1, 2, 23, 30, tzinfo=dt.UTC)
+
+
+@pytest.mark.usefixtures("local_time_is_bangkok")
+def test_an_instant_with_an_offset_is_given_back_in_utc_not_in_local_time() -> None:
+    query = validate_list(created_from="2026-01-02T10:00:00+02:00")
+    assert query.created_from is not None
+    assert query.created_from.isoformat() == "2026-01-02T08:00:00+00:00"
+
+
+def test_an_instant_before_year_1_in_utc_is_a_400_naming_its_field() -> None:
+    with pytest.raises(ValidationError) as raised:
+        validate_list(created_to="0001-01-01T00:00:00+01:00")
+    assert (raised.value.field, raised.value.message) == (
+        "created_to",
+        "created_to is out of range",
+    )
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2026-01-01T00:00:00"],
+)
+def test_a_forged_cursor_out_of_range_or_without_offset_is_a_400_naming_the_cursor(
+    created_at: str,
+) -> None:
+    text = base64.urlsafe_b64encode(f'["{created_at}","x"]'.encode()).decode().rstrip("=")
+    with pytest.raises(ValidationError) as raised:
+        validate_list(cursor=text)
+    assert (raised.value.field, raised.value.message) == ("cursor", "cursor is not valid")

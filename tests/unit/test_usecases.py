@@ -1321,3 +1321,75 @@ def test_recovery_deletes_at_most_a_batch_of_expired_files_a_pass() -> None:
     assert len(first) == 2
     assert sorted(first + world.recover().files_deleted) == sorted(ids)
     assert world.store.files == {}
+
+
+class AskedLimits(InMemoryJobRepository):
+    """Records the limit each listing asked the store for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limits: list[int] = []
+
+    def find(self, tenant_id: str, query: ListQuery) -> list[Job]:
+        self.limits.append(query.limit)
+        return super().find(tenant_id, query)
+
+
+def test_a_listing_reads_one_row_more_than_its_page_and_no_more() -> None:
+    world = World()
+    world.jobs = AskedLimits()
+    for _ in range(30):
+        world.create()
+    page = list_jobs(validate_list(), tenant_id=TENANT, jobs=world.jobs)
+    assert len(page.items) == 25 and page.next_cursor is not None
+    assert world.jobs.limits == [26]  # the 26th row only says whether a next page exists
+
+
+def test_a_tenant_holds_one_slot_less_for_each_export_that_ends() -> None:
+    shares = TenantSlots(3)
+    assert shares.take(TENANT) and shares.take(TENANT) and shares.take(TENANT)
+    assert not shares.take(TENANT)
+    shares.give_back(TENANT)
+    assert shares.running(TENANT) == 2
+    assert shares.take(TENANT)
+    for _ in range(3):
+        shares.give_back(TENANT)
+    assert shares.running(TENANT) == 0
+
+
+def test_a_deferral_names_its_job_and_why_it_was_deferred() -> None:
+    world = World()
+    job = world.create().job
+    shares = TenantSlots(1)
+    shares.take(TENANT)
+    message = world.queue.take()
+    assert message is not None
+    outcome = run_job(
+        message,
+        owner="w1",
+        jobs=world.jobs,
+        source=world.source,
+        store=world.store,
+        clock=world.clock,
+        policy=world.policy,
+        shares=shares,
+        queue=world.queue,
+    )
+    assert outcome == RunOutcome(
+        disposition=Disposition.ACK,
+        job_id=job.id,
+        status="deferred",
+        detail="its tenant holds its share of the worker's slots",
+    )
+    assert world.queue.take() == message, "the job went to the back of the queue"
+    with pytest.raises(ValueError, match="deferring a job needs the queue to publish it to"):
+        run_job(
+            message,
+            owner="w1",
+            jobs=world.jobs,
+            source=world.source,
+            store=world.store,
+            clock=world.clock,
+            policy=world.policy,
+            shares=shares,
+        )
