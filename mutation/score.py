@@ -1,8 +1,11 @@
 """Print the mutation score of reportcore after `mutmut run` (the end of `make mutate`).
 
-The score counts behaviour-changing mutants only: those listed in equivalents.toml (next to
-this file) cannot change what any caller sees, each with the reason, and are left out. A listed
-mutant that a test now kills, or that no longer exists, is reported so that the list stays true.
+The score counts behaviour-changing mutants only. equivalents.toml (next to this file) lists,
+each with the reason, the mutants left out: ``equivalent`` ones cannot change what any caller
+sees; ``import-time`` ones change code that runs when the module is imported, before mutmut
+switches a mutant on, so no test can judge them (they are counted and printed apart, not hidden).
+A name may be a glob (``reportcore.jobtypes.x__columns__mutmut_*``). A listed mutant that a test
+now kills, or an entry that matches nothing, is reported so that the list stays true.
 Exit status 1 when the score is under ``--min`` percent (98 unless told).
 """
 
@@ -10,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import collections
+import fnmatch
 import subprocess
 import sys
 import tomllib
@@ -33,15 +37,23 @@ def statuses(mutmut: str) -> dict[str, str]:
     return found
 
 
-def equivalents(path: Path) -> dict[str, str]:
-    """The equivalent mutants and why each cannot change behaviour."""
-    entries = tomllib.loads(path.read_text("utf-8")).get("equivalent", [])
+KINDS = ("equivalent", "import-time")
+
+
+def listed_mutants(path: Path, names: list[str]) -> tuple[dict[str, str], list[str]]:
+    """Each of ``names`` the list leaves out, with its kind; and the entries matching none."""
+    entries = tomllib.loads(path.read_text("utf-8")).get("mutant", [])
     listed: dict[str, str] = {}
+    unmatched: list[str] = []
     for entry in entries:
-        if not entry.get("why", "").strip():
-            raise SystemExit(f"{path}: {entry.get('mutant')} is listed without a reason")
-        listed[entry["mutant"]] = entry["why"]
-    return listed
+        pattern, kind = entry.get("name", ""), entry.get("kind", "")
+        if kind not in KINDS or not entry.get("why", "").strip():
+            raise SystemExit(f"{path}: {pattern!r} needs a kind ({', '.join(KINDS)}) and a why")
+        hits = fnmatch.filter(names, pattern)
+        if not hits:
+            unmatched.append(pattern)
+        listed.update(dict.fromkeys(hits, kind))
+    return listed, unmatched
 
 
 def main() -> int:
@@ -51,7 +63,7 @@ def main() -> int:
     args = parser.parse_args()
 
     found = statuses(args.mutmut)
-    listed = equivalents(HERE / "equivalents.toml")
+    listed, unmatched = listed_mutants(HERE / "equivalents.toml", list(found))
     run = {k: s for k, s in found.items() if s not in NOT_RUN}
     counted = {k: s for k, s in run.items() if k not in listed}
     killed = sum(s in KILLED for s in counted.values())
@@ -61,16 +73,16 @@ def main() -> int:
     for name in missed:
         print(f"  {counted[name]}: {name}   (mutmut show {name})")
     stale = sorted(k for k in listed if k in run and run[k] in KILLED)
-    gone = sorted(k for k in listed if k not in found) if len(run) == len(found) else []
     for name in stale:
-        print(f"  listed as equivalent but killed now (drop it from equivalents.toml): {name}")
-    for name in gone:
-        print(f"  listed as equivalent but no longer generated (code moved?): {name}")
+        print(f"  listed in equivalents.toml but killed now (drop it): {name}")
+    for pattern in unmatched if len(run) == len(found) else []:
+        print(f"  an entry of equivalents.toml matches no mutant (code moved?): {pattern}")
 
     score = 100.0 * killed / len(counted) if counted else 100.0
+    left_out = collections.Counter(listed[k] for k in run if k in listed)
     print(
-        f"mutants: {len(found)} generated, {len(run)} run, "
-        f"{sum(k in listed for k in run)} equivalent (mutation/equivalents.toml)"
+        f"mutants: {len(found)} generated, {len(run)} run; left out (mutation/equivalents.toml): "
+        f"{left_out['equivalent']} equivalent, {left_out['import-time']} import-time"
     )
     details = ", ".join(f"{n} {s}" for s, n in sorted(by_status.items())) or "none"
     print(f"behaviour-changing mutants: {killed} of {len(counted)} killed; not killed: {details}")
