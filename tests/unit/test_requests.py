@@ -652,3 +652,14 @@ def test_a_forged_cursor_out_of_range_or_without_offset_is_a_400_naming_the_curs
     with pytest.raises(ValidationError) as raised:
         validate_list(cursor=text)
     assert (raised.value.field, raised.value.message) == ("cursor", "cursor is not valid")
+
+
+@pytest.mark.parametrize(
+    ("key", "echoed"),
+    [("k" * 100, "k" * 100), ("k" * 101, "k" * 99 + "\u2026"), ("k" * 5000, "k" * 99 + "\u2026")],
+)
+def test_an_unknown_filter_key_is_echoed_up_to_100_characters(key: str, echoed: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        create(feed(filters={key: "x"}))
+    assert raised.value.field == f"filters.{echoed}"
+    assert raised.value.message.startswith(f"unknown filter {echoed!r} for FEED_INTAKE_EXPORT")

@@ -797,8 +797,26 @@ def test_an_os_error_of_the_store_fails_the_job_as_storage_failed(on: str) -> No
     )
     failed = world.get(job.id)
     assert failed.error_code == "STORAGE_FAILED"
-    assert "No space left on device" in (failed.error_message or "")
+    assert failed.error_message == "export file could not be written: No space left on device"
     assert all(w.aborted for w in world.store.writers)
+
+
+def test_an_os_error_without_a_reason_is_named_by_its_text() -> None:
+    world = World()
+    world.store = BrokenStore(OSError("the export volume went away"), "write")
+    job = world.create().job
+    world.run()
+    assert world.get(job.id).error_message == (
+        "export file could not be written: the export volume went away"
+    )
+
+
+def test_a_failure_recorded_by_nobody_because_the_job_moved_on_is_reported_lost() -> None:
+    world = World()
+    world.jobs = LosingRaceJobs()  # its fail() finds the job no longer this worker's
+    world.create()
+    outcome = world.run(source=StaticRecordSource(RECORDS, fail_with=UpstreamRejected("no")))
+    assert (outcome.status, outcome.detail) == ("lost", "UPSTREAM_REJECTED")
 
 
 def test_a_store_that_cannot_create_the_file_fails_the_job_as_storage_failed() -> None:
@@ -1170,6 +1188,7 @@ def test_a_deferral_the_broker_refuses_hands_the_message_back() -> None:
         queue=world.queue,
     )
     assert (outcome.disposition, outcome.status) == (Disposition.REQUEUE, "deferred")
+    assert outcome.job_id == job.id
     assert world.get(job.id).status is JobStatus.QUEUED
 
 
