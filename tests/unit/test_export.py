@@ -559,3 +559,10 @@ def test_the_queue_message_is_the_old_services_shape() -> None:
     scope = message_for(no_dates).scope
     assert scope is not None and (scope["start_date"], scope["end_date"]) == (None, None)
     assert msgspec.json.decode(b'{"job_id": "j1"}', type=JobMessage) == JobMessage(job_id="j1")
+
+
+def test_progress_reads_a_raw_records_camel_case_attribute_of_three_words() -> None:
+    # a consumer's job type may name any snake_case attribute; upstream JSON spells it camelCase
+    spec = msgspec.structs.replace(FEED, progress_attr="reading_taken_at")
+    page = SourcePage(raw=[msgspec.Raw(b'{"readingTakenAt": "2026-01-05T12:00:00Z"}')])
+    assert page_position(spec, page) == dt.datetime(2026, 1, 5, 12, tzinfo=dt.UTC)
