@@ -276,7 +276,7 @@ def test_a_job_is_found_by_any_spelling_of_its_id(spelling: Callable[[str], str]
 def test_a_missing_job_or_a_bad_id_is_not_found(job_id: str) -> None:
     world = World()
     world.create()
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^report job not found$"):
         get_job(job_id, tenant_id=TENANT, jobs=world.jobs)
 
 
@@ -533,7 +533,7 @@ def test_a_token_for_another_job_is_forbidden(path_id: str) -> None:
     world = World()
     job = succeeded(world)
     other = succeeded(world).id if path_id == "other" else path_id
-    with pytest.raises(Forbidden):
+    with pytest.raises(Forbidden, match=r"^download token is for another job$"):
         world.open(other, world.download(job.id))
 
 
@@ -553,7 +553,7 @@ def test_a_file_missing_from_the_store_is_not_found() -> None:
     token = world.download(job.id)
     assert job.file_path is not None
     world.store.delete(job.file_path)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^report file not found$"):
         world.open(job.id, token)
 
 
@@ -563,9 +563,9 @@ def test_a_file_past_retention_is_gone_even_before_recovery_deletes_it() -> None
     assert job.expires_at == job.finished_at + dt.timedelta(seconds=3600)  # type: ignore[operator]
     token = world.download(job.id)
     world.clock.advance(3600)
-    with pytest.raises(ReportExpired):
+    with pytest.raises(ReportExpired, match=r"^report file has expired$"):
         world.download(job.id)
-    with pytest.raises(ReportExpired):
+    with pytest.raises(ReportExpired, match=r"^report file has expired$"):
         world.open(job.id, token)
     assert world.recover().files_deleted == [job.id]
     gone = world.get(job.id)
