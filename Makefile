@@ -4,7 +4,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
 
-.PHONY: run test venv lint typecheck unit integration faults test-faults bench-smoke bench lock clean
+.PHONY: run test venv lint typecheck unit integration faults test-faults bench-smoke bench lock clean mutate
 
 $(STAMP): requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -24,11 +24,13 @@ test: venv lint typecheck
 	$(BIN)/python -m pytest -q -p no:cacheprovider \
 		--cov=reportcore --cov-branch --cov-report=term-missing:skip-covered \
 		--cov-fail-under=95 tests
+	@# again under a local time 7 h off UTC: a naive instant read as local time shows there
+	TZ=Asia/Bangkok $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
 	$(MAKE) --no-print-directory bench-smoke
 
 lint: venv
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
+	$(BIN)/ruff check src tests bench mutation
+	$(BIN)/ruff format --check src tests bench mutation
 	$(BIN)/lint-imports
 
 typecheck: venv
@@ -44,6 +46,15 @@ integration: venv
 faults test-faults: venv
 	$(BIN)/python -m pytest -q tests/faults
 
+## mutation testing of reportcore against tests/unit, then its score (docs/mutation.md);
+## one module: make mutate MUTANTS='reportcore.export.*'
+MUTANTS ?=
+MUTATE_JOBS ?= 2
+mutate: venv
+	rm -rf mutants
+	$(BIN)/mutmut run --max-children $(MUTATE_JOBS) $(MUTANTS)
+	$(BIN)/python mutation/score.py
+
 bench-smoke: venv
 	@if [ -x bench/smoke.sh ]; then bench/smoke.sh; else echo "bench-smoke: no benchmarks yet"; fi
 
@@ -57,4 +68,4 @@ lock:
 		-c requirements-dev.lock -o requirements.lock
 
 clean:
-	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage mutants

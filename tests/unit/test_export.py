@@ -257,6 +257,16 @@ def test_a_pretty_printed_upstream_record_still_takes_exactly_one_line() -> None
     assert result.rows == 2 and result.size_bytes == len(writer.data)
 
 
+def test_a_bare_cr_between_json_tokens_never_reaches_the_ndjson_file() -> None:
+    # CR alone: json.loads accepts it as whitespace, but a line reader (and the old service's
+    # consumers) split on it, so the file must carry a space there
+    raws = [b'{"id": "a",\r"notes": "x"}', b'{"id":\r"b"}']
+    writer = CollectingWriter()
+    result = write_export(FEED, ReportFormat.JSON, [SourcePage(raw=raws)], writer, scope_values={})
+    assert writer.data == b'{"id": "a", "notes": "x"}\n{"id": "b"}\n'
+    assert result.rows == 2
+
+
 def test_ndjson_stream_filters_use_the_typed_records_aligned_with_the_raw_ones() -> None:
     bodies = [
         {
@@ -549,3 +559,10 @@ def test_the_queue_message_is_the_old_services_shape() -> None:
     scope = message_for(no_dates).scope
     assert scope is not None and (scope["start_date"], scope["end_date"]) == (None, None)
     assert msgspec.json.decode(b'{"job_id": "j1"}', type=JobMessage) == JobMessage(job_id="j1")
+
+
+def test_progress_reads_a_raw_records_camel_case_attribute_of_three_words() -> None:
+    # a consumer's job type may name any snake_case attribute; upstream JSON spells it camelCase
+    spec = msgspec.structs.replace(FEED, progress_attr="reading_taken_at")
+    page = SourcePage(raw=[msgspec.Raw(b'{"readingTakenAt": "2026-01-05T12:00:00Z"}')])
+    assert page_position(spec, page) == dt.datetime(2026, 1, 5, 12, tzinfo=dt.UTC)

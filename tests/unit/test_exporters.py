@@ -20,7 +20,7 @@ import msgspec
 import pytest
 
 from reportcore.jobs import Job, JobStatus, JobType, message_for
-from reportcore.jobtypes import JOB_TYPES
+from reportcore.jobtypes import JOB_TYPES, JobTypeRegistry
 from reportcore.ports import SourcePage, SourceRequest
 from reportcore.requests import CreateRequest, validate_create
 from reportcore.testing import (
@@ -535,3 +535,12 @@ def test_progress_of_an_oldest_first_export_rises_day_by_day() -> None:
     assert done.progress == sorted(done.progress)
     assert len(set(done.progress)) >= 5
     assert done.job.progress_pct == 100
+
+
+def test_a_registry_lists_its_job_types_and_never_replaces_one_silently() -> None:
+    feed = JOB_TYPES[JobType.FEED_INTAKE_EXPORT]
+    registry = JobTypeRegistry([feed])
+    assert list(registry) == ["FEED_INTAKE_EXPORT"] and len(registry) == 1
+    with pytest.raises(ValueError, match=r"^job type 'FEED_INTAKE_EXPORT' is already registered$"):
+        registry.register(feed)
+    assert registry["FEED_INTAKE_EXPORT"] is feed

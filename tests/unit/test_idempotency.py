@@ -228,3 +228,21 @@ def test_a_used_key_with_a_different_request_is_refused(change: dict[str, Any]) 
 def test_the_fingerprint_is_a_sha256_hex_digest() -> None:
     digest = fingerprint(JobType.FEED_INTAKE_EXPORT, ReportFormat.CSV, Scope())
     assert len(digest) == 64 and int(digest, 16) >= 0
+
+
+def test_object_values_in_an_old_rows_filters_compare_whatever_their_key_order() -> None:
+    scope = Scope(filters={"device_id": [{"b": 1, "a": 2}]})
+    same = Scope(filters={"device_id": [{"a": 2, "b": 1}]})
+    fmt, job_type = ReportFormat.CSV, JobType.FEED_INTAKE_EXPORT
+    assert fingerprint(job_type, fmt, scope) == fingerprint(job_type, fmt, same)
+
+
+def test_a_reused_key_is_refused_saying_to_use_a_new_one() -> None:
+    valid = validate_create(
+        CreateRequest(job_type=JobType.FEED_INTAKE_EXPORT, format=ReportFormat.CSV)
+    )
+    with pytest.raises(IdempotencyKeyReused) as raised:
+        check_replay(make_job(valid), "another request's fingerprint")
+    assert raised.value.message == (
+        "idempotency_key was already used for a different request; use a new key"
+    )

@@ -117,16 +117,20 @@ def test_a_renewal_that_finds_the_job_cancelled_stops_the_export_and_leaves_no_f
 
 def test_the_workers_keeper_renews_from_a_thread_until_the_export_ends() -> None:
     calls: list[float] = []
-    keeping = Worker._lease_keeper(0.01)
-    with keeping(lambda: calls.append(time.monotonic()) is None):
-        deadline = time.monotonic() + 5.0
-        while len(calls) < 3:
-            assert time.monotonic() < deadline, "the keeper did not renew"
-            time.sleep(0.01)
+    third = threading.Event()
+
+    def renew() -> bool:
+        calls.append(time.monotonic())
+        if len(calls) == 3:
+            third.set()
+        return True
+
+    with Worker._lease_keeper(0.01)(renew):
+        assert third.wait(5.0), "the keeper did not renew"
     ended = len(calls)
-    time.sleep(0.05)
-    assert len(calls) == ended, "the keeper renewed after the export ended"
+    # leaving the context joined the keeper's thread: nothing is left that could renew
     assert not any(t.name == "lease-keeper" for t in threading.enumerate())
+    assert len(calls) == ended, "the keeper renewed after the export ended"
 
 
 def test_the_workers_keeper_stops_renewing_once_the_job_is_not_its_own(
@@ -141,10 +145,9 @@ def test_the_workers_keeper_stops_renewing_once_the_job_is_not_its_own(
         return False
 
     with Worker._lease_keeper(0.01)(renew):
-        deadline = time.monotonic() + 5.0
-        while len(calls) < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.01)
-        time.sleep(0.05)
+        # the keeper's thread ends by itself once a renewal says the job is gone
+        keeper = next(t for t in threading.enumerate() if t.name == "lease-keeper")
+        keeper.join(5.0)
+        assert not keeper.is_alive(), "the keeper went on renewing a job that is not its own"
     assert calls == ["renew", "renew"]
     assert "lease not renewed: OSError: database down" in caplog.text

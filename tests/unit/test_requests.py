@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import base64
 import datetime as dt
+import os
 import re
 import string
+import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import msgspec
@@ -18,9 +21,9 @@ from reportcore.errors import ValidationError
 from reportcore.jobs import JobStatus, JobType, ReportFormat, Scope
 from reportcore.jobtypes import JOB_TYPES
 from reportcore.requests import (
-    DEFAULT_PAGE_SIZE,
     CreateRequest,
     Cursor,
+    ListQuery,
     decode_cursor,
     encode_cursor,
     parse_instant,
@@ -372,7 +375,7 @@ def test_a_tenant_id_must_be_safe_as_a_path_segment(value: str, ok: bool) -> Non
 def test_a_list_query_without_values_is_the_first_page_of_everything() -> None:
     query = validate_list()
     assert (query.status, query.job_type, query.created_from, query.created_to) == (None,) * 4
-    assert (query.after, query.limit) == (None, DEFAULT_PAGE_SIZE)
+    assert (query.after, query.limit) == (None, 25)  # the contract's default page size
 
 
 @pytest.mark.parametrize(
@@ -604,3 +607,81 @@ def test_a_list_query_holding_a_nul_is_refused_naming_the_parameter() -> None:
         validate_list(status="queued\x00")
     assert refused.value.field == "status"
     assert refused.value.message == "status must not contain NUL characters"
+
+
+def test_a_list_query_built_in_code_pages_by_25_too() -> None:
+    assert ListQuery().limit == 25
+
+
+@pytest.mark.parametrize("length", [1, 200])
+def test_filter_values_of_1_and_200_characters_are_accepted(length: int) -> None:
+    value = "d" * length
+    assert create(feed(filters={"device_id": [value]})).scope.filters == {"device_id": [value]}
+    assert create(feed(filters={"device_id": value})).scope.filters == {"device_id": value}
+
+
+@pytest.fixture
+def local_time_is_bangkok() -> Iterator[None]:
+    """The process's local time is UTC+7, as on a developer's laptop in Bangkok.
+
+    ``make test`` also runs the whole unit suite so; this pins the promise in every run,
+    the mutation run included (which runs with whatever TZ the machine has)."""
+    before = os.environ.get("TZ")
+    os.environ["TZ"] = "Asia/Bangkok"
+    time.tzset()
+    try:
+        yield
+    finally:
+        if before is None:
+            del os.environ["TZ"]
+        else:
+            os.environ["TZ"] = before
+        time.tzset()
+
+
+@pytest.mark.usefixtures("local_time_is_bangkok")
+def test_an_instant_without_an_offset_is_utc_whatever_the_local_time_zone() -> None:
+    assert time.localtime(0).tm_hour == 7, "the fixture did not move local time"
+    query = validate_list(created_from="2026-01-02T10:00:00", created_to="2026-01-02T23:30:00")
+    assert query.created_from == dt.datetime(2026, 1, 2, 10, tzinfo=dt.UTC)
+    assert query.created_to == dt.datetime(2026, 1, 2, 23, 30, tzinfo=dt.UTC)
+
+
+@pytest.mark.usefixtures("local_time_is_bangkok")
+def test_an_instant_with_an_offset_is_given_back_in_utc_not_in_local_time() -> None:
+    query = validate_list(created_from="2026-01-02T10:00:00+02:00")
+    assert query.created_from is not None
+    assert query.created_from.isoformat() == "2026-01-02T08:00:00+00:00"
+
+
+def test_an_instant_before_year_1_in_utc_is_a_400_naming_its_field() -> None:
+    with pytest.raises(ValidationError) as raised:
+        validate_list(created_to="0001-01-01T00:00:00+01:00")
+    assert (raised.value.field, raised.value.message) == (
+        "created_to",
+        "created_to is out of range",
+    )
+
+
+@pytest.mark.parametrize(
+    "created_at",
+    ["0001-01-01T00:00:00+01:00", "9999-12-31T23:59:59-01:00", "2026-01-01T00:00:00"],
+)
+def test_a_forged_cursor_out_of_range_or_without_offset_is_a_400_naming_the_cursor(
+    created_at: str,
+) -> None:
+    text = base64.urlsafe_b64encode(f'["{created_at}","x"]'.encode()).decode().rstrip("=")
+    with pytest.raises(ValidationError) as raised:
+        validate_list(cursor=text)
+    assert (raised.value.field, raised.value.message) == ("cursor", "cursor is not valid")
+
+
+@pytest.mark.parametrize(
+    ("key", "echoed"),
+    [("k" * 100, "k" * 100), ("k" * 101, "k" * 99 + "\u2026"), ("k" * 5000, "k" * 99 + "\u2026")],
+)
+def test_an_unknown_filter_key_is_echoed_up_to_100_characters(key: str, echoed: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        create(feed(filters={key: "x"}))
+    assert raised.value.field == f"filters.{echoed}"
+    assert raised.value.message.startswith(f"unknown filter {echoed!r} for FEED_INTAKE_EXPORT")

@@ -687,7 +687,8 @@ class JobLifecycle(RuleBasedStateMachine):
 
 TestJobLifecycle = JobLifecycle.TestCase
 TestJobLifecycle.settings = settings(
-    max_examples=300 if os.environ.get("CI") or os.environ.get("REQUIRE_SERVICES") else 100,
+    # 300 reaches every one of the 17 worker modes; 100 left some out (issue 20)
+    max_examples=500 if os.environ.get("CI") or os.environ.get("REQUIRE_SERVICES") else 300,
     stateful_step_count=50,
     deadline=None,
     suppress_health_check=[HealthCheck.too_slow],

@@ -94,7 +94,7 @@ class Upstream:
     def __call__(self, req: httpx.Request) -> httpx.Response:
         with self.lock:
             self.calls += 1
-        if self.delay:
+        if self.delay:  # a slow upstream (latency it simulates), not synchronisation
             time.sleep(self.delay)
         if self.fail_when is not None and self.fail_when(req):
             return httpx.Response(404)
@@ -307,10 +307,9 @@ def test_closing_the_pages_mid_export_stops_every_window_within_a_second() -> No
         started = time.monotonic()
         pages.close()
         stopped = time.monotonic() - started
+        # no window thread is alive, so none can fetch again: the count is final
         assert source.running_threads() == 0
         calls = upstream.calls
-        time.sleep(0.1)
-        assert upstream.calls == calls, "a window went on fetching after the close"
     assert stopped < 1.0
     assert calls < 600 // 5
 

@@ -30,7 +30,7 @@ from reportcore.errors import (
     UpstreamUnavailable,
 )
 from reportcore.fairness import TenantSlots, default_share
-from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
+from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, Scope
 from reportcore.ports import Disposition, SourcePage, SourceRequest, StoredFile
 from reportcore.requests import CreateRequest, ListQuery, validate_create, validate_list
 from reportcore.testing import (
@@ -276,7 +276,7 @@ def test_a_job_is_found_by_any_spelling_of_its_id(spelling: Callable[[str], str]
 def test_a_missing_job_or_a_bad_id_is_not_found(job_id: str) -> None:
     world = World()
     world.create()
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^report job not found$"):
         get_job(job_id, tenant_id=TENANT, jobs=world.jobs)
 
 
@@ -546,7 +546,7 @@ def test_a_token_for_another_job_is_forbidden(path_id: str) -> None:
     world = World()
     job = succeeded(world)
     other = succeeded(world).id if path_id == "other" else path_id
-    with pytest.raises(Forbidden):
+    with pytest.raises(Forbidden, match=r"^download token is for another job$"):
         world.open(other, world.download(job.id))
 
 
@@ -566,7 +566,7 @@ def test_a_file_missing_from_the_store_is_not_found() -> None:
     token = world.download(job.id)
     assert job.file_path is not None
     world.store.delete(job.file_path)
-    with pytest.raises(NotFound):
+    with pytest.raises(NotFound, match=r"^report file not found$"):
         world.open(job.id, token)
 
 
@@ -576,9 +576,9 @@ def test_a_file_past_retention_is_gone_even_before_recovery_deletes_it() -> None
     assert job.expires_at == job.finished_at + dt.timedelta(seconds=3600)  # type: ignore[operator]
     token = world.download(job.id)
     world.clock.advance(3600)
-    with pytest.raises(ReportExpired):
+    with pytest.raises(ReportExpired, match=r"^report file has expired$"):
         world.download(job.id)
-    with pytest.raises(ReportExpired):
+    with pytest.raises(ReportExpired, match=r"^report file has expired$"):
         world.open(job.id, token)
     assert world.recover().files_deleted == [job.id]
     gone = world.get(job.id)
@@ -810,8 +810,26 @@ def test_an_os_error_of_the_store_fails_the_job_as_storage_failed(on: str) -> No
     )
     failed = world.get(job.id)
     assert failed.error_code == "STORAGE_FAILED"
-    assert "No space left on device" in (failed.error_message or "")
+    assert failed.error_message == "export file could not be written: No space left on device"
     assert all(w.aborted for w in world.store.writers)
+
+
+def test_an_os_error_without_a_reason_is_named_by_its_text() -> None:
+    world = World()
+    world.store = BrokenStore(OSError("the export volume went away"), "write")
+    job = world.create().job
+    world.run()
+    assert world.get(job.id).error_message == (
+        "export file could not be written: the export volume went away"
+    )
+
+
+def test_a_failure_recorded_by_nobody_because_the_job_moved_on_is_reported_lost() -> None:
+    world = World()
+    world.jobs = LosingRaceJobs()  # its fail() finds the job no longer this worker's
+    world.create()
+    outcome = world.run(source=StaticRecordSource(RECORDS, fail_with=UpstreamRejected("no")))
+    assert (outcome.status, outcome.detail) == ("lost", "UPSTREAM_REJECTED")
 
 
 def test_a_store_that_cannot_create_the_file_fails_the_job_as_storage_failed() -> None:
@@ -1183,6 +1201,7 @@ def test_a_deferral_the_broker_refuses_hands_the_message_back() -> None:
         queue=world.queue,
     )
     assert (outcome.disposition, outcome.status) == (Disposition.REQUEUE, "deferred")
+    assert outcome.job_id == job.id
     assert world.get(job.id).status is JobStatus.QUEUED
 
 
@@ -1190,3 +1209,223 @@ def test_a_tenants_share_is_at_least_one_slot_and_leaves_one_for_the_others() ->
     assert [default_share(n) for n in (1, 2, 3, 8)] == [1, 1, 2, 7]
     with pytest.raises(ValueError):
         TenantSlots(0)
+
+
+# --- promises pinned by the mutation run (docs/mutation.md) ---
+
+FARM = "0f8fad5b-d9cb-469f-a165-70867728950e"
+BARN = "7c9e6679-7425-40de-944b-e07fc1f90ae7"
+BATCH = "16fd2706-8baf-433b-82eb-8c7fada847da"
+
+
+def test_a_create_keeps_every_scope_id_it_was_given() -> None:
+    world = World()
+    body = {**FEED_BODY, "farm_id": FARM, "barn_id": BARN, "batch_id": BATCH}
+    stored = world.get(world.create(body).job.id)
+    assert (stored.farm_id, stored.barn_id, stored.batch_id) == (FARM, BARN, BATCH)
+    assert (stored.start_date, stored.end_date) == (dt.date(2026, 1, 1), dt.date(2026, 1, 10))
+
+
+def test_the_worker_asks_the_upstream_for_the_jobs_tenant_and_whole_scope() -> None:
+    world = World()
+    source = StaticRecordSource(RECORDS, page_size=2)
+    body = {
+        **FEED_BODY,
+        "farm_id": FARM,
+        "barn_id": BARN,
+        "batch_id": BATCH,
+        "filters": {"source": "MANUAL"},
+    }
+    job = world.create(body, tenant="tenant-7").job
+    assert world.run(source=source).status == "succeeded"
+    assert source.requests == [
+        SourceRequest(
+            job_id=job.id,
+            tenant_id="tenant-7",
+            job_type=JobType.FEED_INTAKE_EXPORT,
+            scope=Scope(
+                farm_id=FARM,
+                barn_id=BARN,
+                batch_id=BATCH,
+                start_date=dt.date(2026, 1, 1),
+                end_date=dt.date(2026, 1, 10),
+                filters={"source": "MANUAL"},
+            ),
+            upstream_filters={},  # every feed filter is applied to the stream, not upstream
+            typed=True,
+            raw=False,
+        )
+    ]
+
+
+def test_an_ndjson_job_asks_for_the_raw_records_only_unless_it_filters_the_stream() -> None:
+    world = World()
+    source = StaticRecordSource(RECORDS, page_size=2)
+    world.create({**FEED_BODY, "format": "json"})
+    world.create({**FEED_BODY, "format": "json", "filters": {"source": "MANUAL"}})
+    world.run(source=source)
+    world.run(source=source)
+    assert [(r.typed, r.raw) for r in source.requests] == [(False, True), (True, True)]
+
+
+def test_a_job_failed_as_worker_lost_records_when_it_finished() -> None:
+    world = World(Policy(lease_sec=30, max_attempts=3))
+    job = world.create().job
+    for attempt in range(1, 4):
+        crash_while_running(world, owner=f"w{attempt}")
+        world.clock.advance(31)
+        world.recover()
+    lost = world.get(job.id)
+    assert lost.status is JobStatus.FAILED
+    finished = dt.datetime(2026, 1, 1, 0, 1, 33, tzinfo=dt.UTC)  # three leases of 30 s, +1 s each
+    assert (lost.finished_at, lost.updated_at) == (finished, finished)
+    assert (lost.lease_owner, lost.lease_expires_at) == (None, None)
+
+
+def legacy_running_job(world: World) -> Job:
+    """A running row as the old service left it: no lease, no attempts."""
+    queued = world.create().job
+    world.queue.take()
+    legacy = msgspec.structs.replace(queued, id=str(uuid.uuid4()), status=JobStatus.RUNNING)
+    world.jobs.add(legacy)
+    cancel_job(queued.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock)
+    return legacy
+
+
+@pytest.mark.parametrize(
+    ("lease_sec", "quiet_sec"),
+    [(30, 600), (59, 600), (60, 600), (61, 610), (120, 1200)],
+)
+def test_a_leaseless_running_row_is_requeued_after_ten_leases_and_never_under_ten_minutes(
+    lease_sec: float, quiet_sec: int
+) -> None:
+    world = World(Policy(lease_sec=lease_sec))
+    job = legacy_running_job(world)
+    world.clock.advance(quiet_sec)
+    assert world.recover().requeued == []
+    world.clock.advance(0.001)
+    assert world.recover().requeued == [job.id]
+
+
+def test_recovery_requeues_at_most_a_batch_of_dead_workers_jobs_a_pass() -> None:
+    world = World(Policy(lease_sec=30, batch=2))
+    ids = [world.create().job.id for _ in range(3)]
+    for _ in ids:
+        crash_while_running(world)
+    world.clock.advance(31)
+    first = world.recover()
+    assert len(first.requeued) == 2 and len(first.published) == 2
+    second = world.recover()
+    assert len(second.requeued) == 1
+    assert sorted(first.requeued + second.requeued) == sorted(ids)
+
+
+def test_recovery_publishes_at_most_a_batch_of_unconfirmed_jobs_a_pass() -> None:
+    world = World(Policy(batch=2, republish_after_sec=10))
+    world.queue.available = False
+    ids = [world.create().job.id for _ in range(3)]
+    world.queue.available = True
+    world.clock.advance(11)
+    first = world.recover().published
+    assert len(first) == 2
+    assert sorted(first + world.recover().published) == sorted(ids)
+
+
+def test_an_unconfirmed_job_is_published_again_only_after_republish_after_sec() -> None:
+    world = World(Policy(republish_after_sec=10))
+    world.queue.available = False
+    job = world.create().job
+    world.queue.available = True
+    world.clock.advance(10)
+    assert world.recover().published == []
+    world.clock.advance(0.001)
+    assert world.recover().published == [job.id]
+
+
+def test_recovery_deletes_at_most_a_batch_of_expired_files_a_pass() -> None:
+    world = World(Policy(batch=2, retention_sec=60))
+    ids = []
+    for _ in range(3):
+        ids.append(world.create().job.id)
+        assert world.run().status == "succeeded"
+    world.clock.advance(60)
+    first = world.recover().files_deleted
+    assert len(first) == 2
+    assert sorted(first + world.recover().files_deleted) == sorted(ids)
+    assert world.store.files == {}
+
+
+class AskedLimits(InMemoryJobRepository):
+    """Records the limit each listing asked the store for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.limits: list[int] = []
+
+    def find(self, tenant_id: str, query: ListQuery) -> list[Job]:
+        self.limits.append(query.limit)
+        return super().find(tenant_id, query)
+
+
+def test_a_listing_reads_one_row_more_than_its_page_and_no_more() -> None:
+    world = World()
+    world.jobs = AskedLimits()
+    for _ in range(30):
+        world.create()
+    page = list_jobs(validate_list(), tenant_id=TENANT, jobs=world.jobs)
+    assert len(page.items) == 25 and page.next_cursor is not None
+    assert world.jobs.limits == [26]  # the 26th row only says whether a next page exists
+
+
+def test_a_tenant_holds_one_slot_less_for_each_export_that_ends() -> None:
+    shares = TenantSlots(3)
+    assert shares.take(TENANT) and shares.take(TENANT) and shares.take(TENANT)
+    assert not shares.take(TENANT)
+    shares.give_back(TENANT)
+    assert shares.running(TENANT) == 2
+    assert shares.take(TENANT)
+    left = []
+    for _ in range(3):
+        shares.give_back(TENANT)
+        left.append(shares.running(TENANT))
+    assert left == [2, 1, 0]
+    with pytest.raises(ValueError, match="per_tenant must be at least 1"):
+        TenantSlots(0)
+
+
+def test_a_deferral_names_its_job_and_why_it_was_deferred() -> None:
+    world = World()
+    job = world.create().job
+    shares = TenantSlots(1)
+    shares.take(TENANT)
+    message = world.queue.take()
+    assert message is not None
+    outcome = run_job(
+        message,
+        owner="w1",
+        jobs=world.jobs,
+        source=world.source,
+        store=world.store,
+        clock=world.clock,
+        policy=world.policy,
+        shares=shares,
+        queue=world.queue,
+    )
+    assert outcome == RunOutcome(
+        disposition=Disposition.ACK,
+        job_id=job.id,
+        status="deferred",
+        detail="its tenant holds its share of the worker's slots",
+    )
+    assert world.queue.take() == message, "the job went to the back of the queue"
+    with pytest.raises(ValueError, match="deferring a job needs the queue to publish it to"):
+        run_job(
+            message,
+            owner="w1",
+            jobs=world.jobs,
+            source=world.source,
+            store=world.store,
+            clock=world.clock,
+            policy=world.policy,
+            shares=shares,
+        )

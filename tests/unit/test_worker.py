@@ -54,7 +54,7 @@ def wait_until(check: Callable[[], bool], what: str, deadline: float = DEADLINE_
     while not check():
         if time.monotonic() > end:
             pytest.fail(f"timed out waiting for {what}")
-        time.sleep(0.01)
+        time.sleep(0.01)  # a polling tick: the wait ends on the condition, not on time
 
 
 class GatedSource:
