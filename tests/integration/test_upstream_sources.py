@@ -295,7 +295,10 @@ def test_run_job_exports_every_upstream_record_into_the_export_folder(
     expected = upstream_records(demo, job_type, demo_scope(job_type))
     assert len(expected) > 10
     if fmt == "json":
-        lines = content.decode().splitlines()
+        # NDJSON lines end at LF only (str.splitlines would also split at U+2028 or NEL,
+        # which a JSON string may hold)
+        lines = content.decode().split("\n")
+        assert lines.pop() == "", "the file ends with a line feed"
         assert [json.loads(line) for line in lines] == expected
         # unchanged: each line is upstream's own encoding of the record
         assert lines == [msgspec.json.encode(r).decode() for r in expected]
