@@ -133,6 +133,7 @@ class World:
         owner: str = "w1",
         source: Any = None,
         stopping: Callable[[], bool] = lambda: False,
+        shares: TenantSlots | None = None,
     ) -> RunOutcome:
         message = body if body is not None else self.queue.take()
         assert message is not None, "no message on the queue"
@@ -145,6 +146,8 @@ class World:
             clock=self.clock,
             policy=self.policy,
             stopping=stopping,
+            shares=shares,
+            queue=self.queue,
         )
         self.queue.settle(message, outcome.disposition)
         return outcome
@@ -1149,19 +1152,7 @@ def test_a_job_whose_tenant_holds_its_share_goes_to_the_back_of_the_queue_unclai
     assert shares.take(TENANT)  # one export of the tenant is running already
 
     def run(message: bytes) -> RunOutcome:
-        outcome = run_job(
-            message,
-            owner="w1",
-            jobs=world.jobs,
-            source=world.source,
-            store=world.store,
-            clock=world.clock,
-            policy=world.policy,
-            shares=shares,
-            queue=world.queue,
-        )
-        world.queue.settle(message, outcome.disposition)
-        return outcome
+        return world.run(message, shares=shares)
 
     for job in (first, second):
         message = world.queue.take()
@@ -1187,19 +1178,7 @@ def test_a_deferral_the_broker_refuses_hands_the_message_back() -> None:
     shares = TenantSlots(1)
     shares.take(TENANT)
     world.queue.available = False
-    message = world.queue.take()
-    assert message is not None
-    outcome = run_job(
-        message,
-        owner="w1",
-        jobs=world.jobs,
-        source=world.source,
-        store=world.store,
-        clock=world.clock,
-        policy=world.policy,
-        shares=shares,
-        queue=world.queue,
-    )
+    outcome = world.run(shares=shares)
     assert (outcome.disposition, outcome.status) == (Disposition.REQUEUE, "deferred")
     assert outcome.job_id == job.id
     assert world.get(job.id).status is JobStatus.QUEUED
@@ -1400,17 +1379,7 @@ def test_a_deferral_names_its_job_and_why_it_was_deferred() -> None:
     shares.take(TENANT)
     message = world.queue.take()
     assert message is not None
-    outcome = run_job(
-        message,
-        owner="w1",
-        jobs=world.jobs,
-        source=world.source,
-        store=world.store,
-        clock=world.clock,
-        policy=world.policy,
-        shares=shares,
-        queue=world.queue,
-    )
+    outcome = world.run(message, shares=shares)
     assert outcome == RunOutcome(
         disposition=Disposition.ACK,
         job_id=job.id,
