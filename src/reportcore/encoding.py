@@ -1,0 +1,278 @@
+"""How cells are spelled in a file: CSV lines, instants in a zone, NDJSON lines shaped by the
+export options, gzip. The encoders of row formats are looked up in a :data:`RowFormats` table:
+the core brings CSV, an adapter adds xlsx (a workbook needs a library the core does not take).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from .jobs import ReportFormat
+from .jobtypes import CellKind, Column
+from .ports import ByteSink, RowEncoder, SheetRequest
+
+UTF8_BOM = b"\xef\xbb\xbf"
+# above this many cached minutes the instant cache starts afresh: bounds its memory (~20 MB)
+MAX_CACHED_MINUTES = 100_000
+
+
+def _cell(value: Any) -> str:
+    """A value as csv.writer writes it: ``None`` as an empty cell, text (a str enum's too) as is,
+    anything else through ``str()`` (floats as well: ``str`` and ``repr`` agree on them)."""
+    if value is None:
+        return ""
+    return value if isinstance(value, str) else str(value)
+
+
+def _quoter(delimiter: str) -> Callable[[str], str]:
+    def quoted(cell: str) -> str:
+        """Minimal quoting: only a delimiter, a quote or a line break needs quotes."""
+        if delimiter in cell or '"' in cell or "\r" in cell or "\n" in cell:
+            return '"' + cell.replace('"', '""') + '"'
+        return cell
+
+    return quoted
+
+
+_QUOTERS = {d: _quoter(d) for d in (",", ";", "\t", "|")}
+
+
+def csv_lines(
+    rows: Sequence[Sequence[Any]],
+    delimiter: str = ",",
+    newline: str = "\r\n",
+    convert: Mapping[int, Callable[[str], str]] | None = None,
+) -> bytes:
+    """CSV lines with minimal quoting, ``None`` as an empty cell; with the defaults, byte for
+    byte what ``csv.writer`` writes (RFC 4180, CRLF). All rows of a call have one width.
+
+    csv.writer works value by value, which bounds a large export (docs/performance.md has the
+    figures). Here ``str.join`` does most of the work, a column of the page at a time: a column
+    of text joins as it is, and its joined text shows at once whether any cell needs quotes (a
+    delimiter beyond the join's own, a quote, a line break); only a column that fails either
+    goes through ``_cell`` or the quoting cell by cell. ``convert`` maps a column's index to a
+    function applied to each of its text cells (instants written in a zone). A row of one
+    empty cell is written ``""``, as csv.writer does: an empty line would be no record at all.
+    """
+    if not rows:
+        return b""
+    quoted = _QUOTERS.get(delimiter) or _quoter(delimiter)
+    limit = len(rows) - 1
+    columns: list[Sequence[str]] = []
+    for index, values in enumerate(zip(*rows, strict=True)):
+        try:
+            cells: Sequence[str] = values
+            joined = delimiter.join(cells)
+        except TypeError:  # a None or a number among them
+            if values.count(None) == len(values):  # an optional field nobody fills in
+                cells = [""] * len(values)
+            else:
+                cells = list(map(_cell, values))
+            joined = delimiter.join(cells)
+        if convert is not None and index in convert:
+            change = convert[index]
+            cells = [change(c) if c else c for c in cells]
+            joined = delimiter.join(cells)
+        if joined.count(delimiter) != limit or '"' in joined or "\r" in joined or "\n" in joined:
+            cells = list(map(quoted, cells))
+        columns.append(cells)
+    if not columns:  # rows of no cells: empty lines, as csv.writer writes them
+        return (newline * len(rows)).encode("utf-8")
+    if len(columns) == 1:
+        lines = ['""' if c == "" else c for c in columns[0]]
+    else:
+        lines = list(map(delimiter.join, zip(*columns, strict=True)))
+    return (newline.join(lines) + newline).encode("utf-8")
+
+
+def csv_line(values: Sequence[Any]) -> bytes:
+    """One RFC 4180 CSV line (CRLF-terminated, minimal quoting, ``None`` as an empty cell)."""
+    return csv_lines([tuple(values)])
+
+
+# --- instants in a zone ---
+
+
+class LocalInstants:
+    """Instants (ISO 8601 text, as upstream sends them) as wall-clock times of one zone.
+
+    Offsets are looked up once per UTC minute and cached, when the offset is the same over the
+    whole minute (it always is but for zones whose transitions fall inside a minute); the
+    canonical upstream spelling ``YYYY-MM-DDTHH:MM:SS.mmmZ`` is then rewritten by slicing text,
+    without building a datetime per cell. Text that is no instant is left as it is.
+    """
+
+    def __init__(self, zone: dt.tzinfo) -> None:
+        self._zone = zone
+        self._minutes: dict[str, tuple[str, str] | None] = {}
+        self._offsets: dict[dt.timedelta, dt.timezone] = {}
+
+    def _aware(self, text: str) -> dt.datetime | None:
+        try:
+            t = dt.datetime.fromisoformat(text)
+        except (ValueError, TypeError):
+            return None
+        t = t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
+        try:
+            return t.astimezone(self._zone)
+        except (OverflowError, ValueError):  # at the very ends of the calendar
+            return None
+
+    def local(self, text: str) -> dt.datetime | None:
+        """The instant as an aware datetime in the zone, or ``None`` if ``text`` is none."""
+        return self._aware(text)
+
+    def _minute(self, key: str) -> tuple[str, str] | None:
+        """(local ``YYYY-MM-DDTHH:MM``, offset text) of the UTC minute ``key``, if one offset
+        holds for all of it."""
+        if len(self._minutes) >= MAX_CACHED_MINUTES:
+            self._minutes.clear()
+        found: tuple[str, str] | None = None
+        start = self._aware(key + ":00.000Z")
+        end = self._aware(key + ":59.999Z")
+        if start is not None and end is not None and start.utcoffset() == end.utcoffset():
+            offset = start.isoformat()[19:]
+            if len(offset) == 6:  # +HH:MM: a zone with seconds in its offset takes the long way
+                found = (start.isoformat()[:16], offset)
+        self._minutes[key] = found
+        return found
+
+    def text(self, text: str) -> str:
+        """``text`` written in the zone with its offset: ``2025-01-31T06:00:00.000+07:00``."""
+        if len(text) == 24 and text[23] == "Z" and text[10] == "T" and text[19] == ".":
+            key = text[:16]
+            found = self._minutes[key] if key in self._minutes else self._minute(key)
+            if found is not None:
+                return found[0] + text[16:23] + found[1]
+        local = self._aware(text)
+        if local is None:
+            return text
+        spec = "milliseconds" if local.microsecond % 1000 == 0 else "microseconds"
+        return local.isoformat(timespec=spec)
+
+
+# --- CSV ---
+
+
+class CsvEncoder:
+    """The CSV row format: header, then each page's rows, spelled by the job's csv options."""
+
+    def __init__(self, request: SheetRequest, out: ByteSink) -> None:
+        options = request.options.csv
+        self._out = out
+        self._delimiter = options.delimiter
+        self._newline = options.line_ending.chars
+        zone = request.options.zone
+        self._convert: dict[int, Callable[[str], str]] | None = None
+        if zone is not None:
+            instants = LocalInstants(zone)
+            self._convert = {
+                i: instants.text
+                for i, c in enumerate(request.columns)
+                if c.kind is CellKind.INSTANT
+            }
+        if options.bom:
+            out.add(UTF8_BOM)
+        out.add(csv_lines([tuple(c.name for c in request.columns)], *self._spelling()))
+
+    def _spelling(self) -> tuple[str, str]:
+        return self._delimiter, self._newline
+
+    def add(self, rows: Sequence[Sequence[Any]]) -> None:
+        self._out.add(csv_lines(rows, self._delimiter, self._newline, self._convert))
+
+    def close(self) -> None:
+        """Everything is written as it comes."""
+
+    def abort(self) -> None:
+        """Nothing is held."""
+
+
+RowEncoderFactory = Callable[[SheetRequest, ByteSink], RowEncoder]
+RowFormats = Mapping[ReportFormat, RowEncoderFactory]
+"""The encoders of formats whose records are written as rows of the job type's columns."""
+
+CORE_ROW_FORMATS: RowFormats = {ReportFormat.CSV: CsvEncoder}
+
+
+# --- NDJSON ---
+
+
+def camel(name: str) -> str:
+    """``created_by_user_id`` -> ``createdByUserId``: the upstream's spelling of a field."""
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+class JsonShaper:
+    """NDJSON lines reshaped by the options: only the ``columns`` asked (keys in upstream
+    spelling, in that order; a scope column from the job), instants in ``zone``."""
+
+    def __init__(
+        self,
+        columns: Sequence[Column] | None,
+        all_columns: Sequence[Column],
+        scope_values: Mapping[str, Any],
+        zone: dt.tzinfo | None,
+    ) -> None:
+        self._keys: list[tuple[str, str | None, Any]] | None = None
+        if columns is not None:
+            self._keys = [
+                (
+                    camel(c.attr or c.name),
+                    c.attr,
+                    None if c.attr else scope_values.get(c.scope or ""),
+                )
+                for c in columns
+            ]
+        self._instants = LocalInstants(zone) if zone is not None else None
+        chosen = columns if columns is not None else all_columns
+        self._instant_keys = [
+            camel(c.attr) for c in chosen if c.attr and c.kind is CellKind.INSTANT
+        ]
+
+    def line(self, raw: bytes | memoryview | msgspec.Raw) -> bytes:
+        """One record's line, without its line break."""
+        try:
+            record = msgspec.json.decode(bytes(raw))
+        except msgspec.DecodeError:
+            record = None
+        if not isinstance(record, dict):  # not an object: nothing to select, left as sent
+            return bytes(raw).replace(b"\r", b" ").replace(b"\n", b" ")
+        if self._keys is not None:
+            record = {
+                key: (record.get(key) if attr is not None else const)
+                for key, attr, const in self._keys
+            }
+        if self._instants is not None:
+            for key in self._instant_keys:
+                value = record.get(key)
+                if isinstance(value, str):
+                    record[key] = self._instants.text(value)
+        return msgspec.json.encode(record)
+
+
+# --- compression ---
+
+
+class GzipSink:
+    """Compresses what it is given into ``out``: a gzip stream with a fixed header (mtime 0),
+    so that the same export is the same bytes."""
+
+    def __init__(self, out: ByteSink, level: int = 6) -> None:
+        self._out = out
+        self._zlib = zlib.compressobj(level, zlib.DEFLATED, 31)  # 16 + 15: gzip container
+
+    def add(self, data: bytes) -> None:
+        chunk = self._zlib.compress(data)
+        if chunk:
+            self._out.add(chunk)
+
+    def finish(self) -> None:
+        """Write what the compressor still holds and the gzip trailer."""
+        self._out.add(self._zlib.flush())
