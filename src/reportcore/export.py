@@ -97,6 +97,7 @@ def row_getter(
     if all(c.attr is not None for c in columns):
         getter = attrgetter(*(c.attr for c in columns if c.attr is not None))
         return getter if len(columns) > 1 else lambda r: (getter(r),)
+
     def constant(value: Any) -> Callable[[Any], Any]:
         return lambda r: value
 

@@ -689,7 +689,9 @@ def test_export_options_and_row_count_read_back_as_stored(
     assert read.row_count is None  # until it is finished
 
 
-def test_a_job_without_options_reads_back_without_any(repo: JobRepository, clock: FakeClock) -> None:
+def test_a_job_without_options_reads_back_without_any(
+    repo: JobRepository, clock: FakeClock
+) -> None:
     job, _ = repo.add(new_job(clock))
     read = repo.get(job.id)
     assert read is not None

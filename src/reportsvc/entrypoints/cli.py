@@ -21,10 +21,12 @@ import msgspec
 from reportcore.errors import ExportFailure, StorageFailure, ValidationError
 from reportcore.jobs import file_name_for
 from reportcore.jobtypes import JOB_TYPES, Upstream
+from reportcore.options import export_options
 from reportcore.pipeline import ExportProgress, export_records
 from reportcore.requests import CreateRequest, ValidCreate, validate_create, validate_tenant_id
 
 from .containers import demo_clock, upstream_config
+from .export_flags import add_option_flags, option_fields
 from .serving import connection_limits, relog, serve
 from .settings import ConfigError, Settings, load_settings
 
@@ -251,6 +253,7 @@ def _export_request(args: argparse.Namespace) -> ValidCreate:
                 "start_date": args.start_date,
                 "end_date": args.end_date,
                 "filters": _filters(args.filter),
+                **option_fields(args),
             },
             type=CreateRequest,
         )
@@ -269,7 +272,7 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         tenant = validate_tenant_id(args.tenant, "--tenant") if args.tenant else None
     except ValidationError as exc:
         raise Failure(str(exc), EXIT_USAGE) from exc
-    output = Path(args.output or file_name_for(valid.job_type, valid.format))
+    output = Path(args.output or file_name_for(valid.job_type, valid.format, valid.compression))
 
     with contextlib.ExitStack() as cleanup:
         if args.demo:
@@ -292,6 +295,7 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
         from reportsvc.adapters.filesystem import FilesystemWriter
         from reportsvc.adapters.upstream import HttpRecordSource
+        from reportsvc.adapters.xlsx import row_formats
 
         source = HttpRecordSource(config)
         cleanup.callback(source.close)
@@ -314,6 +318,14 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 source=source,
                 open_file=open_file,
                 on_progress=_no_bar if bar is None else bar.update,
+                options=export_options(
+                    spec,
+                    compression=valid.compression,
+                    csv=valid.csv,
+                    columns=valid.columns,
+                    timezone=valid.timezone,
+                ),
+                formats=row_formats(),
             )
         except ExportFailure as exc:
             raise Failure(f"export failed: {exc.code}: {exc.message}") from exc
@@ -433,7 +445,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the upstream URLs and INTERNAL_SERVICE_TOKEN of the environment, or --demo.",
     )
     export.add_argument("--job-type", required=True, help="FEED_INTAKE_EXPORT, ...")
-    export.add_argument("--format", default="csv", help="csv or json (NDJSON); default csv")
+    export.add_argument("--format", default="csv", help="csv, json (NDJSON) or xlsx; default csv")
     export.add_argument("--tenant", help="tenant id (default with --demo: the demo tenant)")
     export.add_argument("--farm-id")
     export.add_argument("--barn-id")
@@ -447,7 +459,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a filter of the job type (repeatable; a repeated key means any of the values)",
     )
-    export.add_argument("--output", help="file to write (default <job_type>.<format>)")
+    add_option_flags(export)
+    export.add_argument("--output", help="file to write (default <job_type>.<extension>)")
     export.add_argument(
         "--demo", action="store_true", help="read from a built-in demo upstream with sample data"
     )

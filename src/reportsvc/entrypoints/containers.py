@@ -21,6 +21,7 @@ from typing import Any, Protocol
 import msgspec
 from dependency_injector import containers, providers
 
+from reportcore.encoding import RowFormats
 from reportcore.ports import Clock
 from reportcore.testing import (
     FakeClock,
@@ -56,6 +57,13 @@ def demo_clock(settings: Settings) -> Clock:
     return FakeClock(settings.demo_now) if settings.demo_now is not None else SystemClock()
 
 
+def row_formats() -> RowFormats:
+    """The row formats a worker writes: the core's CSV and xlsx (xlsxwriter, loaded here)."""
+    from reportsvc.adapters.xlsx import row_formats as with_xlsx
+
+    return with_xlsx()
+
+
 class Container(containers.DeclarativeContainer):
     """Ports -> adapters. Every provider here is a port of ``reportcore`` or a knob."""
 
@@ -67,6 +75,8 @@ class Container(containers.DeclarativeContainer):
     consumer = providers.Callable(lambda q: q, queue)
     source = providers.ThreadSafeSingleton(StaticRecordSource, records={})
     store = providers.ThreadSafeSingleton(InMemoryFileStore)
+    # the file formats a worker writes as rows: the core's CSV and this service's xlsx
+    formats = providers.Singleton(row_formats)
 
 
 def build_container(settings: Settings) -> Container:
