@@ -14,11 +14,11 @@ rows past that continue on a next sheet (``report (2)``, ...) that starts with t
 
 from __future__ import annotations
 
-import contextlib
 import datetime as dt
 import math
 import os
 import re
+import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -61,13 +61,14 @@ class XlsxEncoder:
         self._out = out
         self._columns = request.columns
         self._max_rows = max_rows
-        fd, self._path = tempfile.mkstemp(prefix="export-", suffix=".xlsx", dir=tmp_dir)
-        os.close(fd)
+        # one folder for the workbook and xlsxwriter's per-sheet row files: abort removes it all
+        self._dir = tempfile.mkdtemp(prefix="export-xlsx-", dir=tmp_dir)
+        self._path = os.path.join(self._dir, "report.xlsx")
         self._book: xlsxwriter.Workbook | None = xlsxwriter.Workbook(
             self._path,
             {
                 "constant_memory": True,
-                "tmpdir": tmp_dir,
+                "tmpdir": self._dir,
                 "use_zip64": True,  # a sheet of a million wide rows passes 4 GiB unzipped
                 "strings_to_formulas": False,  # a cell "=cmd()" from upstream stays text
                 "strings_to_urls": False,
@@ -144,11 +145,15 @@ class XlsxEncoder:
                 self._out.add(chunk)
 
     def abort(self) -> None:
-        """Drop the workbook (its per-sheet temporary files are anonymous, gone when closed)
-        and the spooled file; safe to call after :meth:`close` or twice."""
-        self._book = None
-        with contextlib.suppress(FileNotFoundError):  # removed by an earlier call
-            os.unlink(self._path)
+        """Drop the workbook and its temporary files; safe to call after :meth:`close` or twice."""
+        book, self._book = self._book, None
+        if book is not None:
+            # an unfinished workbook holds each sheet's row file open (constant_memory mode)
+            for sheet in book.worksheets():
+                handle = getattr(sheet, "row_data_fh", None)
+                if handle is not None:
+                    handle.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
 
 
 def _put_text(sheet: Worksheet, row: int, col: int, value: Any) -> object:
