@@ -17,8 +17,8 @@ from .jobtypes import CellKind, Column
 from .ports import ByteSink, RowEncoder, SheetRequest
 
 UTF8_BOM = b"\xef\xbb\xbf"
-# above this many cached minutes the instant cache starts afresh: bounds its memory (~20 MB)
-MAX_CACHED_MINUTES = 100_000
+# above this many cached hours (11 years) an instant cache starts afresh: bounds its memory
+MAX_CACHED_HOURS = 100_000
 
 
 def _cell(value: Any) -> str:
@@ -46,7 +46,7 @@ def csv_lines(
     rows: Sequence[Sequence[Any]],
     delimiter: str = ",",
     newline: str = "\r\n",
-    convert: Mapping[int, Callable[[str], str]] | None = None,
+    convert: Mapping[int, Callable[[Sequence[str]], list[str]]] | None = None,
 ) -> bytes:
     """CSV lines with minimal quoting, ``None`` as an empty cell; with the defaults, byte for
     byte what ``csv.writer`` writes (RFC 4180, CRLF). All rows of a call have one width.
@@ -56,7 +56,7 @@ def csv_lines(
     of text joins as it is, and its joined text shows at once whether any cell needs quotes (a
     delimiter beyond the join's own, a quote, a line break); only a column that fails either
     goes through ``_cell`` or the quoting cell by cell. ``convert`` maps a column's index to a
-    function applied to each of its text cells (instants written in a zone). A row of one
+    function of its cells (as text) giving the cells written (instants written in a zone). A row of one
     empty cell is written ``""``, as csv.writer does: an empty line would be no record at all.
     """
     if not rows:
@@ -75,8 +75,7 @@ def csv_lines(
                 cells = list(map(_cell, values))
             joined = delimiter.join(cells)
         if convert is not None and index in convert:
-            change = convert[index]
-            cells = [change(c) if c else c for c in cells]
+            cells = convert[index](cells)
             joined = delimiter.join(cells)
         if joined.count(delimiter) != limit or '"' in joined or "\r" in joined or "\n" in joined:
             cells = list(map(quoted, cells))
@@ -98,19 +97,28 @@ def csv_line(values: Sequence[Any]) -> bytes:
 # --- instants in a zone ---
 
 
+class _Hour(msgspec.Struct, frozen=True, array_like=True):
+    """One UTC hour in a zone whose offset holds for all of it: the local ``YYYY-MM-DDTHH``
+    (when the offset is whole hours) or each minute's local ``YYYY-MM-DDTHH:MM``, and the
+    offset as written (``+07:00``)."""
+
+    hour: str | None
+    minutes: tuple[str, ...] | None
+    offset: str
+
+
 class LocalInstants:
     """Instants (ISO 8601 text, as upstream sends them) as wall-clock times of one zone.
 
-    Offsets are looked up once per UTC minute and cached, when the offset is the same over the
-    whole minute (it always is but for zones whose transitions fall inside a minute); the
-    canonical upstream spelling ``YYYY-MM-DDTHH:MM:SS.mmmZ`` is then rewritten by slicing text,
-    without building a datetime per cell. Text that is no instant is left as it is.
+    The canonical upstream spelling ``YYYY-MM-DDTHH:MM:SS.mmmZ`` is rewritten by slicing text,
+    without a datetime per cell: what each UTC hour is locally is worked out once and cached
+    (unless the zone's offset changes within that hour: then, and for any other spelling, a
+    datetime does it). Text that is no instant is left as it is.
     """
 
     def __init__(self, zone: dt.tzinfo) -> None:
         self._zone = zone
-        self._minutes: dict[str, tuple[str, str] | None] = {}
-        self._offsets: dict[dt.timedelta, dt.timezone] = {}
+        self._hours: dict[str, _Hour | None] = {}
 
     def _aware(self, text: str) -> dt.datetime | None:
         try:
@@ -127,33 +135,55 @@ class LocalInstants:
         """The instant as an aware datetime in the zone, or ``None`` if ``text`` is none."""
         return self._aware(text)
 
-    def _minute(self, key: str) -> tuple[str, str] | None:
-        """(local ``YYYY-MM-DDTHH:MM``, offset text) of the UTC minute ``key``, if one offset
-        holds for all of it."""
-        if len(self._minutes) >= MAX_CACHED_MINUTES:
-            self._minutes.clear()
-        found: tuple[str, str] | None = None
-        start = self._aware(key + ":00.000Z")
-        end = self._aware(key + ":59.999Z")
+    def _hour(self, key: str) -> _Hour | None:
+        if len(self._hours) >= MAX_CACHED_HOURS:
+            self._hours.clear()
+        found: _Hour | None = None
+        start, end = self._aware(key + ":00:00.000Z"), self._aware(key + ":59:59.999Z")
         if start is not None and end is not None and start.utcoffset() == end.utcoffset():
             offset = start.isoformat()[19:]
-            if len(offset) == 6:  # +HH:MM: a zone with seconds in its offset takes the long way
-                found = (start.isoformat()[:16], offset)
-        self._minutes[key] = found
+            if len(offset) == 6 and offset.endswith(":00"):
+                found = _Hour(start.isoformat()[:13], None, offset)
+            elif len(offset) == 6:  # +05:45: the minutes move too
+                minute = dt.timedelta(minutes=1)
+                local = [(start + m * minute).isoformat()[:16] for m in range(60)]
+                found = _Hour(None, tuple(local), offset)
+        self._hours[key] = found
         return found
 
     def text(self, text: str) -> str:
         """``text`` written in the zone with its offset: ``2025-01-31T06:00:00.000+07:00``."""
         if len(text) == 24 and text[23] == "Z" and text[10] == "T" and text[19] == ".":
-            key = text[:16]
-            found = self._minutes[key] if key in self._minutes else self._minute(key)
+            key = text[:13]
+            found = self._hours[key] if key in self._hours else self._hour(key)
             if found is not None:
-                return found[0] + text[16:23] + found[1]
+                if found.hour is not None:
+                    return found.hour + text[13:23] + found.offset
+                if found.minutes is not None and text[14:16].isdigit():
+                    return found.minutes[int(text[14:16]) % 60] + text[16:23] + found.offset
         local = self._aware(text)
         if local is None:
             return text
         spec = "milliseconds" if local.microsecond % 1000 == 0 else "microseconds"
         return local.isoformat(timespec=spec)
+
+    def column(self, cells: Sequence[str]) -> list[str]:
+        """:meth:`text` of each non-empty cell (a page's column at a time: fewer calls)."""
+        hours = self._hours
+        out: list[str] = []
+        append = out.append
+        for c in cells:
+            if len(c) == 24 and c[23] == "Z" and c[10] == "T" and c[19] == ".":
+                found = hours.get(c[:13])
+                if found is not None:
+                    if found.hour is not None:
+                        append(found.hour + c[13:23] + found.offset)
+                        continue
+                    if found.minutes is not None and c[14:16].isdigit():
+                        append(found.minutes[int(c[14:16]) % 60] + c[16:23] + found.offset)
+                        continue
+            append(self.text(c) if c else c)
+        return out
 
 
 # --- CSV ---
@@ -168,11 +198,11 @@ class CsvEncoder:
         self._delimiter = options.delimiter
         self._newline = options.line_ending.chars
         zone = request.options.zone
-        self._convert: dict[int, Callable[[str], str]] | None = None
+        self._convert: dict[int, Callable[[Sequence[str]], list[str]]] | None = None
         if zone is not None:
             instants = LocalInstants(zone)
             self._convert = {
-                i: instants.text
+                i: instants.column
                 for i, c in enumerate(request.columns)
                 if c.kind is CellKind.INSTANT
             }
