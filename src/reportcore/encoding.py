@@ -56,8 +56,9 @@ def csv_lines(
     of text joins as it is, and its joined text shows at once whether any cell needs quotes (a
     delimiter beyond the join's own, a quote, a line break); only a column that fails either
     goes through ``_cell`` or the quoting cell by cell. ``convert`` maps a column's index to a
-    function of its cells (as text) giving the cells written (instants written in a zone). A row of one
-    empty cell is written ``""``, as csv.writer does: an empty line would be no record at all.
+    function of its cells (as text) giving the cells written (instants written in a zone). A
+    row of one empty cell is written ``""``, as csv.writer does: an empty line would be no
+    record at all.
     """
     if not rows:
         return b""
