@@ -8,7 +8,6 @@ the job row, never from the queue message (old messages carry none).
 from __future__ import annotations
 
 import datetime as dt
-import zoneinfo
 from collections.abc import Sequence
 
 import msgspec
@@ -59,9 +58,14 @@ class ExportOptions(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def zone_of(name: str) -> dt.tzinfo:
-    """The IANA zone ``name``; ``UTC`` is the fixed UTC zone."""
+    """The IANA zone ``name``; ``UTC`` is the fixed UTC zone. Raises ``KeyError`` (zoneinfo's
+    ``ZoneInfoNotFoundError``), ``ValueError`` or ``OSError`` for a name that is no zone here."""
     if name == "UTC":
         return dt.UTC
+    # imported when first needed: zoneinfo loads sysconfig's generated module, which
+    # `import reportcore` must not (tests/unit/test_purity.py)
+    import zoneinfo
+
     return zoneinfo.ZoneInfo(name)
 
 
@@ -73,7 +77,7 @@ def validate_timezone(name: str | None) -> str | None:
         raise ValidationError("timezone must be an IANA time zone name", field="timezone")
     try:
         zone_of(name)
-    except (zoneinfo.ZoneInfoNotFoundError, ValueError):
+    except (KeyError, ValueError, OSError):  # unknown, malformed ("../x"), a folder ("America")
         shown = name if name.isprintable() else repr(name)
         raise ValidationError(
             f"unknown time zone {shown!r}; use an IANA name such as Asia/Bangkok",

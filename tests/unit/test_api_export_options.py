@@ -44,6 +44,7 @@ def refused(world: ApiWorld, **fields: Any) -> dict[str, Any]:
         ({"columns": "id"}, "columns"),
         ({"timezone": "Mars/Olympus_Mons"}, "timezone"),
         ({"timezone": "../../etc/passwd"}, "timezone"),
+        ({"timezone": "America"}, "timezone"),
         ({"timezone": ""}, "timezone"),
         ({"compression": "zip"}, "compression"),
         ({"format": "json", "csv": {"delimiter": ";"}}, "csv"),
