@@ -98,20 +98,17 @@ def csv_line(values: Sequence[Any]) -> bytes:
 # --- instants in a zone ---
 
 
-class _Hour(msgspec.Struct, frozen=True, array_like=True):
-    """One UTC hour in a zone whose offset holds for all of it: the local ``YYYY-MM-DDTHH``
-    (when the offset is whole hours) or each minute's local ``YYYY-MM-DDTHH:MM``, and the
-    offset as written (``+07:00``)."""
-
-    hour: str | None
-    minutes: tuple[str, ...] | None
-    offset: str
+_Hour = tuple[str | None, tuple[str, ...] | None, str, str]
+"""One UTC hour in a zone whose offset holds for all of it: the local ``YYYY-MM-DDTHH`` (when
+the offset is whole hours) or each minute's local ``YYYY-MM-DDTHH:MM``, the offset as written
+(``+07:00``), and ``.000`` + the offset (for instants upstream sent without milliseconds).
+A plain tuple: it is read for every instant cell, and indexing a tuple is the fastest."""
 
 
 class LocalInstants:
     """Instants (ISO 8601 text, as upstream sends them) as wall-clock times of one zone.
 
-    The canonical upstream spelling ``YYYY-MM-DDTHH:MM:SS.mmmZ`` is rewritten by slicing text,
+    Upstream's spellings ``YYYY-MM-DDTHH:MM:SS.mmmZ`` and ``...:SSZ`` are rewritten by slicing text,
     without a datetime per cell: what each UTC hour is locally is worked out once and cached
     (unless the zone's offset changes within that hour: then, and for any other spelling, a
     datetime does it). Text that is no instant is left as it is.
@@ -144,24 +141,26 @@ class LocalInstants:
         if start is not None and end is not None and start.utcoffset() == end.utcoffset():
             offset = start.isoformat()[19:]
             if len(offset) == 6 and offset.endswith(":00"):
-                found = _Hour(start.isoformat()[:13], None, offset)
+                found = (start.isoformat()[:13], None, offset, ".000" + offset)
             elif len(offset) == 6:  # +05:45: the minutes move too
                 minute = dt.timedelta(minutes=1)
                 local = [(start + m * minute).isoformat()[:16] for m in range(60)]
-                found = _Hour(None, tuple(local), offset)
+                found = (None, tuple(local), offset, ".000" + offset)
         self._hours[key] = found
         return found
 
     def text(self, text: str) -> str:
         """``text`` written in the zone with its offset: ``2025-01-31T06:00:00.000+07:00``."""
-        if len(text) == 24 and text[23] == "Z" and text[10] == "T" and text[19] == ".":
+        if _sliceable(text):
             key = text[:13]
             found = self._hours[key] if key in self._hours else self._hour(key)
             if found is not None:
-                if found.hour is not None:
-                    return found.hour + text[13:23] + found.offset
-                if found.minutes is not None and text[14:16].isdigit():
-                    return found.minutes[int(text[14:16]) % 60] + text[16:23] + found.offset
+                hour, minutes, offset, _ = found
+                rest = text[13:23] if len(text) == 24 else text[13:19] + ".000"
+                if hour is not None:
+                    return hour + rest + offset
+                if minutes is not None:
+                    return minutes[int(text[14:16]) % 60] + rest[3:] + offset
         local = self._aware(text)
         if local is None:
             return text
@@ -174,17 +173,37 @@ class LocalInstants:
         out: list[str] = []
         append = out.append
         for c in cells:
-            if len(c) == 24 and c[23] == "Z" and c[10] == "T" and c[19] == ".":
-                found = hours.get(c[:13])
-                if found is not None:
-                    if found.hour is not None:
-                        append(found.hour + c[13:23] + found.offset)
-                        continue
-                    if found.minutes is not None and c[14:16].isdigit():
-                        append(found.minutes[int(c[14:16]) % 60] + c[16:23] + found.offset)
-                        continue
+            # the common case inline (a zone of whole-hour offsets, an hour already seen); the
+            # checks are _sliceable's, the cheapest first
+            found = hours.get(c[:13])
+            if found is not None and found[0] is not None and c[13] == ":" == c[16]:
+                n = len(c)
+                if n == 20 and c[19] == "Z" and (c[14:16] + c[17:19]).isdigit():
+                    append(found[0] + c[13:19] + found[3])
+                    continue
+                if (
+                    n == 24
+                    and c[19] == "."
+                    and c[23] == "Z"
+                    and (c[14:16] + c[17:19] + c[20:23]).isdigit()
+                ):
+                    append(found[0] + c[13:23] + found[2])
+                    continue
             append(self.text(c) if c else c)
         return out
+
+
+def _sliceable(text: str) -> bool:
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` or ``YYYY-MM-DDTHH:MM:SSZ``, upstream's two spellings, as
+    far as slicing needs (the date and hour are checked once an hour, by parsing them)."""
+    n = len(text)
+    return (
+        (n == 20 or (n == 24 and text[19] == "." and text[20:23].isdigit()))
+        and text[n - 1] == "Z"
+        and text[10] == "T"
+        and text[13] == ":" == text[16]
+        and (text[14:16] + text[17:19]).isdigit()
+    )
 
 
 # --- CSV ---
