@@ -8,7 +8,9 @@ of three runs, in microseconds of CPU a page.
 from __future__ import annotations
 
 import datetime as dt
+import sys
 import time
+from pathlib import Path
 from typing import Any
 
 from reportcore.export import write_export
@@ -17,6 +19,10 @@ from reportcore.jobtypes import JOB_TYPES
 from reportcore.options import ExportOptions, export_options
 from reportcore.ports import SourcePage
 from reportcore.records import FeedIntakeRecord
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from common import parser
 
 SPEC = JOB_TYPES[JobType.FEED_INTAKE_EXPORT]
 COLUMNS = [
@@ -85,7 +91,8 @@ CASES = {
 
 
 def main() -> None:
-    source = pages()
+    args = parser(__doc__).parse_args()
+    source = pages(5_000 if args.smoke else 100_000)
     for name, opts in CASES.items():
         best = float("inf")
         for _ in range(3):

@@ -265,7 +265,8 @@ def main() -> None:
     p.add_argument("--profile", choices=sorted(FORMATS), help="cProfile one export instead")
     p.add_argument("--export-only", action="store_true", help="skip the sequential rate")
     p.add_argument(
-        "--formats", default="csv,ndjson", help=f"which to measure, of {', '.join(FORMATS)}"
+        "--formats",
+        help=f"which to measure, of {', '.join(FORMATS)} (default csv,ndjson; --smoke: all)",
     )
     p.add_argument(
         "--csv-options",
@@ -278,6 +279,7 @@ def main() -> None:
     p.add_argument("--sequential-sec", type=float, default=10.0, help="cap of the sequential run")
     args = p.parse_args()
     rows = 20_000 if args.smoke else args.rows
+    formats = args.formats or (",".join(FORMATS) if args.smoke else "csv,ndjson")
     os.environ["BENCH_CONCURRENCY"] = str(args.concurrency)  # the children read these
     os.environ["BENCH_TRANSPORT"] = args.transport
     os.environ["BENCH_CSV_OPTIONS"] = args.csv_options
@@ -295,7 +297,7 @@ def main() -> None:
             sequential = seq["rows"] / seq["seconds"]
             figure("sequential", sequential, "rows/s")
             figure("sequential_cpu_per_page", 1e6 * seq["cpu"] / seq["pages"], "us")
-        for fmt in args.formats.split(","):
+        for fmt in formats.split(","):
             feed_cpu = cpu_seconds(feed.pid)
             export = run_child("export", fmt, feed.url, rows)
             feed_cpu = cpu_seconds(feed.pid) - feed_cpu
