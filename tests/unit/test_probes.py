@@ -4,6 +4,7 @@ consume loop's heartbeat, /readyz from the database and broker pings."""
 from __future__ import annotations
 
 import datetime as dt
+import socket
 import threading
 import uuid
 from collections.abc import Iterator
@@ -17,7 +18,15 @@ from reportcore.errors import ServiceUnavailable
 from reportcore.jobs import Job, JobType, ReportFormat
 from reportcore.policy import Policy
 from reportcore.testing import FakeClock, InMemoryJobRepository
-from reportsvc.entrypoints.probes import BacklogCollector, Heartbeat, ProbeServer, check_ready
+from reportsvc.entrypoints.containers import build_container
+from reportsvc.entrypoints.probes import (
+    BacklogCollector,
+    Heartbeat,
+    ProbeServer,
+    check_ready,
+    probes_served,
+)
+from reportsvc.entrypoints.settings import Settings
 from tests.clock import pinned_now
 
 
@@ -178,3 +187,32 @@ def test_readings_are_cached_between_close_scrapes() -> None:
     for _ in range(3):
         assert registry.get_sample_value("reportsvc_queue_messages", {"queue": "report.jobs"}) == 1
     assert len(reads) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_the_worker_port_serves_while_the_block_runs_and_is_off_at_0(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    off = build_container(Settings(worker_http_port=0))
+    with probes_served(off, Heartbeat()) as server:
+        assert server is None
+    port = free_port()
+    container = build_container(Settings(worker_http_host="127.0.0.1", worker_http_port=port))
+    with probes_served(container, Heartbeat()) as server:
+        assert server is not None
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert "reportsvc_publish_backlog_jobs 0.0" in scraped
+        # a second worker on the same port runs without one, and says so
+        with probes_served(container, Heartbeat()) as second:
+            assert second is None
+        assert f"worker http not started on 127.0.0.1:{port}" in caplog.text
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz")

@@ -102,22 +102,19 @@ def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Consume ``report.jobs`` until SIGTERM or SIGINT."""
     settings = _settings(env, WORKER_REQUIRED)
     from .containers import Container, wire_service
-    from .probes import start_probes
+    from .probes import probes_served
     from .worker import Worker, stop_on_signals
 
     stop = threading.Event()
     stop_on_signals(stop)
     container = wire_service(Container(), settings)
     container.init_resources()
-    probes = None
     try:
         _check_store(container)
         worker = Worker(container)
-        probes = start_probes(container, worker.heartbeat)
-        worker.run(stop)
+        with probes_served(container, worker.heartbeat):  # /metrics, /healthz, /readyz
+            worker.run(stop)
     finally:
-        if probes is not None:
-            probes.close()
         container.shutdown_resources()
     return EXIT_OK
 

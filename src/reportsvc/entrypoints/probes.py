@@ -14,6 +14,7 @@ and ``/readyz``, served by a stdlib HTTP server in a thread of the worker proces
 from __future__ import annotations
 
 import concurrent.futures
+import contextlib
 import datetime as dt
 import logging
 import threading
@@ -295,3 +296,14 @@ def start_probes(container: Any, heartbeat: Heartbeat) -> ProbeServer | None:
     metrics.REGISTRY.register(collector)
     server.collector = collector
     return server.start()
+
+
+@contextlib.contextmanager
+def probes_served(container: Any, heartbeat: Heartbeat) -> Iterator[ProbeServer | None]:
+    """:func:`start_probes` for the duration of the block, closed after it."""
+    server = start_probes(container, heartbeat)
+    try:
+        yield server
+    finally:
+        if server is not None:
+            server.close()
