@@ -125,3 +125,11 @@ def test_the_alert_rules_pass_promtool() -> None:
     )
     assert done.returncode == 0, done.stdout + done.stderr
     assert "SUCCESS: 5 rules found" in done.stdout
+
+
+def test_every_metric_docs_operations_md_names_is_served() -> None:
+    text = (DEPLOY.parent / "docs" / "operations.md").read_text(encoding="utf-8")
+    documented = set(re.findall(r"`(reportsvc_[a-z0-9_]+)`", text))
+    histograms = {f.name for f in metrics.REGISTRY.collect() if f.type == "histogram"}
+    assert len(documented) >= 15
+    assert documented - served_samples() - histograms == set()
