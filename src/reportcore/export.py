@@ -59,21 +59,6 @@ class _HashingBuffer:
         return ExportResult(rows=rows, size_bytes=self._size, sha256=self._hash.hexdigest())
 
 
-def _cell(value: Any) -> str:
-    """A value as csv.writer writes it: ``None`` as an empty cell, text (a str enum's too) as is,
-    anything else through ``str()`` (floats as well: ``str`` and ``repr`` agree on them)."""
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else str(value)
-
-
-def _quoted(cell: str) -> str:
-    """A cell with minimal quoting: only a delimiter, a quote or a line break needs quotes."""
-    if "," in cell or '"' in cell or "\r" in cell or "\n" in cell:
-        return '"' + cell.replace('"', '""') + '"'
-    return cell
-
-
 def csv_lines(rows: Sequence[Sequence[Any]]) -> bytes:
     """RFC 4180 CSV lines, byte for byte what ``csv.writer`` writes: CRLF-terminated, minimal
     quoting, ``None`` as an empty cell. All rows of a call have one width (a job's columns).
@@ -81,10 +66,12 @@ def csv_lines(rows: Sequence[Sequence[Any]]) -> bytes:
     csv.writer works value by value, which bounds a large export (docs/performance.md has the
     figures). Here ``str.join`` does most of the work, a column of the page at a time: a column
     of text joins as it is, and its joined text shows at once whether any cell needs quotes (a
-    comma beyond the join's own, a quote, a line break); only a column that fails either goes
-    through ``_cell`` or ``_quoted`` cell by cell. Rows of fewer than two cells are left to
-    csv.writer, for its special case: a lone empty cell is written ``""`` (an empty line would
-    be no record at all).
+    comma beyond the join's own, a quote, a line break); only a column that fails either is
+    converted (``None`` as an empty cell, text, a str enum's too, as is, anything else through
+    ``str()``, which agrees with ``repr`` on floats) or quoted cell by cell, in comprehensions
+    (a function call a cell would cost as much as the conversion). Rows of fewer than two
+    cells are left to csv.writer, for its special case: a lone empty cell is written ``""``
+    (an empty line would be no record at all).
     """
     if not rows:
         return b""
@@ -101,10 +88,15 @@ def csv_lines(rows: Sequence[Sequence[Any]]) -> bytes:
             if values.count(None) == len(values):  # an optional field nobody fills in
                 cells = [""] * len(values)
             else:
-                cells = list(map(_cell, values))
+                cells = ["" if v is None else v if isinstance(v, str) else str(v) for v in values]
             joined = ",".join(cells)
         if joined.count(",") != len(rows) - 1 or '"' in joined or "\r" in joined or "\n" in joined:
-            cells = list(map(_quoted, cells))
+            cells = [
+                '"' + c.replace('"', '""') + '"'
+                if "," in c or '"' in c or "\r" in c or "\n" in c
+                else c
+                for c in cells
+            ]
         columns.append(cells)
     return ("\r\n".join(map(",".join, zip(*columns, strict=True))) + "\r\n").encode("utf-8")
 
