@@ -59,7 +59,7 @@ RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonex
     && chown -R reportsvc:reportsvc /data
 USER reportsvc
 VOLUME ["/data/exports"]
-EXPOSE 5129
+EXPOSE 5129 9129
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD wget --quiet --tries=1 --spider "http://127.0.0.1:${APP_PORT:-5129}/api/health" || exit 1
 CMD ["reportsvc", "all", "--reload"]
@@ -87,7 +87,7 @@ COPY --from=build /opt/venv /opt/venv
 USER reportsvc
 WORKDIR /data
 VOLUME ["/data/exports"]
-EXPOSE 5129
+EXPOSE 5129 9129
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
     CMD wget --quiet --tries=1 --spider "http://127.0.0.1:${APP_PORT:-5129}/api/health" || exit 1
 CMD ["reportsvc", "all"]

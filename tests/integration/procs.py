@@ -42,6 +42,8 @@ CONFIG_VARIABLES = frozenset(
         "EXPORT_ROOT",
         "WORKER_CONCURRENCY",
         "WORKER_TENANT_CONCURRENCY",
+        "WORKER_HTTP_HOST",
+        "WORKER_HTTP_PORT",
         "REPORT_MAX_RANGE_DAYS",
         "DEMO_NOW",
         "JWT_SECRET",
@@ -137,6 +139,10 @@ def service_env(
         "APP_PORT": "0",
         "REPORT_RECOVERY_INTERVAL_SEC": "1",
         "LOG_LEVEL": "INFO",
+        # the worker's /metrics port is off unless a test asks for it: workers of one test
+        # (and of tests running at once) would otherwise all want 9129
+        "WORKER_HTTP_HOST": "127.0.0.1",
+        "WORKER_HTTP_PORT": "0",
     }
     return base_env(**(defaults | overrides))
 

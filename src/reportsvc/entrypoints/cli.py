@@ -102,6 +102,7 @@ def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Consume ``report.jobs`` until SIGTERM or SIGINT."""
     settings = _settings(env, WORKER_REQUIRED)
     from .containers import Container, wire_service
+    from .probes import probes_served
     from .worker import Worker, stop_on_signals
 
     stop = threading.Event()
@@ -110,7 +111,9 @@ def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     container.init_resources()
     try:
         _check_store(container)
-        Worker(container).run(stop)
+        worker = Worker(container)
+        with probes_served(container, worker.heartbeat):  # /metrics, /healthz, /readyz
+            worker.run(stop)
     finally:
         container.shutdown_resources()
     return EXIT_OK
@@ -143,6 +146,7 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     from .api import create_app
     from .containers import Container, wire_service
+    from .probes import start_probes
     from .worker import Worker, warn_unconfigured_upstreams
 
     assert settings.database_url is not None  # required above
@@ -157,8 +161,11 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     container = wire_service(Container(), settings)
     container.init_resources()
     worker_thread: threading.Thread | None = None
+    probes = None
     try:
-        worker_thread = threading.Thread(target=Worker(container).run, args=(stop,), name="worker")
+        worker = Worker(container)
+        probes = start_probes(container, worker.heartbeat)
+        worker_thread = threading.Thread(target=worker.run, args=(stop,), name="worker")
         worker_thread.start()
         app = create_app(container)
         relog(settings)
@@ -175,6 +182,8 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         stop.set()
         if worker_thread is not None:
             worker_thread.join()
+        if probes is not None:
+            probes.close()
         container.shutdown_resources()
     return EXIT_OK
 

@@ -32,6 +32,7 @@ from reportcore.testing import (
 from reportcore.usecases import Policy
 from reportsvc.adapters.clock import SystemClock
 
+from .metering import MeteredJobQueue, MeteredJobRepository
 from .settings import Settings
 
 
@@ -123,8 +124,17 @@ def wire_service(container: Container, settings: Settings) -> Container:
 
     container.settings.override(providers.Object(settings))
     pool = providers.Resource(_closing, create_pool, settings.database_url)
-    container.jobs.override(providers.ThreadSafeSingleton(PostgresJobRepository, pool))
-    container.queue.override(providers.Resource(_closing, RabbitMQQueue, settings.rabbitmq_url))
+    # the metered wrappers count creates, finishes and refused publishes (reportsvc.metrics)
+    container.jobs.override(
+        providers.ThreadSafeSingleton(
+            MeteredJobRepository, providers.ThreadSafeSingleton(PostgresJobRepository, pool)
+        )
+    )
+    container.queue.override(
+        providers.Singleton(
+            MeteredJobQueue, providers.Resource(_closing, RabbitMQQueue, settings.rabbitmq_url)
+        )
+    )
     container.consumer.override(providers.Factory(RabbitMQConsumer, settings.rabbitmq_url))
     container.source.override(
         providers.Resource(_closing, HttpRecordSource, upstream_config(settings))
@@ -164,7 +174,10 @@ def wire_embedded(
 
     container.settings.override(providers.Object(settings))
     container.jobs.override(
-        providers.Resource(_closing, SqliteJobRepository, str(data_dir / "jobs.sqlite3"))
+        providers.Singleton(
+            MeteredJobRepository,
+            providers.Resource(_closing, SqliteJobRepository, str(data_dir / "jobs.sqlite3")),
+        )
     )
     # the default in-process queue serves as publisher and consumer
     container.source.override(

@@ -27,6 +27,8 @@ from reportcore.ports import Disposition
 from reportcore.usecases import DEFERRED, Recovery, recover, run_job
 
 from .containers import Container
+from .metering import record_export, running_gauge
+from .probes import Heartbeat
 from .settings import SETTING_TO_VARIABLE, Settings
 
 log = logging.getLogger("reportsvc.worker")
@@ -67,6 +69,7 @@ class Worker:
         self.shares = TenantSlots(
             settings.worker_tenant_concurrency or default_share(settings.worker_concurrency)
         )
+        self.heartbeat = Heartbeat()  # the consume loop's, for the liveness probe (/healthz)
 
     def handle(self, body: bytes, stop: threading.Event) -> Disposition:
         """Run one message's job; the consumer settles the message as the result says."""
@@ -85,7 +88,7 @@ class Worker:
                 clock=c.clock(),
                 policy=c.policy(),
                 stopping=stop.is_set,
-                keep_lease=self._lease_keeper(c.policy().heartbeat_sec),
+                keep_lease=running_gauge(self._lease_keeper(c.policy().heartbeat_sec)),
                 shares=self.shares,
                 queue=c.queue(),
             )
@@ -106,6 +109,7 @@ class Worker:
                 "job failed on an unexpected error",
                 extra={"job_id": outcome.job_id, "traceback": outcome.crash},
             )
+        record_export(outcome, time.monotonic() - began)
         deferred = outcome.status == DEFERRED
         if deferred:
             stop.wait(DEFER_PAUSE_SEC)
@@ -200,7 +204,9 @@ class Worker:
             while not stop.is_set():
                 try:
                     self.container.consumer().run(
-                        lambda body: self.handle(body, stop), concurrency, stop.is_set
+                        lambda body: self.handle(body, stop),
+                        concurrency,
+                        self.heartbeat.watching(stop.is_set),
                     )
                 except Exception as exc:
                     log.warning("consumer failed: %s; starting it again", exc, exc_info=True)

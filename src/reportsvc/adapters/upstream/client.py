@@ -5,7 +5,8 @@ Every client has the configured timeout, connection limits of the host cap, ``tr
 (proxies and ``SSL_CERT_FILE`` from the environment, as httpx reads them), an optional CA
 bundle and client certificate (mTLS), a ``User-Agent`` naming the service and its version,
 ``Accept-Encoding: gzip``, and event hooks that log and count every retry (the retry loop
-marks a request's attempt in its extensions; see :mod:`reportsvc.adapters.upstream.retry`).
+marks a request's attempt in its extensions; see :mod:`reportsvc.adapters.upstream.retry`) and
+count every request and its time to an answer in the Prometheus metrics (:mod:`reportsvc.metrics`).
 
 The clients keep no cookies (:class:`StatelessClient`): one client serves every tenant's
 exports, so a ``Set-Cookie`` answered during one tenant's export must never ride along on
@@ -18,11 +19,14 @@ import importlib.metadata
 import logging
 import ssl
 import threading
+import time
 from collections import Counter
 from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from reportsvc import metrics
 
 from .config import UpstreamConfig
 from .transport import StdlibTransport
@@ -30,6 +34,8 @@ from .transport import StdlibTransport
 log = logging.getLogger("reportsvc.upstream")
 
 ATTEMPT = "farmiq.attempt"  # request extension: 0 for a first try, n for the n-th retry
+UPSTREAM = "farmiq.upstream"  # request extension: the upstream's name, the metrics' label
+_SENT = "farmiq.sent"  # request extension: perf_counter() when the request hook saw it
 DISTRIBUTION = "farmiq-reportsvc"
 
 
@@ -149,15 +155,17 @@ class Clients:
                 "accept": "application/json",
                 "accept-encoding": "gzip",
             },
-            event_hooks={"request": [self._on_request]},
+            event_hooks={"request": [self._on_request], "response": [self._on_response]},
         )
 
     def _on_request(self, request: httpx.Request) -> None:
+        request.extensions[_SENT] = time.perf_counter()
         attempt = request.extensions.get(ATTEMPT, 0)
         if attempt:
             host = request.url.host
             with self._lock:
                 self._retries[host] += 1
+            metrics.UPSTREAM_RETRIES.labels(_upstream_of(request)).inc()
             log.info(
                 "upstream retry",
                 extra={
@@ -167,6 +175,28 @@ class Clients:
                     "trace_id": request.headers.get("x-trace-id"),
                 },
             )
+
+    @staticmethod
+    def _on_response(response: httpx.Response) -> None:
+        _count(response.request, f"{response.status_code // 100}xx")
+
+    @staticmethod
+    def failed(request: httpx.Request) -> None:
+        """Count ``request`` as sent and never answered (connect error, timeout): the
+        response hook never sees it."""
+        _count(request, "error")
+
+
+def _upstream_of(request: httpx.Request) -> str:
+    return metrics.bounded(request.extensions.get(UPSTREAM), metrics.UPSTREAMS)
+
+
+def _count(request: httpx.Request, status_class: str) -> None:
+    upstream = _upstream_of(request)
+    metrics.UPSTREAM_REQUESTS.labels(upstream, status_class).inc()
+    sent = request.extensions.get(_SENT)
+    if sent is not None:
+        metrics.UPSTREAM_DURATION.labels(upstream).observe(time.perf_counter() - sent)
 
 
 class Host:

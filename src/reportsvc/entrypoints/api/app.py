@@ -38,6 +38,7 @@ from .errors import (
     on_unexpected,
 )
 from .guards import PRINCIPAL_KEY, Readiness, action_of, provide_principal, provide_query_tenant
+from .metrics import HttpMetricsMiddleware, prometheus_metrics
 from .middleware import RequestContextMiddleware
 from .routes import (
     BEARER_SCHEME,
@@ -149,7 +150,7 @@ def create_app(container: Container) -> Litestar:
     # handlers registered on one path at app level twice, and it then answers 500.
     files_router = Router(path=JOBS_PATH, route_handlers=[download_file, file_head])
     app = Litestar(
-        route_handlers=[health, health_head, ready, jobs_router, files_router],
+        route_handlers=[health, health_head, ready, prometheus_metrics, jobs_router, files_router],
         dependencies={
             "jobs": Provide(provide_jobs, sync_to_thread=False),
             "queue": Provide(provide_queue, sync_to_thread=False),
@@ -205,5 +206,5 @@ def create_app(container: Container) -> Litestar:
     )
     # App-level `middleware=` runs per route, after routing: it would never see the router's
     # own 404/405 answers. Wrapping the app's ASGI handler puts the ids on every response.
-    app.asgi_handler = RequestContextMiddleware(app.asgi_handler)
+    app.asgi_handler = HttpMetricsMiddleware(RequestContextMiddleware(app.asgi_handler))
     return app
