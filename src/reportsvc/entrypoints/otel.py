@@ -182,10 +182,10 @@ class Tracing:
             "messaging.operation.type": "send",
             "messaging.destination.name": QUEUE,
             "report.job_id": message.job_id,
-            "report.job_type": str(message.job_type),
         }
-        if message.tenant_id:
-            attributes["report.tenant_id"] = message.tenant_id
+        for key, value in (("tenant_id", message.tenant_id), ("job_type", message.job_type)):
+            if value:
+                attributes[f"report.{key}"] = value
         with self._tracer.start_as_current_span(
             f"publish {QUEUE}", kind=SpanKind.PRODUCER, attributes=attributes
         ):
