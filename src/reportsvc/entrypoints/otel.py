@@ -118,9 +118,12 @@ def _job_attributes(body: bytes) -> dict[str, Attribute]:
         fields = msgspec.json.decode(body, type=_JobFields)
     except msgspec.DecodeError:  # the worker refuses it, under this span, and says why
         return {}
-    named = {"report.job_id": fields.job_id, "report.tenant_id": fields.tenant_id}
-    named["report.job_type"] = fields.job_type
-    return {k: v for k, v in named.items() if isinstance(v, str)}
+    named = {
+        "report.job_id": fields.job_id,
+        "report.tenant_id": fields.tenant_id,
+        "report.job_type": fields.job_type,
+    }
+    return {k: v for k, v in named.items() if v is not None}
 
 
 class Tracing:
