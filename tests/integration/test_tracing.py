@@ -5,6 +5,8 @@ small OTLP/HTTP receiver in this test, over real PostgreSQL and RabbitMQ; the up
 demo upstream behind a proxy that records the headers of every request. A create carrying a W3C
 ``traceparent`` must be continued by the API, through the queue message's AMQP headers, into
 the worker and into every upstream request of the job, also those of its window threads.
+The queue's part is also checked alone against the broker: the context rides in the AMQP
+headers, and the body stays byte for byte the old service's.
 """
 
 from __future__ import annotations
@@ -20,9 +22,17 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
+from opentelemetry import trace
+from opentelemetry.sdk.trace import TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from reportcore.jobs import JobType
+from reportcore.ports import Disposition
+from reportsvc.adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue
+from reportsvc.entrypoints.otel import Tracing
 
 from .procs import (
     Proc,
@@ -35,6 +45,8 @@ from .procs import (
     user_token,
 )
 from .test_end_to_end import demo_scope
+from .test_queue_contract import a_message
+from .test_rabbitmq import plain_channel
 
 JOB_DEADLINE_SEC = 60.0
 SPANS_DEADLINE_SEC = 15.0
@@ -332,3 +344,52 @@ def test_without_a_traceparent_the_job_trace_starts_at_the_api(traced: TracedSta
 
     spans = _wait_for_spans(traced, trace_id, "POST /api/v1/reports/jobs", "process report.jobs")
     assert _one(spans, "POST /api/v1/reports/jobs").parent_id == ""  # the root
+
+
+# --- the queue's part, over the real broker ---
+
+
+def test_the_trace_context_rides_in_amqp_headers_and_the_body_stays_the_old_services(
+    amqp_url: str,
+) -> None:
+    exporter = InMemorySpanExporter()
+    provider = TracerProvider(shutdown_on_exit=False)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    tracing = Tracing(provider)
+    message = a_message()
+
+    queue = RabbitMQQueue(amqp_url, around_publish=tracing.publishing)
+    try:
+        queue.publish(message)
+    finally:
+        queue.close()
+    (publish,) = exporter.get_finished_spans()
+    with plain_channel(amqp_url) as channel:
+        method, properties, body = channel.basic_get("report.jobs", auto_ack=False)
+        assert method is not None
+        # byte for byte what a publish without tracing sends (tests/integration/test_rabbitmq.py)
+        assert body == msgspec.json.encode(message)
+        assert properties.delivery_mode == 2
+        assert properties.content_type == "application/json"
+        traceparent = properties.headers["traceparent"]
+        if isinstance(traceparent, bytes):
+            traceparent = traceparent.decode()
+        found = TRACEPARENT.fullmatch(traceparent)
+        assert found
+        assert found.group(1) == format(publish.context.trace_id, "032x")
+        assert found.group(2) == format(publish.context.span_id, "016x")
+        channel.basic_nack(method.delivery_tag, requeue=True)
+
+    stop = threading.Event()
+    handled: list[str] = []
+
+    def handle(delivered: bytes) -> Disposition:
+        handled.append(format(trace.get_current_span().get_span_context().trace_id, "032x"))
+        stop.set()
+        return Disposition.ACK
+
+    RabbitMQConsumer(amqp_url, around_delivery=tracing.consuming).run(handle, 1, stop.is_set)
+    assert handled == [format(publish.context.trace_id, "032x")]
+    process = next(s for s in exporter.get_finished_spans() if s.name == "process report.jobs")
+    assert process.parent is not None and process.parent.span_id == publish.context.span_id
+    provider.shutdown()
