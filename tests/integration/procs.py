@@ -110,8 +110,13 @@ REPORTSVC: tuple[str, ...] = (
 
 
 def base_env(**overrides: str) -> dict[str, str]:
-    """This process's environment without any configuration variable, plus ``overrides``."""
-    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
+    """This process's environment without any configuration variable, plus ``overrides``.
+    ``OTEL_*`` are left out too: tracing is on only in the tests that turn it on."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in CONFIG_VARIABLES and not k.startswith("OTEL_")
+    }
     env["PYTHONUNBUFFERED"] = "1"
     env.update(overrides)
     return env

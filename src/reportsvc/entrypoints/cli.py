@@ -27,6 +27,7 @@ from reportcore.requests import CreateRequest, ValidCreate, validate_create, val
 from .containers import demo_clock, upstream_config
 from .serving import connection_limits, relog, serve
 from .settings import ConfigError, Settings, load_settings
+from .tracing import setup_tracing
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -69,6 +70,16 @@ def _settings(env: Mapping[str, str], required: Sequence[str]) -> Settings:
     return settings
 
 
+def _traced_app(app: Any, tracing: Any) -> Any:
+    """``app`` with a server span per request when tracing is on (OpenTelemetry stays
+    unloaded when it is off)."""
+    if tracing is not None:
+        from .api.spans import ServerSpans
+
+        app.asgi_handler = ServerSpans(app.asgi_handler, tracing.tracer)
+    return app
+
+
 def _check_store(container: Any) -> None:
     from reportcore.errors import StorageFailure
 
@@ -83,14 +94,15 @@ def _check_store(container: Any) -> None:
 def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Serve the HTTP API."""
     settings = _settings(env, API_REQUIRED)
+    tracing = setup_tracing(env, command="api", database=True)
     from .api import create_app
     from .containers import Container, wire_service
 
-    container = wire_service(Container(), settings)
+    container = wire_service(Container(), settings, tracing)
     container.init_resources()
     try:
         _check_store(container)
-        app = create_app(container)
+        app = _traced_app(create_app(container), tracing)
         relog(settings)
         serve(app, settings.host, settings.port, limits=connection_limits(settings))
     finally:
@@ -101,13 +113,14 @@ def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Consume ``report.jobs`` until SIGTERM or SIGINT."""
     settings = _settings(env, WORKER_REQUIRED)
+    tracing = setup_tracing(env, command="worker", database=True)
     from .containers import Container, wire_service
     from .probes import probes_served
     from .worker import Worker, stop_on_signals
 
     stop = threading.Event()
     stop_on_signals(stop)
-    container = wire_service(Container(), settings)
+    container = wire_service(Container(), settings, tracing)
     container.init_resources()
     try:
         _check_store(container)
@@ -157,8 +170,9 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     print(f"schema is up to date (applied {len(applied)})", flush=True)
     warn_unconfigured_upstreams(settings)
 
+    tracing = setup_tracing(env, command="all", database=True)
     stop = threading.Event()
-    container = wire_service(Container(), settings)
+    container = wire_service(Container(), settings, tracing)
     container.init_resources()
     worker_thread: threading.Thread | None = None
     probes = None
@@ -167,7 +181,7 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         probes = start_probes(container, worker.heartbeat)
         worker_thread = threading.Thread(target=worker.run, args=(stop,), name="worker")
         worker_thread.start()
-        app = create_app(container)
+        app = _traced_app(create_app(container), tracing)
         relog(settings)
         # the signal stops both at once: the server finishes in-flight requests while the
         # worker hands its running jobs back

@@ -26,6 +26,7 @@ from reportcore.jobtypes import JOB_TYPES, Upstream
 from reportcore.ports import Disposition
 from reportcore.usecases import DEFERRED, Recovery, recover, run_job
 
+from . import tracing
 from .containers import Container
 from .metering import record_export, running_gauge
 from .probes import Heartbeat
@@ -142,8 +143,10 @@ class Worker:
             def loop() -> None:
                 while not done.wait(every_sec):
                     try:
-                        if not renew():
-                            return  # cancelled or reclaimed: the export stops at its next page
+                        # a renewal a second: no span (and no trace) of its own
+                        with tracing.untraced():
+                            if not renew():
+                                return  # cancelled or reclaimed: the export stops at its next page
                     except Exception as exc:
                         # storage down: the lease may run out, and recovery then retries the job
                         log.warning("lease not renewed: %s: %s", type(exc).__name__, exc)
@@ -184,7 +187,9 @@ class Worker:
     def _recovery_loop(self, stop: threading.Event) -> None:
         interval = self.container.settings().recovery_interval_sec
         while True:
-            self.recover_once()
+            # a pass every few seconds: its SQL makes no trace (a job it publishes does)
+            with tracing.untraced():
+                self.recover_once()
             if stop.wait(interval):
                 return
 

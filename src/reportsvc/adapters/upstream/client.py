@@ -21,6 +21,7 @@ import ssl
 import threading
 import time
 from collections import Counter
+from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
 
@@ -88,13 +89,18 @@ class StatelessClient(httpx.Client):
 
 class Clients:
     """``httpx.Client`` per origin (scheme, host, port), made on first use; ``transport``
-    replaces the network for every origin (tests pass ``httpx.MockTransport``)."""
+    replaces the network for every origin (tests pass ``httpx.MockTransport``); ``on_client``
+    is shown each new client (with tracing on it instruments it: a span per request)."""
 
     def __init__(
-        self, config: UpstreamConfig, transport: httpx.BaseTransport | None = None
+        self,
+        config: UpstreamConfig,
+        transport: httpx.BaseTransport | None = None,
+        on_client: Callable[[httpx.Client], None] | None = None,
     ) -> None:
         self._config = config
         self._transport = transport
+        self._on_client = on_client
         self._clients: dict[str, httpx.Client] = {}
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
@@ -144,7 +150,7 @@ class Clients:
             transport = StdlibTransport(
                 timeout=config.timeout_sec, ssl_context=self._ssl, max_idle=cap
             )
-        return StatelessClient(
+        client = StatelessClient(
             transport=transport,
             verify=self._ssl,
             trust_env=config.trust_env,
@@ -157,6 +163,9 @@ class Clients:
             },
             event_hooks={"request": [self._on_request], "response": [self._on_response]},
         )
+        if self._on_client is not None:
+            self._on_client(client)
+        return client
 
     def _on_request(self, request: httpx.Request) -> None:
         request.extensions[_SENT] = time.perf_counter()

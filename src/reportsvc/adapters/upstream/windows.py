@@ -22,6 +22,7 @@ a request already in flight is abandoned, its thread ending when it returns.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import enum
 import os
@@ -210,8 +211,16 @@ class WindowRun:
         self._next = 0
         self._failure: BaseException | None = None
         count = max(1, min(threads, len(self._tasks)))
+        # Each thread runs in a copy of the caller's context variables (a thread starts with
+        # none): the job's trace context among them, so that the upstream requests of every
+        # window carry the job's trace. One copy each: a context is entered by one thread only.
         self._threads = [
-            threading.Thread(target=self._work, name="upstream-window", daemon=True)
+            threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(self._work,),
+                name="upstream-window",
+                daemon=True,
+            )
             for _ in range(count)
         ]
         for thread in self._threads:

@@ -17,7 +17,7 @@ from litestar.exceptions import (
 )
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
 
@@ -30,6 +30,7 @@ from ..auth import TokenVerifier
 from ..bodies import ClientDisconnected, StrictRequest
 from ..containers import Container
 from ..settings import SETTING_TO_VARIABLE, ConfigError
+from .docs import CSP_HEADER, OfflineSwaggerPlugin, docs_asset
 from .errors import (
     MAX_BODY_BYTES,
     on_client_disconnected,
@@ -150,7 +151,15 @@ def create_app(container: Container) -> Litestar:
     # handlers registered on one path at app level twice, and it then answers 500.
     files_router = Router(path=JOBS_PATH, route_handlers=[download_file, file_head])
     app = Litestar(
-        route_handlers=[health, health_head, ready, prometheus_metrics, jobs_router, files_router],
+        route_handlers=[
+            health,
+            health_head,
+            ready,
+            prometheus_metrics,
+            docs_asset,
+            jobs_router,
+            files_router,
+        ],
         dependencies={
             "jobs": Provide(provide_jobs, sync_to_thread=False),
             "queue": Provide(provide_queue, sync_to_thread=False),
@@ -171,9 +180,14 @@ def create_app(container: Container) -> Litestar:
             version=API_VERSION,
             path="/api-docs",
             openapi_router=Router(
-                "/api-docs", route_handlers=[], include_in_schema=False, guards=[no_html_404]
+                "/api-docs",
+                route_handlers=[],
+                include_in_schema=False,
+                guards=[no_html_404],
+                response_headers=[CSP_HEADER],
             ),
-            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
+            # Swagger UI from the installed package, no CDN: the docs work offline (docs.py)
+            render_plugins=[OfflineSwaggerPlugin(path="/"), JsonRenderPlugin()],
             components=Components(
                 security_schemes={
                     BEARER_SCHEME: SecurityScheme(
