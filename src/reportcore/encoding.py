@@ -21,27 +21,6 @@ UTF8_BOM = b"\xef\xbb\xbf"
 MAX_CACHED_HOURS = 100_000
 
 
-def _cell(value: Any) -> str:
-    """A value as csv.writer writes it: ``None`` as an empty cell, text (a str enum's too) as is,
-    anything else through ``str()`` (floats as well: ``str`` and ``repr`` agree on them)."""
-    if value is None:
-        return ""
-    return value if isinstance(value, str) else str(value)
-
-
-def _quoter(delimiter: str) -> Callable[[str], str]:
-    def quoted(cell: str) -> str:
-        """Minimal quoting: only a delimiter, a quote or a line break needs quotes."""
-        if delimiter in cell or '"' in cell or "\r" in cell or "\n" in cell:
-            return '"' + cell.replace('"', '""') + '"'
-        return cell
-
-    return quoted
-
-
-_QUOTERS = {d: _quoter(d) for d in (",", ";", "\t", "|")}
-
-
 def csv_lines(
     rows: Sequence[Sequence[Any]],
     delimiter: str = ",",
@@ -55,38 +34,46 @@ def csv_lines(
     figures). Here ``str.join`` does most of the work, a column of the page at a time: a column
     of text joins as it is, and its joined text shows at once whether any cell needs quotes (a
     delimiter beyond the join's own, a quote, a line break); only a column that fails either
-    goes through ``_cell`` or the quoting cell by cell. ``convert`` maps a column's index to a
+    is converted (``None`` as an empty cell, text, a str enum's too, as is, anything else
+    through ``str()``, which agrees with ``repr`` on floats) or quoted cell by cell, in
+    comprehensions (a function call a cell would cost as much as the conversion). ``convert``
+    maps a column's index to a
     function of its cells (as text) giving the cells written (instants written in a zone). A
     row of one empty cell is written ``""``, as csv.writer does: an empty line would be no
     record at all.
     """
     if not rows:
         return b""
-    quoted = _QUOTERS.get(delimiter) or _quoter(delimiter)
+    d = delimiter
     limit = len(rows) - 1
     columns: list[Sequence[str]] = []
     for index, values in enumerate(zip(*rows, strict=True)):
         try:
             cells: Sequence[str] = values
-            joined = delimiter.join(cells)
+            joined = d.join(cells)
         except TypeError:  # a None or a number among them
             if values.count(None) == len(values):  # an optional field nobody fills in
                 cells = [""] * len(values)
             else:
-                cells = list(map(_cell, values))
-            joined = delimiter.join(cells)
+                cells = ["" if v is None else v if isinstance(v, str) else str(v) for v in values]
+            joined = d.join(cells)
         if convert is not None and index in convert:
             cells = convert[index](cells)
-            joined = delimiter.join(cells)
-        if joined.count(delimiter) != limit or '"' in joined or "\r" in joined or "\n" in joined:
-            cells = list(map(quoted, cells))
+            joined = d.join(cells)
+        if joined.count(d) != limit or '"' in joined or "\r" in joined or "\n" in joined:
+            cells = [
+                '"' + c.replace('"', '""') + '"'
+                if d in c or '"' in c or "\r" in c or "\n" in c
+                else c
+                for c in cells
+            ]
         columns.append(cells)
     if not columns:  # rows of no cells: empty lines, as csv.writer writes them
         return (newline * len(rows)).encode("utf-8")
     if len(columns) == 1:
         lines = ['""' if c == "" else c for c in columns[0]]
     else:
-        lines = list(map(delimiter.join, zip(*columns, strict=True)))
+        lines = list(map(d.join, zip(*columns, strict=True)))
     return (newline.join(lines) + newline).encode("utf-8")
 
 

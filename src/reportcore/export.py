@@ -60,11 +60,10 @@ class _HashingBuffer:
             self.flush()
 
     def flush(self) -> None:
-        if self._buf:
-            chunk = bytes(self._buf)
-            self._hash.update(chunk)
-            self._size += len(chunk)
-            self._writer.write(chunk)
+        if self._buf:  # handed over as it is: a writer copies what it keeps (FileWriter)
+            self._hash.update(self._buf)
+            self._size += len(self._buf)
+            self._writer.write(self._buf)
             self._buf.clear()
 
     def result(self, rows: int) -> ExportResult:

@@ -235,7 +235,10 @@ class RowEncoder(Protocol):
 class FileWriter(Protocol):
     """A file being written; invisible under its final name until :meth:`commit`."""
 
-    def write(self, data: bytes | bytearray | memoryview) -> None: ...
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        """Append ``data``. It is the caller's again once this returns (the exporter reuses
+        its buffer): keep a copy, never the object."""
+        ...
 
     def commit(self) -> str:
         """Make the file visible under its final name; returns its location."""

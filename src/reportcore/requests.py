@@ -15,7 +15,13 @@ import msgspec
 from .errors import ValidationError
 from .jobs import Compression, CsvOptions, JobStatus, JobType, ReportFormat, Scope
 from .jobtypes import JOB_TYPES, JobTypeSpec
-from .options import check_applies, validate_columns, validate_timezone
+from .options import (
+    ExportOptions,
+    check_applies,
+    export_options,
+    validate_columns,
+    validate_timezone,
+)
 
 MAX_IDEMPOTENCY_KEY = 200
 # The dates a job may name. The upstreams take them as instants (``T00:00:00Z`` to
@@ -274,6 +280,17 @@ def validate_create(req: CreateRequest, *, header_key: str | None = None) -> Val
         csv=req.csv,
         columns=validate_columns(spec, req.columns),
         timezone=validate_timezone(req.timezone),
+    )
+
+
+def options_of_create(valid: ValidCreate) -> ExportOptions:
+    """The export options of a checked create request, as the encoders read them."""
+    return export_options(
+        JOB_TYPES[valid.job_type],
+        compression=valid.compression,
+        csv=valid.csv,
+        columns=valid.columns,
+        timezone=valid.timezone,
     )
 
 

@@ -76,6 +76,9 @@ class RunOutcome(msgspec.Struct, frozen=True, kw_only=True):
     status: str  # the job's status afterwards, or why nothing was done
     detail: str = ""
     crash: str = ""  # the traceback of a bug that failed the job, for the worker's log
+    # a succeeded export: the job as it was stored and the rows of its file (for metrics)
+    job: Job | None = None
+    rows: int | None = None
 
 
 def run_job(
@@ -268,6 +271,8 @@ def _export(
         job_id=job.id,
         status=done.status.value,
         detail=f"{exported.rows} rows, {exported.size_bytes} bytes",
+        job=done,
+        rows=exported.rows,
     )
 
 

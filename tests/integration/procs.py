@@ -42,6 +42,8 @@ CONFIG_VARIABLES = frozenset(
         "EXPORT_ROOT",
         "WORKER_CONCURRENCY",
         "WORKER_TENANT_CONCURRENCY",
+        "WORKER_HTTP_HOST",
+        "WORKER_HTTP_PORT",
         "REPORT_MAX_RANGE_DAYS",
         "DEMO_NOW",
         "JWT_SECRET",
@@ -108,8 +110,13 @@ REPORTSVC: tuple[str, ...] = (
 
 
 def base_env(**overrides: str) -> dict[str, str]:
-    """This process's environment without any configuration variable, plus ``overrides``."""
-    env = {k: v for k, v in os.environ.items() if k not in CONFIG_VARIABLES}
+    """This process's environment without any configuration variable, plus ``overrides``.
+    ``OTEL_*`` are left out too: tracing is on only in the tests that turn it on."""
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in CONFIG_VARIABLES and not k.startswith("OTEL_")
+    }
     env["PYTHONUNBUFFERED"] = "1"
     env.update(overrides)
     return env
@@ -137,6 +144,10 @@ def service_env(
         "APP_PORT": "0",
         "REPORT_RECOVERY_INTERVAL_SEC": "1",
         "LOG_LEVEL": "INFO",
+        # the worker's /metrics port is off unless a test asks for it: workers of one test
+        # (and of tests running at once) would otherwise all want 9129
+        "WORKER_HTTP_HOST": "127.0.0.1",
+        "WORKER_HTTP_PORT": "0",
     }
     return base_env(**(defaults | overrides))
 

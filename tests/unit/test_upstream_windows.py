@@ -355,3 +355,32 @@ def test_the_requests_carry_user_agent_gzip_and_count_retries_in_the_hook() -> N
     assert seen[0].headers["user-agent"].startswith("farmiq-reportsvc/")
     assert seen[0].headers["accept-encoding"] == "gzip"
     assert msgspec.json.decode(b"[]") == []
+
+
+def test_a_cookie_one_upstream_answer_sets_is_never_sent_on_a_later_request() -> None:
+    """One client serves every tenant's exports: a Set-Cookie must not cross between them."""
+    seen: list[httpx.Request] = []
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        seen.append(req)
+        return httpx.Response(
+            200, json={"items": []}, headers={"set-cookie": "session=tenant-a; Path=/"}
+        )
+
+    config = UpstreamConfig(weighvision_url=URL)
+    request = SourceRequest(
+        job_id="j",
+        tenant_id="t1",
+        job_type=JobType.WEIGHVISION_EXPORT,
+        scope=SCOPE,
+        upstream_filters={},
+    )
+    with HttpRecordSource(config, transport=httpx.MockTransport(upstream)) as source:
+        for _ in range(2):
+            assert [len(p) for p in source.pages(request)] == [0]
+        client = source.clients.client(URL)
+        assert not client.cookies
+        with pytest.raises(TypeError):
+            client.cookies = {"session": "x"}
+    assert len(seen) == 2
+    assert "cookie" not in seen[1].headers

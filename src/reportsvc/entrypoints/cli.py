@@ -21,14 +21,20 @@ import msgspec
 from reportcore.errors import ExportFailure, StorageFailure, ValidationError
 from reportcore.jobs import file_name_for
 from reportcore.jobtypes import JOB_TYPES, Upstream
-from reportcore.options import export_options
 from reportcore.pipeline import ExportProgress, export_records
-from reportcore.requests import CreateRequest, ValidCreate, validate_create, validate_tenant_id
+from reportcore.requests import (
+    CreateRequest,
+    ValidCreate,
+    options_of_create,
+    validate_create,
+    validate_tenant_id,
+)
 
 from .containers import demo_clock, upstream_config
-from .export_flags import add_option_flags, option_fields
+from .export_flags import add_option_flags, request_body
 from .serving import connection_limits, relog, serve
 from .settings import ConfigError, Settings, load_settings
+from .tracing import setup_tracing
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -71,6 +77,16 @@ def _settings(env: Mapping[str, str], required: Sequence[str]) -> Settings:
     return settings
 
 
+def _traced_app(app: Any, tracing: Any) -> Any:
+    """``app`` with a server span per request when tracing is on (OpenTelemetry stays
+    unloaded when it is off)."""
+    if tracing is not None:
+        from .api.spans import ServerSpans
+
+        app.asgi_handler = ServerSpans(app.asgi_handler, tracing.tracer)
+    return app
+
+
 def _check_store(container: Any) -> None:
     from reportcore.errors import StorageFailure
 
@@ -85,14 +101,15 @@ def _check_store(container: Any) -> None:
 def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Serve the HTTP API."""
     settings = _settings(env, API_REQUIRED)
+    tracing = setup_tracing(env, command="api", database=True)
     from .api import create_app
     from .containers import Container, wire_service
 
-    container = wire_service(Container(), settings)
+    container = wire_service(Container(), settings, tracing)
     container.init_resources()
     try:
         _check_store(container)
-        app = create_app(container)
+        app = _traced_app(create_app(container), tracing)
         relog(settings)
         serve(app, settings.host, settings.port, limits=connection_limits(settings))
     finally:
@@ -103,16 +120,20 @@ def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Consume ``report.jobs`` until SIGTERM or SIGINT."""
     settings = _settings(env, WORKER_REQUIRED)
+    tracing = setup_tracing(env, command="worker", database=True)
     from .containers import Container, wire_service
+    from .probes import probes_served
     from .worker import Worker, stop_on_signals
 
     stop = threading.Event()
     stop_on_signals(stop)
-    container = wire_service(Container(), settings)
+    container = wire_service(Container(), settings, tracing)
     container.init_resources()
     try:
         _check_store(container)
-        Worker(container).run(stop)
+        worker = Worker(container)
+        with probes_served(container, worker.heartbeat):  # /metrics, /healthz, /readyz
+            worker.run(stop)
     finally:
         container.shutdown_resources()
     return EXIT_OK
@@ -145,6 +166,7 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     from .api import create_app
     from .containers import Container, wire_service
+    from .probes import start_probes
     from .worker import Worker, warn_unconfigured_upstreams
 
     assert settings.database_url is not None  # required above
@@ -155,14 +177,18 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     print(f"schema is up to date (applied {len(applied)})", flush=True)
     warn_unconfigured_upstreams(settings)
 
+    tracing = setup_tracing(env, command="all", database=True)
     stop = threading.Event()
-    container = wire_service(Container(), settings)
+    container = wire_service(Container(), settings, tracing)
     container.init_resources()
     worker_thread: threading.Thread | None = None
+    probes = None
     try:
-        worker_thread = threading.Thread(target=Worker(container).run, args=(stop,), name="worker")
+        worker = Worker(container)
+        probes = start_probes(container, worker.heartbeat)
+        worker_thread = threading.Thread(target=worker.run, args=(stop,), name="worker")
         worker_thread.start()
-        app = create_app(container)
+        app = _traced_app(create_app(container), tracing)
         relog(settings)
         # the signal stops both at once: the server finishes in-flight requests while the
         # worker hands its running jobs back
@@ -177,6 +203,8 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         stop.set()
         if worker_thread is not None:
             worker_thread.join()
+        if probes is not None:
+            probes.close()
         container.shutdown_resources()
     return EXIT_OK
 
@@ -225,41 +253,14 @@ def _no_bar(progress: ExportProgress) -> None:
     """Not a terminal: nothing to redraw."""
 
 
-def _filters(items: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise Failure(f"--filter must be key=value, got {item!r}", EXIT_USAGE)
-        # a repeated key means "any of these values"
-        if key in out:
-            prior = out[key]
-            out[key] = [*prior, value] if isinstance(prior, list) else [prior, value]
-        else:
-            out[key] = value
-    return out
-
-
 def _export_request(args: argparse.Namespace) -> ValidCreate:
     """The export's flags as a create request, checked as the API checks one."""
     try:
-        request = msgspec.convert(
-            {
-                "job_type": args.job_type,
-                "format": args.format,
-                "farm_id": args.farm_id,
-                "barn_id": args.barn_id,
-                "batch_id": args.batch_id,
-                "start_date": args.start_date,
-                "end_date": args.end_date,
-                "filters": _filters(args.filter),
-                **option_fields(args),
-            },
-            type=CreateRequest,
-        )
-        return validate_create(request)
+        return validate_create(msgspec.convert(request_body(args), type=CreateRequest))
     except (msgspec.ValidationError, ValidationError) as exc:
         raise Failure(f"invalid export: {exc}", EXIT_USAGE) from exc
+    except ValueError as exc:  # a flag that spells no request (--filter without "=")
+        raise Failure(str(exc), EXIT_USAGE) from exc
 
 
 def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -318,13 +319,7 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 source=source,
                 open_file=open_file,
                 on_progress=_no_bar if bar is None else bar.update,
-                options=export_options(
-                    spec,
-                    compression=valid.compression,
-                    csv=valid.csv,
-                    columns=valid.columns,
-                    timezone=valid.timezone,
-                ),
+                options=options_of_create(valid),
                 formats=row_formats(),
             )
         except ExportFailure as exc:

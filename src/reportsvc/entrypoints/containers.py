@@ -16,7 +16,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import msgspec
 from dependency_injector import containers, providers
@@ -33,7 +33,11 @@ from reportcore.testing import (
 from reportcore.usecases import Policy
 from reportsvc.adapters.clock import SystemClock
 
+from .metering import MeteredJobQueue, MeteredJobRepository
 from .settings import Settings
+
+if TYPE_CHECKING:
+    from .otel import Tracing
 
 
 def policy_from(settings: Settings) -> Policy:
@@ -125,19 +129,40 @@ def upstream_config(settings: Settings, **urls: str | None) -> Any:
     )
 
 
-def wire_service(container: Container, settings: Settings) -> Container:
-    """Wire the scaled-out service: PostgreSQL, RabbitMQ, HTTP upstreams, the file store."""
+def wire_service(
+    container: Container, settings: Settings, tracing: Tracing | None = None
+) -> Container:
+    """Wire the scaled-out service: PostgreSQL, RabbitMQ, HTTP upstreams, the file store;
+    with ``tracing``, the adapters get its hooks (publish and delivery spans carrying the trace
+    context in AMQP headers, instrumented upstream clients)."""
     from reportsvc.adapters.postgres import PostgresJobRepository, create_pool
     from reportsvc.adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue
     from reportsvc.adapters.upstream import HttpRecordSource
 
+    hooks: dict[str, dict[str, Any]] = {"queue": {}, "consumer": {}, "source": {}}
+    if tracing is not None:
+        hooks["queue"]["around_publish"] = tracing.publishing
+        hooks["consumer"]["around_delivery"] = tracing.consuming
+        hooks["source"]["on_client"] = tracing.instrument_client
     container.settings.override(providers.Object(settings))
     pool = providers.Resource(_closing, create_pool, settings.database_url)
-    container.jobs.override(providers.ThreadSafeSingleton(PostgresJobRepository, pool))
-    container.queue.override(providers.Resource(_closing, RabbitMQQueue, settings.rabbitmq_url))
-    container.consumer.override(providers.Factory(RabbitMQConsumer, settings.rabbitmq_url))
+    # the metered wrappers count creates, finishes and refused publishes (reportsvc.metrics)
+    container.jobs.override(
+        providers.ThreadSafeSingleton(
+            MeteredJobRepository, providers.ThreadSafeSingleton(PostgresJobRepository, pool)
+        )
+    )
+    container.queue.override(
+        providers.Singleton(
+            MeteredJobQueue,
+            providers.Resource(_closing, RabbitMQQueue, settings.rabbitmq_url, **hooks["queue"]),
+        )
+    )
+    container.consumer.override(
+        providers.Factory(RabbitMQConsumer, settings.rabbitmq_url, **hooks["consumer"])
+    )
     container.source.override(
-        providers.Resource(_closing, HttpRecordSource, upstream_config(settings))
+        providers.Resource(_closing, HttpRecordSource, upstream_config(settings), **hooks["source"])
     )
     container.store.override(file_store(settings))
     return container
@@ -174,7 +199,10 @@ def wire_embedded(
 
     container.settings.override(providers.Object(settings))
     container.jobs.override(
-        providers.Resource(_closing, SqliteJobRepository, str(data_dir / "jobs.sqlite3"))
+        providers.Singleton(
+            MeteredJobRepository,
+            providers.Resource(_closing, SqliteJobRepository, str(data_dir / "jobs.sqlite3")),
+        )
     )
     # the default in-process queue serves as publisher and consumer
     container.source.override(

@@ -1,8 +1,10 @@
-"""The export options as flags of ``reportsvc export``: one flag per option of the API."""
+"""The flags of ``reportsvc export`` as a create request's body: the scope, the filters, and one
+flag per export option of the API."""
 
 from __future__ import annotations
 
 import argparse
+from collections.abc import Sequence
 from typing import Any
 
 _DELIMITERS = {",": ",", ";": ";", "|": "|", "tab": "\t", "\\t": "\t", "\t": "\t"}
@@ -48,3 +50,34 @@ def option_fields(args: argparse.Namespace) -> dict[str, Any]:
     if args.timezone is not None:
         fields["timezone"] = args.timezone
     return fields
+
+
+def filters(items: Sequence[str]) -> dict[str, Any]:
+    """``--filter key=value`` flags as a filters object; a repeated key means any of its values.
+    ``ValueError`` for an item without ``=``."""
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--filter must be key=value, got {item!r}")
+        if key in out:
+            prior = out[key]
+            out[key] = [*prior, value] if isinstance(prior, list) else [prior, value]
+        else:
+            out[key] = value
+    return out
+
+
+def request_body(args: argparse.Namespace) -> dict[str, Any]:
+    """The create request the flags spell, to be checked as the API checks one."""
+    return {
+        "job_type": args.job_type,
+        "format": args.format,
+        "farm_id": args.farm_id,
+        "barn_id": args.barn_id,
+        "batch_id": args.batch_id,
+        "start_date": args.start_date,
+        "end_date": args.end_date,
+        "filters": filters(args.filter),
+        **option_fields(args),
+    }

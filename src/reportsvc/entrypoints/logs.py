@@ -134,6 +134,18 @@ class JsonFormatter(logging.Formatter):
         return msgspec.json.encode(_fields(record), enc_hook=str).decode()
 
 
+# filters every handler set up from now on runs after the redaction (tracing's span ids)
+_RECORD_FILTERS: list[logging.Filter] = []
+
+
+def add_record_filter(record_filter: logging.Filter) -> None:
+    """Run ``record_filter`` on every record from now on, also once logging is set up again
+    (the API sets it up a second time after Litestar replaced the handlers)."""
+    _RECORD_FILTERS.append(record_filter)
+    for handler in logging.getLogger().handlers:
+        handler.addFilter(record_filter)
+
+
 def setup_logging(
     settings: Settings, *, extra_secrets: Iterable[str] = (), stream: IO[str] | None = None
 ) -> logging.Handler:
@@ -151,6 +163,8 @@ def setup_logging(
     ]
     handler = logging.StreamHandler(stream or sys.stderr)
     handler.addFilter(RedactingFilter(s for s in secrets if s))
+    for record_filter in _RECORD_FILTERS:
+        handler.addFilter(record_filter)
     handler.setFormatter(JsonFormatter() if settings.log_format == "json" else TextFormatter())
     root = logging.getLogger()
     for old in list(root.handlers):

@@ -68,6 +68,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     demo_now: dt.datetime | None = None
     # how many jobs of one tenant one worker process runs at once (None: all slots but one)
     worker_tenant_concurrency: int | None = None
+    # the worker's /metrics, /healthz and /readyz (docs/operations.md); port 0 turns it off
+    worker_http_host: str = "0.0.0.0"
+    worker_http_port: int = 9129
     http_header_timeout_sec: float = 10.0
     http_body_timeout_sec: float = 30.0
     http_max_connections: int = 1000
@@ -126,6 +129,8 @@ _VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("REPORT_MAX_RANGE_DAYS",), "max_range_days", "range_days"),
     (("DEMO_NOW",), "demo_now", "instant"),
     (("WORKER_TENANT_CONCURRENCY",), "worker_tenant_concurrency", "positive_int"),
+    (("WORKER_HTTP_HOST",), "worker_http_host", "str"),
+    (("WORKER_HTTP_PORT",), "worker_http_port", "port"),
     (("HTTP_HEADER_TIMEOUT_SEC",), "http_header_timeout_sec", "positive_float"),
     (("HTTP_BODY_TIMEOUT_SEC",), "http_body_timeout_sec", "positive_float"),
     (("HTTP_MAX_CONNECTIONS",), "http_max_connections", "positive_int"),

@@ -26,7 +26,10 @@ from reportcore.jobtypes import JOB_TYPES, Upstream
 from reportcore.ports import Disposition
 from reportcore.usecases import DEFERRED, Recovery, recover, run_job
 
+from . import tracing
 from .containers import Container
+from .metering import record_export, running_gauge
+from .probes import Heartbeat
 from .settings import SETTING_TO_VARIABLE, Settings
 
 log = logging.getLogger("reportsvc.worker")
@@ -67,6 +70,7 @@ class Worker:
         self.shares = TenantSlots(
             settings.worker_tenant_concurrency or default_share(settings.worker_concurrency)
         )
+        self.heartbeat = Heartbeat()  # the consume loop's, for the liveness probe (/healthz)
 
     def handle(self, body: bytes, stop: threading.Event) -> Disposition:
         """Run one message's job; the consumer settles the message as the result says."""
@@ -85,7 +89,7 @@ class Worker:
                 clock=c.clock(),
                 policy=c.policy(),
                 stopping=stop.is_set,
-                keep_lease=self._lease_keeper(c.policy().heartbeat_sec),
+                keep_lease=running_gauge(self._lease_keeper(c.policy().heartbeat_sec)),
                 shares=self.shares,
                 queue=c.queue(),
                 formats=c.formats(),
@@ -107,6 +111,7 @@ class Worker:
                 "job failed on an unexpected error",
                 extra={"job_id": outcome.job_id, "traceback": outcome.crash},
             )
+        record_export(outcome, time.monotonic() - began)
         deferred = outcome.status == DEFERRED
         if deferred:
             stop.wait(DEFER_PAUSE_SEC)
@@ -139,8 +144,10 @@ class Worker:
             def loop() -> None:
                 while not done.wait(every_sec):
                     try:
-                        if not renew():
-                            return  # cancelled or reclaimed: the export stops at its next page
+                        # a renewal a second: no span (and no trace) of its own
+                        with tracing.untraced():
+                            if not renew():
+                                return  # cancelled or reclaimed: the export stops at its next page
                     except Exception as exc:
                         # storage down: the lease may run out, and recovery then retries the job
                         log.warning("lease not renewed: %s: %s", type(exc).__name__, exc)
@@ -181,7 +188,9 @@ class Worker:
     def _recovery_loop(self, stop: threading.Event) -> None:
         interval = self.container.settings().recovery_interval_sec
         while True:
-            self.recover_once()
+            # a pass every few seconds: its SQL makes no trace (a job it publishes does)
+            with tracing.untraced():
+                self.recover_once()
             if stop.wait(interval):
                 return
 
@@ -201,7 +210,9 @@ class Worker:
             while not stop.is_set():
                 try:
                     self.container.consumer().run(
-                        lambda body: self.handle(body, stop), concurrency, stop.is_set
+                        lambda body: self.handle(body, stop),
+                        concurrency,
+                        self.heartbeat.watching(stop.is_set),
                     )
                 except Exception as exc:
                     log.warning("consumer failed: %s; starting it again", exc, exc_info=True)

@@ -3,10 +3,11 @@ on the connection's own thread."""
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import logging
 import threading
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
@@ -29,6 +30,12 @@ from .topology import (
 )
 
 log = logging.getLogger(__name__)
+
+AroundDelivery = Callable[
+    [Mapping[str, Any] | None, bytes], contextlib.AbstractContextManager[object]
+]
+"""Wraps the handling of one delivery, given its AMQP headers and body (with tracing on: the
+job's span, continuing the trace context the headers carry)."""
 
 
 class _Session:
@@ -62,9 +69,15 @@ class RabbitMQConsumer:
     """
 
     def __init__(
-        self, url: str, *, reconnect_max_delay: float = 10.0, heartbeat: int = HEARTBEAT_SEC
+        self,
+        url: str,
+        *,
+        reconnect_max_delay: float = 10.0,
+        heartbeat: int = HEARTBEAT_SEC,
+        around_delivery: AroundDelivery | None = None,
     ) -> None:
         self._url = url
+        self._around = around_delivery
         self._where = describe_url(url)
         self._max_delay = reconnect_max_delay
         self._heartbeat = heartbeat
@@ -168,7 +181,8 @@ class RabbitMQConsumer:
         body: bytes,
     ) -> None:
         session.in_flight += 1
-        pool.submit(self._work, session, handle, stop, method.delivery_tag, body)
+        headers = getattr(properties, "headers", None)
+        pool.submit(self._work, session, handle, stop, method.delivery_tag, body, headers)
 
     def _settle(self, session: _Session, tag: int, disposition: Disposition) -> None:
         session.in_flight -= 1
@@ -190,6 +204,7 @@ class RabbitMQConsumer:
         stop: Callable[[], bool],
         tag: int,
         body: bytes,
+        headers: Mapping[str, Any] | None = None,
     ) -> None:
         if session.over.is_set():
             return  # its connection is gone, so the broker redelivers it elsewhere
@@ -198,7 +213,12 @@ class RabbitMQConsumer:
             disposition = Disposition.REQUEUE
         else:
             try:
-                disposition = handle(body)
+                with (
+                    contextlib.nullcontext()
+                    if self._around is None
+                    else self._around(headers, body)
+                ):
+                    disposition = handle(body)
             except Exception:
                 log.exception("job handler failed; the message goes back to the queue")
                 disposition = Disposition.REQUEUE

@@ -9,12 +9,13 @@ thread's connection and loop).
 
 from __future__ import annotations
 
+import contextlib
 import enum
 import logging
 import queue as stdqueue
 import threading
 import time
-from collections.abc import Callable, Sized
+from collections.abc import Callable, Mapping, Sized
 from concurrent.futures import Future
 
 import msgspec
@@ -29,25 +30,32 @@ from .topology import (
     FIRST_RETRY_DELAY_SEC,
     HEARTBEAT_SEC,
     IDLE_TICK_SEC,
-    MESSAGE_PROPERTIES,
     PING_TIMEOUT_SEC,
     QUEUE,
     close_quietly,
     connection_parameters,
     declare_topology,
     describe_url,
+    message_properties,
 )
 
 log = logging.getLogger(__name__)
+
+AroundPublish = Callable[[JobMessage], contextlib.AbstractContextManager[Mapping[str, str]]]
+"""Wraps one publish (a span, with tracing on) and gives the AMQP headers to send with it."""
+_NO_HEADERS: contextlib.AbstractContextManager[Mapping[str, str]] = contextlib.nullcontext({})
 
 
 class _Request:
     """One call waiting for a publisher thread: a message to publish, or a ping."""
 
-    __slots__ = ("body", "deadline", "future")
+    __slots__ = ("body", "deadline", "future", "headers")
 
-    def __init__(self, body: bytes | None, timeout: float) -> None:
+    def __init__(
+        self, body: bytes | None, timeout: float, headers: Mapping[str, str] | None = None
+    ) -> None:
         self.body = body
+        self.headers = headers
         self.deadline = time.monotonic() + timeout
         self.future: Future[None] = Future()
 
@@ -209,12 +217,14 @@ class RabbitMQQueue:
         reconnect_max_delay: float = 5.0,
         heartbeat: int = HEARTBEAT_SEC,
         max_publishers: int = 8,
+        around_publish: AroundPublish | None = None,
     ) -> None:
         if confirm_timeout <= 0:
             raise ValueError("confirm_timeout must be greater than 0")
         if max_publishers < 1:
             raise ValueError("max_publishers must be at least 1")
         self._confirm_timeout = confirm_timeout
+        self._around_publish = around_publish
         broker = _Broker(
             url=url, where=describe_url(url), heartbeat=heartbeat, timeout=confirm_timeout
         )
@@ -228,9 +238,11 @@ class RabbitMQQueue:
     def publish(self, message: JobMessage) -> None:
         """Publish ``message`` persistently; return once the broker confirmed it."""
         body = msgspec.json.encode(message)
-        request = _Request(body, self._confirm_timeout)
-        self._inbox.put(request, QueueUnavailable, self._start)
-        self._await(request, self._confirm_timeout, QueueUnavailable, "confirm the message")
+        around = self._around_publish
+        with _NO_HEADERS if around is None else around(message) as headers:
+            request = _Request(body, self._confirm_timeout, headers)
+            self._inbox.put(request, QueueUnavailable, self._start)
+            self._await(request, self._confirm_timeout, QueueUnavailable, "confirm the message")
 
     def ping(self) -> None:
         """Raise :class:`ServiceUnavailable` unless the broker answers within ~2 s."""
@@ -300,7 +312,7 @@ class _PublisherThread:
             if request.body is None:
                 self._ping_now()
             else:
-                self._publish_now(request.body, request.deadline)
+                self._publish_now(request.body, request.deadline, request.headers)
         except ReportError as exc:
             request.future.set_exception(exc)
         except Exception as exc:
@@ -321,15 +333,16 @@ class _PublisherThread:
             log.warning("publisher connection to %s lost: %s", self._broker.where, exc)
             self._drop()
 
-    def _publish_now(self, body: bytes, deadline: float) -> None:
+    def _publish_now(
+        self, body: bytes, deadline: float, headers: Mapping[str, str] | None = None
+    ) -> None:
         # A connection that died since the last publish is only found out by using it; one
         # more try on a fresh connection keeps a broker restart from failing the next create.
+        properties = message_properties(headers)
         for attempt in (1, 2):
             channel = self._ensure_channel(honour_backoff=True)
             try:
-                channel.basic_publish(
-                    "", QUEUE, body, properties=MESSAGE_PROPERTIES, mandatory=True
-                )
+                channel.basic_publish("", QUEUE, body, properties=properties, mandatory=True)
                 return
             except pika.exceptions.NackError:
                 raise QueueUnavailable("the broker refused the message (nack)") from None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
@@ -33,6 +33,19 @@ QUEUE_ARGUMENTS: dict[str, Any] = {
 MESSAGE_PROPERTIES = pika.BasicProperties(
     delivery_mode=pika.DeliveryMode.Persistent, content_type="application/json"
 )
+
+
+def message_properties(headers: Mapping[str, str] | None) -> pika.BasicProperties:
+    """The contract's properties, plus ``headers`` (a trace context) when there are any: the
+    body stays the old service's, and its consumers ignore headers they do not know."""
+    if not headers:
+        return MESSAGE_PROPERTIES
+    return pika.BasicProperties(
+        delivery_mode=MESSAGE_PROPERTIES.delivery_mode,
+        content_type=MESSAGE_PROPERTIES.content_type,
+        headers=dict(headers),
+    )
+
 
 # Long enough not to be noise, short enough that a dead peer is noticed within a minute.
 HEARTBEAT_SEC = 30

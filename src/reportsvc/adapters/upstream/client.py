@@ -5,7 +5,12 @@ Every client has the configured timeout, connection limits of the host cap, ``tr
 (proxies and ``SSL_CERT_FILE`` from the environment, as httpx reads them), an optional CA
 bundle and client certificate (mTLS), a ``User-Agent`` naming the service and its version,
 ``Accept-Encoding: gzip``, and event hooks that log and count every retry (the retry loop
-marks a request's attempt in its extensions; see :mod:`reportsvc.adapters.upstream.retry`).
+marks a request's attempt in its extensions; see :mod:`reportsvc.adapters.upstream.retry`) and
+count every request and its time to an answer in the Prometheus metrics (:mod:`reportsvc.metrics`).
+
+The clients keep no cookies (:class:`StatelessClient`): one client serves every tenant's
+exports, so a ``Set-Cookie`` answered during one tenant's export must never ride along on
+another's requests; the upstream APIs authenticate by bearer token and set none.
 """
 
 from __future__ import annotations
@@ -14,10 +19,15 @@ import importlib.metadata
 import logging
 import ssl
 import threading
+import time
 from collections import Counter
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import urlsplit
 
 import httpx
+
+from reportsvc import metrics
 
 from .config import UpstreamConfig
 from .transport import StdlibTransport
@@ -25,6 +35,8 @@ from .transport import StdlibTransport
 log = logging.getLogger("reportsvc.upstream")
 
 ATTEMPT = "farmiq.attempt"  # request extension: 0 for a first try, n for the n-th retry
+UPSTREAM = "farmiq.upstream"  # request extension: the upstream's name, the metrics' label
+_SENT = "farmiq.sent"  # request extension: perf_counter() when the request hook saw it
 DISTRIBUTION = "farmiq-reportsvc"
 
 
@@ -49,15 +61,46 @@ def ssl_context(config: UpstreamConfig) -> ssl.SSLContext:
     return context
 
 
+class _NoCookies(httpx.Cookies):
+    """A cookie jar that keeps nothing an answer sets (and so never sends one)."""
+
+    def extract_cookies(self, response: httpx.Response) -> None:
+        return None
+
+
+class StatelessClient(httpx.Client):
+    """An ``httpx.Client`` that ignores ``Set-Cookie``: httpx has no switch for it, and storing
+    an upstream's cookie would share it between tenants (and costs ~45 us of CPU a request,
+    parsing the URL again for the standard library's cookie jar)."""
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._jar = _NoCookies()
+
+    @property  # type: ignore[override]
+    def cookies(self) -> httpx.Cookies:
+        return self._jar
+
+    @cookies.setter
+    def cookies(self, cookies: object) -> None:
+        if cookies:
+            raise TypeError("the upstream clients keep no cookies")
+
+
 class Clients:
     """``httpx.Client`` per origin (scheme, host, port), made on first use; ``transport``
-    replaces the network for every origin (tests pass ``httpx.MockTransport``)."""
+    replaces the network for every origin (tests pass ``httpx.MockTransport``); ``on_client``
+    is shown each new client (with tracing on it instruments it: a span per request)."""
 
     def __init__(
-        self, config: UpstreamConfig, transport: httpx.BaseTransport | None = None
+        self,
+        config: UpstreamConfig,
+        transport: httpx.BaseTransport | None = None,
+        on_client: Callable[[httpx.Client], None] | None = None,
     ) -> None:
         self._config = config
         self._transport = transport
+        self._on_client = on_client
         self._clients: dict[str, httpx.Client] = {}
         self._slots: dict[str, threading.BoundedSemaphore] = {}
         self._lock = threading.Lock()
@@ -107,7 +150,7 @@ class Clients:
             transport = StdlibTransport(
                 timeout=config.timeout_sec, ssl_context=self._ssl, max_idle=cap
             )
-        return httpx.Client(
+        client = StatelessClient(
             transport=transport,
             verify=self._ssl,
             trust_env=config.trust_env,
@@ -118,15 +161,20 @@ class Clients:
                 "accept": "application/json",
                 "accept-encoding": "gzip",
             },
-            event_hooks={"request": [self._on_request]},
+            event_hooks={"request": [self._on_request], "response": [self._on_response]},
         )
+        if self._on_client is not None:
+            self._on_client(client)
+        return client
 
     def _on_request(self, request: httpx.Request) -> None:
+        request.extensions[_SENT] = time.perf_counter()
         attempt = request.extensions.get(ATTEMPT, 0)
         if attempt:
             host = request.url.host
             with self._lock:
                 self._retries[host] += 1
+            metrics.UPSTREAM_RETRIES.labels(_upstream_of(request)).inc()
             log.info(
                 "upstream retry",
                 extra={
@@ -136,6 +184,28 @@ class Clients:
                     "trace_id": request.headers.get("x-trace-id"),
                 },
             )
+
+    @staticmethod
+    def _on_response(response: httpx.Response) -> None:
+        _count(response.request, f"{response.status_code // 100}xx")
+
+    @staticmethod
+    def failed(request: httpx.Request) -> None:
+        """Count ``request`` as sent and never answered (connect error, timeout): the
+        response hook never sees it."""
+        _count(request, "error")
+
+
+def _upstream_of(request: httpx.Request) -> str:
+    return metrics.bounded(request.extensions.get(UPSTREAM), metrics.UPSTREAMS)
+
+
+def _count(request: httpx.Request, status_class: str) -> None:
+    upstream = _upstream_of(request)
+    metrics.UPSTREAM_REQUESTS.labels(upstream, status_class).inc()
+    sent = request.extensions.get(_SENT)
+    if sent is not None:
+        metrics.UPSTREAM_DURATION.labels(upstream).observe(time.perf_counter() - sent)
 
 
 class Host:

@@ -18,7 +18,7 @@ import httpx
 
 from reportcore.errors import UpstreamBadResponse, UpstreamRejected, UpstreamUnavailable
 
-from .client import ATTEMPT, Clients, Host
+from .client import ATTEMPT, UPSTREAM, Clients, Host
 from .config import UpstreamConfig
 from .wire import Call
 
@@ -65,6 +65,7 @@ class Target:
             headers["authorization"] = f"Bearer {token}"
         self._headers = headers
         self._timeout = client.timeout.as_dict()
+        self._upstream = call.upstream.name.lower()  # feed, telemetry, weighvision: a label
         # request ids: a UUID (version 4 in form) drawn once for the export, its last 48 bits
         # a counter, so a request does not ask the OS for randomness; drawn here rather than
         # at import, so that processes forked from one another do not share it
@@ -76,7 +77,10 @@ class Target:
         headers = self._headers.copy()
         headers["x-request-id"] = f"{self._id_prefix}{next(self._id_count) & 0xFFFFFFFFFFFF:012x}"
         return httpx.Request(
-            "GET", url, headers=headers, extensions={"timeout": self._timeout, ATTEMPT: attempt}
+            "GET",
+            url,
+            headers=headers,
+            extensions={"timeout": self._timeout, ATTEMPT: attempt, UPSTREAM: self._upstream},
         )
 
 
@@ -119,16 +123,19 @@ class Retrying:
         for attempt in range(tries):
             if stop.is_set() or not host.acquire(stop):
                 raise Stopped
+            request = target.request(url, attempt)
             try:
-                answer = client.send(target.request(url, attempt))
+                answer = client.send(request)
             except httpx.DecodingError as exc:
                 raise UpstreamBadResponse(
                     f"{service} sent an undecodable body for {call.describe()}: {exc}"
                 ) from exc
             except httpx.TimeoutException:
+                self._clients.failed(request)
                 problem = f"{service} did not answer {call.describe()} in time"
                 delay = self.backoff(attempt)
             except httpx.TransportError as exc:
+                self._clients.failed(request)
                 # never the text of a protocol error: it may quote a header (the token)
                 reason = (
                     "a header or the target is not sendable"

@@ -47,7 +47,8 @@ class HttpRecordSource:
     telemetry export is cut into time windows fetched ``config.concurrency`` at once
     (:mod:`reportsvc.adapters.upstream.windows`); any other export is fetched in one thread
     while the exporter writes. ``transport`` replaces the network (tests: ``httpx.MockTransport``);
-    ``sleep`` and ``rng`` are the backoff's clock and dice.
+    ``sleep`` and ``rng`` are the backoff's clock and dice; ``on_client`` sees each new
+    ``httpx.Client`` (tracing instruments it).
     """
 
     def __init__(
@@ -57,9 +58,10 @@ class HttpRecordSource:
         transport: httpx.BaseTransport | None = None,
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
+        on_client: Callable[[httpx.Client], None] | None = None,
     ) -> None:
         self.config = config
-        self.clients = Clients(config, transport)
+        self.clients = Clients(config, transport, on_client)
         self._retrying = Retrying(config, self.clients, sleep=sleep, rng=rng)
         self._runs: set[WindowRun] = set()
         self._lock = threading.Lock()

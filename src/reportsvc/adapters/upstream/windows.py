@@ -9,10 +9,11 @@ are never split. The newest and oldest windows send the export's own first and l
 so the windows together ask exactly what one sequential export asks.
 
 Run (:class:`WindowRun`): ``threads`` threads take windows in order and put each answer into
-the window's :class:`Spool`; the exporter reads window after window. A spool holds up to
-``budget`` bytes in memory and the rest in an unlinked temporary file, so memory stays flat
-whatever the skew of the data across windows, while every window fetches at full speed (a
-bounded queue would stall the windows ahead of the exporter). A window that fails stops the
+the window's :class:`Spool`; the exporter reads window after window. The spools of a run hold
+up to ``budget`` bytes in memory together (one :class:`Budget`, however many windows the range
+is cut into) and the rest in unlinked temporary files, so memory stays flat whatever the skew
+of the data across windows, while every window fetches at full speed (a bounded queue would
+stall the windows ahead of the exporter). A window that fails stops the
 others and fails the export with its own error; closing the run (a cancel, a shutdown, a
 failed write) stops every window at its next request or backoff and waits at most a second;
 a request already in flight is abandoned, its thread ending when it returns.
@@ -21,6 +22,7 @@ a request already in flight is abandoned, its thread ending when it returns.
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import datetime as dt
 import enum
 import os
@@ -82,11 +84,33 @@ class End(enum.Enum):
     DONE = "done"
 
 
-class Spool:
-    """One window's answers in order, from its fetching thread to the exporter."""
+class Budget:
+    """Bytes of answers that the spools of one run may hold in memory together."""
 
-    def __init__(self, budget: int) -> None:
-        self._budget = budget
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.used = 0
+        self._lock = threading.Lock()
+
+    def take(self, size: int) -> bool:
+        """Count ``size`` more bytes in memory if they fit; False (nothing counted) if not."""
+        with self._lock:
+            if self.used + size > self.limit:
+                return False
+            self.used += size
+            return True
+
+    def give(self, size: int) -> None:
+        with self._lock:
+            self.used -= size
+
+
+class Spool:
+    """One window's answers in order, from its fetching thread to the exporter; in memory
+    while ``budget`` has room, else in a temporary file."""
+
+    def __init__(self, budget: Budget | int) -> None:
+        self._budget = Budget(budget) if isinstance(budget, int) else budget
         self._cond = threading.Condition()
         self._memory: deque[Fetched] = deque()
         self._memory_bytes = 0
@@ -102,9 +126,7 @@ class Spool:
             if self._closed:
                 return
             size = len(item.body)
-            if self._in_file == 0 and (
-                not self._memory or self._memory_bytes + size <= self._budget
-            ):
+            if self._in_file == 0 and self._budget.take(size):
                 self._memory.append(item)
                 self._memory_bytes += size
             else:  # behind what is already in the file, so order is kept
@@ -124,6 +146,7 @@ class Spool:
             if self._memory:
                 item = self._memory.popleft()
                 self._memory_bytes -= len(item.body)
+                self._budget.give(len(item.body))
                 return item
             if self._in_file:
                 return self._unspill()
@@ -133,6 +156,8 @@ class Spool:
         with self._cond:
             self._closed = True
             self._memory.clear()
+            self._budget.give(self._memory_bytes)
+            self._memory_bytes = 0
             if self._file is not None:
                 self._file.close()
                 self._file = None
@@ -177,16 +202,25 @@ Task = Callable[[threading.Event], Iterator[Fetched]]
 class WindowRun:
     """The windows of one export, fetched by up to ``threads`` threads, read in order."""
 
-    def __init__(self, tasks: Sequence[Task], threads: int, budget: int = 512 * 1024) -> None:
+    def __init__(self, tasks: Sequence[Task], threads: int, budget: int = 1024 * 1024) -> None:
         self._tasks = list(tasks)
-        self._spools = [Spool(budget) for _ in self._tasks]
+        self.budget = Budget(budget)
+        self._spools = [Spool(self.budget) for _ in self._tasks]
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._next = 0
         self._failure: BaseException | None = None
         count = max(1, min(threads, len(self._tasks)))
+        # Each thread runs in a copy of the caller's context variables (a thread starts with
+        # none): the job's trace context among them, so that the upstream requests of every
+        # window carry the job's trace. One copy each: a context is entered by one thread only.
         self._threads = [
-            threading.Thread(target=self._work, name="upstream-window", daemon=True)
+            threading.Thread(
+                target=contextvars.copy_context().run,
+                args=(self._work,),
+                name="upstream-window",
+                daemon=True,
+            )
             for _ in range(count)
         ]
         for thread in self._threads:

@@ -17,7 +17,7 @@ from litestar.exceptions import (
 )
 from litestar.handlers.base import BaseRouteHandler
 from litestar.openapi.config import OpenAPIConfig
-from litestar.openapi.plugins import JsonRenderPlugin, SwaggerRenderPlugin
+from litestar.openapi.plugins import JsonRenderPlugin
 from litestar.openapi.spec import Components, SecurityScheme
 from litestar.routes import HTTPRoute
 
@@ -30,6 +30,7 @@ from ..auth import TokenVerifier
 from ..bodies import ClientDisconnected, StrictRequest
 from ..containers import Container
 from ..settings import SETTING_TO_VARIABLE, ConfigError
+from .docs import CSP_HEADER, OfflineSwaggerPlugin, docs_asset
 from .errors import (
     MAX_BODY_BYTES,
     on_client_disconnected,
@@ -38,6 +39,7 @@ from .errors import (
     on_unexpected,
 )
 from .guards import PRINCIPAL_KEY, Readiness, action_of, provide_principal, provide_query_tenant
+from .metrics import HttpMetricsMiddleware, prometheus_metrics
 from .middleware import RequestContextMiddleware
 from .routes import (
     BEARER_SCHEME,
@@ -149,7 +151,15 @@ def create_app(container: Container) -> Litestar:
     # handlers registered on one path at app level twice, and it then answers 500.
     files_router = Router(path=JOBS_PATH, route_handlers=[download_file, file_head])
     app = Litestar(
-        route_handlers=[health, health_head, ready, jobs_router, files_router],
+        route_handlers=[
+            health,
+            health_head,
+            ready,
+            prometheus_metrics,
+            docs_asset,
+            jobs_router,
+            files_router,
+        ],
         dependencies={
             "jobs": Provide(provide_jobs, sync_to_thread=False),
             "queue": Provide(provide_queue, sync_to_thread=False),
@@ -170,9 +180,14 @@ def create_app(container: Container) -> Litestar:
             version=API_VERSION,
             path="/api-docs",
             openapi_router=Router(
-                "/api-docs", route_handlers=[], include_in_schema=False, guards=[no_html_404]
+                "/api-docs",
+                route_handlers=[],
+                include_in_schema=False,
+                guards=[no_html_404],
+                response_headers=[CSP_HEADER],
             ),
-            render_plugins=[SwaggerRenderPlugin(path="/"), JsonRenderPlugin()],
+            # Swagger UI from the installed package, no CDN: the docs work offline (docs.py)
+            render_plugins=[OfflineSwaggerPlugin(path="/"), JsonRenderPlugin()],
             components=Components(
                 security_schemes={
                     BEARER_SCHEME: SecurityScheme(
@@ -205,5 +220,5 @@ def create_app(container: Container) -> Litestar:
     )
     # App-level `middleware=` runs per route, after routing: it would never see the router's
     # own 404/405 answers. Wrapping the app's ASGI handler puts the ids on every response.
-    app.asgi_handler = RequestContextMiddleware(app.asgi_handler)
+    app.asgi_handler = HttpMetricsMiddleware(RequestContextMiddleware(app.asgi_handler))
     return app

@@ -35,14 +35,16 @@ def _given_id(scope: Scope, name: bytes) -> str | None:
     return None
 
 
-def request_ids(scope: Scope) -> RequestIds:
-    """The request's ids (set by :class:`RequestContextMiddleware`; made up if it did not)."""
+def request_ids(scope: Scope, *, default_trace_id: str | None = None) -> RequestIds:
+    """The request's ids (set by :class:`RequestContextMiddleware`; made up if it did not).
+    Without an ``x-trace-id`` the trace id is ``default_trace_id`` (with tracing on: the
+    request span's), else a new UUID."""
     state: dict[str, Any] = scope.setdefault("state", {})
     ids = state.get(_IDS_KEY)
     if not isinstance(ids, RequestIds):
         ids = RequestIds(
             request_id=_given_id(scope, b"x-request-id") or str(uuid.uuid4()),
-            trace_id=_given_id(scope, b"x-trace-id") or str(uuid.uuid4()),
+            trace_id=_given_id(scope, b"x-trace-id") or default_trace_id or str(uuid.uuid4()),
         )
         state[_IDS_KEY] = ids
     return ids

@@ -25,7 +25,7 @@ from reportcore.ports import Clock, FileStore, JobQueue, JobRepository
 from reportcore.requests import CreateRequest, refuse_nul, validate_create, validate_list
 from reportcore.usecases import Policy
 
-from .. import conditional
+from .. import conditional, tracing
 from ..schemas import (
     DownloadOut,
     ErrorEnvelope,
@@ -117,15 +117,24 @@ def create_job(
     refuse_nul(msgspec.to_builtins(data))
     tenant = resolve_tenant(principal, named_tenant(data.tenant_id, data.tenantId))
     valid = validate_create(data, header_key=header_key(idempotency_key))
-    created = usecases.create_job(
-        valid,
-        tenant_id=tenant,
-        requested_by=principal.subject,
-        jobs=jobs,
-        queue=queue,
-        clock=clock,
-        policy=policy,
-    )
+    with tracing.span("create job", **{"report.tenant_id": tenant}) as span:
+        created = usecases.create_job(
+            valid,
+            tenant_id=tenant,
+            requested_by=principal.subject,
+            jobs=jobs,
+            queue=queue,
+            clock=clock,
+            policy=policy,
+        )
+        span.set(
+            **{
+                "report.job_id": created.job.id,
+                "report.job_type": str(created.job.job_type),
+                "report.replayed": created.replayed,
+                "report.enqueued": created.enqueued,
+            }
+        )
     if created.replayed:
         return Response(
             job_out(created.job), status_code=200, headers={"x-idempotent-replay": "true"}

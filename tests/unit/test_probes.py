@@ -1,0 +1,218 @@
+"""The worker's HTTP port: /metrics with the gauges read at scrape time, /healthz from the
+consume loop's heartbeat, /readyz from the database and broker pings."""
+
+from __future__ import annotations
+
+import datetime as dt
+import socket
+import threading
+import uuid
+from collections.abc import Iterator
+
+import httpx
+import pytest
+from prometheus_client import CollectorRegistry
+from prometheus_client.parser import text_string_to_metric_families
+
+from reportcore.errors import ServiceUnavailable
+from reportcore.jobs import Job, JobType, ReportFormat
+from reportcore.policy import Policy
+from reportcore.testing import FakeClock, InMemoryJobRepository
+from reportsvc.entrypoints.containers import build_container
+from reportsvc.entrypoints.probes import (
+    BacklogCollector,
+    Heartbeat,
+    ProbeServer,
+    check_ready,
+    probes_served,
+)
+from reportsvc.entrypoints.settings import Settings
+from tests.clock import pinned_now
+
+
+class Ticks:
+    """A monotonic clock the test moves."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def job(now: dt.datetime) -> Job:
+    return Job(
+        id=str(uuid.uuid4()),
+        tenant_id=f"tenant-{uuid.uuid4().hex[:6]}",
+        requested_by=None,
+        job_type=JobType.FEED_INTAKE_EXPORT,
+        format=ReportFormat.CSV,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+@pytest.fixture
+def served() -> Iterator[tuple[ProbeServer, Ticks, dict[str, str]]]:
+    ticks = Ticks()
+    failing: dict[str, str] = {}
+
+    def ping(name: str) -> None:
+        if name in failing:
+            raise ServiceUnavailable(failing[name])
+
+    server = ProbeServer(
+        "127.0.0.1",
+        0,
+        heartbeat=Heartbeat(ticks),
+        pings={"database": lambda: ping("database"), "queue": lambda: ping("queue")},
+        stuck_after_sec=60,
+    ).start()
+    try:
+        yield server, ticks, failing
+    finally:
+        server.close()
+
+
+def test_healthz_is_200_while_the_loop_beats_and_503_once_it_is_stuck(
+    served: tuple[ProbeServer, Ticks, dict[str, str]],
+) -> None:
+    server, ticks, _ = served
+    ticks.now += 59
+    assert httpx.get(server.url + "/healthz").status_code == 200
+    ticks.now += 2
+    stuck = httpx.get(server.url + "/healthz")
+    assert stuck.status_code == 503
+    assert stuck.json() == {"status": "stuck", "loop_age_sec": 61.0}
+    server.heartbeat.beat()
+    assert httpx.get(server.url + "/healthz").json()["status"] == "alive"
+
+
+def test_readyz_names_the_dependency_that_does_not_answer(
+    served: tuple[ProbeServer, Ticks, dict[str, str]],
+) -> None:
+    server, _, failing = served
+    ready = httpx.get(server.url + "/readyz")
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {"database": "ok", "queue": "ok"}}
+    failing["queue"] = "RabbitMQ does not answer"
+    down = httpx.get(server.url + "/readyz")
+    assert down.status_code == 503
+    assert down.json() == {
+        "status": "not ready",
+        "checks": {"database": "ok", "queue": "RabbitMQ does not answer"},
+    }
+
+
+def test_metrics_are_served_in_the_text_format_and_other_paths_are_404(
+    served: tuple[ProbeServer, Ticks, dict[str, str]],
+) -> None:
+    server, _, _ = served
+    answer = httpx.get(server.url + "/metrics")
+    assert answer.status_code == 200
+    assert answer.headers["content-type"] == "text/plain; version=0.0.4; charset=utf-8"
+    names = {f.name for f in text_string_to_metric_families(answer.text)}
+    assert {"reportsvc_jobs_finished", "reportsvc_jobs_running"} <= names
+    assert httpx.get(server.url + "/other").status_code == 404
+
+
+def test_a_ping_that_hangs_is_reported_as_no_answer_in_time() -> None:
+    release = threading.Event()
+    results = check_ready(
+        {"database": lambda: None, "queue": lambda: bool(release.wait(5))}, timeout_sec=0.2
+    )
+    release.set()
+    assert results == {"database": "ok", "queue": "no answer within 0.2s"}
+
+
+def test_the_heartbeat_beats_only_from_the_consume_loops_thread() -> None:
+    ticks = Ticks()
+    heartbeat = Heartbeat(ticks)
+    asked = heartbeat.watching(lambda: False)
+    ticks.now += 30
+    other = threading.Thread(target=asked)
+    other.start()
+    other.join()
+    assert heartbeat.age() == 30, "a handler thread asking stop() is not the loop turning"
+    assert asked() is False
+    assert heartbeat.age() == 0
+
+
+def test_backlog_and_lease_overrun_gauges_are_read_from_the_job_store_when_scraped() -> None:
+    clock = FakeClock(pinned_now())
+    now = clock.now()
+    jobs = InMemoryJobRepository()
+    for _ in range(3):
+        jobs.add(job(now))  # stored, never published
+    running = job(now)
+    jobs.add(running)
+    jobs.mark_enqueued(running.id, now)
+    jobs.claim(running.id, "w", now, now + dt.timedelta(seconds=30))
+    depths = {"report.jobs": 4, "report.jobs.dlq": 2}
+    collector = BacklogCollector(lambda: jobs, clock, Policy(), lambda: depths, cache_sec=0)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    clock.advance(1)
+    assert registry.get_sample_value("reportsvc_publish_backlog_jobs") == 3
+    assert registry.get_sample_value("reportsvc_jobs_lease_expired") == 0
+    clock.advance(30)
+    assert registry.get_sample_value("reportsvc_jobs_lease_expired") == 1
+    assert registry.get_sample_value("reportsvc_queue_messages", {"queue": "report.jobs.dlq"}) == 2
+
+
+def test_a_reading_that_fails_is_left_out_and_the_rest_is_served() -> None:
+    def broken() -> InMemoryJobRepository:
+        raise ServiceUnavailable("database down")
+
+    def no_broker() -> dict[str, int]:
+        raise OSError("connection refused")
+
+    registry = CollectorRegistry()
+    registry.register(BacklogCollector(broken, FakeClock(pinned_now()), Policy(), no_broker))
+    assert registry.get_sample_value("reportsvc_publish_backlog_jobs") is None
+    assert registry.get_sample_value("reportsvc_queue_messages", {"queue": "report.jobs"}) is None
+
+
+def test_readings_are_cached_between_close_scrapes() -> None:
+    reads: list[int] = []
+
+    def depths() -> dict[str, int]:
+        reads.append(1)
+        return {"report.jobs": len(reads)}
+
+    jobs = InMemoryJobRepository()
+    collector = BacklogCollector(lambda: jobs, FakeClock(pinned_now()), Policy(), depths)
+    registry = CollectorRegistry()
+    registry.register(collector)
+    for _ in range(3):
+        assert registry.get_sample_value("reportsvc_queue_messages", {"queue": "report.jobs"}) == 1
+    assert len(reads) == 1
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def test_the_worker_port_serves_while_the_block_runs_and_is_off_at_0(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    off = build_container(Settings(worker_http_port=0))
+    with probes_served(off, Heartbeat()) as server:
+        assert server is None
+    port = free_port()
+    container = build_container(Settings(worker_http_host="127.0.0.1", worker_http_port=port))
+    with probes_served(container, Heartbeat()) as server:
+        assert server is not None
+        assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
+        assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
+        scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
+        assert "reportsvc_publish_backlog_jobs 0.0" in scraped
+        # a second worker on the same port runs without one, and says so
+        with probes_served(container, Heartbeat()) as second:
+            assert second is None
+        assert f"worker http not started on 127.0.0.1:{port}" in caplog.text
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{port}/healthz")
