@@ -57,7 +57,7 @@ def csv_lines(
             else:
                 cells = ["" if v is None else v if isinstance(v, str) else str(v) for v in values]
             joined = d.join(cells)
-        if convert is not None and index in convert:
+        if convert is not None and index in convert and len(joined) > limit:  # not all empty
             cells = convert[index](cells)
             joined = d.join(cells)
         if joined.count(d) != limit or '"' in joined or "\r" in joined or "\n" in joined:
