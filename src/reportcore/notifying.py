@@ -8,16 +8,21 @@ ends: a receiver may see a delivery twice (same ``X-FarmIQ-Delivery``), never no
 from __future__ import annotations
 
 import datetime as dt
+from collections.abc import Sequence
 
 import msgspec
 
+from .errors import ValidationError
+from .jobs import Job
 from .ports import Clock, JobRepository, WebhookOutbox, WebhookSender
 from .webhooks import (
     Delivery,
+    Notification,
     RenderJob,
     SendResult,
     WebhookRules,
     after_attempt,
+    check_notify_url,
     delivery_headers,
     event_body,
 )
@@ -46,6 +51,17 @@ def _body(delivery: Delivery, jobs: JobRepository, render: RenderJob) -> bytes |
     return event_body(delivery.event, render(job))
 
 
+def _refusal(delivery: Delivery, body: bytes | None, rules: WebhookRules) -> str | None:
+    """Why this delivery must not be sent at all, if it must not."""
+    if body is None:
+        return "job not found"  # the job row is gone (deleted by hand)
+    try:
+        check_notify_url(delivery.url, rules.allowed_hosts)
+    except ValidationError as exc:
+        return f"not sent: {exc.message}"
+    return None
+
+
 def deliver_due(
     *,
     outbox: WebhookOutbox,
@@ -62,11 +78,12 @@ def deliver_due(
     now = clock.now()
     lease_until = now + dt.timedelta(seconds=rules.lease_sec)
     for delivery in outbox.claim_due(now, owner, lease_until, rules.batch):
-        body = _body(delivery, jobs, render)
-        if body is None:
-            # the job row is gone (deleted by hand): nothing left to announce
-            result = SendResult(error="job not found")
-            body = b""
+        built = _body(delivery, jobs, render)
+        body = built or b""
+        refusal = _refusal(delivery, built, rules)
+        if refusal is not None:
+            # nothing that a retry could change: the attempt is the last one
+            result = SendResult(error=refusal)
             delivery = msgspec.structs.replace(delivery, attempts=rules.max_attempts - 1)
         else:
             stamp = int(clock.now().timestamp())
@@ -82,3 +99,10 @@ def deliver_due(
         else:
             done.retrying += 1
     return done
+
+
+def notifications_of(jobs: Sequence[Job], outbox: WebhookOutbox) -> dict[str, Notification]:
+    """The webhook state of each job that has one, by job id (asks only about jobs that have a
+    ``notify_url``: a listing without webhooks costs no query)."""
+    wanted = [job.id for job in jobs if job.notify_url is not None]
+    return outbox.notifications(wanted) if wanted else {}

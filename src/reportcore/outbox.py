@@ -8,7 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import threading
 import uuid
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 
 import msgspec
 
@@ -18,6 +18,7 @@ from .webhooks import (
     Delivery,
     DeliveryState,
     Notification,
+    SendResult,
     event_for,
     notification_of,
 )
@@ -103,3 +104,29 @@ class InMemoryOutbox:
                 for job_id in job_ids
                 if job_id in self._by_job
             }
+
+
+class SentWebhook(msgspec.Struct, frozen=True, kw_only=True):
+    """One POST a :class:`RecordingWebhookSender` was asked to make."""
+
+    url: str
+    body: bytes
+    headers: dict[str, str]
+
+
+class RecordingWebhookSender:
+    """A :class:`reportcore.ports.WebhookSender` that records each POST and answers from a
+    script (``[503, 503, 200]``; a string is a transport error), 200 once it runs out."""
+
+    def __init__(self, answers: Iterable[int | str] = ()) -> None:
+        self._answers = list(answers)
+        self._lock = threading.Lock()
+        self.sent: list[SentWebhook] = []
+
+    def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
+        with self._lock:
+            self.sent.append(SentWebhook(url=url, body=body, headers=dict(headers)))
+            answer = self._answers.pop(0) if self._answers else 200
+        if isinstance(answer, str):
+            return SendResult(error=answer)
+        return SendResult(status=answer)

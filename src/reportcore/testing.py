@@ -22,7 +22,7 @@ from .errors import QueueUnavailable, ServiceUnavailable, StorageFailure
 from .jobs import Job, JobMessage, JobStatus
 from .jobtypes import JOB_TYPES, JobTypeRegistry
 from .lifecycle import Event
-from .outbox import InMemoryOutbox
+from .outbox import InMemoryOutbox, RecordingWebhookSender
 from .ports import Disposition, SourcePage, SourceRequest, StoredFile
 from .requests import ListQuery
 
@@ -32,6 +32,7 @@ __all__ = [
     "InMemoryJobRepository",
     "InMemoryOutbox",
     "InMemoryQueue",
+    "RecordingWebhookSender",
     "StaticRecordSource",
 ]
 

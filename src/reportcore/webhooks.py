@@ -232,6 +232,8 @@ class WebhookRules(msgspec.Struct, frozen=True, kw_only=True):
     """The knobs of delivery (``REPORT_WEBHOOK_*``)."""
 
     secret: bytes = b""
+    #: checked again before each attempt: a host taken off the list is sent nothing more
+    allowed_hosts: tuple[AllowedHost, ...] = ()
     max_attempts: int = 8
     retry_base_sec: float = 10.0
     max_backoff_sec: float = MAX_BACKOFF_SEC
