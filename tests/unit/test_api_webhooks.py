@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 
 from reportcore.requests import ListQuery
-from reportcore.webhooks import AllowedHost, DeliveryState, parse_allowed_hosts
+from reportcore.webhooks import AllowedHost, DeliveryState, parse_allowed_hosts, verify_signature
 from reportsvc.entrypoints.settings import ConfigError, Settings, load_settings
 
 from .api_support import FEED_BODY, JOBS, TENANT, ApiWorld, api_world, feed_record
@@ -133,3 +133,25 @@ def test_allowed_hosts_without_a_secret_stop_the_process() -> None:
 def test_a_malformed_webhook_setting_stops_the_process(env: dict[str, str], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         load_settings(env)
+
+
+def test_the_workers_sender_posts_the_job_json_as_the_api_shows_it(world: ApiWorld) -> None:
+    from reportcore.testing import RecordingWebhookSender
+    from reportsvc.entrypoints.worker import Worker
+
+    job = world.create({**FEED_BODY, "notify_url": URL})
+    world.run_queued([feed_record(0)])
+    shown = world.client.get(f"{JOBS}/{job['id']}", headers=world.headers()).json()
+    done = Worker(world.container).deliver_once()
+    assert done is not None and done.delivered == 1
+    sender = world.container.webhook_sender()
+    assert isinstance(sender, RecordingWebhookSender)
+    [sent] = sender.sent
+    event = json.loads(sent.body)
+    assert event["type"] == "report_job.succeeded"
+    # the notification is this very delivery's: null in its own body
+    assert event["job"] == {**shown, "notification": None}
+    now = world.clock.now().timestamp()
+    assert verify_signature(SECRET.encode(), sent.headers["X-FarmIQ-Signature"], sent.body, now=now)
+    after = world.client.get(f"{JOBS}/{job['id']}", headers=world.headers()).json()
+    assert after["notification"] == {"state": "delivered", "attempts": 1, "last_error": None}
