@@ -235,3 +235,41 @@ def test_a_create_without_notify_url_makes_the_same_job_as_before() -> None:
     job = world.create(notify_url=None)
     assert job.notify_url is None
     assert world.create().notify_url == URL
+
+
+def test_a_delivery_whose_job_is_gone_is_given_up_without_sending() -> None:
+    world = World()
+    job = world.create()
+    world.run()
+    ended = world.jobs.get(job.id)
+    assert ended is not None
+    # the same delivery in an outbox whose repository never had the job (a row deleted by hand)
+    orphaned = InMemoryJobRepository()
+    assert orphaned.outbox.enqueue(ended, world.clock.now()) is not None
+    assert orphaned.outbox.enqueue(ended, world.clock.now()) is not None, "once per job"
+    assert len(orphaned.outbox.deliveries()) == 1
+    world.jobs = orphaned
+    assert world.deliver().failed == 1
+    assert world.sender.sent == []
+    shown = world.notification(job)
+    assert shown == Notification(state=DeliveryState.FAILED, attempts=8, last_error="job not found")
+
+
+def test_a_sender_whose_lease_was_taken_over_does_not_overwrite_the_new_holders_record() -> None:
+    world = World(answers=[503])
+
+    class SlowSender(RecordingWebhookSender):
+        """Takes longer than the lease: another sender claims the delivery meanwhile."""
+
+        def send(self, url: str, body: bytes, headers: Any) -> Any:
+            world.clock.advance(world.rules.lease_sec + 1)
+            now = world.clock.now()
+            world.jobs.outbox.claim_due(now, "sender-2", now + dt.timedelta(seconds=60), 10)
+            return super().send(url, body, headers)
+
+    world.sender = SlowSender([503])
+    job = world.create()
+    world.run()
+    done = world.deliver("sender-1")
+    assert done.attempted == 0, "its record did not count"
+    assert world.notification(job) == Notification(state=DeliveryState.PENDING, attempts=0)
