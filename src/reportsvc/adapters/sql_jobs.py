@@ -139,11 +139,6 @@ assert isinstance(_JOB_INFO, msgspec.inspect.StructType)
 # (column, kind, enum class): a column per field of Job, named as the field
 _JOB_FIELDS = tuple((f.name, *_kind_of(f.type)) for f in _JOB_INFO.fields)
 JOB_COLUMNS = tuple(name for name, _, _ in _JOB_FIELDS)
-# the columns of report_webhook_deliveries a sender reads (sql_webhooks.py)
-DELIVERY_COLUMNS = (
-    "id, job_id, event, url, state, attempts, next_attempt_at, last_error, body, "
-    "created_at, updated_at"
-)
 
 
 class RowCodec:
@@ -212,7 +207,6 @@ class Statements:
             **pieces,
             "columns": ", ".join(JOB_COLUMNS),
             "values": ", ".join(f":{c}" for c in JOB_COLUMNS),
-            "delivery_columns": DELIVERY_COLUMNS,
         }
         # the pieces are filled in first, so their parameters are spelled with the rest
         self._sql = {
@@ -297,19 +291,14 @@ class SqlJobRepository(abc.ABC):
         one transaction: a delivery exists exactly when the job ended."""
         with self._transaction() as run:
             rows = run(self._sql[name], {**self._moves[event], **params})
-            if not rows:
-                return None
-            job = self._codec.job(rows[0])
-            webhook = event_for(job)
-            if webhook is not None:
-                delivery = {
-                    "delivery_id": str(uuid.uuid4()),
-                    "id": job.id,
-                    "event": webhook.value,
-                    "url": job.notify_url,
-                    "now": self._at(job.updated_at),
-                }
-                run(self._sql["enqueue_delivery"], delivery)
+            job = self._codec.job(rows[0]) if rows else None
+            hook = event_for(job) if job is not None else None
+            if hook is not None:  # the row gives the url; every terminal transition has a now
+                values = {"delivery_id": str(uuid.uuid4()), "event": hook.value}
+                run(
+                    self._sql["enqueue_delivery"],
+                    {**values, "id": params["id"], "now": params["now"]},
+                )
             return job
 
     def _rows(self, statement: str, params: Mapping[str, Any]) -> Rows:

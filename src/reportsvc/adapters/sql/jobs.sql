@@ -126,7 +126,8 @@ SELECT 1
 -- name: enqueue_delivery
 INSERT INTO report_webhook_deliveries
     (id, job_id, event, url, state, attempts, next_attempt_at, created_at, updated_at)
-VALUES (:delivery_id, :id, :event, :url, 'pending', 0, :now, :now, :now)
+SELECT :delivery_id, id, :event, notify_url, 'pending', 0, :now, :now, :now
+FROM report_jobs WHERE id = :id AND notify_url IS NOT NULL
 ON CONFLICT (job_id) DO NOTHING
 
 -- name: claim_deliveries
@@ -140,7 +141,8 @@ WHERE id IN (
     LIMIT :limit
     {skip_locked}
 )
-RETURNING {delivery_columns}
+RETURNING id, job_id, event, url, state, attempts, next_attempt_at, last_error, body,
+    created_at, updated_at
 
 -- name: record_delivery
 UPDATE report_webhook_deliveries
