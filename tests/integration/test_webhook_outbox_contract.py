@@ -5,6 +5,8 @@ delivery in the same change, and senders claim due deliveries under a lease."""
 from __future__ import annotations
 
 import datetime as dt
+import threading
+from concurrent.futures import ThreadPoolExecutor
 
 import pytest
 
@@ -147,3 +149,30 @@ def test_a_retried_job_gets_no_delivery_until_it_ends(
     assert repo.claim(job.id, WORKER, now, now + LEASE) is not None
     assert repo.succeed(job.id, WORKER, now, FILE, None) is not None
     assert claim(outbox, clock) == [job.id]
+
+
+def test_senders_claiming_at_once_never_take_the_same_delivery(
+    repo: JobRepository,  # noqa: F811
+    outbox: WebhookOutbox,
+    clock: FakeClock,  # noqa: F811
+) -> None:
+    ended = []
+    for _ in range(12):
+        job = running(repo, clock, notify_url=URL)
+        assert repo.succeed(job.id, WORKER, clock.now(), FILE, None) is not None
+        ended.append(job.id)
+    now = clock.now()
+    start = threading.Barrier(4)
+
+    def sender(n: int) -> list[str]:
+        start.wait()
+        taken = outbox.claim_due(now, f"sender-{n}", now + SENDER_LEASE, 5)
+        return [d.job_id for d in taken]
+
+    with ThreadPoolExecutor(4) as pool:
+        claims = list(pool.map(sender, range(4)))
+    taken = [job_id for claim in claims for job_id in claim]
+    assert len(taken) == len(set(taken)), claims
+    assert set(taken) <= set(ended)
+    # whatever a busy moment left unclaimed is claimed by the next pass
+    assert sorted(taken + claim(outbox, clock, "sender-late")) == sorted(ended)

@@ -8,6 +8,8 @@ import hmac
 import re
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 
 from reportcore.errors import ValidationError
 from reportcore.webhooks import (
@@ -266,3 +268,17 @@ def test_plain_http_needs_a_host_listed_as_http() -> None:
 )
 def test_a_malformed_url_is_refused(url: str, why: str) -> None:
     assert why in _refused(url)
+
+
+@given(
+    secret=st.binary(min_size=16, max_size=64),
+    body=st.binary(max_size=2048),
+    stamp=st.integers(min_value=0, max_value=2**40),
+    skew=st.integers(min_value=-300, max_value=300),
+)
+def test_every_signature_verifies_within_the_tolerance_and_no_other_body_does(
+    secret: bytes, body: bytes, stamp: int, skew: int
+) -> None:
+    header = signature(secret, stamp, body)
+    assert verify_signature(secret, header, body, now=stamp + skew)
+    assert not verify_signature(secret, header, body + b" ", now=stamp + skew)
