@@ -98,6 +98,8 @@ class Job(msgspec.Struct, kw_only=True):
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     attempts: int = 0
+    # where the service POSTs the job's terminal event (reportcore.webhooks); None: nowhere
+    notify_url: str | None = None
     # worker bookkeeping, not part of the job JSON
     lease_owner: str | None = None
     lease_expires_at: dt.datetime | None = None

@@ -48,6 +48,7 @@ class CreateRequest(msgspec.Struct, kw_only=True):
     idempotency_key: str | None = None
     tenant_id: str | None = None
     tenantId: str | None = None  # the dashboard spells it so; both are accepted
+    notify_url: str | None = None  # checked against the allowed hosts by create_job
 
 
 class ValidCreate(msgspec.Struct, frozen=True, kw_only=True):
@@ -57,6 +58,7 @@ class ValidCreate(msgspec.Struct, frozen=True, kw_only=True):
     format: ReportFormat
     scope: Scope
     idempotency_key: str | None
+    notify_url: str | None = None
 
 
 def refuse_nul(value: object, field: str = "") -> None:
@@ -248,6 +250,7 @@ def validate_create(req: CreateRequest, *, header_key: str | None = None) -> Val
         format=req.format,
         scope=scope,
         idempotency_key=body_key if body_key is not None else head_key,
+        notify_url=req.notify_url,
     )
 
 
