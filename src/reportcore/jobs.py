@@ -155,6 +155,8 @@ class Job(msgspec.Struct, kw_only=True):
     columns: list[str] | None = None
     timezone: str | None = None
     row_count: int | None = None  # rows written, once succeeded
+    # where the service POSTs the job's terminal event (reportcore.webhooks); None: nowhere
+    notify_url: str | None = None
     # worker bookkeeping, not part of the job JSON
     lease_owner: str | None = None
     lease_expires_at: dt.datetime | None = None

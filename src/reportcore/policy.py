@@ -10,6 +10,7 @@ from __future__ import annotations
 import msgspec
 
 from .jobs import JobType
+from .webhooks import AllowedHost
 
 
 class Policy(msgspec.Struct, frozen=True, kw_only=True):
@@ -24,3 +25,5 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     batch: int = 100
     # per job type, the widest date range a job may name; a type not listed keeps its spec's
     max_range_days: dict[JobType, int] = msgspec.field(default_factory=dict)
+    # the hosts a notify_url may name (reportcore.webhooks); none: webhooks are off
+    notify_hosts: tuple[AllowedHost, ...] = ()

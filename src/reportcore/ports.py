@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any, Protocol, runtime_checkable
 
 import msgspec
@@ -17,6 +17,7 @@ from .jobs import Job, JobMessage, JobType, Scope
 from .jobtypes import Column
 from .options import ExportOptions
 from .requests import ListQuery
+from .webhooks import AttemptOutcome, Delivery, Notification, SendResult
 
 
 @runtime_checkable
@@ -32,6 +33,9 @@ class JobRepository(Protocol):
 
     Methods that change a running job take the ``owner`` holding its lease and return ``None``
     when the condition no longer holds (the job was cancelled, finished, or reclaimed).
+
+    ``succeed``, ``fail`` and ``cancel`` of a job with a ``notify_url`` also put its webhook
+    delivery in the outbox (:class:`WebhookOutbox`), in the same transaction.
     """
 
     def add(self, job: Job) -> tuple[Job, bool]:
@@ -279,3 +283,35 @@ class FileStore(Protocol):
         Asked only after a download token was verified, never instead of one.
         """
         ...
+
+
+@runtime_checkable
+class WebhookOutbox(Protocol):
+    """The durable outbox of webhook deliveries (one per ended job with a ``notify_url``).
+
+    Deliveries are put in by the :class:`JobRepository`'s terminal transitions; this port
+    hands due ones to a sender under a lease (so that a sender that dies lets another retry
+    them) and records how each attempt went.
+    """
+
+    def claim_due(
+        self, now: dt.datetime, owner: str, lease_until: dt.datetime, limit: int
+    ) -> list[Delivery]:
+        """Up to ``limit`` pending deliveries due by ``now`` and not leased by another sender,
+        oldest first, now leased by ``owner`` until ``lease_until``."""
+        ...
+
+    def record(self, delivery_id: str, owner: str, outcome: AttemptOutcome) -> bool:
+        """Store an attempt's outcome and end the lease; ``False`` if ``owner`` lost it."""
+        ...
+
+    def notifications(self, job_ids: Sequence[str]) -> dict[str, Notification]:
+        """The delivery state of each of these jobs that has one."""
+        ...
+
+
+@runtime_checkable
+class WebhookSender(Protocol):
+    """POSTs a webhook; never raises for the receiver's failures, it reports them."""
+
+    def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResult: ...

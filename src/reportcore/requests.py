@@ -68,6 +68,7 @@ class CreateRequest(msgspec.Struct, kw_only=True):
     timezone: Annotated[
         str | None, msgspec.Meta(description="IANA time zone name", examples=["Asia/Bangkok"])
     ] = None
+    notify_url: str | None = None  # checked against the allowed hosts by create_job
 
 
 class ValidCreate(msgspec.Struct, frozen=True, kw_only=True):
@@ -84,6 +85,7 @@ class ValidCreate(msgspec.Struct, frozen=True, kw_only=True):
     csv: CsvOptions | None = None
     columns: list[str] | None = None
     timezone: str | None = None
+    notify_url: str | None = None
 
 
 def refuse_nul(value: object, field: str = "") -> None:
@@ -280,6 +282,7 @@ def validate_create(req: CreateRequest, *, header_key: str | None = None) -> Val
         csv=req.csv,
         columns=validate_columns(spec, req.columns),
         timezone=validate_timezone(req.timezone),
+        notify_url=req.notify_url,
     )
 
 

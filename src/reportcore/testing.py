@@ -22,6 +22,7 @@ from .errors import QueueUnavailable, ServiceUnavailable, StorageFailure
 from .jobs import Job, JobMessage, JobStatus, file_name_for, mime_type_for
 from .jobtypes import JOB_TYPES, JobTypeRegistry
 from .lifecycle import Event
+from .outbox import InMemoryOutbox, RecordingWebhookSender
 from .ports import Disposition, SourcePage, SourceRequest, StoredFile
 from .requests import ListQuery
 
@@ -29,7 +30,9 @@ __all__ = [
     "FakeClock",
     "InMemoryFileStore",
     "InMemoryJobRepository",
+    "InMemoryOutbox",
     "InMemoryQueue",
+    "RecordingWebhookSender",
     "StaticRecordSource",
 ]
 
@@ -65,10 +68,11 @@ def _copy(job: Job) -> Job:
 class InMemoryJobRepository:
     """Jobs in a dict, guarded by a lock; each method is one atomic conditional change."""
 
-    def __init__(self) -> None:
+    def __init__(self, outbox: InMemoryOutbox | None = None) -> None:
         self._jobs: dict[str, Job] = {}
         self._lock = threading.RLock()
         self.available = True
+        self.outbox = outbox or InMemoryOutbox()  # where ended jobs' webhooks go
 
     # helpers
     def _check(self) -> None:
@@ -153,6 +157,7 @@ class InMemoryJobRepository:
 
     def _changed(self, job: Job | None) -> Job | None:
         if job is not None:
+            self.outbox.enqueue(job, job.updated_at)  # a no-op unless it ended with a notify_url
             self._after(job)
         return job
 

@@ -36,6 +36,7 @@ from .running import (
     run_job,
     uuid_or_none,
 )
+from .webhooks import check_notify_url
 
 # --- the API side ---
 
@@ -60,15 +61,18 @@ def create_job(
 ) -> Created:
     """Store a job durably, then publish it. A create with a used key is a replay or a 409.
 
-    A range wider than ``policy.max_range_days`` allows for the job type is a 400.
+    A range wider than ``policy.max_range_days`` allows for the job type is a 400, and so is
+    a ``notify_url`` whose host ``policy.notify_hosts`` does not list.
 
     If the broker does not confirm, the job stays queued without ``enqueued_at`` and the
     recovery pass publishes it later: a create never fails because the broker is down.
     """
     now = clock.now()
     scope = request.scope
-    limits = (policy or Policy()).max_range_days
-    check_range(request.job_type, scope, today=now.date(), max_days=limits)
+    rules = policy or Policy()
+    check_range(request.job_type, scope, today=now.date(), max_days=rules.max_range_days)
+    if request.notify_url is not None:
+        check_notify_url(request.notify_url, rules.notify_hosts)
     job = Job(
         id=str(uuid.uuid4()),
         tenant_id=tenant_id,
@@ -82,6 +86,7 @@ def create_job(
         end_date=scope.end_date,
         filters=dict(scope.filters),
         idempotency_key=request.idempotency_key,
+        notify_url=request.notify_url,
         created_at=now,
         updated_at=now,
         compression=request.compression,

@@ -83,6 +83,10 @@ CONFIG_VARIABLES = frozenset(
         "S3_ENDPOINT_URL",
         "S3_REGION",
         "REPORT_DOWNLOAD_REDIRECT",
+        "REPORT_WEBHOOK_ALLOWED_HOSTS",
+        "REPORT_WEBHOOK_SECRET",
+        "REPORT_WEBHOOK_MAX_ATTEMPTS",
+        "REPORT_WEBHOOK_RETRY_BASE_SEC",
         # the AWS credential chain: a developer's own keys must never reach a test's service
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",

@@ -190,6 +190,7 @@ _CASTS = {
     "pct": "::integer",
     "file_names": "::jsonb",
     "mime_types": "::jsonb",
+    "job_ids": "::text[]",
 }
 
 
@@ -277,6 +278,16 @@ class PostgresJobRepository(sql_jobs.SqlJobRepository):
     @contextmanager
     def _session(self) -> Iterator[sql_jobs.Run]:
         with self._cursor() as cur:
+
+            def run(statement: str, params: Mapping[str, Any]) -> sql_jobs.Rows:
+                cur.execute(statement, params)
+                return cur.fetchall() if cur.description is not None else []
+
+            yield run
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sql_jobs.Run]:
+        with self._cursor() as cur, cur.connection.transaction():
 
             def run(statement: str, params: Mapping[str, Any]) -> sql_jobs.Rows:
                 cur.execute(statement, params)

@@ -16,6 +16,7 @@ import enum
 import functools
 import re
 import typing
+import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from importlib import resources
@@ -37,6 +38,7 @@ from reportcore.jobs import (
 from reportcore.lifecycle import Event
 from reportcore.ports import StoredFile
 from reportcore.requests import ListQuery
+from reportcore.webhooks import event_for
 
 # A statement's rows as mappings of column name to value ([] for a statement without rows).
 Rows = list[Mapping[str, Any]]
@@ -305,6 +307,35 @@ class SqlJobRepository(abc.ABC):
     def _session(self) -> AbstractContextManager[Run]:
         """A session to run statements in; an engine that does not answer is a 503."""
 
+    @abc.abstractmethod
+    def _transaction(self) -> AbstractContextManager[Run]:
+        """A session whose statements commit together, or not at all."""
+
+    # for the webhook outbox (sql_webhooks.py), which shares the tables, statements, sessions
+    @property
+    def statements(self) -> Statements:
+        """The repository's statements in its dialect."""
+        return self._sql
+
+    def session(self) -> AbstractContextManager[Run]:
+        """A session to run statements in (see :meth:`_session`)."""
+        return self._session()
+
+    def _ending(self, event: Event, name: str, **params: Any) -> Job | None:
+        """A terminal transition and, for a job with a notify_url, its webhook delivery, in
+        one transaction: a delivery exists exactly when the job ended."""
+        with self._transaction() as run:
+            rows = run(self._sql[name], {**self._moves[event], **params})
+            job = self._codec.job(rows[0]) if rows else None
+            hook = event_for(job) if job is not None else None
+            if hook is not None:  # the row gives the url; every terminal transition has a now
+                values = {"delivery_id": str(uuid.uuid4()), "event": hook.value}
+                run(
+                    self._sql["enqueue_delivery"],
+                    {**values, "id": params["id"], "now": params["now"]},
+                )
+            return job
+
     def _rows(self, statement: str, params: Mapping[str, Any]) -> Rows:
         with self._session() as run:
             return run(statement, params)
@@ -391,7 +422,7 @@ class SqlJobRepository(abc.ABC):
         file: StoredFile,
         expires_at: dt.datetime | None,
     ) -> Job | None:
-        return self._transition(
+        return self._ending(
             Event.SUCCEED,
             "succeed_job",
             id=job_id,
@@ -409,7 +440,7 @@ class SqlJobRepository(abc.ABC):
     def fail(
         self, job_id: str, owner: str | None, now: dt.datetime, code: str, message: str
     ) -> Job | None:
-        return self._transition(
+        return self._ending(
             Event.FAIL,
             "fail_job",
             id=job_id,
@@ -423,7 +454,7 @@ class SqlJobRepository(abc.ABC):
         return self._transition(Event.RETRY, "retry_job", id=job_id, owner=owner, now=self._at(now))
 
     def cancel(self, job_id: str, tenant_id: str, now: dt.datetime) -> Job | None:
-        return self._transition(
+        return self._ending(
             Event.CANCEL, "cancel_job", id=job_id, tenant_id=tenant_id, now=self._at(now)
         )
 

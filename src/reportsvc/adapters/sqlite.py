@@ -218,3 +218,21 @@ class SqliteJobRepository(sql_jobs.SqlJobRepository):
                 return conn.execute(statement, params).fetchall()
 
             yield run
+
+    @contextmanager
+    def _transaction(self) -> Iterator[sql_jobs.Run]:
+        with self._connection() as conn:
+
+            def run(statement: str, params: Mapping[str, Any]) -> sql_jobs.Rows:
+                return conn.execute(statement, params).fetchall()
+
+            # IMMEDIATE: take the write lock first, so that the transaction cannot fail
+            # halfway on another process's write
+            conn.execute("BEGIN IMMEDIATE")
+            try:
+                yield run
+            except BaseException:
+                if conn.in_transaction:
+                    conn.execute("ROLLBACK")
+                raise
+            conn.execute("COMMIT")

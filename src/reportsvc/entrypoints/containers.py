@@ -28,9 +28,11 @@ from reportcore.testing import (
     InMemoryFileStore,
     InMemoryJobRepository,
     InMemoryQueue,
+    RecordingWebhookSender,
     StaticRecordSource,
 )
 from reportcore.usecases import Policy
+from reportcore.webhooks import WebhookRules
 from reportsvc.adapters.clock import SystemClock
 
 from .metering import MeteredJobQueue, MeteredJobRepository
@@ -53,6 +55,18 @@ def policy_from(settings: Settings) -> Policy:
         heartbeat_sec=min(defaults.heartbeat_sec, settings.lease_sec / 3),
         max_attempts=settings.max_attempts,
         max_range_days=dict(settings.max_range_days or {}),
+        notify_hosts=settings.webhook_allowed_hosts or (),
+    )
+
+
+def webhook_rules_from(settings: Settings) -> WebhookRules:
+    """The webhook knobs of the core, from settings."""
+    return msgspec.structs.replace(
+        WebhookRules(),
+        secret=(settings.webhook_secret or "").encode(),
+        allowed_hosts=settings.webhook_allowed_hosts or (),
+        max_attempts=settings.webhook_max_attempts,
+        retry_base_sec=settings.webhook_retry_base_sec,
     )
 
 
@@ -81,6 +95,10 @@ class Container(containers.DeclarativeContainer):
     store = providers.ThreadSafeSingleton(InMemoryFileStore)
     # the file formats a worker writes as rows: the core's CSV and this service's xlsx
     formats = providers.Singleton(row_formats)
+    # the in-memory repository keeps its outbox; SQL ones share their database with it
+    outbox = providers.Callable(lambda jobs: jobs.outbox, jobs)
+    webhook_sender = providers.ThreadSafeSingleton(RecordingWebhookSender)
+    webhook_rules = providers.Singleton(webhook_rules_from, settings)
 
 
 def build_container(settings: Settings) -> Container:
@@ -165,7 +183,17 @@ def wire_service(
         providers.Resource(_closing, HttpRecordSource, upstream_config(settings), **hooks["source"])
     )
     container.store.override(file_store(settings))
+    wire_webhooks(container)
     return container
+
+
+def wire_webhooks(container: Container) -> None:
+    """The SQL outbox beside the SQL job repository, and the HTTP sender."""
+    from reportsvc.adapters.sql_webhooks import SqlWebhookOutbox
+    from reportsvc.adapters.webhook_sender import HttpWebhookSender
+
+    container.outbox.override(providers.ThreadSafeSingleton(SqlWebhookOutbox, container.jobs))
+    container.webhook_sender.override(providers.Resource(_closing, HttpWebhookSender))
 
 
 def file_store(settings: Settings) -> providers.Provider[Any]:
@@ -220,6 +248,7 @@ def wire_embedded(
     container.store.override(
         providers.ThreadSafeSingleton(FilesystemStore, str(data_dir / "exports"))
     )
+    wire_webhooks(container)
     return container
 
 

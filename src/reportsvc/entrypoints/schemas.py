@@ -15,6 +15,7 @@ import msgspec
 
 from reportcore.jobs import Compression, CsvOptions, Job, JobStatus, JobType, ReportFormat
 from reportcore.usecases import DownloadLink, JobPage
+from reportcore.webhooks import DeliveryState, Notification
 
 Instant = Annotated[
     dt.datetime,
@@ -62,6 +63,17 @@ class JobOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     csv: CsvOptions | None = None
     columns: list[str] | None = None
     timezone: str | None = None
+    # only on a job created with notify_url: a job without one is shown exactly as before
+    notify_url: str | msgspec.UnsetType = msgspec.UNSET
+    notification: NotificationOut | msgspec.UnsetType | None = msgspec.UNSET
+
+
+class NotificationOut(msgspec.Struct, kw_only=True):
+    """The job's webhook: pending (attempts so far), delivered, or failed after the last."""
+
+    state: DeliveryState
+    attempts: int
+    last_error: str | None
 
 
 def _utc(value: dt.datetime | None) -> dt.datetime | None:
@@ -85,12 +97,12 @@ def shown_file_path(job: Job) -> str | None:
     return f"{job.tenant_id}/{job.id}/{name}"
 
 
-def job_out(job: Job) -> JobOut:
-    """The job JSON of ``job``."""
+def job_out(job: Job, notification: Notification | None = None) -> JobOut:
+    """The job JSON of ``job`` (``notification``: its webhook's state, if it has one)."""
     created = _utc(job.created_at)
     updated = _utc(job.updated_at)
     assert created is not None and updated is not None  # both are required on a Job
-    return JobOut(
+    out = JobOut(
         id=job.id,
         tenant_id=job.tenant_id,
         requested_by=job.requested_by,
@@ -124,6 +136,18 @@ def job_out(job: Job) -> JobOut:
         columns=job.columns,
         timezone=job.timezone,
     )
+    if job.notify_url is not None:
+        out.notify_url = job.notify_url
+        out.notification = (
+            None
+            if notification is None
+            else NotificationOut(
+                state=notification.state,
+                attempts=notification.attempts,
+                last_error=notification.last_error,
+            )
+        )
+    return out
 
 
 class JobPageOut(msgspec.Struct, kw_only=True):
@@ -133,9 +157,12 @@ class JobPageOut(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
-def page_out(page: JobPage) -> JobPageOut:
-    """The listing JSON of ``page``."""
-    return JobPageOut(items=[job_out(j) for j in page.items], next_cursor=page.next_cursor)
+def page_out(page: JobPage, notifications: dict[str, Notification] | None = None) -> JobPageOut:
+    """The listing JSON of ``page`` (with its jobs' webhook states)."""
+    notes = notifications or {}
+    return JobPageOut(
+        items=[job_out(j, notes.get(j.id)) for j in page.items], next_cursor=page.next_cursor
+    )
 
 
 class DownloadOut(msgspec.Struct, kw_only=True):

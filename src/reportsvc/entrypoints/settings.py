@@ -15,6 +15,7 @@ import msgspec
 
 from reportcore.jobs import JobType
 from reportcore.policy import Policy
+from reportcore.webhooks import AllowedHost, WebhookRules, parse_allowed_hosts
 from reportsvc.adapters.upstream.config import UpstreamConfig
 
 
@@ -26,6 +27,7 @@ class ConfigError(Exception):
 # declared; a setting of one of them takes its default from there, so each is written once.
 _POLICY = Policy()
 _UPSTREAM = UpstreamConfig()
+_WEBHOOKS = WebhookRules()
 
 
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
@@ -81,6 +83,11 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     s3_endpoint_url: str | None = None
     s3_region: str | None = None
     download_redirect: bool = False
+    # webhooks (docs/operations.md): no allowed host turns them off
+    webhook_allowed_hosts: tuple[AllowedHost, ...] | None = None
+    webhook_secret: str | None = None
+    webhook_max_attempts: int = _WEBHOOKS.max_attempts
+    webhook_retry_base_sec: float = _WEBHOOKS.retry_base_sec
 
 
 # variable -> (setting, kind); aliases listed after the main name, first one set wins
@@ -140,6 +147,10 @@ _VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
     (("S3_ENDPOINT_URL",), "s3_endpoint_url", "http_url"),
     (("S3_REGION",), "s3_region", "str"),
     (("REPORT_DOWNLOAD_REDIRECT",), "download_redirect", "flag"),
+    (("REPORT_WEBHOOK_ALLOWED_HOSTS",), "webhook_allowed_hosts", "webhook_hosts"),
+    (("REPORT_WEBHOOK_SECRET",), "webhook_secret", "secret"),
+    (("REPORT_WEBHOOK_MAX_ATTEMPTS",), "webhook_max_attempts", "positive_int"),
+    (("REPORT_WEBHOOK_RETRY_BASE_SEC",), "webhook_retry_base_sec", "positive_float"),
 )
 
 SETTING_TO_VARIABLE = {setting: names[0] for names, setting, _ in _VARIABLES}
@@ -242,6 +253,11 @@ def _parse(name: str, kind: str, raw: str) -> object:
         if value and (not value.endswith("/") or value.startswith("/") or "//" in value):
             raise ConfigError(f"{name} must end with / and not start with one, got {raw!r}")
         return value
+    if kind == "webhook_hosts":
+        try:
+            return parse_allowed_hosts(value) or None
+        except ValueError as exc:
+            raise ConfigError(f"{name}: {exc}; give host names separated by commas") from None
     if kind == "log_format":
         fmt = value.lower()
         if fmt not in ("text", "json"):
@@ -283,6 +299,11 @@ def load_settings(env: Mapping[str, str], *, required: Iterable[str] = ()) -> Se
             )
     if values.get("file_store") == "s3" and not values.get("s3_bucket"):
         raise ConfigError("S3_BUCKET is required when FILE_STORE=s3")
+    if values.get("webhook_allowed_hosts") and not values.get("webhook_secret"):
+        raise ConfigError(
+            "REPORT_WEBHOOK_SECRET is required when REPORT_WEBHOOK_ALLOWED_HOSTS is set: "
+            "the key webhooks are signed with, at least 16 characters"
+        )
     if values.get("download_redirect") and values.get("file_store") != "s3":
         raise ConfigError("REPORT_DOWNLOAD_REDIRECT=1 needs FILE_STORE=s3")
     return Settings(**values)  # type: ignore[arg-type]

@@ -1,7 +1,8 @@
 """The worker: consumes job messages, runs exports, and keeps nothing stuck.
 
 One :class:`Worker` per process. Its consumer delivers messages ``WORKER_CONCURRENCY`` at a
-time to :func:`reportcore.usecases.run_job`; beside it a recovery thread runs
+time to :func:`reportcore.usecases.run_job`; beside it a webhook thread sends due deliveries
+(:func:`reportcore.notifying.deliver_due`, when webhooks are on), and a recovery thread runs
 :func:`reportcore.usecases.recover` every ``REPORT_RECOVERY_INTERVAL_SEC`` (jobs of dead
 workers back to the queue, unconfirmed jobs published again, expired files deleted). Setting
 the stop event (SIGTERM, SIGINT) stops consuming; a running export hands its job back at its
@@ -23,6 +24,7 @@ from types import FrameType
 
 from reportcore.fairness import TenantSlots, default_share
 from reportcore.jobtypes import JOB_TYPES, Upstream
+from reportcore.notifying import DeliveryPass, deliver_due
 from reportcore.ports import Disposition
 from reportcore.usecases import DEFERRED, Recovery, recover, run_job
 
@@ -30,6 +32,7 @@ from . import tracing
 from .containers import Container
 from .metering import record_export, running_gauge
 from .probes import Heartbeat
+from .schemas import job_out
 from .settings import SETTING_TO_VARIABLE, Settings
 
 log = logging.getLogger("reportsvc.worker")
@@ -46,6 +49,8 @@ OUTAGE_PAUSE_SEC = 2.0
 # After deferring a job whose tenant holds its share, wait this long before taking the next
 # message: a lone tenant's backlog then cycles through the queue slowly, not in a busy loop.
 DEFER_PAUSE_SEC = 0.2
+# How often the webhook sender looks for due deliveries (at most; see Worker._delivery_loop).
+WEBHOOK_POLL_SEC = 1.0
 
 
 def new_owner_id() -> str:
@@ -194,6 +199,44 @@ class Worker:
             if stop.wait(interval):
                 return
 
+    def deliver_once(self) -> DeliveryPass | None:
+        """One pass over the webhook outbox; ``None`` (and a warning) if storage failed it."""
+        c = self.container
+        try:
+            done = deliver_due(
+                outbox=c.outbox(),
+                jobs=c.jobs(),
+                sender=c.webhook_sender(),
+                clock=c.clock(),
+                rules=c.webhook_rules(),
+                render=job_out,
+                owner=self.owner_id,
+            )
+        except Exception as exc:
+            log.warning("webhook pass failed: %s: %s", type(exc).__name__, exc)
+            return None
+        if done.attempted:
+            log.info(
+                "webhook pass",
+                extra={
+                    "delivered": done.delivered,
+                    "retrying": done.retrying,
+                    "failed": done.failed,
+                },
+            )
+        return done
+
+    def _delivery_loop(self, stop: threading.Event) -> None:
+        rules = self.container.webhook_rules()
+        # a due delivery waits at most this long; a short retry base (tests) polls more often
+        poll = min(WEBHOOK_POLL_SEC, max(0.05, rules.retry_base_sec / 4))
+        while not stop.is_set():
+            done = self.deliver_once()
+            if done is None:
+                stop.wait(self._outage_pause)
+            elif done.attempted < rules.batch:  # a full batch: more may be due at once
+                stop.wait(poll)
+
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; returns once in-flight jobs finished or went back."""
         settings = self.container.settings()
@@ -202,6 +245,12 @@ class Worker:
             target=self._recovery_loop, args=(stop,), name="recovery", daemon=True
         )
         recovery.start()
+        # webhooks are off without allowed hosts (and then have no secret to sign with)
+        delivery = threading.Thread(
+            target=self._delivery_loop, args=(stop,), name="webhooks", daemon=True
+        )
+        if settings.webhook_allowed_hosts:
+            delivery.start()
         log.info(
             "worker started",
             extra={"owner": self.owner_id, "concurrency": concurrency},
@@ -224,6 +273,8 @@ class Worker:
         finally:
             stop.set()
             recovery.join()
+            if delivery.is_alive():
+                delivery.join()
             log.info("worker stopped", extra={"owner": self.owner_id})
 
 

@@ -120,3 +120,37 @@ ORDER BY expires_at, id LIMIT :limit
 
 -- name: ping
 SELECT 1
+
+-- Webhooks (reportcore.webhooks): a job that ends with a notify_url gets one delivery, put in
+-- by the transaction that ended it; senders claim due ones under a lease.
+-- name: enqueue_delivery
+INSERT INTO report_webhook_deliveries
+    (id, job_id, event, url, state, attempts, next_attempt_at, created_at, updated_at)
+SELECT :delivery_id, id, :event, notify_url, 'pending', 0, :now, :now, :now
+FROM report_jobs WHERE id = :id AND notify_url IS NOT NULL
+ON CONFLICT (job_id) DO NOTHING
+
+-- name: claim_deliveries
+UPDATE report_webhook_deliveries
+SET lease_owner = :owner, lease_expires_at = :lease_until
+WHERE id IN (
+    SELECT id FROM report_webhook_deliveries
+    WHERE state = 'pending' AND next_attempt_at <= :now
+      AND (lease_expires_at IS NULL OR lease_expires_at < :now)
+    ORDER BY next_attempt_at, id
+    LIMIT :limit
+    {skip_locked}
+)
+RETURNING id, job_id, event, url, state, attempts, next_attempt_at, last_error, body,
+    created_at, updated_at
+
+-- name: record_delivery
+UPDATE report_webhook_deliveries
+SET state = :state, attempts = :attempts, next_attempt_at = :next_attempt_at,
+    last_error = :last_error, body = COALESCE(body, :body), updated_at = :now,
+    lease_owner = NULL, lease_expires_at = NULL
+WHERE id = :delivery_id AND lease_owner = :owner
+RETURNING id
+
+-- name: delivery_notifications
+SELECT job_id, state, attempts, last_error FROM report_webhook_deliveries WHERE {job_in_ids}

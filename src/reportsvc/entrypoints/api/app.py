@@ -23,7 +23,7 @@ from litestar.routes import HTTPRoute
 
 from reportcore.access import authorize
 from reportcore.errors import ReportError
-from reportcore.ports import Clock, FileStore, JobQueue, JobRepository
+from reportcore.ports import Clock, FileStore, JobQueue, JobRepository, WebhookOutbox
 from reportcore.usecases import Policy
 
 from ..auth import TokenVerifier
@@ -111,6 +111,9 @@ def create_app(container: Container) -> Litestar:
     def provide_policy() -> Policy:
         return container.policy()
 
+    def provide_outbox() -> WebhookOutbox:
+        return container.outbox()  # type: ignore[no-any-return]
+
     def provide_download_secret() -> bytes:
         return secret
 
@@ -166,6 +169,7 @@ def create_app(container: Container) -> Litestar:
             "store": Provide(provide_store, sync_to_thread=False),
             "clock": Provide(provide_clock, sync_to_thread=False),
             "policy": Provide(provide_policy, sync_to_thread=False),
+            "outbox": Provide(provide_outbox, sync_to_thread=False),
             "download_secret": Provide(provide_download_secret, sync_to_thread=False),
             "readiness": Provide(provide_readiness, sync_to_thread=False),
         },

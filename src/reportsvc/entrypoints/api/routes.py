@@ -21,7 +21,9 @@ from litestar.response import Stream
 
 from reportcore import usecases
 from reportcore.access import Action, Principal, named_tenant, resolve_tenant
-from reportcore.ports import Clock, FileStore, JobQueue, JobRepository
+from reportcore.jobs import Job
+from reportcore.notifying import notifications_of
+from reportcore.ports import Clock, FileStore, JobQueue, JobRepository, WebhookOutbox
 from reportcore.requests import CreateRequest, refuse_nul, validate_create, validate_list
 from reportcore.usecases import Policy
 
@@ -110,6 +112,7 @@ def create_job(
     queue: NamedDependency[JobQueue],
     clock: NamedDependency[Clock],
     policy: NamedDependency[Policy],
+    outbox: NamedDependency[WebhookOutbox],
     idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
 ) -> Response[JobOut]:
     """Create an export job (201), or answer an identical earlier one (200, replay header)."""
@@ -137,7 +140,7 @@ def create_job(
         )
     if created.replayed:
         return Response(
-            job_out(created.job), status_code=200, headers={"x-idempotent-replay": "true"}
+            _shown(created.job, outbox), status_code=200, headers={"x-idempotent-replay": "true"}
         )
     return Response(
         job_out(created.job),
@@ -158,6 +161,7 @@ def create_job(
 def list_jobs(
     tenant: NamedDependency[str],
     jobs: NamedDependency[JobRepository],
+    outbox: NamedDependency[WebhookOutbox],
     status: FromQuery[str | None] = None,
     job_type: FromQuery[str | None] = None,
     created_from: FromQuery[str | None] = None,
@@ -176,7 +180,8 @@ def list_jobs(
     )
     if wanted.after is not None:
         refuse_nul(wanted.after.id, "cursor")  # a forged cursor can hide one
-    return page_out(usecases.list_jobs(wanted, tenant_id=tenant, jobs=jobs))
+    page = usecases.list_jobs(wanted, tenant_id=tenant, jobs=jobs)
+    return page_out(page, notifications_of(page.items, outbox))
 
 
 @get(
@@ -192,9 +197,15 @@ def get_job(
     jobId: FromPath[str],
     tenant: NamedDependency[str],
     jobs: NamedDependency[JobRepository],
+    outbox: NamedDependency[WebhookOutbox],
 ) -> JobOut:
     """One job of the tenant."""
-    return job_out(usecases.get_job(jobId, tenant_id=tenant, jobs=jobs))
+    return _shown(usecases.get_job(jobId, tenant_id=tenant, jobs=jobs), outbox)
+
+
+def _shown(job: Job, outbox: WebhookOutbox) -> JobOut:
+    """The job JSON of ``job`` with its webhook's state."""
+    return job_out(job, notifications_of([job], outbox).get(job.id))
 
 
 @get(
@@ -243,6 +254,7 @@ def cancel_job(
     principal: NamedDependency[Principal],
     jobs: NamedDependency[JobRepository],
     clock: NamedDependency[Clock],
+    outbox: NamedDependency[WebhookOutbox],
     data: JSONBody[TenantBody | None] = None,
     tenant_id: FromQuery[str | None] = None,
     tenantId: FromQuery[str | None] = None,
@@ -252,7 +264,8 @@ def cancel_job(
     tenant = resolve_tenant(
         principal, named_tenant(body.tenant_id, body.tenantId, tenant_id, tenantId)
     )
-    return job_out(usecases.cancel_job(jobId, tenant_id=tenant, jobs=jobs, clock=clock))
+    cancelled = usecases.cancel_job(jobId, tenant_id=tenant, jobs=jobs, clock=clock)
+    return _shown(cancelled, outbox)
 
 
 _REDIRECT = ResponseSpec(

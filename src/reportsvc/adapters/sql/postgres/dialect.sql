@@ -29,3 +29,10 @@ AND (created_at < :after_created_at OR id COLLATE "C" < :after_id)
 
 -- name: find_order
 ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT :limit
+
+-- the senders of webhooks skip deliveries another sender is claiming right now
+-- name: skip_locked
+FOR UPDATE SKIP LOCKED
+
+-- name: job_in_ids
+job_id = ANY(:job_ids)

@@ -29,3 +29,10 @@ json_extract(:mime_types, '$."' || format || '/' || COALESCE(compression, 'none'
 
 -- name: find_order
 ORDER BY created_at DESC, id DESC LIMIT :limit
+
+-- SQLite serialises writers: a claim (one UPDATE) cannot interleave with another
+-- name: skip_locked
+
+-- :job_ids is a JSON list
+-- name: job_in_ids
+job_id IN (SELECT value FROM json_each(:job_ids))

@@ -1,0 +1,284 @@
+"""The webhook rules of the core: signature, backoff, and which notify_urls are accepted."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import hmac
+import re
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from reportcore.errors import ValidationError
+from reportcore.webhooks import (
+    AllowedHost,
+    Delivery,
+    DeliveryState,
+    SendResult,
+    WebhookRules,
+    after_attempt,
+    backoff,
+    check_notify_url,
+    event_body,
+    parse_allowed_hosts,
+    schedule,
+    signature,
+    verify_signature,
+)
+
+from ..clock import pinned_now
+
+SECRET = b"webhook-secret-0123456789"
+BODY = b'{"type":"report_job.succeeded","job":{"id":"j1"}}'
+NOW = int(pinned_now().timestamp())
+
+# --- signature ---
+
+
+def test_the_signature_is_t_and_the_hex_hmac_sha256_of_t_dot_body() -> None:
+    header = signature(SECRET, 1767225600, BODY)
+    expected = hmac.new(SECRET, b"1767225600." + BODY, hashlib.sha256).hexdigest()
+    assert header == f"t=1767225600,v1={expected}"
+    assert re.fullmatch(r"t=\d+,v1=[0-9a-f]{64}", header)
+
+
+def test_a_signature_verifies_with_the_same_secret_body_and_a_recent_t() -> None:
+    header = signature(SECRET, NOW, BODY)
+    assert verify_signature(SECRET, header, BODY, now=NOW + 10)
+    # the header's parts may come in any order, with spaces, and with several v1 (key rotation)
+    mac = header.split("v1=")[1]
+    assert verify_signature(SECRET, f"v1={'0' * 64}, v1={mac} ,t={NOW}", BODY, now=NOW)
+
+
+@pytest.mark.parametrize(
+    "change",
+    ["other secret", "other body", "stale t", "future t", "no v1", "two t", "t not a number"],
+)
+def test_a_signature_does_not_verify_when_anything_differs(change: str) -> None:
+    header = signature(SECRET, NOW, BODY)
+    secret, body, now = SECRET, BODY, NOW
+    if change == "other secret":
+        secret = b"another-secret-0123456789"
+    elif change == "other body":
+        body = BODY.replace(b"j1", b"j2")
+    elif change == "stale t":
+        now = NOW + 301
+    elif change == "future t":
+        now = NOW - 301
+    elif change == "no v1":
+        header = f"t={NOW}"
+    elif change == "two t":
+        header = f"t={NOW},{header}"
+    else:
+        header = header.replace(f"t={NOW}", "t=\uff11\uff12")  # fullwidth digits
+    assert not verify_signature(secret, header, body, now=now)
+
+
+def test_a_missing_or_empty_header_does_not_verify() -> None:
+    assert not verify_signature(SECRET, None, BODY, now=NOW)
+    assert not verify_signature(SECRET, "", BODY, now=NOW)
+    assert not verify_signature(SECRET, "garbage", BODY, now=NOW)
+
+
+def test_the_body_is_the_type_and_the_job_json() -> None:
+    assert event_body("report_job.failed", {"id": "j1", "status": "failed"}) == (
+        b'{"type":"report_job.failed","job":{"id":"j1","status":"failed"}}'
+    )
+
+
+# --- backoff ---
+
+
+def test_the_backoff_starts_at_the_base_and_doubles() -> None:
+    rules = WebhookRules(retry_base_sec=10.0, max_attempts=8)
+    assert [backoff(n, rules) for n in range(1, 8)] == [10, 20, 40, 80, 160, 320, 640]
+    assert schedule(rules) == [10, 20, 40, 80, 160, 320, 640], "8 attempts, 7 waits"
+
+
+def test_the_backoff_is_capped_at_an_hour_however_many_attempts_failed() -> None:
+    rules = WebhookRules(retry_base_sec=10.0, max_attempts=30)
+    assert backoff(9, rules) == 2560
+    assert backoff(10, rules) == 3600
+    assert backoff(1000, rules) == 3600
+    assert max(schedule(rules)) == 3600
+
+
+def test_a_sub_second_base_doubles_too() -> None:
+    rules = WebhookRules(retry_base_sec=0.2, max_attempts=4)
+    assert schedule(rules) == pytest.approx([0.2, 0.4, 0.8])
+
+
+def _delivery(attempts: int = 0) -> Delivery:
+    now = pinned_now()
+    return Delivery(
+        id="d1",
+        job_id="j1",
+        event="report_job.succeeded",
+        url="https://hooks.example.com/x",
+        attempts=attempts,
+        next_attempt_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+
+
+def test_a_failed_attempt_waits_its_backoff_and_the_last_one_gives_up() -> None:
+    rules = WebhookRules(retry_base_sec=10.0, max_attempts=3)
+    now = pinned_now()
+    first = after_attempt(_delivery(0), SendResult(status=503), BODY, now, rules)
+    assert first.state is DeliveryState.PENDING and first.attempts == 1
+    assert first.next_attempt_at == now + dt.timedelta(seconds=10)
+    assert first.last_error == "HTTP 503"
+    second = after_attempt(
+        _delivery(1), SendResult(error="timeout (ReadTimeout)"), BODY, now, rules
+    )
+    assert second.state is DeliveryState.PENDING
+    assert second.next_attempt_at == now + dt.timedelta(seconds=20)
+    last = after_attempt(_delivery(2), SendResult(status=500), BODY, now, rules)
+    assert last.state is DeliveryState.FAILED and last.attempts == 3
+    assert last.next_attempt_at is None and last.last_error == "HTTP 500"
+
+
+@pytest.mark.parametrize("status", [200, 201, 202, 204, 299])
+def test_any_2xx_delivers(status: int) -> None:
+    done = after_attempt(
+        _delivery(0), SendResult(status=status), BODY, pinned_now(), WebhookRules()
+    )
+    assert done.state is DeliveryState.DELIVERED and done.last_error is None
+
+
+@pytest.mark.parametrize("status", [199, 301, 302, 400, 404, 429, 500, 503])
+def test_anything_else_fails_the_attempt_redirects_too(status: int) -> None:
+    assert not SendResult(status=status).ok
+
+
+def test_a_long_error_is_cut() -> None:
+    assert len(SendResult(error="x" * 10_000).describe()) == 500
+
+
+# --- allowed hosts ---
+
+ALLOWED = parse_allowed_hosts(
+    "hooks.example.com, HTTP://Internal.Example, http://127.0.0.1, [fd00::1], 10.1.2.3"
+)
+
+
+def test_the_allowed_hosts_are_parsed_lower_case_with_http_marked() -> None:
+    assert (
+        AllowedHost("hooks.example.com"),
+        AllowedHost("internal.example", plain_http=True),
+        AllowedHost("127.0.0.1", plain_http=True),
+        AllowedHost("fd00::1"),
+        AllowedHost("10.1.2.3"),
+    ) == ALLOWED
+    assert parse_allowed_hosts(" , ") == ()
+
+
+@pytest.mark.parametrize("entry", ["hooks.example.com:8443", "hooks.example.com/x", "a@b", "a b"])
+def test_an_allowed_host_with_a_port_path_user_or_space_is_refused(entry: str) -> None:
+    with pytest.raises(ValueError):
+        parse_allowed_hosts(entry)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://hooks.example.com/reports",
+        "https://HOOKS.example.com./reports?x=1",
+        "https://hooks.example.com:8443/reports",
+        "http://internal.example/hook",
+        "https://internal.example/hook",
+        "http://127.0.0.1:9000/hook",
+        "https://[fd00::1]/hook",
+        "https://[fd00:0::1]/hook",
+        "https://10.1.2.3/hook",
+    ],
+)
+def test_a_url_of_a_listed_host_is_accepted(url: str) -> None:
+    assert check_notify_url(url, ALLOWED) == url
+
+
+def _refused(url: str, allowed: tuple[AllowedHost, ...] = ALLOWED) -> str:
+    with pytest.raises(ValidationError) as caught:
+        check_notify_url(url, allowed)
+    assert caught.value.field == "notify_url"
+    assert caught.value.message.startswith("notify_url ")
+    return caught.value.message
+
+
+def test_without_allowed_hosts_webhooks_are_off() -> None:
+    assert "webhooks are off" in _refused("https://hooks.example.com/x", ())
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://evil.example/x",
+        "https://hooks.example.com.evil.example/x",
+        "https://sub.hooks.example.com/x",
+        "https://2130706433/x",  # 127.0.0.1 spelled as a number: a name, and not listed
+        "https://8.8.8.8/x",
+    ],
+)
+def test_a_host_not_listed_is_refused(url: str) -> None:
+    assert "is not in REPORT_WEBHOOK_ALLOWED_HOSTS" in _refused(url)
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "http://127.0.0.2/x",
+        "https://10.0.0.1/x",
+        "https://192.168.1.1/x",
+        "https://172.16.0.1/x",
+        "https://169.254.169.254/latest/meta-data",
+        "https://0.0.0.0/x",
+        "https://[::1]/x",
+        "https://[::ffff:127.0.0.1]/x",
+        "https://[fe80::1]/x",
+        "https://[fd00::2]/x",
+    ],
+)
+def test_a_private_or_loopback_literal_not_listed_is_refused(url: str) -> None:
+    assert "private or loopback address" in _refused(url)
+
+
+def test_plain_http_needs_a_host_listed_as_http() -> None:
+    assert "must use https" in _refused("http://hooks.example.com/x")
+    assert "must use https" in _refused("http://10.1.2.3/x")
+
+
+@pytest.mark.parametrize(
+    ("url", "why"),
+    [
+        ("ftp://hooks.example.com/x", "https:// URL"),
+        ("hooks.example.com/x", "https:// URL"),
+        ("https:///x", "https:// URL"),
+        ("https://user:pw@hooks.example.com/x", "credentials"),
+        ("https://hooks.example.com/x#frag", "fragment"),
+        ("https://hooks.example.com/a b", "spaces"),
+        ("https://hooks.example.com/\r\nX: y", "spaces"),
+        ("https://hooks.example.com:99999/x", "valid URL"),
+        ("https://hooks.example.com:port/x", "valid URL"),
+        ("https://hooks.example.com/" + "x" * 2048, "2048"),
+        ("", "2048"),
+    ],
+)
+def test_a_malformed_url_is_refused(url: str, why: str) -> None:
+    assert why in _refused(url)
+
+
+@given(
+    secret=st.binary(min_size=16, max_size=64),
+    body=st.binary(max_size=2048),
+    stamp=st.integers(min_value=0, max_value=2**40),
+    skew=st.integers(min_value=-300, max_value=300),
+)
+def test_every_signature_verifies_within_the_tolerance_and_no_other_body_does(
+    secret: bytes, body: bytes, stamp: int, skew: int
+) -> None:
+    header = signature(secret, stamp, body)
+    assert verify_signature(secret, header, body, now=stamp + skew)
+    assert not verify_signature(secret, header, body + b" ", now=stamp + skew)
