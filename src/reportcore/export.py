@@ -60,11 +60,11 @@ class _HashingBuffer:
             self.flush()
 
     def flush(self) -> None:
-        if self._buf:  # handed over as it is: a writer copies what it keeps (FileWriter)
-            self._hash.update(self._buf)
-            self._size += len(self._buf)
-            self._writer.write(self._buf)
-            self._buf.clear()
+        if self._buf:  # handed over, not copied: a writer copies what it keeps (FileWriter)
+            chunk, self._buf = self._buf, bytearray()  # a fresh one: a view left on the old
+            self._hash.update(chunk)  # one (a writer's memoryview) cannot make clear() fail
+            self._size += len(chunk)
+            self._writer.write(chunk)
 
     def result(self, rows: int) -> ExportResult:
         self.flush()
