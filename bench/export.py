@@ -144,7 +144,7 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
     from reportcore.usecases import Policy, create_job, run_job
     from reportsvc.adapters.clock import SystemClock
     from reportsvc.adapters.filesystem import FilesystemStore
-    from reportsvc.adapters.xlsx import row_formats
+    from reportsvc.entrypoints.containers import row_formats  # the worker's: xlsx loaded lazily
 
     jobs, queue, clock = InMemoryJobRepository(), InMemoryQueue(), SystemClock()
     first, last = _dates(rows)

@@ -21,8 +21,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 from dependency_injector import containers, providers
 
-from reportcore.encoding import RowFormats
-from reportcore.ports import Clock
+from reportcore.encoding import CORE_ROW_FORMATS, RowFormats
+from reportcore.jobs import ReportFormat
+from reportcore.ports import ByteSink, Clock, RowEncoder, SheetRequest
 from reportcore.testing import (
     FakeClock,
     InMemoryFileStore,
@@ -75,11 +76,17 @@ def demo_clock(settings: Settings) -> Clock:
     return FakeClock(settings.demo_now) if settings.demo_now is not None else SystemClock()
 
 
-def row_formats() -> RowFormats:
-    """The row formats a worker writes: the core's CSV and xlsx (xlsxwriter, loaded here)."""
-    from reportsvc.adapters.xlsx import row_formats as with_xlsx
+def _xlsx_rows(request: SheetRequest, out: ByteSink) -> RowEncoder:
+    """xlsx rows. xlsxwriter (~3 MB of code objects) is loaded by a worker's first xlsx export,
+    not by every worker's first job: a worker's peak RSS is a target (issue 16)."""
+    from reportsvc.adapters.xlsx import XlsxEncoder
 
-    return with_xlsx()
+    return XlsxEncoder(request, out)
+
+
+def row_formats() -> RowFormats:
+    """The row formats a worker writes: the core's CSV and xlsx."""
+    return {**CORE_ROW_FORMATS, ReportFormat.XLSX: _xlsx_rows}
 
 
 class Container(containers.DeclarativeContainer):
