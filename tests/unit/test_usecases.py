@@ -1368,7 +1368,7 @@ def test_a_tenant_holds_one_slot_less_for_each_export_that_ends() -> None:
         shares.give_back(TENANT)
         left.append(shares.running(TENANT))
     assert left == [2, 1, 0]
-    with pytest.raises(ValueError, match="per_tenant must be at least 1"):
+    with pytest.raises(ValueError, match=r"^per_tenant must be at least 1$"):
         TenantSlots(0)
 
 

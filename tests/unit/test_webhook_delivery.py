@@ -26,7 +26,9 @@ from reportcore.usecases import cancel_job, create_job, run_job
 from reportcore.webhooks import (
     DeliveryState,
     Notification,
+    SendResult,
     WebhookRules,
+    after_attempt,
     parse_allowed_hosts,
     verify_signature,
 )
@@ -389,3 +391,54 @@ def test_notifications_are_asked_only_for_jobs_with_a_notify_url() -> None:
     assert asked == [], "a listing without webhooks costs no query"
     notifications_of([quiet, loud], Outbox())  # type: ignore[arg-type]
     assert asked == [[loud.id]]
+
+
+def test_a_delivery_given_up_before_sending_stores_an_empty_body() -> None:
+    world = World()
+    job = world.create()
+    world.run()
+    ended = world.jobs.get(job.id)
+    assert ended is not None
+    orphaned = InMemoryJobRepository()
+    orphaned.outbox.enqueue(ended, world.clock.now())
+    world.jobs = orphaned
+    assert world.deliver().failed == 1
+    [given_up] = orphaned.outbox.deliveries()
+    assert given_up.body == b"", "no job, so no body: nothing was ever sent"
+
+
+def test_a_lease_lost_on_one_delivery_does_not_stop_the_pass_for_the_others() -> None:
+    world = World()
+    first = world.create()
+    world.run()
+    world.clock.advance(1)
+    second = world.create()
+    world.run()
+
+    class SlowOnce(RecordingWebhookSender):
+        """The first POST outlives its lease and another sender claims that delivery."""
+
+        def send(self, url: str, body: bytes, headers: Any) -> Any:
+            if not self.sent:
+                world.clock.advance(world.rules.lease_sec + 1)
+                now = world.clock.now()
+                world.jobs.outbox.claim_due(now, "sender-2", now + dt.timedelta(seconds=60), 1)
+                world.jobs.outbox.record(
+                    headers["X-FarmIQ-Delivery"],
+                    "sender-2",
+                    after_attempt(
+                        world.jobs.outbox.deliveries()[0],
+                        SendResult(status=204),
+                        body,
+                        now,
+                        world.rules,
+                    ),
+                )
+            return super().send(url, body, headers)
+
+    world.sender = SlowOnce()
+    done = world.deliver("sender-1")
+    assert done == DeliveryPass(delivered=1), "the second delivery was still sent and counted"
+    assert len(world.sender.sent) == 2
+    assert world.notification(first) == Notification(state=DeliveryState.DELIVERED, attempts=1)
+    assert world.notification(second) == Notification(state=DeliveryState.DELIVERED, attempts=1)

@@ -171,13 +171,16 @@ ALLOWED = parse_allowed_hosts(
 
 
 def test_the_allowed_hosts_are_parsed_lower_case_with_http_marked() -> None:
-    assert (
+    # parsed here, not only at import (ALLOWED): a mutation run judges what runs in a test
+    assert parse_allowed_hosts(
+        "hooks.example.com, HTTP://Internal.Example, http://127.0.0.1, [fd00::1], 10.1.2.3"
+    ) == (
         AllowedHost("hooks.example.com"),
         AllowedHost("internal.example", plain_http=True),
         AllowedHost("127.0.0.1", plain_http=True),
         AllowedHost("fd00::1"),
         AllowedHost("10.1.2.3"),
-    ) == ALLOWED
+    )
     assert parse_allowed_hosts(" , ") == ()
 
 
@@ -490,3 +493,26 @@ def test_a_delivery_shows_its_state_attempts_and_last_error_to_clients() -> None
     assert notification_of(delivery) == Notification(
         state=DeliveryState.FAILED, attempts=3, last_error="HTTP 410"
     )
+
+
+def test_the_backoff_doubles_exactly_however_small_the_base_and_caps_however_many_attempts() -> (
+    None
+):
+    tiny = WebhookRules(retry_base_sec=1e-18)
+    assert backoff(65, tiny) == pytest.approx(18.446744073709553), "1e-18 * 2**64, under the cap"
+    assert backoff(66, tiny) == pytest.approx(36.893488147419106)
+    assert backoff(2000, WebhookRules(retry_base_sec=10.0)) == 3600.0
+    assert backoff(10**9, WebhookRules(retry_base_sec=10.0, max_backoff_sec=60.0)) == 60.0
+
+
+def test_an_ipv6_allowed_host_may_be_bracketed_or_bare() -> None:
+    assert parse_allowed_hosts("[FD00::2],fd00::1,https://[::ffff:10.0.0.5]") == (
+        AllowedHost("fd00::2"),
+        AllowedHost("fd00::1"),
+        AllowedHost("::ffff:10.0.0.5"),
+    )
+
+
+def test_a_header_with_two_t_does_not_verify_even_if_one_is_malformed() -> None:
+    mac = signature(SECRET, NOW, BODY).split("v1=")[1]
+    assert not verify_signature(SECRET, f"t=1=2,t={NOW},v1={mac}", BODY, now=NOW)
