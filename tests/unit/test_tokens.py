@@ -277,3 +277,18 @@ def test_a_download_url_expires_after_its_ttl() -> None:
     clock.advance(1)
     with pytest.raises(ExpiredDownloadToken):
         open_file(ids[0], token, jobs=jobs, store=store, clock=clock, secret=SECRET)
+
+
+def test_well_formed_parts_of_four_characters_are_judged_by_their_mac() -> None:
+    with pytest.raises(InvalidDownloadToken) as raised:
+        verify(SECRET, "YWJj.YWJj", now=NOW)  # "abc" signed "abc": well formed, not genuine
+    assert raised.value.reason == "signature does not match"
+
+
+def test_a_genuine_token_of_exactly_4096_characters_is_accepted() -> None:
+    token = next(
+        t
+        for n in range(2900, 3100)
+        if len(t := sign(SECRET, DownloadClaims("t" * n, "j", NOW + 60))) == 4096
+    )
+    assert verify(SECRET, token, now=NOW).tenant_id.startswith("ttt")
