@@ -565,6 +565,32 @@ def test_a_token_for_a_job_that_is_not_there_or_not_succeeded_finds_no_file() ->
             world.open(job_id, token)
 
 
+@pytest.mark.parametrize("status", [JobStatus.FAILED, JobStatus.CANCELLED, JobStatus.RUNNING])
+def test_only_a_succeeded_job_is_served_even_if_its_row_names_a_file(status: JobStatus) -> None:
+    world = World()
+    done = succeeded(world)
+    token = world.download(done.id)
+    # a row that names a stored file but did not succeed (damaged, or written by hand)
+    odd = msgspec.structs.replace(done, id=str(uuid.uuid4()), status=status)
+    world.jobs.add(odd)
+    with pytest.raises(ReportNotReady):
+        world.download(odd.id)
+    exp = int(START.timestamp()) + 60
+    odd_token = tokens.sign(SECRET, tokens.DownloadClaims(TENANT, odd.id, exp))
+    with pytest.raises(NotFound, match=r"^report file not found$"):
+        world.open(odd.id, odd_token)
+    assert world.open(done.id, token).location == done.file_path
+
+
+def test_a_succeeded_row_without_a_file_gets_no_download_link() -> None:
+    world = World()
+    done = succeeded(world)
+    odd = msgspec.structs.replace(done, id=str(uuid.uuid4()), file_path=None)
+    world.jobs.add(odd)
+    with pytest.raises(ReportNotReady):
+        world.download(odd.id)
+
+
 def test_a_file_missing_from_the_store_is_not_found() -> None:
     world = World()
     job = succeeded(world)
@@ -1393,7 +1419,7 @@ def test_a_deferral_names_its_job_and_why_it_was_deferred() -> None:
         detail="its tenant holds its share of the worker's slots",
     )
     assert world.queue.take() == message, "the job went to the back of the queue"
-    with pytest.raises(ValueError, match="deferring a job needs the queue to publish it to"):
+    with pytest.raises(ValueError, match=r"^deferring a job needs the queue to publish it to$"):
         run_job(
             message,
             owner="w1",
