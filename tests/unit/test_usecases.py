@@ -500,6 +500,25 @@ def test_a_store_with_direct_urls_still_gets_a_token_url_and_redirects_after_the
         world.open(str(uuid.uuid4()), token)
 
 
+def test_a_direct_url_is_asked_until_the_tokens_end_as_an_aware_utc_instant() -> None:
+    asked: list[dt.datetime] = []
+
+    class Recording(DirectStore):
+        def download_url(
+            self, location: str, expires_at: dt.datetime, file_name: str | None = None
+        ) -> str | None:
+            asked.append(expires_at)
+            return super().download_url(location, expires_at, file_name)
+
+    world = World(Policy(download_ttl_sec=60))
+    world.store = Recording()
+    job = succeeded(world)
+    world.open(job.id, world.download(job.id))
+    # a naive instant would be read as local time by a store that signs URLs with it
+    assert asked == [dt.datetime(2026, 1, 1, 0, 1, tzinfo=dt.UTC)]
+    assert asked[0].utcoffset() == dt.timedelta(0)
+
+
 def test_a_file_is_served_with_what_its_headers_need() -> None:
     world = World()
     job = succeeded(world)
