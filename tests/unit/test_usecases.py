@@ -283,6 +283,20 @@ def test_a_missing_job_or_a_bad_id_is_not_found(job_id: str) -> None:
         get_job(job_id, tenant_id=TENANT, jobs=world.jobs)
 
 
+@pytest.mark.parametrize("job_id", ["not-a-uuid", "", "1" * 300])
+def test_a_malformed_id_is_not_found_without_asking_the_job_store(job_id: str) -> None:
+    asked: list[object] = []
+
+    class Watched(InMemoryJobRepository):
+        def get(self, job_id: str, tenant_id: str | None = None) -> Job | None:
+            asked.append(job_id)
+            return super().get(job_id, tenant_id)
+
+    with pytest.raises(NotFound, match=r"^report job not found$"):
+        get_job(job_id, tenant_id=TENANT, jobs=Watched())
+    assert asked == [], "a store whose ids are UUIDs would choke on it"
+
+
 def test_another_tenants_job_is_indistinguishable_from_a_missing_one() -> None:
     world = World()
     job = world.create(tenant="t2").job
