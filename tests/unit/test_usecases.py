@@ -921,6 +921,7 @@ def test_on_shutdown_the_job_is_handed_back_queued_with_no_file(when: str) -> No
 
     outcome = world.run(source=source, stopping=stopping)
     assert (outcome.disposition, outcome.status) == (Disposition.REQUEUE, "handed back")
+    assert outcome.job_id == job.id
     back = world.get(job.id)
     assert (back.status, back.lease_owner, back.lease_expires_at) == (JobStatus.QUEUED, None, None)
     world.assert_no_file(back)
@@ -1000,6 +1001,22 @@ def test_a_cancel_landing_as_the_file_is_kept_removes_the_file_again() -> None:
     store.hook = cancel
     assert world.run().status == "cancelled"
     world.assert_no_file(world.get(job.id))
+
+
+def test_the_job_is_held_with_a_fresh_lease_and_its_progress_while_its_file_is_kept() -> None:
+    world = World(Policy(lease_sec=30, heartbeat_sec=1))
+    world.store = store = OnCommitStore()
+    job = world.create().job
+    at_commit: list[Job] = []
+    store.hook = lambda: at_commit.append(world.get(job.id))
+    assert world.run().status == "succeeded"
+    [held] = at_commit
+    now = world.clock.now()
+    assert (held.status, held.lease_owner) == (JobStatus.RUNNING, "w1")
+    assert held.lease_expires_at == now + dt.timedelta(seconds=30)
+    assert held.updated_at == now
+    # no heartbeat was due (the clock stood still): the last check before the commit wrote it
+    assert held.progress_pct > 0
 
 
 def test_a_lease_lost_as_the_file_is_kept_leaves_the_new_holders_file_alone() -> None:
