@@ -1003,6 +1003,43 @@ def test_a_cancel_landing_as_the_file_is_kept_removes_the_file_again() -> None:
     world.assert_no_file(world.get(job.id))
 
 
+class VanishingJobs(InMemoryJobRepository):
+    """A job store whose row of the running job is deleted (by hand) at ``when``."""
+
+    def __init__(self, when: str) -> None:
+        super().__init__()
+        self.when, self.gone = when, False
+
+    def claim(self, *args: Any, **kwargs: Any) -> Job | None:
+        claimed = super().claim(*args, **kwargs)
+        self.gone = self.when == "while it runs"
+        return claimed
+
+    def succeed(self, *args: Any, **kwargs: Any) -> Job | None:
+        self.gone = True
+        return None
+
+    def get(self, job_id: str, tenant_id: str | None = None) -> Job | None:
+        return None if self.gone else super().get(job_id, tenant_id)
+
+    def heartbeat(self, *args: Any, **kwargs: Any) -> Job | None:
+        return None if self.gone else super().heartbeat(*args, **kwargs)
+
+
+@pytest.mark.parametrize("when", ["while it runs", "as it succeeds"])
+def test_a_job_whose_row_is_deleted_mid_export_is_acknowledged_as_gone(when: str) -> None:
+    world = World()
+    world.jobs = VanishingJobs(when)
+    job = world.create().job
+    outcome = world.run()
+    assert (outcome.disposition, outcome.job_id, outcome.status) == (
+        Disposition.ACK,
+        job.id,
+        "gone",
+    )
+    world.assert_no_file(job)
+
+
 def test_the_job_is_held_with_a_fresh_lease_and_its_progress_while_its_file_is_kept() -> None:
     world = World(Policy(lease_sec=30, heartbeat_sec=1))
     world.store = store = OnCommitStore()
@@ -1208,7 +1245,10 @@ def test_a_bug_during_an_export_fails_the_job_at_once_with_no_file_and_its_trace
         "failed",
         "EXPORT_FAILED",
     )
-    assert "OverflowError: date value out of range" in outcome.crash
+    lines = outcome.crash.splitlines()
+    assert lines[0] == "Traceback (most recent call last):"
+    assert lines[1].startswith('  File "'), "the traceback's lines as Python prints them"
+    assert lines[-1] == "OverflowError: date value out of range"
     failed = world.get(job.id)
     assert failed.error_code == "EXPORT_FAILED"
     # the type only: an exception's text may carry paths or data that no client should see
