@@ -653,6 +653,12 @@ def test_a_file_past_retention_is_gone_even_before_recovery_deletes_it() -> None
         world.download(job.id)
 
 
+def test_a_retention_of_one_second_still_expires_the_file() -> None:
+    world = World(Policy(retention_sec=1))
+    job = succeeded(world)
+    assert job.expires_at == job.finished_at + dt.timedelta(seconds=1)  # type: ignore[operator]
+
+
 def test_a_file_deleted_by_retention_is_gone_whatever_its_expiry_says() -> None:
     world = World(Policy(retention_sec=0))
     job = succeeded(world)
@@ -687,6 +693,11 @@ def test_an_unparsable_message_is_dead_lettered(body: bytes) -> None:
     )
     assert outcome.detail
     assert world.queue.dead_letters == [body]
+
+
+def test_a_dead_lettered_message_says_why_it_could_not_be_read() -> None:
+    outcome = World().run(b"{}")
+    assert outcome.detail == "Object missing required field `job_id`"  # msgspec's own words
 
 
 @pytest.mark.parametrize("job_id", [str(uuid.UUID(int=9)), "not-a-uuid", ""])
