@@ -220,6 +220,7 @@ def test_the_same_request_with_the_same_key_is_a_replay_of_the_first_job() -> No
     world.clock.advance(5)
     again = world.create(key="k1")
     assert again.replayed and again.job.id == first.id
+    assert again.enqueued is True, "the first create published it (or recovery will)"
     assert [j.id for j in world.all_jobs()] == [first.id]
     assert world.queue.pending() == 1, "a replay published a second message"
 
@@ -712,6 +713,23 @@ def test_a_message_for_an_unknown_job_is_dead_lettered(job_id: str) -> None:
     )
 
 
+@pytest.mark.parametrize("job_id", ["not-a-uuid", ""])
+def test_a_message_with_a_malformed_id_is_dead_lettered_without_asking_the_job_store(
+    job_id: str,
+) -> None:
+    asked: list[object] = []
+
+    class Watched(InMemoryJobRepository):
+        def get(self, job_id: str, tenant_id: str | None = None) -> Job | None:
+            asked.append(job_id)
+            return super().get(job_id, tenant_id)
+
+    world = World()
+    world.jobs = Watched()
+    assert world.run(message(job_id)).status == "unknown job"
+    assert asked == []
+
+
 def test_an_old_service_message_with_its_full_scope_runs() -> None:
     world = World()
     job = world.create().job
@@ -779,7 +797,11 @@ def test_a_late_or_duplicate_message_is_acknowledged_and_changes_nothing(status:
     before = world.get(job.id)
     world.clock.advance(5)
     outcome = world.run(body, owner="w-late")
-    assert (outcome.disposition, outcome.status) == (Disposition.ACK, status)
+    assert (outcome.disposition, outcome.job_id, outcome.status) == (
+        Disposition.ACK,
+        job.id,
+        status,
+    )
     assert world.get(job.id) == before
 
 
@@ -799,6 +821,7 @@ def test_a_job_claimed_by_another_worker_first_is_left_to_it() -> None:
     job = world.create().job
     outcome = world.run()
     assert (outcome.disposition, outcome.status) == (Disposition.ACK, "claimed elsewhere")
+    assert outcome.job_id == job.id
     assert world.get(job.id).lease_owner == "w-other"
 
 
