@@ -2,8 +2,9 @@
 # development`; a plain `docker build` gives production, the last stage):
 # - production: `reportsvc all` by default (migrate, then API and worker in one process, as
 #   the old Node service ran); scaled deployments run `reportsvc api` and `reportsvc worker`
-#   (docker run IMAGE reportsvc worker; give the worker container --no-healthcheck, it serves
-#   no HTTP). wget is installed for the compose healthcheck
+#   (docker run IMAGE reportsvc worker; give the worker container its own health command,
+#   wget --quiet --spider http://127.0.0.1:9129/healthz: it serves no API on 5129, its probes
+#   and metrics on WORKER_HTTP_PORT, 9129). wget is installed for the compose healthcheck
 #   (wget --quiet --tries=1 --spider http://localhost:3000/api/health).
 # - development: the dev extras (requirements-dev.lock) and the project installed editable
 #   from /app/src, so a source folder mounted there is what runs; `reportsvc all --reload`

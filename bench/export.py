@@ -13,6 +13,9 @@ after the delay) runs in a process of its own. Each measurement runs in a fresh 
   ``create_job`` (in-memory repository and queue), its message handed to ``run_job`` with the
   real ``HttpRecordSource`` (``--concurrency`` windows, ``--transport``) and the real
   ``FilesystemStore`` on a temporary folder. The job must end ``succeeded`` with N rows.
+- ``export_xlsx``: the same with ``format: xlsx`` (the xlsxwriter adapter, constant memory);
+  ``export_csv_options``: CSV with the export options of ``--csv-options`` (a JSON object of
+  create-request fields; by default ``;``, a BOM, LF, ten of the columns and Asia/Bangkok).
 
 Printed (one figure a line): ``sequential`` rows/s and its CPU per page (the transport
 comparison: run once with ``--transport httpx`` and once with ``stdlib``), each export's
@@ -22,6 +25,8 @@ threads) and the fake feed's CPU per page (its process, measured from the outsid
 
     .venv/bin/python bench/export.py --rows 200000 --latency-ms 2
     .venv/bin/python bench/export.py --rows 1000000 --export-only   # peak RSS at 1M rows
+    .venv/bin/python bench/export.py --rows 1000000 --export-only --formats xlsx
+    .venv/bin/python bench/export.py --rows 200000 --export-only --formats csv,csv_options
     .venv/bin/python bench/export.py --smoke          # ~10 s, exits 0 if every run was right
 """
 
@@ -44,6 +49,24 @@ from common import ROOT, cpu_seconds, figure, parser, status_kb
 
 PY = sys.executable
 PAGE = 100  # records a page: the feed's cap, which the exports ask for
+# the create request's format of each measured export
+FORMATS = {"csv": "csv", "ndjson": "json", "xlsx": "xlsx", "csv_options": "csv"}
+CSV_OPTIONS = {
+    "csv": {"delimiter": ";", "bom": True, "line_ending": "lf"},
+    "columns": [
+        "id",
+        "farm_id",
+        "barn_id",
+        "device_id",
+        "source",
+        "quantity_kg",
+        "occurred_at",
+        "created_at",
+        "ingested_at",
+        "sequence",
+    ],
+    "timezone": "Asia/Bangkok",
+}
 
 
 class Feed(NamedTuple):
@@ -121,15 +144,18 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
     from reportcore.usecases import Policy, create_job, run_job
     from reportsvc.adapters.clock import SystemClock
     from reportsvc.adapters.filesystem import FilesystemStore
+    from reportsvc.entrypoints.containers import row_formats  # the worker's: xlsx loaded lazily
 
     jobs, queue, clock = InMemoryJobRepository(), InMemoryQueue(), SystemClock()
     first, last = _dates(rows)
     body = {
         "job_type": "FEED_INTAKE_EXPORT",
-        "format": "csv" if fmt == "csv" else "json",
+        "format": FORMATS[fmt],
         "start_date": first,
         "end_date": last,
     }
+    if fmt == "csv_options":
+        body.update(json.loads(os.environ["BENCH_CSV_OPTIONS"]))
     create_job(
         validate_create(msgspec.convert(body, CreateRequest)),
         tenant_id="t-bench",
@@ -150,6 +176,7 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
         store=FilesystemStore(folder),
         clock=clock,
         policy=Policy(),
+        formats=row_formats(),
     )
     main_cpu = time.thread_time() - main_cpu
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
@@ -158,9 +185,12 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
     assert job is not None
     if outcome.status != "succeeded" or job.file_path is None:
         raise RuntimeError(f"export ended {outcome.status}: {job}")
-    lines = _lines(Path(folder) / job.file_path)
-    if lines != rows + (fmt == "csv"):  # the CSV header
-        raise RuntimeError(f"the {fmt} file has {lines} lines for {rows} rows")
+    if job.row_count != rows:
+        raise RuntimeError(f"the {fmt} export wrote {job.row_count} rows of {rows}")
+    if fmt != "xlsx" and job.compression is None:
+        lines = _lines(Path(folder) / job.file_path)
+        if lines != rows + (fmt != "ndjson"):  # the CSV header
+            raise RuntimeError(f"the {fmt} file has {lines} lines for {rows} rows")
     return {
         "rows": rows,
         "seconds": seconds,
@@ -232,17 +262,27 @@ def main() -> None:
         return
     p = parser(__doc__)
     p.add_argument("--rows", type=int, default=200_000, help="records to export")
-    p.add_argument("--profile", choices=("csv", "ndjson"), help="cProfile one export instead")
+    p.add_argument("--profile", choices=sorted(FORMATS), help="cProfile one export instead")
     p.add_argument("--export-only", action="store_true", help="skip the sequential rate")
-    p.add_argument("--formats", default="csv,ndjson", help="which formats to measure")
+    p.add_argument(
+        "--formats",
+        help=f"which to measure, of {', '.join(FORMATS)} (default csv,ndjson; --smoke: all)",
+    )
+    p.add_argument(
+        "--csv-options",
+        default=json.dumps(CSV_OPTIONS),
+        help="create-request fields of the csv_options export (JSON object)",
+    )
     p.add_argument("--latency-ms", type=float, default=0.0, help="the fake feed's answer delay")
     p.add_argument("--concurrency", type=int, default=8, help="UPSTREAM_CONCURRENCY")
     p.add_argument("--transport", choices=("stdlib", "httpx"), default="stdlib")
     p.add_argument("--sequential-sec", type=float, default=10.0, help="cap of the sequential run")
     args = p.parse_args()
     rows = 20_000 if args.smoke else args.rows
+    formats = args.formats or (",".join(FORMATS) if args.smoke else "csv,ndjson")
     os.environ["BENCH_CONCURRENCY"] = str(args.concurrency)  # the children read these
     os.environ["BENCH_TRANSPORT"] = args.transport
+    os.environ["BENCH_CSV_OPTIONS"] = args.csv_options
     os.environ["BENCH_SEQUENTIAL_SEC"] = str(2.0 if args.smoke else args.sequential_sec)
     with fake_feed(rows, args.latency_ms) as feed:
         if args.profile:
@@ -257,7 +297,7 @@ def main() -> None:
             sequential = seq["rows"] / seq["seconds"]
             figure("sequential", sequential, "rows/s")
             figure("sequential_cpu_per_page", 1e6 * seq["cpu"] / seq["pages"], "us")
-        for fmt in args.formats.split(","):
+        for fmt in formats.split(","):
             feed_cpu = cpu_seconds(feed.pid)
             export = run_child("export", fmt, feed.url, rows)
             feed_cpu = cpu_seconds(feed.pid) - feed_cpu

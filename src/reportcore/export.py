@@ -1,23 +1,36 @@
-"""Streaming a job's records into its file: CSV and NDJSON encoders, hashing, progress.
+"""Streaming a job's records into its file: rows or NDJSON lines, compression, hashing, progress.
 
 Nothing here holds more than one page and one write buffer in memory, whatever the export's
-size. Size and sha256 are computed over the exact bytes handed to the file writer.
+size (a row format may spool to a temporary file: xlsx). Size and sha256 are computed over the
+exact bytes handed to the file writer, after compression.
 """
 
 from __future__ import annotations
 
-import csv
 import datetime as dt
 import hashlib
-import io
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping
+from operator import attrgetter
 from typing import Any
 
 import msgspec
 
-from .jobs import ReportFormat, Scope
-from .jobtypes import JobTypeSpec
-from .ports import FileWriter, SourcePage
+from .encoding import CORE_ROW_FORMATS, GzipSink, JsonShaper, RowFormats, camel, csv_line, csv_lines
+from .errors import ExportFailure
+from .jobs import Compression, ReportFormat, Scope
+from .jobtypes import Column, JobTypeSpec
+from .options import ExportOptions
+from .ports import ByteSink, FileWriter, RowEncoder, SheetRequest, SourcePage
+
+__all__ = [
+    "ExportResult",
+    "ProgressEstimate",
+    "csv_line",
+    "csv_lines",
+    "page_position",
+    "scope_values",
+    "write_export",
+]
 
 FLUSH_BYTES = 1 << 20  # write in chunks of about 1 MiB
 
@@ -47,62 +60,15 @@ class _HashingBuffer:
             self.flush()
 
     def flush(self) -> None:
-        if self._buf:  # handed over as it is: a writer copies what it keeps (FileWriter)
-            self._hash.update(self._buf)
-            self._size += len(self._buf)
-            self._writer.write(self._buf)
-            self._buf.clear()
+        if self._buf:  # handed over, not copied: a writer copies what it keeps (FileWriter)
+            chunk, self._buf = self._buf, bytearray()  # a fresh one: a view left on the old
+            self._hash.update(chunk)  # one (a writer's memoryview) cannot make clear() fail
+            self._size += len(chunk)
+            self._writer.write(chunk)
 
     def result(self, rows: int) -> ExportResult:
         self.flush()
         return ExportResult(rows=rows, size_bytes=self._size, sha256=self._hash.hexdigest())
-
-
-def csv_lines(rows: Sequence[Sequence[Any]]) -> bytes:
-    """RFC 4180 CSV lines, byte for byte what ``csv.writer`` writes: CRLF-terminated, minimal
-    quoting, ``None`` as an empty cell. All rows of a call have one width (a job's columns).
-
-    csv.writer works value by value, which bounds a large export (docs/performance.md has the
-    figures). Here ``str.join`` does most of the work, a column of the page at a time: a column
-    of text joins as it is, and its joined text shows at once whether any cell needs quotes (a
-    comma beyond the join's own, a quote, a line break); only a column that fails either is
-    converted (``None`` as an empty cell, text, a str enum's too, as is, anything else through
-    ``str()``, which agrees with ``repr`` on floats) or quoted cell by cell, in comprehensions
-    (a function call a cell would cost as much as the conversion). Rows of fewer than two
-    cells are left to csv.writer, for its special case: a lone empty cell is written ``""``
-    (an empty line would be no record at all).
-    """
-    if not rows:
-        return b""
-    if len(rows[0]) < 2:
-        out = io.StringIO()
-        csv.writer(out).writerows(rows)
-        return out.getvalue().encode("utf-8")
-    columns: list[Sequence[str]] = []
-    for values in zip(*rows, strict=True):
-        try:
-            cells: Sequence[str] = values
-            joined = ",".join(cells)
-        except TypeError:  # a None or a number among them
-            if values.count(None) == len(values):  # an optional field nobody fills in
-                cells = [""] * len(values)
-            else:
-                cells = ["" if v is None else v if isinstance(v, str) else str(v) for v in values]
-            joined = ",".join(cells)
-        if joined.count(",") != len(rows) - 1 or '"' in joined or "\r" in joined or "\n" in joined:
-            cells = [
-                '"' + c.replace('"', '""') + '"'
-                if "," in c or '"' in c or "\r" in c or "\n" in c
-                else c
-                for c in cells
-            ]
-        columns.append(cells)
-    return ("\r\n".join(map(",".join, zip(*columns, strict=True))) + "\r\n").encode("utf-8")
-
-
-def csv_line(values: Iterable[Any]) -> bytes:
-    """One RFC 4180 CSV line (CRLF-terminated, minimal quoting, ``None`` as an empty cell)."""
-    return csv_lines([tuple(values)])
 
 
 def _one_line(raw: bytes | memoryview | msgspec.Raw) -> bytes:
@@ -121,6 +87,35 @@ def scope_values(tenant_id: str, scope: Scope) -> dict[str, Any]:
     }
 
 
+def row_getter(
+    spec: JobTypeSpec, columns: tuple[Column, ...] | None, scope_values: Mapping[str, Any]
+) -> Callable[[Any], tuple[Any, ...]]:
+    """A record's cells in ``columns`` (the job type's own when ``None``), in their order."""
+    if columns is None:
+        return spec.row_getter(scope_values)
+    if all(c.attr is not None for c in columns):
+        getter = attrgetter(*(c.attr for c in columns if c.attr is not None))
+        return getter if len(columns) > 1 else lambda r: (getter(r),)
+
+    def constant(value: Any) -> Callable[[Any], Any]:
+        return lambda r: value
+
+    parts = [
+        attrgetter(c.attr) if c.attr is not None else constant(scope_values.get(c.scope or ""))
+        for c in columns
+    ]
+    return lambda r: tuple(get(r) for get in parts)
+
+
+def _open_rows(
+    fmt: ReportFormat, formats: RowFormats, request: SheetRequest, out: ByteSink
+) -> RowEncoder:
+    factory = formats.get(fmt)
+    if factory is None:
+        raise ExportFailure(f"format {fmt.value} is not available in this worker")
+    return factory(request, out)
+
+
 def write_export(
     spec: JobTypeSpec,
     fmt: ReportFormat,
@@ -130,50 +125,66 @@ def write_export(
     scope_values: Mapping[str, Any],
     keep: Callable[[Any], bool] | None = None,
     on_page: Callable[[SourcePage, int], None] | None = None,
+    options: ExportOptions | None = None,
+    formats: RowFormats = CORE_ROW_FORMATS,
 ) -> ExportResult:
     """Encode every page into ``writer``; ``on_page(page, rows_so_far)`` after each page.
 
-    CSV rows come from typed records through the job type's columns; NDJSON lines are the
-    upstream bytes of each record, unchanged but for line breaks between JSON tokens (an
-    upstream that pretty-prints would otherwise spread a record over several lines). ``keep``
-    drops records (stream filters); for NDJSON it needs typed records aligned with the raw ones.
+    Row formats (CSV, and whatever ``formats`` adds: xlsx) take typed records through the
+    columns of the job type (or of ``options.columns``); NDJSON lines are the upstream bytes of
+    each record, unchanged but for line breaks between JSON tokens (an upstream that
+    pretty-prints would otherwise spread a record over several lines), unless ``columns`` or a
+    ``timezone`` reshape them. ``keep`` drops records (stream filters); for NDJSON it needs
+    typed records aligned with the raw ones. Without ``options`` the bytes are the contract's.
     """
-    out = _HashingBuffer(writer)
+    options = options or ExportOptions()
+    hashed = _HashingBuffer(writer)
+    gzip = GzipSink(hashed) if options.compression is Compression.GZIP else None
+    out: ByteSink = gzip or hashed
     rows = 0
-    if fmt is ReportFormat.CSV:
-        out.add(csv_lines([spec.header]))
-        row_of = spec.row_getter(scope_values)
-        for page in pages:
-            records = page.records or ()
-            if keep is not None:
-                records = [r for r in records if keep(r)]
-            out.add(csv_lines(list(map(row_of, records))))
-            rows += len(records)
-            if on_page is not None:
-                on_page(page, rows)
+    if fmt is not ReportFormat.JSON:
+        columns = options.columns_of(spec)
+        encoder = _open_rows(fmt, formats, SheetRequest(columns=columns, options=options), out)
+        try:
+            row_of = row_getter(spec, options.columns, scope_values)
+            for page in pages:
+                records = page.records or ()
+                if keep is not None:
+                    records = [r for r in records if keep(r)]
+                if records:
+                    encoder.add(list(map(row_of, records)))
+                rows += len(records)
+                if on_page is not None:
+                    on_page(page, rows)
+            encoder.close()
+        finally:
+            encoder.abort()
     else:
+        shaper = None
+        if options.columns is not None or options.timezone is not None:
+            shaper = JsonShaper(options.columns, spec.columns, scope_values, options.zone)
         for page in pages:
             raws = page.raw or ()
             if keep is not None:
                 records = page.records or ()
                 raws = [raw for raw, rec in zip(raws, records, strict=True) if keep(rec)]
             if raws:
-                lines = b"\n".join(raws) + b"\n"
-                if lines.count(b"\n") != len(raws) or b"\r" in lines:
-                    lines = b"\n".join(map(_one_line, raws)) + b"\n"
+                if shaper is not None:
+                    lines = b"\n".join(map(shaper.line, raws)) + b"\n"
+                else:
+                    lines = b"\n".join(raws) + b"\n"
+                    if lines.count(b"\n") != len(raws) or b"\r" in lines:
+                        lines = b"\n".join(map(_one_line, raws)) + b"\n"
                 out.add(lines)
                 rows += len(raws)
             if on_page is not None:
                 on_page(page, rows)
-    return out.result(rows)
+    if gzip is not None:
+        gzip.finish()
+    return hashed.result(rows)
 
 
 # --- progress ---
-
-
-def _camel(name: str) -> str:
-    head, *rest = name.split("_")
-    return head + "".join(p.title() for p in rest)
 
 
 def _instant(value: Any) -> dt.datetime | None:
@@ -198,7 +209,7 @@ def page_position(spec: JobTypeSpec, page: SourcePage) -> dt.datetime | None:
         except msgspec.DecodeError:
             return None
         if isinstance(last, dict):
-            return _instant(last.get(_camel(spec.progress_attr)))
+            return _instant(last.get(camel(spec.progress_attr)))
     return None
 
 

@@ -9,16 +9,33 @@ from typing import Any
 import msgspec
 
 from .errors import IdempotencyKeyReused
-from .jobs import Job, JobType, ReportFormat, Scope
+from .jobs import Compression, CsvOptions, Job, JobType, ReportFormat, Scope
 
 
-def fingerprint(job_type: JobType, fmt: ReportFormat, scope: Scope) -> str:
+def asked_options(
+    compression: Compression | None = None,
+    csv: CsvOptions | None = None,
+    columns: list[str] | None = None,
+    timezone: str | None = None,
+) -> dict[str, Any]:
+    """The export options a request named, as builtins (absent ones left out)."""
+    asked = {"compression": compression, "csv": csv, "columns": columns, "timezone": timezone}
+    return {k: msgspec.to_builtins(v) for k, v in asked.items() if v is not None}
+
+
+def fingerprint(
+    job_type: JobType,
+    fmt: ReportFormat,
+    scope: Scope,
+    options: Mapping[str, Any] | None = None,
+) -> str:
     """A canonical digest of what a create request asks for.
 
     Key order, the spelling of defaults (absent vs null vs empty filters), the order of a
     filter's values and the tenant do not change it; any difference in type, format, scope or
-    in the values a filter accepts does. It is computed from the stored job too, so rows
-    written by the old service compare the same way.
+    in the values a filter accepts does; so does any export option (``options``, see
+    :func:`asked_options`). It is computed from the stored job too, so rows written by the old
+    service (which have no options) compare the same way.
     """
     canonical: dict[str, Any] = {
         "job_type": job_type.value,
@@ -30,6 +47,8 @@ def fingerprint(job_type: JobType, fmt: ReportFormat, scope: Scope) -> str:
         "end_date": scope.end_date.isoformat() if scope.end_date else None,
         "filters": _canonical_filters(scope.filters or {}),
     }
+    if options:  # only then: a request without options digests as it always did
+        canonical["options"] = dict(options)
     return hashlib.sha256(msgspec.json.encode(canonical, order="sorted")).hexdigest()
 
 
@@ -51,7 +70,8 @@ def _as_list(value: Any) -> list[Any]:
 
 def job_fingerprint(job: Job) -> str:
     """The fingerprint of the request that created ``job``."""
-    return fingerprint(job.job_type, job.format, job.scope)
+    options = asked_options(job.compression, job.csv, job.columns, job.timezone)
+    return fingerprint(job.job_type, job.format, job.scope, options)
 
 
 def check_replay(existing: Job, requested_fingerprint: str) -> Job:

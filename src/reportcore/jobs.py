@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import enum
-from typing import Any
+from typing import Any, Literal
 
 import msgspec
 
@@ -19,10 +19,11 @@ class JobType(enum.StrEnum):
 
 
 class ReportFormat(enum.StrEnum):
-    """``json`` means NDJSON: one record per line."""
+    """``json`` means NDJSON: one record per line; ``xlsx`` an Excel workbook."""
 
     CSV = "csv"
     JSON = "json"
+    XLSX = "xlsx"
 
     @property
     def extension(self) -> str:
@@ -32,7 +33,57 @@ class ReportFormat(enum.StrEnum):
     @property
     def mime_type(self) -> str:
         """The ``Content-Type`` a download is served with."""
-        return "text/csv; charset=utf-8" if self is ReportFormat.CSV else "application/x-ndjson"
+        return _MIME_TYPES[self]
+
+
+_MIME_TYPES = {
+    ReportFormat.CSV: "text/csv; charset=utf-8",
+    ReportFormat.JSON: "application/x-ndjson",
+    ReportFormat.XLSX: "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+}
+GZIP_MIME_TYPE = "application/gzip"
+
+
+class Compression(enum.StrEnum):
+    """How a csv or json file is compressed; ``none`` is the default."""
+
+    NONE = "none"
+    GZIP = "gzip"
+
+
+class LineEnding(enum.StrEnum):
+    """How a CSV line ends."""
+
+    CRLF = "crlf"
+    LF = "lf"
+
+    @property
+    def chars(self) -> str:
+        """The characters that end a line."""
+        return "\r\n" if self is LineEnding.CRLF else "\n"
+
+
+Delimiter = Literal[",", ";", "\t", "|"]
+
+
+class CsvOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """How a CSV file is spelled; the defaults are the contract's RFC 4180 bytes."""
+
+    delimiter: Delimiter = ","
+    bom: bool = False
+    line_ending: LineEnding = LineEnding.CRLF
+
+
+def stored_extension(fmt: ReportFormat, compression: Compression | None = None) -> str:
+    """The extension of the stored file: ``csv``, ``json``, ``xlsx``, ``csv.gz``, ``ndjson.gz``."""
+    if compression is Compression.GZIP:
+        return "ndjson.gz" if fmt is ReportFormat.JSON else f"{fmt.value}.gz"
+    return fmt.extension
+
+
+def mime_type_for(fmt: ReportFormat, compression: Compression | None = None) -> str:
+    """The ``Content-Type`` of the stored file."""
+    return GZIP_MIME_TYPE if compression is Compression.GZIP else fmt.mime_type
 
 
 class JobStatus(enum.StrEnum):
@@ -98,6 +149,12 @@ class Job(msgspec.Struct, kw_only=True):
     started_at: dt.datetime | None = None
     finished_at: dt.datetime | None = None
     attempts: int = 0
+    # export options: None when the client did not ask (the job writes what it always did)
+    compression: Compression | None = None
+    csv: CsvOptions | None = None
+    columns: list[str] | None = None
+    timezone: str | None = None
+    row_count: int | None = None  # rows written, once succeeded
     # where the service POSTs the job's terminal event (reportcore.webhooks); None: nowhere
     notify_url: str | None = None
     # worker bookkeeping, not part of the job JSON
@@ -154,6 +211,8 @@ def message_for(job: Job) -> JobMessage:
     )
 
 
-def file_name_for(job_type: JobType, fmt: ReportFormat) -> str:
+def file_name_for(
+    job_type: JobType, fmt: ReportFormat, compression: Compression | None = None
+) -> str:
     """The file name offered in ``Content-Disposition``; the stored name is ``report.<ext>``."""
-    return f"{job_type.value.lower()}.{fmt.extension}"
+    return f"{job_type.value.lower()}.{stored_extension(fmt, compression)}"

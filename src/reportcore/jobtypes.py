@@ -50,6 +50,15 @@ class FilterSpec(msgspec.Struct, frozen=True, kw_only=True):
         return f"{self.name}: {kind}"
 
 
+class CellKind(enum.StrEnum):
+    """What a column holds, for formats with typed cells (xlsx) and for the timezone option."""
+
+    TEXT = "text"
+    NUMBER = "number"  # a decimal (upstream sends most as strings) or an integer
+    INSTANT = "instant"  # an ISO 8601 instant: written in the job's timezone when one is asked
+    DATE = "date"  # YYYY-MM-DD, never shifted by a timezone
+
+
 class Column(msgspec.Struct, frozen=True):
     """A CSV column: its header and where its value comes from.
 
@@ -60,6 +69,7 @@ class Column(msgspec.Struct, frozen=True):
     name: str
     attr: str | None = None
     scope: str | None = None
+    kind: CellKind = CellKind.TEXT
 
 
 class JobTypeSpec(msgspec.Struct, frozen=True, kw_only=True):
@@ -150,8 +160,31 @@ class JobTypeRegistry(Mapping[str, JobTypeSpec]):
         return len(self._specs)
 
 
+_KINDS = {
+    **dict.fromkeys(("occurred_at", "created_at", "ingested_at", "updated_at"), CellKind.INSTANT),
+    "record_date": CellKind.DATE,
+    **dict.fromkeys(
+        (
+            "quantity_kg",
+            "sequence",
+            "fcr",
+            "adg_g",
+            "sgr_pct",
+            "value",
+            "avg_weight_kg",
+            "p10_weight_kg",
+            "p50_weight_kg",
+            "p90_weight_kg",
+            "sample_count",
+            "quality_pass_rate",
+        ),
+        CellKind.NUMBER,
+    ),
+}
+
+
 def _columns(*pairs: str) -> tuple[Column, ...]:
-    return tuple(Column(name, attr=name) for name in pairs)
+    return tuple(Column(name, attr=name, kind=_KINDS.get(name, CellKind.TEXT)) for name in pairs)
 
 
 _SCOPE_COLUMNS = tuple(

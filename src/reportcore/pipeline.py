@@ -12,9 +12,11 @@ from collections.abc import Callable, Generator
 
 import msgspec
 
+from .encoding import CORE_ROW_FORMATS, RowFormats
 from .export import ProgressEstimate, scope_values, write_export
 from .jobs import ReportFormat, Scope
 from .jobtypes import JobTypeSpec
+from .options import ExportOptions
 from .ports import FileWriter, RecordSource, SourcePage, SourceRequest
 
 
@@ -66,6 +68,8 @@ def export_records(
     open_file: Callable[[], FileWriter],
     on_progress: Callable[[ExportProgress], None] = _carry_on,
     before_commit: Callable[[ExportProgress], None] = _carry_on,
+    options: ExportOptions | None = None,
+    formats: RowFormats = CORE_ROW_FORMATS,
 ) -> ExportedFile:
     """Stream the records of ``scope`` from ``source`` into a file from ``open_file`` and commit it.
 
@@ -74,6 +78,8 @@ def export_records(
     source, the writer, a callback), the source is closed first, so that one fetching ahead
     in threads stops, then the file is aborted and the exception propagates: a file is either
     committed whole or not left at all. ``open_file`` raising leaves nothing to abort.
+    ``options`` shape the file (see :mod:`reportcore.options`); ``formats`` are the row
+    formats this process can write (the core's CSV, plus what adapters add).
     """
     keep = spec.stream_predicate(scope.filters)
     request = source_request(spec, fmt, scope, tenant_id=tenant_id, trace_id=trace_id)
@@ -96,6 +102,8 @@ def export_records(
                 scope_values=scope_values(tenant_id, scope),
                 keep=keep,
                 on_page=on_page,
+                options=options,
+                formats=formats,
             )
         before_commit(ExportProgress(pct=progress.pct, rows=result.rows))
         location = writer.commit()

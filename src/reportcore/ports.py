@@ -14,6 +14,8 @@ from typing import Any, Protocol, runtime_checkable
 import msgspec
 
 from .jobs import Job, JobMessage, JobType, Scope
+from .jobtypes import Column
+from .options import ExportOptions
 from .requests import ListQuery
 from .webhooks import AttemptOutcome, Delivery, Notification, SendResult
 
@@ -194,11 +196,43 @@ class RecordSource(Protocol):
 
 
 class StoredFile(msgspec.Struct, frozen=True, kw_only=True):
-    """A complete export file: where it is and what it holds."""
+    """A complete export file: where it is and what it holds (``rows``: records written)."""
 
     location: str
     size_bytes: int
     sha256: str
+    rows: int | None = None
+
+
+@runtime_checkable
+class ByteSink(Protocol):
+    """Takes the bytes of a file in order (hashed, maybe compressed, then written)."""
+
+    def add(self, data: bytes) -> None: ...
+
+
+class SheetRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """What a row encoder writes: these columns (header and kinds), by these options."""
+
+    columns: tuple[Column, ...]
+    options: ExportOptions
+
+
+@runtime_checkable
+class RowEncoder(Protocol):
+    """Writes rows of a job type's columns (cells as the records hold them: text, numbers,
+    ``None``) into a :class:`ByteSink`, in a file format. A format that must see every row
+    before its bytes exist (a zipped workbook) writes them on :meth:`close`."""
+
+    def add(self, rows: Sequence[Sequence[Any]]) -> None: ...
+
+    def close(self) -> None:
+        """Every row is added: write whatever is left."""
+        ...
+
+    def abort(self) -> None:
+        """The export stops: drop whatever is held (temporary files); safe to call twice."""
+        ...
 
 
 @runtime_checkable

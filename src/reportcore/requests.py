@@ -13,8 +13,15 @@ from typing import Annotated, Any
 import msgspec
 
 from .errors import ValidationError
-from .jobs import JobStatus, JobType, ReportFormat, Scope
+from .jobs import Compression, CsvOptions, JobStatus, JobType, ReportFormat, Scope
 from .jobtypes import JOB_TYPES, JobTypeSpec
+from .options import (
+    ExportOptions,
+    check_applies,
+    export_options,
+    validate_columns,
+    validate_timezone,
+)
 
 MAX_IDEMPOTENCY_KEY = 200
 # The dates a job may name. The upstreams take them as instants (``T00:00:00Z`` to
@@ -48,16 +55,36 @@ class CreateRequest(msgspec.Struct, kw_only=True):
     idempotency_key: str | None = None
     tenant_id: str | None = None
     tenantId: str | None = None  # the dashboard spells it so; both are accepted
+    # export options (docs/api.md): absent means the file is written as it always was
+    compression: Compression | None = None
+    csv: CsvOptions | None = None
+    columns: Annotated[
+        list[str] | None,
+        msgspec.Meta(
+            description="a subset of the job type's columns, in the order wanted",
+            examples=[["occurred_at", "quantity_kg"]],
+        ),
+    ] = None
+    timezone: Annotated[
+        str | None, msgspec.Meta(description="IANA time zone name", examples=["Asia/Bangkok"])
+    ] = None
     notify_url: str | None = None  # checked against the allowed hosts by create_job
 
 
 class ValidCreate(msgspec.Struct, frozen=True, kw_only=True):
-    """A create request that passed every check: what a job is made from."""
+    """A create request that passed every check: what a job is made from.
+
+    The options are as given (``None`` when absent), so that a job echoes what it was asked.
+    """
 
     job_type: JobType
     format: ReportFormat
     scope: Scope
     idempotency_key: str | None
+    compression: Compression | None = None
+    csv: CsvOptions | None = None
+    columns: list[str] | None = None
+    timezone: str | None = None
     notify_url: str | None = None
 
 
@@ -215,7 +242,7 @@ def validate_create(req: CreateRequest, *, header_key: str | None = None) -> Val
     if not isinstance(req.job_type, JobType):
         raise ValidationError("job_type is not a known job type", field="job_type")
     if not isinstance(req.format, ReportFormat):
-        raise ValidationError("format must be csv or json", field="format")
+        raise ValidationError("format must be csv, json or xlsx", field="format")
     spec = JOB_TYPES[req.job_type]
     farm_id = parse_uuid(req.farm_id, "farm_id")
     barn_id = parse_uuid(req.barn_id, "barn_id")
@@ -245,12 +272,28 @@ def validate_create(req: CreateRequest, *, header_key: str | None = None) -> Val
         raise ValidationError(
             "Idempotency-Key header and idempotency_key differ", field="idempotency_key"
         )
+    check_applies(req.format, req.compression, req.csv)
     return ValidCreate(
         job_type=req.job_type,
         format=req.format,
         scope=scope,
         idempotency_key=body_key if body_key is not None else head_key,
+        compression=req.compression,
+        csv=req.csv,
+        columns=validate_columns(spec, req.columns),
+        timezone=validate_timezone(req.timezone),
         notify_url=req.notify_url,
+    )
+
+
+def options_of_create(valid: ValidCreate) -> ExportOptions:
+    """The export options of a checked create request, as the encoders read them."""
+    return export_options(
+        JOB_TYPES[valid.job_type],
+        compression=valid.compression,
+        csv=valid.csv,
+        columns=valid.columns,
+        timezone=valid.timezone,
     )
 
 

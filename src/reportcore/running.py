@@ -11,6 +11,7 @@ from contextlib import AbstractContextManager
 
 import msgspec
 
+from .encoding import CORE_ROW_FORMATS, RowFormats
 from .errors import (
     ExportCancelled,
     ExportFailure,
@@ -20,8 +21,9 @@ from .errors import (
     WorkerLost,
 )
 from .fairness import TenantSlots
-from .jobs import Job, JobMessage, JobStatus, message_for
+from .jobs import Job, JobMessage, JobStatus, message_for, stored_extension
 from .jobtypes import JOB_TYPES
+from .options import options_of
 from .pipeline import ExportProgress, export_records
 from .policy import Policy
 from .ports import (
@@ -92,6 +94,7 @@ def run_job(
     keep_lease: LeaseKeeper = no_lease_keeper,
     shares: TenantSlots | None = None,
     queue: JobQueue | None = None,
+    formats: RowFormats = CORE_ROW_FORMATS,
 ) -> RunOutcome:
     """Handle one queue message: claim the job, stream its export, finish or fail it.
 
@@ -99,7 +102,9 @@ def run_job(
     held by another worker is acknowledged and changes nothing. On shutdown (``stopping()``)
     the job is handed back to the queue. No partial file is ever left visible. With
     ``shares``, a job whose tenant holds its share of the worker's slots is published again
-    to ``queue`` (to the back) and not claimed: other tenants' jobs run first.
+    to ``queue`` (to the back) and not claimed: other tenants' jobs run first. ``formats``
+    are the row formats this worker writes besides the core's CSV (xlsx, from an adapter); the
+    export options are read from the job row, never from the message.
     """
     try:
         message = msgspec.json.decode(body, type=JobMessage)
@@ -124,7 +129,9 @@ def run_job(
             return RunOutcome(
                 disposition=Disposition.ACK, job_id=job.id, status="claimed elsewhere"
             )
-        return _export(claimed, owner, jobs, source, store, clock, policy, stopping, keep_lease)
+        return _export(
+            claimed, owner, jobs, source, store, clock, policy, stopping, keep_lease, formats
+        )
     finally:
         if shares is not None:
             shares.give_back(job.tenant_id)
@@ -165,6 +172,7 @@ def _export(
     policy: Policy,
     stopping: Callable[[], bool],
     keep_lease: LeaseKeeper,
+    formats: RowFormats,
 ) -> RunOutcome:
     last_beat = clock.now()
     lost = False  # the lease keeper found the job cancelled or reclaimed
@@ -201,7 +209,7 @@ def _export(
     def open_file() -> FileWriter:
         if stopping():  # before anything is fetched or written
             raise _Shutdown
-        return store.create(job.tenant_id, job.id, job.format.extension)
+        return store.create(job.tenant_id, job.id, stored_extension(job.format, job.compression))
 
     # export_records aborts the file on every way out below but success
     try:
@@ -216,6 +224,8 @@ def _export(
                 open_file=open_file,
                 on_progress=beat,
                 before_commit=still_held,
+                options=options_of(job),
+                formats=formats,
             )
     except _Shutdown:
         jobs.retry(job.id, owner, clock.now())
@@ -242,7 +252,12 @@ def _export(
     location = exported.location
     now = clock.now()
     expires = now + dt.timedelta(seconds=policy.retention_sec) if policy.retention_sec > 0 else None
-    stored = StoredFile(location=location, size_bytes=exported.size_bytes, sha256=exported.sha256)
+    stored = StoredFile(
+        location=location,
+        size_bytes=exported.size_bytes,
+        sha256=exported.sha256,
+        rows=exported.rows,
+    )
     done = jobs.succeed(job.id, owner, now, stored, expires)
     if done is None:  # cancelled (or reclaimed) while the last bytes were written
         latest = jobs.get(job.id)

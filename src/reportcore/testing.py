@@ -19,7 +19,7 @@ import msgspec
 
 from . import lifecycle
 from .errors import QueueUnavailable, ServiceUnavailable, StorageFailure
-from .jobs import Job, JobMessage, JobStatus
+from .jobs import Job, JobMessage, JobStatus, file_name_for, mime_type_for
 from .jobtypes import JOB_TYPES, JobTypeRegistry
 from .lifecycle import Event
 from .outbox import InMemoryOutbox, RecordingWebhookSender
@@ -223,8 +223,9 @@ class InMemoryJobRepository:
                     owner=owner,
                     progress_pct=100,
                     file_path=file.location,
-                    file_name=f"{current.job_type.value.lower()}.{current.format.extension}",
-                    mime_type=current.format.mime_type,
+                    file_name=file_name_for(current.job_type, current.format, current.compression),
+                    mime_type=mime_type_for(current.format, current.compression),
+                    row_count=file.rows,
                     size_bytes=file.size_bytes,
                     sha256=file.sha256,
                     expires_at=expires_at,

@@ -15,8 +15,8 @@ from .errors import (
     ReportExpired,
     ReportNotReady,
 )
-from .idempotency import check_replay, fingerprint
-from .jobs import Job, JobStatus, file_name_for
+from .idempotency import asked_options, check_replay, fingerprint
+from .jobs import Job, JobStatus, file_name_for, mime_type_for
 from .policy import Policy
 from .ports import (
     Clock,
@@ -89,10 +89,15 @@ def create_job(
         notify_url=request.notify_url,
         created_at=now,
         updated_at=now,
+        compression=request.compression,
+        csv=request.csv,
+        columns=request.columns,
+        timezone=request.timezone,
     )
     stored, created = jobs.add(job)
     if not created:
-        wanted = fingerprint(request.job_type, request.format, scope)
+        asked = asked_options(request.compression, request.csv, request.columns, request.timezone)
+        wanted = fingerprint(request.job_type, request.format, scope, asked)
         return Created(job=check_replay(stored, wanted), replayed=True, enqueued=True)
     return Created(job=stored, replayed=False, enqueued=publish(stored, jobs, queue, clock))
 
@@ -217,13 +222,13 @@ def open_file(
     size = store.size(job.file_path)
     if size is None:
         raise NotFound("report file not found")
-    file_name = job.file_name or file_name_for(job.job_type, job.format)
+    file_name = job.file_name or file_name_for(job.job_type, job.format, job.compression)
     token_expires = dt.datetime.fromtimestamp(claims.exp, dt.UTC)
     return FileToServe(
         location=job.file_path,
         size_bytes=size,
         file_name=file_name,
-        mime_type=job.mime_type or job.format.mime_type,
+        mime_type=job.mime_type or mime_type_for(job.format, job.compression),
         sha256=job.sha256,
         direct_url=store.download_url(job.file_path, token_expires, file_name),
     )

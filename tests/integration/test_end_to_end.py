@@ -8,6 +8,8 @@ from the demo upstream, independently of the exporter.
 from __future__ import annotations
 
 import csv
+import datetime as dt
+import gzip
 import hashlib
 import io
 import json
@@ -18,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import openpyxl
 import pytest
 
 from reportcore.jobs import JobType
@@ -178,7 +181,7 @@ def check_file_facts(stack: Stack, job: dict[str, Any], body: httpx.Response) ->
     assert job["sha256"] == hashlib.sha256(body.content).hexdigest()
     assert body.headers["content-length"] == str(len(body.content))
     assert job["sha256"] in body.headers["etag"]
-    ext = "csv" if job["format"] == "csv" else "json"
+    ext = job["file_path"].rsplit("/report.", 1)[1]  # csv, json, xlsx, csv.gz, ndjson.gz
     on_disk = stack.export_root / stack.tenant / job["id"] / f"report.{ext}"
     assert on_disk.read_bytes() == body.content
     leftovers = [p.name for p in on_disk.parent.iterdir() if p != on_disk]
@@ -255,3 +258,48 @@ def test_api_and_worker_stop_gracefully_with_exit_code_0_leaving_no_job_running(
     assert "running" not in statuses
     assert set(statuses) <= {"queued", "succeeded"}
     assert stack.api.stop() == 0
+
+
+# --- export options (issue 18): through the real API, PostgreSQL, RabbitMQ and worker ---
+
+
+def test_a_job_with_export_options_is_stored_run_and_served_as_asked(stack: Stack) -> None:
+    options = {
+        "compression": "gzip",
+        "csv": {"delimiter": ";", "bom": True, "line_ending": "lf"},
+        "columns": ["occurred_at", "id", "quantity_kg"],
+        "timezone": "Asia/Bangkok",
+    }
+    job = create(stack, JobType.FEED_INTAKE_EXPORT, "csv", **options)
+    assert {k: job[k] for k in options} == options
+    done = wait_finished(stack, job["id"])
+    assert done["status"] == "succeeded", done
+    body = download(stack, done)
+    check_file_facts(stack, done, body)
+    assert body.headers["content-type"] == "application/gzip"
+    assert done["file_name"] == "feed_intake_export.csv.gz"
+    text = gzip.decompress(body.content).decode("utf-8")
+    assert text.startswith("\ufeffoccurred_at;id;quantity_kg\n")
+    rows = list(csv.reader(io.StringIO(text[1:], newline=""), delimiter=";"))
+    expected = upstream_records(
+        stack, JobType.FEED_INTAKE_EXPORT, demo_scope(JobType.FEED_INTAKE_EXPORT)
+    )
+    assert done["row_count"] == len(rows) - 1 == len(expected)
+    assert [row[1] for row in rows[1:]] == [r["id"] for r in expected]
+    assert all(row[0].endswith("+07:00") for row in rows[1:])
+
+
+def test_an_xlsx_job_runs_on_the_worker_and_serves_a_workbook(stack: Stack) -> None:
+    job = create(stack, JobType.WEIGHVISION_EXPORT, "xlsx")
+    done = wait_finished(stack, job["id"])
+    assert done["status"] == "succeeded", done
+    body = download(stack, done)
+    check_file_facts(stack, done, body)
+    assert body.headers["content-type"] == (
+        "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
+    )
+    sheet = openpyxl.load_workbook(io.BytesIO(body.content), read_only=True).worksheets[0]
+    rows = list(sheet.iter_rows(values_only=True))
+    assert rows[0] == JOB_TYPES[JobType.WEIGHVISION_EXPORT].header
+    assert done["row_count"] == len(rows) - 1 > 0
+    assert isinstance(rows[1][rows[0].index("record_date")], dt.datetime)

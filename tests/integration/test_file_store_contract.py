@@ -251,10 +251,19 @@ def test_hostile_tenant_or_job_ids_are_refused_and_nothing_is_written(
     assert sorted(tmp_path.rglob("*")) == before
 
 
-@pytest.mark.parametrize("bad", ["", "csv/../x", "../csv", "CSV\x00", "c.s.v"], ids=repr)
+@pytest.mark.parametrize(
+    "bad", ["", "csv/../x", "../csv", "CSV\x00", "c.s.v", "csv.", ".gz", "csv.gz.gz"], ids=repr
+)
 def test_a_hostile_extension_is_refused(root: Path, bad: str) -> None:
     with pytest.raises(StorageFailure, match="extension"):
         FilesystemStore(root).create(TENANT, new_job(), bad)
+
+
+@pytest.mark.parametrize("extension", ["csv.gz", "ndjson.gz", "xlsx"])
+def test_the_export_options_extensions_are_files_of_their_own(root: Path, extension: str) -> None:
+    writer = FilesystemStore(root).create(TENANT, new_job(), extension)
+    writer.write(b"x")
+    assert writer.commit().endswith(f"/report.{extension}")
 
 
 def test_a_tenant_folder_that_links_outside_the_root_is_refused(root: Path, tmp_path: Path) -> None:

@@ -20,7 +20,15 @@ import msgspec
 import pytest
 
 from reportcore import lifecycle
-from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
+from reportcore.jobs import (
+    Compression,
+    CsvOptions,
+    Job,
+    JobStatus,
+    JobType,
+    LineEnding,
+    ReportFormat,
+)
 from reportcore.lifecycle import Event
 from reportcore.ports import JobRepository, StoredFile
 from reportcore.requests import Cursor, ListQuery
@@ -652,3 +660,74 @@ def test_paging_keeps_the_filters(repo: JobRepository, clock: FakeClock) -> None
 
 def test_ping_answers(repo: JobRepository) -> None:
     repo.ping()
+
+
+# --- export options (issue 18) ---
+
+
+def test_export_options_and_row_count_read_back_as_stored(
+    repo: JobRepository, clock: FakeClock
+) -> None:
+    csv = CsvOptions(delimiter=";", bom=True, line_ending=LineEnding.LF)
+    job, _ = repo.add(
+        new_job(
+            clock,
+            compression=Compression.GZIP,
+            csv=csv,
+            columns=["occurred_at", "quantity_kg", "id"],
+            timezone="Asia/Bangkok",
+        )
+    )
+    read = repo.get(job.id)
+    assert read is not None
+    assert (read.compression, read.csv, read.columns, read.timezone) == (
+        Compression.GZIP,
+        csv,
+        ["occurred_at", "quantity_kg", "id"],
+        "Asia/Bangkok",
+    )
+    assert read.row_count is None  # until it is finished
+
+
+def test_a_job_without_options_reads_back_without_any(
+    repo: JobRepository, clock: FakeClock
+) -> None:
+    job, _ = repo.add(new_job(clock))
+    read = repo.get(job.id)
+    assert read is not None
+    assert (read.compression, read.csv, read.columns, read.timezone, read.row_count) == (
+        None,
+        None,
+        None,
+        None,
+        None,
+    )
+
+
+@pytest.mark.parametrize(
+    ("fmt", "compression", "file_name", "mime_type"),
+    [
+        (ReportFormat.CSV, Compression.GZIP, "feed_intake_export.csv.gz", "application/gzip"),
+        (ReportFormat.JSON, Compression.GZIP, "feed_intake_export.ndjson.gz", "application/gzip"),
+        (ReportFormat.CSV, Compression.NONE, "feed_intake_export.csv", "text/csv; charset=utf-8"),
+        (
+            ReportFormat.XLSX,
+            None,
+            "feed_intake_export.xlsx",
+            "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+        ),
+    ],
+)
+def test_success_names_the_file_by_format_and_compression_and_counts_its_rows(
+    repo: JobRepository,
+    clock: FakeClock,
+    fmt: ReportFormat,
+    compression: Compression | None,
+    file_name: str,
+    mime_type: str,
+) -> None:
+    job = running(repo, clock, format=fmt, compression=compression)
+    now = clock.advance(3)
+    done = repo.succeed(job.id, WORKER, now, msgspec.structs.replace(FILE, rows=42), None)
+    assert done is not None
+    assert (done.file_name, done.mime_type, done.row_count) == (file_name, mime_type, 42)

@@ -19,7 +19,15 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from reportcore.errors import ServiceUnavailable
-from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
+from reportcore.jobs import (
+    Compression,
+    CsvOptions,
+    Job,
+    JobStatus,
+    JobType,
+    LineEnding,
+    ReportFormat,
+)
 from reportcore.ports import StoredFile
 from reportcore.requests import Cursor, ListQuery
 from reportsvc.adapters.postgres import (
@@ -526,3 +534,79 @@ def test_an_unreachable_database_is_unavailable_in_every_method_and_then_recover
             time.sleep(0.2)
     for call in _every_method(repo, job).values():
         call()
+
+
+# --- export options (issue 18): migration 0004 ---
+
+OPTION_COLUMNS = {
+    "compression": "text",
+    "csv": "jsonb",
+    "columns": "jsonb",
+    "timezone": "text",
+    "row_count": "bigint",
+}
+
+
+def test_the_option_columns_are_nullable_without_default_and_xlsx_is_a_format(
+    database_url: str, connect: Any
+) -> None:
+    migrate(database_url)
+    conn = connect()
+    found = {r[0]: r for r in conn.execute(COLUMN_TYPES).fetchall() if r[0] in OPTION_COLUMNS}
+    assert {name: r[1] for name, r in found.items()} == OPTION_COLUMNS
+    assert all(r[3] == "YES" and r[4] is None for r in found.values())
+    labels = conn.execute(
+        "SELECT array_agg(enumlabel::text ORDER BY enumsortorder) FROM pg_enum "
+        "WHERE enumtypid = '\"ReportFormat\"'::regtype"
+    ).fetchone()
+    assert labels is not None and labels[0] == ["csv", "json", "xlsx"]
+
+
+def test_a_job_with_options_is_stored_in_the_new_columns_and_the_old_ones_unchanged(
+    database_url: str, pools: Any, connect: Any
+) -> None:
+    migrate(database_url)
+    repo = PostgresJobRepository(pools())
+    job, _ = repo.add(
+        new_job(
+            compression=Compression.GZIP,
+            csv=CsvOptions(delimiter="\t", bom=True, line_ending=LineEnding.LF),
+            columns=["id", "occurred_at"],
+            timezone="Asia/Bangkok",
+            created_at=utc("2026-03-01 08:00:00.250"),
+            updated_at=utc("2026-03-01 08:00:00.250"),
+        )
+    )
+    repo.claim(job.id, "w", NOW, NOW + dt.timedelta(seconds=30))
+    stored = StoredFile(location="/x/report.csv.gz", size_bytes=10, sha256="ef", rows=7)
+    done = repo.succeed(job.id, "w", utc("2026-03-01 08:05:00"), stored, None)
+    assert done is not None and done.row_count == 7
+    conn = connect()
+    new = conn.execute(
+        "SELECT compression, csv, columns, timezone, row_count FROM report_jobs WHERE id = %s",
+        (job.id,),
+    ).fetchone()
+    assert new == (
+        "gzip",
+        {"delimiter": "\t", "bom": True, "line_ending": "lf"},
+        ["id", "occurred_at"],
+        "Asia/Bangkok",
+        7,
+    )
+    # the old service reads the row with its own columns, as before
+    old = conn.cursor(row_factory=dict_row).execute(OLD_SELECT, (job.id, TENANT)).fetchone()
+    assert old is not None
+    assert (old["format"], old["file_name"], old["mime_type"], old["size_bytes"]) == (
+        "csv",
+        "feed_intake_export.csv.gz",
+        "application/gzip",
+        10,
+    )
+    # and a row it inserts has no options: the job writes what it always wrote
+    theirs = old_row()
+    conn.execute(OLD_INSERT, theirs)
+    read = repo.get(theirs["id"])
+    assert read is not None
+    assert (read.compression, read.csv, read.columns, read.timezone, read.row_count) == (
+        (None,) * 5
+    )

@@ -26,7 +26,7 @@ from reportcore.testing import (
 )
 from reportcore.usecases import Policy, RunOutcome, run_job
 from reportsvc.entrypoints.api import create_app
-from reportsvc.entrypoints.containers import build_container
+from reportsvc.entrypoints.containers import build_container, row_formats
 from reportsvc.entrypoints.settings import Settings
 from tests.clock import pinned_now
 
@@ -169,6 +169,7 @@ class ApiWorld:
                     store=self.store,
                     clock=self.clock,
                     policy=self.policy,
+                    formats=row_formats(),
                 )
             )
         return outcomes

@@ -64,6 +64,7 @@ JOB_FIELDS = {
     "started_at",
     "finished_at",
     "attempts",
+    "row_count",  # issue 18; a job without export options shows none of them
 }
 EVERY = ListQuery(limit=1000)
 INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
@@ -168,7 +169,15 @@ def test_job_json_is_exactly_the_contract_fields_with_dates_instants_and_nulls(
     assert set(job) == JOB_FIELDS
     assert job["filters"] == {}
     assert INSTANT.fullmatch(job["created_at"]) and INSTANT.fullmatch(job["updated_at"])
-    for absent in ("file_path", "sha256", "expires_at", "started_at", "finished_at", "batch_id"):
+    for absent in (
+        "file_path",
+        "sha256",
+        "expires_at",
+        "started_at",
+        "finished_at",
+        "batch_id",
+        "row_count",
+    ):
         assert job[absent] is None
     assert job["attempts"] == 0
     assert job["progress_pct"] == 0
@@ -292,7 +301,7 @@ def test_a_created_job_is_published_for_the_worker(world: ApiWorld) -> None:
         ({**FEED_BODY, "idempotency_key": "k" * 201}, "idempotency_key", "idempotency_key"),
         ({"job_type": "FEED_INTAKE_EXPORT"}, "format", "format"),
         ({"job_type": "PIG_EXPORT", "format": "csv"}, "job_type", "job_type"),
-        ({**FEED_BODY, "format": "xlsx"}, "format", "format"),
+        ({**FEED_BODY, "format": "pdf"}, "format", "format"),
         ({**FEED_BODY, "farm_id": 42}, "farm_id", "farm_id"),
         ({**FEED_BODY, "filters": ["source"]}, "filters", "filters"),
     ],

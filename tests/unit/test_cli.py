@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import csv
 import datetime as dt
+import gzip
 import hashlib
 import io
 import json
@@ -16,6 +17,7 @@ import uuid
 from pathlib import Path
 
 import jwt
+import openpyxl
 import pytest
 
 from reportsvc.entrypoints.cli import build_parser, main
@@ -430,3 +432,62 @@ def test_token_leaves_out_the_claims_that_are_not_required(
     assert main(["token", "--tenant", str(uuid.uuid4()), "--role", "viewer"], env=env) == 0
     claims = jwt.decode(capsys.readouterr().out.strip(), secret, algorithms=["HS256"])
     assert "iss" not in claims and "aud" not in claims and "exp" in claims
+
+
+# --- export options as flags (issue 18) ---
+
+CLI = (sys.executable, "-m", "reportsvc.entrypoints.cli")
+
+
+@pytest.mark.parametrize(
+    ("extra", "says"),
+    [
+        (["--csv-delimiter", ":"], "csv.delimiter"),
+        (["--csv-line-ending", "cr"], "csv.line_ending"),
+        (["--columns", "id,weight"], "unknown column 'weight'"),
+        (["--columns", "id,id"], "named twice"),
+        (["--timezone", "Mars/Base"], "unknown time zone"),
+        (["--compression", "zip"], "compression"),
+        (["--format", "xlsx", "--compression", "gzip"], "compression applies to csv and json"),
+        (["--format", "json", "--csv-bom"], "csv options apply to format csv only"),
+    ],
+)
+def test_export_refuses_a_bad_option_flag_in_one_line_with_exit_code_2(
+    extra: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["export", "--tenant", "t-1", "--job-type", "FEED_INTAKE_EXPORT", *extra]
+    assert main(argv, {}) == 2
+    lines = capsys.readouterr().err.splitlines()
+    assert len(lines) == 1 and says in lines[0], lines
+
+
+@pytest.mark.clock
+def test_export_demo_with_option_flags_writes_the_file_they_ask_for(tmp_path: Path) -> None:
+    done = _reportsvc(
+        "export", "--demo", "--job-type", "FEED_INTAKE_EXPORT", "--output", str(tmp_path / "f"),
+        "--compression", "gzip", "--csv-delimiter", "tab", "--csv-bom", "--csv-line-ending", "lf",
+        "--columns", "occurred_at,id,quantity_kg", "--timezone", "Asia/Bangkok",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    text = gzip.decompress((tmp_path / "f").read_bytes()).decode()
+    assert text.startswith("\ufeffoccurred_at\tid\tquantity_kg\n")
+    _, *rows = csv.reader(io.StringIO(text[1:], newline=""), delimiter="\t")
+    assert rows and all(row[0].endswith("+07:00") for row in rows)
+    assert f"rows={len(rows)} " in done.stdout
+
+
+@pytest.mark.clock
+def test_export_demo_as_xlsx_writes_a_workbook_named_for_it(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [*CLI, "export", "--demo", "--job-type", "FEED_INTAKE_EXPORT", "--format", "xlsx"],
+        env={"PATH": "/usr/bin:/bin", "DEMO_NOW": pinned_now().isoformat()},
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=tmp_path,
+    )
+    assert done.returncode == 0, done.stderr
+    book = openpyxl.load_workbook(tmp_path / "feed_intake_export.xlsx", read_only=True)
+    rows = list(book.worksheets[0].iter_rows(values_only=True))
+    assert rows[0][:3] == ("id", "tenant_id", "farm_id")
+    assert f"rows={len(rows) - 1} " in done.stdout

@@ -566,3 +566,38 @@ def test_progress_reads_a_raw_records_camel_case_attribute_of_three_words() -> N
     spec = msgspec.structs.replace(FEED, progress_attr="reading_taken_at")
     page = SourcePage(raw=[msgspec.Raw(b'{"readingTakenAt": "2026-01-05T12:00:00Z"}')])
     assert page_position(spec, page) == dt.datetime(2026, 1, 5, 12, tzinfo=dt.UTC)
+
+
+def test_a_writer_keeping_a_view_of_each_chunk_still_gets_every_byte_unchanged() -> None:
+    """The exporter hands its buffer over without a copy and starts a fresh one; a writer that
+    keeps a view of what it was handed (instead of a copy) must neither break the export nor
+    see those bytes change later."""
+
+    class ViewKeeper:
+        def __init__(self) -> None:
+            self.views: list[memoryview] = []
+
+        def write(self, data: bytes | bytearray | memoryview) -> None:
+            self.views.append(memoryview(data))
+
+        def commit(self) -> str:
+            return "memory"
+
+        def abort(self) -> None:
+            self.views.clear()
+
+    line = b'{"recordDate":"2025-01-01","fcr":"1.5"}'
+    pages = [SourcePage(raw=[line] * 10_000) for _ in range(8)]  # ~3.2 MB: several chunks
+    writer = ViewKeeper()
+    result = write_export(
+        JOB_TYPES[JobType.KPI_FEEDING_EXPORT],
+        ReportFormat.JSON,
+        pages,
+        writer,
+        scope_values={},
+    )
+    written = b"".join(bytes(v) for v in writer.views)
+    assert len(writer.views) > 1
+    assert written == (line + b"\n") * 80_000
+    assert result.size_bytes == len(written)
+    assert result.sha256 == hashlib.sha256(written).hexdigest()

@@ -4,10 +4,11 @@ that labels stay bounded however many jobs and tenants there are, and that /metr
 from __future__ import annotations
 
 import contextlib
+import json
 import re
-import statistics
+import subprocess
+import sys
 import threading
-import time
 import uuid
 from collections.abc import Iterator
 from typing import Any
@@ -241,37 +242,51 @@ def test_no_label_names_a_job_or_tenant_and_the_series_count_stays_bounded() -> 
     assert len(_series(exposed)) < 2000
 
 
+EXPOSITION_PROBE = """
+import statistics, time, json
+from reportsvc import metrics
+
+# every series 1,000 jobs can make: each type, format, status and error code, every route
+for n in range(1000):
+    job_type = sorted(metrics.JOB_TYPES)[n % 4]
+    fmt = ("csv", "json")[n % 2]
+    metrics.JOBS_CREATED.labels(job_type, fmt).inc()
+    code = sorted(metrics.ERROR_CODES)[n % len(metrics.ERROR_CODES)]
+    metrics.JOBS_FINISHED.labels(job_type, "failed", code).inc()
+    metrics.JOBS_FINISHED.labels(job_type, "succeeded", "none").inc()
+    metrics.EXPORT_DURATION.labels(job_type, fmt).observe(n / 100)
+    metrics.EXPORT_ROWS.labels(job_type, fmt).inc(n)
+    metrics.EXPORT_BYTES.labels(job_type, fmt).inc(n * 80)
+    upstream = sorted(metrics.UPSTREAMS)[n % 3]
+    for status_class in ("2xx", "4xx", "5xx", "error"):
+        metrics.UPSTREAM_REQUESTS.labels(upstream, status_class).inc()
+    metrics.UPSTREAM_DURATION.labels(upstream).observe(0.05)
+    for route in ("/api/v1/reports/jobs", "/api/v1/reports/jobs/{jobId}", "/metrics"):
+        for status in ("200", "201", "404"):
+            metrics.HTTP_REQUESTS.labels(route, "GET", status).inc()
+        metrics.HTTP_DURATION.labels(route, "GET").observe(0.002)
+metrics.exposition()  # warm
+cpu, wall = [], []
+for _ in range(15):
+    began, began_cpu = time.perf_counter(), time.thread_time()
+    metrics.exposition()
+    cpu.append(time.thread_time() - began_cpu)
+    wall.append(time.perf_counter() - began)
+print(json.dumps({"cpu": statistics.median(cpu), "wall": min(wall)}))
+"""
+
+
 def test_metrics_exposition_stays_under_5_ms_after_1000_jobs() -> None:
-    # every series 1,000 jobs can make: each type, format, status and error code, every route
-    for n in range(1000):
-        job_type = sorted(metrics.JOB_TYPES)[n % 4]
-        fmt = ("csv", "json")[n % 2]
-        metrics.JOBS_CREATED.labels(job_type, fmt).inc()
-        code = sorted(metrics.ERROR_CODES)[n % len(metrics.ERROR_CODES)]
-        metrics.JOBS_FINISHED.labels(job_type, "failed", code).inc()
-        metrics.JOBS_FINISHED.labels(job_type, "succeeded", "none").inc()
-        metrics.EXPORT_DURATION.labels(job_type, fmt).observe(n / 100)
-        metrics.EXPORT_ROWS.labels(job_type, fmt).inc(n)
-        metrics.EXPORT_BYTES.labels(job_type, fmt).inc(n * 80)
-        upstream = sorted(metrics.UPSTREAMS)[n % 3]
-        for status_class in ("2xx", "4xx", "5xx", "error"):
-            metrics.UPSTREAM_REQUESTS.labels(upstream, status_class).inc()
-        metrics.UPSTREAM_DURATION.labels(upstream).observe(0.05)
-        for route in ("/api/v1/reports/jobs", "/api/v1/reports/jobs/{jobId}", "/metrics"):
-            for status in ("200", "201", "404"):
-                metrics.HTTP_REQUESTS.labels(route, "GET", status).inc()
-            metrics.HTTP_DURATION.labels(route, "GET").observe(0.002)
-    metrics.exposition()  # warm
-    cpu, wall = [], []
-    for _ in range(15):
-        began, began_cpu = time.perf_counter(), time.thread_time()
-        metrics.exposition()
-        cpu.append(time.thread_time() - began_cpu)
-        wall.append(time.perf_counter() - began)
-    # CPU time of this thread: what a scrape costs, not how long other processes on a loaded
-    # 2-core box keep it waiting; the fastest wall time shows it can be done in time at all
-    assert statistics.median(cpu) < 0.005, f"median CPU {statistics.median(cpu) * 1000:.2f} ms"
-    assert min(wall) < 0.005, f"fastest of 15 expositions took {min(wall) * 1000:.2f} ms"
+    """Measured in a process of its own, as a scrape of a service process: not under this
+    test run's coverage tracer, and with no series other tests left in the registry."""
+    done = subprocess.run(
+        [sys.executable, "-c", EXPOSITION_PROBE], capture_output=True, text=True, check=True
+    )
+    took = json.loads(done.stdout)
+    # CPU time of the scraping thread: what a scrape costs, not how long other processes on a
+    # loaded 2-core box keep it waiting; the fastest wall time shows it can be done in time
+    assert took["cpu"] < 0.005, f"median CPU {took['cpu'] * 1000:.2f} ms"
+    assert took["wall"] < 0.005, f"fastest of 15 expositions took {took['wall'] * 1000:.2f} ms"
 
 
 # --- settings ---

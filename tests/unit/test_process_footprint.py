@@ -57,3 +57,21 @@ def test_the_windows_of_a_run_share_one_memory_budget_however_many_there_are() -
     assert got == [bytes([n, i]) for n in range(32) for i in range(20)]
     assert max(held) <= 5 * page
     assert run.budget.used == 0
+
+
+XLSX_PROBE = """
+import sys
+from reportcore.jobs import ReportFormat
+from reportsvc.entrypoints.containers import row_formats
+formats = row_formats()
+print(sorted(f.value for f in formats), "xlsxwriter" in sys.modules)
+"""
+
+
+def test_a_worker_loads_xlsxwriter_only_for_an_xlsx_export() -> None:
+    """The worker's row formats name xlsx, but xlsxwriter (~3 MB of code) waits for the first
+    xlsx export instead of coming with every worker's first job."""
+    out = subprocess.run(
+        [sys.executable, "-c", XLSX_PROBE], capture_output=True, text=True, check=True
+    ).stdout
+    assert out == "['csv', 'xlsx'] False\n"

@@ -309,7 +309,7 @@ def test_a_bad_or_disagreeing_header_key_is_refused(
     ("fields", "field", "message"),
     [
         ({"job_type": "PIG_EXPORT"}, "job_type", "job_type is not a known job type"),
-        ({"format": "xlsx"}, "format", "format must be csv or json"),
+        ({"format": "pdf"}, "format", "format must be csv, json or xlsx"),
     ],
 )
 def test_a_request_built_in_code_with_unknown_enums_is_refused(

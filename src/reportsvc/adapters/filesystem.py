@@ -25,7 +25,8 @@ from reportcore.errors import StorageFailure
 
 READ_CHUNK = 256 * 1024
 _SEGMENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._:-]{0,127}")
-_EXTENSION = re.compile(r"[a-z0-9]{1,10}")
+# "csv", "json", "xlsx", or a compressed one: "csv.gz", "ndjson.gz"
+_EXTENSION = re.compile(r"[a-z0-9]{1,10}(\.[a-z0-9]{1,4})?")
 _TEMP_SUFFIX = ".tmp"
 
 log = logging.getLogger(__name__)

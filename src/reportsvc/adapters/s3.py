@@ -31,7 +31,12 @@ from .filesystem import check_names
 PART_BYTES = 5 * 1024 * 1024  # S3's smallest part (all but the last): the least memory per upload
 READ_CHUNK = 256 * 1024
 MAX_PRESIGN_SEC = 7 * 24 * 3600  # SigV4's longest presigned URL
-_CONTENT_TYPES = {"csv": "text/csv; charset=utf-8", "json": "application/x-ndjson"}
+_CONTENT_TYPES = {
+    "csv": "text/csv; charset=utf-8",
+    "json": "application/x-ndjson",
+    "xlsx": "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet",
+    "gz": "application/gzip",  # report.csv.gz, report.ndjson.gz
+}
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchUpload"})
 
 log = logging.getLogger(__name__)

@@ -15,6 +15,7 @@ import datetime as dt
 import enum
 import functools
 import re
+import typing
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import AbstractContextManager
@@ -25,7 +26,15 @@ import msgspec
 
 from reportcore import lifecycle
 from reportcore.errors import ServiceUnavailable
-from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, file_name_for
+from reportcore.jobs import (
+    Compression,
+    Job,
+    JobStatus,
+    JobType,
+    ReportFormat,
+    file_name_for,
+    mime_type_for,
+)
 from reportcore.lifecycle import Event
 from reportcore.ports import StoredFile
 from reportcore.requests import ListQuery
@@ -127,7 +136,10 @@ def _kind_of(field_type: msgspec.inspect.Type) -> tuple[_Kind, type[enum.Enum] |
         return _Kind.INSTANT, None
     if isinstance(field_type, msgspec.inspect.DateType):
         return _Kind.DATE, None
-    if isinstance(field_type, msgspec.inspect.DictType | msgspec.inspect.ListType):
+    if isinstance(
+        field_type,
+        msgspec.inspect.DictType | msgspec.inspect.ListType | msgspec.inspect.StructType,
+    ):
         return _Kind.JSON, None
     if isinstance(field_type, msgspec.inspect.EnumType):
         return _Kind.ENUM, field_type.cls
@@ -139,6 +151,10 @@ assert isinstance(_JOB_INFO, msgspec.inspect.StructType)
 # (column, kind, enum class): a column per field of Job, named as the field
 _JOB_FIELDS = tuple((f.name, *_kind_of(f.type)) for f in _JOB_INFO.fields)
 JOB_COLUMNS = tuple(name for name, _, _ in _JOB_FIELDS)
+# each JSON column's Python type (a dict, a list, an options Struct), to decode it back into
+_JSON_TYPES = {
+    name: typing.get_type_hints(Job)[name] for name, kind, _ in _JOB_FIELDS if kind is _Kind.JSON
+}
 
 
 class RowCodec:
@@ -158,8 +174,9 @@ class RowCodec:
             elif kind is _Kind.DATE:
                 value = d.date(value)
             elif kind is _Kind.JSON:
-                value = d.json(value)
-            elif kind is _Kind.ENUM:
+                # an absent option is SQL NULL, not JSON null
+                value = None if value is None else d.json(msgspec.to_builtins(value))
+            elif kind is _Kind.ENUM and value is not None:
                 # enum members go as their values: psycopg would dump a plain Enum by its name
                 value = value.value
             row[name] = value
@@ -176,13 +193,18 @@ class RowCodec:
             elif kind is _Kind.DATE:
                 value = d.read_date(value)
             elif kind is _Kind.JSON:
-                value = d.read_json(value)
-                # the old service may have stored NULL where an object is expected
-                value = value if isinstance(value, dict) else {}
-            elif kind is _Kind.ENUM and enum_cls is not None:
+                value = self._read_json(name, d.read_json(value))
+            elif kind is _Kind.ENUM and enum_cls is not None and value is not None:
                 value = enum_cls(value)
             values[name] = value
         return Job(**values)
+
+    @staticmethod
+    def _read_json(name: str, value: Any) -> Any:
+        if name == "filters":
+            # the old service may have stored NULL where an object is expected
+            return value if isinstance(value, dict) else {}
+        return None if value is None else msgspec.convert(value, type=_JSON_TYPES[name])
 
 
 def _moves(event: Event) -> tuple[list[str], str]:
@@ -247,7 +269,20 @@ class Statements:
 
 @functools.cache
 def _file_names() -> dict[str, str]:
-    return {f"{t.value}/{f.value}": file_name_for(t, f) for t in JobType for f in ReportFormat}
+    """``<job_type>/<format>/<compression>`` -> the file name offered (compression ``none``
+    also for a job that did not ask: the old service's rows)."""
+    return {
+        f"{t.value}/{f.value}/{c.value}": file_name_for(t, f, c)
+        for t in JobType
+        for f in ReportFormat
+        for c in Compression
+    }
+
+
+@functools.cache
+def _mime_types() -> dict[str, str]:
+    """``<format>/<compression>`` -> the file's Content-Type."""
+    return {f"{f.value}/{c.value}": mime_type_for(f, c) for f in ReportFormat for c in Compression}
 
 
 class SqlJobRepository(abc.ABC):
@@ -266,7 +301,7 @@ class SqlJobRepository(abc.ABC):
             sources, target = _moves(event)
             self._moves[event] = {"sources": dialect.statuses(sources), "target": target}
         self._file_names = dialect.json(_file_names())
-        self._mime_types = dialect.json({f.value: f.mime_type for f in ReportFormat})
+        self._mime_types = dialect.json(_mime_types())
 
     @abc.abstractmethod
     def _session(self) -> AbstractContextManager[Run]:
@@ -396,6 +431,7 @@ class SqlJobRepository(abc.ABC):
             file_path=file.location,
             size_bytes=file.size_bytes,
             sha256=file.sha256,
+            row_count=file.rows,
             expires_at=self._at(expires_at),
             file_names=self._file_names,
             mime_types=self._mime_types,

@@ -22,9 +22,16 @@ from reportcore.errors import ExportFailure, StorageFailure, ValidationError
 from reportcore.jobs import file_name_for
 from reportcore.jobtypes import JOB_TYPES, Upstream
 from reportcore.pipeline import ExportProgress, export_records
-from reportcore.requests import CreateRequest, ValidCreate, validate_create, validate_tenant_id
+from reportcore.requests import (
+    CreateRequest,
+    ValidCreate,
+    options_of_create,
+    validate_create,
+    validate_tenant_id,
+)
 
 from .containers import demo_clock, upstream_config
+from .export_flags import add_option_flags, request_body
 from .serving import connection_limits, relog, serve
 from .settings import ConfigError, Settings, load_settings
 from .tracing import setup_tracing
@@ -246,40 +253,14 @@ def _no_bar(progress: ExportProgress) -> None:
     """Not a terminal: nothing to redraw."""
 
 
-def _filters(items: Sequence[str]) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise Failure(f"--filter must be key=value, got {item!r}", EXIT_USAGE)
-        # a repeated key means "any of these values"
-        if key in out:
-            prior = out[key]
-            out[key] = [*prior, value] if isinstance(prior, list) else [prior, value]
-        else:
-            out[key] = value
-    return out
-
-
 def _export_request(args: argparse.Namespace) -> ValidCreate:
     """The export's flags as a create request, checked as the API checks one."""
     try:
-        request = msgspec.convert(
-            {
-                "job_type": args.job_type,
-                "format": args.format,
-                "farm_id": args.farm_id,
-                "barn_id": args.barn_id,
-                "batch_id": args.batch_id,
-                "start_date": args.start_date,
-                "end_date": args.end_date,
-                "filters": _filters(args.filter),
-            },
-            type=CreateRequest,
-        )
-        return validate_create(request)
+        return validate_create(msgspec.convert(request_body(args), type=CreateRequest))
     except (msgspec.ValidationError, ValidationError) as exc:
         raise Failure(f"invalid export: {exc}", EXIT_USAGE) from exc
+    except ValueError as exc:  # a flag that spells no request (--filter without "=")
+        raise Failure(str(exc), EXIT_USAGE) from exc
 
 
 def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
@@ -292,7 +273,7 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         tenant = validate_tenant_id(args.tenant, "--tenant") if args.tenant else None
     except ValidationError as exc:
         raise Failure(str(exc), EXIT_USAGE) from exc
-    output = Path(args.output or file_name_for(valid.job_type, valid.format))
+    output = Path(args.output or file_name_for(valid.job_type, valid.format, valid.compression))
 
     with contextlib.ExitStack() as cleanup:
         if args.demo:
@@ -315,6 +296,7 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
         from reportsvc.adapters.filesystem import FilesystemWriter
         from reportsvc.adapters.upstream import HttpRecordSource
+        from reportsvc.adapters.xlsx import row_formats
 
         source = HttpRecordSource(config)
         cleanup.callback(source.close)
@@ -337,6 +319,8 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 source=source,
                 open_file=open_file,
                 on_progress=_no_bar if bar is None else bar.update,
+                options=options_of_create(valid),
+                formats=row_formats(),
             )
         except ExportFailure as exc:
             raise Failure(f"export failed: {exc.code}: {exc.message}") from exc
@@ -456,7 +440,7 @@ def build_parser() -> argparse.ArgumentParser:
         "the upstream URLs and INTERNAL_SERVICE_TOKEN of the environment, or --demo.",
     )
     export.add_argument("--job-type", required=True, help="FEED_INTAKE_EXPORT, ...")
-    export.add_argument("--format", default="csv", help="csv or json (NDJSON); default csv")
+    export.add_argument("--format", default="csv", help="csv, json (NDJSON) or xlsx; default csv")
     export.add_argument("--tenant", help="tenant id (default with --demo: the demo tenant)")
     export.add_argument("--farm-id")
     export.add_argument("--barn-id")
@@ -470,7 +454,8 @@ def build_parser() -> argparse.ArgumentParser:
         metavar="KEY=VALUE",
         help="a filter of the job type (repeatable; a repeated key means any of the values)",
     )
-    export.add_argument("--output", help="file to write (default <job_type>.<format>)")
+    add_option_flags(export)
+    export.add_argument("--output", help="file to write (default <job_type>.<extension>)")
     export.add_argument(
         "--demo", action="store_true", help="read from a built-in demo upstream with sample data"
     )

@@ -21,7 +21,9 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 from dependency_injector import containers, providers
 
-from reportcore.ports import Clock
+from reportcore.encoding import CORE_ROW_FORMATS, RowFormats
+from reportcore.jobs import ReportFormat
+from reportcore.ports import ByteSink, Clock, RowEncoder, SheetRequest
 from reportcore.testing import (
     FakeClock,
     InMemoryFileStore,
@@ -74,6 +76,19 @@ def demo_clock(settings: Settings) -> Clock:
     return FakeClock(settings.demo_now) if settings.demo_now is not None else SystemClock()
 
 
+def _xlsx_rows(request: SheetRequest, out: ByteSink) -> RowEncoder:
+    """xlsx rows. xlsxwriter (~3 MB of code objects) is loaded by a worker's first xlsx export,
+    not by every worker's first job: a worker's peak RSS is a target (issue 16)."""
+    from reportsvc.adapters.xlsx import XlsxEncoder
+
+    return XlsxEncoder(request, out)
+
+
+def row_formats() -> RowFormats:
+    """The row formats a worker writes: the core's CSV and xlsx."""
+    return {**CORE_ROW_FORMATS, ReportFormat.XLSX: _xlsx_rows}
+
+
 class Container(containers.DeclarativeContainer):
     """Ports -> adapters. Every provider here is a port of ``reportcore`` or a knob."""
 
@@ -85,6 +100,8 @@ class Container(containers.DeclarativeContainer):
     consumer = providers.Callable(lambda q: q, queue)
     source = providers.ThreadSafeSingleton(StaticRecordSource, records={})
     store = providers.ThreadSafeSingleton(InMemoryFileStore)
+    # the file formats a worker writes as rows: the core's CSV and this service's xlsx
+    formats = providers.Singleton(row_formats)
     # the in-memory repository keeps its outbox; SQL ones share their database with it
     outbox = providers.Callable(lambda jobs: jobs.outbox, jobs)
     webhook_sender = providers.ThreadSafeSingleton(RecordingWebhookSender)

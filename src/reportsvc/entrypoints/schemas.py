@@ -13,7 +13,7 @@ from typing import Annotated, Any, Literal
 
 import msgspec
 
-from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
+from reportcore.jobs import Compression, CsvOptions, Job, JobStatus, JobType, ReportFormat
 from reportcore.usecases import DownloadLink, JobPage
 from reportcore.webhooks import DeliveryState, Notification
 
@@ -24,8 +24,10 @@ Instant = Annotated[
 Day = Annotated[dt.date, msgspec.Meta(description="YYYY-MM-DD", examples=["2026-01-31"])]
 
 
-class JobOut(msgspec.Struct, kw_only=True):
-    """A report job as clients see it: the old service's fields plus the run's three."""
+class JobOut(msgspec.Struct, kw_only=True, omit_defaults=True):
+    """A report job as clients see it: the old service's fields plus the run's three,
+    ``row_count``, and the export options the job was created with (only those given: a job
+    without options shows none of them)."""
 
     id: str
     tenant_id: str
@@ -54,6 +56,13 @@ class JobOut(msgspec.Struct, kw_only=True):
     started_at: Instant | None
     finished_at: Instant | None
     attempts: int
+    row_count: Annotated[
+        int | None, msgspec.Meta(description="rows written (header excluded); null until done")
+    ]
+    compression: Compression | None = None
+    csv: CsvOptions | None = None
+    columns: list[str] | None = None
+    timezone: str | None = None
     # only on a job created with notify_url: a job without one is shown exactly as before
     notify_url: str | msgspec.UnsetType = msgspec.UNSET
     notification: NotificationOut | msgspec.UnsetType | None = msgspec.UNSET
@@ -121,6 +130,11 @@ def job_out(job: Job, notification: Notification | None = None) -> JobOut:
         started_at=_utc(job.started_at),
         finished_at=_utc(job.finished_at),
         attempts=job.attempts,
+        row_count=job.row_count,
+        compression=job.compression,
+        csv=job.csv,
+        columns=job.columns,
+        timezone=job.timezone,
     )
     if job.notify_url is not None:
         out.notify_url = job.notify_url

@@ -97,6 +97,7 @@ class Worker:
                 keep_lease=running_gauge(self._lease_keeper(c.policy().heartbeat_sec)),
                 shares=self.shares,
                 queue=c.queue(),
+                formats=c.formats(),
             )
         except Exception as exc:
             # Storage (or a bug) failed outside the export's own error handling. The message

@@ -61,7 +61,7 @@ SET lease_expires_at = :lease_until, updated_at = :now,
 WHERE id = :id AND status = :running AND {owned}
 RETURNING {columns}
 
--- The file's name and type depend on the job's type and format: looked up in JSON maps the
+-- The file's name and type depend on the job's type, format and compression: looked up in JSON maps the
 -- core made (file_names, mime_types), so that this stays one statement and the core one truth.
 -- name: succeed_job
 UPDATE report_jobs
@@ -70,7 +70,7 @@ SET status = :target, updated_at = :now,
     file_path = :file_path,
     file_name = {file_name_lookup},
     mime_type = {mime_type_lookup},
-    size_bytes = :size_bytes, sha256 = :sha256, expires_at = :expires_at,
+    size_bytes = :size_bytes, sha256 = :sha256, row_count = :row_count, expires_at = :expires_at,
     finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND {status_in_sources} AND {owned}
 RETURNING {columns}

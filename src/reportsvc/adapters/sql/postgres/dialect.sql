@@ -15,10 +15,10 @@ GREATEST
 LEAST
 
 -- name: file_name_lookup
-:file_names ->> (job_type::text || '/' || format::text)
+:file_names ->> (job_type::text || '/' || format::text || '/' || COALESCE(compression, 'none'))
 
 -- name: mime_type_lookup
-:mime_types ->> format::text
+:mime_types ->> (format::text || '/' || COALESCE(compression, 'none'))
 
 -- The row comparison (created_at, id) < (...), spelled so that the first half can be an index
 -- condition on (tenant_id, created_at). Ids compare byte-wise ("C") so that ties in

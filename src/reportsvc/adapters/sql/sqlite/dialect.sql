@@ -15,10 +15,12 @@ MAX
 MIN
 
 -- name: file_name_lookup
-json_extract(:file_names, '$."' || job_type || '/' || format || '"')
+json_extract(
+    :file_names, '$."' || job_type || '/' || format || '/' || COALESCE(compression, 'none') || '"'
+)
 
 -- name: mime_type_lookup
-json_extract(:mime_types, '$."' || format || '"')
+json_extract(:mime_types, '$."' || format || '/' || COALESCE(compression, 'none') || '"')
 
 -- Ids compare with SQLite's BINARY collation (byte-wise UTF-8, the order of Python's str
 -- comparison).

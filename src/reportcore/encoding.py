@@ -1,0 +1,315 @@
+"""How cells are spelled in a file: CSV lines, instants in a zone, NDJSON lines shaped by the
+export options, gzip. The encoders of row formats are looked up in a :data:`RowFormats` table:
+the core brings CSV, an adapter adds xlsx (a workbook needs a library the core does not take).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import zlib
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any
+
+import msgspec
+
+from .jobs import ReportFormat
+from .jobtypes import CellKind, Column
+from .ports import ByteSink, RowEncoder, SheetRequest
+
+UTF8_BOM = b"\xef\xbb\xbf"
+# above this many cached hours (11 years) an instant cache starts afresh: bounds its memory
+MAX_CACHED_HOURS = 100_000
+
+
+def csv_lines(
+    rows: Sequence[Sequence[Any]],
+    delimiter: str = ",",
+    newline: str = "\r\n",
+    convert: Mapping[int, Callable[[Sequence[str]], list[str]]] | None = None,
+) -> bytes:
+    """CSV lines with minimal quoting, ``None`` as an empty cell; with the defaults, byte for
+    byte what ``csv.writer`` writes (RFC 4180, CRLF). All rows of a call have one width.
+
+    csv.writer works value by value, which bounds a large export (docs/performance.md has the
+    figures). Here ``str.join`` does most of the work, a column of the page at a time: a column
+    of text joins as it is, and its joined text shows at once whether any cell needs quotes (a
+    delimiter beyond the join's own, a quote, a line break); only a column that fails either
+    is converted (``None`` as an empty cell, text, a str enum's too, as is, anything else
+    through ``str()``, which agrees with ``repr`` on floats) or quoted cell by cell, in
+    comprehensions (a function call a cell would cost as much as the conversion). ``convert``
+    maps a column's index to a
+    function of its cells (as text) giving the cells written (instants written in a zone). A
+    row of one empty cell is written ``""``, as csv.writer does: an empty line would be no
+    record at all.
+    """
+    if not rows:
+        return b""
+    d = delimiter
+    limit = len(rows) - 1
+    columns: list[Sequence[str]] = []
+    for index, values in enumerate(zip(*rows, strict=True)):
+        try:
+            cells: Sequence[str] = values
+            joined = d.join(cells)
+        except TypeError:  # a None or a number among them
+            if values.count(None) == len(values):  # an optional field nobody fills in
+                cells = [""] * len(values)
+            else:
+                cells = ["" if v is None else v if isinstance(v, str) else str(v) for v in values]
+            joined = d.join(cells)
+        if convert is not None and index in convert and len(joined) > limit:  # not all empty
+            cells = convert[index](cells)
+            joined = d.join(cells)
+        if joined.count(d) != limit or '"' in joined or "\r" in joined or "\n" in joined:
+            cells = [
+                '"' + c.replace('"', '""') + '"'
+                if d in c or '"' in c or "\r" in c or "\n" in c
+                else c
+                for c in cells
+            ]
+        columns.append(cells)
+    if not columns:  # rows of no cells: empty lines, as csv.writer writes them
+        return (newline * len(rows)).encode("utf-8")
+    if len(columns) == 1:
+        lines = ['""' if c == "" else c for c in columns[0]]
+    else:
+        lines = list(map(d.join, zip(*columns, strict=True)))
+    return (newline.join(lines) + newline).encode("utf-8")
+
+
+def csv_line(values: Sequence[Any]) -> bytes:
+    """One RFC 4180 CSV line (CRLF-terminated, minimal quoting, ``None`` as an empty cell)."""
+    return csv_lines([tuple(values)])
+
+
+# --- instants in a zone ---
+
+
+_Hour = tuple[str | None, tuple[str, ...] | None, str, str]
+"""One UTC hour in a zone whose offset holds for all of it: the local ``YYYY-MM-DDTHH`` (when
+the offset is whole hours) or each minute's local ``YYYY-MM-DDTHH:MM``, the offset as written
+(``+07:00``), and ``.000`` + the offset (for instants upstream sent without milliseconds).
+A plain tuple: it is read for every instant cell, and indexing a tuple is the fastest."""
+
+
+class LocalInstants:
+    """Instants (ISO 8601 text, as upstream sends them) as wall-clock times of one zone.
+
+    Upstream's spellings ``YYYY-MM-DDTHH:MM:SS.mmmZ`` and ``...:SSZ`` are rewritten by slicing text,
+    without a datetime per cell: what each UTC hour is locally is worked out once and cached
+    (unless the zone's offset changes within that hour: then, and for any other spelling, a
+    datetime does it). Text that is no instant is left as it is.
+    """
+
+    def __init__(self, zone: dt.tzinfo) -> None:
+        self._zone = zone
+        self._hours: dict[str, _Hour | None] = {}
+
+    def _aware(self, text: str) -> dt.datetime | None:
+        try:
+            t = dt.datetime.fromisoformat(text)
+        except (ValueError, TypeError):
+            return None
+        t = t.replace(tzinfo=dt.UTC) if t.tzinfo is None else t
+        try:
+            return t.astimezone(self._zone)
+        except (OverflowError, ValueError):  # at the very ends of the calendar
+            return None
+
+    def local(self, text: str) -> dt.datetime | None:
+        """The instant as an aware datetime in the zone, or ``None`` if ``text`` is none."""
+        return self._aware(text)
+
+    def _hour(self, key: str) -> _Hour | None:
+        if len(self._hours) >= MAX_CACHED_HOURS:
+            self._hours.clear()
+        found: _Hour | None = None
+        start, end = self._aware(key + ":00:00.000Z"), self._aware(key + ":59:59.999Z")
+        if start is not None and end is not None and start.utcoffset() == end.utcoffset():
+            offset = start.isoformat()[19:]
+            if len(offset) == 6 and offset.endswith(":00"):
+                found = (start.isoformat()[:13], None, offset, ".000" + offset)
+            elif len(offset) == 6:  # +05:45: the minutes move too
+                minute = dt.timedelta(minutes=1)
+                local = [(start + m * minute).isoformat()[:16] for m in range(60)]
+                found = (None, tuple(local), offset, ".000" + offset)
+        self._hours[key] = found
+        return found
+
+    def text(self, text: str) -> str:
+        """``text`` written in the zone with its offset: ``2025-01-31T06:00:00.000+07:00``."""
+        if _sliceable(text):
+            key = text[:13]
+            found = self._hours[key] if key in self._hours else self._hour(key)
+            if found is not None:
+                hour, minutes, offset, _ = found
+                rest = text[13:23] if len(text) == 24 else text[13:19] + ".000"
+                if hour is not None:
+                    return hour + rest + offset
+                if minutes is not None:
+                    return minutes[int(text[14:16]) % 60] + rest[3:] + offset
+        local = self._aware(text)
+        if local is None:
+            return text
+        spec = "milliseconds" if local.microsecond % 1000 == 0 else "microseconds"
+        return local.isoformat(timespec=spec)
+
+    def column(self, cells: Sequence[str]) -> list[str]:
+        """:meth:`text` of each non-empty cell (a page's column at a time: fewer calls)."""
+        hours = self._hours
+        out: list[str] = []
+        append = out.append
+        for c in cells:
+            # the common case inline (a zone of whole-hour offsets, an hour already seen); the
+            # checks are _sliceable's, the cheapest first
+            found = hours.get(c[:13])
+            if found is not None and found[0] is not None and c[13] == ":" == c[16]:
+                n = len(c)
+                if n == 20 and c[19] == "Z" and (c[14:16] + c[17:19]).isdigit():
+                    append(found[0] + c[13:19] + found[3])
+                    continue
+                if (
+                    n == 24
+                    and c[19] == "."
+                    and c[23] == "Z"
+                    and (c[14:16] + c[17:19] + c[20:23]).isdigit()
+                ):
+                    append(found[0] + c[13:23] + found[2])
+                    continue
+            append(self.text(c) if c else c)
+        return out
+
+
+def _sliceable(text: str) -> bool:
+    """``YYYY-MM-DDTHH:MM:SS.mmmZ`` or ``YYYY-MM-DDTHH:MM:SSZ``, upstream's two spellings, as
+    far as slicing needs (the date and hour are checked once an hour, by parsing them)."""
+    n = len(text)
+    return (
+        (n == 20 or (n == 24 and text[19] == "." and text[20:23].isdigit()))
+        and text[n - 1] == "Z"
+        and text[10] == "T"
+        and text[13] == ":" == text[16]
+        and (text[14:16] + text[17:19]).isdigit()
+    )
+
+
+# --- CSV ---
+
+
+class CsvEncoder:
+    """The CSV row format: header, then each page's rows, spelled by the job's csv options."""
+
+    def __init__(self, request: SheetRequest, out: ByteSink) -> None:
+        options = request.options.csv
+        self._out = out
+        self._delimiter = options.delimiter
+        self._newline = options.line_ending.chars
+        zone = request.options.zone
+        self._convert: dict[int, Callable[[Sequence[str]], list[str]]] | None = None
+        if zone is not None:
+            instants = LocalInstants(zone)
+            self._convert = {
+                i: instants.column
+                for i, c in enumerate(request.columns)
+                if c.kind is CellKind.INSTANT
+            }
+        if options.bom:
+            out.add(UTF8_BOM)
+        out.add(csv_lines([tuple(c.name for c in request.columns)], *self._spelling()))
+
+    def _spelling(self) -> tuple[str, str]:
+        return self._delimiter, self._newline
+
+    def add(self, rows: Sequence[Sequence[Any]]) -> None:
+        self._out.add(csv_lines(rows, self._delimiter, self._newline, self._convert))
+
+    def close(self) -> None:
+        """Everything is written as it comes."""
+
+    def abort(self) -> None:
+        """Nothing is held."""
+
+
+RowEncoderFactory = Callable[[SheetRequest, ByteSink], RowEncoder]
+RowFormats = Mapping[ReportFormat, RowEncoderFactory]
+"""The encoders of formats whose records are written as rows of the job type's columns."""
+
+CORE_ROW_FORMATS: RowFormats = {ReportFormat.CSV: CsvEncoder}
+
+
+# --- NDJSON ---
+
+
+def camel(name: str) -> str:
+    """``created_by_user_id`` -> ``createdByUserId``: the upstream's spelling of a field."""
+    head, *rest = name.split("_")
+    return head + "".join(p.title() for p in rest)
+
+
+class JsonShaper:
+    """NDJSON lines reshaped by the options: only the ``columns`` asked (keys in upstream
+    spelling, in that order; a scope column from the job), instants in ``zone``."""
+
+    def __init__(
+        self,
+        columns: Sequence[Column] | None,
+        all_columns: Sequence[Column],
+        scope_values: Mapping[str, Any],
+        zone: dt.tzinfo | None,
+    ) -> None:
+        self._keys: list[tuple[str, str | None, Any]] | None = None
+        if columns is not None:
+            self._keys = [
+                (
+                    camel(c.attr or c.name),
+                    c.attr,
+                    None if c.attr else scope_values.get(c.scope or ""),
+                )
+                for c in columns
+            ]
+        self._instants = LocalInstants(zone) if zone is not None else None
+        chosen = columns if columns is not None else all_columns
+        self._instant_keys = [
+            camel(c.attr) for c in chosen if c.attr and c.kind is CellKind.INSTANT
+        ]
+
+    def line(self, raw: bytes | memoryview | msgspec.Raw) -> bytes:
+        """One record's line, without its line break."""
+        try:
+            record = msgspec.json.decode(bytes(raw))
+        except msgspec.DecodeError:
+            record = None
+        if not isinstance(record, dict):  # not an object: nothing to select, left as sent
+            return bytes(raw).replace(b"\r", b" ").replace(b"\n", b" ")
+        if self._keys is not None:
+            record = {
+                key: (record.get(key) if attr is not None else const)
+                for key, attr, const in self._keys
+            }
+        if self._instants is not None:
+            for key in self._instant_keys:
+                value = record.get(key)
+                if isinstance(value, str):
+                    record[key] = self._instants.text(value)
+        return msgspec.json.encode(record)
+
+
+# --- compression ---
+
+
+class GzipSink:
+    """Compresses what it is given into ``out``: a gzip stream with a fixed header (mtime 0),
+    so that the same export is the same bytes."""
+
+    def __init__(self, out: ByteSink, level: int = 6) -> None:
+        self._out = out
+        self._zlib = zlib.compressobj(level, zlib.DEFLATED, 31)  # 16 + 15: gzip container
+
+    def add(self, data: bytes) -> None:
+        chunk = self._zlib.compress(data)
+        if chunk:
+            self._out.add(chunk)
+
+    def finish(self) -> None:
+        """Write what the compressor still holds and the gzip trailer."""
+        self._out.add(self._zlib.flush())

@@ -1,0 +1,180 @@
+"""The xlsx row format: one sheet with a header row and typed cells, in constant memory.
+
+xlsxwriter's ``constant_memory`` mode writes each row to a temporary file as soon as the next
+one starts, so memory stays flat whatever the row count; the workbook (a zip) is assembled into
+a temporary file on :meth:`XlsxEncoder.close` and its bytes are then copied into the export's
+sink, which hashes them and hands them to the file store. The file store itself never needs
+to seek.
+
+Cells: numbers as numbers, instants as date-times with a date format (the wall time of the
+job's timezone, UTC by default: Excel has no offsets), dates as dates, everything else as text
+(never as a formula or a link). A sheet holds at most 1,048,576 rows, the header included;
+rows past that continue on a next sheet (``report (2)``, ...) that starts with the header too.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import math
+import os
+import re
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import xlsxwriter
+from xlsxwriter.worksheet import Worksheet
+
+from reportcore.encoding import CORE_ROW_FORMATS, LocalInstants, RowFormats
+from reportcore.jobs import ReportFormat
+from reportcore.jobtypes import CellKind
+from reportcore.ports import ByteSink, SheetRequest
+
+EXCEL_MAX_ROWS = 1_048_576  # rows of one sheet, header included
+EXCEL_MAX_TEXT = 32_767  # characters of one cell
+SHEET_NAME = "report"
+INSTANT_FORMAT = "yyyy-mm-dd hh:mm:ss.000"
+DATE_FORMAT = "yyyy-mm-dd"
+COPY_CHUNK = 1 << 20
+# a number Excel holds exactly (15-17 significant digits); longer digit strings stay text
+_DECIMAL = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,15})?([eE][-+]?[0-9]{1,3})?")
+_MAX_EXACT_INT = 2**53
+_EXCEL_YEARS = range(1900, 10000)
+
+Put = Callable[[Worksheet, int, int, Any], object]
+
+
+class XlsxEncoder:
+    """A :class:`reportcore.ports.RowEncoder` writing one workbook (see the module doc)."""
+
+    def __init__(
+        self,
+        request: SheetRequest,
+        out: ByteSink,
+        *,
+        max_rows: int = EXCEL_MAX_ROWS,
+        tmp_dir: str | None = None,
+    ) -> None:
+        if max_rows < 2:
+            raise ValueError("a sheet must hold the header and at least one row")
+        self._out = out
+        self._columns = request.columns
+        self._max_rows = max_rows
+        # one folder for the workbook and xlsxwriter's per-sheet row files: abort removes it all
+        self._dir = tempfile.mkdtemp(prefix="export-xlsx-", dir=tmp_dir)
+        self._path = os.path.join(self._dir, "report.xlsx")
+        self._book: xlsxwriter.Workbook | None = xlsxwriter.Workbook(
+            self._path,
+            {
+                "constant_memory": True,
+                "tmpdir": self._dir,
+                "use_zip64": True,  # a sheet of a million wide rows passes 4 GiB unzipped
+                "strings_to_formulas": False,  # a cell "=cmd()" from upstream stays text
+                "strings_to_urls": False,
+                "strings_to_numbers": False,
+            },
+        )
+        self._instant_format = self._book.add_format({"num_format": INSTANT_FORMAT})
+        self._date_format = self._book.add_format({"num_format": DATE_FORMAT})
+        self._instants = LocalInstants(request.options.zone or dt.UTC)
+        self._puts = [self._put_for(c.kind) for c in self._columns]
+        self._sheets = 0
+        self._sheet = self._new_sheet()
+        self._row = 1
+
+    def _new_sheet(self) -> Worksheet:
+        assert self._book is not None
+        self._sheets += 1
+        name = SHEET_NAME if self._sheets == 1 else f"{SHEET_NAME} ({self._sheets})"
+        sheet = self._book.add_worksheet(name)
+        for index, column in enumerate(self._columns):
+            if column.kind is CellKind.INSTANT:
+                sheet.set_column(index, index, 23)
+            elif column.kind is CellKind.DATE:
+                sheet.set_column(index, index, 11)
+        for index, column in enumerate(self._columns):
+            sheet.write_string(0, index, column.name)
+        return sheet
+
+    def _put_for(self, kind: CellKind) -> Put:
+        if kind is CellKind.NUMBER:
+            return _put_number
+        if kind is CellKind.INSTANT:
+            return self._put_instant
+        if kind is CellKind.DATE:
+            return self._put_date
+        return _put_text
+
+    def _put_instant(self, sheet: Worksheet, row: int, col: int, value: Any) -> object:
+        local = self._instants.local(value) if isinstance(value, str) else None
+        if local is None or local.year not in _EXCEL_YEARS:
+            return _put_text(sheet, row, col, value)
+        return sheet.write_datetime(row, col, local.replace(tzinfo=None), self._instant_format)
+
+    def _put_date(self, sheet: Worksheet, row: int, col: int, value: Any) -> object:
+        try:
+            day = dt.date.fromisoformat(value) if isinstance(value, str) else None
+        except ValueError:
+            day = None
+        if day is None or day.year not in _EXCEL_YEARS:
+            return _put_text(sheet, row, col, value)
+        return sheet.write_datetime(row, col, day, self._date_format)
+
+    def add(self, rows: Sequence[Sequence[Any]]) -> None:
+        """Write ``rows`` below the ones before, on a next sheet when this one is full."""
+        puts = self._puts
+        for values in rows:
+            if self._row >= self._max_rows:
+                self._sheet = self._new_sheet()
+                self._row = 1
+            sheet, row = self._sheet, self._row
+            for col, value in enumerate(values):
+                if value is not None:
+                    puts[col](sheet, row, col, value)
+            self._row += 1
+
+    def close(self) -> None:
+        """Assemble the workbook and copy its bytes into the sink."""
+        if self._book is None:
+            return
+        book, self._book = self._book, None
+        book.close()
+        with open(self._path, "rb") as spooled:
+            while chunk := spooled.read(COPY_CHUNK):
+                self._out.add(chunk)
+
+    def abort(self) -> None:
+        """Drop the workbook and its temporary files; safe to call after :meth:`close` or twice."""
+        book, self._book = self._book, None
+        if book is not None:
+            # an unfinished workbook holds each sheet's row file open (constant_memory mode)
+            for sheet in book.worksheets():
+                handle = getattr(sheet, "row_data_fh", None)
+                if handle is not None:
+                    handle.close()
+        shutil.rmtree(self._dir, ignore_errors=True)
+
+
+def _put_text(sheet: Worksheet, row: int, col: int, value: Any) -> object:
+    text = value if isinstance(value, str) else str(value)
+    return sheet.write_string(row, col, text[:EXCEL_MAX_TEXT])
+
+
+def _put_number(sheet: Worksheet, row: int, col: int, value: Any) -> object:
+    number: float | int | None = None
+    if isinstance(value, int) and not isinstance(value, bool):
+        number = value if abs(value) <= _MAX_EXACT_INT else None
+    elif isinstance(value, float):
+        number = value if math.isfinite(value) else None
+    elif isinstance(value, str) and _DECIMAL.fullmatch(value):
+        number = float(value)
+        number = number if math.isfinite(number) else None
+    if number is None:
+        return _put_text(sheet, row, col, value)
+    return sheet.write_number(row, col, number)
+
+
+def row_formats() -> RowFormats:
+    """The core's row formats and xlsx: what a worker of this service writes."""
+    return {**CORE_ROW_FORMATS, ReportFormat.XLSX: XlsxEncoder}
