@@ -225,6 +225,39 @@ def test_the_same_request_with_the_same_key_is_a_replay_of_the_first_job() -> No
     assert world.queue.pending() == 1, "a replay published a second message"
 
 
+OPTIONS_BODY = {
+    **FEED_BODY,
+    "compression": "gzip",
+    "csv": {"delimiter": ";", "bom": True, "line_ending": "lf"},
+    "columns": ["id", "quantity_kg"],
+    "timezone": "Asia/Bangkok",
+}
+
+
+def test_the_same_request_with_export_options_and_key_is_a_replay() -> None:
+    world = World()
+    first = world.create(OPTIONS_BODY, key="k1").job
+    again = world.create(OPTIONS_BODY, key="k1")
+    assert again.replayed and again.job.id == first.id
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"compression": "none"},
+        {"csv": {"delimiter": ",", "bom": True, "line_ending": "lf"}},
+        {"columns": ["id"]},
+        {"timezone": "UTC"},
+    ],
+    ids=["compression", "csv", "columns", "timezone"],
+)
+def test_the_same_key_with_other_export_options_is_refused(change: dict[str, Any]) -> None:
+    world = World()
+    world.create(OPTIONS_BODY, key="k1")
+    with pytest.raises(IdempotencyKeyReused):
+        world.create({**OPTIONS_BODY, **change}, key="k1")
+
+
 def test_the_same_key_with_a_different_request_is_refused_and_stores_nothing() -> None:
     world = World()
     world.create(key="k1")
