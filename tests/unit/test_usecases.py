@@ -596,6 +596,15 @@ def test_a_legacy_row_without_file_name_and_type_is_served_under_the_default_one
     )
 
 
+def test_a_gzip_row_without_file_name_and_type_is_served_under_the_gzip_defaults() -> None:
+    world = World()
+    done = succeeded(world, {**FEED_BODY, "compression": "gzip"})
+    job = msgspec.structs.replace(done, id=str(uuid.uuid4()), file_name=None, mime_type=None)
+    world.jobs.add(job)
+    served = world.open(job.id, world.download(job.id))
+    assert (served.file_name, served.mime_type) == ("feed_intake_export.csv.gz", "application/gzip")
+
+
 @pytest.mark.parametrize("token", [None, "", "garbage", "a.b", "x" * 10_000])
 def test_a_file_without_a_genuine_token_is_unauthorized(token: str | None) -> None:
     world = World()
