@@ -56,10 +56,23 @@ def listed_mutants(path: Path, names: list[str]) -> tuple[dict[str, str], list[s
     return listed, unmatched
 
 
+def by_module(counted: dict[str, str]) -> dict[str, tuple[int, int]]:
+    """Killed and counted behaviour-changing mutants of each module (``reportcore.tokens``)."""
+    tally: dict[str, list[int]] = collections.defaultdict(lambda: [0, 0])
+    for name, status in counted.items():
+        module = name.rsplit(".", 1)[0]
+        tally[module][0] += status in KILLED
+        tally[module][1] += 1
+    return {module: (hit, total) for module, (hit, total) in tally.items()}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--mutmut", default=str(Path(sys.executable).parent / "mutmut"))
     parser.add_argument("--min", type=float, default=98.0, help="lowest passing score, percent")
+    parser.add_argument(
+        "--by-module", action="store_true", help="also print the score of each module run"
+    )
     args = parser.parse_args()
 
     found = statuses(args.mutmut)
@@ -78,6 +91,9 @@ def main() -> int:
     for pattern in unmatched if len(run) == len(found) else []:
         print(f"  an entry of equivalents.toml matches no mutant (code moved?): {pattern}")
 
+    if args.by_module:
+        for module, (hit, total) in sorted(by_module(counted).items()):
+            print(f"  {module}: {hit} of {total} killed, {100.0 * hit / total:.1f} %")
     score = 100.0 * killed / len(counted) if counted else 100.0
     left_out = collections.Counter(listed[k] for k in run if k in listed)
     print(

@@ -14,6 +14,7 @@ import enum
 import hashlib
 import hmac
 import ipaddress
+import math
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -244,10 +245,11 @@ class WebhookRules(msgspec.Struct, frozen=True, kw_only=True):
 
 def backoff(attempt: int, rules: WebhookRules) -> float:
     """The wait after failed attempt number ``attempt`` (1-based): the base, doubling, capped."""
-    exponent = max(attempt, 1) - 1
-    if exponent >= 64:  # 2**64 times any base is past any cap
+    try:
+        wait = math.ldexp(rules.retry_base_sec, max(attempt, 1) - 1)  # base * 2**(attempt-1)
+    except OverflowError:  # past the largest float, so past any cap
         return rules.max_backoff_sec
-    return float(min(rules.retry_base_sec * 2**exponent, rules.max_backoff_sec))
+    return min(wait, rules.max_backoff_sec)
 
 
 def schedule(rules: WebhookRules) -> list[float]:

@@ -114,3 +114,18 @@ def test_a_request_naming_two_different_tenants_is_refused_and_one_named_twice_i
     with pytest.raises(ValidationError) as refused:
         named_tenant("t-1", "t-2")
     assert refused.value.field == "tenant_id"
+
+
+def test_a_platform_admin_naming_no_tenant_is_told_which_field_is_missing() -> None:
+    with pytest.raises(ValidationError) as refused:
+        resolve_tenant(caller("platform_admin"), None)
+    assert refused.value.message == "tenant_id is required for platform_admin"
+    assert refused.value.field == "tenant_id"
+
+
+def test_two_different_tenants_are_refused_with_both_spellings_named() -> None:
+    from reportcore.access import named_tenant
+
+    with pytest.raises(ValidationError) as refused:
+        named_tenant("t-1", None, "t-2")
+    assert refused.value.message == "tenant_id and tenantId name different tenants"

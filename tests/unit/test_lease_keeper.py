@@ -87,6 +87,7 @@ def test_the_keeper_renews_the_lease_while_the_export_runs() -> None:
         held = world.jobs.get(world.job.id)
         assert held is not None and held.lease_owner == "worker-1"
         assert held.lease_expires_at == world.clock.now() + dt.timedelta(seconds=POLICY.lease_sec)
+        assert held.updated_at == world.clock.now(), "the renewal is written at the clock's now"
         yield
 
     outcome = world.run(keeper)

@@ -128,3 +128,12 @@ def test_a_file_that_cannot_be_opened_leaves_nothing_and_fetches_nothing() -> No
             open_file=cannot_open,
         )
     assert source.requests == []
+
+
+def test_before_commit_sees_the_last_pages_progress_and_every_row() -> None:
+    beats: list[ExportProgress] = []
+    before: list[ExportProgress] = []
+    run(Writer(), on_progress=beats.append, before_commit=before.append)
+    assert [b.rows for b in beats] == [2, 4, 6, 7]
+    assert before == [beats[-1]]
+    assert before[0].rows == 7 and isinstance(before[0].pct, int)

@@ -277,3 +277,50 @@ def test_a_download_url_expires_after_its_ttl() -> None:
     clock.advance(1)
     with pytest.raises(ExpiredDownloadToken):
         open_file(ids[0], token, jobs=jobs, store=store, clock=clock, secret=SECRET)
+
+
+def test_well_formed_parts_of_four_characters_are_judged_by_their_mac() -> None:
+    with pytest.raises(InvalidDownloadToken) as raised:
+        verify(SECRET, "YWJj.YWJj", now=NOW)  # "abc" signed "abc": well formed, not genuine
+    assert raised.value.reason == "signature does not match"
+
+
+def test_a_genuine_token_of_exactly_4096_characters_is_accepted() -> None:
+    token = next(
+        t
+        for n in range(2900, 3100)
+        if len(t := sign(SECRET, DownloadClaims("t" * n, "j", NOW + 60))) == 4096
+    )
+    assert verify(SECRET, token, now=NOW).tenant_id.startswith("ttt")
+
+
+def test_a_signature_part_ending_in_x_is_judged_by_its_mac_not_refused_as_malformed() -> None:
+    with pytest.raises(InvalidDownloadToken) as raised:
+        verify(SECRET, "YWJj.AAAX", now=NOW)
+    assert raised.value.reason == "signature does not match"
+
+
+def test_a_token_over_4096_characters_is_malformed_before_its_mac_is_checked() -> None:
+    genuine = next(
+        t
+        for n in range(2900, 3100)
+        if len(t := sign(SECRET, DownloadClaims("t" * n, "j", NOW + 60))) == 4096
+    )
+    payload = genuine.split(".")[0]
+    with pytest.raises(InvalidDownloadToken) as raised:
+        verify(SECRET, f"{payload}.{'A' * 44}", now=NOW)  # 4,097 characters
+    assert raised.value.reason == "malformed"
+
+
+def test_an_exp_of_exactly_100_billion_is_read_as_seconds() -> None:
+    claims = DownloadClaims("t", "j", 100_000_000_000)  # the year 5138, not 1973
+    assert verify(SECRET, sign(SECRET, claims), now=NOW) == claims
+    assert verify(SECRET, sign(SECRET, claims), now=99_999_999_999) == claims
+
+
+def test_an_expired_token_says_expired() -> None:
+    token = sign(SECRET, DownloadClaims("t", "j", NOW))
+    with pytest.raises(ExpiredDownloadToken) as raised:
+        verify(SECRET, token, now=NOW)
+    assert raised.value.reason == "expired"
+    assert raised.value.message == "download token refused: expired"

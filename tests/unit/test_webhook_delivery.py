@@ -26,7 +26,9 @@ from reportcore.usecases import cancel_job, create_job, run_job
 from reportcore.webhooks import (
     DeliveryState,
     Notification,
+    SendResult,
     WebhookRules,
+    after_attempt,
     parse_allowed_hosts,
     verify_signature,
 )
@@ -273,3 +275,170 @@ def test_a_sender_whose_lease_was_taken_over_does_not_overwrite_the_new_holders_
     done = world.deliver("sender-1")
     assert done.attempted == 0, "its record did not count"
     assert world.notification(job) == Notification(state=DeliveryState.PENDING, attempts=0)
+
+
+def test_one_pass_counts_each_delivery_by_how_it_ended() -> None:
+    world = World(answers=[204, 200, 503, "timeout (ReadTimeout)"])
+    for _ in range(4):
+        world.create()
+        world.run()
+    done = world.deliver()
+    assert (done.delivered, done.retrying, done.failed, done.attempted) == (2, 2, 0, 4)
+    world.rules = msgspec.structs.replace(world.rules, max_attempts=2)
+    world.sender = RecordingWebhookSender([500, 502])
+    world.clock.advance(10)
+    assert world.deliver() == DeliveryPass(delivered=0, retrying=0, failed=2)
+
+
+def test_a_pass_attempts_at_most_a_batch_and_leaves_the_rest_for_the_next() -> None:
+    world = World()
+    for _ in range(3):
+        world.create()
+        world.run()
+    world.rules = msgspec.structs.replace(world.rules, batch=2)
+    assert world.deliver().delivered == 2
+    assert world.deliver().delivered == 1
+    assert world.deliver().attempted == 0
+
+
+def test_a_claimed_delivery_is_leased_for_the_rules_lease_and_no_longer() -> None:
+    world = World(answers=[503])
+    world.rules = msgspec.structs.replace(world.rules, lease_sec=45.0, retry_base_sec=1.0)
+
+    class Watcher(RecordingWebhookSender):
+        """Checks, while the POST is in flight, who else could claim the delivery when."""
+
+        def send(self, url: str, body: bytes, headers: Any) -> Any:
+            now = world.clock.now()
+            outbox = world.jobs.outbox
+            assert outbox.claim_due(now + dt.timedelta(seconds=45), "x", now, 10) == []
+            assert len(outbox.claim_due(now + dt.timedelta(seconds=46), "x", now, 10)) == 1
+            return super().send(url, body, headers)
+
+    world.sender = Watcher([503])
+    world.create()
+    world.run()
+    assert world.deliver().attempted == 0, "the watcher took the lease over: its record counts"
+    assert len(world.sender.sent) == 1
+
+
+def test_a_refused_url_fails_at_once_with_the_reason_and_no_retry() -> None:
+    world = World()
+    job = world.create()
+    world.run()
+    world.rules = msgspec.structs.replace(
+        world.rules, allowed_hosts=parse_allowed_hosts("x.example")
+    )
+    assert world.deliver() == DeliveryPass(failed=1)
+    assert world.notification(job) == Notification(
+        state=DeliveryState.FAILED,
+        attempts=8,
+        last_error="not sent: notify_url host 'hooks.example.com' is not in "
+        "REPORT_WEBHOOK_ALLOWED_HOSTS",
+    )
+    world.clock.advance(86_400)
+    assert world.deliver().attempted == 0 and world.sender.sent == []
+
+
+def test_the_signature_of_an_attempt_is_stamped_with_the_clocks_second() -> None:
+    world = World()
+    world.create()
+    world.run()
+    world.clock.advance(0.75)
+    world.deliver()
+    [sent] = world.sender.sent
+    stamp = int(world.clock.now().timestamp())
+    assert sent.headers["X-FarmIQ-Signature"].startswith(f"t={stamp},v1=")
+    assert verify_signature(
+        SECRET, sent.headers["X-FarmIQ-Signature"], sent.body, now=stamp, tolerance_sec=0
+    )
+
+
+def test_a_delivery_after_its_first_attempt_sends_the_stored_body_not_the_job_as_it_is_now() -> (
+    None
+):
+    world = World(answers=[503, 204])
+    job = world.create()
+    world.run()
+    world.deliver()
+    first = world.sender.sent[0].body
+    world.clock.advance(10)
+    deliver_due(  # the job JSON would differ now (another render): the retry sends the first bytes
+        outbox=world.jobs.outbox,
+        jobs=world.jobs,
+        sender=world.sender,
+        clock=world.clock,
+        rules=world.rules,
+        render=lambda job: {"id": job.id, "status": "changed"},
+        owner="sender-1",
+    )
+    assert world.sender.sent[1].body == first
+    assert world.notification(job) == Notification(state=DeliveryState.DELIVERED, attempts=2)
+
+
+def test_notifications_are_asked_only_for_jobs_with_a_notify_url() -> None:
+    world = World()
+    quiet = world.create(notify_url=None)
+    loud = world.create()
+    asked: list[list[str]] = []
+
+    class Outbox:
+        def notifications(self, job_ids: list[str]) -> dict[str, Notification]:
+            asked.append(list(job_ids))
+            return {}
+
+    assert notifications_of([quiet], Outbox()) == {}  # type: ignore[arg-type]
+    assert asked == [], "a listing without webhooks costs no query"
+    notifications_of([quiet, loud], Outbox())  # type: ignore[arg-type]
+    assert asked == [[loud.id]]
+
+
+def test_a_delivery_given_up_before_sending_stores_an_empty_body() -> None:
+    world = World()
+    job = world.create()
+    world.run()
+    ended = world.jobs.get(job.id)
+    assert ended is not None
+    orphaned = InMemoryJobRepository()
+    orphaned.outbox.enqueue(ended, world.clock.now())
+    world.jobs = orphaned
+    assert world.deliver().failed == 1
+    [given_up] = orphaned.outbox.deliveries()
+    assert given_up.body == b"", "no job, so no body: nothing was ever sent"
+
+
+def test_a_lease_lost_on_one_delivery_does_not_stop_the_pass_for_the_others() -> None:
+    world = World()
+    first = world.create()
+    world.run()
+    world.clock.advance(1)
+    second = world.create()
+    world.run()
+
+    class SlowOnce(RecordingWebhookSender):
+        """The first POST outlives its lease and another sender claims that delivery."""
+
+        def send(self, url: str, body: bytes, headers: Any) -> Any:
+            if not self.sent:
+                world.clock.advance(world.rules.lease_sec + 1)
+                now = world.clock.now()
+                world.jobs.outbox.claim_due(now, "sender-2", now + dt.timedelta(seconds=60), 1)
+                world.jobs.outbox.record(
+                    headers["X-FarmIQ-Delivery"],
+                    "sender-2",
+                    after_attempt(
+                        world.jobs.outbox.deliveries()[0],
+                        SendResult(status=204),
+                        body,
+                        now,
+                        world.rules,
+                    ),
+                )
+            return super().send(url, body, headers)
+
+    world.sender = SlowOnce()
+    done = world.deliver("sender-1")
+    assert done == DeliveryPass(delivered=1), "the second delivery was still sent and counted"
+    assert len(world.sender.sent) == 2
+    assert world.notification(first) == Notification(state=DeliveryState.DELIVERED, attempts=1)
+    assert world.notification(second) == Notification(state=DeliveryState.DELIVERED, attempts=1)

@@ -7,6 +7,7 @@ import hashlib
 import hmac
 import re
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -14,14 +15,18 @@ from hypothesis import strategies as st
 from reportcore.errors import ValidationError
 from reportcore.webhooks import (
     AllowedHost,
+    AttemptOutcome,
     Delivery,
     DeliveryState,
+    Notification,
     SendResult,
     WebhookRules,
     after_attempt,
     backoff,
     check_notify_url,
+    delivery_headers,
     event_body,
+    notification_of,
     parse_allowed_hosts,
     schedule,
     signature,
@@ -166,13 +171,16 @@ ALLOWED = parse_allowed_hosts(
 
 
 def test_the_allowed_hosts_are_parsed_lower_case_with_http_marked() -> None:
-    assert (
+    # parsed here, not only at import (ALLOWED): a mutation run judges what runs in a test
+    assert parse_allowed_hosts(
+        "hooks.example.com, HTTP://Internal.Example, http://127.0.0.1, [fd00::1], 10.1.2.3"
+    ) == (
         AllowedHost("hooks.example.com"),
         AllowedHost("internal.example", plain_http=True),
         AllowedHost("127.0.0.1", plain_http=True),
         AllowedHost("fd00::1"),
         AllowedHost("10.1.2.3"),
-    ) == ALLOWED
+    )
     assert parse_allowed_hosts(" , ") == ()
 
 
@@ -282,3 +290,229 @@ def test_every_signature_verifies_within_the_tolerance_and_no_other_body_does(
     header = signature(secret, stamp, body)
     assert verify_signature(secret, header, body, now=stamp + skew)
     assert not verify_signature(secret, header, body + b" ", now=stamp + skew)
+
+
+# --- what the list of allowed hosts accepts, exactly ---
+
+
+def test_an_allowed_host_loses_its_https_prefix_and_trailing_dot_and_keeps_https_required() -> None:
+    assert parse_allowed_hosts("https://Hooks.Example.COM.,hooks2.example.com.") == (
+        AllowedHost("hooks.example.com"),
+        AllowedHost("hooks2.example.com"),
+    )
+
+
+def test_empty_entries_between_commas_are_skipped_not_the_end_of_the_list() -> None:
+    assert parse_allowed_hosts("a.example,, ,b.example") == (
+        AllowedHost("a.example"),
+        AllowedHost("b.example"),
+    )
+
+
+@pytest.mark.parametrize(
+    ("entry", "message"),
+    [
+        (
+            "hooks.example.com:8443",
+            "'hooks.example.com:8443' is not a host name (no port, path or user)",
+        ),
+        ("http://", "'http://' is not a host name (no port, path or user)"),
+        ("[fd00::1", "'[fd00::1' is not a host name (no port, path or user)"),
+        ("hooks.example.com?x", "'hooks.example.com?x' is not a host name (no port, path or user)"),
+        ("hooks.example.com#x", "'hooks.example.com#x' is not a host name (no port, path or user)"),
+        (" a b ", "'a b' is not a host name"),
+    ],
+)
+def test_a_bad_allowed_host_is_refused_naming_the_entry(entry: str, message: str) -> None:
+    with pytest.raises(ValueError) as caught:
+        parse_allowed_hosts(f"ok.example,{entry}")
+    assert str(caught.value) == message
+
+
+@pytest.mark.parametrize(
+    ("url", "message"),
+    [
+        ("", "notify_url must be a URL of 1..2048 characters"),
+        (
+            "https://hooks.example.com/" + "x" * 2023,
+            "notify_url must be a URL of 1..2048 characters",
+        ),
+        (
+            "https://hooks.example.com/a b",
+            "notify_url must not contain spaces or control characters",
+        ),
+        (
+            "https://hooks.example.com/\x1f",
+            "notify_url must not contain spaces or control characters",
+        ),
+        (
+            "https://hooks.example.com/\x7f",
+            "notify_url must not contain spaces or control characters",
+        ),
+        ("https://hooks.example.com:port/x", "notify_url is not a valid URL"),
+        ("ftp://hooks.example.com/x", "notify_url must be an https:// URL with a host"),
+        ("https://user:pw@hooks.example.com/x", "notify_url must not carry credentials"),
+        ("https://user@hooks.example.com/x", "notify_url must not carry credentials"),
+        ("https://:pw@hooks.example.com/x", "notify_url must not carry credentials"),
+        ("https://hooks.example.com/x#f", "notify_url must not have a #fragment"),
+        (
+            "https://192.168.1.1/x",
+            "notify_url names a private or loopback address that REPORT_WEBHOOK_ALLOWED_HOSTS "
+            "does not list",
+        ),
+        (
+            "https://Evil.example./x",
+            "notify_url host 'evil.example' is not in REPORT_WEBHOOK_ALLOWED_HOSTS",
+        ),
+        (
+            "http://hooks.example.com/x",
+            "notify_url must use https (http only for hosts listed as http://hooks.example.com)",
+        ),
+    ],
+)
+def test_a_refused_notify_url_gets_its_exact_message(url: str, message: str) -> None:
+    assert _refused(url) == message
+
+
+def test_the_message_of_webhooks_off_names_the_setting() -> None:
+    assert _refused("https://hooks.example.com/x", ()) == (
+        "notify_url is not accepted: webhooks are off (REPORT_WEBHOOK_ALLOWED_HOSTS is empty)"
+    )
+
+
+def test_a_url_of_exactly_2048_characters_with_any_printable_ascii_is_accepted() -> None:
+    url = "https://hooks.example.com/!~" + "x" * 2020
+    assert len(url) == 2048
+    assert check_notify_url(url, ALLOWED) == url
+
+
+@pytest.mark.parametrize(
+    "url",
+    [
+        "https://224.0.0.1/x",  # multicast, not private
+        "https://[ff02::1]/x",  # multicast
+        "https://[4000::1]/x",  # reserved, not private
+        "https://[::]/x",  # unspecified
+    ],
+)
+def test_a_multicast_reserved_or_unspecified_literal_not_listed_is_refused(url: str) -> None:
+    assert "private or loopback address" in _refused(url)
+
+
+def test_a_public_ipv4_mapped_into_ipv6_is_judged_as_its_ipv4_address() -> None:
+    # ::ffff:8.8.8.8 is "reserved" as an IPv6 address, but it is 8.8.8.8: public, just unlisted
+    assert "is not in REPORT_WEBHOOK_ALLOWED_HOSTS" in _refused("https://[::ffff:8.8.8.8]/x")
+
+
+def test_a_listed_ip_literal_matches_by_address_and_a_listed_name_by_name() -> None:
+    allowed = parse_allowed_hosts("10.1.2.3,hooks.example.com")
+    assert check_notify_url("https://10.1.2.3/x", allowed) == "https://10.1.2.3/x"
+    assert "private or loopback" in _refused("https://10.1.2.4/x", allowed)
+
+
+# --- the edges of a signature's tolerance, and the header of an attempt ---
+
+
+def test_a_t_exactly_the_tolerance_away_verifies_and_one_second_more_does_not() -> None:
+    header = signature(SECRET, NOW, BODY)
+    assert verify_signature(SECRET, header, BODY, now=NOW + 300)
+    assert verify_signature(SECRET, header, BODY, now=NOW - 300)
+    assert verify_signature(SECRET, header, BODY, now=NOW + 10, tolerance_sec=10)
+    assert not verify_signature(SECRET, header, BODY, now=NOW + 11, tolerance_sec=10)
+    assert not verify_signature(SECRET, header, BODY, now=NOW - 11, tolerance_sec=10)
+
+
+def test_parts_without_an_equals_sign_are_ignored_and_a_t_must_be_plain_digits() -> None:
+    mac = signature(SECRET, NOW, BODY).split("v1=")[1]
+    assert verify_signature(SECRET, f"scheme,t={NOW},v1={mac}", BODY, now=NOW)
+    assert not verify_signature(SECRET, f"t=+{NOW},v1={mac}", BODY, now=NOW)
+    assert not verify_signature(SECRET, f"t=,v1={mac}", BODY, now=NOW)
+    assert not verify_signature(SECRET, f"t={NOW},v2={mac}", BODY, now=NOW)
+
+
+def test_an_attempt_carries_json_its_signature_and_the_same_delivery_id_twice() -> None:
+    assert delivery_headers(SECRET, "d-1", "report_job.failed", NOW, BODY) == {
+        "Content-Type": "application/json",
+        "X-FarmIQ-Signature": signature(SECRET, NOW, BODY),
+        "X-FarmIQ-Delivery": "d-1",
+        "Idempotency-Key": "d-1",
+        "X-FarmIQ-Event": "report_job.failed",
+    }
+
+
+# --- the edges of an attempt ---
+
+
+def test_300_is_not_a_success_and_299_is() -> None:
+    assert not SendResult(status=300).ok
+    assert SendResult(status=299).ok
+    assert not SendResult().ok, "no status: the request never got an answer"
+
+
+def test_an_attempt_number_under_one_waits_the_base() -> None:
+    rules = WebhookRules(retry_base_sec=10.0)
+    assert backoff(0, rules) == 10.0
+    assert backoff(-3, rules) == 10.0
+
+
+def test_each_outcome_of_an_attempt_keeps_the_body_sent_and_the_time_of_the_attempt() -> None:
+    rules = WebhookRules(retry_base_sec=10.0, max_attempts=2)
+    now = pinned_now()
+    assert after_attempt(_delivery(0), SendResult(status=204), BODY, now, rules) == AttemptOutcome(
+        state=DeliveryState.DELIVERED,
+        attempts=1,
+        next_attempt_at=None,
+        last_error=None,
+        body=BODY,
+        at=now,
+    )
+    assert after_attempt(_delivery(0), SendResult(status=503), BODY, now, rules) == AttemptOutcome(
+        state=DeliveryState.PENDING,
+        attempts=1,
+        next_attempt_at=dt.datetime(2026, 1, 19, 9, 30, 10, tzinfo=dt.UTC),
+        last_error="HTTP 503",
+        body=BODY,
+        at=now,
+    )
+    assert after_attempt(_delivery(1), SendResult(error="refused"), BODY, now, rules) == (
+        AttemptOutcome(
+            state=DeliveryState.FAILED,
+            attempts=2,
+            next_attempt_at=None,
+            last_error="refused",
+            body=BODY,
+            at=now,
+        )
+    )
+
+
+def test_a_delivery_shows_its_state_attempts_and_last_error_to_clients() -> None:
+    delivery = msgspec.structs.replace(
+        _delivery(3), state=DeliveryState.FAILED, last_error="HTTP 410"
+    )
+    assert notification_of(delivery) == Notification(
+        state=DeliveryState.FAILED, attempts=3, last_error="HTTP 410"
+    )
+
+
+def test_the_backoff_doubles_exactly_however_small_the_base_and_caps_however_many_attempts() -> (
+    None
+):
+    tiny = WebhookRules(retry_base_sec=1e-18)
+    assert backoff(65, tiny) == pytest.approx(18.446744073709553), "1e-18 * 2**64, under the cap"
+    assert backoff(66, tiny) == pytest.approx(36.893488147419106)
+    assert backoff(2000, WebhookRules(retry_base_sec=10.0)) == 3600.0
+    assert backoff(10**9, WebhookRules(retry_base_sec=10.0, max_backoff_sec=60.0)) == 60.0
+
+
+def test_an_ipv6_allowed_host_may_be_bracketed_or_bare() -> None:
+    assert parse_allowed_hosts("[FD00::2],fd00::1,https://[::ffff:10.0.0.5]") == (
+        AllowedHost("fd00::2"),
+        AllowedHost("fd00::1"),
+        AllowedHost("::ffff:10.0.0.5"),
+    )
+
+
+def test_a_header_with_two_t_does_not_verify_even_if_one_is_malformed() -> None:
+    mac = signature(SECRET, NOW, BODY).split("v1=")[1]
+    assert not verify_signature(SECRET, f"t=1=2,t={NOW},v1={mac}", BODY, now=NOW)
