@@ -11,6 +11,7 @@ import datetime as dt
 import gzip
 import hashlib
 import io
+import math
 import re
 import zoneinfo
 from typing import Any
@@ -290,7 +291,9 @@ sheet_text = st.text(
     | st.sampled_from(["\t", "\n"]),
     max_size=20,
 )
-DECIMAL = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,15})?")
+# a number as src/reportsvc/adapters/xlsx.py reads one, exponent included ("0E0", "1.5e-3"); one
+# that overflows a float ("1E999") stays text
+DECIMAL = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,15})?([eE][-+]?[0-9]{1,3})?")
 
 
 def sheet_rows(data: bytes) -> list[tuple[Any, ...]]:
@@ -305,7 +308,9 @@ def expected_cell(kind: CellKind, value: Any, zone: str) -> Any:
     if value is None or value == "":
         return value
     if kind is CellKind.NUMBER:
-        if isinstance(value, int) or DECIMAL.fullmatch(str(value)):
+        if isinstance(value, int) or (
+            DECIMAL.fullmatch(str(value)) and math.isfinite(float(value))
+        ):
             return float(value)
         return value
     if kind is CellKind.INSTANT:
