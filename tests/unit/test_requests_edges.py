@@ -1,0 +1,68 @@
+"""Create and list checks the other request tests leave unstated (issue 20: mutation score):
+the NUL check names each list parameter, a cursor's validity does not depend on the machine's
+time zone, and a checked create reads back as the options the encoders get."""
+
+from __future__ import annotations
+
+import base64
+
+import pytest
+
+from reportcore.errors import ValidationError
+from reportcore.jobs import Compression, CsvOptions, JobType, LineEnding, ReportFormat, Scope
+from reportcore.options import ExportOptions
+from reportcore.requests import ValidCreate, options_of_create, validate_list
+from tests.unit.test_requests import local_time_is_bangkok  # noqa: F401 (a fixture)
+
+
+@pytest.mark.parametrize(
+    "name", ["status", "job_type", "created_from", "created_to", "cursor", "limit"]
+)
+def test_a_nul_in_any_list_parameter_is_a_400_naming_it(name: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        validate_list(**{name: "a\x00b"})
+    assert (raised.value.field, raised.value.message) == (
+        name,
+        f"{name} must not contain NUL characters",
+    )
+
+
+@pytest.mark.usefixtures("local_time_is_bangkok")
+def test_a_cursor_in_the_last_hour_of_9999_utc_is_valid_whatever_the_local_zone() -> None:
+    # in Asia/Bangkok (+07:00) that instant is past the calendar: only UTC is asked of it
+    text = base64.urlsafe_b64encode(b'["9999-12-31T23:00:00+00:00","x"]').decode().rstrip("=")
+    after = validate_list(cursor=text).after
+    assert after is not None
+    assert (after.created_at.isoformat(), after.id) == ("9999-12-31T23:00:00+00:00", "x")
+
+
+def test_a_checked_create_reads_back_as_the_options_the_encoders_get() -> None:
+    valid = ValidCreate(
+        job_type=JobType.KPI_FEEDING_EXPORT,
+        format=ReportFormat.CSV,
+        scope=Scope(),
+        idempotency_key=None,
+        compression=Compression.GZIP,
+        csv=CsvOptions(delimiter="\t", bom=True, line_ending=LineEnding.LF),
+        columns=["fcr", "farm_id"],
+        timezone="Asia/Bangkok",
+    )
+    options = options_of_create(valid)
+    assert options.compression is Compression.GZIP
+    assert options.csv == CsvOptions(delimiter="\t", bom=True, line_ending=LineEnding.LF)
+    assert options.columns is not None
+    assert [(c.name, c.attr, c.scope) for c in options.columns] == [
+        ("fcr", "fcr", None),
+        ("farm_id", None, "farm_id"),
+    ]
+    assert options.timezone == "Asia/Bangkok"
+
+
+def test_a_create_without_options_reads_back_as_the_plain_file() -> None:
+    valid = ValidCreate(
+        job_type=JobType.TELEMETRY_EXPORT,
+        format=ReportFormat.JSON,
+        scope=Scope(),
+        idempotency_key=None,
+    )
+    assert options_of_create(valid) == ExportOptions()
