@@ -11,7 +11,12 @@ import pytest
 from reportcore.errors import ValidationError
 from reportcore.jobs import Compression, CsvOptions, JobType, LineEnding, ReportFormat, Scope
 from reportcore.options import ExportOptions
-from reportcore.requests import ValidCreate, options_of_create, validate_list
+from reportcore.requests import (
+    ValidCreate,
+    options_of_create,
+    validate_idempotency_key,
+    validate_list,
+)
 from tests.unit.test_requests import local_time_is_bangkok  # noqa: F401 (a fixture)
 
 
@@ -66,3 +71,13 @@ def test_a_create_without_options_reads_back_as_the_plain_file() -> None:
         idempotency_key=None,
     )
     assert options_of_create(valid) == ExportOptions()
+
+
+@pytest.mark.parametrize("key", ["a\nb", "a\rb", "a\x1bb", "a\u2028b"])
+def test_an_idempotency_key_with_a_control_character_is_a_400_naming_it(key: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        validate_idempotency_key(key)
+    assert (raised.value.field, raised.value.message) == (
+        "idempotency_key",
+        "idempotency_key must not contain control characters",
+    )
