@@ -25,6 +25,7 @@ from reportcore.jobs import CsvOptions, JobType, LineEnding
 from reportcore.jobtypes import JOB_TYPES
 from reportcore.options import ExportOptions
 from reportcore.ports import SheetRequest
+from tests.unit.test_requests import local_time_is_bangkok  # noqa: F401 (a fixture)
 
 KPI = JOB_TYPES[JobType.KPI_FEEDING_EXPORT]
 TELEMETRY = JOB_TYPES[JobType.TELEMETRY_EXPORT]
@@ -300,3 +301,12 @@ def test_gzip_compresses_at_level_6_by_default() -> None:
     assert packed[None] == packed[6]
     assert packed[5] != packed[6] != packed[7]
     assert gzip.decompress(packed[None]) == text
+
+
+@pytest.mark.usefixtures("local_time_is_bangkok")
+def test_an_instant_without_an_offset_is_utc_whatever_the_machines_zone() -> None:
+    instants = LocalInstants(KATHMANDU)
+    assert instants.text("2025-01-31T06:07:08") == "2025-01-31T11:52:08.000+05:45"
+    local = instants.local("2025-01-31T06:07:08.250")
+    assert local is not None
+    assert local.isoformat() == "2025-01-31T11:52:08.250000+05:45"
