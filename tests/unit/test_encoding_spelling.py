@@ -310,3 +310,31 @@ def test_an_instant_without_an_offset_is_utc_whatever_the_machines_zone() -> Non
     local = instants.local("2025-01-31T06:07:08.250")
     assert local is not None
     assert local.isoformat() == "2025-01-31T11:52:08.250000+05:45"
+
+
+# near misses of upstream's two spellings, in an hour already seen: none is an instant
+NEAR_MISSES = [
+    "2025-01-31T23x07:08Z",
+    "2025-01-31T23:07x08Z",
+    "2025-01-31T23:07:08Zx",
+    "2025-01-31T23:07:08z",
+    "2025-01-31T23:07:08+",
+    "2025-01-31T23:x7:08Z",
+    "2025-01-31T23:07:x8Z",
+    "2025-01-31T23:07:08.",
+    "2025-01-31T23:07:08.123Zx",
+    "2025-01-31T23:07:08x123Z",
+    "2025-01-31T23:07:08.123x",
+    "2025-01-31T23:07:08.123z",
+    "2025-01-31T23:x7:08.123Z",
+    "2025-01-31T23:07:x8.123Z",
+    "2025-01-31T23:07:08.x23Z",
+]
+
+
+@pytest.mark.parametrize("cell", NEAR_MISSES)
+def test_a_near_miss_of_an_instant_in_an_hour_already_seen_is_left_as_it_is(cell: str) -> None:
+    instants = LocalInstants(BANGKOK)
+    seen = "2025-01-31T23:00:00.000Z"
+    assert instants.column([seen, cell]) == ["2025-02-01T06:00:00.000+07:00", cell]
+    assert instants.text(cell) == cell
