@@ -339,3 +339,10 @@ def test_a_near_miss_of_an_instant_in_an_hour_already_seen_is_left_as_it_is(cell
     seen = "2025-01-31T23:00:00.000Z"
     assert instants.column([seen, cell]) == ["2025-02-01T06:00:00.000+07:00", cell]
     assert instants.text(cell) == cell
+
+
+def test_a_line_shaped_by_columns_alone_keeps_its_instants_as_sent() -> None:
+    occurred, unit = TELEMETRY.columns[9], TELEMETRY.columns[8]
+    shaper = JsonShaper((occurred, unit), TELEMETRY.columns, {}, None)
+    raw = b'{"unit":"kg","occurredAt":"2025-01-31T23:07:08Z"}'
+    assert shaper.line(raw) == b'{"occurredAt":"2025-01-31T23:07:08Z","unit":"kg"}'
