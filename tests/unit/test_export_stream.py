@@ -201,6 +201,8 @@ def test_rows_are_the_cells_of_the_columns_asked_in_their_order() -> None:
     assert row_getter(KPI, two, scope)(record) == (Decimal("1.25"), "2025-01-01")
     mixed = (by_name["batch_id"], by_name["record_date"], by_name["tenant_id"])
     assert row_getter(KPI, mixed, scope)(record) == ("c1", "2025-01-01", "t1")
+    scope_only = (by_name["tenant_id"], by_name["batch_id"])
+    assert row_getter(KPI, scope_only, scope)(record) == ("t1", "c1")
     assert row_getter(KPI, None, scope)(record) == (
         "2025-01-01",
         Decimal("1.25"),
