@@ -14,6 +14,7 @@ from reportcore.options import ExportOptions
 from reportcore.requests import (
     ValidCreate,
     options_of_create,
+    refuse_nul,
     validate_idempotency_key,
     validate_list,
 )
@@ -80,4 +81,22 @@ def test_an_idempotency_key_with_a_control_character_is_a_400_naming_it(key: str
     assert (raised.value.field, raised.value.message) == (
         "idempotency_key",
         "idempotency_key must not contain control characters",
+    )
+
+
+@pytest.mark.parametrize(
+    ("value", "named"),
+    [
+        ("a\x00b", "request"),
+        ({"a\x00b": "x"}, "request"),
+        ({"filters": {"so\x00urce": "x"}}, "filters"),
+        ({"filters": {"source": ["x", "y\x00"]}}, "filters.source"),
+    ],
+)
+def test_a_nul_anywhere_in_a_request_is_a_400_naming_where(value: object, named: str) -> None:
+    with pytest.raises(ValidationError) as raised:
+        refuse_nul(value)
+    assert (raised.value.field, raised.value.message) == (
+        named,
+        f"{named} must not contain NUL characters",
     )
