@@ -298,3 +298,16 @@ def test_progress_of_a_page_without_a_position_climbs_by_pages() -> None:
         KPI, Scope(start_date=dt.date(2025, 1, 1), end_date=dt.date(2025, 1, 10))
     )
     assert estimate.update(SourcePage(records=[])) == 2
+
+
+def test_ndjson_stream_filters_refuse_raw_lines_not_aligned_with_the_typed_records() -> None:
+    page = SourcePage(records=[kpi("2025-01-01")], raw=[b'{"a":1}', b'{"a":2}'])
+    with pytest.raises(ValueError, match="zip"):
+        write_export(
+            KPI,
+            ReportFormat.JSON,
+            [page],
+            CollectingWriter(),
+            scope_values={},
+            keep=lambda r: True,
+        )
