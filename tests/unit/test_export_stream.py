@@ -89,14 +89,18 @@ def test_ndjson_lines_lose_bare_crs_and_lfs_between_tokens_and_count_their_rows(
     result = write_export(
         KPI,
         ReportFormat.JSON,
-        [SourcePage(raw=[b'{"a":\r1}', b'{"b":\n2}']), SourcePage(raw=[b'{"c":3}'])],
+        [
+            SourcePage(raw=[b'{"a":\r1}', b'{"z":0}']),
+            SourcePage(raw=[b'{"b":\n2}']),
+            SourcePage(raw=[b'{"c":3}']),
+        ],
         writer,
         scope_values={},
         on_page=lambda p, n: rows.append(n),
     )
-    assert writer.data == b'{"a": 1}\n{"b": 2}\n{"c":3}\n'
-    assert rows == [2, 3]
-    assert result.rows == 3
+    assert writer.data == b'{"a": 1}\n{"z":0}\n{"b": 2}\n{"c":3}\n'
+    assert rows == [2, 3, 4]
+    assert result.rows == 4
 
 
 def test_gzip_compresses_exactly_the_bytes_of_the_plain_export_and_hashes_the_gzip() -> None:
@@ -128,12 +132,12 @@ def test_ndjson_with_columns_or_a_zone_is_reshaped_line_by_line() -> None:
     write_export(
         KPI,
         ReportFormat.JSON,
-        [SourcePage(raw=[b'{"recordDate":"2025-01-01","fcr":"1.5"}'])],
+        [SourcePage(raw=[b'{"recordDate":"2025-01-01","fcr":"1.5"}', b'{"fcr":"2"}'])],
         writer,
         scope_values={"farm_id": "f1"},
         options=options,
     )
-    assert writer.data == b'{"farmId":"f1","fcr":"1.5"}\n'
+    assert writer.data == b'{"farmId":"f1","fcr":"1.5"}\n{"farmId":"f1","fcr":"2"}\n'
     zoned = CollectingWriter()
     write_export(
         FEED,
@@ -232,6 +236,7 @@ def test_a_page_position_is_its_last_records_time_a_date_at_midnight_utc() -> No
         ("2025-01-05T06:30:00", dt.datetime(2025, 1, 5, 6, 30, tzinfo=dt.UTC)),
         ("2025-01-05T13:30:00+07:00", dt.datetime(2025, 1, 5, 6, 30, tzinfo=dt.UTC)),
         ("2025-01-05", dt.datetime(2025, 1, 5, tzinfo=dt.UTC)),
+        ("20250105T12", dt.datetime(2025, 1, 5, 12, tzinfo=dt.UTC)),
         ("soon", None),
         ("2025-13-05", None),
     ],
