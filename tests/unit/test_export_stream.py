@@ -316,3 +316,7 @@ def test_ndjson_stream_filters_refuse_raw_lines_not_aligned_with_the_typed_recor
             scope_values={},
             keep=lambda r: True,
         )
+
+
+def test_a_record_without_the_progress_attribute_has_no_position() -> None:
+    assert page_position(FEED, SourcePage(records=[kpi("2025-01-05")])) is None
