@@ -320,3 +320,12 @@ def test_ndjson_stream_filters_refuse_raw_lines_not_aligned_with_the_typed_recor
 
 def test_a_record_without_the_progress_attribute_has_no_position() -> None:
     assert page_position(FEED, SourcePage(records=[kpi("2025-01-05")])) is None
+
+
+def test_progress_is_the_percent_of_the_range_covered_rounded_down() -> None:
+    estimate = ProgressEstimate(
+        FEED, Scope(start_date=dt.date(2025, 1, 1), end_date=dt.date(2025, 1, 10))
+    )
+    # 4 days 14 hours of the 10 days counted back from 11 January: 45.8 %
+    page = SourcePage(raw=[b'{"occurredAt":"2025-01-06T10:00:00Z"}'])
+    assert estimate.update(page) == 45
