@@ -298,7 +298,7 @@ def test_the_dev_banner_is_valid_shell_carrying_the_token_and_the_create_body() 
     body = {"job_type": "FEED_INTAKE_EXPORT", "format": "csv", "filters": {"source": "it's"}}
     text = banner("http://127.0.0.1:5129", "aaa.bbb.ccc", "t-demo", Path("/data dir"), body)
     shell = "\n".join(
-        line for line in text.splitlines() if re.match(r"^(export|JOB=|URL=|curl|#)", line)
+        line for line in text.split("\n") if re.match(r"^(export|JOB=|URL=|curl|#)", line)
     )
     assert "export TOKEN=aaa.bbb.ccc" in shell
     assert "export BASE=http://127.0.0.1:5129" in shell

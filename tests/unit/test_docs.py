@@ -44,7 +44,7 @@ def _section(text: str, heading: str) -> str:
 def _table_rows(text: str) -> list[list[str]]:
     """The cells of every Markdown table row in ``text`` (header and rule rows left out)."""
     rows = []
-    for line in text.splitlines():
+    for line in text.split("\n"):  # Markdown lines
         if not line.startswith("|"):
             continue
         # a pipe inside code is escaped as \| in these tables

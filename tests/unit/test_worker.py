@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import csv
+import io
 import logging
 import re
 import socket
@@ -148,13 +150,15 @@ def test_the_worker_runs_queued_jobs_to_success_with_their_file() -> None:
         )
     done = world.jobs.get(csv_job.id)
     assert done is not None and done.file_path is not None
-    lines = world.store.files[done.file_path].decode().splitlines()
-    assert lines[0].startswith("id,tenant_id,farm_id,barn_id")
-    assert len(lines) == 1 + len(RECORDS["FEED_INTAKE_EXPORT"])
+    table = list(csv.reader(io.StringIO(world.store.files[done.file_path].decode(), newline="")))
+    assert table[0][:4] == ["id", "tenant_id", "farm_id", "barn_id"]
+    assert len(table) == 1 + len(RECORDS["FEED_INTAKE_EXPORT"])
     assert done.sha256 == world.store.sha256(done.file_path)
     ndjson = world.jobs.get(json_job.id)
     assert ndjson is not None and ndjson.file_path is not None
-    rows = [msgspec.json.decode(line) for line in world.store.files[ndjson.file_path].splitlines()]
+    lines = world.store.files[ndjson.file_path].split(b"\n")
+    assert lines.pop() == b""  # every line ends at LF, as NDJSON clients split it
+    rows = [msgspec.json.decode(line) for line in lines]
     assert rows == RECORDS["FEED_INTAKE_EXPORT"]
 
 
