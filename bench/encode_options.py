@@ -23,20 +23,10 @@ from reportcore.records import FeedIntakeRecord
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from common import parser
+from export import CSV_OPTIONS
 
 SPEC = JOB_TYPES[JobType.FEED_INTAKE_EXPORT]
-COLUMNS = [
-    "id",
-    "farm_id",
-    "barn_id",
-    "device_id",
-    "source",
-    "quantity_kg",
-    "occurred_at",
-    "created_at",
-    "ingested_at",
-    "sequence",
-]
+COLUMNS = CSV_OPTIONS["columns"]  # the same subset bench/export.py's csv_options exports
 SPELLING = CsvOptions(delimiter=";", bom=True, line_ending=LineEnding.LF)
 
 
