@@ -147,7 +147,7 @@ class LocalInstants:
                 if hour is not None:
                     return hour + rest + offset
                 if minutes is not None:
-                    return minutes[int(text[14:16]) % 60] + rest[3:] + offset
+                    return minutes[int(text[14:16])] + rest[3:] + offset
         local = self._aware(text)
         if local is None:
             return text
@@ -163,33 +163,35 @@ class LocalInstants:
             # the common case inline (a zone of whole-hour offsets, an hour already seen); the
             # checks are _sliceable's, the cheapest first
             found = hours.get(c[:13])
-            if found is not None and found[0] is not None and c[13] == ":" == c[16]:
+            if found is not None and found[0] is not None and c[13:19] in _MINUTE_SECOND:
                 n = len(c)
-                if n == 20 and c[19] == "Z" and (c[14:16] + c[17:19]).isdigit():
+                if n == 20 and c[19] == "Z":
                     append(found[0] + c[13:19] + found[3])
                     continue
-                if (
-                    n == 24
-                    and c[19] == "."
-                    and c[23] == "Z"
-                    and (c[14:16] + c[17:19] + c[20:23]).isdigit()
-                ):
+                if n == 24 and c[19:] in _MILLISECONDS_Z:
                     append(found[0] + c[13:23] + found[2])
                     continue
             append(self.text(c) if c else c)
         return out
 
 
+_MINUTE_SECOND = frozenset(f":{m:02d}:{s:02d}" for m in range(60) for s in range(60))
+"""``:MM:SS`` of every minute and second of an hour (``:60:00`` is none): one set lookup checks
+the separators and both numbers' digits and ranges."""
+_MILLISECONDS_Z = frozenset(f".{ms:03d}Z" for ms in range(1000))
+"""``.mmmZ`` for every millisecond: ASCII digits only (``str.isdigit`` takes ``١٢٣`` too, which
+no ISO 8601 parser does)."""
+
+
 def _sliceable(text: str) -> bool:
     """``YYYY-MM-DDTHH:MM:SS.mmmZ`` or ``YYYY-MM-DDTHH:MM:SSZ``, upstream's two spellings, as
-    far as slicing needs (the date and hour are checked once an hour, by parsing them)."""
+    far as slicing needs (the date and hour are checked once an hour, by parsing them; the minute,
+    second and millisecond here, as ASCII digits in range)."""
     n = len(text)
     return (
-        (n == 20 or (n == 24 and text[19] == "." and text[20:23].isdigit()))
-        and text[n - 1] == "Z"
+        (text[19:] == "Z" if n == 20 else n == 24 and text[19:] in _MILLISECONDS_Z)
         and text[10] == "T"
-        and text[13] == ":" == text[16]
-        and (text[14:16] + text[17:19]).isdigit()
+        and text[13:19] in _MINUTE_SECOND
     )
 
 

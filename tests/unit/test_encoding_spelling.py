@@ -341,6 +341,40 @@ def test_a_near_miss_of_an_instant_in_an_hour_already_seen_is_left_as_it_is(cell
     assert instants.text(cell) == cell
 
 
+# a minute or second past 59, or digits other than ASCII's, make no instant: the fast path must
+# leave the text as the slow one does
+OUT_OF_RANGE = [
+    "2025-01-31T23:60:00Z",
+    "2025-01-31T23:07:60Z",
+    "2025-01-31T23:99:08.123Z",
+    "2025-01-31T23:07:61.123Z",
+    "2025-01-31T23:07:99Z",
+    "2025-01-31T23:07:08.\u0661\u0662\u0663Z",  # Arabic-Indic digits: str.isdigit, no ISO 8601
+    "2025-01-31T23:0\u0667:08Z",
+    "2025-01-31T23:07:\u0660\u0668.123Z",
+]
+
+
+@pytest.mark.parametrize("zone", [BANGKOK, KATHMANDU], ids=["whole-hour", "45-minute"])
+@pytest.mark.parametrize("cell", OUT_OF_RANGE)
+def test_a_minute_or_second_past_59_or_non_ascii_digits_are_no_instant_and_left_as_they_are(
+    zone: zoneinfo.ZoneInfo, cell: str
+) -> None:
+    instants = LocalInstants(zone)
+    seen = "2025-01-31T23:59:59.999Z"
+    assert instants.column([seen, cell, seen])[1] == cell
+    assert instants.text(cell) == cell
+    assert instants.local(cell) is None
+
+
+def test_the_last_minute_and_second_of_an_hour_are_instants_in_either_zone() -> None:
+    assert LocalInstants(BANGKOK).column(["2025-01-31T23:59:59Z", "2025-01-31T23:59:59.999Z"]) == [
+        "2025-02-01T06:59:59.000+07:00",
+        "2025-02-01T06:59:59.999+07:00",
+    ]
+    assert LocalInstants(KATHMANDU).text("2025-01-31T23:59:59Z") == "2025-02-01T05:44:59.000+05:45"
+
+
 def test_a_line_shaped_by_columns_alone_keeps_its_instants_as_sent() -> None:
     occurred, unit = TELEMETRY.columns[9], TELEMETRY.columns[8]
     shaper = JsonShaper((occurred, unit), TELEMETRY.columns, {}, None)
