@@ -18,8 +18,10 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import csv
 import hashlib
 import hmac
+import io
 import json
 import socket
 import sys
@@ -423,13 +425,19 @@ def test_path_traversal_in_job_ids_never_leaves_the_tenants_files(
     our_job = stack.finished_job(ours)
     their_job = stack.finished_job(theirs)
     our_token = stack.download_token(ours, our_job["id"])
-    their_rows = (stack.export_root / OTHER_TENANT / their_job["id"] / "report.csv").read_bytes()
-    assert their_rows.count(b"\n") > 2, "the other tenant's file has no rows to recognise"
+    their_file = (stack.export_root / OTHER_TENANT / their_job["id"] / "report.csv").read_bytes()
+    their_rows = list(csv.reader(io.StringIO(their_file.decode("utf-8"), newline="")))
+    assert len(their_rows) > 2, "the other tenant's file has no rows to recognise"
+    # their first data row as the file spells it (RFC 4180: minimal quoting, CRLF-terminated)
+    record = io.StringIO(newline="")
+    csv.writer(record, lineterminator="\r\n").writerow(their_rows[1])
+    their_line = record.getvalue().encode("utf-8")
+    assert their_line in their_file
     outside = tmp_path / "outside"
     outside.mkdir()
     (outside / "secret.txt").write_text("OUTSIDE-EXPORT-ROOT-MARKER\n")
     # bytes that only a file outside our tenant's own could have brought into an answer
-    secrets = [b"OUTSIDE-EXPORT-ROOT-MARKER", b"root:x:0:0", their_rows.splitlines()[1]]
+    secrets = [b"OUTSIDE-EXPORT-ROOT-MARKER", b"root:x:0:0", their_line.rstrip(b"\r\n")]
 
     checked = 0
     for pattern in TRAVERSALS:
