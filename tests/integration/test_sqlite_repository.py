@@ -162,6 +162,66 @@ def test_a_file_from_a_newer_version_is_refused_and_left_untouched(db_path: Path
         conn.close()
 
 
+def recorded_migrations(path: Path) -> list[str]:
+    conn = sqlite3.connect(path)
+    try:
+        return [r[0] for r in conn.execute("SELECT name FROM report_schema_migrations ORDER BY 1")]
+    finally:
+        conn.close()
+
+
+def test_each_migration_is_recorded_by_name(repo: SqliteJobRepository, db_path: Path) -> None:
+    assert recorded_migrations(db_path) == ["0001_schema", "0004_export_options", "0005_webhooks"]
+
+
+def test_a_file_versioned_by_count_alone_gets_its_names_and_no_step_again(db_path: Path) -> None:
+    SqliteJobRepository(db_path).close()
+    conn = sqlite3.connect(db_path)
+    conn.execute("DROP TABLE report_schema_migrations")  # as reportsvc before names were kept
+    conn.close()
+    repo = SqliteJobRepository(db_path)  # a step applied again would fail: its columns exist
+    try:
+        assert repo.schema_version() == SCHEMA_VERSION
+        repo.add(new_job(id="after-upgrade"))
+        assert repo.get("after-upgrade") is not None
+    finally:
+        repo.close()
+    assert recorded_migrations(db_path) == ["0001_schema", "0004_export_options", "0005_webhooks"]
+
+
+def test_a_step_added_between_two_applied_ones_is_applied_too(
+    db_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    SqliteJobRepository(db_path).close()
+    # a branch merged after 0005 with a step numbered before it: counting would skip it
+    between = ("0002_between", ("CREATE TABLE report_between (id INTEGER PRIMARY KEY) STRICT",))
+    steps = sorted([*sqlite_adapter.MIGRATIONS, between])
+    monkeypatch.setattr(sqlite_adapter, "MIGRATIONS", tuple(steps))
+    monkeypatch.setattr(sqlite_adapter, "SCHEMA_VERSION", len(steps))
+    repo = SqliteJobRepository(db_path)
+    try:
+        assert repo.schema_version() == 4
+    finally:
+        repo.close()
+    assert "0002_between" in recorded_migrations(db_path)
+    conn = sqlite3.connect(db_path)
+    try:
+        assert conn.execute("SELECT count(*) FROM report_between").fetchone() == (0,)
+    finally:
+        conn.close()
+
+
+def test_a_file_with_a_step_this_version_does_not_know_is_refused(db_path: Path) -> None:
+    SqliteJobRepository(db_path).close()
+    conn = sqlite3.connect(db_path)
+    conn.execute("DELETE FROM report_schema_migrations WHERE name = '0005_webhooks'")
+    conn.execute("INSERT INTO report_schema_migrations VALUES ('0006_later', '2026-12-01')")
+    conn.commit()
+    conn.close()
+    with pytest.raises(SchemaTooNew, match="0006_later"):
+        SqliteJobRepository(db_path)
+
+
 def test_many_processes_opening_a_new_file_at_once_create_its_schema_once(
     db_path: Path,
 ) -> None:

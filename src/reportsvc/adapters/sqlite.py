@@ -2,7 +2,8 @@
 
 One file, opened in WAL mode with ``synchronous=FULL``: a job is on disk once ``add`` returns,
 also if the process is killed or the machine loses power right after. The schema is created on
-open and versioned with ``PRAGMA user_version``; a file written by a newer version of this
+open: each migration file is applied once and recorded by name (as on PostgreSQL), and
+``PRAGMA user_version`` holds how many are applied; a file written by a newer version of this
 module is refused rather than misread.
 
 The statements and the row codec are the SQL repository's
@@ -40,12 +41,21 @@ MIN_SQLITE_VERSION = (3, 37, 0)
 # answers ServiceUnavailable.
 BUSY_TIMEOUT_SEC = 5.0
 
-# The schema, one file a version under ``sql/sqlite``: ``PRAGMA user_version`` is the last one
-# applied.
-MIGRATIONS: Sequence[Sequence[str]] = tuple(
-    tuple(sql_jobs.iter_statements(script)) for _, script in sql_jobs.migrations("sqlite")
+# The schema, one file a step under ``sql/sqlite`` as (name, statements), in name order. A step
+# is recorded by name in report_schema_migrations, so one added between two others (a branch
+# merged later) is applied too; ``PRAGMA user_version`` counts the steps applied, which is all a
+# file recorded before the names were (its first user_version steps).
+MIGRATIONS: Sequence[tuple[str, Sequence[str]]] = tuple(
+    (name, tuple(sql_jobs.iter_statements(script)))
+    for name, script in sql_jobs.migrations("sqlite")
 )
 SCHEMA_VERSION = len(MIGRATIONS)
+MIGRATIONS_TABLE = """
+CREATE TABLE IF NOT EXISTS report_schema_migrations (
+    name TEXT PRIMARY KEY,
+    applied_at TEXT NOT NULL
+) STRICT
+"""
 
 
 # --- values in and out ---
@@ -163,7 +173,7 @@ class SqliteJobRepository(sql_jobs.SqlJobRepository):
             raise RuntimeError(f"{self.path}: WAL mode is not available (got {mode!r})")
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
-        """Bring the file's schema to :data:`SCHEMA_VERSION`, each step in one transaction."""
+        """Apply the steps the file has not had, by name, all in one transaction."""
         # IMMEDIATE takes the write lock first: processes opening a new file at once take
         # turns, and the one that comes second sees the version the first one wrote
         conn.execute("BEGIN IMMEDIATE")
@@ -174,16 +184,44 @@ class SqliteJobRepository(sql_jobs.SqlJobRepository):
                     f"{self.path} has schema version {version}; this version of reportsvc "
                     f"knows up to {SCHEMA_VERSION}: upgrade reportsvc to open it"
                 )
-            for number, statements in enumerate(MIGRATIONS[version:], start=version + 1):
+            names = [name for name, _ in MIGRATIONS]
+            recorded = conn.execute(
+                "SELECT count(*) FROM sqlite_schema WHERE name = 'report_schema_migrations'"
+            ).fetchone()[0]
+            conn.execute(MIGRATIONS_TABLE)
+            if recorded:
+                done = {row[0] for row in conn.execute("SELECT name FROM report_schema_migrations")}
+            else:  # versioned by count alone: its first `version` steps are applied
+                done = set(names[:version])
+                self._record(conn, names[:version])
+            unknown = sorted(done.difference(names))
+            if unknown:
+                raise SchemaTooNew(
+                    f"{self.path} has schema migrations {', '.join(unknown)} that this version "
+                    "of reportsvc does not know: upgrade reportsvc to open it"
+                )
+            for name, statements in MIGRATIONS:
+                if name in done:
+                    continue
                 for statement in statements:
                     conn.execute(statement)
-                # PRAGMA takes no parameters; the number is ours, not input
-                conn.execute(f"PRAGMA user_version = {int(number)}")
+                self._record(conn, [name])
+                done.add(name)
+            # PRAGMA takes no parameters; the number is ours, not input
+            conn.execute(f"PRAGMA user_version = {len(done)}")
             conn.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 conn.execute("ROLLBACK")
             raise
+
+    @staticmethod
+    def _record(conn: sqlite3.Connection, names: Sequence[str]) -> None:
+        applied_at = instant_text(dt.datetime.now(dt.UTC))
+        conn.executemany(
+            "INSERT INTO report_schema_migrations (name, applied_at) VALUES (?, ?)",
+            [(name, applied_at) for name in names],
+        )
 
     def schema_version(self) -> int:
         """The schema version of the open file."""
