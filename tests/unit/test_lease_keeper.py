@@ -138,16 +138,23 @@ def test_the_workers_keeper_stops_renewing_once_the_job_is_not_its_own(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
     calls: list[str] = []
+    second = threading.Event()
+    keepers: list[threading.Thread] = []
 
     def renew() -> bool:
         calls.append("renew")
+        keepers.append(threading.current_thread())
         if len(calls) == 1:
             raise OSError("database down")  # logged; the next renewal tries again
+        second.set()
         return False
 
     with Worker._lease_keeper(0.01)(renew):
-        # the keeper's thread ends by itself once a renewal says the job is gone
-        keeper = next(t for t in threading.enumerate() if t.name == "lease-keeper")
+        # the keeper's thread ends by itself once a renewal says the job is gone (taken from
+        # the renewal itself: by the time this thread looks, the keeper may have ended)
+        assert second.wait(5.0), "the keeper did not renew again after a failed renewal"
+        keeper = keepers[-1]
+        assert keeper.name == "lease-keeper"
         keeper.join(5.0)
         assert not keeper.is_alive(), "the keeper went on renewing a job that is not its own"
     assert calls == ["renew", "renew"]
