@@ -33,7 +33,7 @@ class Stage:
 def _logical_lines(text: str) -> list[str]:
     lines: list[str] = []
     current = ""
-    for raw in text.splitlines():
+    for raw in text.split("\n"):  # Docker's line breaks: LF (a CR before it goes with strip)
         stripped = raw.strip()
         if not current and (not stripped or stripped.startswith("#")):
             continue
