@@ -40,6 +40,13 @@ FIRST = dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
 END = dt.datetime(2026, 1, 4, tzinfo=dt.UTC)  # exclusive
 SCOPE = Scope(barn_id="b1", start_date=FIRST_DAY, end_date=LAST_DAY)
 CONCURRENCY = 4
+WEIGHVISION = SourceRequest(
+    job_id="j",
+    tenant_id="t1",
+    job_type=JobType.WEIGHVISION_EXPORT,
+    scope=SCOPE,
+    upstream_filters={},
+)
 
 
 def bounds_of_plan() -> list[dt.datetime]:
@@ -342,15 +349,8 @@ def test_the_requests_carry_user_agent_gzip_and_count_retries_in_the_hook() -> N
         return httpx.Response(status, json={"items": []} if status == 200 else None)
 
     config = UpstreamConfig(weighvision_url=URL, backoff_base_sec=0.001, backoff_max_sec=0.002)
-    request = SourceRequest(
-        job_id="j",
-        tenant_id="t1",
-        job_type=JobType.WEIGHVISION_EXPORT,
-        scope=SCOPE,
-        upstream_filters={},
-    )
     with HttpRecordSource(config, transport=httpx.MockTransport(upstream)) as source:
-        assert [len(p) for p in source.pages(request)] == [0]
+        assert [len(p) for p in source.pages(WEIGHVISION)] == [0]
         assert source.clients.retries() == {"upstream.test": 2}
     assert seen[0].headers["user-agent"].startswith("farmiq-reportsvc/")
     assert seen[0].headers["accept-encoding"] == "gzip"
@@ -368,16 +368,9 @@ def test_a_cookie_one_upstream_answer_sets_is_never_sent_on_a_later_request() ->
         )
 
     config = UpstreamConfig(weighvision_url=URL)
-    request = SourceRequest(
-        job_id="j",
-        tenant_id="t1",
-        job_type=JobType.WEIGHVISION_EXPORT,
-        scope=SCOPE,
-        upstream_filters={},
-    )
     with HttpRecordSource(config, transport=httpx.MockTransport(upstream)) as source:
         for _ in range(2):
-            assert [len(p) for p in source.pages(request)] == [0]
+            assert [len(p) for p in source.pages(WEIGHVISION)] == [0]
         client = source.clients.client(URL)
         assert not client.cookies
         with pytest.raises(TypeError):
