@@ -24,6 +24,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests.dockerfile import stages
+
 from .procs import (
     Procs,
     run_reportsvc,
@@ -48,9 +50,8 @@ def _kib(pid: int, field: str) -> int:
 
 def image_allocator_env() -> dict[str, str]:
     """The ``MALLOC_*`` variables the Dockerfile's production stage sets."""
-    stage = (ROOT / "Dockerfile").read_text().split(" AS production", 1)[1]
-    lines = [line for line in stage.splitlines() if not line.lstrip().startswith("#")]
-    return dict(re.findall(r"\b(MALLOC_[A-Z_]+)=(\S+)", "\n".join(lines)))
+    envs = [args for keyword, args in stages()["production"].instructions if keyword == "ENV"]
+    return dict(re.findall(r"\b(MALLOC_[A-Z_]+)=(\S+)", " ".join(envs)))
 
 
 @pytest.fixture(scope="module")
