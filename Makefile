@@ -2,14 +2,19 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed-$(shell cat requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
+STAMP := $(VENV)/.installed-$(shell cat requirements-pip.lock requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
+PIP := $(BIN)/python -m pip --disable-pip-version-check
 
 .PHONY: run test venv lint typecheck unit integration faults test-faults bench-smoke bench lock clean mutate
 
-$(STAMP): requirements-dev.lock pyproject.toml
+# The venv's own pip (23.0 on Debian 12) is first replaced by the locked one, hash-checked: the
+# set-up then reads the locks the same way whatever pip the machine brings and whatever the index
+# has published since (requirements-pip.lock says why)
+$(STAMP): requirements-pip.lock requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes -r requirements-dev.lock
-	$(BIN)/python -m pip install -q --disable-pip-version-check --no-deps --no-build-isolation -e .
+	$(PIP) install -q --require-hashes -r requirements-pip.lock
+	$(PIP) install -q --require-hashes -r requirements-dev.lock
+	$(PIP) install -q --no-deps --no-build-isolation -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
