@@ -118,7 +118,7 @@ def _request(fmt: str, rows: int) -> object:
 
 
 def _source(url: str, concurrency: int | None = None) -> object:
-    from reportsvc.adapters.upstream import HttpRecordSource, UpstreamConfig
+    from adapters.upstream import HttpRecordSource, UpstreamConfig
 
     return HttpRecordSource(
         UpstreamConfig(
@@ -139,12 +139,12 @@ def _dates(rows: int) -> tuple[str, str]:
 def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object]:
     import msgspec
 
+    from adapters.clock import SystemClock
+    from adapters.filesystem import FilesystemStore
+    from entrypoints.containers import row_formats  # the worker's: xlsx loaded lazily
     from reportcore.requests import CreateRequest, validate_create
     from reportcore.testing import InMemoryJobRepository, InMemoryQueue
     from reportcore.usecases import Policy, create_job, run_job
-    from reportsvc.adapters.clock import SystemClock
-    from reportsvc.adapters.filesystem import FilesystemStore
-    from reportsvc.entrypoints.containers import row_formats  # the worker's: xlsx loaded lazily
 
     jobs, queue, clock = InMemoryJobRepository(), InMemoryQueue(), SystemClock()
     first, last = _dates(rows)

@@ -21,7 +21,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from reportsvc.adapters.demo_upstream import (
+from adapters.demo_upstream import (
     DEMO_BARN_ID,
     DEMO_FARM_ID,
     DEMO_TENANT,

@@ -108,7 +108,7 @@ def assert_ran_exactly_once(stack: Stack, job_id: str, job: dict[str, Any]) -> N
 
 
 def assert_queues_drained(rabbit: ThrowawayRabbit, url: str) -> None:
-    from reportsvc.adapters.rabbitmq import DEAD_LETTER_QUEUE, QUEUE
+    from adapters.rabbitmq import DEAD_LETTER_QUEUE, QUEUE
 
     depths = rabbit.queue_depths(url)
     assert depths.get(QUEUE) == (0, 0), depths
@@ -197,7 +197,7 @@ def test_jobs_created_while_the_broker_is_stopped_each_run_once_when_it_is_back(
 def test_a_broker_restart_mid_export_neither_loses_nor_repeats_the_job(
     stack: Stack, rabbit: ThrowawayRabbit, broker_url: str
 ) -> None:
-    from reportsvc.adapters.demo_upstream import DEMO_END, DEMO_START
+    from adapters.demo_upstream import DEMO_END, DEMO_START
 
     # 14 pages a second apart: the export outlasts the restart
     stack.upstream.faults.hang(1.0, times=14, path=FEED_PATH)

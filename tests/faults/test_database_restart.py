@@ -91,7 +91,7 @@ def assert_unavailable(answer: httpx.Response, took: float, bound: float) -> Non
 def test_the_api_answers_503_while_postgres_is_down_and_recovers_by_itself(
     stack: Stack, postgres: ThrowawayPostgres
 ) -> None:
-    from reportsvc.adapters.demo_upstream import DEMO_END, DEMO_START
+    from adapters.demo_upstream import DEMO_END, DEMO_START
 
     with stack.http(timeout=30.0) as http:
         assert http.get("/api/ready").status_code == 200

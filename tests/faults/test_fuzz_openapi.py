@@ -135,7 +135,7 @@ def _bearer(tenant: str) -> dict[str, str]:
 def _seed(world: FuzzWorld, worker: Proc) -> None:
     """Jobs of each state the API tells apart: succeeded with a file (csv and NDJSON), one of
     another tenant, and, once the worker is stopped, one left queued and one cancelled."""
-    from reportsvc.adapters.demo_upstream import DEMO_FARM_ID, DEMO_START
+    from adapters.demo_upstream import DEMO_FARM_ID, DEMO_START
 
     ours, theirs = _bearer(world.tenant), _bearer(OTHER_TENANT)
     scope = {"farm_id": DEMO_FARM_ID, "start_date": DEMO_START, "end_date": DEMO_START}
@@ -168,7 +168,7 @@ def _seed(world: FuzzWorld, worker: Proc) -> None:
 
 @pytest.fixture
 def fuzz_world(database_url: str, amqp_url: str, tmp_path: Path) -> Iterator[FuzzWorld]:
-    from reportsvc.adapters.demo_upstream import DEMO_TENANT
+    from adapters.demo_upstream import DEMO_TENANT
 
     with Procs(tmp_path / "logs") as procs:
         upstream = start_demo_upstream(procs)

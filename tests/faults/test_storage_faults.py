@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from reportsvc.adapters.demo_upstream import DEMO_TENANT
+from adapters.demo_upstream import DEMO_TENANT
 
 from ..conftest import REQUIRE_SERVICES
 from .job_stack import Stack, feed_job, running_stack

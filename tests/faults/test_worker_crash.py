@@ -20,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from reportsvc.adapters.demo_upstream import DEMO_END, DEMO_START
+from adapters.demo_upstream import DEMO_END, DEMO_START
 
 from .job_stack import FEED_PATH, JOBS, Stack, feed_job, running_stack
 

@@ -108,7 +108,7 @@ STOP_TIMEOUT_SEC = 30.0
 REPORTSVC: tuple[str, ...] = (
     os.environ.get("REPORTSVC_PYTHON") or sys.executable,
     "-m",
-    "reportsvc.entrypoints.cli",
+    "entrypoints.cli",
 )
 """How to run ``reportsvc``: the same module the console script calls, in this interpreter."""
 
@@ -351,7 +351,7 @@ def start_demo_upstream(procs: Procs) -> str:
     """The demo upstream (all four upstream APIs) in its own process; returns its base URL."""
     proc = procs.start(
         "demo-upstream",
-        [sys.executable, "-m", "reportsvc.adapters.demo_upstream", "--port", "0"],
+        [sys.executable, "-m", "adapters.demo_upstream", "--port", "0"],
         base_env(),
     )
     return proc.wait_for(r"(http://[\w.-]+:\d+)").group(1)

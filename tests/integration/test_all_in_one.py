@@ -22,7 +22,7 @@ from typing import Any
 import httpx
 import psycopg
 
-from reportsvc.adapters.demo_upstream import (
+from adapters.demo_upstream import (
     DEMO_END,
     DEMO_FARM_ID,
     DEMO_START,

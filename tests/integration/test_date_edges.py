@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from adapters.demo_upstream import DEMO_BARN_ID
 from reportcore.requests import EARLIEST_DATE, LATEST_DATE
-from reportsvc.adapters.demo_upstream import DEMO_BARN_ID
 
 pytestmark = pytest.mark.integration
 
@@ -30,7 +30,7 @@ def test_the_edge_dates_export_every_record_of_their_day(
         [
             sys.executable,
             "-m",
-            "reportsvc.entrypoints.cli",
+            "entrypoints.cli",
             "export",
             "--demo",
             "--job-type",

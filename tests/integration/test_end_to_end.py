@@ -63,7 +63,7 @@ class Stack:
 
 @pytest.fixture
 def stack(database_url: str, amqp_url: str, tmp_path: Path) -> Iterator[Stack]:
-    from reportsvc.adapters.demo_upstream import DEMO_TENANT
+    from adapters.demo_upstream import DEMO_TENANT
 
     with Procs(tmp_path / "logs") as procs:
         upstream = start_demo_upstream(procs)
@@ -87,7 +87,7 @@ def stack(database_url: str, amqp_url: str, tmp_path: Path) -> Iterator[Stack]:
 
 def demo_scope(job_type: JobType) -> dict[str, Any]:
     """A scope of the demo data that every job type accepts and that has records."""
-    from reportsvc.adapters.demo_upstream import (
+    from adapters.demo_upstream import (
         DEMO_BARN_ID,
         DEMO_BATCH_ID,
         DEMO_END,

@@ -18,6 +18,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
+from adapters.filesystem import READ_CHUNK, FilesystemStore
+from adapters.s3 import S3Store
 from reportcore.errors import StorageFailure
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, message_for
 from reportcore.ports import FileStore
@@ -28,8 +30,6 @@ from reportcore.testing import (
     StaticRecordSource,
 )
 from reportcore.usecases import Policy, run_job
-from reportsvc.adapters.filesystem import READ_CHUNK, FilesystemStore
-from reportsvc.adapters.s3 import S3Store
 
 from .s3server import Bucket
 
@@ -395,7 +395,7 @@ def test_a_write_the_file_system_refuses_fails_the_writer_and_leaves_nothing(
     script = textwrap.dedent(
         f"""
         import resource, sys
-        from reportsvc.adapters.filesystem import FilesystemStore
+        from adapters.filesystem import FilesystemStore
         from reportcore.errors import StorageFailure
         resource.setrlimit(resource.RLIMIT_FSIZE, (65536, 65536))
         writer = FilesystemStore({str(root)!r}).create("t", "j", "csv")

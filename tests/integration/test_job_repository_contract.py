@@ -42,7 +42,7 @@ def _memory(request: pytest.FixtureRequest) -> JobRepository:
 
 
 def _postgres(request: pytest.FixtureRequest) -> JobRepository:
-    from reportsvc.adapters.postgres import PostgresJobRepository, create_pool, migrate
+    from adapters.postgres import PostgresJobRepository, create_pool, migrate
 
     url = request.getfixturevalue("database_url")
     migrate(url)
@@ -52,7 +52,7 @@ def _postgres(request: pytest.FixtureRequest) -> JobRepository:
 
 
 def _sqlite(request: pytest.FixtureRequest) -> JobRepository:
-    from reportsvc.adapters.sqlite import SqliteJobRepository
+    from adapters.sqlite import SqliteJobRepository
 
     folder = request.getfixturevalue("tmp_path")
     repository = SqliteJobRepository(folder / "jobs.sqlite3")

@@ -18,6 +18,13 @@ import pytest
 from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
+from adapters.postgres import (
+    PostgresJobRepository,
+    create_pool,
+    find_statement,
+    migrate,
+    migrations,
+)
 from reportcore.errors import ServiceUnavailable
 from reportcore.jobs import (
     Compression,
@@ -30,13 +37,6 @@ from reportcore.jobs import (
 )
 from reportcore.ports import StoredFile
 from reportcore.requests import Cursor, ListQuery
-from reportsvc.adapters.postgres import (
-    PostgresJobRepository,
-    create_pool,
-    find_statement,
-    migrate,
-    migrations,
-)
 from tests.conftest import PG_ADMIN_DB
 
 ALL_MIGRATIONS = [name for name, _ in migrations()]

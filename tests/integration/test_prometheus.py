@@ -87,7 +87,7 @@ class Observed:
 
 @pytest.fixture
 def observed(database_url: str, amqp_url: str, tmp_path: Path) -> Iterator[Observed]:
-    from reportsvc.adapters.demo_upstream import DEMO_TENANT
+    from adapters.demo_upstream import DEMO_TENANT
 
     binary = prometheus_binary()
     with Procs(tmp_path / "logs") as procs:

@@ -71,7 +71,7 @@ class RabbitPair(Pair):
     def __init__(self, url: str) -> None:
         import pika
 
-        from reportsvc.adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue, declare_topology
+        from adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue, declare_topology
 
         self._pika = pika
         self._publisher = RabbitMQQueue(url, confirm_timeout=5.0)

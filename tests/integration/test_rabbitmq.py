@@ -22,9 +22,9 @@ import msgspec
 import pika
 import pytest
 
+from adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue
 from reportcore.errors import QueueUnavailable, ServiceUnavailable
 from reportcore.ports import Disposition
-from reportsvc.adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue
 
 from .test_queue_contract import a_message
 
@@ -238,7 +238,7 @@ def test_a_queue_declared_with_other_arguments_makes_publishing_fail_loudly(
     # the old one exactly, and a mismatch must be an error, not a silent second topology
     declare_as_the_old_service(amqp_url, {"x-dead-letter-exchange": "somewhere.else"})
     with (
-        caplog.at_level(logging.WARNING, logger="reportsvc.adapters.rabbitmq"),
+        caplog.at_level(logging.WARNING, logger="adapters.rabbitmq"),
         pytest.raises(QueueUnavailable),
     ):
         publisher.publish(a_message())

@@ -14,13 +14,13 @@ from typing import Any
 import msgspec
 import pytest
 
+from adapters.demo_upstream import DemoUpstream
+from adapters.upstream import HttpRecordSource, UpstreamConfig
 from reportcore.errors import ExportFailure, UpstreamRejected
 from reportcore.jobs import JobType
 from reportcore.jobtypes import JOB_TYPES
 from reportcore.ports import RecordSource, SourcePage
 from reportcore.testing import StaticRecordSource
-from reportsvc.adapters.demo_upstream import DemoUpstream
-from reportsvc.adapters.upstream import HttpRecordSource, UpstreamConfig
 
 from .test_upstream_sources import TOKEN, config_for, demo_scope, request_for, upstream_records
 

@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from reportsvc.entrypoints.reloader import run_reloading
+from entrypoints.reloader import run_reloading
 
 pytestmark = pytest.mark.integration
 

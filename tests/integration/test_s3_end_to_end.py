@@ -75,7 +75,7 @@ def _download(base: str, auth: Mapping[str, str], job_id: str) -> httpx.Response
 def test_two_apis_and_two_workers_sharing_only_a_bucket_serve_200_jobs_with_and_without_redirect(
     database_url: str, amqp_url: str, tmp_path: Path, s3_bucket: Bucket
 ) -> None:
-    from reportsvc.adapters.demo_upstream import DEMO_TENANT
+    from adapters.demo_upstream import DEMO_TENANT
 
     with Procs(tmp_path / "logs") as procs:
         upstream = start_demo_upstream(procs)

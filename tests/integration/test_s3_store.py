@@ -18,12 +18,12 @@ import msgspec
 import pytest
 from dependency_injector import providers
 
+from adapters.s3 import S3Store, create_client
 from reportcore.errors import ServiceUnavailable, StorageFailure
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, message_for
 from reportcore.ports import SourcePage, SourceRequest
 from reportcore.testing import FakeClock, InMemoryJobRepository
 from reportcore.usecases import Policy, recover, run_job
-from reportsvc.adapters.s3 import S3Store, create_client
 
 from ..unit.api_support import JOBS, ApiWorld, api_world
 from .s3server import CREDENTIALS, Bucket

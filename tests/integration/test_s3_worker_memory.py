@@ -90,7 +90,7 @@ def test_a_worker_writing_a_million_row_export_to_the_bucket_peaks_under_100_mb(
         assert run_reportsvc(env, "migrate").returncode == 0
         _, url = start_api(procs, env)
         worker = procs.start(
-            "worker", [str(production_python), "-m", "reportsvc.entrypoints.cli", "worker"], env
+            "worker", [str(production_python), "-m", "entrypoints.cli", "worker"], env
         )
         worker.wait_for(r"msg=\"worker started\"")
         auth = {"Authorization": f"Bearer {user_token(env, 't-bench', 'tenant_admin')}"}

@@ -109,7 +109,7 @@ class Stack:
 
     def finished_job(self, token: str, fmt: str = "csv") -> dict[str, Any]:
         """Create a small feed intake export with ``token`` and wait for it to succeed."""
-        from reportsvc.adapters.demo_upstream import DEMO_START
+        from adapters.demo_upstream import DEMO_START
 
         # one day of every farm of the tenant: a few dozen rows, which name the tenant
         body = {
@@ -146,7 +146,7 @@ class Stack:
 
 
 def _start_upstream(procs: Procs, token: str | None) -> str:
-    argv = [sys.executable, "-m", "reportsvc.adapters.demo_upstream", "--port", "0"]
+    argv = [sys.executable, "-m", "adapters.demo_upstream", "--port", "0"]
     if token is not None:
         argv += ["--token", token]
     proc = procs.start("demo-upstream", argv, base_env())
@@ -164,7 +164,7 @@ def _with_password(database_url: str, password: str) -> str:
 def running_stack(
     database_url: str, amqp_url: str, tmp_path: Path, **overrides: str
 ) -> Iterator[Stack]:
-    from reportsvc.adapters.demo_upstream import DEMO_TENANT
+    from adapters.demo_upstream import DEMO_TENANT
 
     token = overrides.get("INTERNAL_SERVICE_TOKEN")
     with Procs(tmp_path / "logs") as procs:

@@ -21,12 +21,12 @@ from typing import Any, TypeVar
 
 import pytest
 
+from adapters import sqlite as sqlite_adapter
+from adapters.sqlite import SCHEMA_VERSION, SchemaTooNew, SqliteJobRepository
 from reportcore.errors import ServiceUnavailable
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
 from reportcore.ports import StoredFile
 from reportcore.requests import Cursor, ListQuery
-from reportsvc.adapters import sqlite as sqlite_adapter
-from reportsvc.adapters.sqlite import SCHEMA_VERSION, SchemaTooNew, SqliteJobRepository
 
 START = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
 LEASE = dt.timedelta(seconds=30)
@@ -112,7 +112,7 @@ def test_an_added_job_survives_the_process_being_killed(db_path: Path) -> None:
     child = textwrap.dedent(
         f"""
         import datetime as dt, os, signal
-        from reportsvc.adapters.sqlite import SqliteJobRepository
+        from adapters.sqlite import SqliteJobRepository
         from reportcore.jobs import Job, JobType, ReportFormat
         now = dt.datetime(2026, 3, 1, tzinfo=dt.UTC)
         repo = SqliteJobRepository({str(db_path)!r})

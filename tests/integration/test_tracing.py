@@ -29,10 +29,10 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue
+from entrypoints.otel import Tracing
 from reportcore.jobs import JobType
 from reportcore.ports import Disposition
-from reportsvc.adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue
-from reportsvc.entrypoints.otel import Tracing
 
 from .procs import (
     Proc,
@@ -175,7 +175,7 @@ class TracedStack:
 
 @pytest.fixture
 def traced(database_url: str, amqp_url: str, tmp_path: Path) -> Iterator[TracedStack]:
-    from reportsvc.adapters.demo_upstream import DEMO_TENANT
+    from adapters.demo_upstream import DEMO_TENANT
 
     received = Received()
     with Procs(tmp_path / "logs") as procs:

@@ -27,14 +27,7 @@ import httpx
 import msgspec
 import pytest
 
-from reportcore.errors import UpstreamUnavailable
-from reportcore.export import scope_values, write_export
-from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, Scope, message_for
-from reportcore.jobtypes import JOB_TYPES
-from reportcore.ports import SourceRequest
-from reportcore.testing import FakeClock, InMemoryJobRepository
-from reportcore.usecases import Policy, run_job
-from reportsvc.adapters.demo_upstream import (
+from adapters.demo_upstream import (
     DEMO_BARN_ID,
     DEMO_BATCH_ID,
     DEMO_END,
@@ -43,8 +36,15 @@ from reportsvc.adapters.demo_upstream import (
     DEMO_TENANT,
     DemoUpstream,
 )
-from reportsvc.adapters.filesystem import FilesystemStore
-from reportsvc.adapters.upstream import HttpRecordSource, UpstreamConfig
+from adapters.filesystem import FilesystemStore
+from adapters.upstream import HttpRecordSource, UpstreamConfig
+from reportcore.errors import UpstreamUnavailable
+from reportcore.export import scope_values, write_export
+from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, Scope, message_for
+from reportcore.jobtypes import JOB_TYPES
+from reportcore.ports import SourceRequest
+from reportcore.testing import FakeClock, InMemoryJobRepository
+from reportcore.usecases import Policy, run_job
 
 TOKEN = "internal-service-token-7f1d"
 NOW = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
@@ -561,7 +561,7 @@ def test_the_demo_runs_as_a_process_printing_its_url_and_stops_on_sigterm() -> N
     argv = [
         sys.executable,
         "-m",
-        "reportsvc.adapters.demo_upstream",
+        "adapters.demo_upstream",
         "--port",
         "0",
         "--per-day",

@@ -41,8 +41,8 @@ def outbox(repo: JobRepository) -> WebhookOutbox:  # noqa: F811
     if isinstance(repo, InMemoryJobRepository):
         found: WebhookOutbox = repo.outbox
     else:
-        from reportsvc.adapters.sql_jobs import SqlJobRepository
-        from reportsvc.adapters.sql_webhooks import SqlWebhookOutbox
+        from adapters.sql_jobs import SqlJobRepository
+        from adapters.sql_webhooks import SqlWebhookOutbox
 
         assert isinstance(repo, SqlJobRepository)
         found = SqlWebhookOutbox(repo)

@@ -165,7 +165,7 @@ def test_a_receiver_that_fails_three_times_gets_the_fourth_signed_delivery(
     url = f"http://127.0.0.1:{server.server_address[1]}/hooks/reports"
     try:
         with Procs(tmp_path / "logs") as procs:
-            from reportsvc.adapters.demo_upstream import DEMO_TENANT
+            from adapters.demo_upstream import DEMO_TENANT
 
             env = webhook_env(database_url, amqp_url, tmp_path, start_demo_upstream(procs))
             assert run_reportsvc(env, "migrate").returncode == 0
@@ -206,7 +206,7 @@ def test_a_worker_killed_before_delivering_delivers_after_restart(
     server = None
     try:
         with Procs(tmp_path / "logs") as procs:
-            from reportsvc.adapters.demo_upstream import DEMO_TENANT
+            from adapters.demo_upstream import DEMO_TENANT
 
             env = webhook_env(database_url, amqp_url, tmp_path, start_demo_upstream(procs))
             # slow retries: the killed worker tries once or twice at most

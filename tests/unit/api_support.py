@@ -17,6 +17,9 @@ import jwt
 from dependency_injector import providers
 from litestar.testing import TestClient
 
+from entrypoints.api import create_app
+from entrypoints.containers import build_container, row_formats
+from entrypoints.settings import Settings
 from reportcore.testing import (
     FakeClock,
     InMemoryFileStore,
@@ -25,9 +28,6 @@ from reportcore.testing import (
     StaticRecordSource,
 )
 from reportcore.usecases import Policy, RunOutcome, run_job
-from reportsvc.entrypoints.api import create_app
-from reportsvc.entrypoints.containers import build_container, row_formats
-from reportsvc.entrypoints.settings import Settings
 from tests.clock import pinned_now
 
 # pyjwt warns about HMAC keys shorter than the hash (64 bytes for HS512): keep them longer

@@ -11,10 +11,10 @@ from pathlib import Path
 
 import pytest
 
+from adapters.demo_upstream import DEMO_TENANT, DemoData
+from adapters.demo_upstream.draws import NOTES as _NOTES
+from adapters.demo_upstream.draws import Query as _Query
 from reportcore.testing import FakeClock
-from reportsvc.adapters.demo_upstream import DEMO_TENANT, DemoData
-from reportsvc.adapters.demo_upstream.draws import NOTES as _NOTES
-from reportsvc.adapters.demo_upstream.draws import Query as _Query
 from tests.clock import VARIABLE
 
 ROOT = Path(__file__).resolve().parents[2]

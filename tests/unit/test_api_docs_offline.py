@@ -10,7 +10,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from reportsvc.entrypoints.api.docs import CONTENT_SECURITY_POLICY
+from entrypoints.api.docs import CONTENT_SECURITY_POLICY
 
 from .api_support import ApiWorld, api_world
 from .test_api_hostile_input import assert_envelope

@@ -12,9 +12,9 @@ from dependency_injector import providers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from entrypoints.api import Unsatisfiable, byte_range
 from reportcore import tokens
 from reportcore.testing import InMemoryFileStore
-from reportsvc.entrypoints.api import Unsatisfiable, byte_range
 
 from .api_support import (
     DOWNLOAD_SECRET,

@@ -14,7 +14,7 @@ import anyio
 import httpx
 import pytest
 
-from reportsvc.entrypoints.api import create_app
+from entrypoints.api import create_app
 
 from .api_support import JOBS, TENANT, ApiWorld, api_world, as_role, auth, mint, new_id
 

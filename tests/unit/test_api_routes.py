@@ -14,13 +14,13 @@ import pytest
 from dependency_injector import providers
 from litestar.testing import TestClient
 
+from entrypoints import api
+from entrypoints.containers import build_container
+from entrypoints.settings import ConfigError
 from reportcore.errors import ServiceUnavailable
 from reportcore.jobs import JobStatus
 from reportcore.requests import ListQuery
 from reportcore.testing import InMemoryQueue
-from reportsvc.entrypoints import api
-from reportsvc.entrypoints.containers import build_container
-from reportsvc.entrypoints.settings import ConfigError
 
 from .api_support import (
     FEED_BODY,

@@ -9,9 +9,9 @@ from typing import Any
 
 import pytest
 
+from entrypoints.settings import ConfigError, Settings, load_settings
 from reportcore.requests import ListQuery
 from reportcore.webhooks import AllowedHost, DeliveryState, parse_allowed_hosts, verify_signature
-from reportsvc.entrypoints.settings import ConfigError, Settings, load_settings
 
 from .api_support import FEED_BODY, JOBS, TENANT, ApiWorld, api_world, feed_record
 
@@ -136,8 +136,8 @@ def test_a_malformed_webhook_setting_stops_the_process(env: dict[str, str], mess
 
 
 def test_the_workers_sender_posts_the_job_json_as_the_api_shows_it(world: ApiWorld) -> None:
+    from entrypoints.worker import Worker
     from reportcore.testing import RecordingWebhookSender
-    from reportsvc.entrypoints.worker import Worker
 
     job = world.create({**FEED_BODY, "notify_url": URL})
     world.run_queued([feed_record(0)])

@@ -7,10 +7,10 @@ import datetime as dt
 import jwt
 import pytest
 
+from entrypoints import auth
+from entrypoints.auth import LEEWAY_SEC, TokenVerifier
 from reportcore.errors import Unauthorized
 from reportcore.testing import FakeClock
-from reportsvc.entrypoints import auth
-from reportsvc.entrypoints.auth import LEEWAY_SEC, TokenVerifier
 from tests.clock import pinned_now
 
 SECRET = "cache-test-secret-0123456789abcdefgh"

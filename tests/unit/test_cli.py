@@ -20,15 +20,15 @@ import jwt
 import openpyxl
 import pytest
 
-from reportsvc.entrypoints.cli import build_parser, main
-from reportsvc.entrypoints.logs import (
+from entrypoints.cli import build_parser, main
+from entrypoints.logs import (
     REDACTED,
     JsonFormatter,
     RedactingFilter,
     TextFormatter,
     redact,
 )
-from reportsvc.entrypoints.settings import Settings
+from entrypoints.settings import Settings
 from tests.clock import pinned_now
 
 SECRET = "unit-test-jwt-secret-0123456789abcdef"
@@ -141,7 +141,7 @@ def test_a_configuration_error_is_one_line_naming_the_variable_and_exit_code_2(
 
 def test_the_installed_script_stops_before_listening_on_a_configuration_error() -> None:
     done = subprocess.run(
-        [sys.executable, "-m", "reportsvc.entrypoints.cli", "api"],
+        [sys.executable, "-m", "entrypoints.cli", "api"],
         env={"PATH": "/usr/bin:/bin", "APP_PORT": "1"},
         capture_output=True,
         text=True,
@@ -239,7 +239,7 @@ def test_export_needs_the_upstream_url_of_its_job_type(capsys: pytest.CaptureFix
 
 def _reportsvc(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "reportsvc.entrypoints.cli", *args],
+        [sys.executable, "-m", "entrypoints.cli", *args],
         # the demo's data window follows its "now": the tests' clock, never the day they run
         env={"PATH": "/usr/bin:/bin", "DEMO_NOW": pinned_now().isoformat()},
         capture_output=True,
@@ -293,7 +293,7 @@ def test_dev_refuses_a_port_out_of_range(capsys: pytest.CaptureFixture[str]) -> 
 
 
 def test_the_dev_banner_is_valid_shell_carrying_the_token_and_the_create_body() -> None:
-    from reportsvc.entrypoints.dev import banner
+    from entrypoints.dev import banner
 
     body = {"job_type": "FEED_INTAKE_EXPORT", "format": "csv", "filters": {"source": "it's"}}
     text = banner("http://127.0.0.1:5129", "aaa.bbb.ccc", "t-demo", Path("/data dir"), body)
@@ -387,7 +387,7 @@ def test_a_json_record_is_one_object_per_line_without_secrets() -> None:
 
 
 def test_setup_logging_takes_the_level_and_the_secrets_from_settings() -> None:
-    from reportsvc.entrypoints.logs import setup_logging
+    from entrypoints.logs import setup_logging
 
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
@@ -436,7 +436,7 @@ def test_token_leaves_out_the_claims_that_are_not_required(
 
 # --- export options as flags (issue 18) ---
 
-CLI = (sys.executable, "-m", "reportsvc.entrypoints.cli")
+CLI = (sys.executable, "-m", "entrypoints.cli")
 
 
 @pytest.mark.parametrize(

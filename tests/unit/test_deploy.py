@@ -16,10 +16,10 @@ import yaml
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
+from adapters import metrics
+from entrypoints.probes import BacklogCollector
 from reportcore.policy import Policy
 from reportcore.testing import FakeClock, InMemoryJobRepository
-from reportsvc import metrics
-from reportsvc.entrypoints.probes import BacklogCollector
 from tests.clock import pinned_now
 from tests.conftest import REQUIRE_SERVICES
 

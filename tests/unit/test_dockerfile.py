@@ -11,8 +11,8 @@ from typing import Any
 import pytest
 import yaml
 
-from reportsvc.entrypoints.cli import ALL_REQUIRED, build_parser
-from reportsvc.entrypoints.settings import ConfigError, load_settings
+from entrypoints.cli import ALL_REQUIRED, build_parser
+from entrypoints.settings import ConfigError, load_settings
 from tests.dockerfile import image_command, stages
 
 OPERATIONS = Path(__file__).resolve().parents[2] / "docs" / "operations.md"

@@ -11,11 +11,11 @@ from pathlib import Path
 
 import pytest
 
-from reportsvc.entrypoints import settings as settings_module
-from reportsvc.entrypoints.api import ERROR_STATUS, create_app
-from reportsvc.entrypoints.cli import build_parser
-from reportsvc.entrypoints.containers import build_container
-from reportsvc.entrypoints.settings import Settings
+from entrypoints import settings as settings_module
+from entrypoints.api import ERROR_STATUS, create_app
+from entrypoints.cli import build_parser
+from entrypoints.containers import build_container
+from entrypoints.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -214,7 +214,7 @@ def test_every_reportsvc_command_is_documented_in_the_readme() -> None:
 
 
 def test_the_readme_shows_the_curl_lines_reportsvc_dev_prints() -> None:
-    from reportsvc.entrypoints.dev import banner, sample_request
+    from entrypoints.dev import banner, sample_request
 
     printed = banner(
         "http://127.0.0.1:5129", "TOKEN", "farmiq-demo", Path(".dev-data"), sample_request()

@@ -22,6 +22,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from adapters.xlsx import XlsxEncoder, row_formats
 from reportcore.encoding import LocalInstants, camel
 from reportcore.export import ExportResult, write_export
 from reportcore.jobs import Compression, CsvOptions, JobType, LineEnding, ReportFormat
@@ -29,7 +30,6 @@ from reportcore.jobtypes import JOB_TYPES, CellKind
 from reportcore.options import ExportOptions, export_options
 from reportcore.ports import SheetRequest, SourcePage
 from reportcore.records import FeedIntakeRecord
-from reportsvc.adapters.xlsx import XlsxEncoder, row_formats
 from tests.unit.test_export import CollectingWriter
 
 FEED = JOB_TYPES[JobType.FEED_INTAKE_EXPORT]
@@ -291,7 +291,7 @@ sheet_text = st.text(
     | st.sampled_from(["\t", "\n"]),
     max_size=20,
 )
-# a number as src/reportsvc/adapters/xlsx.py reads one, exponent included ("0E0", "1.5e-3"); one
+# a number as src/adapters/xlsx.py reads one, exponent included ("0E0", "1.5e-3"); one
 # that overflows a float ("1E999") stays text
 DECIMAL = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,15})?([eE][-+]?[0-9]{1,3})?")
 

@@ -6,7 +6,7 @@ for no 500. Here each decoder is held to its own promise, with inputs no HTTP cl
 - download tokens (``reportcore.tokens.verify``): any string is refused with
   ``InvalidDownloadToken`` and nothing else; any mutation of a genuine token is refused; any
   genuinely signed payload is either exactly a ``DownloadClaims`` or refused as malformed;
-- user JWTs (``reportsvc.entrypoints.auth.TokenVerifier``): any ``Authorization`` value and any
+- user JWTs (``entrypoints.auth.TokenVerifier``): any ``Authorization`` value and any
   genuinely signed header and claims give a principal or ``Unauthorized``, never another
   exception; a mutated token never verifies;
 - create and list requests (``reportcore.requests``): any JSON, any bytes and any Python values
@@ -30,6 +30,7 @@ import pytest
 from hypothesis import assume, example, given
 from hypothesis import strategies as st
 
+from entrypoints.auth import TokenVerifier
 from reportcore.access import Principal
 from reportcore.errors import Unauthorized, ValidationError
 from reportcore.jobs import JobType
@@ -45,7 +46,6 @@ from reportcore.requests import (
 )
 from reportcore.testing import FakeClock
 from reportcore.tokens import DownloadClaims, InvalidDownloadToken, sign, verify
-from reportsvc.entrypoints.auth import TokenVerifier
 from tests.clock import pinned_now
 
 B64URL = string.ascii_letters + string.digits + "-_"

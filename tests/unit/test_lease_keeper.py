@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator
 import msgspec
 import pytest
 
+from entrypoints.worker import Worker
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, message_for
 from reportcore.ports import SourcePage, SourceRequest
 from reportcore.testing import (
@@ -24,7 +25,6 @@ from reportcore.testing import (
     StaticRecordSource,
 )
 from reportcore.usecases import LeaseKeeper, Policy, RunOutcome, run_job
-from reportsvc.entrypoints.worker import Worker
 
 TENANT = "tenant-1"
 POLICY = Policy(lease_sec=30, heartbeat_sec=1)

@@ -19,22 +19,22 @@ from dependency_injector import providers
 from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
-from reportcore.errors import QueueUnavailable
-from reportcore.jobs import JobMessage
-from reportcore.testing import FakeClock, InMemoryJobRepository, InMemoryQueue
-from reportcore.usecases import RunOutcome
-from reportsvc import metrics
-from reportsvc.adapters.upstream.client import ATTEMPT, UPSTREAM, Clients
-from reportsvc.adapters.upstream.config import UpstreamConfig
-from reportsvc.entrypoints.api import create_app
-from reportsvc.entrypoints.containers import build_container
-from reportsvc.entrypoints.metering import (
+from adapters import metrics
+from adapters.upstream.client import ATTEMPT, UPSTREAM, Clients
+from adapters.upstream.config import UpstreamConfig
+from entrypoints.api import create_app
+from entrypoints.containers import build_container
+from entrypoints.metering import (
     MeteredJobQueue,
     MeteredJobRepository,
     record_export,
     running_gauge,
 )
-from reportsvc.entrypoints.settings import load_settings
+from entrypoints.settings import load_settings
+from reportcore.errors import QueueUnavailable
+from reportcore.jobs import JobMessage
+from reportcore.testing import FakeClock, InMemoryJobRepository, InMemoryQueue
+from reportcore.usecases import RunOutcome
 from tests.clock import pinned_now
 from tests.unit.api_support import FEED_BODY, JOBS, ApiWorld, api_settings, feed_record
 
@@ -244,7 +244,7 @@ def test_no_label_names_a_job_or_tenant_and_the_series_count_stays_bounded() -> 
 
 EXPOSITION_PROBE = """
 import statistics, time, json
-from reportsvc import metrics
+from adapters import metrics
 
 # every series 1,000 jobs can make: each type, format, status and error code, every route
 for n in range(1000):
@@ -315,8 +315,8 @@ def _operations_md() -> str:
 
 
 def test_the_worker_records_its_exports_and_beats_while_its_consume_loop_turns() -> None:
+    from entrypoints.worker import Worker
     from reportcore.jobs import JobStatus
-    from reportsvc.entrypoints.worker import Worker
     from tests.unit.test_worker import World, wait_until
 
     labels = {"type": "FEED_INTAKE_EXPORT", "format": "json"}

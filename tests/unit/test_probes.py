@@ -14,19 +14,19 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from reportcore.errors import ServiceUnavailable
-from reportcore.jobs import Job, JobType, ReportFormat
-from reportcore.policy import Policy
-from reportcore.testing import FakeClock, InMemoryJobRepository
-from reportsvc.entrypoints.containers import build_container
-from reportsvc.entrypoints.probes import (
+from entrypoints.containers import build_container
+from entrypoints.probes import (
     BacklogCollector,
     Heartbeat,
     ProbeServer,
     check_ready,
     probes_served,
 )
-from reportsvc.entrypoints.settings import Settings
+from entrypoints.settings import Settings
+from reportcore.errors import ServiceUnavailable
+from reportcore.jobs import Job, JobType, ReportFormat
+from reportcore.policy import Policy
+from reportcore.testing import FakeClock, InMemoryJobRepository
 from tests.clock import pinned_now
 
 

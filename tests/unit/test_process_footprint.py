@@ -8,12 +8,12 @@ import sys
 import threading
 from collections.abc import Iterator
 
-from reportsvc.adapters.upstream.windows import Task, WindowRun
-from reportsvc.adapters.upstream.wire import Fetched
+from adapters.upstream.windows import Task, WindowRun
+from adapters.upstream.wire import Fetched
 
 PROBE = """
 import sys
-import reportsvc.entrypoints.worker
+import entrypoints.worker
 import httpx
 loaded = sorted(m for m in ("rich", "click", "pygments") if m in sys.modules)
 try:
@@ -62,7 +62,7 @@ def test_the_windows_of_a_run_share_one_memory_budget_however_many_there_are() -
 XLSX_PROBE = """
 import sys
 from reportcore.jobs import ReportFormat
-from reportsvc.entrypoints.containers import row_formats
+from entrypoints.containers import row_formats
 formats = row_formats()
 print(sorted(f.value for f in formats), "xlsxwriter" in sys.modules)
 """

@@ -63,8 +63,8 @@ def test_a_core_module_imports_only_the_stdlib_and_msgspec(path: Path) -> None:
     [
         ("import httpx", True),
         ("import os.path, psycopg", True),
-        ("from reportsvc.adapters.memory import InMemoryQueue", True),
-        ("from reportsvc.entrypoints import cli", True),
+        ("from adapters.memory import InMemoryQueue", True),
+        ("from entrypoints import cli", True),
         ("def f():\n    import litestar", True),
         ("from .. import adapters", True),
         ("import importlib\nimportlib.import_module('pika')", True),

@@ -4,17 +4,17 @@ from __future__ import annotations
 
 import pytest
 
-from reportsvc.entrypoints.settings import ConfigError, Settings, load_settings
+from entrypoints.settings import ConfigError, Settings, load_settings
 
 SECRET = "0123456789abcdef-secret"
 
 
 def test_unconfigured_knobs_are_the_defaults_of_the_core_and_the_adapters_they_configure() -> None:
+    from adapters.upstream.config import UpstreamConfig
+    from entrypoints.connections import ConnectionLimits
+    from entrypoints.containers import policy_from, upstream_config
+    from entrypoints.serving import connection_limits
     from reportcore.policy import Policy
-    from reportsvc.adapters.upstream.config import UpstreamConfig
-    from reportsvc.entrypoints.connections import ConnectionLimits
-    from reportsvc.entrypoints.containers import policy_from, upstream_config
-    from reportsvc.entrypoints.serving import connection_limits
 
     settings = load_settings({})
     assert policy_from(settings) == Policy()

@@ -21,12 +21,12 @@ from opentelemetry.sdk.trace import TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
+from adapters.upstream.windows import WindowRun
+from adapters.upstream.wire import Fetched
+from entrypoints.otel import TraceIdsFilter, Tracing
+from entrypoints.settings import ConfigError
+from entrypoints.tracing import exporters
 from reportcore.jobs import JobMessage
-from reportsvc.adapters.upstream.windows import WindowRun
-from reportsvc.adapters.upstream.wire import Fetched
-from reportsvc.entrypoints.otel import TraceIdsFilter, Tracing
-from reportsvc.entrypoints.settings import ConfigError
-from reportsvc.entrypoints.tracing import exporters
 
 # What a worker and an API process load and call with tracing off, in a fresh interpreter:
 # the worker's side loads not one opentelemetry module. Building the Litestar app probes for
@@ -39,12 +39,12 @@ import json, sys
 def loaded():
     return sorted(m for m in sys.modules if m.split(".")[0] == "opentelemetry")
 
-from reportsvc.entrypoints import tracing
-from reportsvc.entrypoints.cli import _traced_app
-from reportsvc.entrypoints.containers import Container, upstream_config, wire_service
-from reportsvc.entrypoints.settings import Settings
-from reportsvc.entrypoints.worker import Worker
-from reportsvc.adapters.upstream import HttpRecordSource
+from entrypoints import tracing
+from entrypoints.cli import _traced_app
+from entrypoints.containers import Container, upstream_config, wire_service
+from entrypoints.settings import Settings
+from entrypoints.worker import Worker
+from adapters.upstream import HttpRecordSource
 
 assert tracing.setup_tracing({}, command="all", database=True) is None
 settings = Settings(
@@ -62,7 +62,7 @@ with tracing.untraced():
     pass
 worker_side = loaded()
 
-from reportsvc.entrypoints.api import create_app
+from entrypoints.api import create_app
 _traced_app(create_app(container), None)
 print(json.dumps({"worker": worker_side, "api": loaded()}))
 """

@@ -9,7 +9,7 @@ from collections.abc import Iterable
 
 import pytest
 
-from reportsvc.adapters.upstream.pagers import CursorLoop
+from adapters.upstream.pagers import CursorLoop
 
 
 def steps_until_caught(cursors: Iterable[str], loop: CursorLoop, cap: int) -> int:

@@ -11,9 +11,9 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from adapters.upstream.wire import FEED_CURSOR, Call, next_cursor
 from reportcore.errors import UpstreamBadResponse
 from reportcore.jobtypes import Upstream
-from reportsvc.adapters.upstream.wire import FEED_CURSOR, Call, next_cursor
 
 CALL = Call(upstream=Upstream.FEED, base_url="http://feed", path="/p", trace_id="t")
 

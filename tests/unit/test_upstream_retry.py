@@ -15,6 +15,7 @@ import httpx
 import msgspec
 import pytest
 
+from adapters.upstream import HttpRecordSource, UpstreamConfig, retry_after_seconds
 from reportcore.errors import (
     ExportFailure,
     UpstreamBadResponse,
@@ -23,7 +24,6 @@ from reportcore.errors import (
 )
 from reportcore.jobs import JobType, Scope
 from reportcore.ports import SourcePage, SourceRequest
-from reportsvc.adapters.upstream import HttpRecordSource, UpstreamConfig, retry_after_seconds
 
 from .upstream_support import Handler, transport
 

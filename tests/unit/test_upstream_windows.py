@@ -25,14 +25,14 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from adapters.upstream import HttpRecordSource, UpstreamConfig
+from adapters.upstream.source import WINDOWS_PER_THREAD
+from adapters.upstream.windows import Range, plan
 from reportcore.errors import ExportFailure
 from reportcore.export import scope_values, write_export
 from reportcore.jobs import JobType, ReportFormat, Scope
 from reportcore.jobtypes import JOB_TYPES
 from reportcore.ports import SourceRequest
-from reportsvc.adapters.upstream import HttpRecordSource, UpstreamConfig
-from reportsvc.adapters.upstream.source import WINDOWS_PER_THREAD
-from reportsvc.adapters.upstream.windows import Range, plan
 
 URL = "http://upstream.test"
 FIRST_DAY, LAST_DAY = dt.date(2026, 1, 1), dt.date(2026, 1, 3)
@@ -322,8 +322,8 @@ def test_closing_the_pages_mid_export_stops_every_window_within_a_second() -> No
 
 
 def test_a_window_spools_to_disk_beyond_its_memory_budget_and_reads_back_in_order() -> None:
-    from reportsvc.adapters.upstream.windows import End, Spool
-    from reportsvc.adapters.upstream.wire import Fetched
+    from adapters.upstream.windows import End, Spool
+    from adapters.upstream.wire import Fetched
 
     spool = Spool(budget=10)
     items = [Fetched(bytes([n]) * 7, None if n % 2 else (True, False)) for n in range(6)]

@@ -16,6 +16,9 @@ import msgspec
 import pytest
 from dependency_injector import providers
 
+from entrypoints.containers import Container, build_container
+from entrypoints.settings import Settings
+from entrypoints.worker import Worker, new_owner_id
 from reportcore.jobs import Job, JobStatus, JobType
 from reportcore.ports import SourcePage, SourceRequest
 from reportcore.requests import CreateRequest, ListQuery, validate_create
@@ -27,9 +30,6 @@ from reportcore.testing import (
     StaticRecordSource,
 )
 from reportcore.usecases import create_job
-from reportsvc.entrypoints.containers import Container, build_container
-from reportsvc.entrypoints.settings import Settings
-from reportsvc.entrypoints.worker import Worker, new_owner_id
 
 TENANT = "t-worker"
 DEADLINE_SEC = 10.0

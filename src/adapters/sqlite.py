@@ -7,7 +7,7 @@ open: each migration file is applied once and recorded by name (as on PostgreSQL
 module is refused rather than misread.
 
 The statements and the row codec are the SQL repository's
-(:mod:`reportsvc.adapters.sql_jobs`), shared with PostgreSQL; this module brings SQLite's
+(:mod:`adapters.sql_jobs`), shared with PostgreSQL; this module brings SQLite's
 dialect, the file and its schema versions. Every state change is one conditional statement, so
 several processes may share the file (SQLite serialises their writes). Within a process one
 connection serves every thread, guarded by a lock.
@@ -30,9 +30,9 @@ from typing import Any
 
 import msgspec
 
+from adapters import sql_jobs
 from reportcore.errors import ServiceUnavailable
 from reportcore.requests import ListQuery
-from reportsvc.adapters import sql_jobs
 
 # RETURNING (3.35) makes a state change one statement; STRICT tables (3.37) refuse a value of
 # the wrong type instead of storing it.

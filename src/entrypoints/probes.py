@@ -1,7 +1,7 @@
 """The worker's own HTTP port (``WORKER_HTTP_PORT``, default 9129): ``/metrics``, ``/healthz``
 and ``/readyz``, served by a stdlib HTTP server in a thread of the worker process.
 
-- ``GET /metrics``: the Prometheus text exposition of :data:`reportsvc.metrics.REGISTRY`, plus
+- ``GET /metrics``: the Prometheus text exposition of :data:`adapters.metrics.REGISTRY`, plus
   the gauges read at scrape time (:class:`BacklogCollector`): the publish backlog, running jobs
   past their lease, and the depth of ``report.jobs`` and its dead-letter queue.
 - ``GET /healthz``: liveness. 200 while the consume loop turns (it beats :class:`Heartbeat`
@@ -27,10 +27,10 @@ import msgspec
 from prometheus_client.core import GaugeMetricFamily
 from prometheus_client.registry import Collector, CollectorRegistry
 
+from adapters import metrics
 from reportcore.errors import ReportError
 from reportcore.policy import Policy
 from reportcore.ports import Clock, JobRepository
-from reportsvc import metrics
 
 log = logging.getLogger("reportsvc.worker")
 
@@ -270,7 +270,7 @@ def start_probes(container: Any, heartbeat: Heartbeat) -> ProbeServer | None:
         return None
     depths: Callable[[], dict[str, int]] | None = None
     if settings.rabbitmq_url:
-        from reportsvc.adapters.rabbitmq.depth import queue_depths
+        from adapters.rabbitmq.depth import queue_depths
 
         url: str = settings.rabbitmq_url
         depths = lambda: queue_depths(url)  # noqa: E731

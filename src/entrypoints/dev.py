@@ -100,7 +100,7 @@ def banner(url: str, token: str, tenant: str, data_dir: Path, sample: dict[str, 
 
 def sample_request() -> dict[str, Any]:
     """The create body the printed curl line sends: a CSV of the demo farm's feed intake."""
-    from reportsvc.adapters.demo_upstream import DEMO_END, DEMO_FARM_ID, DEMO_START
+    from adapters.demo_upstream import DEMO_END, DEMO_FARM_ID, DEMO_START
 
     return {
         "job_type": "FEED_INTAKE_EXPORT",
@@ -113,7 +113,7 @@ def sample_request() -> dict[str, Any]:
 
 def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | None) -> int:
     """Run the embedded default until SIGINT or SIGTERM."""
-    from reportsvc.adapters.demo_upstream import DEMO_TENANT, DemoUpstream
+    from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
 
     from .api import create_app
     from .auth import sign_user_token

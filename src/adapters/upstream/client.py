@@ -5,8 +5,8 @@ Every client has the configured timeout, connection limits of the host cap, ``tr
 (proxies and ``SSL_CERT_FILE`` from the environment, as httpx reads them), an optional CA
 bundle and client certificate (mTLS), a ``User-Agent`` naming the service and its version,
 ``Accept-Encoding: gzip``, and event hooks that log and count every retry (the retry loop
-marks a request's attempt in its extensions; see :mod:`reportsvc.adapters.upstream.retry`) and
-count every request and its time to an answer in the Prometheus metrics (:mod:`reportsvc.metrics`).
+marks a request's attempt in its extensions; see :mod:`adapters.upstream.retry`) and
+count every request and its time to an answer in the Prometheus metrics (:mod:`adapters.metrics`).
 
 The clients keep no cookies (:class:`StatelessClient`): one client serves every tenant's
 exports, so a ``Set-Cookie`` answered during one tenant's export must never ride along on
@@ -27,7 +27,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from reportsvc import metrics
+from adapters import metrics
 
 from .config import UpstreamConfig
 from .transport import StdlibTransport

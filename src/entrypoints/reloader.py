@@ -70,7 +70,7 @@ def run_reloading(
 
         signal.signal(signal.SIGTERM, on_signal)
         signal.signal(signal.SIGINT, on_signal)
-    command = [sys.executable, "-m", "reportsvc.entrypoints.cli", *argv]
+    command = [sys.executable, "-m", "entrypoints.cli", *argv]
     watched = snapshot(folders)
     log.info(
         "reloading on changes", extra={"folders": [str(f) for f in folders], "files": len(watched)}
@@ -103,10 +103,12 @@ def run_reloading(
 
 def source_folders() -> list[Path]:
     """The folders the installed service runs from (``src/`` of an editable install)."""
+    import adapters
+    import entrypoints
     import reportcore
-    import reportsvc
 
-    return sorted({Path(m.__file__).resolve().parent.parent for m in (reportcore, reportsvc)})
+    packages = (reportcore, adapters, entrypoints)
+    return sorted({Path(m.__file__).resolve().parent.parent for m in packages})
 
 
 def main_reloading(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> int:

@@ -14,7 +14,7 @@ Record ids are UUIDs whose last field holds the record's day and index, so that 
 
 Tests inject faults through :attr:`DemoUpstream.faults` and read what the server saw in
 :attr:`DemoUpstream.requests`. Run on its own:
-``python -m reportsvc.adapters.demo_upstream --port 8081``.
+``python -m adapters.demo_upstream --port 8081``.
 """
 
 from __future__ import annotations

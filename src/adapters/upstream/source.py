@@ -42,10 +42,10 @@ WINDOWS_PER_THREAD = 4  # more windows than threads: a thread done early takes t
 class HttpRecordSource:
     """:class:`reportcore.ports.RecordSource` over the FarmIQ services' HTTP APIs.
 
-    One :class:`~reportsvc.adapters.upstream.client.Clients` (an ``httpx.Client`` per upstream
+    One :class:`~adapters.upstream.client.Clients` (an ``httpx.Client`` per upstream
     origin and the per-host cap) serves every export of the process. A bounded feed intake or
     telemetry export is cut into time windows fetched ``config.concurrency`` at once
-    (:mod:`reportsvc.adapters.upstream.windows`); any other export is fetched in one thread
+    (:mod:`adapters.upstream.windows`); any other export is fetched in one thread
     while the exporter writes. ``transport`` replaces the network (tests: ``httpx.MockTransport``);
     ``sleep`` and ``rng`` are the backoff's clock and dice; ``on_client`` sees each new
     ``httpx.Client`` (tracing instruments it).

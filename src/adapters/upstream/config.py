@@ -25,7 +25,7 @@ class UpstreamConfig(msgspec.Struct, frozen=True, kw_only=True):
     upstream host across every export of the process. ``ca_bundle`` / ``client_cert`` /
     ``client_key``: PEM files for TLS to the upstreams (mTLS when a client cert is given).
     ``trust_env``: honour ``HTTP(S)_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE`` as httpx does.
-    ``transport``: ``stdlib`` (the default: :mod:`reportsvc.adapters.upstream.transport`, an httpx
+    ``transport``: ``stdlib`` (the default: :mod:`adapters.upstream.transport`, an httpx
     transport over ``http.client``) or ``httpx`` (httpx's own); see docs/performance.md.
     """
 

@@ -6,7 +6,7 @@ only by additive columns (``sql/postgres/0003_run_columns.sql``). Its instants m
 pool's sessions run with ``TimeZone=UTC``, so aware parameters are stored and compared
 correctly against either kind, and every instant read back is made aware UTC.
 
-The statements and the row codec are the SQL repository's (:mod:`reportsvc.adapters.sql_jobs`); this
+The statements and the row codec are the SQL repository's (:mod:`adapters.sql_jobs`); this
 module brings PostgreSQL's dialect, the pool and the migrations. A database that does not
 answer is :class:`reportcore.errors.ServiceUnavailable`; the pool checks a connection before
 lending it and reconnects by itself after a restart.
@@ -28,9 +28,9 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
+from adapters import sql_jobs
 from reportcore.errors import ServiceUnavailable
 from reportcore.requests import ListQuery
-from reportsvc.adapters import sql_jobs
 
 # --- the pool ---
 
@@ -146,7 +146,7 @@ RELEASE_MIGRATION_LOCK = "SELECT pg_advisory_unlock(%s)"
 
 
 def migrations() -> list[tuple[str, str]]:
-    """Every migration shipped in ``reportsvc/adapters/sql/postgres``, as (name, SQL), in order."""
+    """Every migration shipped in ``adapters/sql/postgres``, as (name, SQL), in order."""
     return sql_jobs.migrations(PostgresDialect.engine)
 
 
@@ -238,7 +238,7 @@ def find_statement(tenant_id: str, query: ListQuery) -> tuple[str, dict[str, Any
 class PostgresJobRepository(sql_jobs.SqlJobRepository):
     """:class:`reportcore.ports.JobRepository` over ``report_jobs``; thread-safe (one pool).
 
-    The statements are :mod:`reportsvc.adapters.sql_jobs`'s; this class brings the pool and tells an
+    The statements are :mod:`adapters.sql_jobs`'s; this class brings the pool and tells an
     outage from a busy pool.
     """
 

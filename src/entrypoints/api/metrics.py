@@ -1,7 +1,7 @@
 """``GET /metrics`` of the API, and the middleware that counts every request by route.
 
 ``/metrics`` needs no token, like ``/api/health``: it sits outside the guarded jobs router.
-It names no tenant, job or path as requested (reportsvc.metrics bounds every label), so it
+It names no tenant, job or path as requested (adapters.metrics bounds every label), so it
 tells a scraper nothing of anyone's data; keep the port off the internet all the same.
 """
 
@@ -13,7 +13,7 @@ from litestar import Response, get
 from litestar.enums import ScopeType
 from litestar.types import ASGIApp, Message, Receive, Scope, Send
 
-from reportsvc import metrics
+from adapters import metrics
 
 
 @get(

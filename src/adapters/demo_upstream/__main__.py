@@ -1,4 +1,4 @@
-"""``python -m reportsvc.adapters.demo_upstream``: the demo upstream as a process of its own."""
+"""``python -m adapters.demo_upstream``: the demo upstream as a process of its own."""
 
 from __future__ import annotations
 
@@ -13,9 +13,9 @@ from .server import DemoUpstream
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """``python -m reportsvc.adapters.demo_upstream``: serve until SIGTERM or SIGINT."""
+    """``python -m adapters.demo_upstream``: serve until SIGTERM or SIGINT."""
     parser = argparse.ArgumentParser(
-        prog="python -m reportsvc.adapters.demo_upstream",
+        prog="python -m adapters.demo_upstream",
         description="Serve the FarmIQ upstream APIs (feed intake, feeding KPIs, telemetry, "
         "WeighVision) with generated sample data.",
     )

@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 from dependency_injector import containers, providers
 
+from adapters.clock import SystemClock
 from reportcore.encoding import CORE_ROW_FORMATS, RowFormats
 from reportcore.jobs import ReportFormat
 from reportcore.ports import ByteSink, Clock, RowEncoder, SheetRequest
@@ -34,7 +35,6 @@ from reportcore.testing import (
 )
 from reportcore.usecases import Policy
 from reportcore.webhooks import WebhookRules
-from reportsvc.adapters.clock import SystemClock
 
 from .metering import MeteredJobQueue, MeteredJobRepository
 from .settings import Settings
@@ -79,7 +79,7 @@ def demo_clock(settings: Settings) -> Clock:
 def _xlsx_rows(request: SheetRequest, out: ByteSink) -> RowEncoder:
     """xlsx rows. xlsxwriter (~3 MB of code objects) is loaded by a worker's first xlsx export,
     not by every worker's first job: a worker's peak RSS is a target (issue 16)."""
-    from reportsvc.adapters.xlsx import XlsxEncoder
+    from adapters.xlsx import XlsxEncoder
 
     return XlsxEncoder(request, out)
 
@@ -130,7 +130,7 @@ def _closing(make: Callable[..., _Closable], *args: Any, **kwargs: Any) -> Itera
 
 def upstream_config(settings: Settings, **urls: str | None) -> Any:
     """The HTTP source's configuration from settings; ``urls`` replace the configured ones."""
-    from reportsvc.adapters.upstream import UpstreamConfig
+    from adapters.upstream import UpstreamConfig
 
     given: dict[str, str | None] = {
         "feed_url": settings.feed_service_url,
@@ -160,9 +160,9 @@ def wire_service(
     """Wire the scaled-out service: PostgreSQL, RabbitMQ, HTTP upstreams, the file store;
     with ``tracing``, the adapters get its hooks (publish and delivery spans carrying the trace
     context in AMQP headers, instrumented upstream clients)."""
-    from reportsvc.adapters.postgres import PostgresJobRepository, create_pool
-    from reportsvc.adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue
-    from reportsvc.adapters.upstream import HttpRecordSource
+    from adapters.postgres import PostgresJobRepository, create_pool
+    from adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue
+    from adapters.upstream import HttpRecordSource
 
     hooks: dict[str, dict[str, Any]] = {"queue": {}, "consumer": {}, "source": {}}
     if tracing is not None:
@@ -171,7 +171,7 @@ def wire_service(
         hooks["source"]["on_client"] = tracing.instrument_client
     container.settings.override(providers.Object(settings))
     pool = providers.Resource(_closing, create_pool, settings.database_url)
-    # the metered wrappers count creates, finishes and refused publishes (reportsvc.metrics)
+    # the metered wrappers count creates, finishes and refused publishes (adapters.metrics)
     container.jobs.override(
         providers.ThreadSafeSingleton(
             MeteredJobRepository, providers.ThreadSafeSingleton(PostgresJobRepository, pool)
@@ -196,8 +196,8 @@ def wire_service(
 
 def wire_webhooks(container: Container) -> None:
     """The SQL outbox beside the SQL job repository, and the HTTP sender."""
-    from reportsvc.adapters.sql_webhooks import SqlWebhookOutbox
-    from reportsvc.adapters.webhook_sender import HttpWebhookSender
+    from adapters.sql_webhooks import SqlWebhookOutbox
+    from adapters.webhook_sender import HttpWebhookSender
 
     container.outbox.override(providers.ThreadSafeSingleton(SqlWebhookOutbox, container.jobs))
     container.webhook_sender.override(providers.Resource(_closing, HttpWebhookSender))
@@ -206,7 +206,7 @@ def wire_webhooks(container: Container) -> None:
 def file_store(settings: Settings) -> providers.Provider[Any]:
     """The export files' store that ``FILE_STORE`` names: the folder, or an S3 bucket."""
     if settings.file_store == "s3":
-        from reportsvc.adapters.s3 import S3Store, create_client
+        from adapters.s3 import S3Store, create_client
 
         client = providers.ThreadSafeSingleton(
             create_client, settings.s3_endpoint_url, settings.s3_region
@@ -218,7 +218,7 @@ def file_store(settings: Settings) -> providers.Provider[Any]:
             settings.s3_prefix,
             redirect=settings.download_redirect,
         )
-    from reportsvc.adapters.filesystem import FilesystemStore
+    from adapters.filesystem import FilesystemStore
 
     return providers.ThreadSafeSingleton(FilesystemStore, settings.export_root)
 
@@ -228,9 +228,9 @@ def wire_embedded(
 ) -> Container:
     """Wire ``reportsvc dev``: SQLite under ``data_dir``, the in-process queue, files under
     ``data_dir/exports``, every upstream served by the demo upstream at ``upstream_url``."""
-    from reportsvc.adapters.filesystem import FilesystemStore
-    from reportsvc.adapters.sqlite import SqliteJobRepository
-    from reportsvc.adapters.upstream import HttpRecordSource
+    from adapters.filesystem import FilesystemStore
+    from adapters.sqlite import SqliteJobRepository
+    from adapters.upstream import HttpRecordSource
 
     container.settings.override(providers.Object(settings))
     container.jobs.override(

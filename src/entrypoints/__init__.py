@@ -1,7 +1,7 @@
-"""The reporting export service: the adapters and entrypoints around :mod:`reportcore`.
+"""Delivery: the `reportsvc` command line, the Litestar API, the worker and their wiring.
 
-Named for the service (and its console script) so that installing it adds no top-level
-package a PyPI distribution already owns (``entrypoints`` is one).
+Importing this package first keeps httpx's command-line client out of the service's processes
+(:func:`_without_httpx_command_line`).
 """
 
 import sys

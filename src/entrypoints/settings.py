@@ -13,10 +13,10 @@ from urllib.parse import urlsplit
 
 import msgspec
 
+from adapters.upstream.config import UpstreamConfig
 from reportcore.jobs import JobType
 from reportcore.policy import Policy
 from reportcore.webhooks import AllowedHost, WebhookRules, parse_allowed_hosts
-from reportsvc.adapters.upstream.config import UpstreamConfig
 
 
 class ConfigError(Exception):

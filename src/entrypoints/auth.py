@@ -21,11 +21,11 @@ from typing import Any
 
 import jwt
 
+from adapters.clock import SystemClock
 from reportcore.access import Principal
 from reportcore.errors import Unauthorized, ValidationError
 from reportcore.ports import Clock
 from reportcore.requests import validate_tenant_id
-from reportsvc.adapters.clock import SystemClock
 
 from .settings import Settings
 

@@ -13,13 +13,13 @@ import datetime as dt
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from adapters.sql_jobs import SqlJobRepository
 from reportcore.webhooks import (
     AttemptOutcome,
     Delivery,
     DeliveryState,
     Notification,
 )
-from reportsvc.adapters.sql_jobs import SqlJobRepository
 
 
 class SqlWebhookOutbox:

@@ -54,7 +54,7 @@ _PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
 
 
 def _sql_file(*parts: str) -> str:
-    return resources.files("reportsvc.adapters").joinpath("sql", *parts).read_text(encoding="utf-8")
+    return resources.files("adapters").joinpath("sql", *parts).read_text(encoding="utf-8")
 
 
 def named_blocks(text: str) -> dict[str, str]:
@@ -71,9 +71,9 @@ def named_blocks(text: str) -> dict[str, str]:
 
 
 def migrations(engine: str) -> list[tuple[str, str]]:
-    """Every migration shipped in ``reportsvc/adapters/sql/<engine>``, as (name, SQL), in order."""
+    """Every migration shipped in ``adapters/sql/<engine>``, as (name, SQL), in order."""
     found = []
-    for entry in resources.files("reportsvc.adapters").joinpath("sql", engine).iterdir():
+    for entry in resources.files("adapters").joinpath("sql", engine).iterdir():
         match = _MIGRATION_FILE.match(entry.name)
         if match:
             found.append((match.group(1), entry.read_text(encoding="utf-8")))
@@ -83,7 +83,7 @@ def migrations(engine: str) -> list[tuple[str, str]]:
 class Dialect(abc.ABC):
     """How one engine spells parameters and carries instants, dates, JSON and status lists."""
 
-    #: the folder of its migrations and ``dialect.sql`` under ``reportsvc/adapters/sql``
+    #: the folder of its migrations and ``dialect.sql`` under ``adapters/sql``
     engine: str
 
     @abc.abstractmethod

@@ -78,7 +78,7 @@ def serve(
         server_header=False,
         loop="uvloop",  # named, not "auto": a build without uvloop fails here instead of
         # running slower unnoticed (docs/performance.md); httptools with read deadlines
-        # and a connection cap, which uvicorn lacks (reportsvc.entrypoints.connections)
+        # and a connection cap, which uvicorn lacks (entrypoints.connections)
         http=guarded_protocol(limits or ConnectionLimits()),
     )
     # uvicorn re-raises the signal that stopped it once it is done; with these handlers in

@@ -15,12 +15,12 @@ import datetime as dt
 from collections.abc import Callable, Iterator
 from typing import Any
 
+from adapters import metrics
 from reportcore.errors import QueueUnavailable
 from reportcore.jobs import Job, JobMessage
 from reportcore.ports import JobQueue, JobRepository, StoredFile
 from reportcore.requests import ListQuery
 from reportcore.running import LeaseKeeper, RunOutcome
-from reportsvc import metrics
 
 
 def job_labels(job: Job) -> tuple[str, str]:

@@ -5,7 +5,7 @@ A :class:`Bounds` is a window of an export's range (the whole range when the exp
 into windows): the query values of its lower and upper ends, and ``below``, the instant from
 which records belong to the next newer window. Adjacent windows share that instant as their
 bound, so a record on it comes back from both and is kept by the newer one only, whatever the
-precision of its timestamp; see :mod:`reportsvc.adapters.upstream.windows`.
+precision of its timestamp; see :mod:`adapters.upstream.windows`.
 """
 
 from __future__ import annotations

@@ -142,7 +142,7 @@ def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Bring the database schema up to date."""
     settings = _settings(env, MIGRATE_REQUIRED)
-    from reportsvc.adapters.postgres import migrate
+    from adapters.postgres import migrate
 
     assert settings.database_url is not None  # required above
     try:
@@ -162,7 +162,7 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         from .reloader import main_reloading
 
         return main_reloading(["all"], env)
-    from reportsvc.adapters.postgres import migrate
+    from adapters.postgres import migrate
 
     from .api import create_app
     from .containers import Container, wire_service
@@ -277,7 +277,7 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     with contextlib.ExitStack() as cleanup:
         if args.demo:
-            from reportsvc.adapters.demo_upstream import DEMO_TENANT, DemoUpstream
+            from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
 
             settings = _settings(env, ())
             demo = DemoUpstream(clock=demo_clock(settings))
@@ -294,9 +294,9 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             config = upstream_config(_settings(env, (needed,)))
         assert tenant is not None
 
-        from reportsvc.adapters.filesystem import FilesystemWriter
-        from reportsvc.adapters.upstream import HttpRecordSource
-        from reportsvc.adapters.xlsx import row_formats
+        from adapters.filesystem import FilesystemWriter
+        from adapters.upstream import HttpRecordSource
+        from adapters.xlsx import row_formats
 
         source = HttpRecordSource(config)
         cleanup.callback(source.close)

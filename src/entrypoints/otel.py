@@ -1,13 +1,13 @@
 """Tracing on: the OpenTelemetry SDK and the hooks the container gives the adapters.
 
-Imported only by :func:`reportsvc.entrypoints.tracing.setup_tracing`, when the ``OTEL_*``
+Imported only by :func:`entrypoints.tracing.setup_tracing`, when the ``OTEL_*``
 variables turn tracing on. The SDK reads its own variables (``OTEL_SERVICE_NAME``,
 ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` / ``_ARG``, ``OTEL_EXPORTER_OTLP_*``,
 ``OTEL_BSP_*``, ``OTEL_PROPAGATORS``); this module adds the spans of our own code and carries
 the trace across the queue and into the window threads:
 
 - API: a server span per request (``api/spans.py``), continuing a W3C ``traceparent``;
-- create: ``create job`` (``reportsvc.entrypoints.api.routes``);
+- create: ``create job`` (``entrypoints.api.routes``);
 - publish: a producer span whose context travels in the message's AMQP headers (never in its
   body, which stays the old service's);
 - worker: a consumer span per delivery, the child of that context, so one trace shows a whole
@@ -38,8 +38,8 @@ from reportcore.jobs import JobMessage
 from .logs import add_record_filter
 
 DEFAULT_SERVICE_NAME = "farmiq-reportsvc"
-QUEUE = "report.jobs"  # the contract's queue (reportsvc.adapters.rabbitmq.topology.QUEUE)
-Attribute = str | int | float | bool  # as reportsvc.entrypoints.tracing.Attribute
+QUEUE = "report.jobs"  # the contract's queue (adapters.rabbitmq.topology.QUEUE)
+Attribute = str | int | float | bool  # as entrypoints.tracing.Attribute
 
 
 class _Span:
