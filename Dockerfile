@@ -12,25 +12,35 @@
 # - build: the production virtualenv, not run on its own.
 # Configuration is by environment variables only (see docs/operations.md).
 #
-# Dependencies come from requirements.lock (the runtime lock: no test or lint tools),
-# hash-checked, pinned to the same versions as requirements-dev.lock that `make venv` installs;
-# the project itself is installed with --no-deps, so nothing unlocked reaches the runtime. It is
-# built as a wheel in pip's isolated build environment (setuptools from PyPI): Python 3.11's
-# bundled setuptools 65 cannot build a wheel on its own.
+# Every stage first replaces the venv's pip with the one in requirements-pip.lock (hash-checked:
+# the base image's pip is whatever it shipped), so the locks are read the same way as `make venv`
+# reads them. Dependencies come from requirements.lock (the runtime lock: the service with its s3
+# and tracing extras, no test or lint tools), hash-checked, pinned to the same versions as
+# requirements-dev.lock that `make venv` installs. The two distributions (the core,
+# src/reportcore, and the service) are built as wheels with the locked hatchling
+# (requirements-build.lock) in a venv of their own, without build isolation, and installed with
+# --no-deps: nothing unlocked reaches the image, and hatchling stays out of the runtime.
 
 # --- build: a virtualenv with the locked dependencies and the project ---
 FROM python:3.11-slim AS build
 ENV PIP_NO_CACHE_DIR=1 \
     PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PYTHONDONTWRITEBYTECODE=1
-RUN python -m venv /opt/venv
+RUN python -m venv /opt/venv && python -m venv /opt/build-tools
 WORKDIR /build
-COPY requirements.lock ./
-RUN /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r requirements.lock
+COPY requirements-pip.lock requirements-build.lock requirements.lock ./
+RUN /opt/venv/bin/pip install --require-hashes -r requirements-pip.lock \
+    && /opt/build-tools/bin/pip install --require-hashes -r requirements-pip.lock \
+    && /opt/build-tools/bin/pip install --require-hashes --only-binary=:all: \
+        -r requirements-build.lock \
+    && /opt/venv/bin/pip install --require-hashes --only-binary=:all: -r requirements.lock
 COPY pyproject.toml README.md ./
 COPY src ./src
-RUN /opt/venv/bin/pip install --no-deps . \
-    && /opt/venv/bin/reportsvc --help >/dev/null
+RUN /opt/build-tools/bin/pip wheel --no-deps --no-build-isolation -w /build/wheels \
+        ./src/reportcore . \
+    && /opt/venv/bin/pip install --no-deps /build/wheels/*.whl \
+    && /opt/venv/bin/pip check \
+    && /opt/venv/bin/reportsvc --version
 
 # --- development: dev extras, the project editable from /app/src (mount your checkout there) ---
 FROM python:3.11-slim AS development
@@ -47,13 +57,14 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 RUN python -m venv /opt/venv
 WORKDIR /app
-COPY requirements-dev.lock ./
-RUN /opt/venv/bin/pip install --require-hashes -r requirements-dev.lock
+COPY requirements-pip.lock requirements-dev.lock ./
+RUN /opt/venv/bin/pip install --require-hashes -r requirements-pip.lock \
+    && /opt/venv/bin/pip install --require-hashes -r requirements-dev.lock
 COPY pyproject.toml README.md ./
 COPY src ./src
-# editable: the installed package is /app/src itself, so a bind mount over it is what runs
-RUN /opt/venv/bin/pip install --no-deps --no-build-isolation -e . \
-    && /opt/venv/bin/reportsvc --help >/dev/null
+# editable: the installed packages are /app/src itself, so a bind mount over it is what runs
+RUN /opt/venv/bin/pip install --no-deps --no-build-isolation -e ./src/reportcore -e . \
+    && /opt/venv/bin/reportsvc --version
 RUN useradd --system --uid 10001 --user-group --no-create-home --home-dir /nonexistent \
         --shell /usr/sbin/nologin reportsvc \
     && mkdir -p /data/exports \

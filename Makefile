@@ -5,7 +5,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-$(shell cat requirements-pip.lock requirements-dev.lock pyproject.toml | cksum | cut -d' ' -f1)
 PIP := $(BIN)/python -m pip --disable-pip-version-check
 
-.PHONY: run test venv lint typecheck unit integration faults test-faults bench-smoke bench lock clean mutate
+.PHONY: run test venv lint typecheck unit integration faults test-faults bench-smoke bench lock clean mutate install-check
 
 # The venv's own pip (23.0 on Debian 12) is first replaced by the locked one, hash-checked: the
 # set-up then reads the locks the same way whatever pip the machine brings and whatever the index
@@ -14,7 +14,7 @@ $(STAMP): requirements-pip.lock requirements-dev.lock pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(PIP) install -q --require-hashes -r requirements-pip.lock
 	$(PIP) install -q --require-hashes -r requirements-dev.lock
-	$(PIP) install -q --no-deps --no-build-isolation -e .
+	$(PIP) install -q --no-deps --no-build-isolation -e src/reportcore -e .
 	rm -f $(VENV)/.installed-*
 	touch $@
 
@@ -24,8 +24,8 @@ venv: $(STAMP)
 run: venv
 	$(BIN)/reportsvc dev
 
-## everything CI checks: lint, types, architecture, the whole suite with coverage
-test: venv lint typecheck
+## everything CI checks: lint, types, architecture, the plain installs, the whole suite with coverage
+test: venv lint typecheck install-check
 	$(BIN)/python -m pytest -q -p no:cacheprovider \
 		--cov=reportcore --cov-branch --cov-report=term-missing:skip-covered \
 		--cov-fail-under=95 tests
@@ -40,6 +40,11 @@ lint: venv
 
 typecheck: venv
 	$(BIN)/mypy
+
+## `pip install .` and `pip install src/reportcore` in fresh venvs with the stock pip, then
+## pip check and a clean git status (tests/install_check.sh)
+install-check:
+	tests/install_check.sh
 
 unit: venv
 	$(BIN)/python -m pytest -q tests/unit
@@ -64,13 +69,17 @@ bench-smoke: venv
 	@if [ -x bench/smoke.sh ]; then bench/smoke.sh; else echo "bench-smoke: no benchmarks yet"; fi
 
 ## regenerate the locks after changing dependencies in pyproject.toml (needs uv): the dev lock
-## (runtime + tools, what `make venv` installs) first, then the runtime lock (what the image
-## installs) constrained to the same versions
+## (runtime + extras + tools, what `make venv` installs) first, then the runtime lock (what the
+## image installs: the service with both extras) constrained to the same versions. The core comes
+## from the checkout, never from a lock
 lock:
 	uv pip compile pyproject.toml --extra dev --python-version 3.11 --generate-hashes \
-		-o requirements-dev.lock
-	uv pip compile pyproject.toml --python-version 3.11 --generate-hashes \
+		--no-emit-package farmiq-reportcore -o requirements-dev.lock
+	uv pip compile pyproject.toml --extra s3 --extra tracing --python-version 3.11 \
+		--generate-hashes --no-emit-package farmiq-reportcore \
 		-c requirements-dev.lock -o requirements.lock
+	echo hatchling | uv pip compile - --python-version 3.11 --generate-hashes \
+		-c requirements-dev.lock -o requirements-build.lock
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache .coverage mutants

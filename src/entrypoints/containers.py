@@ -36,6 +36,7 @@ from reportcore.testing import (
 from reportcore.usecases import Policy
 from reportcore.webhooks import WebhookRules
 
+from .extras import require
 from .metering import MeteredJobQueue, MeteredJobRepository
 from .settings import Settings
 
@@ -206,6 +207,7 @@ def wire_webhooks(container: Container) -> None:
 def file_store(settings: Settings) -> providers.Provider[Any]:
     """The export files' store that ``FILE_STORE`` names: the folder, or an S3 bucket."""
     if settings.file_store == "s3":
+        require("s3", "FILE_STORE=s3")
         from adapters.s3 import S3Store, create_client
 
         client = providers.ThreadSafeSingleton(

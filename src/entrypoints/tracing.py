@@ -19,6 +19,7 @@ import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from .extras import require
 from .settings import ConfigError
 
 if TYPE_CHECKING:
@@ -97,6 +98,7 @@ def setup_tracing(env: Mapping[str, str], *, command: str, database: bool) -> Tr
     names = exporters(env)
     if not names:
         return None
+    require("tracing", "tracing (turned on by the OTEL_* variables)")
     from .otel import Tracing
 
     _active = Tracing.start(names, command=command, database=database)

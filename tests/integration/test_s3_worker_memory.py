@@ -62,6 +62,7 @@ def production_python(tmp_path_factory: pytest.TempPathFactory) -> Path:
     python = root / "bin" / "python"
     pip = [str(python), "-m", "pip", "install", "-q", "--disable-pip-version-check"]
     for args in (
+        ["--require-hashes", "-r", str(ROOT / "requirements-pip.lock")],
         ["--require-hashes", "--only-binary=:all:", "-r", str(ROOT / "requirements.lock")],
         ["--no-deps", str(ROOT / "src" / "reportcore"), str(ROOT)],
     ):

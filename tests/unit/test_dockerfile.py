@@ -112,7 +112,7 @@ def test_each_target_installs_wget_and_checks_health_with_it(stage: str) -> None
 def test_the_development_target_has_the_dev_extras_and_an_editable_install() -> None:
     installs = " ".join(stages()["development"].runs())
     assert "--require-hashes -r requirements-dev.lock" in installs
-    assert "--no-deps --no-build-isolation -e ." in installs
+    assert "--no-deps --no-build-isolation -e ./src/reportcore -e ." in installs
 
 
 def test_the_old_compose_healthcheck_is_answerable_by_the_image_as_written() -> None:
