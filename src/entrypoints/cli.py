@@ -29,6 +29,7 @@ from reportcore.requests import (
     validate_create,
     validate_tenant_id,
 )
+from reportsvc import __version__
 
 from .containers import demo_clock, upstream_config
 from .export_flags import add_option_flags, request_body
@@ -352,6 +353,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="FarmIQ reporting export service. Configuration is read from the "
         "environment (see docs/operations.md).",
     )
+    parser.add_argument("--version", action="version", version=f"reportsvc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     api = commands.add_parser(
