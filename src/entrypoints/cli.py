@@ -34,7 +34,7 @@ from reportsvc import __version__
 from .containers import demo_clock, upstream_config
 from .export_flags import add_option_flags, request_body
 from .serving import connection_limits, relog, serve
-from .settings import ConfigError, Settings, load_settings
+from .settings import SETTING_TO_VARIABLE, ConfigError, Settings, load_settings
 from .tracing import setup_tracing
 
 EXIT_OK = 0
@@ -334,6 +334,14 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 # --- the parser ---
 
 
+def needs(required: Sequence[str]) -> str:
+    """``Needs A, B and C.``: the variables of the settings a command checks, written from the
+    same tuple the command passes to :func:`load_settings`, so its help cannot name another."""
+    names = [SETTING_TO_VARIABLE[setting] for setting in required]
+    listed = names[-1] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"Needs {listed}."
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
@@ -359,8 +367,8 @@ def build_parser() -> argparse.ArgumentParser:
     api = commands.add_parser(
         "api",
         help="serve the HTTP API",
-        description="Serve the HTTP API on HOST and APP_PORT (else PORT, else 5129). Needs "
-        "DATABASE_URL, RABBITMQ_URL, REPORT_DOWNLOAD_SECRET and JWT_SECRET.",
+        description="Serve the HTTP API on HOST and APP_PORT (else PORT, else 5129). "
+        + needs(API_REQUIRED),
     )
     api.set_defaults(run=cmd_api)
 
@@ -368,8 +376,7 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         help="consume report.jobs and run exports",
         description="Consume report.jobs and run exports, WORKER_CONCURRENCY at a time, until "
-        "SIGTERM or SIGINT (running jobs are handed back). Needs DATABASE_URL, RABBITMQ_URL, "
-        "REPORT_DOWNLOAD_SECRET and the three upstream service URLs.",
+        "SIGTERM or SIGINT (running jobs are handed back). " + needs(WORKER_REQUIRED),
     )
     worker.set_defaults(run=cmd_worker)
 
@@ -379,9 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="One container for small deployments and FarmIQ's compose: bring the "
         "schema up to date, then serve the HTTP API on HOST and APP_PORT and consume "
         "report.jobs in the same process, with the settings of api and worker. SIGTERM: "
-        "in-flight requests finish, running jobs are handed back, exit 0. Needs DATABASE_URL, "
-        "RABBITMQ_URL, REPORT_DOWNLOAD_SECRET and JWT_SECRET; an upstream URL left unset fails "
-        "the jobs of its types.",
+        "in-flight requests finish, running jobs are handed back, exit 0. "
+        + needs(ALL_REQUIRED)
+        + " An upstream URL left unset fails the jobs of its types.",
     )
     everything.add_argument(
         "--reload",
@@ -395,7 +402,7 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate",
         help="bring the database schema up to date",
         description="Bring the schema of DATABASE_URL up to date. Idempotent; safe on a "
-        "database the old service created.",
+        "database the old service created. " + needs(MIGRATE_REQUIRED),
     )
     migrate.set_defaults(run=cmd_migrate)
 
@@ -420,7 +427,7 @@ def build_parser() -> argparse.ArgumentParser:
         "token",
         help="print a signed user JWT (local use and tests)",
         description="Print a JWT signed HS256 with JWT_SECRET, with iss JWT_ISSUER and aud "
-        "JWT_AUDIENCE, as the API verifies it.",
+        "JWT_AUDIENCE, as the API verifies it. " + needs(TOKEN_REQUIRED),
     )
     token.add_argument("--tenant", help="tenant_id claim (platform_admin may go without)")
     token.add_argument(

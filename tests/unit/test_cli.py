@@ -20,7 +20,15 @@ import jwt
 import openpyxl
 import pytest
 
-from entrypoints.cli import build_parser, main
+from entrypoints.cli import (
+    ALL_REQUIRED,
+    API_REQUIRED,
+    MIGRATE_REQUIRED,
+    TOKEN_REQUIRED,
+    WORKER_REQUIRED,
+    build_parser,
+    main,
+)
 from entrypoints.logs import (
     REDACTED,
     JsonFormatter,
@@ -28,7 +36,7 @@ from entrypoints.logs import (
     TextFormatter,
     redact,
 )
-from entrypoints.settings import Settings
+from entrypoints.settings import ConfigError, Settings, load_settings
 from tests.clock import pinned_now
 
 SECRET = "unit-test-jwt-secret-0123456789abcdef"
@@ -139,6 +147,72 @@ def test_a_configuration_error_is_one_line_naming_the_variable_and_exit_code_2(
     assert lines[0].startswith(f"reportsvc: configuration error: {named} ")
 
 
+def test_several_problems_are_named_all_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
+    env = {"DATABASE_URL": "mysql://db/x", "WORKER_CONCURRENCY": "many", "JWT_SECRET": "short"}
+    assert main(["api"], env) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("reportsvc: configuration error: ")
+    problems = line.removeprefix("reportsvc: configuration error: ").split("; ")
+    assert [p.split()[0] for p in problems] == [
+        # malformed first, in the order of the configuration table, then the missing ones
+        "DATABASE_URL",
+        "WORKER_CONCURRENCY",
+        "JWT_SECRET",
+        "RABBITMQ_URL",
+        "REPORT_DOWNLOAD_SECRET",
+    ]
+    assert problems[0] == "DATABASE_URL must be a postgresql:// URL with a host, got 'mysql://db/x'"
+    assert problems[3] == "RABBITMQ_URL is required but not set"
+
+
+# what each required variable is set to when a test sets it
+_VALID = {
+    "DATABASE_URL": "postgresql://db/x",
+    "RABBITMQ_URL": "amqp://mq/%2F",
+    "REPORT_DOWNLOAD_SECRET": SECRET,
+    "JWT_SECRET": SECRET,
+    "CLOUD_FEED_SERVICE_URL": "http://feed",
+    "CLOUD_TELEMETRY_SERVICE_URL": "http://telemetry",
+    "CLOUD_WEIGHVISION_READMODEL_URL": "http://weighvision",
+}
+
+
+@pytest.mark.parametrize(
+    ("command", "required"),
+    [
+        ("api", API_REQUIRED),
+        ("worker", WORKER_REQUIRED),
+        ("all", ALL_REQUIRED),
+        ("migrate", MIGRATE_REQUIRED),
+        ("token", TOKEN_REQUIRED),
+    ],
+)
+def test_each_commands_help_names_exactly_the_variables_it_checks(
+    command: str, required: tuple[str, ...], capsys: pytest.CaptureFixture[str]
+) -> None:
+    with pytest.raises(SystemExit):
+        main([command, "--help"])
+    text = " ".join(capsys.readouterr().out.split())
+    sentence = re.search(r"Needs ((?:[A-Z][A-Z0-9_]+(?:, | and )?)+)\.", text)
+    assert sentence is not None, text
+    named = re.findall(r"[A-Z][A-Z0-9_]+", sentence.group(1))
+    # what the help names is enough for the command's check ...
+    load_settings({name: _VALID[name] for name in named}, required=required)
+    # ... and each of them is needed: without it, the check names it
+    for name in named:
+        env = {other: _VALID[other] for other in named if other != name}
+        with pytest.raises(ConfigError, match=f"^{name} is required but not set"):
+            load_settings(env, required=required)
+
+
+def test_the_worker_help_does_not_ask_for_the_download_secret_it_never_uses(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    with pytest.raises(SystemExit):
+        main(["worker", "--help"])
+    assert "REPORT_DOWNLOAD_SECRET" not in capsys.readouterr().out
+
+
 def test_the_installed_script_stops_before_listening_on_a_configuration_error() -> None:
     done = subprocess.run(
         [sys.executable, "-m", "entrypoints.cli", "api"],
@@ -148,7 +222,12 @@ def test_the_installed_script_stops_before_listening_on_a_configuration_error() 
         timeout=60,
     )
     assert done.returncode == 2
-    assert done.stderr == "reportsvc: configuration error: DATABASE_URL is required but not set\n"
+    [line] = done.stderr.splitlines()
+    assert line.startswith(
+        "reportsvc: configuration error: DATABASE_URL is required but not set; "
+        "RABBITMQ_URL is required but not set; REPORT_DOWNLOAD_SECRET is required but not set; "
+        "JWT_SECRET is required but not set: "
+    )
     assert done.stdout == ""
 
 
