@@ -33,8 +33,8 @@ from reportsvc import __version__
 
 from .containers import demo_clock, upstream_config
 from .export_flags import add_option_flags, request_body
-from .serving import connection_limits, relog, serve
-from .settings import SETTING_TO_VARIABLE, ConfigError, Settings, load_settings
+from .serving import PortUnavailable, check_ports, connection_limits, relog, serve
+from .settings import SETTING_TO_VARIABLE, ConfigError, Settings, load_settings, variable_of
 from .tracing import setup_tracing
 
 EXIT_OK = 0
@@ -78,6 +78,14 @@ def _settings(env: Mapping[str, str], required: Sequence[str]) -> Settings:
     return settings
 
 
+def _app_port(settings: Settings, env: Mapping[str, str]) -> tuple[str, int, str]:
+    return (settings.host, settings.port, variable_of("port", env))
+
+
+def _probe_port(settings: Settings) -> tuple[str, int, str]:
+    return (settings.worker_http_host, settings.worker_http_port, "WORKER_HTTP_PORT")
+
+
 def _traced_app(app: Any, tracing: Any) -> Any:
     """``app`` with a server span per request when tracing is on (OpenTelemetry stays
     unloaded when it is off)."""
@@ -102,6 +110,7 @@ def _check_store(container: Any) -> None:
 def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Serve the HTTP API."""
     settings = _settings(env, API_REQUIRED)
+    check_ports([_app_port(settings, env)])
     tracing = setup_tracing(env, command="api", database=True)
     from .api import create_app
     from .containers import Container, wire_service
@@ -121,6 +130,7 @@ def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Consume ``report.jobs`` until SIGTERM or SIGINT."""
     settings = _settings(env, WORKER_REQUIRED)
+    check_ports([_probe_port(settings)])
     tracing = setup_tracing(env, command="worker", database=True)
     from .containers import Container, wire_service
     from .probes import probes_served
@@ -159,6 +169,7 @@ def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Migrate, then serve the API and run a worker in this process until SIGTERM or SIGINT."""
     settings = _settings(env, ALL_REQUIRED)
+    check_ports([_app_port(settings, env), _probe_port(settings)])
     if args.reload:
         from .reloader import main_reloading
 
@@ -484,6 +495,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except Failure as exc:
         print(f"reportsvc: {exc}", file=sys.stderr)
         return exc.exit_code
+    except PortUnavailable as exc:
+        print(f"reportsvc: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -162,6 +162,16 @@ _VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
 SETTING_TO_VARIABLE = {setting: names[0] for names, setting, _ in _VARIABLES}
 _VARIABLE_TO_SETTING = {name: setting for names, setting, _ in _VARIABLES for name in names}
 
+
+def variable_of(setting: str, env: Mapping[str, str]) -> str:
+    """The variable ``setting`` was read from in ``env`` (the alias set, ``PORT`` for the port
+    when only it is), else its main name: what a message about its value should name."""
+    for names, name_of, _ in _VARIABLES:
+        if name_of == setting:
+            return next((name for name in names if env.get(name)), names[0])
+    raise KeyError(setting)
+
+
 # An expected token claim: unset keeps the default, set to empty (or blanks) means "do not
 # require or check it". FarmIQ's identity service signs access tokens without iss and aud on
 # refresh and SSO, so a deployment that takes those tokens turns the checks off explicitly.

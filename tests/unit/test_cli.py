@@ -11,9 +11,11 @@ import json
 import logging
 import re
 import shlex
+import socket
 import subprocess
 import sys
 import uuid
+from collections.abc import Iterator
 from pathlib import Path
 
 import jwt
@@ -36,6 +38,7 @@ from entrypoints.logs import (
     TextFormatter,
     redact,
 )
+from entrypoints.serving import PortUnavailable, check_ports
 from entrypoints.settings import ConfigError, Settings, load_settings
 from tests.clock import pinned_now
 
@@ -229,6 +232,78 @@ def test_the_installed_script_stops_before_listening_on_a_configuration_error() 
         "JWT_SECRET is required but not set: "
     )
     assert done.stdout == ""
+
+
+# --- a port in use (issue: said in one line, before anything starts) ---
+
+# nothing listens on port 1: a command that got as far as connecting would say so instead
+_UNREACHABLE = {
+    "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+    "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/%2F",
+    "REPORT_DOWNLOAD_SECRET": SECRET,
+    "JWT_SECRET": SECRET,
+    "CLOUD_FEED_SERVICE_URL": "http://127.0.0.1:1",
+    "CLOUD_TELEMETRY_SERVICE_URL": "http://127.0.0.1:1",
+    "CLOUD_WEIGHVISION_READMODEL_URL": "http://127.0.0.1:1",
+    "HOST": "127.0.0.1",
+    "WORKER_HTTP_HOST": "127.0.0.1",
+    "APP_PORT": "0",  # a free port: only the port the test takes is in use
+    "WORKER_HTTP_PORT": "0",
+}
+
+
+@pytest.fixture
+def taken_port() -> Iterator[int]:
+    """A port this test listens on (another process's server, as an operator would meet it)."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        yield taken.getsockname()[1]
+
+
+@pytest.mark.parametrize(
+    ("argv", "variable"),
+    [
+        (["api"], "APP_PORT"),
+        (["api"], "PORT"),
+        (["all"], "APP_PORT"),
+        (["all"], "WORKER_HTTP_PORT"),
+        (["worker"], "WORKER_HTTP_PORT"),
+        (["dev", "--data-dir", "{tmp}"], "APP_PORT"),
+        (["dev", "--data-dir", "{tmp}", "--port", "{port}"], "--port"),
+    ],
+)
+def test_a_port_in_use_is_one_line_naming_it_before_anything_starts(
+    argv: list[str], variable: str, taken_port: int, tmp_path: Path
+) -> None:
+    env = {"PATH": "/usr/bin:/bin", **_UNREACHABLE}
+    if variable == "PORT":
+        del env["APP_PORT"]  # APP_PORT wins over its alias
+    if not variable.startswith("--"):
+        env[variable] = str(taken_port)
+    args = [a.format(tmp=tmp_path, port=taken_port) for a in argv]
+    done = subprocess.run(
+        [sys.executable, "-m", "reportsvc", *args],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,  # a command that started anyway (a worker retrying the broker) runs on
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert (
+        done.stderr
+        == f"reportsvc: port {taken_port} is in use ({variable}): Address already in use\n"
+    )
+
+
+def test_two_settings_naming_one_port_are_caught_as_in_use() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    with pytest.raises(PortUnavailable, match=f"^port {free} is in use \\(WORKER_HTTP_PORT\\)"):
+        check_ports([("127.0.0.1", free, "APP_PORT"), ("127.0.0.1", free, "WORKER_HTTP_PORT")])
+    check_ports([("127.0.0.1", free, "APP_PORT")])  # and let go: the server binds it next
 
 
 def _decode(token: str, **kwargs: str) -> dict[str, object]:
