@@ -19,7 +19,7 @@ from typing import IO, Any
 import msgspec
 
 from reportcore.errors import ExportFailure, StorageFailure, ValidationError
-from reportcore.jobs import file_name_for
+from reportcore.jobs import ReportFormat, file_name_for
 from reportcore.jobtypes import JOB_TYPES, Upstream
 from reportcore.pipeline import ExportProgress, export_records
 from reportcore.requests import (
@@ -365,6 +365,16 @@ def _port(text: str) -> int:
     return int(text)
 
 
+def _one_of(values: Sequence[str]) -> str:
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
+
+
+def _scope_help(field: str, what: str) -> str:
+    """``what``, and which job types require ``field``, as the core's job types say."""
+    needing = [name for name, spec in JOB_TYPES.items() if field in spec.required_scope]
+    return f"{what}; required by {', '.join(needing)}" if needing else f"{what}; optional"
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The ``reportsvc`` argument parser; each command has its own ``--help``."""
     parser = argparse.ArgumentParser(
@@ -459,14 +469,25 @@ def build_parser() -> argparse.ArgumentParser:
         "and write them to a local file, as a job would, without the API or a worker. Uses "
         "the upstream URLs and INTERNAL_SERVICE_TOKEN of the environment, or --demo.",
     )
-    export.add_argument("--job-type", required=True, help="FEED_INTAKE_EXPORT, ...")
-    export.add_argument("--format", default="csv", help="csv, json (NDJSON) or xlsx; default csv")
+    # the choices are listed, not enforced by argparse: the core checks them as it checks an
+    # API request, in one line (reportsvc: invalid export: ...)
+    export.add_argument(
+        "--job-type", required=True, help=f"one of {_one_of(list(JOB_TYPES))} (docs/job-types.md)"
+    )
+    formats = [f"{f} (NDJSON)" if f is ReportFormat.JSON else str(f) for f in ReportFormat]
+    export.add_argument(
+        "--format", default=str(ReportFormat.CSV), help=f"{_one_of(formats)}; default %(default)s"
+    )
     export.add_argument("--tenant", help="tenant id (default with --demo: the demo tenant)")
-    export.add_argument("--farm-id")
-    export.add_argument("--barn-id")
-    export.add_argument("--batch-id")
-    export.add_argument("--start-date", help="YYYY-MM-DD")
-    export.add_argument("--end-date", help="YYYY-MM-DD")
+    export.add_argument("--farm-id", help=_scope_help("farm_id", "the farm's UUID"))
+    export.add_argument("--barn-id", help=_scope_help("barn_id", "the barn's UUID"))
+    export.add_argument("--batch-id", help=_scope_help("batch_id", "the batch's UUID"))
+    export.add_argument(
+        "--start-date", help=_scope_help("start_date", "first day, YYYY-MM-DD, inclusive")
+    )
+    export.add_argument(
+        "--end-date", help=_scope_help("end_date", "last day, YYYY-MM-DD, inclusive")
+    )
     export.add_argument(
         "--filter",
         action="append",

@@ -40,6 +40,8 @@ from entrypoints.logs import (
 )
 from entrypoints.serving import PortUnavailable, check_ports
 from entrypoints.settings import ConfigError, Settings, load_settings
+from reportcore.jobs import ReportFormat
+from reportcore.jobtypes import JOB_TYPES
 from tests.clock import pinned_now
 
 SECRET = "unit-test-jwt-secret-0123456789abcdef"
@@ -232,6 +234,37 @@ def test_the_installed_script_stops_before_listening_on_a_configuration_error() 
         "JWT_SECRET is required but not set: "
     )
     assert done.stdout == ""
+
+
+def _export_option_help(capsys: pytest.CaptureFixture[str]) -> dict[str, str]:
+    """Each option of ``reportsvc export --help`` -> its help text, on one line."""
+    with pytest.raises(SystemExit):
+        main(["export", "--help"])
+    out = capsys.readouterr().out
+    found = re.findall(r"^  (--[a-z-]+)[^\n]*?(?:  +|\n {20,})(\S.*?)(?=^  -|\Z)", out, re.M | re.S)
+    return {flag: " ".join(text.split()) for flag, text in found}
+
+
+def test_export_help_lists_the_job_types_and_formats_of_the_core(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    helps = _export_option_help(capsys)
+    listed = re.findall(r"[A-Z][A-Z_]+_EXPORT", helps["--job-type"])
+    assert listed == list(JOB_TYPES)
+    assert re.findall(r"\b(csv|json|xlsx)\b", helps["--format"].split(";")[0]) == [
+        str(f) for f in ReportFormat
+    ]
+
+
+def test_export_help_says_what_each_scope_flag_is_and_which_job_types_require_it(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    helps = _export_option_help(capsys)
+    for flag in ("--farm-id", "--barn-id", "--batch-id", "--start-date", "--end-date"):
+        field = flag.removeprefix("--").replace("-", "_")
+        required_by = [t for t, spec in JOB_TYPES.items() if field in spec.required_scope]
+        assert re.findall(r"[A-Z][A-Z_]+_EXPORT", helps[flag]) == required_by, flag
+        assert ("UUID" if field.endswith("_id") else "YYYY-MM-DD") in helps[flag], flag
 
 
 # --- a port in use (issue: said in one line, before anything starts) ---
