@@ -19,7 +19,7 @@ from typing import IO, Any
 import msgspec
 
 from reportcore.errors import ExportFailure, StorageFailure, ValidationError
-from reportcore.jobs import ReportFormat, file_name_for
+from reportcore.jobs import file_name_for
 from reportcore.jobtypes import JOB_TYPES, Upstream
 from reportcore.pipeline import ExportProgress, export_records
 from reportcore.requests import (
@@ -32,7 +32,7 @@ from reportcore.requests import (
 from reportsvc import __version__
 
 from .containers import demo_clock, upstream_config
-from .export_flags import add_option_flags, request_body
+from .export_flags import add_option_flags, add_request_flags, request_body
 from .serving import PortUnavailable, check_ports, connection_limits, relog, serve
 from .settings import SETTING_TO_VARIABLE, ConfigError, Settings, load_settings, variable_of
 from .tracing import setup_tracing
@@ -365,16 +365,6 @@ def _port(text: str) -> int:
     return int(text)
 
 
-def _one_of(values: Sequence[str]) -> str:
-    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
-
-
-def _scope_help(field: str, what: str) -> str:
-    """``what``, and which job types require ``field``, as the core's job types say."""
-    needing = [name for name, spec in JOB_TYPES.items() if field in spec.required_scope]
-    return f"{what}; required by {', '.join(needing)}" if needing else f"{what}; optional"
-
-
 def build_parser() -> argparse.ArgumentParser:
     """The ``reportsvc`` argument parser; each command has its own ``--help``."""
     parser = argparse.ArgumentParser(
@@ -469,32 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and write them to a local file, as a job would, without the API or a worker. Uses "
         "the upstream URLs and INTERNAL_SERVICE_TOKEN of the environment, or --demo.",
     )
-    # the choices are listed, not enforced by argparse: the core checks them as it checks an
-    # API request, in one line (reportsvc: invalid export: ...)
-    export.add_argument(
-        "--job-type", required=True, help=f"one of {_one_of(list(JOB_TYPES))} (docs/job-types.md)"
-    )
-    formats = [f"{f} (NDJSON)" if f is ReportFormat.JSON else str(f) for f in ReportFormat]
-    export.add_argument(
-        "--format", default=str(ReportFormat.CSV), help=f"{_one_of(formats)}; default %(default)s"
-    )
-    export.add_argument("--tenant", help="tenant id (default with --demo: the demo tenant)")
-    export.add_argument("--farm-id", help=_scope_help("farm_id", "the farm's UUID"))
-    export.add_argument("--barn-id", help=_scope_help("barn_id", "the barn's UUID"))
-    export.add_argument("--batch-id", help=_scope_help("batch_id", "the batch's UUID"))
-    export.add_argument(
-        "--start-date", help=_scope_help("start_date", "first day, YYYY-MM-DD, inclusive")
-    )
-    export.add_argument(
-        "--end-date", help=_scope_help("end_date", "last day, YYYY-MM-DD, inclusive")
-    )
-    export.add_argument(
-        "--filter",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a filter of the job type (repeatable; a repeated key means any of the values)",
-    )
+    add_request_flags(export)
     add_option_flags(export)
     export.add_argument("--output", help="file to write (default <job_type>.<extension>)")
     export.add_argument(
