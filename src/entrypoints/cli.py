@@ -29,11 +29,12 @@ from reportcore.requests import (
     validate_create,
     validate_tenant_id,
 )
+from reportsvc import __version__
 
 from .containers import demo_clock, upstream_config
-from .export_flags import add_option_flags, request_body
-from .serving import connection_limits, relog, serve
-from .settings import ConfigError, Settings, load_settings
+from .export_flags import add_option_flags, add_request_flags, request_body
+from .serving import PortUnavailable, check_ports, connection_limits, relog, serve
+from .settings import SETTING_TO_VARIABLE, ConfigError, Settings, load_settings, variable_of
 from .tracing import setup_tracing
 
 EXIT_OK = 0
@@ -77,6 +78,14 @@ def _settings(env: Mapping[str, str], required: Sequence[str]) -> Settings:
     return settings
 
 
+def _app_port(settings: Settings, env: Mapping[str, str]) -> tuple[str, int, str]:
+    return (settings.host, settings.port, variable_of("port", env))
+
+
+def _probe_port(settings: Settings) -> tuple[str, int, str]:
+    return (settings.worker_http_host, settings.worker_http_port, "WORKER_HTTP_PORT")
+
+
 def _traced_app(app: Any, tracing: Any) -> Any:
     """``app`` with a server span per request when tracing is on (OpenTelemetry stays
     unloaded when it is off)."""
@@ -101,6 +110,7 @@ def _check_store(container: Any) -> None:
 def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Serve the HTTP API."""
     settings = _settings(env, API_REQUIRED)
+    check_ports([_app_port(settings, env)])
     tracing = setup_tracing(env, command="api", database=True)
     from .api import create_app
     from .containers import Container, wire_service
@@ -120,6 +130,7 @@ def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Consume ``report.jobs`` until SIGTERM or SIGINT."""
     settings = _settings(env, WORKER_REQUIRED)
+    check_ports([_probe_port(settings)])
     tracing = setup_tracing(env, command="worker", database=True)
     from .containers import Container, wire_service
     from .probes import probes_served
@@ -158,6 +169,7 @@ def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Migrate, then serve the API and run a worker in this process until SIGTERM or SIGINT."""
     settings = _settings(env, ALL_REQUIRED)
+    check_ports([_app_port(settings, env), _probe_port(settings)])
     if args.reload:
         from .reloader import main_reloading
 
@@ -333,6 +345,14 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 # --- the parser ---
 
 
+def needs(required: Sequence[str]) -> str:
+    """``Needs A, B and C.``: the variables of the settings a command checks, written from the
+    same tuple the command passes to :func:`load_settings`, so its help cannot name another."""
+    names = [SETTING_TO_VARIABLE[setting] for setting in required]
+    listed = names[-1] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+    return f"Needs {listed}."
+
+
 def _positive_int(text: str) -> int:
     if not text.isdigit() or int(text) < 1:
         raise argparse.ArgumentTypeError(f"must be a whole number of at least 1, got {text!r}")
@@ -352,13 +372,14 @@ def build_parser() -> argparse.ArgumentParser:
         description="FarmIQ reporting export service. Configuration is read from the "
         "environment (see docs/operations.md).",
     )
+    parser.add_argument("--version", action="version", version=f"reportsvc {__version__}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     api = commands.add_parser(
         "api",
         help="serve the HTTP API",
-        description="Serve the HTTP API on HOST and APP_PORT (else PORT, else 5129). Needs "
-        "DATABASE_URL, RABBITMQ_URL, REPORT_DOWNLOAD_SECRET and JWT_SECRET.",
+        description="Serve the HTTP API on HOST and APP_PORT (else PORT, else 5129). "
+        + needs(API_REQUIRED),
     )
     api.set_defaults(run=cmd_api)
 
@@ -366,8 +387,7 @@ def build_parser() -> argparse.ArgumentParser:
         "worker",
         help="consume report.jobs and run exports",
         description="Consume report.jobs and run exports, WORKER_CONCURRENCY at a time, until "
-        "SIGTERM or SIGINT (running jobs are handed back). Needs DATABASE_URL, RABBITMQ_URL, "
-        "REPORT_DOWNLOAD_SECRET and the three upstream service URLs.",
+        "SIGTERM or SIGINT (running jobs are handed back). " + needs(WORKER_REQUIRED),
     )
     worker.set_defaults(run=cmd_worker)
 
@@ -377,9 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
         description="One container for small deployments and FarmIQ's compose: bring the "
         "schema up to date, then serve the HTTP API on HOST and APP_PORT and consume "
         "report.jobs in the same process, with the settings of api and worker. SIGTERM: "
-        "in-flight requests finish, running jobs are handed back, exit 0. Needs DATABASE_URL, "
-        "RABBITMQ_URL, REPORT_DOWNLOAD_SECRET and JWT_SECRET; an upstream URL left unset fails "
-        "the jobs of its types.",
+        "in-flight requests finish, running jobs are handed back, exit 0. "
+        + needs(ALL_REQUIRED)
+        + " An upstream URL left unset fails the jobs of its types.",
     )
     everything.add_argument(
         "--reload",
@@ -393,7 +413,7 @@ def build_parser() -> argparse.ArgumentParser:
         "migrate",
         help="bring the database schema up to date",
         description="Bring the schema of DATABASE_URL up to date. Idempotent; safe on a "
-        "database the old service created.",
+        "database the old service created. " + needs(MIGRATE_REQUIRED),
     )
     migrate.set_defaults(run=cmd_migrate)
 
@@ -418,7 +438,7 @@ def build_parser() -> argparse.ArgumentParser:
         "token",
         help="print a signed user JWT (local use and tests)",
         description="Print a JWT signed HS256 with JWT_SECRET, with iss JWT_ISSUER and aud "
-        "JWT_AUDIENCE, as the API verifies it.",
+        "JWT_AUDIENCE, as the API verifies it. " + needs(TOKEN_REQUIRED),
     )
     token.add_argument("--tenant", help="tenant_id claim (platform_admin may go without)")
     token.add_argument(
@@ -439,21 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
         "and write them to a local file, as a job would, without the API or a worker. Uses "
         "the upstream URLs and INTERNAL_SERVICE_TOKEN of the environment, or --demo.",
     )
-    export.add_argument("--job-type", required=True, help="FEED_INTAKE_EXPORT, ...")
-    export.add_argument("--format", default="csv", help="csv, json (NDJSON) or xlsx; default csv")
-    export.add_argument("--tenant", help="tenant id (default with --demo: the demo tenant)")
-    export.add_argument("--farm-id")
-    export.add_argument("--barn-id")
-    export.add_argument("--batch-id")
-    export.add_argument("--start-date", help="YYYY-MM-DD")
-    export.add_argument("--end-date", help="YYYY-MM-DD")
-    export.add_argument(
-        "--filter",
-        action="append",
-        default=[],
-        metavar="KEY=VALUE",
-        help="a filter of the job type (repeatable; a repeated key means any of the values)",
-    )
+    add_request_flags(export)
     add_option_flags(export)
     export.add_argument("--output", help="file to write (default <job_type>.<extension>)")
     export.add_argument(
@@ -475,6 +481,9 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except Failure as exc:
         print(f"reportsvc: {exc}", file=sys.stderr)
         return exc.exit_code
+    except PortUnavailable as exc:
+        print(f"reportsvc: {exc}", file=sys.stderr)
+        return EXIT_FAILED
 
 
 if __name__ == "__main__":

@@ -19,7 +19,7 @@ from typing import Any
 
 import msgspec
 
-from .settings import Settings, load_settings
+from .settings import Settings, load_settings, variable_of
 
 SECRETS_FILE = "secrets.json"
 DEV_TOKEN_TTL_SEC = 24 * 3600
@@ -112,20 +112,24 @@ def sample_request() -> dict[str, Any]:
 
 
 def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | None) -> int:
-    """Run the embedded default until SIGINT or SIGTERM."""
+    """Run the embedded default until SIGINT or SIGTERM; :class:`PortUnavailable` before
+    anything starts when its port cannot be bound."""
     from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
 
     from .api import create_app
     from .auth import sign_user_token
     from .containers import Container, demo_clock, wire_embedded
     from .logs import setup_logging
-    from .serving import connection_limits, relog, serve
+    from .serving import check_ports, connection_limits, relog, serve
     from .worker import Worker
 
     data_dir = data_dir.resolve()
     data_dir.mkdir(parents=True, exist_ok=True)
     settings = dev_settings(env, data_dir, host, port)
     setup_logging(settings)
+    check_ports(
+        [(settings.host, settings.port, "--port" if port is not None else variable_of("port", env))]
+    )
 
     demo = DemoUpstream(clock=demo_clock(settings))
     upstream_url = demo.start("127.0.0.1", 0)

@@ -7,7 +7,50 @@ import argparse
 from collections.abc import Sequence
 from typing import Any
 
+from reportcore.jobs import ReportFormat
+from reportcore.jobtypes import JOB_TYPES
+
 _DELIMITERS = {",": ",", ";": ";", "|": "|", "tab": "\t", "\\t": "\t", "\t": "\t"}
+
+
+def _one_of(values: Sequence[str]) -> str:
+    return values[0] if len(values) == 1 else f"{', '.join(values[:-1])} or {values[-1]}"
+
+
+def _scope_help(field: str, what: str) -> str:
+    """``what``, and which job types require ``field``, as the core's job types say."""
+    needing = [name for name, spec in JOB_TYPES.items() if field in spec.required_scope]
+    return f"{what}; required by {', '.join(needing)}" if needing else f"{what}; optional"
+
+
+def add_request_flags(export: argparse.ArgumentParser) -> None:
+    """Add the job type, format, tenant, scope and filters to ``export``. The valid job types
+    and formats are listed from the core's, not enforced by argparse: the core checks them as
+    it checks an API request, in one line (``reportsvc: invalid export: ...``)."""
+    export.add_argument(
+        "--job-type", required=True, help=f"one of {_one_of(list(JOB_TYPES))} (docs/job-types.md)"
+    )
+    formats = [f"{f} (NDJSON)" if f is ReportFormat.JSON else str(f) for f in ReportFormat]
+    export.add_argument(
+        "--format", default=str(ReportFormat.CSV), help=f"{_one_of(formats)}; default %(default)s"
+    )
+    export.add_argument("--tenant", help="tenant id (default with --demo: the demo tenant)")
+    export.add_argument("--farm-id", help=_scope_help("farm_id", "the farm's UUID"))
+    export.add_argument("--barn-id", help=_scope_help("barn_id", "the barn's UUID"))
+    export.add_argument("--batch-id", help=_scope_help("batch_id", "the batch's UUID"))
+    export.add_argument(
+        "--start-date", help=_scope_help("start_date", "first day, YYYY-MM-DD, inclusive")
+    )
+    export.add_argument(
+        "--end-date", help=_scope_help("end_date", "last day, YYYY-MM-DD, inclusive")
+    )
+    export.add_argument(
+        "--filter",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a filter of the job type (repeatable; a repeated key means any of the values)",
+    )
 
 
 def add_option_flags(export: argparse.ArgumentParser) -> None:

@@ -182,6 +182,14 @@ def setup_logging(
     logging.getLogger("pika").setLevel(
         root.level if root.level <= logging.DEBUG else logging.CRITICAL
     )
+    # httpx logs every request it sends at INFO ("HTTP Request: GET ... 200 OK"), and httpcore
+    # its connection steps: a line per upstream page, which broke `reportsvc export`'s progress
+    # bar and filled `reportsvc dev`'s log. What an operator needs of upstream requests (a retry,
+    # a failure, a slow page) our adapter logs itself (reportsvc.upstream); with LOG_LEVEL=DEBUG
+    # the libraries speak again
+    quiet = root.level if root.level <= logging.DEBUG else logging.WARNING
+    for name in ("httpx", "httpcore"):
+        logging.getLogger(name).setLevel(quiet)
     return handler
 
 

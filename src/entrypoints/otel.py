@@ -18,7 +18,6 @@ the trace across the queue and into the window threads:
 from __future__ import annotations
 
 import contextlib
-import importlib.metadata
 import logging
 from collections.abc import Iterator, Mapping
 from typing import Any
@@ -34,6 +33,7 @@ from opentelemetry.sdk.trace.export import BatchSpanProcessor, SpanExporter
 from opentelemetry.trace import SpanKind
 
 from reportcore.jobs import JobMessage
+from reportsvc import __version__
 
 from .logs import add_record_filter
 
@@ -82,11 +82,7 @@ def _exporter(name: str) -> SpanExporter:
 
 
 def _resource(command: str) -> Resource:
-    try:
-        version = importlib.metadata.version("farmiq-reportsvc")
-    except importlib.metadata.PackageNotFoundError:
-        version = "0+unknown"
-    resource = Resource.create({SERVICE_VERSION: version, "reportsvc.command": command})
+    resource = Resource.create({SERVICE_VERSION: __version__, "reportsvc.command": command})
     # OTEL_SERVICE_NAME (or service.name in OTEL_RESOURCE_ATTRIBUTES) wins; else ours, not the
     # SDK's "unknown_service:python3"
     if str(resource.attributes.get(SERVICE_NAME, "")).startswith("unknown_service"):

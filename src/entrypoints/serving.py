@@ -1,9 +1,12 @@
-"""Serving an ASGI app until a signal says stop (``reportsvc api`` and ``reportsvc dev``)."""
+"""Serving an ASGI app until a signal says stop (``reportsvc api`` and ``reportsvc dev``), and
+checking first that the ports a process will listen on are free."""
 
 from __future__ import annotations
 
+import errno
 import signal
-from collections.abc import Callable
+import socket
+from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
 from .settings import Settings
@@ -13,6 +16,40 @@ if TYPE_CHECKING:  # uvicorn is imported only by the commands that serve HTTP
 
 # how long in-flight requests may take to finish after SIGTERM
 GRACEFUL_SHUTDOWN_SEC = 30
+
+
+class PortUnavailable(Exception):
+    """A port the process would listen on cannot be bound; the message names the variable."""
+
+
+def check_ports(listens: Iterable[tuple[str, int, str]]) -> None:
+    """Bind each ``(host, port, variable)`` as the servers will (``SO_REUSEADDR``, as uvicorn
+    and the probe server set it) and let go, before anything else starts: a port in use is then
+    one line naming it, not a uvicorn ERROR among INFO lines after a worker already started.
+    The sockets are held until all are bound, so two settings naming one port are caught too.
+    Port 0 (a free port, or the probes off) needs no check."""
+    held: list[socket.socket] = []
+    try:
+        for host, port, variable in listens:
+            if port == 0:
+                continue
+            family = socket.AF_INET6 if ":" in host else socket.AF_INET
+            sock = socket.socket(family, socket.SOCK_STREAM)
+            held.append(sock)
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            try:
+                sock.bind((host, port))
+                sock.listen()  # two bound sockets collide on Linux only once one listens
+            except OSError as exc:
+                reason = exc.strerror or str(exc)
+                if exc.errno == errno.EADDRINUSE:
+                    raise PortUnavailable(f"port {port} is in use ({variable}): {reason}") from exc
+                raise PortUnavailable(
+                    f"cannot listen on {host}:{port} ({variable}): {reason}"
+                ) from exc
+    finally:
+        for sock in held:
+            sock.close()
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:

@@ -1,7 +1,8 @@
 """Configuration: read from the environment once, validated into one typed value.
 
-A required variable that is missing or malformed stops the process with one line naming it
-(:class:`ConfigError`), before anything listens or consumes.
+Required variables that are missing and variables that are malformed stop the process with
+one line naming every one of them (:class:`ConfigError`), before anything listens or
+consumes: an operator fixes the environment once, not once a problem.
 """
 
 from __future__ import annotations
@@ -20,7 +21,12 @@ from reportcore.webhooks import AllowedHost, WebhookRules, parse_allowed_hosts
 
 
 class ConfigError(Exception):
-    """One configuration problem, worded for an operator: it names the variable."""
+    """Configuration problems, worded for an operator: each names its variable. ``problems``
+    lists them; the message is all of them, one after another on one line."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
 
 
 # The core's lifecycle knobs and the upstream client's knobs keep their defaults where they are
@@ -156,6 +162,16 @@ _VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
 SETTING_TO_VARIABLE = {setting: names[0] for names, setting, _ in _VARIABLES}
 _VARIABLE_TO_SETTING = {name: setting for names, setting, _ in _VARIABLES for name in names}
 
+
+def variable_of(setting: str, env: Mapping[str, str]) -> str:
+    """The variable ``setting`` was read from in ``env`` (the alias set, ``PORT`` for the port
+    when only it is), else its main name: what a message about its value should name."""
+    for names, name_of, _ in _VARIABLES:
+        if name_of == setting:
+            return next((name for name in names if env.get(name)), names[0])
+    raise KeyError(setting)
+
+
 # An expected token claim: unset keeps the default, set to empty (or blanks) means "do not
 # require or check it". FarmIQ's identity service signs access tokens without iss and aud on
 # refresh and SSO, so a deployment that takes those tokens turns the checks off explicitly.
@@ -281,29 +297,40 @@ def _parse(name: str, kind: str, raw: str) -> object:
 
 
 def load_settings(env: Mapping[str, str], *, required: Iterable[str] = ()) -> Settings:
-    """Settings from ``env``; ``required`` names settings this process cannot run without."""
+    """Settings from ``env``; ``required`` names settings this process cannot run without.
+
+    Every problem is found before one is reported: the malformed variables first, then the
+    required ones missing, then the settings that contradict each other."""
     values: dict[str, object] = {}
+    problems: list[str] = []
+    malformed: set[str] = set()
     for names, setting, kind in _VARIABLES:
         for name in names:
             raw = env.get(name)
             # empty counts as unset, except for a claim, where it says "not required"
             if raw is not None and (raw != "" or kind == _CLAIM):
-                values[setting] = _parse(name, kind, raw)
+                try:
+                    values[setting] = _parse(name, kind, raw)
+                except ConfigError as exc:
+                    problems.append(str(exc))
+                    malformed.add(setting)
                 break
     for setting in required:
-        if values.get(setting) is None:
+        if values.get(setting) is None and setting not in malformed:
             hint = _REQUIRED_HINTS.get(setting)
-            raise ConfigError(
+            problems.append(
                 f"{SETTING_TO_VARIABLE[setting]} is required but not set"
                 + (f": {hint}" if hint else "")
             )
     if values.get("file_store") == "s3" and not values.get("s3_bucket"):
-        raise ConfigError("S3_BUCKET is required when FILE_STORE=s3")
+        problems.append("S3_BUCKET is required when FILE_STORE=s3")
     if values.get("webhook_allowed_hosts") and not values.get("webhook_secret"):
-        raise ConfigError(
+        problems.append(
             "REPORT_WEBHOOK_SECRET is required when REPORT_WEBHOOK_ALLOWED_HOSTS is set: "
             "the key webhooks are signed with, at least 16 characters"
         )
     if values.get("download_redirect") and values.get("file_store") != "s3":
-        raise ConfigError("REPORT_DOWNLOAD_REDIRECT=1 needs FILE_STORE=s3")
+        problems.append("REPORT_DOWNLOAD_REDIRECT=1 needs FILE_STORE=s3")
+    if problems:
+        raise ConfigError(*problems)
     return Settings(**values)  # type: ignore[arg-type]

@@ -1,13 +1,21 @@
 """The documentation stays true to the code: the routes of docs/api.md are the app's, the
 configuration table of docs/operations.md is settings.py's (names, aliases, defaults), the
 error codes documented are the API's, every relative link resolves (anchors included), and
-every ``reportsvc`` command and flag the docs name exists."""
+every ``reportsvc`` command and flag the docs name exists; and the answers docs/api.md shows
+agree with themselves and with the file they describe."""
 
 from __future__ import annotations
 
 import argparse
+import csv
+import hashlib
+import io
+import json
 import re
+import subprocess
+import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -16,6 +24,7 @@ from entrypoints.api import ERROR_STATUS, create_app
 from entrypoints.cli import build_parser
 from entrypoints.containers import build_container
 from entrypoints.settings import Settings
+from tests.api_examples import DEMO_NOW
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -230,3 +239,90 @@ def test_the_readme_shows_the_curl_lines_reportsvc_dev_prints() -> None:
     assert len(lines) == 4
     assert [line for line in lines if line not in printed] == []
     assert "export BASE=http://127.0.0.1:5129" in printed
+
+
+# --- the examples of api.md ---
+
+# a `curl -i` answer: status line, headers, then its body in the same block or, pretty-printed,
+# in a ```json block right after it
+_ANSWER = re.compile(
+    r"^```\n(HTTP/1\.1 [^\n]*\n.*?)^```[ \t]*\n(?:```json\n(.*?)^```)?", re.S | re.M
+)
+
+
+def _answers() -> list[tuple[str, dict[str, str], bytes | None]]:
+    """(status line, headers, body as sent or ``None`` when not shown) of each answer shown;
+    a pretty-printed JSON body is sent compact, in the same key order."""
+    answers = []
+    for match in _ANSWER.finditer(API_MD.read_text(encoding="utf-8")):
+        head, blank, body = match.group(1).partition("\n\n")
+        status, *lines = head.rstrip("\n").split("\n")
+        headers = dict(line.split(": ", 1) for line in lines)
+        sent: bytes | None = None
+        if match.group(2) is not None:
+            value = json.loads(match.group(2))
+            sent = json.dumps(value, separators=(",", ":"), ensure_ascii=False).encode()
+        elif blank:
+            sent = body.rstrip("\n").encode()
+        answers.append((status, headers, sent))
+    return answers
+
+
+def test_every_whole_body_shown_is_as_long_as_its_content_length() -> None:
+    checked = []
+    for status, headers, sent in _answers():
+        if "content-length" in headers and sent is not None and "…" not in sent.decode():
+            assert len(sent) == int(headers["content-length"]), (status, sent[:80])
+            checked.append(status)
+    assert len(checked) >= 10, checked  # health, ready, create, get, download, 206, 416, ...
+
+
+def _documented_job() -> dict[str, Any]:
+    """The succeeded job of the examples (its file is the one downloaded below it)."""
+    jobs = [
+        json.loads(sent)
+        for _, _, sent in _answers()
+        if sent is not None
+        and sent.startswith(b"{")
+        and "…" not in sent.decode()  # shortened
+        and b'"status":"succeeded"' in sent
+    ]
+    [job] = [j for j in jobs if j.get("file_name")]
+    return job
+
+
+def test_the_file_examples_are_of_the_documented_job_s_file() -> None:
+    job = _documented_job()
+    files = [(s, h, b) for s, h, b in _answers() if h.get("etag") == f'"{job["sha256"]}"']
+    assert len(files) == 3  # GET, a Range, HEAD
+    for status, headers, _ in files:
+        whole = headers.get("content-range", f"bytes 0-/{headers['content-length']}")
+        assert whole.rsplit("/", 1)[1] == str(job["size_bytes"]), status
+    [past_end] = [h for s, h, _ in _answers() if s.startswith("HTTP/1.1 416")]
+    assert past_end["content-range"] == f"bytes */{job['size_bytes']}"
+
+
+def test_the_documented_job_s_row_count_size_and_sha256_are_those_of_its_file(
+    tmp_path: Path,
+) -> None:
+    job = _documented_job()
+    output = tmp_path / job["file_name"]
+    scope = [f"--{f.replace('_', '-')}={job[f]}" for f in ("farm_id", "start_date", "end_date")]
+    done = subprocess.run(
+        [sys.executable, "-m", "reportsvc", "export", "--demo", "--job-type", job["job_type"],
+         "--format", job["format"], *scope, "--output", str(output)],
+        # the demo upstream as it was in the documented run (tests/api_examples.py)
+        env={"PATH": "/usr/bin:/bin", "DEMO_NOW": DEMO_NOW},
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    content = output.read_bytes()
+    assert hashlib.sha256(content).hexdigest() == job["sha256"], "not the documented file"
+    assert len(content) == job["size_bytes"]
+    # counted as a client reads it: a quoted cell may hold a line break
+    _, *rows = csv.reader(io.StringIO(content.decode(), newline=""))
+    assert job["row_count"] == len(rows)
+    [ranged] = [b for s, _, b in _answers() if s.startswith("HTTP/1.1 206")]
+    assert ranged == content[:100]

@@ -273,3 +273,26 @@ def test_the_s3_store_is_chosen_by_file_store_and_needs_a_bucket() -> None:
         load_settings({"FILE_STORE": "gcs"})
     with pytest.raises(ConfigError, match="S3_PREFIX must end with /"):
         load_settings({"FILE_STORE": "s3", "S3_BUCKET": "b", "S3_PREFIX": "reports"})
+
+
+def test_every_problem_is_found_before_one_is_reported() -> None:
+    env = {"REPORT_LEASE_SEC": "0", "LOG_LEVEL": "loud", "FILE_STORE": "s3"}
+    with pytest.raises(ConfigError) as raised:
+        load_settings(env, required=("database_url", "jwt_secret"))
+    assert raised.value.problems == (
+        "REPORT_LEASE_SEC must be greater than 0, got '0'",
+        "LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got 'loud'",
+        "DATABASE_URL is required but not set",
+        raised.value.problems[3],  # JWT_SECRET's, with its hint (tests/unit/test_cli.py)
+        "S3_BUCKET is required when FILE_STORE=s3",
+    )
+    assert raised.value.problems[3].startswith("JWT_SECRET is required but not set: ")
+    assert str(raised.value) == "; ".join(raised.value.problems)
+
+
+def test_a_malformed_required_variable_is_named_once_as_malformed() -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({"DATABASE_URL": "mysql://db/x"}, required=("database_url",))
+    assert raised.value.problems == (
+        "DATABASE_URL must be a postgresql:// URL with a host, got 'mysql://db/x'",
+    )

@@ -15,7 +15,6 @@ another's requests; the upstream APIs authenticate by bearer token and set none.
 
 from __future__ import annotations
 
-import importlib.metadata
 import logging
 import ssl
 import threading
@@ -28,6 +27,7 @@ from urllib.parse import urlsplit
 import httpx
 
 from adapters import metrics
+from reportsvc import DISTRIBUTION, __version__
 
 from .config import UpstreamConfig
 from .transport import StdlibTransport
@@ -37,16 +37,12 @@ log = logging.getLogger("reportsvc.upstream")
 ATTEMPT = "farmiq.attempt"  # request extension: 0 for a first try, n for the n-th retry
 UPSTREAM = "farmiq.upstream"  # request extension: the upstream's name, the metrics' label
 _SENT = "farmiq.sent"  # request extension: perf_counter() when the request hook saw it
-DISTRIBUTION = "farmiq-reportsvc"
 
 
 def user_agent() -> str:
-    """``farmiq-reportsvc/<version>``: what upstream logs name us by."""
-    try:
-        version = importlib.metadata.version(DISTRIBUTION)
-    except importlib.metadata.PackageNotFoundError:  # run from a source tree, not installed
-        version = "0+unknown"
-    return f"{DISTRIBUTION}/{version}"
+    """``farmiq-reportsvc/<version>``: what upstream logs name us by (the service's one
+    version, :data:`reportsvc.__version__`)."""
+    return f"{DISTRIBUTION}/{__version__}"
 
 
 def ssl_context(config: UpstreamConfig) -> ssl.SSLContext:

@@ -27,6 +27,7 @@ class UpstreamConfig(msgspec.Struct, frozen=True, kw_only=True):
     ``trust_env``: honour ``HTTP(S)_PROXY``, ``NO_PROXY``, ``SSL_CERT_FILE`` as httpx does.
     ``transport``: ``stdlib`` (the default: :mod:`adapters.upstream.transport`, an httpx
     transport over ``http.client``) or ``httpx`` (httpx's own); see docs/performance.md.
+    ``slow_page_sec``: a page that took longer (retries and backoff included) is logged.
     """
 
     feed_url: str | None = None
@@ -46,6 +47,7 @@ class UpstreamConfig(msgspec.Struct, frozen=True, kw_only=True):
     client_key: str | None = None
     trust_env: bool = True
     transport: str = "stdlib"
+    slow_page_sec: float = 5.0
 
 
 # upstream -> (config attribute of its base URL, the variable an operator sets)

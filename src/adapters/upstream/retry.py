@@ -8,6 +8,7 @@ from __future__ import annotations
 import datetime as dt
 import email.utils
 import itertools
+import logging
 import random
 import threading
 import time
@@ -21,6 +22,10 @@ from reportcore.errors import UpstreamBadResponse, UpstreamRejected, UpstreamUna
 from .client import ATTEMPT, UPSTREAM, Clients, Host
 from .config import UpstreamConfig
 from .wire import Call
+
+# the upstream client's logger: httpx's own line per request is off (entrypoints.logs), so
+# these are the upstream lines an operator sees: a retry (client.py), a failure, a slow page
+log = logging.getLogger("reportsvc.upstream")
 
 
 class Stopped(Exception):
@@ -120,6 +125,7 @@ class Retrying:
         host = target.host
         client = host.client
         url = httpx.URL(f"{target.url}?{query}" if query else target.url)
+        began = time.monotonic()
         for attempt in range(tries):
             if stop.is_set() or not host.acquire(stop):
                 raise Stopped
@@ -147,9 +153,20 @@ class Retrying:
             else:
                 status = answer.status_code
                 if 200 <= status < 300:
+                    took = time.monotonic() - began
+                    if took > self._config.slow_page_sec:
+                        log.warning(
+                            "upstream slow page",
+                            extra={
+                                **_where(target, url),
+                                "seconds": round(took, 3),
+                                "tries": attempt + 1,
+                            },
+                        )
                     return answer.content
                 problem = f"{service} answered {status} for {call.describe()}"
                 if status != 429 and status < 500:
+                    log.warning("upstream request failed: %s", problem, extra=_where(target, url))
                     raise UpstreamRejected(problem)
                 waited = retry_after_seconds(
                     answer.headers.get("retry-after"), dt.datetime.now(dt.UTC)
@@ -162,7 +179,9 @@ class Retrying:
             finally:
                 host.release()
             if attempt + 1 == tries:
-                raise UpstreamUnavailable(f"{problem} (gave up after {tries} tries)")
+                problem = f"{problem} (gave up after {tries} tries)"
+                log.warning("upstream request failed: %s", problem, extra=_where(target, url))
+                raise UpstreamUnavailable(problem)
             self._pause(delay, stop)
         raise AssertionError("unreachable: the loop returns or raises")
 
@@ -173,3 +192,9 @@ class Retrying:
             self._sleep(delay)
         if stop.is_set():
             raise Stopped
+
+
+def _where(target: Target, url: httpx.URL) -> dict[str, object]:
+    """The fields of an upstream log line, as the retry line has them (client.py): host, path
+    and the export's trace id (the job id); not the query, a cursor of no use in a log."""
+    return {"host": url.host, "path": url.path, "trace_id": target.call.trace_id}

@@ -25,6 +25,7 @@ from reportcore.access import authorize
 from reportcore.errors import ReportError
 from reportcore.ports import Clock, FileStore, JobQueue, JobRepository, WebhookOutbox
 from reportcore.usecases import Policy
+from reportsvc import __version__
 
 from ..auth import TokenVerifier
 from ..bodies import ClientDisconnected, StrictRequest
@@ -58,7 +59,8 @@ from .routes import (
 )
 
 API_TITLE = "FarmIQ reporting export service"
-API_VERSION = "1.0.0"
+# the service's one version (reportsvc.__version__): the document describes this build
+API_VERSION = __version__
 
 
 def _required(value: str | None, setting: str) -> str:
