@@ -33,9 +33,9 @@ from reportsvc import __version__
 
 from .containers import demo_clock, upstream_config
 from .export_flags import add_option_flags, add_request_flags, request_body
-from .serving import PortUnavailable, check_ports, connection_limits, relog, serve
+from .runtime.serving import PortUnavailable, check_ports, connection_limits, relog, serve
+from .runtime.tracing import setup_tracing
 from .settings import SETTING_TO_VARIABLE, ConfigError, Settings, load_settings, variable_of
-from .tracing import setup_tracing
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -71,7 +71,7 @@ class Failure(Exception):
 
 
 def _settings(env: Mapping[str, str], required: Sequence[str]) -> Settings:
-    from .logs import setup_logging
+    from .runtime.logs import setup_logging
 
     settings = load_settings(env, required=required)
     setup_logging(settings)
@@ -133,7 +133,7 @@ def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     check_ports([_probe_port(settings)])
     tracing = setup_tracing(env, command="worker", database=True)
     from .containers import Container, wire_service
-    from .probes import probes_served
+    from .runtime.probes import probes_served
     from .worker import Worker, stop_on_signals
 
     stop = threading.Event()
@@ -171,14 +171,14 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = _settings(env, ALL_REQUIRED)
     check_ports([_app_port(settings, env), _probe_port(settings)])
     if args.reload:
-        from .reloader import main_reloading
+        from .runtime.reloader import main_reloading
 
         return main_reloading(["all"], env)
     from adapters.postgres import migrate
 
     from .api import create_app
     from .containers import Container, wire_service
-    from .probes import start_probes
+    from .runtime.probes import start_probes
     from .worker import Worker, warn_unconfigured_upstreams
 
     assert settings.database_url is not None  # required above

@@ -36,12 +36,12 @@ from reportcore.testing import (
 from reportcore.usecases import Policy
 from reportcore.webhooks import WebhookRules
 
-from .extras import require
-from .metering import MeteredJobQueue, MeteredJobRepository
+from .runtime.extras import require
+from .runtime.metering import MeteredJobQueue, MeteredJobRepository
 from .settings import Settings
 
 if TYPE_CHECKING:
-    from .otel import Tracing
+    from .runtime.otel import Tracing
 
 
 def policy_from(settings: Settings) -> Policy:

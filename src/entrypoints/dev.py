@@ -119,8 +119,8 @@ def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | No
     from .api import create_app
     from .auth import sign_user_token
     from .containers import Container, demo_clock, wire_embedded
-    from .logs import setup_logging
-    from .serving import check_ports, connection_limits, relog, serve
+    from .runtime.logs import setup_logging
+    from .runtime.serving import check_ports, connection_limits, relog, serve
     from .worker import Worker
 
     data_dir = data_dir.resolve()

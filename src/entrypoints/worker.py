@@ -28,10 +28,10 @@ from reportcore.notifying import DeliveryPass, deliver_due
 from reportcore.ports import Disposition
 from reportcore.usecases import DEFERRED, Recovery, recover, run_job
 
-from . import tracing
 from .containers import Container
-from .metering import record_export, running_gauge
-from .probes import Heartbeat
+from .runtime import tracing
+from .runtime.metering import record_export, running_gauge
+from .runtime.probes import Heartbeat
 from .schemas import job_out
 from .settings import SETTING_TO_VARIABLE, Settings
 

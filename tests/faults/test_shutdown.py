@@ -31,7 +31,7 @@ from urllib.parse import urlsplit
 
 import httpx
 
-from entrypoints.serving import GRACEFUL_SHUTDOWN_SEC
+from entrypoints.runtime.serving import GRACEFUL_SHUTDOWN_SEC
 
 from ..integration.procs import start_api
 from .job_stack import FEED_PATH, JOBS, Stack, feed_job, kpi_job, running_stack

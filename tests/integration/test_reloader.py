@@ -14,7 +14,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from entrypoints.reloader import run_reloading
+from entrypoints.runtime.reloader import run_reloading
 
 pytestmark = pytest.mark.integration
 

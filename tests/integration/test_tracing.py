@@ -30,7 +30,7 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 
 from adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue
-from entrypoints.otel import Tracing
+from entrypoints.runtime.otel import Tracing
 from reportcore.jobs import JobType
 from reportcore.ports import Disposition
 

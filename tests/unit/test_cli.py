@@ -31,14 +31,14 @@ from entrypoints.cli import (
     build_parser,
     main,
 )
-from entrypoints.logs import (
+from entrypoints.runtime.logs import (
     REDACTED,
     JsonFormatter,
     RedactingFilter,
     TextFormatter,
     redact,
 )
-from entrypoints.serving import PortUnavailable, check_ports
+from entrypoints.runtime.serving import PortUnavailable, check_ports
 from entrypoints.settings import ConfigError, Settings, load_settings
 from reportcore.jobs import ReportFormat
 from reportcore.jobtypes import JOB_TYPES
@@ -576,7 +576,7 @@ def test_a_json_record_is_one_object_per_line_without_secrets() -> None:
 
 
 def test_setup_logging_takes_the_level_and_the_secrets_from_settings() -> None:
-    from entrypoints.logs import setup_logging
+    from entrypoints.runtime.logs import setup_logging
 
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)

@@ -17,7 +17,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters import metrics
-from entrypoints.probes import BacklogCollector
+from entrypoints.runtime.probes import BacklogCollector
 from reportcore.policy import Policy
 from reportcore.testing import FakeClock, InMemoryJobRepository
 from tests.clock import pinned_now

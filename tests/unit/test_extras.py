@@ -5,10 +5,11 @@ from __future__ import annotations
 
 import pytest
 
-from entrypoints import cli, extras
+from entrypoints import cli
 from entrypoints.containers import file_store
+from entrypoints.runtime import extras
+from entrypoints.runtime.tracing import setup_tracing
 from entrypoints.settings import ConfigError, load_settings
-from entrypoints.tracing import setup_tracing
 
 # what `reportsvc api` requires; nothing listens there: the start must stop before connecting
 API_ENV = {

@@ -6,7 +6,7 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from entrypoints import logs
+from entrypoints.runtime import logs
 
 # pieces the patterns look for, so that generated text often comes near a match
 NEAR_SECRETS = st.sampled_from(

@@ -24,7 +24,7 @@ from adapters.upstream.client import ATTEMPT, UPSTREAM, Clients
 from adapters.upstream.config import UpstreamConfig
 from entrypoints.api import create_app
 from entrypoints.containers import build_container
-from entrypoints.metering import (
+from entrypoints.runtime.metering import (
     MeteredJobQueue,
     MeteredJobRepository,
     record_export,

@@ -15,7 +15,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from entrypoints.containers import build_container
-from entrypoints.probes import (
+from entrypoints.runtime.probes import (
     BacklogCollector,
     Heartbeat,
     ProbeServer,

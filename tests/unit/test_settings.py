@@ -11,9 +11,9 @@ SECRET = "0123456789abcdef-secret"
 
 def test_unconfigured_knobs_are_the_defaults_of_the_core_and_the_adapters_they_configure() -> None:
     from adapters.upstream.config import UpstreamConfig
-    from entrypoints.connections import ConnectionLimits
     from entrypoints.containers import policy_from, upstream_config
-    from entrypoints.serving import connection_limits
+    from entrypoints.runtime.connections import ConnectionLimits
+    from entrypoints.runtime.serving import connection_limits
     from reportcore.policy import Policy
 
     settings = load_settings({})

@@ -23,9 +23,9 @@ from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanE
 
 from adapters.upstream.windows import WindowRun
 from adapters.upstream.wire import Fetched
-from entrypoints.otel import TraceIdsFilter, Tracing
+from entrypoints.runtime.otel import TraceIdsFilter, Tracing
+from entrypoints.runtime.tracing import exporters
 from entrypoints.settings import ConfigError
-from entrypoints.tracing import exporters
 from reportcore.jobs import JobMessage
 
 # What a worker and an API process load and call with tracing off, in a fresh interpreter:
@@ -39,7 +39,7 @@ import json, sys
 def loaded():
     return sorted(m for m in sys.modules if m.split(".")[0] == "opentelemetry")
 
-from entrypoints import tracing
+from entrypoints.runtime import tracing
 from entrypoints.cli import _traced_app
 from entrypoints.containers import Container, upstream_config, wire_service
 from entrypoints.settings import Settings

@@ -12,7 +12,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from entrypoints.logs import setup_logging
+from entrypoints.runtime.logs import setup_logging
 from entrypoints.settings import Settings
 from reportcore.errors import UpstreamRejected, UpstreamUnavailable
 from reportcore.jobs import JobType

@@ -61,6 +61,6 @@ def test_the_upstream_user_agent_states_the_package_version() -> None:
 
 
 def test_traces_state_the_package_version() -> None:
-    from entrypoints.otel import _resource
+    from entrypoints.runtime.otel import _resource
 
     assert _resource("worker").attributes["service.version"] == VERSION

@@ -23,7 +23,7 @@ from .client import ATTEMPT, UPSTREAM, Clients, Host
 from .config import UpstreamConfig
 from .wire import Call
 
-# the upstream client's logger: httpx's own line per request is off (entrypoints.logs), so
+# the upstream client's logger: httpx's own line per request is off (entrypoints.runtime.logs), so
 # these are the upstream lines an operator sees: a retry (client.py), a failure, a slow page
 log = logging.getLogger("reportsvc.upstream")
 

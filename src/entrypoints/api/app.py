@@ -217,7 +217,7 @@ def create_app(container: Container) -> Litestar:
         before_request=answer_options,
         request_class=StrictRequest,
         request_max_body_size=MAX_BODY_BYTES,
-        logging_config=None,  # the process configures logging (entrypoints.logs)
+        logging_config=None,  # the process configures logging (entrypoints.runtime.logs)
     )
     allowed.update(
         (route.path_format, ", ".join(sorted(route.methods)))

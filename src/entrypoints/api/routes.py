@@ -27,7 +27,8 @@ from reportcore.ports import Clock, FileStore, JobQueue, JobRepository, WebhookO
 from reportcore.requests import CreateRequest, refuse_nul, validate_create, validate_list
 from reportcore.usecases import Policy
 
-from .. import conditional, tracing
+from .. import conditional
+from ..runtime import tracing
 from ..schemas import (
     DownloadOut,
     ErrorEnvelope,

@@ -9,7 +9,7 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from .settings import Settings
+from ..settings import Settings
 
 if TYPE_CHECKING:  # uvicorn is imported only by the commands that serve HTTP
     from .connections import ConnectionLimits
@@ -115,7 +115,7 @@ def serve(
         server_header=False,
         loop="uvloop",  # named, not "auto": a build without uvloop fails here instead of
         # running slower unnoticed (docs/performance.md); httptools with read deadlines
-        # and a connection cap, which uvicorn lacks (entrypoints.connections)
+        # and a connection cap, which uvicorn lacks (entrypoints.runtime.connections)
         http=guarded_protocol(limits or ConnectionLimits()),
     )
     # uvicorn re-raises the signal that stopped it once it is done; with these handlers in

@@ -18,7 +18,7 @@ from urllib.parse import unquote, urlsplit
 
 import msgspec
 
-from .settings import Settings
+from ..settings import Settings
 
 REDACTED = "[REDACTED]"
 

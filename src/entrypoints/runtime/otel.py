@@ -1,6 +1,6 @@
 """Tracing on: the OpenTelemetry SDK and the hooks the container gives the adapters.
 
-Imported only by :func:`entrypoints.tracing.setup_tracing`, when the ``OTEL_*``
+Imported only by :func:`entrypoints.runtime.tracing.setup_tracing`, when the ``OTEL_*``
 variables turn tracing on. The SDK reads its own variables (``OTEL_SERVICE_NAME``,
 ``OTEL_RESOURCE_ATTRIBUTES``, ``OTEL_TRACES_SAMPLER`` / ``_ARG``, ``OTEL_EXPORTER_OTLP_*``,
 ``OTEL_BSP_*``, ``OTEL_PROPAGATORS``); this module adds the spans of our own code and carries
@@ -39,7 +39,7 @@ from .logs import add_record_filter
 
 DEFAULT_SERVICE_NAME = "farmiq-reportsvc"
 QUEUE = "report.jobs"  # the contract's queue (adapters.rabbitmq.topology.QUEUE)
-Attribute = str | int | float | bool  # as entrypoints.tracing.Attribute
+Attribute = str | int | float | bool  # as entrypoints.runtime.tracing.Attribute
 
 
 class _Span:

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import importlib.util
 
-from .settings import ConfigError
+from ..settings import ConfigError
 
 # extra -> a module it installs (the one whose absence is checked)
 EXTRAS = {"s3": "boto3", "tracing": "opentelemetry.sdk"}

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 import msgspec
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-from .settings import Settings
+from ..settings import Settings
 
 log = logging.getLogger("reportsvc.api")
 

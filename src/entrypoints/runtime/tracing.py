@@ -3,7 +3,7 @@
 This module is the switch and imports nothing of OpenTelemetry: with tracing off, a process
 loads none of it (``tests/unit/test_tracing.py`` checks), :func:`span` and :func:`untraced`
 hand out one shared do-nothing context, and the adapters get no hooks at all. With tracing on,
-:func:`setup_tracing` loads :mod:`entrypoints.otel`, which builds the SDK from the same
+:func:`setup_tracing` loads :mod:`entrypoints.runtime.otel`, which builds the SDK from the same
 variables (sampler, resource, exporter endpoints, batch sizes are the SDK's own handling) and
 holds the hooks the container gives the adapters.
 
@@ -19,8 +19,8 @@ import contextlib
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Protocol
 
+from ..settings import ConfigError
 from .extras import require
-from .settings import ConfigError
 
 if TYPE_CHECKING:
     from .otel import Tracing
