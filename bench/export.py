@@ -142,9 +142,11 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
     from adapters.clock import SystemClock
     from adapters.filesystem import FilesystemStore
     from entrypoints.containers import row_formats  # the worker's: xlsx loaded lazily
+    from reportcore.deps import Deps
     from reportcore.requests import CreateRequest, validate_create
-    from reportcore.testing import InMemoryJobRepository, InMemoryQueue
-    from reportcore.usecases import Policy, create_job, run_job
+    from reportcore.running import RunContext, run_job
+    from reportcore.testing import InMemoryJobRepository, InMemoryQueue, RecordingWebhookSender
+    from reportcore.usecases import create_job
 
     jobs, queue, clock = InMemoryJobRepository(), InMemoryQueue(), SystemClock()
     first, last = _dates(rows)
@@ -168,16 +170,17 @@ def child_export(fmt: str, url: str, rows: int, folder: str) -> dict[str, object
     assert message is not None
     source = _source(url)
     start, cpu, main_cpu = time.perf_counter(), time.process_time(), time.thread_time()
-    outcome = run_job(
-        message,
-        owner="bench",
+    deps = Deps(
         jobs=jobs,
-        source=source,  # type: ignore[arg-type]
+        queue=queue,
         store=FilesystemStore(folder),
         clock=clock,
-        policy=Policy(),
+        source=source,  # type: ignore[arg-type]
+        outbox=jobs.outbox,
+        sender=RecordingWebhookSender(),
         formats=row_formats(),
     )
+    outcome = run_job(message, deps, RunContext(owner="bench"))
     main_cpu = time.thread_time() - main_cpu
     seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     source.close()  # type: ignore[attr-defined]

@@ -252,7 +252,7 @@ class Statements:
             params["status"] = query.status.value
         if query.job_type is not None:
             used.append("find_job_type")
-            params["job_type"] = query.job_type.value
+            params["job_type"] = str(query.job_type)
         if query.created_from is not None:
             used.append("find_created_from")
             params["created_from"] = d.instant(query.created_from)

@@ -113,9 +113,9 @@ def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     check_ports([_app_port(settings, env)])
     tracing = setup_tracing(env, command="api", database=True)
     from .api import create_app
-    from .containers import Container, wire_service
+    from .containers import service_container
 
-    container = wire_service(Container(), settings, tracing)
+    container = service_container(settings, tracing)
     container.init_resources()
     try:
         _check_store(container)
@@ -132,18 +132,19 @@ def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     settings = _settings(env, WORKER_REQUIRED)
     check_ports([_probe_port(settings)])
     tracing = setup_tracing(env, command="worker", database=True)
-    from .containers import Container, wire_service
+    from .containers import service_container
     from .runtime.probes import probes_served
     from .worker import Worker, stop_on_signals
 
     stop = threading.Event()
     stop_on_signals(stop)
-    container = wire_service(Container(), settings, tracing)
+    container = service_container(settings, tracing)
     container.init_resources()
     try:
         _check_store(container)
-        worker = Worker(container)
-        with probes_served(container, worker.heartbeat):  # /metrics, /healthz, /readyz
+        worker = Worker(container.reports(), settings)
+        # /metrics, /healthz, /readyz
+        with probes_served(worker.reports, settings, worker.heartbeat):
             worker.run(stop)
     finally:
         container.shutdown_resources()
@@ -177,7 +178,7 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from adapters.postgres import migrate
 
     from .api import create_app
-    from .containers import Container, wire_service
+    from .containers import service_container
     from .runtime.probes import start_probes
     from .worker import Worker, warn_unconfigured_upstreams
 
@@ -191,13 +192,13 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     tracing = setup_tracing(env, command="all", database=True)
     stop = threading.Event()
-    container = wire_service(Container(), settings, tracing)
+    container = service_container(settings, tracing)
     container.init_resources()
     worker_thread: threading.Thread | None = None
     probes = None
     try:
-        worker = Worker(container)
-        probes = start_probes(container, worker.heartbeat)
+        worker = Worker(container.reports(), settings)
+        probes = start_probes(worker.reports, settings, worker.heartbeat)
         worker_thread = threading.Thread(target=worker.run, args=(stop,), name="worker")
         worker_thread.start()
         app = _traced_app(create_app(container), tracing)

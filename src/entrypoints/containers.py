@@ -1,15 +1,17 @@
 """The composition root: the one place that knows which adapter serves which port.
 
-``Container`` starts out wired to the in-memory adapters; :func:`wire_service` swaps in the
-real ones (PostgreSQL, RabbitMQ, HTTP upstreams, filesystem) and :func:`wire_embedded` the
-embedded ones of ``reportsvc dev``. Tests build a fresh container and override a provider.
+:class:`Container` declares the real adapters of every port and picks them by the
+:class:`Profile` it is built with: the scaled-out service (PostgreSQL, RabbitMQ, HTTP upstreams,
+the folder or S3 bucket) or the embedded default of ``reportsvc dev`` (SQLite, the in-process
+queue, the demo upstream). Nothing is an in-memory stand-in: a setting a profile needs and does
+not have stops the process. Tests replace adapters with ``.override()``.
 
-Nothing connects when this module (or a wiring function) runs: adapters that hold connections
+Nothing connects when this module runs or a container is built: adapters that hold connections
 are ``Resource`` providers, created on first use or by ``container.init_resources()`` and
 closed by ``container.shutdown_resources()``. The adapters' modules are imported inside the
-wiring functions, so that a process only loads the drivers it uses (``reportsvc token`` needs
-no PostgreSQL driver). A process calls ``init_resources()`` before it shares the container
-between threads: a ``Resource`` provider does not lock its first creation.
+functions that make them, so that a process only loads the drivers it uses (``reportsvc
+token`` needs no PostgreSQL driver). A process calls ``init_resources()`` before it shares the
+container between threads: a ``Resource`` provider does not lock its first creation.
 """
 
 from __future__ import annotations
@@ -22,23 +24,27 @@ import msgspec
 from dependency_injector import containers, providers
 
 from adapters.clock import SystemClock
+from reportcore.deps import Deps
 from reportcore.encoding import CORE_ROW_FORMATS, RowFormats
 from reportcore.jobs import ReportFormat
-from reportcore.ports import ByteSink, Clock, RowEncoder, SheetRequest
-from reportcore.testing import (
-    FakeClock,
-    InMemoryFileStore,
-    InMemoryJobRepository,
-    InMemoryQueue,
-    RecordingWebhookSender,
-    StaticRecordSource,
+from reportcore.jobtypes import JOB_TYPES
+from reportcore.ports import (
+    ByteSink,
+    Clock,
+    FileStore,
+    JobConsumer,
+    RowEncoder,
+    SheetRequest,
+    WebhookOutbox,
 )
+from reportcore.service import ReportService
+from reportcore.testing import FakeClock, InMemoryQueue
 from reportcore.usecases import Policy
 from reportcore.webhooks import WebhookRules
 
 from .runtime.extras import require
 from .runtime.metering import MeteredJobQueue, MeteredJobRepository
-from .settings import Settings
+from .settings import ConfigError, Settings
 
 if TYPE_CHECKING:
     from .runtime.otel import Tracing
@@ -90,30 +96,22 @@ def row_formats() -> RowFormats:
     return {**CORE_ROW_FORMATS, ReportFormat.XLSX: _xlsx_rows}
 
 
-class Container(containers.DeclarativeContainer):
-    """Ports -> adapters. Every provider here is a port of ``reportcore`` or a knob."""
+class Profile(msgspec.Struct, frozen=True, kw_only=True):
+    """Which adapters serve the ports: the scaled-out service's (PostgreSQL, RabbitMQ, the
+    configured upstreams and file store) or the embedded ones of ``reportsvc dev`` (SQLite and
+    files under ``data_dir``, the in-process queue, every upstream at ``upstream_url``)."""
 
-    settings = providers.Object(Settings())
-    policy = providers.Singleton(policy_from, settings)
-    clock = providers.Singleton(SystemClock)
-    jobs = providers.ThreadSafeSingleton(InMemoryJobRepository)
-    queue = providers.ThreadSafeSingleton(InMemoryQueue)
-    consumer = providers.Callable(lambda q: q, queue)
-    source = providers.ThreadSafeSingleton(StaticRecordSource, records={})
-    store = providers.ThreadSafeSingleton(InMemoryFileStore)
-    # the file formats a worker writes as rows: the core's CSV and this service's xlsx
-    formats = providers.Singleton(row_formats)
-    # the in-memory repository keeps its outbox; SQL ones share their database with it
-    outbox = providers.Callable(lambda jobs: jobs.outbox, jobs)
-    webhook_sender = providers.ThreadSafeSingleton(RecordingWebhookSender)
-    webhook_rules = providers.Singleton(webhook_rules_from, settings)
+    embedded: bool = False
+    data_dir: Path | None = None
+    upstream_url: str | None = None
 
 
-def build_container(settings: Settings) -> Container:
-    """A container over in-memory adapters with ``settings`` (tests override further)."""
-    container = Container()
-    container.settings.override(providers.Object(settings))
-    return container
+SERVICE = Profile()
+
+
+def embedded(data_dir: Path, upstream_url: str) -> Profile:
+    """The profile of ``reportsvc dev``."""
+    return Profile(embedded=True, data_dir=data_dir, upstream_url=upstream_url)
 
 
 class _Closable(Protocol):
@@ -127,6 +125,171 @@ def _closing(make: Callable[..., _Closable], *args: Any, **kwargs: Any) -> Itera
         yield resource
     finally:
         resource.close()
+
+
+def _hooks(tracing: Tracing | None, port: str) -> dict[str, Any]:
+    """The tracing hooks one adapter takes (none without tracing)."""
+    if tracing is None:
+        return {}
+    return {
+        "queue": {"around_publish": tracing.publishing},
+        "consumer": {"around_delivery": tracing.consuming},
+        "source": {"on_client": tracing.instrument_client},
+    }[port]
+
+
+def _needed(value: str | None, variable: str) -> str:
+    """A setting the profile cannot run without: a missing one stops the process (load_settings
+    checks the command's required settings first; this is the last line, never a fake)."""
+    if not value:
+        raise ConfigError(f"{variable} is required but not set")
+    return value
+
+
+def open_sql_jobs(settings: Settings, profile: Profile) -> Iterator[Any]:
+    """The SQL job repository: PostgreSQL (``DATABASE_URL``), or SQLite under the embedded
+    profile's data folder. Closed at shutdown."""
+    if profile.embedded:
+        from adapters.sqlite import SqliteJobRepository
+
+        assert profile.data_dir is not None
+        repository = SqliteJobRepository(str(profile.data_dir / "jobs.sqlite3"))
+        try:
+            yield repository
+        finally:
+            repository.close()
+        return
+    from adapters.postgres import PostgresJobRepository, create_pool
+
+    pool = create_pool(_needed(settings.database_url, "DATABASE_URL"))
+    try:
+        yield PostgresJobRepository(pool)
+    finally:
+        pool.close()
+
+
+def open_queue(settings: Settings, profile: Profile, tracing: Tracing | None) -> Iterator[Any]:
+    """The job queue: RabbitMQ (``RABBITMQ_URL``), or the in-process queue of the embedded
+    profile, which is its consumer too. Metered; closed at shutdown."""
+    if profile.embedded:
+        yield MeteredJobQueue(InMemoryQueue())
+        return
+    from adapters.rabbitmq import RabbitMQQueue
+
+    url = _needed(settings.rabbitmq_url, "RABBITMQ_URL")
+    queue = RabbitMQQueue(url, **_hooks(tracing, "queue"))
+    try:
+        yield MeteredJobQueue(queue)
+    finally:
+        queue.close()
+
+
+def make_consumer(
+    settings: Settings, profile: Profile, queue: Any, tracing: Tracing | None
+) -> JobConsumer:
+    """What a worker consumes: ``report.jobs`` on RabbitMQ, or the embedded in-process queue."""
+    if profile.embedded:
+        return queue.inner  # type: ignore[no-any-return]
+    from adapters.rabbitmq import RabbitMQConsumer
+
+    url = _needed(settings.rabbitmq_url, "RABBITMQ_URL")
+    return RabbitMQConsumer(url, **_hooks(tracing, "consumer"))
+
+
+def open_source(settings: Settings, profile: Profile, tracing: Tracing | None) -> Iterator[Any]:
+    """The upstream FarmIQ services over HTTP (every one at the demo upstream's URL under the
+    embedded profile). Closed at shutdown."""
+    from adapters.upstream import HttpRecordSource
+
+    urls: dict[str, str | None] = {}
+    if profile.embedded:
+        urls = dict.fromkeys(("feed_url", "telemetry_url", "weighvision_url"), profile.upstream_url)
+    yield from _closing(
+        HttpRecordSource, upstream_config(settings, **urls), **_hooks(tracing, "source")
+    )
+
+
+def make_store(settings: Settings, profile: Profile) -> FileStore:
+    """The export files' store: the folder (``EXPORT_ROOT``, or the embedded profile's), or the
+    S3 bucket that ``FILE_STORE=s3`` names."""
+    if not profile.embedded and settings.file_store == "s3":
+        from adapters.s3 import S3Store, create_client
+
+        client = create_client(settings.s3_endpoint_url, settings.s3_region)
+        bucket = _needed(settings.s3_bucket, "S3_BUCKET")
+        return S3Store(client, bucket, settings.s3_prefix, redirect=settings.download_redirect)
+    from adapters.filesystem import FilesystemStore
+
+    root = str(profile.data_dir / "exports") if profile.data_dir else settings.export_root
+    return FilesystemStore(root)
+
+
+def make_outbox(sql_jobs: Any) -> WebhookOutbox:
+    """The webhook outbox, in the SQL repository's database (its transactions put deliveries)."""
+    from adapters.sql_webhooks import SqlWebhookOutbox
+
+    return SqlWebhookOutbox(sql_jobs)
+
+
+def open_sender() -> Iterator[Any]:
+    """The webhook sender over HTTP. Closed at shutdown."""
+    from adapters.webhook_sender import HttpWebhookSender
+
+    yield from _closing(HttpWebhookSender)
+
+
+def download_secret(settings: Settings) -> bytes:
+    """The key download tokens are signed with (empty in a process that issues none)."""
+    return (settings.download_secret or "").encode()
+
+
+class Container(containers.DeclarativeContainer):
+    """The composition root: each port of ``reportcore`` and the adapter that serves it, for
+    the :class:`Profile` given. Built with ``Container(settings=..., profile=...)`` (and
+    ``tracing=providers.Object(...)`` when tracing is on); a missing one is an error, never an
+    in-memory stand-in. Tests replace adapters with ``.override()``.
+
+    Processes use :attr:`reports`, the application (every use case over :attr:`deps`).
+    """
+
+    settings = providers.Dependency(instance_of=Settings)
+    profile = providers.Dependency(instance_of=Profile)
+    tracing = providers.Object(None)
+
+    policy = providers.Singleton(policy_from, settings)
+    webhook_rules = providers.Singleton(webhook_rules_from, settings)
+    # the file formats a worker writes as rows: the core's CSV and this service's xlsx
+    formats = providers.Singleton(row_formats)
+    job_types = providers.Object(JOB_TYPES)
+
+    clock = providers.Singleton(SystemClock)
+    sql_jobs = providers.Resource(open_sql_jobs, settings, profile)
+    # the metered wrappers count creates, finishes and refused publishes (adapters.metrics)
+    jobs = providers.Singleton(MeteredJobRepository, sql_jobs)
+    queue = providers.Resource(open_queue, settings, profile, tracing)
+    consumer = providers.Singleton(make_consumer, settings, profile, queue, tracing)
+    source = providers.Resource(open_source, settings, profile, tracing)
+    store = providers.Singleton(make_store, settings, profile)
+    outbox = providers.Singleton(make_outbox, sql_jobs)
+    sender = providers.Resource(open_sender)
+
+    deps = providers.Singleton(
+        Deps,
+        jobs=jobs,
+        queue=queue,
+        store=store,
+        clock=clock,
+        source=source,
+        outbox=outbox,
+        sender=sender,
+        consumer=consumer,
+        policy=policy,
+        webhook_rules=webhook_rules,
+        job_types=job_types,
+        formats=formats,
+        download_secret=providers.Callable(download_secret, settings),
+    )
+    reports = providers.Singleton(ReportService, deps)
 
 
 def upstream_config(settings: Settings, **urls: str | None) -> Any:
@@ -155,112 +318,6 @@ def upstream_config(settings: Settings, **urls: str | None) -> Any:
     )
 
 
-def wire_service(
-    container: Container, settings: Settings, tracing: Tracing | None = None
-) -> Container:
-    """Wire the scaled-out service: PostgreSQL, RabbitMQ, HTTP upstreams, the file store;
-    with ``tracing``, the adapters get its hooks (publish and delivery spans carrying the trace
-    context in AMQP headers, instrumented upstream clients)."""
-    from adapters.postgres import PostgresJobRepository, create_pool
-    from adapters.rabbitmq import RabbitMQConsumer, RabbitMQQueue
-    from adapters.upstream import HttpRecordSource
-
-    hooks: dict[str, dict[str, Any]] = {"queue": {}, "consumer": {}, "source": {}}
-    if tracing is not None:
-        hooks["queue"]["around_publish"] = tracing.publishing
-        hooks["consumer"]["around_delivery"] = tracing.consuming
-        hooks["source"]["on_client"] = tracing.instrument_client
-    container.settings.override(providers.Object(settings))
-    pool = providers.Resource(_closing, create_pool, settings.database_url)
-    # the metered wrappers count creates, finishes and refused publishes (adapters.metrics)
-    container.jobs.override(
-        providers.ThreadSafeSingleton(
-            MeteredJobRepository, providers.ThreadSafeSingleton(PostgresJobRepository, pool)
-        )
-    )
-    container.queue.override(
-        providers.Singleton(
-            MeteredJobQueue,
-            providers.Resource(_closing, RabbitMQQueue, settings.rabbitmq_url, **hooks["queue"]),
-        )
-    )
-    container.consumer.override(
-        providers.Factory(RabbitMQConsumer, settings.rabbitmq_url, **hooks["consumer"])
-    )
-    container.source.override(
-        providers.Resource(_closing, HttpRecordSource, upstream_config(settings), **hooks["source"])
-    )
-    container.store.override(file_store(settings))
-    wire_webhooks(container)
-    return container
-
-
-def wire_webhooks(container: Container) -> None:
-    """The SQL outbox beside the SQL job repository, and the HTTP sender."""
-    from adapters.sql_webhooks import SqlWebhookOutbox
-    from adapters.webhook_sender import HttpWebhookSender
-
-    container.outbox.override(providers.ThreadSafeSingleton(SqlWebhookOutbox, container.jobs))
-    container.webhook_sender.override(providers.Resource(_closing, HttpWebhookSender))
-
-
-def file_store(settings: Settings) -> providers.Provider[Any]:
-    """The export files' store that ``FILE_STORE`` names: the folder, or an S3 bucket."""
-    if settings.file_store == "s3":
-        require("s3", "FILE_STORE=s3")
-        from adapters.s3 import S3Store, create_client
-
-        client = providers.ThreadSafeSingleton(
-            create_client, settings.s3_endpoint_url, settings.s3_region
-        )
-        return providers.ThreadSafeSingleton(
-            S3Store,
-            client,
-            settings.s3_bucket,
-            settings.s3_prefix,
-            redirect=settings.download_redirect,
-        )
-    from adapters.filesystem import FilesystemStore
-
-    return providers.ThreadSafeSingleton(FilesystemStore, settings.export_root)
-
-
-def wire_embedded(
-    container: Container, settings: Settings, data_dir: Path, upstream_url: str
-) -> Container:
-    """Wire ``reportsvc dev``: SQLite under ``data_dir``, the in-process queue, files under
-    ``data_dir/exports``, every upstream served by the demo upstream at ``upstream_url``."""
-    from adapters.filesystem import FilesystemStore
-    from adapters.sqlite import SqliteJobRepository
-    from adapters.upstream import HttpRecordSource
-
-    container.settings.override(providers.Object(settings))
-    container.jobs.override(
-        providers.Singleton(
-            MeteredJobRepository,
-            providers.Resource(_closing, SqliteJobRepository, str(data_dir / "jobs.sqlite3")),
-        )
-    )
-    # the default in-process queue serves as publisher and consumer
-    container.source.override(
-        providers.Resource(
-            _closing,
-            HttpRecordSource,
-            upstream_config(
-                settings,
-                feed_url=upstream_url,
-                telemetry_url=upstream_url,
-                weighvision_url=upstream_url,
-            ),
-        )
-    )
-    container.store.override(
-        providers.ThreadSafeSingleton(FilesystemStore, str(data_dir / "exports"))
-    )
-    wire_webhooks(container)
-    return container
-
-
 def check_file_store(container: Container) -> None:
     """Raise :class:`reportcore.errors.StorageFailure` naming the cause when the configured
     store cannot be used (a bucket that is missing or refuses our credentials), so that a
@@ -268,3 +325,19 @@ def check_file_store(container: Container) -> None:
     check = getattr(container.store(), "check", None)
     if callable(check):
         check()
+
+
+def service_container(settings: Settings, tracing: Tracing | None = None) -> Container:
+    """The scaled-out service's container (``reportsvc api``, ``worker``, ``all``); with
+    ``tracing``, the adapters get its hooks (publish and delivery spans carrying the trace
+    context in AMQP headers, instrumented upstream clients). An extra the settings need and the
+    environment lacks stops here, before anything is opened."""
+    if settings.file_store == "s3":
+        require("s3", "FILE_STORE=s3")
+    return Container(settings=settings, profile=SERVICE, tracing=providers.Object(tracing))
+
+
+def embedded_container(settings: Settings, data_dir: Path, upstream_url: str) -> Container:
+    """``reportsvc dev``'s container: SQLite and files under ``data_dir``, the in-process
+    queue, every upstream served by the demo upstream at ``upstream_url``."""
+    return Container(settings=settings, profile=embedded(data_dir, upstream_url))

@@ -118,7 +118,7 @@ def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | No
 
     from .api import create_app
     from .auth import sign_user_token
-    from .containers import Container, demo_clock, wire_embedded
+    from .containers import demo_clock, embedded_container
     from .runtime.logs import setup_logging
     from .runtime.serving import check_ports, connection_limits, relog, serve
     from .worker import Worker
@@ -133,12 +133,12 @@ def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | No
 
     demo = DemoUpstream(clock=demo_clock(settings))
     upstream_url = demo.start("127.0.0.1", 0)
-    container = wire_embedded(Container(), settings, data_dir, upstream_url)
+    container = embedded_container(settings, data_dir, upstream_url)
     stop = threading.Event()
     worker_thread: threading.Thread | None = None
     try:
         container.init_resources()
-        worker = Worker(container)
+        worker = Worker(container.reports(), settings)
         worker_thread = threading.Thread(target=worker.run, args=(stop,), name="worker")
         worker_thread.start()
         token = sign_user_token(

@@ -1,21 +1,110 @@
-"""The shapes of the HTTP edge: response bodies (and the one request body the core lacks).
+"""The shapes of the HTTP edge: request and response bodies, their spellings and examples.
 
-These Structs are what handlers return, so the OpenAPI document is generated from the same
-types that are encoded. They carry no rules: the create body is
-:class:`reportcore.requests.CreateRequest`, validated by the core; the job JSON is built here
-from a :class:`reportcore.jobs.Job`, leaving out the worker's bookkeeping.
+These Structs are what handlers take and return, so the OpenAPI document is generated from the
+same types that are decoded and encoded. They carry no rules: a body is turned into the core's
+request as it is (:meth:`CreateRequest.to_core`), and the core checks it; the job JSON is built
+here from a :class:`reportcore.jobs.Job`, leaving out the worker's bookkeeping. The HTTP
+spelling lives here: the dashboard's ``tenantId``, the opaque list cursor, the file URL.
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import datetime as dt
 from typing import Annotated, Any, Literal
 
 import msgspec
 
+from reportcore.errors import ValidationError
 from reportcore.jobs import Compression, CsvOptions, Job, JobStatus, JobType, ReportFormat
-from reportcore.usecases import DownloadLink, JobPage
+from reportcore.requests import CreateRequest as CoreCreateRequest
+from reportcore.requests import Cursor
+from reportcore.service import Listed, Shown
+from reportcore.usecases import DownloadGrant
 from reportcore.webhooks import DeliveryState, Notification
+
+JOBS_PATH = "/api/v1/reports/jobs"
+
+OptionalUuid = Annotated[
+    str | None, msgspec.Meta(description="UUID", examples=["0f8fad5b-d9cb-469f-a165-70867728950e"])
+]
+OptionalDate = Annotated[
+    str | None, msgspec.Meta(description="YYYY-MM-DD", examples=["2026-01-31"])
+]
+
+
+def named_tenant(*names: str | None) -> str | None:
+    """The one tenant a request names, if any, from every place it may name one.
+
+    A request may spell the tenant ``tenant_id`` or ``tenantId`` (the dashboard's spelling),
+    in the body or the query; naming two different tenants is a :class:`ValidationError`
+    rather than a guess at which one was meant.
+    """
+    given = {n for n in names if n}
+    if len(given) > 1:
+        raise ValidationError("tenant_id and tenantId name different tenants", field="tenant_id")
+    return given.pop() if given else None
+
+
+class CreateRequest(msgspec.Struct, kw_only=True):
+    """The body of ``POST /api/v1/reports/jobs``; unknown top-level fields are ignored."""
+
+    job_type: JobType
+    format: ReportFormat
+    farm_id: OptionalUuid = None
+    barn_id: OptionalUuid = None
+    batch_id: OptionalUuid = None
+    start_date: OptionalDate = None
+    end_date: OptionalDate = None
+    filters: dict[str, Any] | None = None
+    idempotency_key: str | None = None
+    tenant_id: str | None = None
+    tenantId: str | None = None  # the dashboard spells it so; both are accepted
+    # export options (docs/api.md): absent means the file is written as it always was
+    compression: Compression | None = None
+    csv: CsvOptions | None = None
+    columns: Annotated[
+        list[str] | None,
+        msgspec.Meta(
+            description="a subset of the job type's columns, in the order wanted",
+            examples=[["occurred_at", "quantity_kg"]],
+        ),
+    ] = None
+    timezone: Annotated[
+        str | None, msgspec.Meta(description="IANA time zone name", examples=["Asia/Bangkok"])
+    ] = None
+    notify_url: str | None = None  # checked against the allowed hosts by the core
+
+    def to_core(self) -> CoreCreateRequest:
+        """The core's create request: the same fields, the tenant named once."""
+        fields = msgspec.structs.asdict(self)
+        fields.pop("tenantId")
+        fields["tenant_id"] = named_tenant(self.tenant_id, self.tenantId)
+        fields["job_type"] = str(self.job_type)
+        return CoreCreateRequest(**fields)
+
+
+def encode_cursor(cursor: Cursor) -> str:
+    """An opaque, URL-safe cursor."""
+    return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).rstrip(b"=").decode()
+
+
+def decode_cursor(text: str) -> Cursor:
+    """The cursor ``encode_cursor`` made, or a 400."""
+    try:
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        cursor = msgspec.json.decode(raw, type=Cursor)
+    except (binascii.Error, ValueError, msgspec.DecodeError):
+        raise ValidationError("cursor is not valid", field="cursor") from None
+    if cursor.created_at.tzinfo is None:
+        raise ValidationError("cursor is not valid", field="cursor")
+    try:
+        cursor.created_at.astimezone(dt.UTC)
+    except OverflowError:  # no stored job is that old or that new: a forged cursor
+        raise ValidationError("cursor is not valid", field="cursor") from None
+    return cursor
+
 
 Instant = Annotated[
     dt.datetime,
@@ -157,11 +246,17 @@ class JobPageOut(msgspec.Struct, kw_only=True):
     next_cursor: str | None
 
 
-def page_out(page: JobPage, notifications: dict[str, Notification] | None = None) -> JobPageOut:
-    """The listing JSON of ``page`` (with its jobs' webhook states)."""
-    notes = notifications or {}
+def shown_out(shown: Shown) -> JobOut:
+    """The job JSON of a job as the core shows it (with its webhook's state)."""
+    return job_out(shown.job, shown.notification)
+
+
+def page_out(page: Listed) -> JobPageOut:
+    """The listing JSON of ``page``: its jobs, and the opaque cursor of the next page."""
+    after = page.after
     return JobPageOut(
-        items=[job_out(j, notes.get(j.id)) for j in page.items], next_cursor=page.next_cursor
+        items=[shown_out(s) for s in page.items],
+        next_cursor=encode_cursor(after) if after is not None else None,
     )
 
 
@@ -172,11 +267,16 @@ class DownloadOut(msgspec.Struct, kw_only=True):
     expires_at: Instant
 
 
-def download_out(link: DownloadLink) -> DownloadOut:
-    """The download JSON of ``link``."""
-    expires = _utc(link.expires_at)
+def file_url(job_id: str, token: str) -> str:
+    """The API's own URL of a job's file, with the download token that grants it."""
+    return f"{JOBS_PATH}/{job_id}/file?token={token}"
+
+
+def download_out(grant: DownloadGrant) -> DownloadOut:
+    """The download JSON of ``grant``: the file's URL, and when its token expires."""
+    expires = _utc(grant.expires_at)
     assert expires is not None
-    return DownloadOut(download_url=link.download_url, expires_at=expires)
+    return DownloadOut(download_url=file_url(grant.job_id, grant.token), expires_at=expires)
 
 
 class TenantBody(msgspec.Struct, kw_only=True):

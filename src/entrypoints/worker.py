@@ -1,9 +1,9 @@
 """The worker: consumes job messages, runs exports, and keeps nothing stuck.
 
-One :class:`Worker` per process. Its consumer delivers messages ``WORKER_CONCURRENCY`` at a
-time to :func:`reportcore.usecases.run_job`; beside it a webhook thread sends due deliveries
-(:func:`reportcore.notifying.deliver_due`, when webhooks are on), and a recovery thread runs
-:func:`reportcore.usecases.recover` every ``REPORT_RECOVERY_INTERVAL_SEC`` (jobs of dead
+One :class:`Worker` per process, over the application (:class:`reportcore.service.ReportService`).
+Its consumer delivers messages ``WORKER_CONCURRENCY`` at a time to ``reports.run``; beside it a
+webhook thread sends due deliveries (``reports.deliver``, when webhooks are on), and a recovery
+thread runs ``reports.recover`` every ``REPORT_RECOVERY_INTERVAL_SEC`` (jobs of dead
 workers back to the queue, unconfirmed jobs published again, expired files deleted). Setting
 the stop event (SIGTERM, SIGINT) stops consuming; a running export hands its job back at its
 next page, so that no job is left ``running`` by a worker that exits.
@@ -24,11 +24,12 @@ from types import FrameType
 
 from reportcore.fairness import TenantSlots, default_share
 from reportcore.jobtypes import JOB_TYPES, Upstream
-from reportcore.notifying import DeliveryPass, deliver_due
-from reportcore.ports import Disposition
-from reportcore.usecases import DEFERRED, Recovery, recover, run_job
+from reportcore.notifying import DeliveryPass
+from reportcore.ports import Disposition, JobConsumer
+from reportcore.running import RunContext
+from reportcore.service import ReportService
+from reportcore.usecases import DEFERRED, Recovery
 
-from .containers import Container
 from .runtime import tracing
 from .runtime.metering import record_export, running_gauge
 from .runtime.probes import Heartbeat
@@ -59,19 +60,23 @@ def new_owner_id() -> str:
 
 
 class Worker:
-    """Runs the jobs delivered by ``container.consumer()`` until the stop event is set."""
+    """Runs the jobs its application's consumer delivers until the stop event is set."""
 
     def __init__(
         self,
-        container: Container,
+        reports: ReportService,
+        settings: Settings,
         owner_id: str | None = None,
         *,
         outage_pause_sec: float = OUTAGE_PAUSE_SEC,
     ) -> None:
-        self.container = container
+        if reports.deps.consumer is None:
+            raise ValueError("a worker needs an application with a consumer")
+        self.reports = reports
+        self.consumer: JobConsumer = reports.deps.consumer
+        self.settings = settings
         self.owner_id = owner_id or new_owner_id()
         self._outage_pause = outage_pause_sec
-        settings = container.settings()
         self.shares = TenantSlots(
             settings.worker_tenant_concurrency or default_share(settings.worker_concurrency)
         )
@@ -82,23 +87,15 @@ class Worker:
         if stop.is_set():
             # delivered after stop: back untouched, without claiming (and counting) an attempt
             return Disposition.REQUEUE
-        c = self.container
         began = time.monotonic()
+        run = RunContext(
+            owner=self.owner_id,
+            stopping=stop.is_set,
+            keep_lease=running_gauge(self._lease_keeper(self.reports.deps.policy.heartbeat_sec)),
+            shares=self.shares,
+        )
         try:
-            outcome = run_job(
-                body,
-                owner=self.owner_id,
-                jobs=c.jobs(),
-                source=c.source(),
-                store=c.store(),
-                clock=c.clock(),
-                policy=c.policy(),
-                stopping=stop.is_set,
-                keep_lease=running_gauge(self._lease_keeper(c.policy().heartbeat_sec)),
-                shares=self.shares,
-                queue=c.queue(),
-                formats=c.formats(),
-            )
+            outcome = self.reports.run(body, run)
         except Exception as exc:
             # Storage (or a bug) failed outside the export's own error handling. The message
             # goes back; a job claimed meanwhile is reclaimed by recovery once its lease ends.
@@ -169,11 +166,8 @@ class Worker:
 
     def recover_once(self) -> Recovery | None:
         """One recovery pass; ``None`` (and a warning) if storage or broker failed it."""
-        c = self.container
         try:
-            done = recover(
-                jobs=c.jobs(), queue=c.queue(), store=c.store(), clock=c.clock(), policy=c.policy()
-            )
+            done = self.reports.recover()
         except Exception as exc:
             # one line per pass while storage or broker is down; the next pass tries again
             log.warning("recovery pass failed: %s: %s", type(exc).__name__, exc)
@@ -191,7 +185,7 @@ class Worker:
         return done
 
     def _recovery_loop(self, stop: threading.Event) -> None:
-        interval = self.container.settings().recovery_interval_sec
+        interval = self.settings.recovery_interval_sec
         while True:
             # a pass every few seconds: its SQL makes no trace (a job it publishes does)
             with tracing.untraced():
@@ -201,17 +195,8 @@ class Worker:
 
     def deliver_once(self) -> DeliveryPass | None:
         """One pass over the webhook outbox; ``None`` (and a warning) if storage failed it."""
-        c = self.container
         try:
-            done = deliver_due(
-                outbox=c.outbox(),
-                jobs=c.jobs(),
-                sender=c.webhook_sender(),
-                clock=c.clock(),
-                rules=c.webhook_rules(),
-                render=job_out,
-                owner=self.owner_id,
-            )
+            done = self.reports.deliver(job_out, self.owner_id)
         except Exception as exc:
             log.warning("webhook pass failed: %s: %s", type(exc).__name__, exc)
             return None
@@ -227,7 +212,7 @@ class Worker:
         return done
 
     def _delivery_loop(self, stop: threading.Event) -> None:
-        rules = self.container.webhook_rules()
+        rules = self.reports.deps.webhook_rules
         # a due delivery waits at most this long; a short retry base (tests) polls more often
         poll = min(WEBHOOK_POLL_SEC, max(0.05, rules.retry_base_sec / 4))
         while not stop.is_set():
@@ -239,7 +224,7 @@ class Worker:
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; returns once in-flight jobs finished or went back."""
-        settings = self.container.settings()
+        settings = self.settings
         concurrency = settings.worker_concurrency
         recovery = threading.Thread(
             target=self._recovery_loop, args=(stop,), name="recovery", daemon=True
@@ -258,7 +243,7 @@ class Worker:
         try:
             while not stop.is_set():
                 try:
-                    self.container.consumer().run(
+                    self.consumer.run(
                         lambda body: self.handle(body, stop),
                         concurrency,
                         self.heartbeat.watching(stop.is_set),

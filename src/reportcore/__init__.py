@@ -5,7 +5,8 @@ the use cases, over ports that adapters implement. Standard library and msgspec 
 no framework. See ``docs/library.md`` for using it from another service.
 """
 
-from .access import Action, Principal, Role, authorize, named_tenant, resolve_tenant
+from .access import Action, Principal, Role, authorize, resolve_tenant
+from .deps import Deps
 from .errors import (
     ExportFailure,
     Forbidden,
@@ -48,16 +49,20 @@ from .ports import (
 from .records import FeedingKpiRecord, FeedIntakeRecord, TelemetryReading, WeightAggregate
 from .requests import (
     CreateRequest,
+    Cursor,
     ListQuery,
+    ListRequest,
     ValidCreate,
     refuse_nul,
     validate_create,
     validate_list,
 )
+from .running import RunContext
+from .service import CreateOutcome, Listed, ReportService, Shown
 from .tokens import DownloadClaims, ExpiredDownloadToken, InvalidDownloadToken
 from .usecases import (
     Created,
-    DownloadLink,
+    DownloadGrant,
     FileToServe,
     JobPage,
     Policy,
@@ -80,11 +85,14 @@ __all__ = [
     "Applied",
     "Clock",
     "Column",
+    "CreateOutcome",
     "CreateRequest",
     "Created",
+    "Cursor",
+    "Deps",
     "Disposition",
     "DownloadClaims",
-    "DownloadLink",
+    "DownloadGrant",
     "Event",
     "ExpiredDownloadToken",
     "ExportFailure",
@@ -113,6 +121,8 @@ __all__ = [
     "JobTypeRegistry",
     "JobTypeSpec",
     "ListQuery",
+    "ListRequest",
+    "Listed",
     "NotFound",
     "Policy",
     "Principal",
@@ -124,10 +134,13 @@ __all__ = [
     "ReportExpired",
     "ReportFormat",
     "ReportNotReady",
+    "ReportService",
     "Role",
+    "RunContext",
     "RunOutcome",
     "Scope",
     "ServiceUnavailable",
+    "Shown",
     "SourcePage",
     "SourceRequest",
     "StorageFailure",
@@ -153,7 +166,6 @@ __all__ = [
     "job_fingerprint",
     "list_jobs",
     "message_for",
-    "named_tenant",
     "open_file",
     "recover",
     "refuse_nul",

@@ -53,19 +53,6 @@ def authorize(principal: Principal, action: Action) -> None:
         raise Forbidden(f"role not allowed to {action.value} report jobs")
 
 
-def named_tenant(*names: str | None) -> str | None:
-    """The one tenant a request names, if any, from every place it may name one.
-
-    A request may spell the tenant ``tenant_id`` or ``tenantId`` (the dashboard's spelling),
-    in the body or the query; naming two different tenants is a :class:`ValidationError`
-    rather than a guess at which one was meant.
-    """
-    given = {n for n in names if n}
-    if len(given) > 1:
-        raise ValidationError("tenant_id and tenantId name different tenants", field="tenant_id")
-    return given.pop() if given else None
-
-
 def resolve_tenant(principal: Principal, requested: str | None) -> str:
     """The tenant a request acts for.
 

@@ -9,7 +9,7 @@ from typing import Any
 import msgspec
 
 from .errors import IdempotencyKeyReused
-from .jobs import Compression, CsvOptions, Job, JobType, ReportFormat, Scope
+from .jobs import Compression, CsvOptions, Job, ReportFormat, Scope
 
 
 def asked_options(
@@ -24,7 +24,7 @@ def asked_options(
 
 
 def fingerprint(
-    job_type: JobType,
+    job_type: str,
     fmt: ReportFormat,
     scope: Scope,
     options: Mapping[str, Any] | None = None,
@@ -38,7 +38,7 @@ def fingerprint(
     service (which have no options) compare the same way.
     """
     canonical: dict[str, Any] = {
-        "job_type": job_type.value,
+        "job_type": str(job_type),
         "format": fmt.value,
         "farm_id": scope.farm_id,
         "barn_id": scope.barn_id,

@@ -125,7 +125,7 @@ class Job(msgspec.Struct, kw_only=True):
     id: str
     tenant_id: str
     requested_by: str | None
-    job_type: JobType
+    job_type: str  # a name in the service's job type registry (JobType names the service's own)
     format: ReportFormat
     farm_id: str | None = None
     barn_id: str | None = None
@@ -197,7 +197,7 @@ def message_for(job: Job) -> JobMessage:
     return JobMessage(
         job_id=job.id,
         tenant_id=job.tenant_id,
-        job_type=job.job_type.value,
+        job_type=str(job.job_type),
         format=job.format.value,
         scope={
             "farm_id": job.farm_id,
@@ -211,8 +211,6 @@ def message_for(job: Job) -> JobMessage:
     )
 
 
-def file_name_for(
-    job_type: JobType, fmt: ReportFormat, compression: Compression | None = None
-) -> str:
+def file_name_for(job_type: str, fmt: ReportFormat, compression: Compression | None = None) -> str:
     """The file name offered in ``Content-Disposition``; the stored name is ``report.<ext>``."""
-    return f"{job_type.value.lower()}.{stored_extension(fmt, compression)}"
+    return f"{str(job_type).lower()}.{stored_extension(fmt, compression)}"

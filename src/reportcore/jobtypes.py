@@ -131,20 +131,20 @@ class JobTypeSpec(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class JobTypeRegistry(Mapping[str, JobTypeSpec]):
-    """Job types by name (a :class:`JobType` is its name): each one's :class:`JobTypeSpec`."""
+    """Job types by name (a :class:`JobType` is its name): each one's :class:`JobTypeSpec`.
+
+    A registry is a value: it is built once from its specs and never changes, and a service (or
+    a library user) passes the one it runs with to the use cases (:class:`reportcore.deps.Deps`).
+    A name taken twice is a ``ValueError``, never a silent replacement.
+    """
 
     def __init__(self, specs: Iterable[JobTypeSpec] = ()) -> None:
         self._specs: dict[str, JobTypeSpec] = {}
         for spec in specs:
-            self.register(spec)
-
-    def register(self, spec: JobTypeSpec) -> JobTypeSpec:
-        """Add ``spec``; a name already taken is a ``ValueError`` (never silently replaced)."""
-        name = str(spec.job_type)
-        if name in self._specs:
-            raise ValueError(f"job type {name!r} is already registered")
-        self._specs[name] = spec
-        return spec
+            name = str(spec.job_type)
+            if name in self._specs:
+                raise ValueError(f"job type {name!r} is already registered")
+            self._specs[name] = spec
 
     def extended(self, *specs: JobTypeSpec) -> JobTypeRegistry:
         """A new registry with these job types and ``specs``; this one is left as it is."""

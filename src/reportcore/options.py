@@ -142,7 +142,7 @@ def export_options(
 def options_of(job: Job, spec: JobTypeSpec | None = None) -> ExportOptions:
     """The export options stored on ``job`` (``spec``: its job type's, by default the service's)."""
     return export_options(
-        spec or JOB_TYPES[job.job_type],
+        spec if spec is not None else JOB_TYPES[job.job_type],
         compression=job.compression,
         csv=job.csv,
         columns=job.columns,

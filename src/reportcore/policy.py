@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import msgspec
 
-from .jobs import JobType
 from .webhooks import AllowedHost
 
 
@@ -24,6 +23,12 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     republish_after_sec: float = 10.0  # an unconfirmed queued job is published again after this
     batch: int = 100
     # per job type, the widest date range a job may name; a type not listed keeps its spec's
-    max_range_days: dict[JobType, int] = msgspec.field(default_factory=dict)
+    max_range_days: dict[str, int] = msgspec.field(default_factory=dict)
     # the hosts a notify_url may name (reportcore.webhooks); none: webhooks are off
     notify_hosts: tuple[AllowedHost, ...] = ()
+
+    @property
+    def legacy_lease_sec(self) -> float:
+        """How long a running job without a lease (a row of the old service, which kept none)
+        may stay untouched before recovery takes it back: ten leases, at least ten minutes."""
+        return max(self.lease_sec * 10, 600)

@@ -2,19 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import binascii
 import datetime as dt
 import re
 import uuid
 from collections.abc import Mapping
-from typing import Annotated, Any
+from typing import Any
 
 import msgspec
 
 from .errors import ValidationError
-from .jobs import Compression, CsvOptions, JobStatus, JobType, ReportFormat, Scope
-from .jobtypes import JOB_TYPES, JobTypeSpec
+from .jobs import Compression, CsvOptions, JobStatus, ReportFormat, Scope
+from .jobtypes import JOB_TYPES, JobTypeRegistry, JobTypeSpec
 from .options import (
     ExportOptions,
     check_applies,
@@ -33,41 +31,30 @@ DEFAULT_PAGE_SIZE = 25
 MAX_PAGE_SIZE = 100
 _TENANT_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,127}$")
 
-OptionalUuid = Annotated[
-    str | None, msgspec.Meta(description="UUID", examples=["0f8fad5b-d9cb-469f-a165-70867728950e"])
-]
-OptionalDate = Annotated[
-    str | None, msgspec.Meta(description="YYYY-MM-DD", examples=["2026-01-31"])
-]
-
 
 class CreateRequest(msgspec.Struct, kw_only=True):
-    """The body of ``POST /api/v1/reports/jobs``; unknown top-level fields are ignored."""
+    """What a create asks for, as text, before any check (the HTTP body, the CLI's flags and a
+    library caller all arrive here; the HTTP spelling lives in ``entrypoints``).
 
-    job_type: JobType
+    ``job_type`` names a type of the registry the service runs with (:class:`JobType` names the
+    service's own); ``tenant_id`` is the tenant the request names, if any.
+    """
+
+    job_type: str
     format: ReportFormat
-    farm_id: OptionalUuid = None
-    barn_id: OptionalUuid = None
-    batch_id: OptionalUuid = None
-    start_date: OptionalDate = None
-    end_date: OptionalDate = None
+    farm_id: str | None = None
+    barn_id: str | None = None
+    batch_id: str | None = None
+    start_date: str | None = None
+    end_date: str | None = None
     filters: dict[str, Any] | None = None
     idempotency_key: str | None = None
     tenant_id: str | None = None
-    tenantId: str | None = None  # the dashboard spells it so; both are accepted
     # export options (docs/api.md): absent means the file is written as it always was
     compression: Compression | None = None
     csv: CsvOptions | None = None
-    columns: Annotated[
-        list[str] | None,
-        msgspec.Meta(
-            description="a subset of the job type's columns, in the order wanted",
-            examples=[["occurred_at", "quantity_kg"]],
-        ),
-    ] = None
-    timezone: Annotated[
-        str | None, msgspec.Meta(description="IANA time zone name", examples=["Asia/Bangkok"])
-    ] = None
+    columns: list[str] | None = None
+    timezone: str | None = None
     notify_url: str | None = None  # checked against the allowed hosts by create_job
 
 
@@ -77,7 +64,7 @@ class ValidCreate(msgspec.Struct, frozen=True, kw_only=True):
     The options are as given (``None`` when absent), so that a job echoes what it was asked.
     """
 
-    job_type: JobType
+    job_type: str
     format: ReportFormat
     scope: Scope
     idempotency_key: str | None
@@ -233,17 +220,23 @@ def validate_filters(spec: JobTypeSpec, filters: Mapping[str, Any] | None) -> di
     return out
 
 
-def validate_create(req: CreateRequest, *, header_key: str | None = None) -> ValidCreate:
+def validate_create(
+    req: CreateRequest,
+    *,
+    header_key: str | None = None,
+    job_types: JobTypeRegistry = JOB_TYPES,
+) -> ValidCreate:
     """Every check of a create request that needs no I/O.
 
     ``header_key`` is the ``Idempotency-Key`` header; when both are given they must agree.
+    ``job_types``: the registry the service runs with.
     """
     refuse_nul(msgspec.structs.asdict(req))
-    if not isinstance(req.job_type, JobType):
-        raise ValidationError("job_type is not a known job type", field="job_type")
+    if not isinstance(req.job_type, str) or req.job_type not in job_types:
+        raise ValidationError(f"job_type must be one of {', '.join(job_types)}", field="job_type")
     if not isinstance(req.format, ReportFormat):
         raise ValidationError("format must be csv, json or xlsx", field="format")
-    spec = JOB_TYPES[req.job_type]
+    spec = job_types[req.job_type]
     farm_id = parse_uuid(req.farm_id, "farm_id")
     barn_id = parse_uuid(req.barn_id, "barn_id")
     batch_id = parse_uuid(req.batch_id, "batch_id")
@@ -262,7 +255,7 @@ def validate_create(req: CreateRequest, *, header_key: str | None = None) -> Val
     missing = [name for name in spec.required_scope if getattr(scope, name) is None]
     if missing:
         raise ValidationError(
-            f"{req.job_type.value} requires {', '.join(spec.required_scope)}; "
+            f"{req.job_type} requires {', '.join(spec.required_scope)}; "
             f"missing: {', '.join(missing)}",
             field=missing[0],
         )
@@ -274,7 +267,7 @@ def validate_create(req: CreateRequest, *, header_key: str | None = None) -> Val
         )
     check_applies(req.format, req.compression, req.csv)
     return ValidCreate(
-        job_type=req.job_type,
+        job_type=str(req.job_type),
         format=req.format,
         scope=scope,
         idempotency_key=body_key if body_key is not None else head_key,
@@ -286,10 +279,10 @@ def validate_create(req: CreateRequest, *, header_key: str | None = None) -> Val
     )
 
 
-def options_of_create(valid: ValidCreate) -> ExportOptions:
+def options_of_create(valid: ValidCreate, job_types: JobTypeRegistry = JOB_TYPES) -> ExportOptions:
     """The export options of a checked create request, as the encoders read them."""
     return export_options(
-        JOB_TYPES[valid.job_type],
+        job_types[valid.job_type],
         compression=valid.compression,
         csv=valid.csv,
         columns=valid.columns,
@@ -298,7 +291,12 @@ def options_of_create(valid: ValidCreate) -> ExportOptions:
 
 
 def check_range(
-    job_type: JobType, scope: Scope, *, today: dt.date, max_days: Mapping[JobType, int]
+    job_type: str,
+    scope: Scope,
+    *,
+    today: dt.date,
+    max_days: Mapping[str, int],
+    job_types: JobTypeRegistry = JOB_TYPES,
 ) -> None:
     """400 when the job's dates span more days than its type allows (both ends counted).
 
@@ -307,13 +305,13 @@ def check_range(
     """
     if scope.start_date is None:
         return
-    limit = max_days.get(job_type, JOB_TYPES[job_type].max_range_days)
+    limit = max_days.get(job_type, job_types[job_type].max_range_days)
     end = scope.end_date or max(today, scope.start_date)
     days = (end - scope.start_date).days + 1
     if days > limit:
         field = "end_date" if scope.end_date is not None else "start_date"
         raise ValidationError(
-            f"{job_type.value} may span at most {limit} days; "
+            f"{job_type} may span at most {limit} days; "
             f"start_date..{'end_date' if scope.end_date else 'today'} spans {days}",
             field=field,
         )
@@ -333,66 +331,47 @@ class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
     """A validated list request."""
 
     status: JobStatus | None = None
-    job_type: JobType | None = None
+    job_type: str | None = None
     created_from: dt.datetime | None = None
     created_to: dt.datetime | None = None
     after: Cursor | None = None
     limit: int = DEFAULT_PAGE_SIZE
 
 
-def encode_cursor(cursor: Cursor) -> str:
-    """An opaque, URL-safe cursor."""
-    return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).rstrip(b"=").decode()
+class ListRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """A list request as given, before any check: the query's text, and the position after
+    which the page starts (the caller decodes its opaque cursor into a :class:`Cursor`)."""
+
+    status: str | None = None
+    job_type: str | None = None
+    created_from: str | None = None
+    created_to: str | None = None
+    after: Cursor | None = None
+    limit: str | int | None = None
 
 
-def decode_cursor(text: str) -> Cursor:
-    """The cursor ``encode_cursor`` made, or a 400."""
-    try:
-        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        cursor = msgspec.json.decode(raw, type=Cursor)
-    except (binascii.Error, ValueError, msgspec.DecodeError):
-        raise ValidationError("cursor is not valid", field="cursor") from None
-    if cursor.created_at.tzinfo is None:
-        raise ValidationError("cursor is not valid", field="cursor")
-    try:
-        cursor.created_at.astimezone(dt.UTC)
-    except OverflowError:  # no stored job is that old or that new: a forged cursor
-        raise ValidationError("cursor is not valid", field="cursor") from None
-    return cursor
-
-
-def validate_list(
-    *,
-    status: str | None = None,
-    job_type: str | None = None,
-    created_from: str | None = None,
-    created_to: str | None = None,
-    cursor: str | None = None,
-    limit: str | int | None = None,
-) -> ListQuery:
-    """Query-string values of ``GET /api/v1/reports/jobs`` checked into a :class:`ListQuery`."""
+def validate_list(wanted: ListRequest, *, job_types: JobTypeRegistry = JOB_TYPES) -> ListQuery:
+    """A list request checked into a :class:`ListQuery`; ``job_types``: the service's registry."""
     refuse_nul(
         {
-            "status": status,
-            "job_type": job_type,
-            "created_from": created_from,
-            "created_to": created_to,
-            "cursor": cursor,
-            "limit": limit,
+            "status": wanted.status,
+            "job_type": wanted.job_type,
+            "created_from": wanted.created_from,
+            "created_to": wanted.created_to,
+            "limit": wanted.limit,
         }
     )
+    if wanted.after is not None:
+        refuse_nul(wanted.after.id, "cursor")  # a forged cursor can hide one
+    status, job_type, limit = wanted.status, wanted.job_type, wanted.limit
     try:
         st = JobStatus(status) if status is not None else None
     except ValueError:
         raise ValidationError(
             f"status must be one of {', '.join(s.value for s in JobStatus)}", field="status"
         ) from None
-    try:
-        jt = JobType(job_type) if job_type is not None else None
-    except ValueError:
-        raise ValidationError(
-            f"job_type must be one of {', '.join(t.value for t in JobType)}", field="job_type"
-        ) from None
+    if job_type is not None and job_type not in job_types:
+        raise ValidationError(f"job_type must be one of {', '.join(job_types)}", field="job_type")
     n = DEFAULT_PAGE_SIZE
     if limit is not None:
         text = str(limit)
@@ -400,15 +379,15 @@ def validate_list(
         if not re.fullmatch(r"[0-9]{1,4}", text) or not 1 <= int(text) <= MAX_PAGE_SIZE:
             raise ValidationError(f"limit must be an integer 1..{MAX_PAGE_SIZE}", field="limit")
         n = int(text)
-    frm = parse_instant(created_from, "created_from")
-    to = parse_instant(created_to, "created_to", end_of_day=True)
+    frm = parse_instant(wanted.created_from, "created_from")
+    to = parse_instant(wanted.created_to, "created_to", end_of_day=True)
     if frm is not None and to is not None and to < frm:
         raise ValidationError("created_to must be on or after created_from", field="created_to")
     return ListQuery(
         status=st,
-        job_type=jt,
+        job_type=job_type,
         created_from=frm,
         created_to=to,
-        after=decode_cursor(cursor) if cursor else None,
+        after=wanted.after,
         limit=n,
     )

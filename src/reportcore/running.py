@@ -11,7 +11,7 @@ from contextlib import AbstractContextManager
 
 import msgspec
 
-from .encoding import CORE_ROW_FORMATS, RowFormats
+from .deps import Deps
 from .errors import (
     ExportCancelled,
     ExportFailure,
@@ -22,7 +22,7 @@ from .errors import (
 )
 from .fairness import TenantSlots
 from .jobs import Job, JobMessage, JobStatus, message_for, stored_extension
-from .jobtypes import JOB_TYPES
+from .jobtypes import JobTypeSpec
 from .options import options_of
 from .pipeline import ExportProgress, export_records
 from .policy import Policy
@@ -33,7 +33,6 @@ from .ports import (
     FileWriter,
     JobQueue,
     JobRepository,
-    RecordSource,
     StoredFile,
 )
 
@@ -81,30 +80,30 @@ class RunOutcome(msgspec.Struct, frozen=True, kw_only=True):
     rows: int | None = None
 
 
-def run_job(
-    body: bytes,
-    *,
-    owner: str,
-    jobs: JobRepository,
-    source: RecordSource,
-    store: FileStore,
-    clock: Clock,
-    policy: Policy,
-    stopping: Callable[[], bool] = lambda: False,
-    keep_lease: LeaseKeeper = no_lease_keeper,
-    shares: TenantSlots | None = None,
-    queue: JobQueue | None = None,
-    formats: RowFormats = CORE_ROW_FORMATS,
-) -> RunOutcome:
+def _never() -> bool:
+    return False
+
+
+class RunContext(msgspec.Struct, frozen=True, kw_only=True):
+    """The worker's side of running messages: who runs them, and how a run is stopped, kept
+    and shared. ``stopping()`` true hands the job back; ``keep_lease`` renews the lease while
+    the export runs; with ``shares``, a job whose tenant holds its share of the worker's slots
+    is published again (to the back) and not claimed, so other tenants' jobs run first."""
+
+    owner: str
+    stopping: Callable[[], bool] = _never
+    keep_lease: LeaseKeeper = no_lease_keeper
+    shares: TenantSlots | None = None
+
+
+def run_job(body: bytes, deps: Deps, run: RunContext) -> RunOutcome:
     """Handle one queue message: claim the job, stream its export, finish or fail it.
 
     A message that can never be processed is dead-lettered; one for a job that is finished or
-    held by another worker is acknowledged and changes nothing. On shutdown (``stopping()``)
-    the job is handed back to the queue. No partial file is ever left visible. With
-    ``shares``, a job whose tenant holds its share of the worker's slots is published again
-    to ``queue`` (to the back) and not claimed: other tenants' jobs run first. ``formats``
-    are the row formats this worker writes besides the core's CSV (xlsx, from an adapter); the
-    export options are read from the job row, never from the message.
+    held by another worker is acknowledged and changes nothing. On shutdown (``run.stopping()``)
+    the job is handed back to the queue. No partial file is ever left visible. The job's type is
+    looked up in ``deps.job_types`` and its export options are read from the job row, never
+    from the message.
     """
     try:
         message = msgspec.json.decode(body, type=JobMessage)
@@ -112,6 +111,7 @@ def run_job(
         return RunOutcome(
             disposition=Disposition.DEAD_LETTER, job_id=None, status="unparsable", detail=str(exc)
         )
+    jobs, clock, shares = deps.jobs, deps.clock, run.shares
     job_id = uuid_or_none(message.job_id)
     job = jobs.get(job_id) if job_id else None
     if job is None:
@@ -121,17 +121,20 @@ def run_job(
     if job.status is not JobStatus.QUEUED:
         return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=job.status.value)
     if shares is not None and not shares.take(job.tenant_id):
-        return _defer(job, queue)
+        return _defer(job, deps.queue)
     try:
         now = clock.now()
-        claimed = jobs.claim(job.id, owner, now, now + dt.timedelta(seconds=policy.lease_sec))
+        lease = now + dt.timedelta(seconds=deps.policy.lease_sec)
+        claimed = jobs.claim(job.id, run.owner, now, lease)
         if claimed is None:
             return RunOutcome(
                 disposition=Disposition.ACK, job_id=job.id, status="claimed elsewhere"
             )
-        return _export(
-            claimed, owner, jobs, source, store, clock, policy, stopping, keep_lease, formats
-        )
+        spec = deps.job_types.get(claimed.job_type)
+        if spec is None:  # a type this worker was not built with: no retry can help
+            unknown = ExportFailure(f"job type {claimed.job_type} is not known to this worker")
+            return _failed(claimed, run.owner, jobs, clock, unknown.code, unknown.message)
+        return _export(claimed, spec, deps, run)
     finally:
         if shares is not None:
             shares.give_back(job.tenant_id)
@@ -141,10 +144,8 @@ DEFERRED = "deferred"
 """The status of a :class:`RunOutcome` whose job was sent to the back of the queue, unclaimed."""
 
 
-def _defer(job: Job, queue: JobQueue | None) -> RunOutcome:
+def _defer(job: Job, queue: JobQueue) -> RunOutcome:
     """Send ``job`` to the back of the queue, unclaimed: its tenant holds its share."""
-    if queue is None:
-        raise ValueError("deferring a job needs the queue to publish it to")
     try:
         queue.publish(message_for(job))
     except QueueUnavailable:
@@ -162,18 +163,9 @@ class _Shutdown(Exception):
     """The worker is stopping: hand the job back."""
 
 
-def _export(
-    job: Job,
-    owner: str,
-    jobs: JobRepository,
-    source: RecordSource,
-    store: FileStore,
-    clock: Clock,
-    policy: Policy,
-    stopping: Callable[[], bool],
-    keep_lease: LeaseKeeper,
-    formats: RowFormats,
-) -> RunOutcome:
+def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutcome:
+    jobs, store, clock, policy = deps.jobs, deps.store, deps.clock, deps.policy
+    owner, stopping = run.owner, run.stopping
     last_beat = clock.now()
     lost = False  # the lease keeper found the job cancelled or reclaimed
 
@@ -213,19 +205,19 @@ def _export(
 
     # export_records aborts the file on every way out below but success
     try:
-        with keep_lease(renew):
+        with run.keep_lease(renew):
             exported = export_records(
-                JOB_TYPES[job.job_type],
+                spec,
                 job.format,
                 job.scope,
                 tenant_id=job.tenant_id,
                 trace_id=job.id,
-                source=source,
+                source=deps.source,
                 open_file=open_file,
                 on_progress=beat,
                 before_commit=still_held,
-                options=options_of(job),
-                formats=formats,
+                options=options_of(job, spec),
+                formats=deps.formats,
             )
     except _Shutdown:
         jobs.retry(job.id, owner, clock.now())
@@ -315,7 +307,7 @@ def recover(
     now = clock.now()
     requeued: list[str] = []
     failed: list[str] = []
-    legacy = now - dt.timedelta(seconds=max(policy.lease_sec * 10, 600))
+    legacy = now - dt.timedelta(seconds=policy.legacy_lease_sec)
     for job in jobs.stale(now, legacy, policy.batch):
         if job.attempts >= policy.max_attempts:
             lost = WorkerLost(f"worker stopped responding on each of {job.attempts} attempts")

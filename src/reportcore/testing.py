@@ -136,7 +136,7 @@ class InMemoryJobRepository:
         if query.status is not None:
             rows = [j for j in rows if j.status is query.status]
         if query.job_type is not None:
-            rows = [j for j in rows if j.job_type is query.job_type]
+            rows = [j for j in rows if j.job_type == query.job_type]
         if query.created_from is not None:
             rows = [j for j in rows if j.created_at >= query.created_from]
         if query.created_to is not None:

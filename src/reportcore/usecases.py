@@ -17,6 +17,7 @@ from .errors import (
 )
 from .idempotency import asked_options, check_replay, fingerprint
 from .jobs import Job, JobStatus, file_name_for, mime_type_for
+from .jobtypes import JOB_TYPES, JobTypeRegistry
 from .policy import Policy
 from .ports import (
     Clock,
@@ -24,7 +25,7 @@ from .ports import (
     JobQueue,
     JobRepository,
 )
-from .requests import Cursor, ListQuery, ValidCreate, check_range, encode_cursor
+from .requests import Cursor, ListQuery, ValidCreate, check_range
 from .running import (
     DEFERRED,
     LeaseKeeper,
@@ -58,6 +59,7 @@ def create_job(
     queue: JobQueue,
     clock: Clock,
     policy: Policy | None = None,
+    job_types: JobTypeRegistry = JOB_TYPES,
 ) -> Created:
     """Store a job durably, then publish it. A create with a used key is a replay or a 409.
 
@@ -70,7 +72,13 @@ def create_job(
     now = clock.now()
     scope = request.scope
     rules = policy or Policy()
-    check_range(request.job_type, scope, today=now.date(), max_days=rules.max_range_days)
+    check_range(
+        request.job_type,
+        scope,
+        today=now.date(),
+        max_days=rules.max_range_days,
+        job_types=job_types,
+    )
     if request.notify_url is not None:
         check_notify_url(request.notify_url, rules.notify_hosts)
     job = Job(
@@ -112,19 +120,19 @@ def get_job(job_id: str, *, tenant_id: str, jobs: JobRepository) -> Job:
 
 
 class JobPage(msgspec.Struct, frozen=True, kw_only=True):
-    """One page of a listing and the cursor of the next, if any."""
+    """One page of a listing and the position the next one starts after, if any."""
 
     items: list[Job]
-    next_cursor: str | None
+    after: Cursor | None
 
 
 def list_jobs(query: ListQuery, *, tenant_id: str, jobs: JobRepository) -> JobPage:
-    """A page of the tenant's jobs, newest first; follow ``next_cursor`` for the rest."""
+    """A page of the tenant's jobs, newest first; ask again ``after`` for the rest."""
     rows = jobs.find(tenant_id, msgspec.structs.replace(query, limit=query.limit + 1))
     items = rows[: query.limit]
     more = len(rows) > query.limit
-    nxt = encode_cursor(Cursor(items[-1].created_at, items[-1].id)) if more and items else None
-    return JobPage(items=items, next_cursor=nxt)
+    after = Cursor(items[-1].created_at, items[-1].id) if more and items else None
+    return JobPage(items=items, after=after)
 
 
 def cancel_job(job_id: str, *, tenant_id: str, jobs: JobRepository, clock: Clock) -> Job:
@@ -144,10 +152,11 @@ def file_is_gone(job: Job, now: dt.datetime) -> bool:
     return job.file_deleted_at is not None or (job.expires_at is not None and job.expires_at <= now)
 
 
-class DownloadLink(msgspec.Struct, frozen=True, kw_only=True):
-    """A short-lived URL of the job's file."""
+class DownloadGrant(msgspec.Struct, frozen=True, kw_only=True):
+    """A short-lived download token of the job's file (the API makes it a URL of its own)."""
 
-    download_url: str
+    job_id: str
+    token: str
     expires_at: dt.datetime
 
 
@@ -160,11 +169,11 @@ def issue_download(
     clock: Clock,
     secret: bytes,
     policy: Policy,
-) -> DownloadLink:
-    """A signed download URL for a succeeded job whose file still exists.
+) -> DownloadGrant:
+    """A signed download token for a succeeded job whose file still exists.
 
-    Always the API's own ``/file`` URL: a store that hands out direct URLs is asked for one only
-    once ``/file`` has verified the token (:func:`open_file`), so that the token, its checks and
+    The token is for the API's own file route: a store that hands out direct URLs is asked for
+    one only once the token is verified (:func:`open_file`), so that the token, its checks and
     its errors hold for every store.
     """
     job = get_job(job_id, tenant_id=tenant_id, jobs=jobs)
@@ -178,9 +187,7 @@ def issue_download(
         secret,
         tokens.DownloadClaims(tenant_id=job.tenant_id, job_id=job.id, exp=int(expires.timestamp())),
     )
-    return DownloadLink(
-        download_url=f"/api/v1/reports/jobs/{job.id}/file?token={token}", expires_at=expires
-    )
+    return DownloadGrant(job_id=job.id, token=token, expires_at=expires)
 
 
 class FileToServe(msgspec.Struct, frozen=True, kw_only=True):
@@ -239,7 +246,7 @@ def open_file(
 __all__ = [
     "DEFERRED",
     "Created",
-    "DownloadLink",
+    "DownloadGrant",
     "FileToServe",
     "JobPage",
     "LeaseKeeper",

@@ -29,7 +29,8 @@ from reportcore.testing import (
     InMemoryJobRepository,
     StaticRecordSource,
 )
-from reportcore.usecases import Policy, run_job
+from reportcore.usecases import Policy
+from tests.running import run_message
 
 from .s3server import Bucket
 
@@ -434,7 +435,7 @@ def run_kpi_job(
         updated_at=now,
     )
     jobs.add(job)
-    run_job(
+    run_message(
         msgspec.json.encode(message_for(job)),
         owner="w",
         jobs=jobs,

@@ -16,14 +16,15 @@ from typing import Any
 import httpx
 import msgspec
 import pytest
-from dependency_injector import providers
 
 from adapters.s3 import S3Store, create_client
 from reportcore.errors import ServiceUnavailable, StorageFailure
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, message_for
 from reportcore.ports import SourcePage, SourceRequest
 from reportcore.testing import FakeClock, InMemoryJobRepository
-from reportcore.usecases import Policy, recover, run_job
+from reportcore.usecases import Policy, recover
+from tests.containers import replace
+from tests.running import run_message
 
 from ..unit.api_support import JOBS, ApiWorld, api_world
 from .s3server import CREDENTIALS, Bucket
@@ -211,7 +212,7 @@ def test_a_cancelled_export_leaves_no_object_and_no_open_upload(
         updated_at=clock.now(),
     )
     jobs.add(job)
-    outcome = run_job(
+    outcome = run_message(
         msgspec.json.encode(message_for(job)),
         owner="w",
         jobs=jobs,
@@ -245,9 +246,7 @@ def test_size_and_sha256_of_a_run_are_those_of_the_object(
 @pytest.fixture
 def s3_world(s3_bucket: Bucket) -> Iterator[ApiWorld]:
     with api_world() as world:
-        world.container.store.override(
-            providers.Object(S3Store(s3_bucket.client, s3_bucket.name, "reports/"))
-        )
+        replace(world.container, "store", S3Store(s3_bucket.client, s3_bucket.name, "reports/"))
         world.store = world.container.store()
         yield world
 
@@ -306,7 +305,7 @@ def test_file_answers_410_once_retention_deleted_the_object(
 def redirect_world(s3_bucket: Bucket) -> Iterator[ApiWorld]:
     with api_world() as world:
         store = S3Store(s3_bucket.client, s3_bucket.name, "reports/", redirect=True)
-        world.container.store.override(providers.Object(store))
+        replace(world.container, "store", store)
         world.store = store
         # presigned URLs expire by the real clock: the world's clock must be near it
         world.clock.set(dt.datetime.now(dt.UTC))

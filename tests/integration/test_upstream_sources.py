@@ -44,7 +44,8 @@ from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, Scope, messag
 from reportcore.jobtypes import JOB_TYPES
 from reportcore.ports import SourceRequest
 from reportcore.testing import FakeClock, InMemoryJobRepository
-from reportcore.usecases import Policy, run_job
+from reportcore.usecases import Policy
+from tests.running import run_message
 
 TOKEN = "internal-service-token-7f1d"
 NOW = dt.datetime(2026, 2, 1, tzinfo=dt.UTC)
@@ -136,7 +137,7 @@ def run(
     jobs = InMemoryJobRepository()
     job = make_job(job_type, fmt, scope or demo_scope(job_type))
     jobs.add(job)
-    run_job(
+    run_message(
         msgspec.json.encode(message_for(job)),
         owner="worker-1",
         jobs=jobs,

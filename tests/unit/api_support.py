@@ -18,7 +18,7 @@ from dependency_injector import providers
 from litestar.testing import TestClient
 
 from entrypoints.api import create_app
-from entrypoints.containers import build_container, row_formats
+from entrypoints.containers import row_formats
 from entrypoints.settings import Settings
 from reportcore.testing import (
     FakeClock,
@@ -27,8 +27,10 @@ from reportcore.testing import (
     InMemoryQueue,
     StaticRecordSource,
 )
-from reportcore.usecases import Policy, RunOutcome, run_job
+from reportcore.usecases import Policy, RunOutcome
 from tests.clock import pinned_now
+from tests.containers import in_memory_container
+from tests.running import run_message
 
 # pyjwt warns about HMAC keys shorter than the hash (64 bytes for HS512): keep them longer
 JWT_SECRET = "unit-test-jwt-secret-" + "0123456789abcdef" * 4
@@ -161,7 +163,7 @@ class ApiWorld:
         outcomes = []
         while (body := self.queue.take()) is not None:
             outcomes.append(
-                run_job(
+                run_message(
                     body,
                     owner="test-worker",
                     jobs=self.jobs,
@@ -200,7 +202,7 @@ def api_settings(**changes: Any) -> Settings:
 @contextlib.contextmanager
 def api_world(**settings: Any) -> Iterator[ApiWorld]:
     """A fresh container (in-memory adapters, a fake clock at the tests' now) and a client."""
-    container = build_container(api_settings(**settings))
+    container = in_memory_container(api_settings(**settings))
     container.clock.override(providers.Object(FakeClock(pinned_now())))
     app = create_app(container)
     with TestClient(app) as client:

@@ -107,7 +107,7 @@ def test_a_request_for_no_tenant_or_another_tenant_is_refused(
 
 
 def test_a_request_naming_two_different_tenants_is_refused_and_one_named_twice_is_fine() -> None:
-    from reportcore.access import named_tenant
+    from entrypoints.schemas import named_tenant
 
     assert named_tenant("t-1", "t-1", None) == "t-1"
     assert named_tenant(None, "") is None
@@ -124,7 +124,7 @@ def test_a_platform_admin_naming_no_tenant_is_told_which_field_is_missing() -> N
 
 
 def test_two_different_tenants_are_refused_with_both_spellings_named() -> None:
-    from reportcore.access import named_tenant
+    from entrypoints.schemas import named_tenant
 
     with pytest.raises(ValidationError) as refused:
         named_tenant("t-1", None, "t-2")

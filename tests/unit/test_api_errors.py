@@ -13,11 +13,11 @@ from urllib.parse import quote
 
 import httpx
 import pytest
-from dependency_injector import providers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from reportcore.testing import InMemoryJobRepository
+from tests.containers import replace
 
 from .api_support import (
     FEED_BODY,
@@ -111,7 +111,7 @@ def test_every_contract_error_code_answers_with_its_status_in_the_envelope(
     check(client.get(f"{JOBS}/{done['id']}/download", headers=headers), "REPORT_EXPIRED")
     world.jobs.available = False
     check(client.get(JOBS, headers=headers), "SERVICE_UNAVAILABLE")
-    world.container.jobs.override(providers.Object(ExplodingRepository()))
+    replace(world.container, "jobs", ExplodingRepository())
     check(client.get(JOBS, headers=headers), "INTERNAL_ERROR")
     assert seen == set(CONTRACT_STATUS)
 
@@ -149,7 +149,7 @@ def test_an_unavailable_repository_is_503_on_every_jwt_route_and_on_ready(
 def test_an_unexpected_error_is_500_without_internals_and_logged_with_its_trace_id(
     world: ApiWorld, caplog: pytest.LogCaptureFixture
 ) -> None:
-    world.container.jobs.override(providers.Object(ExplodingRepository()))
+    replace(world.container, "jobs", ExplodingRepository())
     with caplog.at_level(logging.INFO):
         answer = world.client.get(
             f"{JOBS}/{new_id()}", headers={**auth(mint()), "x-trace-id": "t-500"}

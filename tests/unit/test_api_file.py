@@ -8,13 +8,13 @@ from typing import Any
 
 import anyio
 import pytest
-from dependency_injector import providers
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from entrypoints.api import Unsatisfiable, byte_range
 from reportcore import tokens
 from reportcore.testing import InMemoryFileStore
+from tests.containers import replace
 
 from .api_support import (
     DOWNLOAD_SECRET,
@@ -293,7 +293,7 @@ class LargeStore(InMemoryFileStore):
 def test_a_large_file_is_streamed_chunk_by_chunk_never_held_whole(world: ApiWorld) -> None:
     dl = Download(world, rows=3)
     store = LargeStore(dl.location, size=32 * 1024 * 1024)
-    world.container.store.override(providers.Object(store))
+    replace(world.container, "store", store)
     produced_at_each_send: list[int] = []
     received = 0
     status = 0

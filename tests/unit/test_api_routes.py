@@ -15,12 +15,12 @@ from dependency_injector import providers
 from litestar.testing import TestClient
 
 from entrypoints import api
-from entrypoints.containers import build_container
 from entrypoints.settings import ConfigError
 from reportcore.errors import ServiceUnavailable
 from reportcore.jobs import JobStatus
 from reportcore.requests import ListQuery
 from reportcore.testing import InMemoryQueue
+from tests.containers import in_memory_container
 
 from .api_support import (
     FEED_BODY,
@@ -541,7 +541,7 @@ def _container_with_a_queue_resource(events: list[str]) -> Any:
         yield InMemoryQueue()
         events.append("close")
 
-    container = build_container(api_settings())
+    container = in_memory_container(api_settings())
     container.queue.override(providers.Resource(queue))
     return container
 
@@ -569,4 +569,4 @@ def test_the_app_leaves_resources_its_caller_opened_to_the_caller() -> None:
 def test_the_app_refuses_to_start_without_its_secrets() -> None:
     for missing, variable in (("jwt_secret", "JWT_SECRET"), ("download_secret", "REPORT_DOWNLOAD")):
         with pytest.raises(ConfigError, match=variable):
-            api.create_app(build_container(api_settings(**{missing: None})))
+            api.create_app(in_memory_container(api_settings(**{missing: None})))

@@ -142,9 +142,9 @@ def test_the_workers_sender_posts_the_job_json_as_the_api_shows_it(world: ApiWor
     job = world.create({**FEED_BODY, "notify_url": URL})
     world.run_queued([feed_record(0)])
     shown = world.client.get(f"{JOBS}/{job['id']}", headers=world.headers()).json()
-    done = Worker(world.container).deliver_once()
+    done = Worker(world.container.reports(), world.container.settings()).deliver_once()
     assert done is not None and done.delivered == 1
-    sender = world.container.webhook_sender()
+    sender = world.container.sender()
     assert isinstance(sender, RecordingWebhookSender)
     [sent] = sender.sent
     event = json.loads(sent.body)

@@ -22,9 +22,9 @@ import pytest
 from entrypoints import settings as settings_module
 from entrypoints.api import ERROR_STATUS, create_app
 from entrypoints.cli import build_parser
-from entrypoints.containers import build_container
 from entrypoints.settings import Settings
 from tests.api_examples import DEMO_NOW
+from tests.containers import in_memory_container
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = ROOT / "docs"
@@ -86,7 +86,7 @@ def _anchors(path: Path) -> set[str]:
 
 
 def _app_routes() -> set[tuple[str, str]]:
-    container = build_container(
+    container = in_memory_container(
         Settings(jwt_secret="docs-test-jwt-secret-0123456789", download_secret="x" * 32)
     )
     schema = create_app(container).openapi_schema.to_schema()

@@ -29,7 +29,8 @@ from reportcore.testing import (
     InMemoryJobRepository,
     StaticRecordSource,
 )
-from reportcore.usecases import Policy, run_job
+from reportcore.usecases import Policy
+from tests.running import run_message
 
 TENANT = "tenant-a"
 FARM = "11111111-1111-4111-8111-111111111111"
@@ -319,7 +320,7 @@ def export(
     if source is None:
         given = RECORDS[job_type] if records is None else records
         source = StaticRecordSource({job_type.value: list(given)}, page_size=page_size)
-    outcome = run_job(
+    outcome = run_message(
         msgspec.json.encode(message_for(job)),
         owner="worker-1",
         jobs=jobs,
@@ -542,5 +543,5 @@ def test_a_registry_lists_its_job_types_and_never_replaces_one_silently() -> Non
     registry = JobTypeRegistry([feed])
     assert list(registry) == ["FEED_INTAKE_EXPORT"] and len(registry) == 1
     with pytest.raises(ValueError, match=r"^job type 'FEED_INTAKE_EXPORT' is already registered$"):
-        registry.register(feed)
+        JobTypeRegistry([feed, feed])
     assert registry["FEED_INTAKE_EXPORT"] is feed

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 
 from entrypoints import cli
-from entrypoints.containers import file_store
+from entrypoints.containers import service_container
 from entrypoints.runtime import extras
 from entrypoints.runtime.tracing import setup_tracing
 from entrypoints.settings import ConfigError, load_settings
@@ -39,7 +39,7 @@ def test_the_s3_store_without_its_extra_names_the_extra(without) -> None:  # typ
     without("s3")
     settings = load_settings({"FILE_STORE": "s3", "S3_BUCKET": "exports"})
     with pytest.raises(ConfigError) as raised:
-        file_store(settings)
+        service_container(settings)
     assert str(raised.value) == (
         "FILE_STORE=s3 needs the [s3] extra, which is not installed: "
         "pip install 'farmiq-reportsvc[s3]'"

@@ -24,7 +24,8 @@ from reportcore.testing import (
     InMemoryJobRepository,
     StaticRecordSource,
 )
-from reportcore.usecases import LeaseKeeper, Policy, RunOutcome, run_job
+from reportcore.usecases import LeaseKeeper, Policy, RunOutcome
+from tests.running import run_message
 
 TENANT = "tenant-1"
 POLICY = Policy(lease_sec=30, heartbeat_sec=1)
@@ -63,7 +64,7 @@ class World:
         self.jobs.add(self.job)
 
     def run(self, keeper: LeaseKeeper) -> RunOutcome:
-        return run_job(
+        return run_message(
             msgspec.json.encode(message_for(self.job)),
             owner="worker-1",
             jobs=self.jobs,

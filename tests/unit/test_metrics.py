@@ -23,7 +23,6 @@ from adapters import metrics
 from adapters.upstream.client import ATTEMPT, UPSTREAM, Clients
 from adapters.upstream.config import UpstreamConfig
 from entrypoints.api import create_app
-from entrypoints.containers import build_container
 from entrypoints.runtime.metering import (
     MeteredJobQueue,
     MeteredJobRepository,
@@ -36,6 +35,7 @@ from reportcore.jobs import JobMessage
 from reportcore.testing import FakeClock, InMemoryJobRepository, InMemoryQueue
 from reportcore.usecases import RunOutcome
 from tests.clock import pinned_now
+from tests.containers import in_memory_container
 from tests.unit.api_support import FEED_BODY, JOBS, ApiWorld, api_settings, feed_record
 
 Labels = dict[str, str]
@@ -49,7 +49,7 @@ def value(name: str, **labels: str) -> float:
 @contextlib.contextmanager
 def metered_world() -> Iterator[ApiWorld]:
     """The API over in-memory adapters behind the metered wrappers, as wire_service puts them."""
-    container = build_container(api_settings())
+    container = in_memory_container(api_settings())
     container.clock.override(providers.Object(FakeClock(pinned_now())))
     container.jobs.override(providers.Object(MeteredJobRepository(InMemoryJobRepository())))
     container.queue.override(providers.Object(MeteredJobQueue(InMemoryQueue())))
@@ -323,7 +323,9 @@ def test_the_worker_records_its_exports_and_beats_while_its_consume_loop_turns()
     exports = value("reportsvc_export_duration_seconds_count", **labels)
     rows = value("reportsvc_export_rows_total", **labels)
     world = World()
-    worker = Worker(world.container, "host:1:metrics", outage_pause_sec=0.02)
+    worker = Worker(
+        world.container.reports(), world.settings, "host:1:metrics", outage_pause_sec=0.02
+    )
     job = world.create("json")
     stop = threading.Event()
     thread = threading.Thread(target=worker.run, args=(stop,))

@@ -14,7 +14,6 @@ import pytest
 from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
-from entrypoints.containers import build_container
 from entrypoints.runtime.probes import (
     BacklogCollector,
     Heartbeat,
@@ -28,6 +27,7 @@ from reportcore.jobs import Job, JobType, ReportFormat
 from reportcore.policy import Policy
 from reportcore.testing import FakeClock, InMemoryJobRepository
 from tests.clock import pinned_now
+from tests.containers import in_memory_container
 
 
 class Ticks:
@@ -199,19 +199,21 @@ def free_port() -> int:
 def test_the_worker_port_serves_while_the_block_runs_and_is_off_at_0(
     caplog: pytest.LogCaptureFixture,
 ) -> None:
-    off = build_container(Settings(worker_http_port=0))
-    with probes_served(off, Heartbeat()) as server:
+    settings = Settings(worker_http_port=0)
+    off = in_memory_container(settings)
+    with probes_served(off.reports(), settings, Heartbeat()) as server:
         assert server is None
     port = free_port()
-    container = build_container(Settings(worker_http_host="127.0.0.1", worker_http_port=port))
-    with probes_served(container, Heartbeat()) as server:
+    settings = Settings(worker_http_host="127.0.0.1", worker_http_port=port)
+    reports = in_memory_container(settings).reports()
+    with probes_served(reports, settings, Heartbeat()) as server:
         assert server is not None
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
         scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
         assert "reportsvc_publish_backlog_jobs 0.0" in scraped
         # a second worker on the same port runs without one, and says so
-        with probes_served(container, Heartbeat()) as second:
+        with probes_served(reports, settings, Heartbeat()) as second:
             assert second is None
         assert f"worker http not started on 127.0.0.1:{port}" in caplog.text
     with pytest.raises(httpx.ConnectError):

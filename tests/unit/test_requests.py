@@ -17,6 +17,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from entrypoints.schemas import decode_cursor, encode_cursor
 from reportcore.errors import ValidationError
 from reportcore.jobs import JobStatus, JobType, ReportFormat, Scope
 from reportcore.jobtypes import JOB_TYPES
@@ -24,8 +25,7 @@ from reportcore.requests import (
     CreateRequest,
     Cursor,
     ListQuery,
-    decode_cursor,
-    encode_cursor,
+    ListRequest,
     parse_instant,
     validate_create,
     validate_filters,
@@ -41,6 +41,12 @@ FEED_ALLOWED = (
     "feed_lot_id: string or list of strings"
 )
 TELEMETRY_ALLOWED = "allowed: metric: string; device_id: string"
+
+
+def listing(cursor: str | None = None, **values: Any) -> ListQuery:
+    """A list query as the API reads one: its opaque cursor decoded at the edge
+    (``entrypoints.schemas``), every other value checked by the core."""
+    return validate_list(ListRequest(after=decode_cursor(cursor) if cursor else None, **values))
 
 
 def create(body: dict[str, Any], header_key: str | None = None) -> Any:
@@ -260,7 +266,7 @@ ACCEPTED: list[tuple[str, dict[str, Any], Scope]] = [
 def test_a_valid_create_becomes_its_canonical_scope(body: dict[str, Any], scope: Scope) -> None:
     valid = create(body)
     assert valid.scope == scope
-    assert valid.job_type is JobType(body["job_type"])
+    assert valid.job_type == JobType(body["job_type"])
     assert valid.format is ReportFormat(body["format"])
 
 
@@ -308,7 +314,12 @@ def test_a_bad_or_disagreeing_header_key_is_refused(
 @pytest.mark.parametrize(
     ("fields", "field", "message"),
     [
-        ({"job_type": "PIG_EXPORT"}, "job_type", "job_type is not a known job type"),
+        (
+            {"job_type": "PIG_EXPORT"},
+            "job_type",
+            "job_type must be one of FEED_INTAKE_EXPORT, KPI_FEEDING_EXPORT, TELEMETRY_EXPORT, "
+            "WEIGHVISION_EXPORT",
+        ),
         ({"format": "pdf"}, "format", "format must be csv, json or xlsx"),
     ],
 )
@@ -373,7 +384,7 @@ def test_a_tenant_id_must_be_safe_as_a_path_segment(value: str, ok: bool) -> Non
 
 
 def test_a_list_query_without_values_is_the_first_page_of_everything() -> None:
-    query = validate_list()
+    query = listing()
     assert (query.status, query.job_type, query.created_from, query.created_to) == (None,) * 4
     assert (query.after, query.limit) == (None, 25)  # the contract's default page size
 
@@ -414,7 +425,7 @@ def test_a_list_query_without_values_is_the_first_page_of_everything() -> None:
 def test_list_query_values_are_read_into_typed_values(
     values: dict[str, Any], expected: dict[str, Any]
 ) -> None:
-    query = validate_list(**values)
+    query = listing(**values)
     assert {name: getattr(query, name) for name in expected} == expected
 
 
@@ -473,7 +484,7 @@ def test_a_bad_list_query_value_is_refused_naming_it(
     values: dict[str, Any], field: str, message: str
 ) -> None:
     with pytest.raises(ValidationError) as raised:
-        validate_list(**values)
+        listing(**values)
     assert (raised.value.field, raised.value.message) == (field, message)
 
 
@@ -502,7 +513,8 @@ def test_a_list_cursor_round_trips(created_at: dt.datetime, job_id: str) -> None
     back = decode_cursor(text)
     assert back == cursor
     assert back.created_at.utcoffset() is not None
-    assert validate_list(cursor=text).after == cursor
+    if "\x00" not in job_id:  # a NUL in the id is refused (a forged cursor can hide one)
+        assert listing(cursor=text).after == cursor
 
 
 # --- dates the upstreams and the exporters can hold, and how wide a range may be ---
@@ -604,7 +616,7 @@ def test_a_create_holding_a_nul_anywhere_is_refused_naming_the_field() -> None:
 
 def test_a_list_query_holding_a_nul_is_refused_naming_the_parameter() -> None:
     with pytest.raises(ValidationError) as refused:
-        validate_list(status="queued\x00")
+        listing(status="queued\x00")
     assert refused.value.field == "status"
     assert refused.value.message == "status must not contain NUL characters"
 
@@ -642,21 +654,21 @@ def local_time_is_bangkok() -> Iterator[None]:
 @pytest.mark.usefixtures("local_time_is_bangkok")
 def test_an_instant_without_an_offset_is_utc_whatever_the_local_time_zone() -> None:
     assert time.localtime(0).tm_hour == 7, "the fixture did not move local time"
-    query = validate_list(created_from="2026-01-02T10:00:00", created_to="2026-01-02T23:30:00")
+    query = listing(created_from="2026-01-02T10:00:00", created_to="2026-01-02T23:30:00")
     assert query.created_from == dt.datetime(2026, 1, 2, 10, tzinfo=dt.UTC)
     assert query.created_to == dt.datetime(2026, 1, 2, 23, 30, tzinfo=dt.UTC)
 
 
 @pytest.mark.usefixtures("local_time_is_bangkok")
 def test_an_instant_with_an_offset_is_given_back_in_utc_not_in_local_time() -> None:
-    query = validate_list(created_from="2026-01-02T10:00:00+02:00")
+    query = listing(created_from="2026-01-02T10:00:00+02:00")
     assert query.created_from is not None
     assert query.created_from.isoformat() == "2026-01-02T08:00:00+00:00"
 
 
 def test_an_instant_before_year_1_in_utc_is_a_400_naming_its_field() -> None:
     with pytest.raises(ValidationError) as raised:
-        validate_list(created_to="0001-01-01T00:00:00+01:00")
+        listing(created_to="0001-01-01T00:00:00+01:00")
     assert (raised.value.field, raised.value.message) == (
         "created_to",
         "created_to is out of range",
@@ -672,7 +684,7 @@ def test_a_forged_cursor_out_of_range_or_without_offset_is_a_400_naming_the_curs
 ) -> None:
     text = base64.urlsafe_b64encode(f'["{created_at}","x"]'.encode()).decode().rstrip("=")
     with pytest.raises(ValidationError) as raised:
-        validate_list(cursor=text)
+        listing(cursor=text)
     assert (raised.value.field, raised.value.message) == ("cursor", "cursor is not valid")
 
 

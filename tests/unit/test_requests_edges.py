@@ -5,31 +5,44 @@ time zone, and a checked create reads back as the options the encoders get."""
 from __future__ import annotations
 
 import base64
+import datetime as dt
 
 import pytest
 
+from entrypoints.schemas import encode_cursor
 from reportcore.errors import ValidationError
 from reportcore.jobs import Compression, CsvOptions, JobType, LineEnding, ReportFormat, Scope
 from reportcore.options import ExportOptions
 from reportcore.requests import (
+    Cursor,
     ValidCreate,
     options_of_create,
     refuse_nul,
     validate_idempotency_key,
-    validate_list,
 )
-from tests.unit.test_requests import local_time_is_bangkok  # noqa: F401 (a fixture)
+from tests.unit.test_requests import (
+    listing,
+    local_time_is_bangkok,  # noqa: F401 (a fixture)
+)
 
 
-@pytest.mark.parametrize(
-    "name", ["status", "job_type", "created_from", "created_to", "cursor", "limit"]
-)
+@pytest.mark.parametrize("name", ["status", "job_type", "created_from", "created_to", "limit"])
 def test_a_nul_in_any_list_parameter_is_a_400_naming_it(name: str) -> None:
     with pytest.raises(ValidationError) as raised:
-        validate_list(**{name: "a\x00b"})
+        listing(**{name: "a\x00b"})
     assert (raised.value.field, raised.value.message) == (
         name,
         f"{name} must not contain NUL characters",
+    )
+
+
+def test_a_cursor_whose_id_holds_a_nul_is_a_400_naming_the_cursor() -> None:
+    text = encode_cursor(Cursor(dt.datetime(2026, 1, 1, tzinfo=dt.UTC), "a\x00b"))
+    with pytest.raises(ValidationError) as raised:
+        listing(cursor=text)
+    assert (raised.value.field, raised.value.message) == (
+        "cursor",
+        "cursor must not contain NUL characters",
     )
 
 
@@ -37,7 +50,7 @@ def test_a_nul_in_any_list_parameter_is_a_400_naming_it(name: str) -> None:
 def test_a_cursor_in_the_last_hour_of_9999_utc_is_valid_whatever_the_local_zone() -> None:
     # in Asia/Bangkok (+07:00) that instant is past the calendar: only UTC is asked of it
     text = base64.urlsafe_b64encode(b'["9999-12-31T23:00:00+00:00","x"]').decode().rstrip("=")
-    after = validate_list(cursor=text).after
+    after = listing(cursor=text).after
     assert after is not None
     assert (after.created_at.isoformat(), after.id) == ("9999-12-31T23:00:00+00:00", "x")
 

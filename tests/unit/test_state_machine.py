@@ -52,8 +52,8 @@ from reportcore.usecases import (
     issue_download,
     open_file,
     recover,
-    run_job,
 )
+from tests.running import run_message
 
 # --- the model's own lifecycle table (not reportcore.lifecycle.TRANSITIONS) ---
 
@@ -394,7 +394,7 @@ class JobLifecycle(RuleBasedStateMachine):
             assert exp.status == "succeeded" and gone
             return
         assert exp.status == "succeeded" and not gone
-        token = link.download_url.split("token=", 1)[1]
+        token = link.token
         others = [other for other in self.model if other != job_id]
         if other_job and others:
             with pytest.raises(Forbidden):
@@ -437,7 +437,7 @@ class JobLifecycle(RuleBasedStateMachine):
         source: Any,
         stopping: Callable[[], bool] = lambda: False,
     ) -> RunOutcome:
-        outcome = run_job(
+        outcome = run_message(
             body,
             owner=worker,
             jobs=self.jobs,

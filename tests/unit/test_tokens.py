@@ -28,7 +28,8 @@ from reportcore.tokens import (
     sign,
     verify,
 )
-from reportcore.usecases import Policy, issue_download, open_file, run_job
+from reportcore.usecases import Policy, issue_download, open_file
+from tests.running import run_message
 
 SECRET = b"download-secret"
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
@@ -236,7 +237,7 @@ def _succeeded_jobs(
             updated_at=now,
         )
         jobs.add(job)
-        outcome = run_job(
+        outcome = run_message(
             f'{{"job_id": "{job.id}"}}'.encode(),
             owner="w",
             jobs=jobs,
@@ -257,7 +258,7 @@ def test_the_token_of_job_a_is_refused_for_job_b(pair: list[int]) -> None:
     link = issue_download(
         a, tenant_id="t1", jobs=jobs, store=store, clock=clock, secret=SECRET, policy=Policy()
     )
-    token = link.download_url.split("token=", 1)[1]
+    token = link.token
     served = open_file(a, token, jobs=jobs, store=store, clock=clock, secret=SECRET)
     assert served.size_bytes == len(store.files[served.location])
     with pytest.raises(Forbidden):
@@ -271,7 +272,7 @@ def test_a_download_url_expires_after_its_ttl() -> None:
         ids[0], tenant_id="t1", jobs=jobs, store=store, clock=clock, secret=SECRET, policy=policy
     )
     assert link.expires_at == clock.now() + dt.timedelta(seconds=900)
-    token = link.download_url.split("token=", 1)[1]
+    token = link.token
     clock.advance(899)
     open_file(ids[0], token, jobs=jobs, store=store, clock=clock, secret=SECRET)
     clock.advance(1)

@@ -41,7 +41,7 @@ def loaded():
 
 from entrypoints.runtime import tracing
 from entrypoints.cli import _traced_app
-from entrypoints.containers import Container, upstream_config, wire_service
+from entrypoints.containers import service_container, upstream_config
 from entrypoints.settings import Settings
 from entrypoints.worker import Worker
 from adapters.upstream import HttpRecordSource
@@ -53,8 +53,8 @@ settings = Settings(
     jwt_secret="unit-test-jwt-secret-0123456789",
     download_secret="unit-test-download-secret-0123",
 )
-container = wire_service(Container(), settings, None)
-Worker(container)
+container = service_container(settings, None)
+Worker(container.reports(), settings)
 HttpRecordSource(upstream_config(settings)).clients.client("http://127.0.0.1:1")
 with tracing.span("nothing", a=1) as span:
     span.set(b=2)

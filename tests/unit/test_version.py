@@ -14,8 +14,8 @@ import pytest
 from adapters.upstream.client import user_agent
 from entrypoints.api import create_app
 from entrypoints.cli import main
-from entrypoints.containers import build_container
 from entrypoints.settings import Settings
+from tests.containers import in_memory_container
 
 VERSION = importlib.metadata.version("farmiq-reportsvc")
 SCRIPT = Path(sys.executable).with_name("reportsvc")  # the venv's console script
@@ -49,7 +49,7 @@ def test_python_m_reportsvc_answers_as_the_console_script_does(argv: list[str]) 
 
 
 def test_the_openapi_document_states_the_package_version() -> None:
-    container = build_container(
+    container = in_memory_container(
         Settings(jwt_secret="version-test-jwt-secret-0123456789", download_secret="x" * 32)
     )
     schema = create_app(container).openapi_schema.to_schema()

@@ -22,7 +22,7 @@ from reportcore.testing import (
     RecordingWebhookSender,
     StaticRecordSource,
 )
-from reportcore.usecases import cancel_job, create_job, run_job
+from reportcore.usecases import cancel_job, create_job
 from reportcore.webhooks import (
     DeliveryState,
     Notification,
@@ -32,6 +32,7 @@ from reportcore.webhooks import (
     parse_allowed_hosts,
     verify_signature,
 )
+from tests.running import run_message
 
 from ..clock import pinned_now
 from .test_usecases import FEED_BODY, RECORDS, TENANT
@@ -79,7 +80,7 @@ class World:
     def run(self, source: Any = None) -> None:
         message = self.queue.take()
         assert message is not None
-        run_job(
+        run_message(
             message,
             owner="w1",
             jobs=self.jobs,

@@ -16,7 +16,7 @@ import msgspec
 import pytest
 from dependency_injector import providers
 
-from entrypoints.containers import Container, build_container
+from entrypoints.containers import Container
 from entrypoints.settings import Settings
 from entrypoints.worker import Worker, new_owner_id
 from reportcore.jobs import Job, JobStatus, JobType
@@ -30,6 +30,7 @@ from reportcore.testing import (
     StaticRecordSource,
 )
 from reportcore.usecases import create_job
+from tests.containers import in_memory_container, replace
 
 TENANT = "t-worker"
 DEADLINE_SEC = 10.0
@@ -90,10 +91,10 @@ class World:
         base: dict[str, object] = {"recovery_interval_sec": 0.02, "download_secret": "s" * 32}
         base.update(settings)
         self.settings = Settings(**base)  # type: ignore[arg-type]
-        self.container: Container = build_container(self.settings)
+        self.container: Container = in_memory_container(self.settings)
         self.clock = FakeClock()
         self.container.clock.override(providers.Object(self.clock))
-        self.container.source.override(providers.Object(StaticRecordSource(RECORDS, page_size=3)))
+        replace(self.container, "source", StaticRecordSource(RECORDS, page_size=3))
         self.jobs: InMemoryJobRepository = self.container.jobs()
         self.queue: InMemoryQueue = self.container.queue()
         self.store: InMemoryFileStore = self.container.store()
@@ -126,7 +127,7 @@ class World:
     @contextmanager
     def worker(self, owner: str = "host:1:abc") -> Iterator[threading.Event]:
         stop = threading.Event()
-        worker = Worker(self.container, owner, outage_pause_sec=0.02)
+        worker = Worker(self.container.reports(), self.settings, owner, outage_pause_sec=0.02)
         thread = threading.Thread(target=worker.run, args=(stop,))
         thread.start()
         try:
@@ -165,7 +166,7 @@ def test_the_worker_runs_queued_jobs_to_success_with_their_file() -> None:
 def test_the_worker_runs_as_many_jobs_at_once_as_its_concurrency_and_no_more() -> None:
     world = World(worker_concurrency=3, worker_tenant_concurrency=3)
     gate = GatedSource()
-    world.container.source.override(providers.Object(gate))
+    replace(world.container, "source", gate)
     jobs = [world.create() for _ in range(4)]
     with world.worker():
         wait_until(lambda: gate.active == 3, "three exports running at once")
@@ -180,7 +181,7 @@ def test_the_worker_runs_as_many_jobs_at_once_as_its_concurrency_and_no_more() -
 def test_a_tenant_with_a_backlog_leaves_a_slot_for_another_tenants_job() -> None:
     world = World(worker_concurrency=3)  # a tenant's share: 2 of the 3 slots
     gate = GatedSource()
-    world.container.source.override(providers.Object(gate))
+    replace(world.container, "source", gate)
     backlog = [world.create() for _ in range(6)]
     with world.worker():
         wait_until(lambda: gate.active == 2, "the tenant's two exports running")
@@ -199,7 +200,7 @@ def test_the_share_of_a_tenant_is_configurable(caplog: pytest.LogCaptureFixture)
     caplog.set_level(logging.DEBUG, logger="reportsvc.worker")
     world = World(worker_concurrency=3, worker_tenant_concurrency=1)
     gate = GatedSource()
-    world.container.source.override(providers.Object(gate))
+    replace(world.container, "source", gate)
     jobs = [world.create() for _ in range(3)]
 
     def deferrals() -> int:
@@ -219,7 +220,7 @@ def test_the_share_of_a_tenant_is_configurable(caplog: pytest.LogCaptureFixture)
 def test_stopping_hands_in_flight_jobs_back_and_leaves_none_running() -> None:
     world = World(worker_concurrency=2, worker_tenant_concurrency=2)
     gate = GatedSource()
-    world.container.source.override(providers.Object(gate))
+    replace(world.container, "source", gate)
     jobs = [world.create(), world.create()]
     with world.worker() as stop:
         wait_until(lambda: gate.active == 2, "both exports to start")
@@ -235,7 +236,7 @@ def test_stopping_hands_in_flight_jobs_back_and_leaves_none_running() -> None:
     assert world.store.files == {}, "a handed-back job left a file"
     assert world.queue.pending() == 2, "the handed-back messages are not on the queue again"
     # the next worker finishes them
-    world.container.source.override(providers.Object(StaticRecordSource(RECORDS)))
+    replace(world.container, "source", StaticRecordSource(RECORDS))
     with world.worker(owner="host:2:def"):
         wait_until(
             lambda: all(world.status(j) is JobStatus.SUCCEEDED for j in jobs), "jobs to finish"

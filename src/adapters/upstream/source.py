@@ -117,7 +117,7 @@ class HttpRecordSource:
         if job_type in (JobType.KPI_FEEDING_EXPORT, JobType.WEIGHVISION_EXPORT):
             names = (
                 ("startDate", "endDate")
-                if job_type is JobType.KPI_FEEDING_EXPORT
+                if job_type == JobType.KPI_FEEDING_EXPORT
                 else (
                     "start",
                     "end",
@@ -131,7 +131,7 @@ class HttpRecordSource:
             return call, [task(lambda g: pagers.single(g, q))]
 
         start, end = scope.start_date, scope.end_date
-        if job_type is JobType.FEED_INTAKE_EXPORT:
+        if job_type == JobType.FEED_INTAKE_EXPORT:
             params["limit"] = min(self.config.feed_page_limit, FEED_PAGE_MAX)
             lower = f"{start.isoformat()}T00:00:00Z" if start else None
             upper = f"{end.isoformat()}T23:59:59Z" if end else None
@@ -151,7 +151,7 @@ class HttpRecordSource:
                 upper=upper or "",
             )
             windows = plan(whole, self.config.concurrency * WINDOWS_PER_THREAD)
-        if job_type is JobType.FEED_INTAKE_EXPORT:
+        if job_type == JobType.FEED_INTAKE_EXPORT:
             return call, [task(functools.partial(_feed, call=call, q=q, bounds=b)) for b in windows]
         return call, [
             task(functools.partial(_telemetry, call=call, q=q, bounds=b, limit=limit))
@@ -164,8 +164,7 @@ class HttpRecordSource:
         base_url = getattr(self.config, attr)
         if not base_url:
             raise UpstreamUnavailable(
-                f"{upstream.value} is not configured: set {variable} to export "
-                f"{request.job_type.value}"
+                f"{upstream.value} is not configured: set {variable} to export {request.job_type}"
             )
         return Call(
             upstream=upstream, base_url=base_url.rstrip("/"), path=path, trace_id=request.job_id

@@ -23,13 +23,13 @@ from litestar.routes import HTTPRoute
 
 from reportcore.access import authorize
 from reportcore.errors import ReportError
-from reportcore.ports import Clock, FileStore, JobQueue, JobRepository, WebhookOutbox
-from reportcore.usecases import Policy
+from reportcore.service import ReportService
 from reportsvc import __version__
 
 from ..auth import TokenVerifier
 from ..bodies import ClientDisconnected, StrictRequest
 from ..containers import Container
+from ..schemas import JOBS_PATH
 from ..settings import SETTING_TO_VARIABLE, ConfigError
 from .docs import CSP_HEADER, OfflineSwaggerPlugin, docs_asset
 from .errors import (
@@ -44,7 +44,6 @@ from .metrics import HttpMetricsMiddleware, prometheus_metrics
 from .middleware import RequestContextMiddleware
 from .routes import (
     BEARER_SCHEME,
-    JOBS_PATH,
     cancel_job,
     create_job,
     download_file,
@@ -83,8 +82,8 @@ def create_app(container: Container) -> Litestar:
         audience=settings.jwt_audience,
         clock=container.clock(),
     )
-    secret = _required(settings.download_secret, "download_secret").encode()
-    readiness = Readiness(container)
+    _required(settings.download_secret, "download_secret")
+    readiness = Readiness(container.reports)
 
     def authenticate(
         connection: ASGIConnection[Any, Any, Any, Any], handler: BaseRouteHandler
@@ -97,27 +96,11 @@ def create_app(container: Container) -> Litestar:
         authorize(principal, action_of(handler))
         connection.scope["state"][PRINCIPAL_KEY] = principal
 
-    # one plain annotated function per port: Litestar reads the signature and checks the value
-    def provide_jobs() -> JobRepository:
-        return container.jobs()
-
-    def provide_queue() -> JobQueue:
-        return container.queue()
-
-    def provide_store() -> FileStore:
-        return container.store()
-
-    def provide_clock() -> Clock:
-        return container.clock()
-
-    def provide_policy() -> Policy:
-        return container.policy()
-
-    def provide_outbox() -> WebhookOutbox:
-        return container.outbox()  # type: ignore[no-any-return]
-
-    def provide_download_secret() -> bytes:
-        return secret
+    # the application (every use case over the container's ports) and the readiness checks:
+    # plain annotated functions, so that Litestar reads their signatures
+    def provide_reports() -> ReportService:
+        # built on the first request, once the resources it holds are open (startup, below)
+        return container.reports()
 
     def provide_readiness() -> Readiness:
         return readiness
@@ -166,13 +149,7 @@ def create_app(container: Container) -> Litestar:
             files_router,
         ],
         dependencies={
-            "jobs": Provide(provide_jobs, sync_to_thread=False),
-            "queue": Provide(provide_queue, sync_to_thread=False),
-            "store": Provide(provide_store, sync_to_thread=False),
-            "clock": Provide(provide_clock, sync_to_thread=False),
-            "policy": Provide(provide_policy, sync_to_thread=False),
-            "outbox": Provide(provide_outbox, sync_to_thread=False),
-            "download_secret": Provide(provide_download_secret, sync_to_thread=False),
+            "reports": Provide(provide_reports, sync_to_thread=False),
             "readiness": Provide(provide_readiness, sync_to_thread=False),
         },
         exception_handlers={

@@ -13,12 +13,13 @@ from litestar.di import NamedDependency
 from litestar.handlers.base import BaseRouteHandler
 from litestar.params import FromQuery
 
-from reportcore.access import Action, Principal, named_tenant, resolve_tenant
+from reportcore.access import Action, Principal, resolve_tenant
 from reportcore.errors import ReportError, ValidationError
+from reportcore.service import ReportService
 
-from ..containers import Container
 from ..schemas import (
     ReadinessChecks,
+    named_tenant,
 )
 
 log = logging.getLogger("reportsvc.api")
@@ -70,8 +71,10 @@ def provide_query_tenant(
 class Readiness:
     """Asks the database and the broker, each in its own thread and bounded in time."""
 
-    def __init__(self, container: Container, timeout_sec: float | None = None) -> None:
-        self._container = container
+    def __init__(
+        self, reports: Callable[[], ReportService], timeout_sec: float | None = None
+    ) -> None:
+        self._reports = reports
         self._timeout = READY_TIMEOUT_SEC if timeout_sec is None else timeout_sec
 
     async def _probe(self, name: str, ping: Callable[[], None]) -> str:
@@ -95,6 +98,7 @@ class Readiness:
             results[name] = await self._probe(name, ping)
 
         async with anyio.create_task_group() as tasks:
-            tasks.start_soon(run, "database", lambda: self._container.jobs().ping())
-            tasks.start_soon(run, "queue", lambda: self._container.queue().ping())
+            deps = self._reports().deps
+            tasks.start_soon(run, "database", deps.jobs.ping)
+            tasks.start_soon(run, "queue", deps.queue.ping)
         return ReadinessChecks(database=results["database"], queue=results["queue"])

@@ -5,7 +5,6 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
-import msgspec
 from litestar import Response, get, head, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
@@ -20,16 +19,15 @@ from litestar.params import FromPath, FromQuery, HeaderParameter, JSONBody
 from litestar.response import Stream
 
 from reportcore import usecases
-from reportcore.access import Action, Principal, named_tenant, resolve_tenant
-from reportcore.jobs import Job
-from reportcore.notifying import notifications_of
-from reportcore.ports import Clock, FileStore, JobQueue, JobRepository, WebhookOutbox
-from reportcore.requests import CreateRequest, refuse_nul, validate_create, validate_list
-from reportcore.usecases import Policy
+from reportcore.access import Action, Principal
+from reportcore.requests import ListRequest
+from reportcore.service import ReportService
 
 from .. import conditional
 from ..runtime import tracing
 from ..schemas import (
+    JOBS_PATH,
+    CreateRequest,
     DownloadOut,
     ErrorEnvelope,
     JobOut,
@@ -37,15 +35,16 @@ from ..schemas import (
     NotReady,
     Ready,
     TenantBody,
+    decode_cursor,
     download_out,
-    job_out,
+    named_tenant,
     page_out,
+    shown_out,
 )
 from .errors import error_specs
 from .guards import Readiness, header_key
 from .ranges import Unsatisfiable, byte_range, content_disposition
 
-JOBS_PATH = "/api/v1/reports/jobs"
 BEARER_SCHEME = "bearerAuth"
 
 
@@ -109,44 +108,32 @@ _TAGS = ["report jobs"]
 def create_job(
     data: JSONBody[CreateRequest],
     principal: NamedDependency[Principal],
-    jobs: NamedDependency[JobRepository],
-    queue: NamedDependency[JobQueue],
-    clock: NamedDependency[Clock],
-    policy: NamedDependency[Policy],
-    outbox: NamedDependency[WebhookOutbox],
+    reports: NamedDependency[ReportService],
     idempotency_key: Annotated[str | None, HeaderParameter(name="Idempotency-Key")] = None,
 ) -> Response[JobOut]:
     """Create an export job (201), or answer an identical earlier one (200, replay header)."""
-    # before the tenant is resolved: a NUL anywhere is a 400, also in a tenant it names
-    refuse_nul(msgspec.to_builtins(data))
-    tenant = resolve_tenant(principal, named_tenant(data.tenant_id, data.tenantId))
-    valid = validate_create(data, header_key=header_key(idempotency_key))
-    with tracing.span("create job", **{"report.tenant_id": tenant}) as span:
-        created = usecases.create_job(
-            valid,
-            tenant_id=tenant,
-            requested_by=principal.subject,
-            jobs=jobs,
-            queue=queue,
-            clock=clock,
-            policy=policy,
-        )
+    request = data.to_core()
+    key = header_key(idempotency_key)
+    with tracing.span("create job") as span:
+        created = reports.create(request, principal, header_key=key)
+        job = created.shown.job
         span.set(
             **{
-                "report.job_id": created.job.id,
-                "report.job_type": str(created.job.job_type),
+                "report.tenant_id": job.tenant_id,
+                "report.job_id": job.id,
+                "report.job_type": str(job.job_type),
                 "report.replayed": created.replayed,
                 "report.enqueued": created.enqueued,
             }
         )
     if created.replayed:
         return Response(
-            _shown(created.job, outbox), status_code=200, headers={"x-idempotent-replay": "true"}
+            shown_out(created.shown), status_code=200, headers={"x-idempotent-replay": "true"}
         )
     return Response(
-        job_out(created.job),
+        shown_out(created.shown),
         status_code=201,
-        headers={"location": f"{JOBS_PATH}/{created.job.id}"},
+        headers={"location": f"{JOBS_PATH}/{job.id}"},
     )
 
 
@@ -161,8 +148,7 @@ def create_job(
 )
 def list_jobs(
     tenant: NamedDependency[str],
-    jobs: NamedDependency[JobRepository],
-    outbox: NamedDependency[WebhookOutbox],
+    reports: NamedDependency[ReportService],
     status: FromQuery[str | None] = None,
     job_type: FromQuery[str | None] = None,
     created_from: FromQuery[str | None] = None,
@@ -171,18 +157,15 @@ def list_jobs(
     limit: FromQuery[str | None] = None,
 ) -> JobPageOut:
     """The tenant's jobs, newest first, ``limit`` (1..100, default 25) at a time."""
-    wanted = validate_list(
+    wanted = ListRequest(
         status=status,
         job_type=job_type,
         created_from=created_from,
         created_to=created_to,
-        cursor=cursor,
+        after=decode_cursor(cursor) if cursor else None,
         limit=limit,
     )
-    if wanted.after is not None:
-        refuse_nul(wanted.after.id, "cursor")  # a forged cursor can hide one
-    page = usecases.list_jobs(wanted, tenant_id=tenant, jobs=jobs)
-    return page_out(page, notifications_of(page.items, outbox))
+    return page_out(reports.list_jobs(tenant, wanted))
 
 
 @get(
@@ -197,16 +180,10 @@ def list_jobs(
 def get_job(
     jobId: FromPath[str],
     tenant: NamedDependency[str],
-    jobs: NamedDependency[JobRepository],
-    outbox: NamedDependency[WebhookOutbox],
+    reports: NamedDependency[ReportService],
 ) -> JobOut:
     """One job of the tenant."""
-    return _shown(usecases.get_job(jobId, tenant_id=tenant, jobs=jobs), outbox)
-
-
-def _shown(job: Job, outbox: WebhookOutbox) -> JobOut:
-    """The job JSON of ``job`` with its webhook's state."""
-    return job_out(job, notifications_of([job], outbox).get(job.id))
+    return shown_out(reports.get(jobId, tenant))
 
 
 @get(
@@ -221,23 +198,10 @@ def _shown(job: Job, outbox: WebhookOutbox) -> JobOut:
 def issue_download(
     jobId: FromPath[str],
     tenant: NamedDependency[str],
-    jobs: NamedDependency[JobRepository],
-    store: NamedDependency[FileStore],
-    clock: NamedDependency[Clock],
-    policy: NamedDependency[Policy],
-    download_secret: NamedDependency[bytes],
+    reports: NamedDependency[ReportService],
 ) -> DownloadOut:
     """A short-lived URL of a succeeded job's file (409 until it succeeded, 410 once gone)."""
-    link = usecases.issue_download(
-        jobId,
-        tenant_id=tenant,
-        jobs=jobs,
-        store=store,
-        clock=clock,
-        secret=download_secret,
-        policy=policy,
-    )
-    return download_out(link)
+    return download_out(reports.issue_download(jobId, tenant))
 
 
 @post(
@@ -253,20 +217,15 @@ def issue_download(
 def cancel_job(
     jobId: FromPath[str],
     principal: NamedDependency[Principal],
-    jobs: NamedDependency[JobRepository],
-    clock: NamedDependency[Clock],
-    outbox: NamedDependency[WebhookOutbox],
+    reports: NamedDependency[ReportService],
     data: JSONBody[TenantBody | None] = None,
     tenant_id: FromQuery[str | None] = None,
     tenantId: FromQuery[str | None] = None,
 ) -> JobOut:
     """Cancel a queued or running job (409 once it finished); returns the job."""
     body = data or TenantBody()
-    tenant = resolve_tenant(
-        principal, named_tenant(body.tenant_id, body.tenantId, tenant_id, tenantId)
-    )
-    cancelled = usecases.cancel_job(jobId, tenant_id=tenant, jobs=jobs, clock=clock)
-    return _shown(cancelled, outbox)
+    named = named_tenant(body.tenant_id, body.tenantId, tenant_id, tenantId)
+    return shown_out(reports.cancel(jobId, principal, named))
 
 
 _REDIRECT = ResponseSpec(
@@ -326,19 +285,6 @@ def _redirect(file: usecases.FileToServe) -> Response[None] | None:
     return Response(b"", status_code=302, headers=headers, media_type=MediaType.TEXT)
 
 
-def _open_file(
-    jobId: str,
-    token: str | None,
-    jobs: JobRepository,
-    store: FileStore,
-    clock: Clock,
-    download_secret: bytes,
-) -> usecases.FileToServe:
-    return usecases.open_file(
-        jobId, token, jobs=jobs, store=store, clock=clock, secret=download_secret
-    )
-
-
 @get(
     _FILE_PATH,
     sync_to_thread=True,
@@ -350,10 +296,7 @@ def _open_file(
 )
 def download_file(
     jobId: FromPath[str],
-    jobs: NamedDependency[JobRepository],
-    store: NamedDependency[FileStore],
-    clock: NamedDependency[Clock],
-    download_secret: NamedDependency[bytes],
+    reports: NamedDependency[ReportService],
     token: FromQuery[str | None] = None,
     range_header: Annotated[str | None, HeaderParameter(name="Range")] = None,
     if_range: Annotated[str | None, HeaderParameter(name="If-Range")] = None,
@@ -362,7 +305,7 @@ def download_file(
 ) -> Response[Any]:
     """The file a download token grants, streamed; a single byte ``Range`` is honoured, and
     ``If-Match`` / ``If-None-Match`` / ``If-Range`` as RFC 9110 says."""
-    file = _open_file(jobId, token, jobs, store, clock, download_secret)
+    file = reports.open_file(jobId, token)
     headers = _file_headers(file)
     unchanged = _preconditions(if_match, if_none_match, headers)
     if unchanged is not None:
@@ -386,7 +329,7 @@ def download_file(
         (start, end), status = wanted, 206
         headers["content-range"] = f"bytes {start}-{end}/{size}"
     headers["content-length"] = str(end - start + 1 if size else 0)
-    chunks: Iterator[bytes] = store.read(file.location, start, end) if size else iter(())
+    chunks: Iterator[bytes] = reports.read(file, start, end) if size else iter(())
     return Stream(chunks, status_code=status, headers=headers, media_type=file.mime_type)
 
 
@@ -401,16 +344,13 @@ def download_file(
 )
 def file_head(
     jobId: FromPath[str],
-    jobs: NamedDependency[JobRepository],
-    store: NamedDependency[FileStore],
-    clock: NamedDependency[Clock],
-    download_secret: NamedDependency[bytes],
+    reports: NamedDependency[ReportService],
     token: FromQuery[str | None] = None,
     if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match")] = None,
 ) -> Response[None]:
     """The headers ``GET`` would answer with, without the file."""
-    file = _open_file(jobId, token, jobs, store, clock, download_secret)
+    file = reports.open_file(jobId, token)
     headers = _file_headers(file)
     unchanged = _preconditions(if_match, if_none_match, headers)
     if unchanged is not None:

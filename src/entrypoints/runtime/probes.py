@@ -31,6 +31,9 @@ from adapters import metrics
 from reportcore.errors import ReportError
 from reportcore.policy import Policy
 from reportcore.ports import Clock, JobRepository
+from reportcore.service import ReportService
+
+from ..settings import Settings
 
 log = logging.getLogger("reportsvc.worker")
 
@@ -108,7 +111,7 @@ class BacklogCollector(Collector):
         try:
             jobs = self._jobs()
             backlog = len(jobs.unpublished(now, SCRAPE_LIMIT))
-            legacy = now - dt.timedelta(seconds=max(self._policy.lease_sec * 10, 600))
+            legacy = now - dt.timedelta(seconds=self._policy.legacy_lease_sec)
             overrun = len(jobs.stale(now, legacy, SCRAPE_LIMIT))
         except Exception as exc:
             log.warning("metrics: job store not read: %s: %s", type(exc).__name__, exc)
@@ -261,11 +264,12 @@ class ProbeServer:
         self._thread.join(timeout=5)
 
 
-def start_probes(container: Any, heartbeat: Heartbeat) -> ProbeServer | None:
+def start_probes(
+    reports: ReportService, settings: Settings, heartbeat: Heartbeat
+) -> ProbeServer | None:
     """The worker's HTTP server on ``WORKER_HTTP_HOST:WORKER_HTTP_PORT`` with the scrape-time
     gauges registered, or ``None`` when the port is 0 (off) or cannot be bound: the worker
     then runs without it (logged as an error: its liveness probe will fail and say so)."""
-    settings = container.settings()
     if settings.worker_http_port == 0:
         return None
     depths: Callable[[], dict[str, int]] | None = None
@@ -274,15 +278,16 @@ def start_probes(container: Any, heartbeat: Heartbeat) -> ProbeServer | None:
 
         url: str = settings.rabbitmq_url
         depths = lambda: queue_depths(url)  # noqa: E731
-    collector = BacklogCollector(container.jobs, container.clock(), container.policy(), depths)
+    deps = reports.deps
+    collector = BacklogCollector(lambda: deps.jobs, deps.clock, deps.policy, depths)
     try:
         server = ProbeServer(
             settings.worker_http_host,
             settings.worker_http_port,
             heartbeat=heartbeat,
             pings={
-                "database": lambda: container.jobs().ping(),
-                "queue": lambda: container.queue().ping(),
+                "database": deps.jobs.ping,
+                "queue": deps.queue.ping,
             },
         )
     except OSError as exc:
@@ -299,9 +304,11 @@ def start_probes(container: Any, heartbeat: Heartbeat) -> ProbeServer | None:
 
 
 @contextlib.contextmanager
-def probes_served(container: Any, heartbeat: Heartbeat) -> Iterator[ProbeServer | None]:
+def probes_served(
+    reports: ReportService, settings: Settings, heartbeat: Heartbeat
+) -> Iterator[ProbeServer | None]:
     """:func:`start_probes` for the duration of the block, closed after it."""
-    server = start_probes(container, heartbeat)
+    server = start_probes(reports, settings, heartbeat)
     try:
         yield server
     finally:

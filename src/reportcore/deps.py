@@ -1,0 +1,49 @@
+"""What one service runs with, in one value: its ports, its knobs and its job types.
+
+The composition root (``entrypoints.containers`` in the service; a test or another service's
+code when the core is used as a library) builds one :class:`Deps` and hands it to
+:class:`reportcore.service.ReportService`, instead of passing a dozen ports to each use case.
+"""
+
+from __future__ import annotations
+
+import msgspec
+
+from .encoding import CORE_ROW_FORMATS, RowFormats
+from .jobtypes import JOB_TYPES, JobTypeRegistry
+from .policy import Policy
+from .ports import (
+    Clock,
+    FileStore,
+    JobConsumer,
+    JobQueue,
+    JobRepository,
+    RecordSource,
+    WebhookOutbox,
+    WebhookSender,
+)
+from .webhooks import WebhookRules
+
+
+class Deps(msgspec.Struct, frozen=True, kw_only=True):
+    """The adapters of every port, and what the use cases are configured with.
+
+    ``consumer`` is the worker's (an API process has none). ``job_types`` is the registry the
+    service runs with: validation, the job, its queue message and the export all read this one,
+    never a module global; a library user passes ``JOB_TYPES.extended(...)`` to add its own.
+    ``formats`` are the row formats a worker writes besides the core's CSV (xlsx, an adapter's).
+    """
+
+    jobs: JobRepository
+    queue: JobQueue
+    store: FileStore
+    clock: Clock
+    source: RecordSource
+    outbox: WebhookOutbox
+    sender: WebhookSender
+    consumer: JobConsumer | None = None
+    policy: Policy = msgspec.field(default_factory=Policy)
+    webhook_rules: WebhookRules = msgspec.field(default_factory=WebhookRules)
+    job_types: JobTypeRegistry = JOB_TYPES
+    formats: RowFormats = msgspec.field(default_factory=lambda: CORE_ROW_FORMATS)
+    download_secret: bytes = b""
