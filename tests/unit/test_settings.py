@@ -296,3 +296,16 @@ def test_a_malformed_required_variable_is_named_once_as_malformed() -> None:
     assert raised.value.problems == (
         "DATABASE_URL must be a postgresql:// URL with a host, got 'mysql://db/x'",
     )
+
+
+def test_each_settings_parser_gives_a_value_of_its_fields_type() -> None:
+    # the declaration's parser and the field's type sit side by side; mypy does not compare
+    # them (Annotated metadata), this does
+    from typing import get_type_hints
+
+    from entrypoints.settings import DECLARED
+
+    fields = get_type_hints(Settings)
+    for setting, declared in DECLARED.items():
+        given = get_type_hints(declared.parse)["return"]
+        assert fields[setting] in (given, given | None), setting
