@@ -35,7 +35,14 @@ from .containers import demo_clock, upstream_config
 from .export_flags import add_option_flags, add_request_flags, request_body
 from .runtime.serving import PortUnavailable, check_ports, connection_limits, relog, serve
 from .runtime.tracing import setup_tracing
-from .settings import SETTING_TO_VARIABLE, ConfigError, Settings, load_settings, variable_of
+from .settings import (
+    SETTING_TO_VARIABLE,
+    ConfigError,
+    Settings,
+    fallbacks,
+    load_settings,
+    variable_of,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -378,7 +385,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = commands.add_parser(
         "api",
         help="serve the HTTP API",
-        description="Serve the HTTP API on HOST and APP_PORT (else PORT, else 5129). "
+        description=f"Serve the HTTP API on {fallbacks('host')} and {fallbacks('port')}. "
         + needs(API_REQUIRED),
     )
     api.set_defaults(run=cmd_api)
@@ -424,13 +431,13 @@ def build_parser() -> argparse.ArgumentParser:
         "in-process queue, with a demo upstream. Prints the URL, a bearer token and curl lines. "
         "Jobs, files and the generated secrets live in the data folder and survive a restart.",
     )
-    dev.add_argument("--data-dir", default=".dev-data", help="data folder (default ./.dev-data)")
-    dev.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    dev.add_argument("--data-dir", default=".dev-data", help="data folder (default %(default)s)")
+    dev.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     dev.add_argument(
         "--port",
         type=_port,
         default=None,
-        help="port (default APP_PORT, else PORT, else 5129; 0 picks a free one)",
+        help=f"port (default {fallbacks('port')}; 0 picks a free one)",
     )
     dev.set_defaults(run=cmd_dev)
 
@@ -449,7 +456,9 @@ def build_parser() -> argparse.ArgumentParser:
         "house_operator, viewer",
     )
     token.add_argument("--sub", default="reportsvc-cli", help="subject (requested_by)")
-    token.add_argument("--ttl", type=_positive_int, default=3600, help="lifetime in seconds (3600)")
+    token.add_argument(
+        "--ttl", type=_positive_int, default=3600, help="lifetime in seconds (%(default)s)"
+    )
     token.set_defaults(run=cmd_token)
 
     export = commands.add_parser(

@@ -365,7 +365,7 @@ def _missing(setting: str) -> str:
 T = TypeVar("T")
 
 
-def require(value: T | None, setting: str) -> T:
+def required_value(value: T | None, setting: str) -> T:
     """``value`` (a setting's), refused as :func:`load_settings` refuses a missing required
     one: for code handed :class:`Settings` it cannot run without one of (the API's secrets)."""
     if value is None or value == "":
