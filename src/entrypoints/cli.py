@@ -20,7 +20,7 @@ import msgspec
 
 from reportcore.errors import ExportFailure, StorageFailure, ValidationError
 from reportcore.jobs import file_name_for
-from reportcore.jobtypes import JOB_TYPES, Upstream
+from reportcore.jobtypes import JOB_TYPES
 from reportcore.pipeline import ExportProgress, export_records
 from reportcore.requests import (
     CreateRequest,
@@ -37,6 +37,7 @@ from .runtime.serving import PortUnavailable, check_ports, connection_limits, re
 from .runtime.tracing import setup_tracing
 from .settings import (
     SETTING_TO_VARIABLE,
+    UPSTREAM_URLS,
     ConfigError,
     Settings,
     fallbacks,
@@ -53,9 +54,7 @@ WORKER_REQUIRED = (
     "database_url",
     "rabbitmq_url",
     # a worker runs every job type, so it needs every upstream
-    "feed_service_url",
-    "telemetry_service_url",
-    "weighvision_url",
+    *UPSTREAM_URLS.values(),
 )
 MIGRATE_REQUIRED = ("database_url",)
 # One container for everything (FarmIQ's compose, small deployments): what the API needs. The
@@ -302,15 +301,10 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             demo = DemoUpstream(clock=demo_clock(settings))
             url = demo.start("127.0.0.1", 0)
             cleanup.callback(demo.stop)
-            config = upstream_config(settings, feed_url=url, telemetry_url=url, weighvision_url=url)
+            config = upstream_config(settings, every_upstream=url)
             tenant = tenant or DEMO_TENANT
         else:
-            needed = {
-                Upstream.FEED: "feed_service_url",
-                Upstream.TELEMETRY: "telemetry_service_url",
-                Upstream.WEIGHVISION: "weighvision_url",
-            }[spec.upstream]
-            config = upstream_config(_settings(env, (needed,)))
+            config = upstream_config(_settings(env, (UPSTREAM_URLS[spec.upstream],)))
         assert tenant is not None
 
         from adapters.filesystem import FilesystemWriter

@@ -38,7 +38,7 @@ from reportcore.webhooks import WebhookRules
 
 from .runtime.extras import require
 from .runtime.metering import MeteredJobQueue, MeteredJobRepository
-from .settings import Settings
+from .settings import UPSTREAM_URLS, Settings
 
 if TYPE_CHECKING:
     from .runtime.otel import Tracing
@@ -129,20 +129,17 @@ def _closing(make: Callable[..., _Closable], *args: Any, **kwargs: Any) -> Itera
         resource.close()
 
 
-def upstream_config(settings: Settings, **urls: str | None) -> Any:
-    """The HTTP source's configuration from settings; ``urls`` replace the configured ones."""
+def upstream_config(settings: Settings, every_upstream: str | None = None) -> Any:
+    """The HTTP source's configuration from settings; ``every_upstream``: the one URL of every
+    upstream (the demo upstream) instead of the configured ones."""
     from adapters.upstream import UpstreamConfig
+    from adapters.upstream.config import BASE_URLS
 
-    given: dict[str, str | None] = {
-        "feed_url": settings.feed_service_url,
-        "telemetry_url": settings.telemetry_service_url,
-        "weighvision_url": settings.weighvision_url,
+    urls = {
+        BASE_URLS[upstream].attribute: every_upstream or getattr(settings, setting)
+        for upstream, setting in UPSTREAM_URLS.items()
     }
-    given.update(urls)
-    return UpstreamConfig(
-        feed_url=given["feed_url"],
-        telemetry_url=given["telemetry_url"],
-        weighvision_url=given["weighvision_url"],
+    config = UpstreamConfig(
         token=settings.internal_service_token,
         timeout_sec=settings.upstream_timeout_sec,
         retries=settings.upstream_retries,
@@ -153,6 +150,7 @@ def upstream_config(settings: Settings, **urls: str | None) -> Any:
         client_key=settings.upstream_client_key,
         transport=settings.upstream_transport,
     )
+    return msgspec.structs.replace(config, **urls)
 
 
 def wire_service(
@@ -246,12 +244,7 @@ def wire_embedded(
         providers.Resource(
             _closing,
             HttpRecordSource,
-            upstream_config(
-                settings,
-                feed_url=upstream_url,
-                telemetry_url=upstream_url,
-                weighvision_url=upstream_url,
-            ),
+            upstream_config(settings, every_upstream=upstream_url),
         )
     )
     container.store.override(

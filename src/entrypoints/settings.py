@@ -18,7 +18,7 @@ from typing import Annotated, TypeVar, get_type_hints
 
 import msgspec
 
-from adapters.upstream.config import UpstreamConfig
+from adapters.upstream.config import BASE_URLS, UpstreamConfig
 from reportcore.jobs import JobType
 from reportcore.jobtypes import JOB_TYPES, Upstream
 from reportcore.policy import Policy
@@ -119,15 +119,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "check `aud` (as for `JWT_ISSUER`)",
     )] = "farmiq-api"
     feed_service_url: Annotated[str | None, Env(
-        "CLOUD_FEED_SERVICE_URL", "FEED_SERVICE_URL", "FEED_BASE_URL", parse=http_url,
+        *BASE_URLS[Upstream.FEED].variables, parse=http_url,
         doc="feed service base URL (`http://` or `https://`): feed intake and KPI exports",
     )] = None
     telemetry_service_url: Annotated[str | None, Env(
-        "CLOUD_TELEMETRY_SERVICE_URL", "TELEMETRY_SERVICE_URL", parse=http_url,
+        *BASE_URLS[Upstream.TELEMETRY].variables, parse=http_url,
         doc="telemetry service base URL",
     )] = None
     weighvision_url: Annotated[str | None, Env(
-        "CLOUD_WEIGHVISION_READMODEL_URL", "WEIGHVISION_SERVICE_URL", parse=http_url,
+        *BASE_URLS[Upstream.WEIGHVISION].variables, parse=http_url,
         doc="WeighVision read model base URL",
     )] = None
     internal_service_token: Annotated[str | None, Env(
@@ -323,12 +323,13 @@ DECLARED: Mapping[str, Env] = _declarations()
 SETTING_TO_VARIABLE = {setting: env.names[0] for setting, env in DECLARED.items()}
 _DEFAULTS = Settings()
 
-# upstream -> the setting of its base URL (the variables: that setting's declaration); the
-# upstream client's own attribute for it: adapters.upstream.config.BASE_URLS
+# upstream -> the setting of its base URL: the one whose variables adapters.upstream.config's
+# BASE_URLS names (the map of upstream, UpstreamConfig attribute and variables)
 UPSTREAM_URLS: Mapping[Upstream, str] = {
-    Upstream.FEED: "feed_service_url",
-    Upstream.TELEMETRY: "telemetry_service_url",
-    Upstream.WEIGHVISION: "weighvision_url",
+    upstream: setting
+    for upstream, where in BASE_URLS.items()
+    for setting, declared in DECLARED.items()
+    if declared.names == where.variables
 }
 
 

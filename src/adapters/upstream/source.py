@@ -160,11 +160,11 @@ class HttpRecordSource:
 
     def _call(self, request: SourceRequest, path: str) -> Call:
         upstream = JOB_TYPES[request.job_type].upstream
-        attr, variable = BASE_URLS[upstream]
-        base_url = getattr(self.config, attr)
+        where = BASE_URLS[upstream]
+        base_url = getattr(self.config, where.attribute)
         if not base_url:
             raise UpstreamUnavailable(
-                f"{upstream.value} is not configured: set {variable} to export "
+                f"{upstream.value} is not configured: set {where.variables[0]} to export "
                 f"{request.job_type.value}"
             )
         return Call(
