@@ -20,7 +20,7 @@ import msgspec
 
 from reportcore.errors import ExportFailure, StorageFailure, ValidationError
 from reportcore.jobs import file_name_for
-from reportcore.jobtypes import JOB_TYPES, Upstream
+from reportcore.jobtypes import JOB_TYPES
 from reportcore.pipeline import ExportProgress, export_records
 from reportcore.requests import (
     CreateRequest,
@@ -35,7 +35,15 @@ from .containers import demo_clock, upstream_config
 from .export_flags import add_option_flags, add_request_flags, request_body
 from .runtime.serving import PortUnavailable, check_ports, connection_limits, relog, serve
 from .runtime.tracing import setup_tracing
-from .settings import SETTING_TO_VARIABLE, ConfigError, Settings, load_settings, variable_of
+from .settings import (
+    SETTING_TO_VARIABLE,
+    UPSTREAM_URLS,
+    ConfigError,
+    Settings,
+    fallbacks,
+    load_settings,
+    variable_of,
+)
 
 EXIT_OK = 0
 EXIT_FAILED = 1
@@ -46,9 +54,7 @@ WORKER_REQUIRED = (
     "database_url",
     "rabbitmq_url",
     # a worker runs every job type, so it needs every upstream
-    "feed_service_url",
-    "telemetry_service_url",
-    "weighvision_url",
+    *UPSTREAM_URLS.values(),
 )
 MIGRATE_REQUIRED = ("database_url",)
 # One container for everything (FarmIQ's compose, small deployments): what the API needs. The
@@ -296,15 +302,10 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             demo = DemoUpstream(clock=demo_clock(settings))
             url = demo.start("127.0.0.1", 0)
             cleanup.callback(demo.stop)
-            config = upstream_config(settings, feed_url=url, telemetry_url=url, weighvision_url=url)
+            config = upstream_config(settings, every_upstream=url)
             tenant = tenant or DEMO_TENANT
         else:
-            needed = {
-                Upstream.FEED: "feed_service_url",
-                Upstream.TELEMETRY: "telemetry_service_url",
-                Upstream.WEIGHVISION: "weighvision_url",
-            }[spec.upstream]
-            config = upstream_config(_settings(env, (needed,)))
+            config = upstream_config(_settings(env, (UPSTREAM_URLS[spec.upstream],)))
         assert tenant is not None
 
         from adapters.filesystem import FilesystemWriter
@@ -379,7 +380,7 @@ def build_parser() -> argparse.ArgumentParser:
     api = commands.add_parser(
         "api",
         help="serve the HTTP API",
-        description="Serve the HTTP API on HOST and APP_PORT (else PORT, else 5129). "
+        description=f"Serve the HTTP API on {fallbacks('host')} and {fallbacks('port')}. "
         + needs(API_REQUIRED),
     )
     api.set_defaults(run=cmd_api)
@@ -425,13 +426,13 @@ def build_parser() -> argparse.ArgumentParser:
         "in-process queue, with a demo upstream. Prints the URL, a bearer token and curl lines. "
         "Jobs, files and the generated secrets live in the data folder and survive a restart.",
     )
-    dev.add_argument("--data-dir", default=".dev-data", help="data folder (default ./.dev-data)")
-    dev.add_argument("--host", default="127.0.0.1", help="address to listen on (127.0.0.1)")
+    dev.add_argument("--data-dir", default=".dev-data", help="data folder (default %(default)s)")
+    dev.add_argument("--host", default="127.0.0.1", help="address to listen on (%(default)s)")
     dev.add_argument(
         "--port",
         type=_port,
         default=None,
-        help="port (default APP_PORT, else PORT, else 5129; 0 picks a free one)",
+        help=f"port (default {fallbacks('port')}; 0 picks a free one)",
     )
     dev.set_defaults(run=cmd_dev)
 
@@ -450,7 +451,9 @@ def build_parser() -> argparse.ArgumentParser:
         "house_operator, viewer",
     )
     token.add_argument("--sub", default="reportsvc-cli", help="subject (requested_by)")
-    token.add_argument("--ttl", type=_positive_int, default=3600, help="lifetime in seconds (3600)")
+    token.add_argument(
+        "--ttl", type=_positive_int, default=3600, help="lifetime in seconds (%(default)s)"
+    )
     token.set_defaults(run=cmd_token)
 
     export = commands.add_parser(

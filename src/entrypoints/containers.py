@@ -44,7 +44,7 @@ from reportcore.webhooks import WebhookRules
 
 from .runtime.extras import require
 from .runtime.metering import MeteredJobQueue, MeteredJobRepository
-from .settings import ConfigError, Settings
+from .settings import UPSTREAM_URLS, ConfigError, Settings
 
 if TYPE_CHECKING:
     from .runtime.otel import Tracing
@@ -201,12 +201,8 @@ def open_source(settings: Settings, profile: Profile, tracing: Tracing | None) -
     embedded profile). Closed at shutdown."""
     from adapters.upstream import HttpRecordSource
 
-    urls: dict[str, str | None] = {}
-    if profile.embedded:
-        urls = dict.fromkeys(("feed_url", "telemetry_url", "weighvision_url"), profile.upstream_url)
-    yield from _closing(
-        HttpRecordSource, upstream_config(settings, **urls), **_hooks(tracing, "source")
-    )
+    config = upstream_config(settings, every_upstream=profile.upstream_url)
+    yield from _closing(HttpRecordSource, config, **_hooks(tracing, "source"))
 
 
 def make_store(settings: Settings, profile: Profile) -> FileStore:
@@ -292,20 +288,17 @@ class Container(containers.DeclarativeContainer):
     reports = providers.Singleton(ReportService, deps)
 
 
-def upstream_config(settings: Settings, **urls: str | None) -> Any:
-    """The HTTP source's configuration from settings; ``urls`` replace the configured ones."""
+def upstream_config(settings: Settings, every_upstream: str | None = None) -> Any:
+    """The HTTP source's configuration from settings; ``every_upstream``: the one URL of every
+    upstream (the demo upstream) instead of the configured ones."""
     from adapters.upstream import UpstreamConfig
+    from adapters.upstream.config import BASE_URLS
 
-    given: dict[str, str | None] = {
-        "feed_url": settings.feed_service_url,
-        "telemetry_url": settings.telemetry_service_url,
-        "weighvision_url": settings.weighvision_url,
+    urls = {
+        BASE_URLS[upstream].attribute: every_upstream or getattr(settings, setting)
+        for upstream, setting in UPSTREAM_URLS.items()
     }
-    given.update(urls)
-    return UpstreamConfig(
-        feed_url=given["feed_url"],
-        telemetry_url=given["telemetry_url"],
-        weighvision_url=given["weighvision_url"],
+    config = UpstreamConfig(
         token=settings.internal_service_token,
         timeout_sec=settings.upstream_timeout_sec,
         retries=settings.upstream_retries,
@@ -316,6 +309,7 @@ def upstream_config(settings: Settings, **urls: str | None) -> Any:
         client_key=settings.upstream_client_key,
         transport=settings.upstream_transport,
     )
+    return msgspec.structs.replace(config, **urls)
 
 
 def check_file_store(container: Container) -> None:

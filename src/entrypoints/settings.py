@@ -1,5 +1,9 @@
 """Configuration: read from the environment once, validated into one typed value.
 
+Each setting is declared once, as a field of :class:`Settings`: its type and default, and in
+its :class:`~entrypoints.variables.Env` its variable and aliases, its parser and its line of
+docs/operations.md's table (tests/unit/test_docs.py derives the table from these).
+
 Required variables that are missing and variables that are malformed stop the process with
 one line naming every one of them (:class:`ConfigError`), before anything listens or
 consumes: an operator fixes the environment once, not once a problem.
@@ -8,26 +12,40 @@ consumes: an operator fixes the environment once, not once a problem.
 from __future__ import annotations
 
 import datetime as dt
-import re
+from collections import Counter
 from collections.abc import Iterable, Mapping
-from urllib.parse import urlsplit
+from typing import Annotated, TypeVar, get_type_hints
 
 import msgspec
 
-from adapters.upstream.config import UpstreamConfig
+from adapters.upstream.config import BASE_URLS, UpstreamConfig
 from reportcore.jobs import JobType
+from reportcore.jobtypes import JOB_TYPES, Upstream
 from reportcore.policy import Policy
-from reportcore.webhooks import AllowedHost, WebhookRules, parse_allowed_hosts
+from reportcore.webhooks import AllowedHost, WebhookRules
 
+from .variables import (
+    ConfigError,
+    Env,
+    amqp_url,
+    claim,
+    flag,
+    http_url,
+    instant,
+    non_negative_int,
+    one_of,
+    port,
+    positive_float,
+    positive_int,
+    postgres_url,
+    range_days,
+    s3_prefix,
+    secret,
+    text,
+    webhook_hosts,
+)
 
-class ConfigError(Exception):
-    """Configuration problems, worded for an operator: each names its variable. ``problems``
-    lists them; the message is all of them, one after another on one line."""
-
-    def __init__(self, *problems: str) -> None:
-        super().__init__("; ".join(problems))
-        self.problems = problems
-
+__all__ = ["ConfigError", "Env", "Settings", "load_settings"]
 
 # The core's lifecycle knobs and the upstream client's knobs keep their defaults where they are
 # declared; a setting of one of them takes its default from there, so each is written once.
@@ -36,263 +54,323 @@ _UPSTREAM = UpstreamConfig()
 _WEBHOOKS = WebhookRules()
 
 
+def _range_default() -> str:
+    """``TELEMETRY_EXPORT 92 days, the other types 366``: the job types' own maximum ranges."""
+    days = {t: spec.max_range_days for t, spec in JOB_TYPES.items()}
+    usual = Counter(days.values()).most_common(1)[0][0]
+    listed = [f"{t} {n} days" for t, n in days.items() if n != usual]
+    return ", ".join([*listed, f"the other types {usual}"])
+
+
+_JWT_HINT = (
+    "add JWT_SECRET to the service's environment: the HS256 key FarmIQ's identity service "
+    "(cloud-identity-access) signs user tokens with, the same value as its JWT_SECRET, at "
+    "least 16 characters"
+)
+
+
 class Settings(msgspec.Struct, frozen=True, kw_only=True):
     """Everything the processes are configured with (see the contract's Configuration)."""
 
-    database_url: str | None = None
-    rabbitmq_url: str | None = None
-    download_secret: str | None = None
-    download_ttl_sec: int = _POLICY.download_ttl_sec
-    export_root: str = "/data/exports"
-    worker_concurrency: int = 1
-    jwt_secret: str | None = None
-    # None: the claim is not required (the variable set to empty); see _CLAIM below
-    jwt_issuer: str | None = "farmiq"
-    jwt_audience: str | None = "farmiq-api"
-    feed_service_url: str | None = None
-    telemetry_service_url: str | None = None
-    weighvision_url: str | None = None
-    internal_service_token: str | None = None
-    retention_sec: int = _POLICY.retention_sec
-    host: str = "0.0.0.0"
-    port: int = 5129
-    # operational knobs beyond the contract (documented in docs/operations.md)
-    lease_sec: float = _POLICY.lease_sec
-    max_attempts: int = _POLICY.max_attempts
-    recovery_interval_sec: float = 5.0
-    upstream_timeout_sec: float = _UPSTREAM.timeout_sec
-    upstream_retries: int = _UPSTREAM.retries
-    upstream_concurrency: int = _UPSTREAM.concurrency
-    upstream_host_concurrency: int = _UPSTREAM.host_concurrency
-    upstream_ca_bundle: str | None = None
-    upstream_client_cert: str | None = None
-    upstream_client_key: str | None = None
-    upstream_transport: str = _UPSTREAM.transport
-    log_level: str = "INFO"
-    log_format: str = "text"  # text (key=value) or json, one record a line
+    # one field a setting, laid out as a table (ruff would spread each over ten lines)
+    # fmt: off
+    database_url: Annotated[str | None, Env(
+        "DATABASE_URL", parse=postgres_url,
+        doc="PostgreSQL URL, `postgresql://user:password@host:5432/db` (or `postgres://`)",
+    )] = None
+    rabbitmq_url: Annotated[str | None, Env(
+        "RABBITMQ_URL", parse=amqp_url,
+        doc="AMQP URL with the vhost, `amqp://guest:guest@127.0.0.1:5672/%2F` (or `amqps://`)",
+    )] = None
+    download_secret: Annotated[str | None, Env(
+        "REPORT_DOWNLOAD_SECRET", parse=secret,
+        doc="HMAC key of download tokens, at least 16 characters; the same in every api (and as "
+        "the old service's, so its URLs keep working)",
+    )] = None
+    download_ttl_sec: Annotated[int, Env(
+        "REPORT_DOWNLOAD_TTL_SEC", parse=positive_int,
+        doc="lifetime of an issued download URL, seconds (at least 1)",
+    )] = _POLICY.download_ttl_sec
+    export_root: Annotated[str, Env(
+        "EXPORT_ROOT", parse=text,
+        doc="folder of the export files, `<root>/<tenant_id>/<job_id>/report.<csv|json>`; the "
+        "same path on every api and worker machine (see below); not read when `FILE_STORE=s3`",
+    )] = "/data/exports"
+    worker_concurrency: Annotated[int, Env(
+        "WORKER_CONCURRENCY", parse=positive_int,
+        doc="exports one worker process runs at once (its RabbitMQ prefetch)",
+    )] = 1
+    jwt_secret: Annotated[str | None, Env(
+        "JWT_SECRET", parse=secret, hint=_JWT_HINT,
+        doc="HS256 key of user tokens, at least 16 characters",
+    )] = None
+    # None: the claim is not required (the variable set to empty): FarmIQ's identity service
+    # signs access tokens without iss and aud on refresh and SSO, so a deployment that takes
+    # those tokens turns the checks off explicitly
+    jwt_issuer: Annotated[str | None, Env(
+        "JWT_ISSUER", parse=claim, empty_is_a_value=True,
+        doc="the `iss` a user token must carry; set to empty (`JWT_ISSUER=`) to not require or "
+        "check `iss` (FarmIQ's identity service signs refreshed and SSO tokens without it); "
+        "signature and `exp` are always checked",
+    )] = "farmiq"
+    jwt_audience: Annotated[str | None, Env(
+        "JWT_AUDIENCE", parse=claim, empty_is_a_value=True,
+        doc="the `aud` a user token must carry; set to empty (`JWT_AUDIENCE=`) to not require or "
+        "check `aud` (as for `JWT_ISSUER`)",
+    )] = "farmiq-api"
+    feed_service_url: Annotated[str | None, Env(
+        *BASE_URLS[Upstream.FEED].variables, parse=http_url,
+        doc="feed service base URL (`http://` or `https://`): feed intake and KPI exports",
+    )] = None
+    telemetry_service_url: Annotated[str | None, Env(
+        *BASE_URLS[Upstream.TELEMETRY].variables, parse=http_url,
+        doc="telemetry service base URL",
+    )] = None
+    weighvision_url: Annotated[str | None, Env(
+        *BASE_URLS[Upstream.WEIGHVISION].variables, parse=http_url,
+        doc="WeighVision read model base URL",
+    )] = None
+    internal_service_token: Annotated[str | None, Env(
+        "INTERNAL_SERVICE_TOKEN", parse=text,
+        doc="sent as `Authorization: Bearer ...` to the upstream services when set",
+    )] = None
+    retention_sec: Annotated[int, Env(
+        "REPORT_RETENTION_SEC", parse=non_negative_int, default_doc="7 days",
+        doc="how long a finished file is kept (`expires_at` = finished + this); `0` keeps files "
+        "forever",
+    )] = _POLICY.retention_sec
+    host: Annotated[str, Env(
+        "HOST", parse=text,
+        doc="address the API listens on",
+    )] = "0.0.0.0"
+    port: Annotated[int, Env(
+        "APP_PORT", "PORT", parse=port,
+        doc="port the API listens on; `0` picks a free one (logged)",
+    )] = 5129
+    # operational knobs beyond the contract
+    lease_sec: Annotated[float, Env(
+        "REPORT_LEASE_SEC", parse=positive_float,
+        doc="how long a claimed job stays a worker's without a heartbeat; the heartbeat runs "
+        "every min(1 s, lease / 3)",
+    )] = _POLICY.lease_sec
+    max_attempts: Annotated[int, Env(
+        "REPORT_MAX_ATTEMPTS", parse=positive_int,
+        doc="claims of one job before a lost worker fails it `WORKER_LOST` instead of retrying",
+    )] = _POLICY.max_attempts
+    recovery_interval_sec: Annotated[float, Env(
+        "REPORT_RECOVERY_INTERVAL_SEC", parse=positive_float,
+        doc="how often each worker runs the recovery pass, seconds",
+    )] = 5.0
+    upstream_timeout_sec: Annotated[float, Env(
+        "UPSTREAM_TIMEOUT_SEC", parse=positive_float,
+        doc="timeout of one upstream request (connect, read), seconds",
+    )] = _UPSTREAM.timeout_sec
+    upstream_retries: Annotated[int, Env(
+        "UPSTREAM_RETRIES", parse=non_negative_int,
+        doc="retries of one upstream page after a connect error, timeout, 429 or 5xx (0 = none)",
+    )] = _UPSTREAM.retries
+    upstream_concurrency: Annotated[int, Env(
+        "UPSTREAM_CONCURRENCY", parse=positive_int,
+        doc="time windows of one bounded feed intake or telemetry export fetched at once; `1` "
+        "fetches one page after another (an export without both dates is always sequential)",
+    )] = _UPSTREAM.concurrency
+    upstream_host_concurrency: Annotated[int, Env(
+        "UPSTREAM_HOST_CONCURRENCY", parse=positive_int,
+        doc="requests in flight to one upstream host (scheme, host, port) across every export of "
+        "one process, so `WORKER_CONCURRENCY` exports never open `WORKER_CONCURRENCY` x "
+        "`UPSTREAM_CONCURRENCY` connections",
+    )] = _UPSTREAM.host_concurrency
+    upstream_ca_bundle: Annotated[str | None, Env(
+        "UPSTREAM_CA_BUNDLE", parse=text,
+        doc="PEM file of the CAs trusted for `https://` upstreams (default: `SSL_CERT_FILE` / "
+        "`SSL_CERT_DIR` when set, else certifi's)",
+    )] = None
+    upstream_client_cert: Annotated[str | None, Env(
+        "UPSTREAM_CLIENT_CERT", parse=text,
+        doc="PEM client certificate presented to `https://` upstreams (mTLS); the key too, "
+        "unless `UPSTREAM_CLIENT_KEY` is set",
+    )] = None
+    upstream_client_key: Annotated[str | None, Env(
+        "UPSTREAM_CLIENT_KEY", parse=text,
+        doc="PEM private key of `UPSTREAM_CLIENT_CERT`",
+    )] = None
+    upstream_transport: Annotated[str, Env(
+        "UPSTREAM_TRANSPORT", parse=one_of("stdlib", "httpx"),
+        doc="`stdlib`: httpx over our transport on `http.client` (about half the CPU a page); "
+        "`httpx`: httpx's own transport (docs/performance.md)",
+    )] = _UPSTREAM.transport
+    log_level: Annotated[str, Env(
+        "LOG_LEVEL", parse=one_of("DEBUG", "INFO", "WARNING", "ERROR", upper=True),
+        doc="`DEBUG`, `INFO`, `WARNING` or `ERROR`",
+    )] = "INFO"
+    log_format: Annotated[str, Env(
+        "LOG_FORMAT", parse=one_of("text", "json"),
+        doc="`text` (`key=value`) or `json`, one record a line",
+    )] = "text"
     # per job type, the widest date range a job may name (unlisted types keep their default)
-    max_range_days: dict[JobType, int] | None = None
-    # the instant the demo upstream takes as now (dev and export --demo): the same data any day
-    demo_now: dt.datetime | None = None
-    # how many jobs of one tenant one worker process runs at once (None: all slots but one)
-    worker_tenant_concurrency: int | None = None
-    # the worker's /metrics, /healthz and /readyz (docs/operations.md); port 0 turns it off
-    worker_http_host: str = "0.0.0.0"
-    worker_http_port: int = 9129
-    http_header_timeout_sec: float = 10.0
-    http_body_timeout_sec: float = 30.0
-    http_max_connections: int = 1000
-    # where export files live: filesystem (under export_root) or s3 (docs/operations.md)
-    file_store: str = "filesystem"
-    s3_bucket: str | None = None
-    s3_prefix: str = "reports/"
-    s3_endpoint_url: str | None = None
-    s3_region: str | None = None
-    download_redirect: bool = False
+    max_range_days: Annotated[dict[JobType, int] | None, Env(
+        "REPORT_MAX_RANGE_DAYS", parse=range_days, default_doc=_range_default(),
+        doc="the widest `start_date`..`end_date` a job may name, both days counted: a number for "
+        "every job type, or `TYPE=DAYS` pairs separated by commas "
+        "(`TELEMETRY_EXPORT=31,FEED_INTAKE_EXPORT=730`); a wider create is a 400. Without "
+        "`end_date` the range runs to today; without `start_date` the upstream's own window "
+        "applies",
+    )] = None
+    demo_now: Annotated[dt.datetime | None, Env(
+        "DEMO_NOW", parse=instant, default_doc="the real time",
+        doc="the instant the demo upstream takes as now (ISO 8601 with its offset, "
+        '`2026-01-18T12:00:00Z`): the demo serves the same "last 7 days" any day',
+    )] = None
+    worker_tenant_concurrency: Annotated[int | None, Env(
+        "WORKER_TENANT_CONCURRENCY", parse=positive_int,
+        default_doc="one fewer than WORKER_CONCURRENCY, at least 1",
+        doc="exports of one tenant one worker process runs at once; a job of a tenant at its "
+        "share goes to the back of the queue unclaimed (no attempt counted), so a tenant with a "
+        "backlog never holds every slot",
+    )] = None
+    worker_http_host: Annotated[str, Env(
+        "WORKER_HTTP_HOST", parse=text,
+        doc="address of the worker's own HTTP port (`/metrics`, `/healthz`, `/readyz`; "
+        "[Metrics](#metrics))",
+    )] = "0.0.0.0"
+    worker_http_port: Annotated[int, Env(
+        "WORKER_HTTP_PORT", parse=port,
+        doc="port of the worker's `/metrics`, `/healthz` and `/readyz`; `0` turns that server "
+        "off. A port that cannot be bound is logged as an error and the worker runs without it",
+    )] = 9129
+    http_header_timeout_sec: Annotated[float, Env(
+        "HTTP_HEADER_TIMEOUT_SEC", parse=positive_float,
+        doc="a client must send a request's head (method, path, headers) within this many "
+        "seconds of connecting, or of the first byte of its next request on a kept-alive "
+        "connection; else the connection is closed",
+    )] = 10.0
+    http_body_timeout_sec: Annotated[float, Env(
+        "HTTP_BODY_TIMEOUT_SEC", parse=positive_float,
+        doc="a client must send a request's whole body within this many seconds of its head; "
+        "else the connection is closed",
+    )] = 30.0
+    http_max_connections: Annotated[int, Env(
+        "HTTP_MAX_CONNECTIONS", parse=positive_int,
+        doc="open client connections one api process holds; a new one beyond it closes the "
+        'oldest connection still waiting for a request (see "Slow clients"); keep it below the '
+        "process's file-descriptor limit (`ulimit -n`)",
+    )] = 1000
+    file_store: Annotated[str, Env(
+        "FILE_STORE", parse=one_of("filesystem", "s3"),
+        doc="where export files live: `filesystem` (under `EXPORT_ROOT`) or `s3` (an "
+        'S3-compatible bucket, see "Export files in an object store"); `reportsvc dev` always '
+        "uses its data folder",
+    )] = "filesystem"
+    s3_bucket: Annotated[str | None, Env(
+        "S3_BUCKET", parse=text,
+        doc="the bucket of the export files; required when `FILE_STORE=s3`",
+    )] = None
+    s3_prefix: Annotated[str, Env(
+        "S3_PREFIX", parse=s3_prefix,
+        doc="key prefix of the files, `<prefix><tenant_id>/<job_id>/report.<ext>`; empty, or "
+        "ending with `/`",
+    )] = "reports/"
+    s3_endpoint_url: Annotated[str | None, Env(
+        "S3_ENDPOINT_URL", parse=http_url, default_doc="AWS S3",
+        doc="the store's URL for MinIO, GCS (`https://storage.googleapis.com`) or another "
+        "S3-compatible server; path-style addressing is used when set",
+    )] = None
+    s3_region: Annotated[str | None, Env(
+        "S3_REGION", parse=text,
+        default_doc="the AWS chain's: AWS_REGION, AWS_DEFAULT_REGION or the profile",
+        doc="the bucket's region",
+    )] = None
+    download_redirect: Annotated[bool, Env(
+        "REPORT_DOWNLOAD_REDIRECT", parse=flag,
+        doc="`1`: once the download token is verified, `/file` answers 302 to a presigned GET of "
+        "the object, valid for the token's remaining life and with the same "
+        "`Content-Disposition`, so the bytes do not cross the api; needs `FILE_STORE=s3`",
+    )] = False
     # webhooks (docs/operations.md): no allowed host turns them off
-    webhook_allowed_hosts: tuple[AllowedHost, ...] | None = None
-    webhook_secret: str | None = None
-    webhook_max_attempts: int = _WEBHOOKS.max_attempts
-    webhook_retry_base_sec: float = _WEBHOOKS.retry_base_sec
+    webhook_allowed_hosts: Annotated[tuple[AllowedHost, ...] | None, Env(
+        "REPORT_WEBHOOK_ALLOWED_HOSTS", parse=webhook_hosts, default_doc="webhooks off",
+        doc="comma list of the hosts a job's `notify_url` may name "
+        "(`hooks.example.com,http://10.0.0.7`); an entry written `http://host` also allows plain "
+        "http to it, else https is required; a private or loopback IP literal is accepted only "
+        'when listed as that literal (see "Webhooks")',
+    )] = None
+    webhook_secret: Annotated[str | None, Env(
+        "REPORT_WEBHOOK_SECRET", parse=secret,
+        doc="HMAC-SHA256 key of `X-FarmIQ-Signature`, at least 16 characters; required when "
+        "`REPORT_WEBHOOK_ALLOWED_HOSTS` is set",
+    )] = None
+    webhook_max_attempts: Annotated[int, Env(
+        "REPORT_WEBHOOK_MAX_ATTEMPTS", parse=positive_int,
+        doc="POSTs of one delivery before it is `failed`",
+    )] = _WEBHOOKS.max_attempts
+    webhook_retry_base_sec: Annotated[float, Env(
+        "REPORT_WEBHOOK_RETRY_BASE_SEC", parse=positive_float,
+        doc="wait after the first failed attempt; doubles after each next one, capped at 3600 s",
+    )] = _WEBHOOKS.retry_base_sec
+    # fmt: on
 
 
-# variable -> (setting, kind); aliases listed after the main name, first one set wins
-_VARIABLES: tuple[tuple[tuple[str, ...], str, str], ...] = (
-    (("DATABASE_URL",), "database_url", "postgres_url"),
-    (("RABBITMQ_URL",), "rabbitmq_url", "amqp_url"),
-    (("REPORT_DOWNLOAD_SECRET",), "download_secret", "secret"),
-    (("REPORT_DOWNLOAD_TTL_SEC",), "download_ttl_sec", "positive_int"),
-    (("EXPORT_ROOT",), "export_root", "str"),
-    (("WORKER_CONCURRENCY",), "worker_concurrency", "positive_int"),
-    (("JWT_SECRET",), "jwt_secret", "secret"),
-    (("JWT_ISSUER",), "jwt_issuer", "claim"),
-    (("JWT_AUDIENCE",), "jwt_audience", "claim"),
-    (
-        ("CLOUD_FEED_SERVICE_URL", "FEED_SERVICE_URL", "FEED_BASE_URL"),
-        "feed_service_url",
-        "http_url",
-    ),
-    (
-        ("CLOUD_TELEMETRY_SERVICE_URL", "TELEMETRY_SERVICE_URL"),
-        "telemetry_service_url",
-        "http_url",
-    ),
-    (
-        ("CLOUD_WEIGHVISION_READMODEL_URL", "WEIGHVISION_SERVICE_URL"),
-        "weighvision_url",
-        "http_url",
-    ),
-    (("INTERNAL_SERVICE_TOKEN",), "internal_service_token", "str"),
-    (("REPORT_RETENTION_SEC",), "retention_sec", "non_negative_int"),
-    (("HOST",), "host", "str"),
-    (("APP_PORT", "PORT"), "port", "port"),
-    (("REPORT_LEASE_SEC",), "lease_sec", "positive_float"),
-    (("REPORT_MAX_ATTEMPTS",), "max_attempts", "positive_int"),
-    (("REPORT_RECOVERY_INTERVAL_SEC",), "recovery_interval_sec", "positive_float"),
-    (("UPSTREAM_TIMEOUT_SEC",), "upstream_timeout_sec", "positive_float"),
-    (("UPSTREAM_RETRIES",), "upstream_retries", "non_negative_int"),
-    (("UPSTREAM_CONCURRENCY",), "upstream_concurrency", "positive_int"),
-    (("UPSTREAM_HOST_CONCURRENCY",), "upstream_host_concurrency", "positive_int"),
-    (("UPSTREAM_CA_BUNDLE",), "upstream_ca_bundle", "str"),
-    (("UPSTREAM_CLIENT_CERT",), "upstream_client_cert", "str"),
-    (("UPSTREAM_CLIENT_KEY",), "upstream_client_key", "str"),
-    (("UPSTREAM_TRANSPORT",), "upstream_transport", "upstream_transport"),
-    (("LOG_LEVEL",), "log_level", "log_level"),
-    (("LOG_FORMAT",), "log_format", "log_format"),
-    (("REPORT_MAX_RANGE_DAYS",), "max_range_days", "range_days"),
-    (("DEMO_NOW",), "demo_now", "instant"),
-    (("WORKER_TENANT_CONCURRENCY",), "worker_tenant_concurrency", "positive_int"),
-    (("WORKER_HTTP_HOST",), "worker_http_host", "str"),
-    (("WORKER_HTTP_PORT",), "worker_http_port", "port"),
-    (("HTTP_HEADER_TIMEOUT_SEC",), "http_header_timeout_sec", "positive_float"),
-    (("HTTP_BODY_TIMEOUT_SEC",), "http_body_timeout_sec", "positive_float"),
-    (("HTTP_MAX_CONNECTIONS",), "http_max_connections", "positive_int"),
-    (("FILE_STORE",), "file_store", "file_store"),
-    (("S3_BUCKET",), "s3_bucket", "str"),
-    (("S3_PREFIX",), "s3_prefix", "s3_prefix"),
-    (("S3_ENDPOINT_URL",), "s3_endpoint_url", "http_url"),
-    (("S3_REGION",), "s3_region", "str"),
-    (("REPORT_DOWNLOAD_REDIRECT",), "download_redirect", "flag"),
-    (("REPORT_WEBHOOK_ALLOWED_HOSTS",), "webhook_allowed_hosts", "webhook_hosts"),
-    (("REPORT_WEBHOOK_SECRET",), "webhook_secret", "secret"),
-    (("REPORT_WEBHOOK_MAX_ATTEMPTS",), "webhook_max_attempts", "positive_int"),
-    (("REPORT_WEBHOOK_RETRY_BASE_SEC",), "webhook_retry_base_sec", "positive_float"),
-)
+def _declarations() -> dict[str, Env]:
+    hints = get_type_hints(Settings, include_extras=True)
+    return {
+        setting: next(m for m in hints[setting].__metadata__ if isinstance(m, Env))
+        for setting in Settings.__struct_fields__
+    }
 
-SETTING_TO_VARIABLE = {setting: names[0] for names, setting, _ in _VARIABLES}
-_VARIABLE_TO_SETTING = {name: setting for names, setting, _ in _VARIABLES for name in names}
+
+# setting -> its declaration, in the order of the fields (the order problems are reported in)
+DECLARED: Mapping[str, Env] = _declarations()
+SETTING_TO_VARIABLE = {setting: env.names[0] for setting, env in DECLARED.items()}
+_DEFAULTS = Settings()
+
+# upstream -> the setting of its base URL: the one whose variables adapters.upstream.config's
+# BASE_URLS names (the map of upstream, UpstreamConfig attribute and variables)
+UPSTREAM_URLS: Mapping[Upstream, str] = {
+    upstream: setting
+    for upstream, where in BASE_URLS.items()
+    for setting, declared in DECLARED.items()
+    if declared.names == where.variables
+}
 
 
 def variable_of(setting: str, env: Mapping[str, str]) -> str:
     """The variable ``setting`` was read from in ``env`` (the alias set, ``PORT`` for the port
     when only it is), else its main name: what a message about its value should name."""
-    for names, name_of, _ in _VARIABLES:
-        if name_of == setting:
-            return next((name for name in names if env.get(name)), names[0])
-    raise KeyError(setting)
+    names = DECLARED[setting].names
+    return next((name for name in names if env.get(name)), names[0])
 
 
-# An expected token claim: unset keeps the default, set to empty (or blanks) means "do not
-# require or check it". FarmIQ's identity service signs access tokens without iss and aud on
-# refresh and SSO, so a deployment that takes those tokens turns the checks off explicitly.
-_CLAIM = "claim"
-
-# What an operator must add when a required variable is missing, beyond its name.
-_REQUIRED_HINTS = {
-    "jwt_secret": "add JWT_SECRET to the service's environment: the HS256 key FarmIQ's "
-    "identity service (cloud-identity-access) signs user tokens with, the same value as its "
-    "JWT_SECRET, at least 16 characters",
-}
+def shown_default(setting: str) -> str:
+    """The default as an operator would set it (``0``/``1`` for a flag), or ``-`` for none."""
+    value = getattr(_DEFAULTS, setting)
+    if value is None:
+        return "-"
+    if isinstance(value, bool):
+        return str(int(value))
+    return f"{value:g}" if isinstance(value, float) else str(value)
 
 
-_WHOLE = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes other scripts' digits
+def fallbacks(setting: str) -> str:
+    """``APP_PORT (else PORT, else 5129)``: where a setting comes from, for a --help text."""
+    main, *aliases = DECLARED[setting].names
+    default = shown_default(setting)
+    rest = [*aliases, *([] if default == "-" else [default])]
+    return main + (f" (else {', else '.join(rest)})" if rest else "")
 
 
-def _range_days(name: str, raw: str) -> dict[JobType, int]:
-    """``N`` (every job type) or ``TYPE=N,TYPE=N``."""
-    value = raw.strip()
-    if _WHOLE.fullmatch(value) and int(value) >= 1:
-        return {t: int(value) for t in JobType}
-    out: dict[JobType, int] = {}
-    for part in value.split(","):
-        key, _, days = part.strip().partition("=")
-        try:
-            job_type = JobType(key.strip())
-        except ValueError:
-            job_type = None
-        if job_type is None or not _WHOLE.fullmatch(days.strip()) or int(days) < 1:
-            types = ", ".join(t.value for t in JobType)
-            raise ConfigError(
-                f"{name} must be a number of days, or TYPE=DAYS pairs separated by commas "
-                f"(types: {types}), got {raw[:200]!r}"
-            )
-        out[job_type] = int(days)
-    return out
+def _missing(setting: str) -> str:
+    hint = DECLARED[setting].hint
+    return f"{SETTING_TO_VARIABLE[setting]} is required but not set" + (f": {hint}" if hint else "")
 
 
-def _parse(name: str, kind: str, raw: str) -> object:
-    value = raw.strip()
-    if kind == _CLAIM:
-        return value or None
-    if kind == "range_days":
-        return _range_days(name, raw)
-    if kind == "instant":
-        try:
-            instant = dt.datetime.fromisoformat(value)
-        except ValueError:
-            raise ConfigError(
-                f"{name} must be an ISO 8601 instant with its offset, got {raw[:200]!r}"
-            ) from None
-        if instant.tzinfo is None:
-            raise ConfigError(f"{name} must name its UTC offset (Z or +hh:mm), got {raw!r}")
-        return instant.astimezone(dt.UTC)
-    if kind in ("positive_int", "non_negative_int", "port"):
-        if not _WHOLE.fullmatch(value):
-            raise ConfigError(f"{name} must be a whole number, got {raw!r}")
-        n = int(value)
-        if kind == "positive_int" and n < 1:
-            raise ConfigError(f"{name} must be at least 1, got {raw!r}")
-        # 0 asks the kernel for a free port (tests, several local instances); the bound
-        # port is logged once listening
-        if kind == "port" and not 0 <= n <= 65535:
-            raise ConfigError(f"{name} must be a port number 0..65535, got {raw!r}")
-        return n
-    if kind == "positive_float":
-        try:
-            f = float(value)
-        except ValueError:
-            raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-        if not f > 0:
-            raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
-        return f
-    if kind == "log_level":
-        level = value.upper()
-        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
-            raise ConfigError(f"{name} must be DEBUG, INFO, WARNING or ERROR, got {raw!r}")
-        return level
-    if kind == "upstream_transport":
-        transport = value.lower()
-        if transport not in ("stdlib", "httpx"):
-            raise ConfigError(f"{name} must be stdlib or httpx, got {raw!r}")
-        return transport
-    if kind == "file_store":
-        store = value.lower()
-        if store not in ("filesystem", "s3"):
-            raise ConfigError(f"{name} must be filesystem or s3, got {raw!r}")
-        return store
-    if kind == "flag":
-        if value not in ("0", "1"):
-            raise ConfigError(f"{name} must be 0 or 1, got {raw!r}")
-        return value == "1"
-    if kind == "s3_prefix":
-        # the keys are <prefix><tenant>/<job>/report.<ext>: a prefix is a folder or nothing
-        if value and (not value.endswith("/") or value.startswith("/") or "//" in value):
-            raise ConfigError(f"{name} must end with / and not start with one, got {raw!r}")
-        return value
-    if kind == "webhook_hosts":
-        try:
-            return parse_allowed_hosts(value) or None
-        except ValueError as exc:
-            raise ConfigError(f"{name}: {exc}; give host names separated by commas") from None
-    if kind == "log_format":
-        fmt = value.lower()
-        if fmt not in ("text", "json"):
-            raise ConfigError(f"{name} must be text or json, got {raw!r}")
-        return fmt
-    if not value:
-        raise ConfigError(f"{name} is set but empty")
-    if kind == "secret" and len(value) < 16:
-        hint = _REQUIRED_HINTS.get(_VARIABLE_TO_SETTING.get(name, ""), "")
-        raise ConfigError(f"{name} must be at least 16 characters" + (f": {hint}" if hint else ""))
-    schemes = {
-        "postgres_url": ("postgresql", "postgres"),
-        "amqp_url": ("amqp", "amqps"),
-        "http_url": ("http", "https"),
-    }.get(kind)
-    if schemes is not None:
-        parts = urlsplit(value)
-        if parts.scheme not in schemes or not parts.hostname:
-            raise ConfigError(f"{name} must be a {schemes[0]}:// URL with a host, got {raw!r}")
+T = TypeVar("T")
+
+
+def required_value(value: T | None, setting: str) -> T:
+    """``value`` (a setting's), refused as :func:`load_settings` refuses a missing required
+    one: for code handed :class:`Settings` it cannot run without one of (the API's secrets)."""
+    if value is None or value == "":
+        raise ConfigError(_missing(setting))
     return value
 
 
@@ -304,24 +382,21 @@ def load_settings(env: Mapping[str, str], *, required: Iterable[str] = ()) -> Se
     values: dict[str, object] = {}
     problems: list[str] = []
     malformed: set[str] = set()
-    for names, setting, kind in _VARIABLES:
-        for name in names:
+    for setting, declared in DECLARED.items():
+        for name in declared.names:
             raw = env.get(name)
-            # empty counts as unset, except for a claim, where it says "not required"
-            if raw is not None and (raw != "" or kind == _CLAIM):
+            # empty counts as unset, except where it is a value (a claim: "not required")
+            if raw is not None and (raw != "" or declared.empty_is_a_value):
                 try:
-                    values[setting] = _parse(name, kind, raw)
+                    values[setting] = declared.parse(name, raw)
                 except ConfigError as exc:
-                    problems.append(str(exc))
+                    hint = f": {declared.hint}" if declared.hint else ""
+                    problems.extend(problem + hint for problem in exc.problems)
                     malformed.add(setting)
                 break
     for setting in required:
         if values.get(setting) is None and setting not in malformed:
-            hint = _REQUIRED_HINTS.get(setting)
-            problems.append(
-                f"{SETTING_TO_VARIABLE[setting]} is required but not set"
-                + (f": {hint}" if hint else "")
-            )
+            problems.append(_missing(setting))
     if values.get("file_store") == "s3" and not values.get("s3_bucket"):
         problems.append("S3_BUCKET is required when FILE_STORE=s3")
     if values.get("webhook_allowed_hosts") and not values.get("webhook_secret"):

@@ -23,7 +23,7 @@ from collections.abc import Callable, Iterator
 from types import FrameType
 
 from reportcore.fairness import TenantSlots, default_share
-from reportcore.jobtypes import JOB_TYPES, Upstream
+from reportcore.jobtypes import JOB_TYPES
 from reportcore.notifying import DeliveryPass
 from reportcore.ports import Disposition, JobConsumer
 from reportcore.running import RunContext
@@ -34,15 +34,9 @@ from .runtime import tracing
 from .runtime.metering import record_export, running_gauge
 from .runtime.probes import Heartbeat
 from .schemas import job_out
-from .settings import SETTING_TO_VARIABLE, Settings
+from .settings import SETTING_TO_VARIABLE, UPSTREAM_URLS, Settings
 
 log = logging.getLogger("reportsvc.worker")
-
-_UPSTREAM_SETTINGS = (
-    ("feed_service_url", Upstream.FEED),
-    ("telemetry_service_url", Upstream.TELEMETRY),
-    ("weighvision_url", Upstream.WEIGHVISION),
-)
 
 # After a handler or the consumer itself failed (database or broker down), wait this long
 # before the next try, so that an outage is not a busy loop of redeliveries and log lines.
@@ -265,7 +259,7 @@ class Worker:
 
 def warn_unconfigured_upstreams(settings: Settings) -> None:
     """One warning per upstream URL not set: the jobs of its types will fail."""
-    for setting, upstream in _UPSTREAM_SETTINGS:
+    for upstream, setting in UPSTREAM_URLS.items():
         if getattr(settings, setting) is None:
             types = sorted(str(t) for t, spec in JOB_TYPES.items() if spec.upstream is upstream)
             log.warning(

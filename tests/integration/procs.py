@@ -31,62 +31,13 @@ from typing import IO
 
 import httpx
 
-# the variables of the contract (and our operational knobs): never inherited from the
-# developer's environment, so that a test runs the same everywhere
+from entrypoints.settings import DECLARED
+
+# every variable the settings read (aliases too), and the AWS chain's: never inherited from
+# the developer's environment, so that a test runs the same everywhere
 CONFIG_VARIABLES = frozenset(
     {
-        "DATABASE_URL",
-        "RABBITMQ_URL",
-        "REPORT_DOWNLOAD_SECRET",
-        "REPORT_DOWNLOAD_TTL_SEC",
-        "EXPORT_ROOT",
-        "WORKER_CONCURRENCY",
-        "WORKER_TENANT_CONCURRENCY",
-        "WORKER_HTTP_HOST",
-        "WORKER_HTTP_PORT",
-        "REPORT_MAX_RANGE_DAYS",
-        "DEMO_NOW",
-        "JWT_SECRET",
-        "JWT_ISSUER",
-        "JWT_AUDIENCE",
-        "CLOUD_FEED_SERVICE_URL",
-        "FEED_SERVICE_URL",
-        "FEED_BASE_URL",
-        "CLOUD_TELEMETRY_SERVICE_URL",
-        "TELEMETRY_SERVICE_URL",
-        "CLOUD_WEIGHVISION_READMODEL_URL",
-        "WEIGHVISION_SERVICE_URL",
-        "INTERNAL_SERVICE_TOKEN",
-        "REPORT_RETENTION_SEC",
-        "HOST",
-        "APP_PORT",
-        "PORT",
-        "REPORT_LEASE_SEC",
-        "REPORT_MAX_ATTEMPTS",
-        "REPORT_RECOVERY_INTERVAL_SEC",
-        "UPSTREAM_TIMEOUT_SEC",
-        "UPSTREAM_RETRIES",
-        "UPSTREAM_CONCURRENCY",
-        "UPSTREAM_HOST_CONCURRENCY",
-        "UPSTREAM_CA_BUNDLE",
-        "UPSTREAM_CLIENT_CERT",
-        "UPSTREAM_CLIENT_KEY",
-        "UPSTREAM_TRANSPORT",
-        "LOG_LEVEL",
-        "LOG_FORMAT",
-        "HTTP_HEADER_TIMEOUT_SEC",
-        "HTTP_BODY_TIMEOUT_SEC",
-        "HTTP_MAX_CONNECTIONS",
-        "FILE_STORE",
-        "S3_BUCKET",
-        "S3_PREFIX",
-        "S3_ENDPOINT_URL",
-        "S3_REGION",
-        "REPORT_DOWNLOAD_REDIRECT",
-        "REPORT_WEBHOOK_ALLOWED_HOSTS",
-        "REPORT_WEBHOOK_SECRET",
-        "REPORT_WEBHOOK_MAX_ATTEMPTS",
-        "REPORT_WEBHOOK_RETRY_BASE_SEC",
+        *(name for declared in DECLARED.values() for name in declared.names),
         # the AWS credential chain: a developer's own keys must never reach a test's service
         "AWS_ACCESS_KEY_ID",
         "AWS_SECRET_ACCESS_KEY",

@@ -19,10 +19,15 @@ from typing import Any
 
 import pytest
 
-from entrypoints import settings as settings_module
 from entrypoints.api import ERROR_STATUS, create_app
-from entrypoints.cli import build_parser
-from entrypoints.settings import Settings
+from entrypoints.cli import (
+    API_REQUIRED,
+    MIGRATE_REQUIRED,
+    TOKEN_REQUIRED,
+    WORKER_REQUIRED,
+    build_parser,
+)
+from entrypoints.settings import DECLARED, Settings, shown_default
 from tests.api_examples import DEMO_NOW
 from tests.containers import in_memory_container
 
@@ -132,38 +137,53 @@ def test_every_error_code_of_the_api_is_documented_with_its_status() -> None:
 # --- configuration ---
 
 
-def _configuration_rows() -> dict[str, str]:
-    """Each documented variable (aliases included) -> the row's default cell."""
-    table = _section(OPERATIONS_MD.read_text(encoding="utf-8"), "Configuration")
-    rows: dict[str, str] = {}
-    for cells in _table_rows(table):
-        for name in _CODE.findall(cells[0]):
-            rows[name] = cells[1]
-    return rows
+def _configuration_rows() -> list[list[str]]:
+    """The rows of the configuration table: variable (aliases), default, meaning, read by."""
+    return _table_rows(_section(OPERATIONS_MD.read_text(encoding="utf-8"), "Configuration"))
 
 
-def test_every_environment_variable_is_in_the_configuration_table_and_no_other() -> None:
-    documented = set(_configuration_rows())
-    read = {name for names, _, _ in settings_module._VARIABLES for name in names}
-    assert read - documented == set(), "variables missing from docs/operations.md"
-    assert documented - read == set(), "docs/operations.md documents variables nobody reads"
+def _declared_cells(setting: str) -> list[str]:
+    """The first three cells of ``setting``'s row, as its declaration in settings.py writes
+    them: the variable and its aliases, the default (and what unset means), the meaning."""
+    declared = DECLARED[setting]
+    main, *aliases = (f"`{name}`" for name in declared.names)
+    shown = shown_default(setting)
+    default = "-" if shown == "-" else f"`{shown}`"
+    return [
+        main + (f" ({', '.join(aliases)})" if aliases else ""),
+        default + (f" ({declared.default_doc})" if declared.default_doc else ""),
+        declared.doc.replace("|", "\\|"),  # escaped in a table, also inside code
+    ]
 
 
-def test_the_documented_defaults_are_the_settings_defaults() -> None:
-    rows = _configuration_rows()
-    defaults = Settings()
-    for names, setting, _ in settings_module._VARIABLES:
-        cell = rows[names[0]]
-        value = getattr(defaults, setting)
-        shown = _CODE.search(cell)
-        if value is None:
-            assert shown is None and cell.startswith("-"), f"{names[0]} has no default: {cell}"
-            continue
-        assert shown is not None, f"{names[0]}: default {value!r} not documented"
-        if isinstance(value, float):
-            assert float(shown.group(1)) == value, names[0]
-        else:
-            assert shown.group(1) == str(value), names[0]
+def test_the_configuration_table_is_the_one_the_settings_declare() -> None:
+    # each setting's variables, default and meaning are written once, on its field of
+    # Settings; the table shows them in that order, then the processes that read each
+    documented = ["| " + " | ".join(cells[:3]) + " |" for cells in _configuration_rows()]
+    declared = ["| " + " | ".join(_declared_cells(setting)) + " |" for setting in DECLARED]
+    assert documented == declared, "\n".join(
+        ["docs/operations.md's configuration table should start its rows with:", *declared]
+    )
+
+
+@pytest.mark.parametrize(
+    ("command", "required"),
+    [
+        ("api", API_REQUIRED),
+        ("worker", WORKER_REQUIRED),
+        ("migrate", MIGRATE_REQUIRED),
+        ("token", TOKEN_REQUIRED),
+    ],
+)
+def test_the_table_bolds_exactly_what_each_command_requires(
+    command: str, required: tuple[str, ...]
+) -> None:
+    read_by = {cells[0]: cells[3] for cells in _configuration_rows()}
+    for setting in DECLARED:
+        names, _, meaning = _declared_cells(setting)
+        # required only with another setting (S3_BUCKET with FILE_STORE=s3): bold, saying so
+        if "required when" not in meaning:
+            assert (f"**{command}**" in read_by[names]) == (setting in required), names
 
 
 # --- links ---

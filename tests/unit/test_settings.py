@@ -296,3 +296,31 @@ def test_a_malformed_required_variable_is_named_once_as_malformed() -> None:
     assert raised.value.problems == (
         "DATABASE_URL must be a postgresql:// URL with a host, got 'mysql://db/x'",
     )
+
+
+def test_each_settings_parser_gives_a_value_of_its_fields_type() -> None:
+    # the declaration's parser and the field's type sit side by side; mypy does not compare
+    # them (Annotated metadata), this does
+    from typing import get_type_hints
+
+    from entrypoints.settings import DECLARED
+
+    fields = get_type_hints(Settings)
+    for setting, declared in DECLARED.items():
+        given = get_type_hints(declared.parse)["return"]
+        assert fields[setting] in (given, given | None), setting
+
+
+def test_every_upstream_has_the_setting_its_variables_are_read_into() -> None:
+    # one map (adapters.upstream.config.BASE_URLS) says which variables set which upstream's
+    # URL; the settings, the worker's warnings, the export command and the container read it
+    from adapters.upstream.config import BASE_URLS
+    from entrypoints.containers import upstream_config
+    from entrypoints.settings import SETTING_TO_VARIABLE, UPSTREAM_URLS
+    from reportcore.jobtypes import Upstream
+
+    assert set(UPSTREAM_URLS) == set(BASE_URLS) == set(Upstream)
+    env = {SETTING_TO_VARIABLE[s]: f"http://{u.name.lower()}" for u, s in UPSTREAM_URLS.items()}
+    config = upstream_config(load_settings(env))
+    for upstream, where in BASE_URLS.items():
+        assert getattr(config, where.attribute) == f"http://{upstream.name.lower()}"

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import NamedTuple
 
 import msgspec
 
@@ -50,9 +51,24 @@ class UpstreamConfig(msgspec.Struct, frozen=True, kw_only=True):
     slow_page_sec: float = 5.0
 
 
-# upstream -> (config attribute of its base URL, the variable an operator sets)
-BASE_URLS: Mapping[Upstream, tuple[str, str]] = {
-    Upstream.FEED: ("feed_url", "CLOUD_FEED_SERVICE_URL"),
-    Upstream.TELEMETRY: ("telemetry_url", "CLOUD_TELEMETRY_SERVICE_URL"),
-    Upstream.WEIGHVISION: ("weighvision_url", "CLOUD_WEIGHVISION_READMODEL_URL"),
+class BaseUrl(NamedTuple):
+    """Where an upstream's base URL is set: ``attribute`` of :class:`UpstreamConfig`, and the
+    service's environment ``variables`` (the main name, then the old Node service's names),
+    which a job of an upstream not configured names."""
+
+    attribute: str
+    variables: tuple[str, ...]
+
+
+# upstream -> where its base URL is set: the one map (the service's settings read it)
+BASE_URLS: Mapping[Upstream, BaseUrl] = {
+    Upstream.FEED: BaseUrl(
+        "feed_url", ("CLOUD_FEED_SERVICE_URL", "FEED_SERVICE_URL", "FEED_BASE_URL")
+    ),
+    Upstream.TELEMETRY: BaseUrl(
+        "telemetry_url", ("CLOUD_TELEMETRY_SERVICE_URL", "TELEMETRY_SERVICE_URL")
+    ),
+    Upstream.WEIGHVISION: BaseUrl(
+        "weighvision_url", ("CLOUD_WEIGHVISION_READMODEL_URL", "WEIGHVISION_SERVICE_URL")
+    ),
 }

@@ -160,11 +160,12 @@ class HttpRecordSource:
 
     def _call(self, request: SourceRequest, path: str) -> Call:
         upstream = JOB_TYPES[request.job_type].upstream
-        attr, variable = BASE_URLS[upstream]
-        base_url = getattr(self.config, attr)
+        where = BASE_URLS[upstream]
+        base_url = getattr(self.config, where.attribute)
         if not base_url:
             raise UpstreamUnavailable(
-                f"{upstream.value} is not configured: set {variable} to export {request.job_type}"
+                f"{upstream.value} is not configured: set {where.variables[0]} to export "
+                f"{request.job_type}"
             )
         return Call(
             upstream=upstream, base_url=base_url.rstrip("/"), path=path, trace_id=request.job_id

@@ -30,7 +30,7 @@ from ..auth import TokenVerifier
 from ..bodies import ClientDisconnected, StrictRequest
 from ..containers import Container
 from ..schemas import JOBS_PATH
-from ..settings import SETTING_TO_VARIABLE, ConfigError
+from ..settings import required_value
 from .docs import CSP_HEADER, OfflineSwaggerPlugin, docs_asset
 from .errors import (
     MAX_BODY_BYTES,
@@ -62,12 +62,6 @@ API_TITLE = "FarmIQ reporting export service"
 API_VERSION = __version__
 
 
-def _required(value: str | None, setting: str) -> str:
-    if not value:
-        raise ConfigError(f"{SETTING_TO_VARIABLE[setting]} is required but not set")
-    return value
-
-
 def create_app(container: Container) -> Litestar:
     """The HTTP API over ``container``'s ports.
 
@@ -77,12 +71,12 @@ def create_app(container: Container) -> Litestar:
     """
     settings = container.settings()
     verifier = TokenVerifier(
-        _required(settings.jwt_secret, "jwt_secret"),
+        required_value(settings.jwt_secret, "jwt_secret"),
         issuer=settings.jwt_issuer,
         audience=settings.jwt_audience,
         clock=container.clock(),
     )
-    _required(settings.download_secret, "download_secret")
+    required_value(settings.download_secret, "download_secret")
     readiness = Readiness(container.reports)
 
     def authenticate(

@@ -1,0 +1,208 @@
+"""How an environment variable becomes a setting: :class:`Env`, the declaration a field of
+:class:`entrypoints.settings.Settings` carries, and one parser per kind of value.
+
+A parser takes the variable's name (for its message) and its text, and returns the value or
+raises :class:`ConfigError` naming the variable. The text is trimmed before it is read; a
+message shows it as it was set (a secret's never).
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import re
+from collections.abc import Callable
+from urllib.parse import urlsplit
+
+from reportcore.jobs import JobType
+from reportcore.webhooks import AllowedHost, parse_allowed_hosts
+
+
+class ConfigError(Exception):
+    """Configuration problems, worded for an operator: each names its variable. ``problems``
+    lists them; the message is all of them, one after another on one line."""
+
+    def __init__(self, *problems: str) -> None:
+        super().__init__("; ".join(problems))
+        self.problems = problems
+
+
+Parser = Callable[[str, str], object]
+
+
+class Env:
+    """A setting's declaration, carried by its field of ``Settings``: its variable (then its
+    aliases, the old Node service's names: the first one set wins), its parser and its line
+    in docs/operations.md's table (``doc``; ``default_doc`` says what an unset variable means
+    beyond the default value). ``hint``: what an operator must add when the variable is
+    missing or malformed. ``empty_is_a_value``: set to empty (or blanks), the variable is
+    read like any value instead of counting as unset."""
+
+    __slots__ = ("default_doc", "doc", "empty_is_a_value", "hint", "names", "parse")
+
+    def __init__(
+        self,
+        *names: str,
+        parse: Parser,
+        doc: str,
+        default_doc: str = "",
+        hint: str = "",
+        empty_is_a_value: bool = False,
+    ) -> None:
+        assert names, "a setting is read from at least one variable"
+        self.names = names
+        self.parse = parse
+        self.doc = doc
+        self.default_doc = default_doc
+        self.hint = hint
+        self.empty_is_a_value = empty_is_a_value
+
+
+# --- text ---
+
+
+def text(name: str, raw: str) -> str:
+    value = raw.strip()
+    if not value:
+        raise ConfigError(f"{name} is set but empty")
+    return value
+
+
+def secret(name: str, raw: str) -> str:
+    """At least 16 characters; a message never shows it."""
+    value = text(name, raw)
+    if len(value) < 16:
+        raise ConfigError(f"{name} must be at least 16 characters")
+    return value
+
+
+def claim(name: str, raw: str) -> str | None:
+    """An expected token claim; empty (or blanks): ``None``, do not require or check it."""
+    return raw.strip() or None
+
+
+def _url(*schemes: str) -> Callable[[str, str], str]:
+    def parse(name: str, raw: str) -> str:
+        value = text(name, raw)
+        parts = urlsplit(value)
+        if parts.scheme not in schemes or not parts.hostname:
+            raise ConfigError(f"{name} must be a {schemes[0]}:// URL with a host, got {raw!r}")
+        return value
+
+    return parse
+
+
+postgres_url = _url("postgresql", "postgres")
+amqp_url = _url("amqp", "amqps")
+http_url = _url("http", "https")
+
+
+def one_of(*choices: str, upper: bool = False) -> Callable[[str, str], str]:
+    """One of ``choices``, in any case (stored upper or lower case, as the choices are)."""
+    listed = " or ".join(choices) if len(choices) < 3 else ", ".join(choices[:-1])
+    listed += "" if len(choices) < 3 else f" or {choices[-1]}"
+
+    def parse(name: str, raw: str) -> str:
+        value = raw.strip().upper() if upper else raw.strip().lower()
+        if value not in choices:
+            raise ConfigError(f"{name} must be {listed}, got {raw!r}")
+        return value
+
+    return parse
+
+
+def s3_prefix(name: str, raw: str) -> str:
+    """The keys are ``<prefix><tenant>/<job>/report.<ext>``: a prefix is a folder or nothing."""
+    value = raw.strip()
+    if value and (not value.endswith("/") or value.startswith("/") or "//" in value):
+        raise ConfigError(f"{name} must end with / and not start with one, got {raw!r}")
+    return value
+
+
+# --- numbers ---
+
+_WHOLE = re.compile(r"[0-9]+")  # ASCII only: str.isdigit() also takes other scripts' digits
+
+
+def non_negative_int(name: str, raw: str) -> int:
+    if not _WHOLE.fullmatch(raw.strip()):
+        raise ConfigError(f"{name} must be a whole number, got {raw!r}")
+    return int(raw.strip())
+
+
+def positive_int(name: str, raw: str) -> int:
+    n = non_negative_int(name, raw)
+    if n < 1:
+        raise ConfigError(f"{name} must be at least 1, got {raw!r}")
+    return n
+
+
+def port(name: str, raw: str) -> int:
+    """0..65535; 0 asks the kernel for a free port (tests, several local instances), the bound
+    port is logged once listening."""
+    n = non_negative_int(name, raw)
+    if not 0 <= n <= 65535:
+        raise ConfigError(f"{name} must be a port number 0..65535, got {raw!r}")
+    return n
+
+
+def positive_float(name: str, raw: str) -> float:
+    try:
+        f = float(raw.strip())
+    except ValueError:
+        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
+    if not f > 0:
+        raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
+    return f
+
+
+def flag(name: str, raw: str) -> bool:
+    value = raw.strip()
+    if value not in ("0", "1"):
+        raise ConfigError(f"{name} must be 0 or 1, got {raw!r}")
+    return value == "1"
+
+
+# --- the rest ---
+
+
+def range_days(name: str, raw: str) -> dict[JobType, int]:
+    """``N`` (every job type) or ``TYPE=N,TYPE=N``."""
+    value = raw.strip()
+    if _WHOLE.fullmatch(value) and int(value) >= 1:
+        return {t: int(value) for t in JobType}
+    out: dict[JobType, int] = {}
+    for part in value.split(","):
+        key, _, days = part.strip().partition("=")
+        try:
+            job_type = JobType(key.strip())
+        except ValueError:
+            job_type = None
+        if job_type is None or not _WHOLE.fullmatch(days.strip()) or int(days) < 1:
+            types = ", ".join(t.value for t in JobType)
+            raise ConfigError(
+                f"{name} must be a number of days, or TYPE=DAYS pairs separated by commas "
+                f"(types: {types}), got {raw[:200]!r}"
+            )
+        out[job_type] = int(days)
+    return out
+
+
+def instant(name: str, raw: str) -> dt.datetime:
+    """An ISO 8601 instant with its offset, in UTC."""
+    try:
+        parsed = dt.datetime.fromisoformat(raw.strip())
+    except ValueError:
+        raise ConfigError(
+            f"{name} must be an ISO 8601 instant with its offset, got {raw[:200]!r}"
+        ) from None
+    if parsed.tzinfo is None:
+        raise ConfigError(f"{name} must name its UTC offset (Z or +hh:mm), got {raw!r}")
+    return parsed.astimezone(dt.UTC)
+
+
+def webhook_hosts(name: str, raw: str) -> tuple[AllowedHost, ...] | None:
+    """Host names separated by commas; none: ``None`` (webhooks off)."""
+    try:
+        return parse_allowed_hosts(raw.strip()) or None
+    except ValueError as exc:
+        raise ConfigError(f"{name}: {exc}; give host names separated by commas") from None
