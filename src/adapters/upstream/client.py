@@ -73,7 +73,7 @@ class StatelessClient(httpx.Client):
         super().__init__(**kwargs)
         self._jar = _NoCookies()
 
-    @property  # type: ignore[override]
+    @property
     def cookies(self) -> httpx.Cookies:
         return self._jar
 
