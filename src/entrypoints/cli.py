@@ -302,7 +302,7 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 Upstream.FEED: "feed_service_url",
                 Upstream.TELEMETRY: "telemetry_service_url",
                 Upstream.WEIGHVISION: "weighvision_url",
-            }[spec.upstream]
+            }[Upstream(spec.upstream)]
             config = upstream_config(_settings(env, (needed,)))
         assert tenant is not None
 
