@@ -230,7 +230,7 @@ def cmd_dev(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print a signed user JWT."""
-    # imported here: PyJWT pulls in cryptography, ~8 MB of RSS a worker never needs
+    # imported here: PyJWT pulls in cryptography, memory a worker never needs (docs/performance.md)
     from .auth import sign_user_token
 
     settings = load_settings(env, required=TOKEN_REQUIRED)

@@ -78,8 +78,8 @@ def demo_clock(settings: Settings) -> Clock:
 
 
 def _xlsx_rows(request: SheetRequest, out: ByteSink) -> RowEncoder:
-    """xlsx rows. xlsxwriter (~3 MB of code objects) is loaded by a worker's first xlsx export,
-    not by every worker's first job: a worker's peak RSS is a target (issue 16)."""
+    """xlsx rows. xlsxwriter is loaded by a worker's first xlsx export, not by every
+    worker's first job: a worker's peak RSS is a target (docs/performance.md)."""
     from adapters.xlsx import XlsxEncoder
 
     return XlsxEncoder(request, out)
