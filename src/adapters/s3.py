@@ -20,13 +20,19 @@ import logging
 import re
 import time
 from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from botocore.exceptions import BotoCoreError, ClientError
 
 from reportcore.errors import ServiceUnavailable, StorageFailure
 
 from .filesystem import check_names
+
+if TYPE_CHECKING:
+    # types-boto3's stubs (a dev dependency): what the client's calls take and answer
+    from botocore.response import StreamingBody
+    from types_boto3_s3 import S3Client
+    from types_boto3_s3.type_defs import CompletedPartTypeDef
 
 PART_BYTES = 5 * 1024 * 1024  # S3's smallest part (all but the last): the least memory per upload
 READ_CHUNK = 256 * 1024
@@ -65,7 +71,7 @@ def content_disposition(file_name: str) -> str:
 class S3Writer:
     """One export file being uploaded; no object exists under its key until :meth:`commit`."""
 
-    def __init__(self, client: Any, bucket: str, key: str, part_bytes: int) -> None:
+    def __init__(self, client: S3Client, bucket: str, key: str, part_bytes: int) -> None:
         self._client = client
         self.bucket = bucket
         self.key = key
@@ -74,7 +80,7 @@ class S3Writer:
         # from the exporter's chunk into it (no growing buffer, no slice copies per part)
         self._buf = bytearray()
         self._fill = 0
-        self._parts: list[dict[str, Any]] = []
+        self._parts: list[CompletedPartTypeDef] = []
         self.upload_id: str | None = None
         self._state = "open"  # -> committed | aborted
         extension = key.rsplit(".", 1)[-1]
@@ -119,7 +125,9 @@ class S3Writer:
                 Key=self.key,
                 UploadId=self.upload_id,
                 PartNumber=number,
-                Body=body,
+                # botocore sends a bytearray as it sends bytes; the stubs name bytes only, and
+                # bytes(body) would copy every part, which the in-place buffer is there to avoid
+                Body=body,  # type: ignore[arg-type]
             )
         except (ClientError, BotoCoreError) as exc:
             self.abort()
@@ -182,7 +190,7 @@ class S3Writer:
             log.warning("could not abort the upload of %s: %s", self.key, _reason(exc))
 
 
-def abort_uploads(client: Any, bucket: str, key: str) -> None:
+def abort_uploads(client: S3Client, bucket: str, key: str) -> None:
     """Abort every multipart upload open under exactly ``key``. Best effort: logged, never
     raised (the caller's object is already whole, or already gone)."""
     try:
@@ -203,7 +211,7 @@ class S3Store:
 
     def __init__(
         self,
-        client: Any,
+        client: S3Client,
         bucket: str,
         prefix: str = "reports/",
         *,
@@ -278,7 +286,7 @@ class S3Store:
         return self._chunks(answer["Body"])
 
     @staticmethod
-    def _chunks(body: Any) -> Iterator[bytes]:
+    def _chunks(body: StreamingBody) -> Iterator[bytes]:
         try:
             yield from body.iter_chunks(READ_CHUNK)
         finally:
@@ -330,7 +338,7 @@ class S3Store:
 
 def create_client(
     endpoint_url: str | None, region: str | None, max_attempts: int = 5, pool: int = 32
-) -> Any:
+) -> S3Client:
     """A boto3 S3 client: credentials from the standard AWS chain (``AWS_*`` variables, shared
     config, web identity, instance roles), botocore's ``standard`` retries."""
     import boto3

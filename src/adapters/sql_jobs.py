@@ -17,7 +17,7 @@ import functools
 import re
 import typing
 import uuid
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager
 from importlib import resources
 from typing import Any
@@ -41,7 +41,7 @@ from reportcore.requests import ListQuery
 from reportcore.webhooks import event_for
 
 # A statement's rows as mappings of column name to value ([] for a statement without rows).
-Rows = list[Mapping[str, Any]]
+Rows = Sequence[Mapping[str, Any]]
 # Runs one statement with its parameters in an open session.
 Run = Callable[[str, Mapping[str, Any]], Rows]
 

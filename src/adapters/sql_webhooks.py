@@ -30,7 +30,7 @@ class SqlWebhookOutbox:
         self._sql = repository.statements
         self._dialect = repository.statements.dialect
 
-    def _rows(self, name: str, params: Mapping[str, Any]) -> list[Mapping[str, Any]]:
+    def _rows(self, name: str, params: Mapping[str, Any]) -> Sequence[Mapping[str, Any]]:
         with self._repository.session() as run:
             return run(self._sql[name], params)
 

@@ -119,7 +119,10 @@ class XlsxEncoder:
             day = None
         if day is None or day.year not in _EXCEL_YEARS:
             return _put_text(sheet, row, col, value)
-        return sheet.write_datetime(row, col, day, self._date_format)
+        # as the midnight starting it: the same serial number as the date, and the type
+        # xlsxwriter's annotations take
+        midnight = dt.datetime.combine(day, dt.time())
+        return sheet.write_datetime(row, col, midnight, self._date_format)
 
     def add(self, rows: Sequence[Sequence[Any]]) -> None:
         """Write ``rows`` below the ones before, on a next sheet when this one is full."""

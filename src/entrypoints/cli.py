@@ -20,7 +20,7 @@ import msgspec
 
 from reportcore.errors import ExportFailure, StorageFailure, ValidationError
 from reportcore.jobs import file_name_for
-from reportcore.jobtypes import JOB_TYPES
+from reportcore.jobtypes import JOB_TYPES, Upstream
 from reportcore.pipeline import ExportProgress, export_records
 from reportcore.requests import (
     CreateRequest,
@@ -237,7 +237,7 @@ def cmd_dev(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
 def cmd_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Print a signed user JWT."""
-    # imported here: PyJWT pulls in cryptography, ~8 MB of RSS a worker never needs
+    # imported here: PyJWT pulls in cryptography, memory a worker never needs (docs/performance.md)
     from .auth import sign_user_token
 
     settings = load_settings(env, required=TOKEN_REQUIRED)
@@ -305,7 +305,7 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             config = upstream_config(settings, every_upstream=url)
             tenant = tenant or DEMO_TENANT
         else:
-            config = upstream_config(_settings(env, (UPSTREAM_URLS[spec.upstream],)))
+            config = upstream_config(_settings(env, (UPSTREAM_URLS[Upstream(spec.upstream)],)))
         assert tenant is not None
 
         from adapters.filesystem import FilesystemWriter

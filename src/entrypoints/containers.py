@@ -84,8 +84,8 @@ def demo_clock(settings: Settings) -> Clock:
 
 
 def _xlsx_rows(request: SheetRequest, out: ByteSink) -> RowEncoder:
-    """xlsx rows. xlsxwriter (~3 MB of code objects) is loaded by a worker's first xlsx export,
-    not by every worker's first job: a worker's peak RSS is a target (issue 16)."""
+    """xlsx rows. xlsxwriter is loaded by a worker's first xlsx export, not by every
+    worker's first job: a worker's peak RSS is a target (docs/performance.md)."""
     from adapters.xlsx import XlsxEncoder
 
     return XlsxEncoder(request, out)
@@ -131,11 +131,11 @@ def _hooks(tracing: Tracing | None, port: str) -> dict[str, Any]:
     """The tracing hooks one adapter takes (none without tracing)."""
     if tracing is None:
         return {}
-    return {
-        "queue": {"around_publish": tracing.publishing},
-        "consumer": {"around_delivery": tracing.consuming},
-        "source": {"on_client": tracing.instrument_client},
-    }[port]
+    if port == "queue":
+        return {"around_publish": tracing.publishing}
+    if port == "consumer":
+        return {"around_delivery": tracing.consuming}
+    return {"on_client": tracing.instrument_client}
 
 
 def _needed(value: str | None, variable: str) -> str:
@@ -250,7 +250,7 @@ class Container(containers.DeclarativeContainer):
 
     settings = providers.Dependency(instance_of=Settings)
     profile = providers.Dependency(instance_of=Profile)
-    tracing = providers.Object(None)
+    tracing: providers.Provider[Tracing | None] = providers.Object(None)
 
     policy = providers.Singleton(policy_from, settings)
     webhook_rules = providers.Singleton(webhook_rules_from, settings)

@@ -121,7 +121,9 @@ class JobOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     id: str
     tenant_id: str
     requested_by: str | None
-    job_type: JobType
+    job_type: Annotated[
+        str, msgspec.Meta(description="a job type's name", examples=["FEED_INTAKE_EXPORT"])
+    ]
     format: ReportFormat
     farm_id: str | None
     barn_id: str | None

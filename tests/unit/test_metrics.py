@@ -48,7 +48,7 @@ def value(name: str, **labels: str) -> float:
 
 @contextlib.contextmanager
 def metered_world() -> Iterator[ApiWorld]:
-    """The API over in-memory adapters behind the metered wrappers, as the service container puts them."""
+    """The API over in-memory adapters behind the metered wrappers, as the service has them."""
     container = in_memory_container(api_settings())
     container.clock.override(providers.Object(FakeClock(pinned_now())))
     container.jobs.override(providers.Object(MeteredJobRepository(InMemoryJobRepository())))

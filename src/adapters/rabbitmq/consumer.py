@@ -13,6 +13,8 @@ from typing import Any
 
 import pika
 import pika.exceptions
+import pika.frame
+import pika.spec
 from pika.adapters.blocking_connection import BlockingChannel, BlockingConnection
 
 from reportcore.ports import Disposition
@@ -110,7 +112,7 @@ class RabbitMQConsumer:
                     self._consume(session, stop)
                 except (pika.exceptions.AMQPError, OSError, _ConsumerCancelled) as exc:
                     failures += 1
-                    delay = min(self._max_delay, FIRST_RETRY_DELAY_SEC * 2 ** (failures - 1))
+                    delay = min(self._max_delay, FIRST_RETRY_DELAY_SEC * 2.0 ** (failures - 1))
                     log.warning(
                         "consumer connection to RabbitMQ at %s failed: %s: %s; "
                         "reconnecting in %.1fs",
@@ -145,7 +147,7 @@ class RabbitMQConsumer:
             raise
         session = _Session(connection, channel)
 
-        def cancelled(_frame: Any) -> None:
+        def cancelled(_frame: pika.frame.Method[pika.spec.Basic.Cancel]) -> None:
             session.cancelled_by_broker = True
 
         channel.add_on_cancel_callback(cancelled)
@@ -176,8 +178,8 @@ class RabbitMQConsumer:
         handle: Callable[[bytes], Disposition],
         stop: Callable[[], bool],
         channel: BlockingChannel,
-        method: Any,
-        properties: Any,
+        method: pika.spec.Basic.Deliver,
+        properties: pika.spec.BasicProperties,
         body: bytes,
     ) -> None:
         session.in_flight += 1

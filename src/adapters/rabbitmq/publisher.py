@@ -173,7 +173,7 @@ class _Backoff:
         """Record a failed attempt; the delay before the next, doubling from 0.5 s."""
         with self._lock:
             self._failures += 1
-            delay = min(self._max_delay, FIRST_RETRY_DELAY_SEC * 2 ** (self._failures - 1))
+            delay = min(self._max_delay, FIRST_RETRY_DELAY_SEC * 2.0 ** (self._failures - 1))
             self._next_attempt = time.monotonic() + delay
             return delay
 

@@ -66,14 +66,14 @@ class _NoCookies(httpx.Cookies):
 
 class StatelessClient(httpx.Client):
     """An ``httpx.Client`` that ignores ``Set-Cookie``: httpx has no switch for it, and storing
-    an upstream's cookie would share it between tenants (and costs ~45 us of CPU a request,
-    parsing the URL again for the standard library's cookie jar)."""
+    an upstream's cookie would share it between tenants (and the standard library's cookie jar
+    parses each answer's URL again: CPU, docs/performance.md has the figure)."""
 
     def __init__(self, **kwargs: Any) -> None:
         super().__init__(**kwargs)
         self._jar = _NoCookies()
 
-    @property  # type: ignore[override]
+    @property
     def cookies(self) -> httpx.Cookies:
         return self._jar
 

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 from collections import deque
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Generator, Sequence
 
 import msgspec
 
@@ -36,6 +36,10 @@ _ONE_MS = dt.timedelta(milliseconds=1)
 Get = Callable[[str], bytes]
 """The body of a 2xx answer to the pager's endpoint with a query (retries inside)."""
 
+Pager = Generator[Fetched, None, None]
+"""A window's answers: a generator, so that a window thread told to stop can close it (and
+its ``finally`` blocks run) before it is exhausted."""
+
 
 class Bounds(msgspec.Struct, frozen=True, kw_only=True):
     """One window: its lower and upper query values (``None``: not sent) and ``below``."""
@@ -45,12 +49,12 @@ class Bounds(msgspec.Struct, frozen=True, kw_only=True):
     below: dt.datetime | None = None
 
 
-def single(get: Get, query: str) -> Iterator[Fetched]:
+def single(get: Get, query: str) -> Pager:
     """KPI feeding and WeighVision: one answer holds the whole range."""
     yield Fetched(get(query))
 
 
-def feed_intake(get: Get, call: Call, query: str, bounds: Bounds) -> Iterator[Fetched]:
+def feed_intake(get: Get, call: Call, query: str, bounds: Bounds) -> Pager:
     """Page by cursor within ``start``/``end`` (both inclusive). Pages come newest first, so
     only the first ones of a window can hold records of the newer window: their instants are
     read until a page ends below the bound, the others' cursor alone."""
@@ -85,7 +89,7 @@ def feed_intake(get: Get, call: Call, query: str, bounds: Bounds) -> Iterator[Fe
             )
 
 
-def telemetry(get: Get, call: Call, query: str, bounds: Bounds, limit: int) -> Iterator[Fetched]:
+def telemetry(get: Get, call: Call, query: str, bounds: Bounds, limit: int) -> Pager:
     """Page backwards by time: the service has no cursor and answers newest first.
 
     After a full page the next request ends just after the oldest instant seen (``to`` =

@@ -16,7 +16,7 @@ import httpx
 
 from reportcore.errors import UpstreamUnavailable
 from reportcore.jobs import JobType
-from reportcore.jobtypes import JOB_TYPES
+from reportcore.jobtypes import JOB_TYPES, Upstream
 from reportcore.ports import SourcePage, SourceRequest
 
 from . import pagers
@@ -87,7 +87,7 @@ class HttpRecordSource:
     def pages(self, request: SourceRequest) -> Iterator[SourcePage]:
         """The job's records, page by page, in upstream order."""
         call, tasks = self._plan(request)
-        decoders = DECODERS[request.job_type]
+        decoders = DECODERS[_own(request.job_type)]
         run = WindowRun(tasks, self.config.concurrency)
         with self._lock:
             self._runs = {r for r in self._runs if r.alive()} | {run}
@@ -100,7 +100,7 @@ class HttpRecordSource:
     # --- what to fetch ---
 
     def _plan(self, request: SourceRequest) -> tuple[Call, list[Task]]:
-        job_type = request.job_type
+        job_type = _own(request.job_type)
         path = _PATHS[job_type]
         call = self._call(request, path)
         params = _scope_params(request)
@@ -111,7 +111,7 @@ class HttpRecordSource:
         def get(stop: threading.Event, q: str) -> bytes:
             return self._retrying.get(target, q, stop)
 
-        def task(page: Callable[[Callable[[str], bytes]], Iterator[Fetched]]) -> Task:
+        def task(page: Callable[[pagers.Get], pagers.Pager]) -> Task:
             return lambda stop: page(functools.partial(get, stop))
 
         if job_type in (JobType.KPI_FEEDING_EXPORT, JobType.WEIGHVISION_EXPORT):
@@ -159,26 +159,34 @@ class HttpRecordSource:
         ]
 
     def _call(self, request: SourceRequest, path: str) -> Call:
-        upstream = JOB_TYPES[request.job_type].upstream
+        job_type = _own(request.job_type)
+        upstream = Upstream(JOB_TYPES[job_type].upstream)
         where = BASE_URLS[upstream]
         base_url = getattr(self.config, where.attribute)
         if not base_url:
             raise UpstreamUnavailable(
                 f"{upstream.value} is not configured: set {where.variables[0]} to export "
-                f"{request.job_type}"
+                f"{job_type.value}"
             )
         return Call(
             upstream=upstream, base_url=base_url.rstrip("/"), path=path, trace_id=request.job_id
         )
 
 
-def _feed(get: pagers.Get, *, call: Call, q: str, bounds: Bounds) -> Iterator[Fetched]:
+def _own(job_type: JobType | str) -> JobType:
+    """One of the service's job types (the ones this source has paths for): a consumer's own
+    job type, a plain string, comes with its own source."""
+    try:
+        return JobType(job_type)
+    except ValueError:
+        raise ValueError(f"the HTTP record source has no upstream for {job_type!r}") from None
+
+
+def _feed(get: pagers.Get, *, call: Call, q: str, bounds: Bounds) -> pagers.Pager:
     return pagers.feed_intake(get, call, q, bounds)
 
 
-def _telemetry(
-    get: pagers.Get, *, call: Call, q: str, bounds: Bounds, limit: int
-) -> Iterator[Fetched]:
+def _telemetry(get: pagers.Get, *, call: Call, q: str, bounds: Bounds, limit: int) -> pagers.Pager:
     return pagers.telemetry(get, call, q, bounds, limit)
 
 

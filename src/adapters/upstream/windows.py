@@ -36,7 +36,7 @@ from typing import IO
 
 import msgspec
 
-from .pagers import Bounds
+from .pagers import Bounds, Pager
 from .retry import Stopped
 from .wire import Fetched, instant_text
 
@@ -195,7 +195,7 @@ class Spool:
         return Fetched(body, keep)
 
 
-Task = Callable[[threading.Event], Iterator[Fetched]]
+Task = Callable[[threading.Event], Pager]
 """One window's pager, told by an event when to stop."""
 
 

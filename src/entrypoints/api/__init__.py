@@ -1,7 +1,7 @@
 """The HTTP API: a Litestar app over the container's ports.
 
-Handlers are thin: they parse, call one use case of :mod:`reportcore.usecases` and shape the
-answer. Around them, in one place each:
+Handlers are thin: they parse, call one method of the application
+(:class:`reportcore.service.ReportService`) and shape the answer. Around them, in one place each:
 
 - authentication and the role check: a guard on the JWT routes (:mod:`..auth`,
   :func:`reportcore.access.authorize`), the tenant through :func:`reportcore.access.resolve_tenant`;
@@ -18,10 +18,10 @@ its body or its query string; text containing NUL characters is refused with a 4
 
 from __future__ import annotations
 
+from ..schemas import JOBS_PATH
 from .app import create_app
 from .errors import ERROR_STATUS, error_response
 from .ranges import Unsatisfiable, byte_range
-from .routes import JOBS_PATH
 
 __all__ = [
     "ERROR_STATUS",

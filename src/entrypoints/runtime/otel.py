@@ -50,8 +50,8 @@ class _Span:
     def __init__(self, span: trace.Span) -> None:
         self._span = span
 
-    def set(self, **attributes: Attribute) -> None:
-        self._span.set_attributes(attributes)
+    def set(self, attributes: Mapping[str, Attribute] | None = None, /, **more: Attribute) -> None:
+        self._span.set_attributes({**attributes, **more} if attributes else more)
 
 
 class TraceIdsFilter(logging.Filter):

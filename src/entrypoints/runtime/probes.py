@@ -224,7 +224,9 @@ class ProbeServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
+        # a str for an AF_INET server (typeshed's type admits bytes for the other families)
+        name = host if isinstance(host, str) else bytes(host).decode()
+        shown = "127.0.0.1" if name in ("0.0.0.0", "") else name
         return f"http://{shown}:{port}"
 
     def answer(self, target: str) -> tuple[int, str, bytes]:

@@ -108,7 +108,7 @@ def source_folders() -> list[Path]:
     import reportcore
 
     packages = (reportcore, adapters, entrypoints)
-    return sorted({Path(m.__file__).resolve().parent.parent for m in packages})
+    return sorted({Path(m.__path__[0]).resolve().parent for m in packages})
 
 
 def main_reloading(argv: Sequence[str], env: Mapping[str, str] = os.environ) -> int:

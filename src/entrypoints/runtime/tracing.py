@@ -33,15 +33,19 @@ Attribute = str | int | float | bool
 
 
 class SpanHandle(Protocol):
-    """What code holding a span may do with it: add attributes once it knows them."""
+    """What code holding a span may do with it: add attributes once it knows them (names
+    with dots, as OpenTelemetry's are, come in ``attributes``; mypy checks a dict literal's
+    values there, not when it is unpacked into ``**more``)."""
 
-    def set(self, **attributes: Attribute) -> None: ...
+    def set(
+        self, attributes: Mapping[str, Attribute] | None = None, /, **more: Attribute
+    ) -> None: ...
 
 
 class _NoSpan:
     """The span of a process without tracing: takes attributes, keeps nothing."""
 
-    def set(self, **attributes: Attribute) -> None:
+    def set(self, attributes: Mapping[str, Attribute] | None = None, /, **more: Attribute) -> None:
         return None
 
 

@@ -1,4 +1,4 @@
--- Export options (issue 18): the xlsx format, and the options a job was created with.
+-- Export options: the xlsx format, and the options a job was created with.
 --
 -- All additive: a new enum value, and nullable columns that the old service neither reads
 -- nor writes (its rows leave them NULL, which means "not asked": the file it always wrote).

@@ -1,4 +1,4 @@
--- Webhooks (issue 18): a job's notify_url, and the durable outbox of its delivery.
+-- Webhooks: a job's notify_url, and the durable outbox of its delivery.
 --
 -- Additive: the old service never sets notify_url, so its rows get no delivery. The delivery
 -- is inserted in the same transaction as the job's terminal status (sql/jobs.sql,

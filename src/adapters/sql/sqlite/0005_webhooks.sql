@@ -1,4 +1,4 @@
--- Webhooks (issue 18): a job's notify_url, and the durable outbox of its delivery (see
+-- Webhooks: a job's notify_url, and the durable outbox of its delivery (see
 -- ../postgres/0005_webhooks.sql); instants as fixed-width UTC text, STRICT.
 ALTER TABLE report_jobs ADD COLUMN notify_url TEXT;
 
