@@ -11,6 +11,27 @@ from collections.abc import Iterator
 from adapters.upstream.windows import Task, WindowRun
 from adapters.upstream.wire import Fetched
 
+PROBE = """
+import sys
+import entrypoints.worker
+import httpx
+loaded = sorted(m for m in ("rich", "click", "pygments") if m in sys.modules)
+try:
+    httpx.main()
+except SystemExit as exc:
+    said = str(exc)
+print(loaded, said, sep="\\n")
+"""
+
+
+def test_a_service_process_does_not_load_httpxs_command_line_client() -> None:
+    """httpx imports its CLI (click, rich, pygments: ~6 MB) whenever Litestar has installed
+    them; a process that imports reportsvc first gets a stand-in that says it is not there."""
+    out = subprocess.run(
+        [sys.executable, "-c", PROBE], capture_output=True, text=True, check=True
+    ).stdout.splitlines()
+    assert out == ["[]", "httpx's command line client is not loaded in reportsvc processes"]
+
 
 def test_the_windows_of_a_run_share_one_memory_budget_however_many_there_are() -> None:
     """32 windows of 20 pages, read slowly: the spools never hold more than the run's budget
