@@ -1,7 +1,7 @@
 """The service's Prometheus metrics: every metric declared once, on one registry.
 
 The core never sees these: the adapters and entrypoints count what passes through them
-(``entrypoints.runtime.metering`` wraps the job repository and the queue, the worker records
+(``adapters.metering`` wraps the job repository and the queue, the worker records
 its exports, the upstream client's event hooks count requests, the API's middleware counts
 requests by route template). docs/operations.md lists every metric.
 

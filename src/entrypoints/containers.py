@@ -24,6 +24,7 @@ import msgspec
 from dependency_injector import containers, providers
 
 from adapters.clock import SystemClock
+from adapters.metering import MeteredJobQueue, MeteredJobRepository
 from reportcore.deps import Deps
 from reportcore.encoding import CORE_ROW_FORMATS, RowFormats
 from reportcore.jobs import ReportFormat
@@ -43,7 +44,6 @@ from reportcore.usecases import Policy
 from reportcore.webhooks import WebhookRules
 
 from .runtime.extras import require
-from .runtime.metering import MeteredJobQueue, MeteredJobRepository
 from .settings import UPSTREAM_URLS, ConfigError, Settings
 
 if TYPE_CHECKING:

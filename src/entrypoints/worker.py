@@ -22,6 +22,7 @@ import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
+from adapters.metering import record_export, running_gauge
 from reportcore.fairness import TenantSlots, default_share
 from reportcore.jobtypes import JOB_TYPES
 from reportcore.notifying import DeliveryPass
@@ -31,7 +32,6 @@ from reportcore.service import ReportService
 from reportcore.usecases import DEFERRED, Recovery
 
 from .runtime import tracing
-from .runtime.metering import record_export, running_gauge
 from .runtime.probes import Heartbeat
 from .schemas import job_out
 from .settings import SETTING_TO_VARIABLE, UPSTREAM_URLS, Settings

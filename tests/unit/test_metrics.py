@@ -20,15 +20,15 @@ from litestar.testing import TestClient
 from prometheus_client.parser import text_string_to_metric_families
 
 from adapters import metrics
-from adapters.upstream.client import ATTEMPT, UPSTREAM, Clients
-from adapters.upstream.config import UpstreamConfig
-from entrypoints.api import create_app
-from entrypoints.runtime.metering import (
+from adapters.metering import (
     MeteredJobQueue,
     MeteredJobRepository,
     record_export,
     running_gauge,
 )
+from adapters.upstream.client import ATTEMPT, UPSTREAM, Clients
+from adapters.upstream.config import UpstreamConfig
+from entrypoints.api import create_app
 from entrypoints.settings import load_settings
 from reportcore.errors import QueueUnavailable
 from reportcore.jobs import JobMessage

@@ -2,7 +2,7 @@
 that every state change they store is counted, and the worker's export outcomes recorded.
 
 The core stays pure (it never imports prometheus): the wrappers are adapters of the same
-ports, put in front of the real ones by the composition root (:mod:`.containers`). A job is
+ports, put in front of the real ones by the composition root (``entrypoints.containers``). A job is
 counted where its change is stored, so a create is counted once by the API that stored it, a
 finish once by the process that finished it (the worker; the API for a cancel; recovery for a
 job whose workers kept dying), whatever entrypoint asked.
