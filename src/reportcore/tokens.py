@@ -2,7 +2,9 @@
 
 ``base64url(json{tenant_id, job_id, exp})`` + ``.`` + ``base64url(HMAC-SHA256(secret, part1))``,
 both unpadded. ``exp`` is in seconds since the epoch; tokens from the old service that carry
-milliseconds are read as such.
+milliseconds are read as such, and :func:`verify` gives their claims back in seconds. An ``exp``
+past the last second the calendar holds (9999-12-31) is no instant: such a token is refused as
+malformed, so that every token :func:`verify` accepts names an expiry a ``datetime`` can hold.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from .errors import ReportError
 
 _PART = re.compile(r"^[A-Za-z0-9_-]+$")
 _MS_THRESHOLD = 100_000_000_000  # an exp above this is in milliseconds (year 5138 in seconds)
+_PAST_CALENDAR = 253_402_300_800  # 10000-01-01T00:00:00Z: the first second no datetime holds
 
 
 class DownloadClaims(msgspec.Struct, frozen=True):
@@ -88,6 +91,10 @@ def verify(secret: bytes, token: str | None, *, now: float) -> DownloadClaims:
     except msgspec.DecodeError:
         raise InvalidDownloadToken("malformed claims") from None
     exp_s = claims.exp / 1000 if claims.exp > _MS_THRESHOLD else claims.exp
+    if exp_s >= _PAST_CALENDAR:
+        raise InvalidDownloadToken("malformed claims")
     if now >= exp_s:
         raise ExpiredDownloadToken("expired")
+    if claims.exp > _MS_THRESHOLD:  # the old service's milliseconds, given back in seconds
+        return msgspec.structs.replace(claims, exp=int(exp_s))
     return claims

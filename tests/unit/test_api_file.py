@@ -340,3 +340,19 @@ def test_a_large_file_is_streamed_chunk_by_chunk_never_held_whole(world: ApiWorl
     # each chunk went out before the next was read: never more than one ahead
     assert all(p <= i + 2 for i, p in enumerate(produced_at_each_send))
     assert len(produced_at_each_send) == store.total // LargeStore.CHUNK
+
+
+def test_an_old_service_token_with_exp_in_milliseconds_downloads_and_an_absurd_exp_is_a_401(
+    world: ApiWorld,
+) -> None:
+    from tests.unit.test_tokens import old_service_token
+
+    job = world.succeeded_job(rows=2)
+    now = int(world.clock.now().timestamp())
+    for exp, status in (((now + 60) * 1000, 200), (2**63 - 1, 401), (2**53, 401)):
+        claims = {"tenant_id": TENANT, "job_id": job["id"], "exp": exp}
+        token = old_service_token(DOWNLOAD_SECRET.encode(), claims)
+        answer = world.client.get(f"{JOBS}/{job['id']}/file", params={"token": token})
+        assert answer.status_code == status, (exp, answer.text)
+        if status == 401:
+            assert answer.json()["error"]["code"] == "UNAUTHORIZED"

@@ -77,7 +77,7 @@ def test_a_token_of_the_old_service_is_accepted() -> None:
 
 def test_a_millisecond_exp_of_the_old_service_is_read_as_milliseconds() -> None:
     valid = old_service_token(SECRET, {"tenant_id": "t", "job_id": "j", "exp": (NOW + 60) * 1000})
-    assert verify(SECRET, valid, now=NOW).exp == (NOW + 60) * 1000
+    assert verify(SECRET, valid, now=NOW).exp == NOW + 60  # given back in seconds
     # as seconds this exp would lie thousands of years ahead; read as ms it is already over
     stale = old_service_token(SECRET, {"tenant_id": "t", "job_id": "j", "exp": (NOW - 1) * 1000})
     with pytest.raises(ExpiredDownloadToken):
@@ -325,3 +325,19 @@ def test_an_expired_token_says_expired() -> None:
         verify(SECRET, token, now=NOW)
     assert raised.value.reason == "expired"
     assert raised.value.message == "download token refused: expired"
+
+
+# an exp above 10^11 is the old service's milliseconds: 10000-01-01 is 253,402,300,800,000 ms
+@pytest.mark.parametrize("exp", [2**63 - 1, 2**53, 253_402_300_800_000])
+def test_a_genuine_token_whose_exp_no_calendar_holds_is_refused_as_malformed(exp: int) -> None:
+    token = old_service_token(SECRET, {"tenant_id": "t", "job_id": "j", "exp": exp})
+    with pytest.raises(InvalidDownloadToken) as refused:
+        verify(SECRET, token, now=NOW)
+    assert refused.value.reason == "malformed claims"
+    assert not isinstance(refused.value, ExpiredDownloadToken)
+
+
+def test_the_last_second_of_the_calendar_is_an_exp_a_token_may_carry() -> None:
+    for exp in (253_402_300_799_000, 253_402_300_799_999):
+        token = old_service_token(SECRET, {"tenant_id": "t", "job_id": "j", "exp": exp})
+        assert verify(SECRET, token, now=NOW).exp == 253_402_300_799
