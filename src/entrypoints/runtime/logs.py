@@ -24,8 +24,9 @@ REDACTED = "[REDACTED]"
 
 # what a secret looks like wherever it appears, whether or not it is one we configured
 _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
-    # a JWT: three base64url parts, the first two of them JSON objects ("eyJ" = '{"')
-    (re.compile(r"eyJ[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]*\.[A-Za-z0-9_-]*"), REDACTED),
+    # a JWT: three base64url parts, the first two of them JSON objects ("eyJ" = '{"'); the
+    # third may be missing where a long value was cut short before redaction
+    (re.compile(r"eyJ[A-Za-z0-9_-]*\.eyJ[A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]*)?"), REDACTED),
     # token=..., access_token=..., secret=..., password=... in query strings and key=value text
     (
         re.compile(r"(?i)\b((?:[a-z_]*token|secret|password|passwd)=)[^&\s\"',;]+"),
@@ -33,8 +34,13 @@ _PATTERNS: tuple[tuple[re.Pattern[str], str], ...] = (
     ),
     # Authorization: Bearer ... / Basic ...
     (re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+"), rf"\1 {REDACTED}"),
-    # the password of a URL: scheme://user:password@host
-    (re.compile(r"([a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)[^@/?#\s]+@"), rf"\1{REDACTED}@"),
+    # the password of a URL: scheme://user:password@host. The scheme starts where no scheme
+    # character stands before it: without that, every position inside a long run of letters
+    # (a cursor) scanned the rest of the run for "://", quadratic in the run's length
+    (
+        re.compile(r"(?<![a-zA-Z0-9+.-])([a-zA-Z][a-zA-Z0-9+.-]*://[^:/?#@\s]*:)[^@/?#\s]+@"),
+        rf"\1{REDACTED}@",
+    ),
 )
 
 # Text none of the patterns above can match lacks all of these: one search of it (most log
@@ -50,11 +56,27 @@ _STANDARD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {
 }
 
 
-def redact(text: str, secrets: Iterable[str] = ()) -> str:
-    """``text`` with the configured ``secrets`` and anything that looks like one replaced."""
+# A message or field longer than this is cut (after the configured secrets are replaced, before
+# the patterns run): an upstream URL with a 60 KB cursor is never written whole, and no line
+# costs more than this much redaction
+MAX_LOGGED_CHARS = 4096
+
+
+def cut(text: str, limit: int = MAX_LOGGED_CHARS) -> str:
+    """``text``, or its first ``limit`` characters and how many more there were."""
+    if len(text) <= limit:
+        return text
+    return f"{text[:limit]}...[{len(text) - limit} more characters cut]"
+
+
+def redact(text: str, secrets: Iterable[str] = (), *, limit: int | None = None) -> str:
+    """``text`` with the configured ``secrets`` and anything that looks like one replaced; with
+    ``limit``, cut to that many characters first (:func:`cut`)."""
     for secret in secrets:
         if secret:
             text = text.replace(secret, REDACTED)
+    if limit is not None:
+        text = cut(text, limit)
     if _MAY_HOLD_SECRET.search(text) is None:
         return text
     for pattern, replacement in _PATTERNS:
@@ -72,7 +94,7 @@ class RedactingFilter(logging.Filter):
         self._exc_formatter = logging.Formatter()
 
     def filter(self, record: logging.LogRecord) -> bool:
-        record.msg = redact(record.getMessage(), self._secrets)
+        record.msg = redact(record.getMessage(), self._secrets, limit=MAX_LOGGED_CHARS)
         record.args = None
         if record.exc_info and not record.exc_text:
             record.exc_text = self._exc_formatter.formatException(record.exc_info)
@@ -82,7 +104,7 @@ class RedactingFilter(logging.Filter):
             record.stack_info = redact(record.stack_info, self._secrets)
         for key, value in list(vars(record).items()):
             if key not in _STANDARD and isinstance(value, str):
-                setattr(record, key, redact(value, self._secrets))
+                setattr(record, key, redact(value, self._secrets, limit=MAX_LOGGED_CHARS))
         return True
 
 
