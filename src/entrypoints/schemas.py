@@ -90,8 +90,17 @@ def encode_cursor(cursor: Cursor) -> str:
     return base64.urlsafe_b64encode(msgspec.json.encode(cursor)).rstrip(b"=").decode()
 
 
+# A cursor encode_cursor makes is ~100 characters (an instant and a job id): a longer one is
+# refused before it is decoded
+MAX_CURSOR_CHARS = 200
+
+
 def decode_cursor(text: str) -> Cursor:
     """The cursor ``encode_cursor`` made, or a 400."""
+    if len(text) > MAX_CURSOR_CHARS:
+        raise ValidationError(
+            f"cursor is not valid (at most {MAX_CURSOR_CHARS} characters)", field="cursor"
+        )
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
         cursor = msgspec.json.decode(raw, type=Cursor)

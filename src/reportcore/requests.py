@@ -22,6 +22,9 @@ from .options import (
 )
 
 MAX_IDEMPOTENCY_KEY = 200
+# A filter's list of values: a device list is tens, not thousands. Each value is echoed in every
+# GET and listing of its job, so a 60,000-value list made every answer 780 KB.
+MAX_FILTER_VALUES = 100
 # The dates a job may name. The upstreams take them as instants (``T00:00:00Z`` to
 # ``T23:59:59Z``) and the exporters compute the instant after ``end_date``: 9999-12-31 has none
 # in Python's calendar. FarmIQ holds no record from before the Unix epoch.
@@ -197,6 +200,11 @@ def validate_filters(spec: JobTypeSpec, filters: Mapping[str, Any] | None) -> di
         if isinstance(value, str):
             values = [value]
         elif fspec.many and isinstance(value, list) and value:
+            if len(value) > MAX_FILTER_VALUES:
+                raise ValidationError(
+                    f"filter {key!r} takes at most {MAX_FILTER_VALUES} values, got {len(value)}",
+                    field=f"filters.{_echo(key)}",
+                )
             values = value
         else:
             raise ValidationError(

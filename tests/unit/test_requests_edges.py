@@ -113,3 +113,32 @@ def test_a_nul_anywhere_in_a_request_is_a_400_naming_where(value: object, named:
         named,
         f"{named} must not contain NUL characters",
     )
+
+
+def test_a_filter_list_of_100_values_is_taken_and_of_101_refused_naming_the_cap() -> None:
+    from reportcore.requests import MAX_FILTER_VALUES, CreateRequest, validate_create
+
+    def feed(devices: list[str]) -> CreateRequest:
+        return CreateRequest(
+            job_type="FEED_INTAKE_EXPORT", format=ReportFormat.CSV, filters={"device_id": devices}
+        )
+
+    many = [f"d{i:03d}" for i in range(MAX_FILTER_VALUES)]
+    assert validate_create(feed(many)).scope.filters == {"device_id": many}
+    with pytest.raises(ValidationError) as refused:
+        validate_create(feed([*many, "d100"]))
+    assert (refused.value.field, refused.value.message) == (
+        "filters.device_id",
+        "filter 'device_id' takes at most 100 values, got 101",
+    )
+
+
+def test_a_cursor_longer_than_any_the_api_hands_out_is_refused_before_decoding() -> None:
+    from entrypoints.schemas import MAX_CURSOR_CHARS, decode_cursor
+
+    issued = encode_cursor(Cursor(dt.datetime(9999, 12, 31, 23, tzinfo=dt.UTC), "f" * 36))
+    assert len(issued) < MAX_CURSOR_CHARS and decode_cursor(issued).id == "f" * 36
+    with pytest.raises(ValidationError) as refused:
+        decode_cursor("A" * (MAX_CURSOR_CHARS + 1))
+    assert refused.value.field == "cursor"
+    assert refused.value.message == "cursor is not valid (at most 200 characters)"
