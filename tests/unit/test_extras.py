@@ -66,8 +66,11 @@ def test_the_api_stops_at_start_with_one_line(
     env: dict[str, str],
     without,  # type: ignore[no-untyped-def]
     capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     without(extra)
+    # the process's logging set-up would outlive this test (root handlers on a closed stream)
+    monkeypatch.setattr("entrypoints.runtime.logs.setup_logging", lambda settings: None)
     assert cli.main(["api"], env=API_ENV | env) == cli.EXIT_USAGE
     err = capsys.readouterr().err
     assert err.count("\n") == 1, err
