@@ -290,9 +290,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     webhook_allowed_hosts: Annotated[tuple[AllowedHost, ...] | None, Env(
         "REPORT_WEBHOOK_ALLOWED_HOSTS", parse=webhook_hosts, default_doc="webhooks off",
         doc="comma list of the hosts a job's `notify_url` may name "
-        "(`hooks.example.com,http://10.0.0.7`); an entry written `http://host` also allows plain "
-        "http to it, else https is required; a private or loopback IP literal is accepted only "
-        'when listed as that literal (see "Webhooks")',
+        "(`hooks.example.com,http://10.0.0.7:9000`); an entry written `http://host` also allows "
+        "plain http to it, else https is required; an entry written `host:port` allows that port "
+        "alone (else any); a private or loopback IP literal is accepted only when listed as that "
+        'literal (see "Webhooks")',
     )] = None
     webhook_secret: Annotated[str | None, Env(
         "REPORT_WEBHOOK_SECRET", parse=secret,

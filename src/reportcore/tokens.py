@@ -96,5 +96,5 @@ def verify(secret: bytes, token: str | None, *, now: float) -> DownloadClaims:
     if now >= exp_s:
         raise ExpiredDownloadToken("expired")
     if claims.exp > _MS_THRESHOLD:  # the old service's milliseconds, given back in seconds
-        return msgspec.structs.replace(claims, exp=int(exp_s))
+        return msgspec.structs.replace(claims, exp=claims.exp // 1000)
     return claims

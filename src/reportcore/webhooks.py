@@ -15,6 +15,7 @@ import hashlib
 import hmac
 import ipaddress
 import math
+import re
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
@@ -72,28 +73,57 @@ class DeliveryState(enum.StrEnum):
 
 class AllowedHost(msgspec.Struct, frozen=True):
     """One entry of ``REPORT_WEBHOOK_ALLOWED_HOSTS``: a host name or IP literal, lower case;
-    ``plain_http`` when listed as ``http://host`` (https is required otherwise)."""
+    ``plain_http`` when listed as ``http://host`` (https is required otherwise); ``port`` when
+    listed as ``host:port``, and then a URL of that host must use that port (by default any)."""
 
     host: str
     plain_http: bool = False
+    port: int | None = None
+
+
+_PORT = re.compile(r"[0-9]{1,5}")
+
+
+def _split_port(entry: str) -> tuple[str, int | None]:
+    """``host:8443`` -> ``("host", 8443)``; ``[::1]:8443`` -> ``("::1", 8443)``; a bare IPv6
+    literal (colons, no brackets) has no port."""
+    if entry.startswith("["):
+        host, bracket, rest = entry[1:].partition("]")
+        if not bracket or (rest and not rest.startswith(":")):
+            raise ValueError("is not a host name (host or host:port, no path or user)")
+        port_text = rest[1:] if rest else None
+    elif entry.count(":") == 1:
+        host, _, port_text = entry.partition(":")
+    else:
+        host, port_text = entry, None
+    if port_text is None:
+        return host, None
+    if not _PORT.fullmatch(port_text) or not 1 <= int(port_text) <= 65535:
+        raise ValueError("has no port 1..65535 after its colon")
+    return host, int(port_text)
 
 
 def parse_allowed_hosts(text: str) -> tuple[AllowedHost, ...]:
-    """``hooks.example.com,http://10.0.0.5`` -> its entries; ``ValueError`` names a bad one."""
+    """``hooks.example.com,http://10.0.0.5:9000`` -> its entries; ``ValueError`` names a bad
+    one."""
     hosts: list[AllowedHost] = []
     for raw in text.split(","):
         entry = raw.strip().lower()
         if not entry:
             continue
         plain = entry.startswith("http://")
-        host = entry.removeprefix("http://").removeprefix("https://").rstrip(".")
-        if host.startswith("[") and host.endswith("]"):
-            host = host[1:-1]
-        if not host or (any(c in host for c in "/:@?#") and _ip(host) is None):
-            raise ValueError(f"{raw.strip()!r} is not a host name (no port, path or user)")
+        try:
+            host, port = _split_port(entry.removeprefix("http://").removeprefix("https://"))
+        except ValueError as exc:
+            raise ValueError(f"{raw.strip()!r} {exc}") from None
+        host = host.rstrip(".")
+        if not host or (any(c in host for c in "/:@?#[]") and _ip(host) is None):
+            raise ValueError(
+                f"{raw.strip()!r} is not a host name (host or host:port, no path or user)"
+            )
         if any(c.isspace() for c in host):
             raise ValueError(f"{raw.strip()!r} is not a host name")
-        hosts.append(AllowedHost(host=host, plain_http=plain))
+        hosts.append(AllowedHost(host=host, plain_http=plain, port=port))
     return tuple(hosts)
 
 
@@ -151,7 +181,12 @@ def check_notify_url(url: str, allowed: tuple[AllowedHost, ...]) -> str:
         raise refuse("must not have a #fragment")
     host = host.rstrip(".")
     address = _ip(host)
-    entry = next((a for a in allowed if _same_host(a.host, host, address)), None)
+    port = parts.port or (443 if scheme == "https" else 80)
+    listed = [a for a in allowed if _same_host(a.host, host, address)]
+    entry = next((a for a in listed if a.port in (None, port)), None)
+    if entry is None and listed:
+        ports = ", ".join(str(a.port) for a in listed)
+        raise refuse(f"must use the port REPORT_WEBHOOK_ALLOWED_HOSTS lists for {host!r} ({ports})")
     if entry is None:
         if address is not None and _internal(address):
             raise refuse(

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import hmac
 import re
+from urllib.parse import urlsplit
 
 import msgspec
 import pytest
@@ -184,8 +185,10 @@ def test_the_allowed_hosts_are_parsed_lower_case_with_http_marked() -> None:
     assert parse_allowed_hosts(" , ") == ()
 
 
-@pytest.mark.parametrize("entry", ["hooks.example.com:8443", "hooks.example.com/x", "a@b", "a b"])
-def test_an_allowed_host_with_a_port_path_user_or_space_is_refused(entry: str) -> None:
+@pytest.mark.parametrize(
+    "entry", ["hooks.example.com:0", "hooks.example.com:65536", "hooks.example.com/x", "a@b", "a b"]
+)
+def test_an_allowed_host_with_a_bad_port_a_path_user_or_space_is_refused(entry: str) -> None:
     with pytest.raises(ValueError):
         parse_allowed_hosts(entry)
 
@@ -313,13 +316,19 @@ def test_empty_entries_between_commas_are_skipped_not_the_end_of_the_list() -> N
     ("entry", "message"),
     [
         (
-            "hooks.example.com:8443",
-            "'hooks.example.com:8443' is not a host name (no port, path or user)",
+            "hooks.example.com:84x3",
+            "'hooks.example.com:84x3' has no port 1..65535 after its colon",
         ),
-        ("http://", "'http://' is not a host name (no port, path or user)"),
-        ("[fd00::1", "'[fd00::1' is not a host name (no port, path or user)"),
-        ("hooks.example.com?x", "'hooks.example.com?x' is not a host name (no port, path or user)"),
-        ("hooks.example.com#x", "'hooks.example.com#x' is not a host name (no port, path or user)"),
+        ("http://", "'http://' is not a host name (host or host:port, no path or user)"),
+        ("[fd00::1", "'[fd00::1' is not a host name (host or host:port, no path or user)"),
+        (
+            "hooks.example.com?x",
+            "'hooks.example.com?x' is not a host name (host or host:port, no path or user)",
+        ),
+        (
+            "hooks.example.com#x",
+            "'hooks.example.com#x' is not a host name (host or host:port, no path or user)",
+        ),
         (" a b ", "'a b' is not a host name"),
     ],
 )
@@ -516,3 +525,42 @@ def test_an_ipv6_allowed_host_may_be_bracketed_or_bare() -> None:
 def test_a_header_with_two_t_does_not_verify_even_if_one_is_malformed() -> None:
     mac = signature(SECRET, NOW, BODY).split("v1=")[1]
     assert not verify_signature(SECRET, f"t=1=2,t={NOW},v1={mac}", BODY, now=NOW)
+
+
+def test_an_allowed_host_may_name_a_port_and_then_allows_that_port_alone() -> None:
+    allowed = parse_allowed_hosts(
+        "hooks.example.com:8443,http://127.0.0.1:9000,[fd00::1]:8080,open.example"
+    )
+    assert allowed == (
+        AllowedHost("hooks.example.com", port=8443),
+        AllowedHost("127.0.0.1", plain_http=True, port=9000),
+        AllowedHost("fd00::1", port=8080),
+        AllowedHost("open.example"),
+    )
+    for url in (
+        "https://hooks.example.com:8443/x",
+        "http://127.0.0.1:9000/hook",
+        "https://[fd00::1]:8080/hook",
+        "https://open.example:8443/any-port-when-none-is-listed",
+    ):
+        assert check_notify_url(url, allowed) == url
+    for url, ports in (
+        ("https://hooks.example.com/x", "8443"),  # https's 443 is not 8443
+        ("https://hooks.example.com:8444/x", "8443"),
+        ("http://127.0.0.1:5432/", "9000"),  # the database next door
+        ("https://[fd00::1]/hook", "8080"),
+    ):
+        with pytest.raises(ValidationError) as refused:
+            check_notify_url(url, allowed)
+        host = urlsplit(url).hostname
+        assert refused.value.message == (
+            f"notify_url must use the port REPORT_WEBHOOK_ALLOWED_HOSTS lists for {host!r} "
+            f"({ports})"
+        )
+
+
+def test_a_host_listed_with_two_ports_takes_either() -> None:
+    allowed = parse_allowed_hosts("hooks.example.com:8443,hooks.example.com:9443")
+    assert check_notify_url("https://hooks.example.com:9443/x", allowed)
+    with pytest.raises(ValidationError, match=r"\(8443, 9443\)$"):
+        check_notify_url("https://hooks.example.com/x", allowed)
