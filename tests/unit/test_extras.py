@@ -17,6 +17,8 @@ API_ENV = {
     "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1/",
     "REPORT_DOWNLOAD_SECRET": "d" * 32,
     "JWT_SECRET": "j" * 32,
+    "HOST": "127.0.0.1",
+    "APP_PORT": "0",  # a free port: the start must not depend on 5129 being free here
 }
 
 
