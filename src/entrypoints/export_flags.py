@@ -67,6 +67,14 @@ def add_option_flags(export: argparse.ArgumentParser) -> None:
     )
     export.add_argument("--csv-line-ending", help="crlf (default) or lf")
     export.add_argument(
+        "--csv-formula-guard",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="write a csv cell a spreadsheet would run as a formula (=, +, -, @, tab, CR first; "
+        "not a number) as text, with a leading ' and quoted; default yes "
+        "(--no-csv-formula-guard: every cell exactly as sent, for machine consumers)",
+    )
+    export.add_argument(
         "--columns", help="comma-separated subset of the job type's columns, in that order"
     )
     export.add_argument(
@@ -86,6 +94,8 @@ def option_fields(args: argparse.Namespace) -> dict[str, Any]:
         csv["bom"] = args.csv_bom
     if args.csv_line_ending is not None:
         csv["line_ending"] = args.csv_line_ending
+    if args.csv_formula_guard is not None:
+        csv["formula_guard"] = args.csv_formula_guard
     if csv:
         fields["csv"] = csv
     if args.columns is not None:

@@ -6,6 +6,7 @@ the core brings CSV, an adapter adds xlsx (a workbook needs a library the core d
 from __future__ import annotations
 
 import datetime as dt
+import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any
@@ -21,11 +22,38 @@ UTF8_BOM = b"\xef\xbb\xbf"
 MAX_CACHED_HOURS = 100_000
 
 
+# Spreadsheet formulas (OWASP "CSV Injection"): Excel, LibreOffice and Google Sheets run a cell
+# that starts with one of these as a formula (=HYPERLINK(...), +cmd|..., @SUM(...)); a tab or a
+# CR first is read the same way by some of them. A number (-5, +1.5e3) is left as it is.
+FORMULA_STARTS = frozenset("=+-@\t\r")
+_NUMBER = re.compile(r"[+-]?(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+
+
+def guarded(cell: str) -> str:
+    """``cell`` as a spreadsheet shows text: a cell that would start a formula gets a leading
+    ``'`` (which the spreadsheets hide and read as "this is text"); any other cell as it is."""
+    if cell and cell[0] in FORMULA_STARTS and not _NUMBER.fullmatch(cell):
+        return "'" + cell
+    return cell
+
+
+def _may_start_formula(joined: str, d: str) -> bool:
+    """Whether a cell of the column may start a formula: the first cell's first character, or
+    one right after a delimiter of the joined column (a cell holding the delimiter itself can
+    only make this say yes when no cell does, never the reverse)."""
+    if not joined:
+        return False
+    if joined[0] in FORMULA_STARTS:
+        return True
+    return any(d + start in joined for start in FORMULA_STARTS)
+
+
 def csv_lines(
     rows: Sequence[Sequence[Any]],
     delimiter: str = ",",
     newline: str = "\r\n",
     convert: Mapping[int, Callable[[Sequence[str]], list[str]]] | None = None,
+    guard: frozenset[int] = frozenset(),
 ) -> bytes:
     """CSV lines with minimal quoting, ``None`` as an empty cell; with the defaults, byte for
     byte what ``csv.writer`` writes (RFC 4180, CRLF). All rows of a call have one width.
@@ -38,9 +66,10 @@ def csv_lines(
     through ``str()``, which agrees with ``repr`` on floats) or quoted cell by cell, in
     comprehensions (a function call a cell would cost as much as the conversion). ``convert``
     maps a column's index to a
-    function of its cells (as text) giving the cells written (instants written in a zone). A
-    row of one empty cell is written ``""``, as csv.writer does: an empty line would be no
-    record at all.
+    function of its cells (as text) giving the cells written (instants written in a zone).
+    ``guard`` names the columns whose cells are written so that a spreadsheet shows them as
+    text (:func:`guarded`, then quoted). A row of one empty cell is written ``""``, as
+    csv.writer does: an empty line would be no record at all.
     """
     if not rows:
         return b""
@@ -60,6 +89,17 @@ def csv_lines(
         if convert is not None and index in convert and len(joined) > limit:  # not all empty
             cells = convert[index](cells)
             joined = d.join(cells)
+        if index in guard and _may_start_formula(joined, d):
+            # a guarded cell is quoted too (OWASP's advice), the others as ever
+            columns.append(
+                [
+                    '"' + g.replace('"', '""') + '"'
+                    if (g := guarded(c)) is not c or d in c or '"' in c or "\r" in c or "\n" in c
+                    else c
+                    for c in cells
+                ]
+            )
+            continue
         if joined.count(d) != limit or '"' in joined or "\r" in joined or "\n" in joined:
             cells = [
                 '"' + c.replace('"', '""') + '"'
@@ -206,6 +246,10 @@ class CsvEncoder:
         self._out = out
         self._delimiter = options.delimiter
         self._newline = options.line_ending.chars
+        # every column: a number-kind or instant column is text from upstream too
+        self._guard = (
+            frozenset(range(len(request.columns))) if options.formula_guard else frozenset()
+        )
         zone = request.options.zone
         self._convert: dict[int, Callable[[Sequence[str]], list[str]]] | None = None
         if zone is not None:
@@ -223,7 +267,7 @@ class CsvEncoder:
         return self._delimiter, self._newline
 
     def add(self, rows: Sequence[Sequence[Any]]) -> None:
-        self._out.add(csv_lines(rows, self._delimiter, self._newline, self._convert))
+        self._out.add(csv_lines(rows, self._delimiter, self._newline, self._convert, self._guard))
 
     def close(self) -> None:
         """Everything is written as it comes."""

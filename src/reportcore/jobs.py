@@ -72,6 +72,9 @@ class CsvOptions(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     delimiter: Delimiter = ","
     bom: bool = False
     line_ending: LineEnding = LineEnding.CRLF
+    # a text cell that a spreadsheet would run as a formula is written as text ('=... quoted);
+    # false: every cell exactly as the upstream sent it, for machine consumers
+    formula_guard: bool = True
 
 
 def stored_extension(fmt: ReportFormat, compression: Compression | None = None) -> str:

@@ -79,7 +79,12 @@ def test_a_job_echoes_the_options_given_with_csv_defaults_filled_in(world: ApiWo
         }
     )
     assert job["compression"] == "gzip"
-    assert job["csv"] == {"delimiter": ";", "bom": False, "line_ending": "crlf"}
+    assert job["csv"] == {
+        "delimiter": ";",
+        "bom": False,
+        "line_ending": "crlf",
+        "formula_guard": True,
+    }
     assert job["columns"] == ["occurred_at", "id"]
     assert job["timezone"] == "Asia/Bangkok"
     assert job["row_count"] is None

@@ -20,6 +20,7 @@ from reportcore.encoding import (
     camel,
     csv_line,
     csv_lines,
+    guarded,
 )
 from reportcore.jobs import CsvOptions, JobType, LineEnding
 from reportcore.jobtypes import JOB_TYPES
@@ -380,3 +381,69 @@ def test_a_line_shaped_by_columns_alone_keeps_its_instants_as_sent() -> None:
     shaper = JsonShaper((occurred, unit), TELEMETRY.columns, {}, None)
     raw = b'{"unit":"kg","occurredAt":"2025-01-31T23:07:08Z"}'
     assert shaper.line(raw) == b'{"occurredAt":"2025-01-31T23:07:08Z","unit":"kg"}'
+
+
+# --- spreadsheet formulas (OWASP "CSV Injection") ---
+
+
+@pytest.mark.parametrize(
+    ("cell", "shown"),
+    [
+        ('=HYPERLINK("http://x","y")', '\'=HYPERLINK("http://x","y")'),
+        ("+cmd|' /C calc'!A0", "'+cmd|' /C calc'!A0"),
+        ("-2+3", "'-2+3"),
+        ("@SUM(1+1)", "'@SUM(1+1)"),
+        ("\tx", "'\tx"),
+        ("\rx", "'\rx"),
+        ("-abc", "'-abc"),
+        ("=", "'="),
+        # numbers, and text that starts with anything else, are written as they are
+        ("-5", "-5"),
+        ("+1.5e3", "+1.5e3"),
+        ("-.5", "-.5"),
+        ("-12.", "-12."),
+        ("a=b", "a=b"),
+        ("", ""),
+        (" =x", " =x"),
+    ],
+)
+def test_a_cell_a_spreadsheet_would_run_is_written_as_text(cell: str, shown: str) -> None:
+    assert guarded(cell) == shown
+
+
+def test_a_guarded_column_quotes_its_guarded_cells_and_leaves_the_others() -> None:
+    rows = [("=1+1", "-5", "plain"), ("ok", '@x"y', "a;b")]
+    assert csv_lines(rows, guard=frozenset({0, 1, 2})) == (
+        b'"\'=1+1",-5,plain\r\nok,"\'@x""y",a;b\r\n'
+    )
+    assert csv_lines(rows, delimiter=";", guard=frozenset({0, 2})) == (
+        b'"\'=1+1";-5;plain\r\nok;"@x""y";"a;b"\r\n'
+    )
+    # a cell holding the delimiter before a formula character is not a cell starting one
+    assert csv_lines([("a,=b",), ("c",)], guard=frozenset({0})) == b'"a,=b"\r\nc\r\n'
+
+
+def test_an_export_writes_formulas_as_text_by_default_and_exactly_when_asked() -> None:
+    from reportcore.encoding import CsvEncoder
+    from reportcore.jobs import CsvOptions
+    from reportcore.jobtypes import Column
+    from reportcore.options import ExportOptions
+    from reportcore.ports import SheetRequest
+
+    class Sink:
+        def __init__(self) -> None:
+            self.data = b""
+
+        def add(self, data: bytes) -> None:
+            self.data += data
+
+    columns = (Column("note", attr="note"),)
+    for guard, written in (
+        (True, b'note\r\n"\'=HYPERLINK(1)"\r\n'),
+        (False, b"note\r\n=HYPERLINK(1)\r\n"),
+    ):
+        sink = Sink()
+        options = ExportOptions(csv=CsvOptions(formula_guard=guard))
+        encoder = CsvEncoder(SheetRequest(columns=columns, options=options), sink)
+        encoder.add([("=HYPERLINK(1)",)])
+        assert sink.data == written

@@ -18,6 +18,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from reportcore import export
+from reportcore.encoding import guarded
 from reportcore.export import (
     ProgressEstimate,
     csv_line,
@@ -27,6 +28,7 @@ from reportcore.export import (
     write_export,
 )
 from reportcore.jobs import (
+    CsvOptions,
     Job,
     JobMessage,
     JobStatus,
@@ -37,6 +39,7 @@ from reportcore.jobs import (
     message_for,
 )
 from reportcore.jobtypes import JOB_TYPES, Applied, Column, FilterSpec, JobTypeSpec, Upstream
+from reportcore.options import export_options
 from reportcore.ports import SourcePage
 from reportcore.records import FeedingKpiRecord, FeedIntakeRecord, TelemetryReading
 
@@ -104,8 +107,9 @@ feed_records = st.builds(
 )
 
 
-def expected_row(record: FeedIntakeRecord) -> list[str]:
-    """The cells of a record, worked out from the contract's column list."""
+def expected_row(record: FeedIntakeRecord, *, exact: bool = False) -> list[str]:
+    """The cells of a record, worked out from the contract's column list; as a spreadsheet
+    shows text (:func:`guarded`) unless ``exact``."""
     columns = [
         "id", "tenant_id", "farm_id", "barn_id", "batch_id", "device_id", "source",
         "feed_formula_id", "feed_lot_id", "quantity_kg", "occurred_at", "created_at",
@@ -113,7 +117,8 @@ def expected_row(record: FeedIntakeRecord) -> list[str]:
         "created_by_user_id",
     ]  # fmt: skip
     values = [getattr(record, c) for c in columns]
-    return ["" if v is None else str(v) for v in values]
+    cells = ["" if v is None else str(v) for v in values]
+    return cells if exact else [guarded(c) for c in cells]
 
 
 @given(
@@ -132,6 +137,14 @@ def test_csv_rows_of_any_unicode_read_back_unchanged(
     assert result.rows == len(records)
     assert result.size_bytes == len(writer.data)
     assert result.sha256 == hashlib.sha256(writer.data).hexdigest()
+    # for machine consumers, formula_guard off: every cell exactly as sent
+    exact = CollectingWriter()
+    options = export_options(
+        FEED, compression=None, csv=CsvOptions(formula_guard=False), columns=None, timezone=None
+    )
+    pages = (SourcePage(records=chunk) for chunk in in_pages(records, sizes))
+    write_export(FEED, ReportFormat.CSV, pages, exact, scope_values={}, options=options)
+    assert read_csv(exact.data)[1:] == [expected_row(r, exact=True) for r in records]
 
 
 def test_the_csv_header_is_the_contracts_column_list() -> None:
