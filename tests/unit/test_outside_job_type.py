@@ -57,7 +57,13 @@ SILO_LEVELS = JobTypeSpec(
     progress_attr="measured_at",
     newest_first=False,
 )
-SILO_CSV = CreateRequest(job_type="SILO_LEVEL_EXPORT", format=ReportFormat.CSV)
+# dated: the range is checked against the type's own widest range, from the registry passed in
+SILO_CSV = CreateRequest(
+    job_type="SILO_LEVEL_EXPORT",
+    format=ReportFormat.CSV,
+    start_date="2026-01-01",
+    end_date="2026-01-01",
+)
 RECORDS = {
     "SILO_LEVEL_EXPORT": [
         {"siloId": "s1", "measuredAt": "2026-01-01T06:00:00Z", "levelPct": 81.5},
