@@ -7,13 +7,15 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.upstream.wire import FEED_CURSOR, Call, next_cursor
+from adapters.upstream.wire import FEED_CURSOR, Call, decode, next_cursor
 from reportcore.errors import UpstreamBadResponse
 from reportcore.jobtypes import Upstream
+from reportcore.records import FeedIntakeRecord
 
 CALL = Call(upstream=Upstream.FEED, base_url="http://feed", path="/p", trace_id="t")
 
@@ -61,3 +63,20 @@ def test_the_cursor_read_from_the_tail_is_the_cursor_of_the_whole_page(
 def test_a_page_whose_cursor_cannot_be_read_is_a_bad_response(body: bytes) -> None:
     with pytest.raises(UpstreamBadResponse):
         next_cursor(CALL, body)
+
+
+class FeedPage(msgspec.Struct):
+    items: list[FeedIntakeRecord]
+
+
+def test_invalid_utf8_in_a_page_is_a_bad_response_never_an_uncaught_decode_error() -> None:
+    # msgspec raises UnicodeDecodeError (not its DecodeError) for these: it failed the job as a
+    # bug ("failed unexpectedly") with a traceback in the log
+    in_a_record = b'{"items":[{"id":"\xff"}],"nextCursor":null}'
+    in_the_cursor = b'{"items":[],"nextCursor":"\xc3\x28"}'
+    with pytest.raises(UpstreamBadResponse, match="unreadable page"):
+        decode(CALL, msgspec.json.Decoder(FeedPage), in_a_record)
+    with pytest.raises(UpstreamBadResponse, match="unreadable page"):
+        next_cursor(CALL, in_the_cursor)
+    # a record's bytes are read where the file is written: the cursor needs only the tail
+    assert next_cursor(CALL, in_a_record) is None

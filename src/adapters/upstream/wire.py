@@ -100,10 +100,11 @@ class Fetched(msgspec.Struct, frozen=True):
 
 
 def decode(call: Call, decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
-    """``body`` through ``decoder``; an unreadable page is the upstream's fault."""
+    """``body`` through ``decoder``; an unreadable page is the upstream's fault (msgspec raises
+    ``UnicodeDecodeError``, not its ``DecodeError``, for invalid UTF-8 inside a string)."""
     try:
         return decoder.decode(body)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
         raise UpstreamBadResponse(
             f"{call.upstream.value} sent an unreadable page for {call.describe()}: {exc}"
         ) from exc
@@ -126,7 +127,7 @@ def next_cursor(call: Call, body: bytes) -> str | int | None:
     if at >= 0:
         try:
             return FEED_CURSOR.decode(b"{" + body[at:]).nextCursor
-        except msgspec.DecodeError:
+        except (msgspec.DecodeError, UnicodeDecodeError):
             pass  # not the page's last key: read the whole page below
     page: CursorOnly = decode(call, FEED_CURSOR, body)
     return page.nextCursor
