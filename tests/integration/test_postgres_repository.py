@@ -588,7 +588,7 @@ def test_a_job_with_options_is_stored_in_the_new_columns_and_the_old_ones_unchan
     ).fetchone()
     assert new == (
         "gzip",
-        {"delimiter": "\t", "bom": True, "line_ending": "lf"},
+        {"delimiter": "\t", "bom": True, "line_ending": "lf", "formula_guard": True},
         ["id", "occurred_at"],
         "Asia/Bangkok",
         7,
