@@ -97,9 +97,7 @@ def service(
 
 def test_a_job_type_of_a_library_user_is_created_run_and_downloaded() -> None:
     api, worker, queue = service(JOB_TYPES.extended(SILO_LEVELS))
-    created = api.create(
-        CreateRequest(job_type="SILO_LEVEL_EXPORT", format=ReportFormat.CSV), MANAGER
-    )
+    created = api.create(SILO_CSV, MANAGER)
     assert created.shown.job.job_type == "SILO_LEVEL_EXPORT" and not created.replayed
     message = queue.take()
     assert message is not None
@@ -129,9 +127,7 @@ def test_a_service_without_the_type_refuses_it_naming_the_types_it_has() -> None
 
 def test_a_worker_built_without_the_type_fails_its_job_saying_so() -> None:
     api, worker, queue = service(JOB_TYPES.extended(SILO_LEVELS), runs_with=JOB_TYPES)
-    created = api.create(
-        CreateRequest(job_type="SILO_LEVEL_EXPORT", format=ReportFormat.CSV), MANAGER
-    )
+    created = api.create(SILO_CSV, MANAGER)
     message = queue.take()
     assert message is not None
     outcome = worker.run(message, RunContext(owner="w1"))

@@ -564,3 +564,25 @@ def test_a_host_listed_with_two_ports_takes_either() -> None:
     assert check_notify_url("https://hooks.example.com:9443/x", allowed)
     with pytest.raises(ValidationError, match=r"\(8443, 9443\)$"):
         check_notify_url("https://hooks.example.com/x", allowed)
+
+
+def test_a_listed_port_is_compared_with_the_schemes_default_when_the_url_names_none() -> None:
+    allowed = parse_allowed_hosts("secure.example:443,http://plain.example:80,odd.example:1")
+    for url in (
+        "https://secure.example/x",  # https without a port is 443
+        "https://secure.example:443/x",
+        "http://plain.example/x",  # http without a port is 80
+        "https://odd.example:1/x",  # the lowest port
+    ):
+        assert check_notify_url(url, allowed) == url
+    with pytest.raises(ValidationError, match=r"\(80\)$"):
+        check_notify_url("http://plain.example:443/x", allowed)
+    with pytest.raises(ValidationError, match=r"\(443\)$"):
+        check_notify_url("https://secure.example:80/x", allowed)
+
+
+def test_ports_1_and_65535_may_be_listed_and_none_beyond() -> None:
+    assert parse_allowed_hosts("a.example:1,b.example:65535") == (
+        AllowedHost("a.example", port=1),
+        AllowedHost("b.example", port=65535),
+    )
