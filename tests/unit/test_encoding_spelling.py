@@ -419,6 +419,10 @@ def test_a_guarded_column_quotes_its_guarded_cells_and_leaves_the_others() -> No
     assert csv_lines(rows, delimiter=";", guard=frozenset({0, 2})) == (
         b'"\'=1+1";-5;plain\r\nok;"@x""y";"a;b"\r\n'
     )
+    # beside a guarded cell, a cell with a quote (or a line break) is quoted as ever
+    assert csv_lines([("=1",), ('a"b',), ("c\nd",)], guard=frozenset({0})) == (
+        b'"\'=1"\r\n"a""b"\r\n"c\nd"\r\n'
+    )
     # a cell holding the delimiter before a formula character is not a cell starting one
     assert csv_lines([("a,=b",), ("c",)], guard=frozenset({0})) == b'"a,=b"\r\nc\r\n'
 
