@@ -8,7 +8,6 @@ answer. Nothing here knows HTTP: routes, URLs and the wire spelling stay in ``en
 
 from __future__ import annotations
 
-import datetime as dt
 from collections.abc import Iterator, Sequence
 
 import msgspec
@@ -153,7 +152,3 @@ class ReportService:
             render=render,
             owner=owner,
         )
-
-    def now(self) -> dt.datetime:
-        """The service's clock."""
-        return self.deps.clock.now()
