@@ -259,6 +259,9 @@ class Statements:
         if query.created_to is not None:
             used.append("find_created_to")
             params["created_to"] = d.instant(query.created_to)
+        if query.schedule_id is not None:
+            used.append("find_schedule_id")
+            params["schedule_id"] = query.schedule_id
         if query.after is not None:
             used.append("find_after")
             params["after_created_at"] = d.instant(query.after.created_at)

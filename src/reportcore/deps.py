@@ -19,9 +19,11 @@ from .ports import (
     JobQueue,
     JobRepository,
     RecordSource,
+    ScheduleRepository,
     WebhookOutbox,
     WebhookSender,
 )
+from .schedules import CronRules, ScheduleRules
 from .webhooks import WebhookRules
 
 
@@ -47,3 +49,8 @@ class Deps(msgspec.Struct, frozen=True, kw_only=True):
     job_types: JobTypeRegistry = JOB_TYPES
     formats: RowFormats = msgspec.field(default_factory=lambda: CORE_ROW_FORMATS)
     download_secret: bytes = b""
+    # schedules (reportcore.scheduling): their store and the cron reader; None in a process
+    # that has none (a library user's, say)
+    schedules: ScheduleRepository | None = None
+    cron: CronRules | None = None
+    schedule_rules: ScheduleRules = msgspec.field(default_factory=ScheduleRules)

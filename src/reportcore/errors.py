@@ -138,3 +138,9 @@ class ExportCancelled(ReportError):
     """Raised inside a running export when the job was cancelled or its lease was lost."""
 
     code = "EXPORT_CANCELLED"
+
+
+class TooManySchedules(ReportError):
+    """The tenant has as many schedules as it may (``REPORT_MAX_SCHEDULES``; HTTP 429)."""
+
+    code = "TOO_MANY_SCHEDULES"

@@ -160,6 +160,9 @@ class Job(msgspec.Struct, kw_only=True):
     row_count: int | None = None  # rows written, once succeeded
     # where the service POSTs the job's terminal event (reportcore.webhooks); None: nowhere
     notify_url: str | None = None
+    # the schedule that created the job and the occurrence it was created for (None: by hand)
+    schedule_id: str | None = None
+    scheduled_for: dt.datetime | None = None
     # worker bookkeeping, not part of the job JSON
     lease_owner: str | None = None
     lease_expires_at: dt.datetime | None = None

@@ -16,7 +16,11 @@ import msgspec
 from .jobs import Job, JobMessage, JobType, Scope
 from .jobtypes import Column
 from .options import ExportOptions
-from .requests import ListQuery
+from .requests import Cursor, ListQuery
+
+# CronRules is a port of the schedules' rules, defined beside them and named here with the rest
+from .schedules import CronRules as CronRules
+from .schedules import Schedule
 from .webhooks import AttemptOutcome, Delivery, Notification, SendResult
 
 
@@ -315,3 +319,77 @@ class WebhookSender(Protocol):
     """POSTs a webhook; never raises for the receiver's failures, it reports them."""
 
     def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResult: ...
+
+
+class ScheduleCounts(msgspec.Struct, frozen=True, kw_only=True):
+    """How many schedules there are: active, paused, and active ones whose latest occurrence
+    was skipped (their template no longer validates)."""
+
+    active: int = 0
+    paused: int = 0
+    skipping: int = 0
+
+
+@runtime_checkable
+class ScheduleRepository(Protocol):
+    """Durable storage of schedules. The scheduler's writes are each one conditional write, so
+    that any number of schedulers (one per worker process) create each occurrence's job once.
+    """
+
+    def add(self, schedule: Schedule, max_per_tenant: int) -> Schedule | None:
+        """Store a new schedule, unless its tenant has ``max_per_tenant`` already (``None``)."""
+        ...
+
+    def get(self, schedule_id: str, tenant_id: str) -> Schedule | None:
+        """The tenant's schedule, if it exists."""
+        ...
+
+    def find(self, tenant_id: str, after: Cursor | None, limit: int) -> list[Schedule]:
+        """Up to ``limit`` of the tenant's schedules, newest first (created_at desc, id desc),
+        strictly after ``after`` when given."""
+        ...
+
+    def update(self, schedule: Schedule) -> Schedule | None:
+        """Store what a user may change (name, job, cron, timezone, range, active) and the
+        ``next_run_at`` that follows; pausing drops a claimed occurrence that has no job yet.
+        ``None`` if the schedule is gone."""
+        ...
+
+    def delete(self, schedule_id: str, tenant_id: str) -> bool:
+        """Remove the schedule (its jobs stay); whether it existed."""
+        ...
+
+    def due(self, now: dt.datetime, stuck_before: dt.datetime, limit: int) -> list[Schedule]:
+        """Active schedules whose ``next_run_at`` is at or before ``now``, and schedules with an
+        occurrence claimed before ``stuck_before`` that has no job yet, soonest first."""
+        ...
+
+    def claim(
+        self,
+        schedule_id: str,
+        expected: dt.datetime,
+        occurrence: dt.datetime,
+        next_run_at: dt.datetime | None,
+        now: dt.datetime,
+    ) -> Schedule | None:
+        """Take ``occurrence`` of an active schedule, in one conditional write: ``next_run_at``
+        moves on from ``expected`` (only if it still is ``expected``) and ``occurrence`` is
+        recorded as pending. ``None``: another scheduler (or a PATCH) came first."""
+        ...
+
+    def record_run(
+        self, schedule_id: str, occurrence: dt.datetime, job_id: str, now: dt.datetime
+    ) -> None:
+        """The pending ``occurrence`` has its job."""
+        ...
+
+    def record_skip(
+        self, schedule_id: str, occurrence: dt.datetime, reason: str, now: dt.datetime
+    ) -> None:
+        """The pending ``occurrence`` made no job, for ``reason`` (its template no longer
+        validates)."""
+        ...
+
+    def counts(self) -> ScheduleCounts:
+        """How many schedules there are, for the gauge."""
+        ...

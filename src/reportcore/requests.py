@@ -344,6 +344,7 @@ class ListQuery(msgspec.Struct, frozen=True, kw_only=True):
     created_to: dt.datetime | None = None
     after: Cursor | None = None
     limit: int = DEFAULT_PAGE_SIZE
+    schedule_id: str | None = None  # only the jobs this schedule created
 
 
 class ListRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -356,6 +357,7 @@ class ListRequest(msgspec.Struct, frozen=True, kw_only=True):
     created_to: str | None = None
     after: Cursor | None = None
     limit: str | int | None = None
+    schedule_id: str | None = None
 
 
 def validate_list(wanted: ListRequest, *, job_types: JobTypeRegistry = JOB_TYPES) -> ListQuery:
@@ -367,6 +369,7 @@ def validate_list(wanted: ListRequest, *, job_types: JobTypeRegistry = JOB_TYPES
             "created_from": wanted.created_from,
             "created_to": wanted.created_to,
             "limit": wanted.limit,
+            "schedule_id": wanted.schedule_id,
         }
     )
     if wanted.after is not None:
@@ -398,4 +401,5 @@ def validate_list(wanted: ListRequest, *, job_types: JobTypeRegistry = JOB_TYPES
         created_to=to,
         after=wanted.after,
         limit=n,
+        schedule_id=parse_uuid(wanted.schedule_id, "schedule_id"),
     )

@@ -12,7 +12,7 @@ from collections.abc import Iterator, Sequence
 
 import msgspec
 
-from . import usecases
+from . import scheduling, usecases
 from .access import Principal, resolve_tenant
 from .deps import Deps
 from .jobs import Job
@@ -26,6 +26,8 @@ from .requests import (
     validate_list,
 )
 from .running import Recovery, RunContext, RunOutcome, recover, run_job
+from .schedules import Schedule
+from .scheduling import SchedulePage, SchedulePatch, ScheduleRequest, SchedulerPass
 from .webhooks import Notification, RenderJob
 
 
@@ -128,6 +130,41 @@ class ReportService:
     def _shown(self, jobs: Sequence[Job]) -> list[Shown]:
         states = notifications_of(jobs, self.deps.outbox)
         return [Shown(job=job, notification=states.get(job.id)) for job in jobs]
+
+    # --- schedules ---
+
+    def create_schedule(self, request: ScheduleRequest, principal: Principal) -> Schedule:
+        """Check ``request`` for ``principal`` and store its schedule (429 past the cap)."""
+        refuse_nul(msgspec.to_builtins(request))
+        tenant = resolve_tenant(principal, request.tenant_id)
+        return scheduling.create_schedule(
+            request, tenant_id=tenant, created_by=principal.subject, deps=self.deps
+        )
+
+    def list_schedules(self, tenant: str, wanted: ListRequest) -> SchedulePage:
+        """A page of the tenant's schedules, newest first (``wanted``: limit and cursor)."""
+        return scheduling.list_schedules(wanted, tenant_id=tenant, deps=self.deps)
+
+    def get_schedule(self, schedule_id: str, tenant: str) -> Schedule:
+        """One schedule of the tenant (404 for another tenant's)."""
+        return scheduling.get_schedule(schedule_id, tenant_id=tenant, deps=self.deps)
+
+    def update_schedule(
+        self, schedule_id: str, patch: SchedulePatch, principal: Principal, tenant: str | None
+    ) -> Schedule:
+        """Change the fields ``patch`` names of a schedule of the tenant ``principal`` acts for."""
+        refuse_nul(msgspec.to_builtins(patch))
+        acting = resolve_tenant(principal, tenant)
+        return scheduling.update_schedule(schedule_id, patch, tenant_id=acting, deps=self.deps)
+
+    def delete_schedule(self, schedule_id: str, principal: Principal, tenant: str | None) -> None:
+        """Remove a schedule of the tenant ``principal`` acts for; its jobs stay."""
+        acting = resolve_tenant(principal, tenant)
+        scheduling.delete_schedule(schedule_id, tenant_id=acting, deps=self.deps)
+
+    def run_schedules(self) -> SchedulerPass:
+        """One pass of the scheduler (:func:`reportcore.scheduling.run_schedules`)."""
+        return scheduling.run_schedules(self.deps)
 
     # --- the worker side ---
 

@@ -22,6 +22,7 @@ from .errors import QueueUnavailable, ServiceUnavailable, StorageFailure
 from .jobs import Job, JobMessage, JobStatus, file_name_for, mime_type_for
 from .jobtypes import JOB_TYPES, JobTypeRegistry
 from .lifecycle import Event
+from .memory_schedules import InMemoryScheduleRepository
 from .outbox import InMemoryOutbox, RecordingWebhookSender
 from .ports import Disposition, SourcePage, SourceRequest, StoredFile
 from .requests import ListQuery
@@ -32,6 +33,7 @@ __all__ = [
     "InMemoryJobRepository",
     "InMemoryOutbox",
     "InMemoryQueue",
+    "InMemoryScheduleRepository",
     "RecordingWebhookSender",
     "StaticRecordSource",
 ]
@@ -141,6 +143,8 @@ class InMemoryJobRepository:
             rows = [j for j in rows if j.created_at >= query.created_from]
         if query.created_to is not None:
             rows = [j for j in rows if j.created_at <= query.created_to]
+        if query.schedule_id is not None:
+            rows = [j for j in rows if j.schedule_id == query.schedule_id]
         if query.after is not None:
             key = (query.after.created_at, query.after.id)
             rows = [j for j in rows if (j.created_at, j.id) < key]

@@ -60,6 +60,8 @@ def create_job(
     clock: Clock,
     policy: Policy | None = None,
     job_types: JobTypeRegistry = JOB_TYPES,
+    schedule_id: str | None = None,
+    scheduled_for: dt.datetime | None = None,
 ) -> Created:
     """Store a job durably, then publish it. A create with a used key is a replay or a 409.
 
@@ -68,19 +70,11 @@ def create_job(
 
     If the broker does not confirm, the job stays queued without ``enqueued_at`` and the
     recovery pass publishes it later: a create never fails because the broker is down.
+    ``schedule_id`` and ``scheduled_for``: the schedule and occurrence that asked for the job.
     """
     now = clock.now()
     scope = request.scope
-    rules = policy or Policy()
-    check_range(
-        request.job_type,
-        scope,
-        today=now.date(),
-        max_days=rules.max_range_days,
-        job_types=job_types,
-    )
-    if request.notify_url is not None:
-        check_notify_url(request.notify_url, rules.notify_hosts)
+    admit_create(request, now=now, policy=policy, job_types=job_types)
     job = Job(
         id=str(uuid.uuid4()),
         tenant_id=tenant_id,
@@ -101,6 +95,8 @@ def create_job(
         csv=request.csv,
         columns=request.columns,
         timezone=request.timezone,
+        schedule_id=schedule_id,
+        scheduled_for=scheduled_for,
     )
     stored, created = jobs.add(job)
     if not created:
@@ -108,6 +104,27 @@ def create_job(
         wanted = fingerprint(request.job_type, request.format, scope, asked)
         return Created(job=check_replay(stored, wanted), replayed=True, enqueued=True)
     return Created(job=stored, replayed=False, enqueued=publish(stored, jobs, queue, clock))
+
+
+def admit_create(
+    request: ValidCreate,
+    *,
+    now: dt.datetime,
+    policy: Policy | None = None,
+    job_types: JobTypeRegistry = JOB_TYPES,
+) -> None:
+    """The checks of a create that depend on the service's knobs: the widest range its job
+    type may span up to today, and the hosts a ``notify_url`` may name (400s)."""
+    rules = policy or Policy()
+    check_range(
+        request.job_type,
+        request.scope,
+        today=now.date(),
+        max_days=rules.max_range_days,
+        job_types=job_types,
+    )
+    if request.notify_url is not None:
+        check_notify_url(request.notify_url, rules.notify_hosts)
 
 
 def get_job(job_id: str, *, tenant_id: str, jobs: JobRepository) -> Job:
@@ -253,6 +270,7 @@ __all__ = [
     "Policy",
     "Recovery",
     "RunOutcome",
+    "admit_create",
     "cancel_job",
     "create_job",
     "file_is_gone",

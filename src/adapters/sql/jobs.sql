@@ -39,6 +39,9 @@ created_at >= :created_from
 -- name: find_created_to
 created_at <= :created_to
 
+-- name: find_schedule_id
+schedule_id = :schedule_id
+
 -- name: mark_enqueued
 UPDATE report_jobs SET enqueued_at = :at WHERE id = :id
 

@@ -1,0 +1,260 @@
+"""Schedules' use cases: what a user does with a schedule, and the scheduler's pass.
+
+Each occurrence makes exactly one job whatever the number of schedulers: the pass claims it by
+one conditional write (``next_run_at`` moves on only from the value it read, and the occurrence
+is recorded as pending), then creates the job through the create use case with the
+occurrence's idempotency key. A scheduler that dies between the two leaves the occurrence
+pending; once that is older than ``stuck_after_sec``, any scheduler creates its job (or finds
+it: the key makes the create a replay). A template that no longer validates makes no job: the
+schedule records why, and counts the occurrences skipped in a row.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import uuid
+
+import msgspec
+
+from .deps import Deps
+from .errors import IdempotencyKeyReused, NotFound, TooManySchedules, ValidationError
+from .ports import ScheduleRepository
+from .requests import (
+    Cursor,
+    ListRequest,
+    refuse_nul,
+    validate_create,
+    validate_list,
+)
+from .running import uuid_or_none
+from .schedules import (
+    JobTemplate,
+    Schedule,
+    ScheduleRange,
+    create_request,
+    latest_due,
+    next_occurrence,
+    occurs_ever,
+    validate_cron,
+    validate_name,
+    validate_range,
+    validate_schedule_timezone,
+    validate_template,
+)
+from .usecases import admit_create, create_job
+
+
+class ScheduleRequest(msgspec.Struct, kw_only=True):
+    """A new schedule as given, before any check."""
+
+    job: JobTemplate
+    cron: str
+    timezone: str | None = None
+    range: ScheduleRange
+    name: str | None = None
+    active: bool = True
+    tenant_id: str | None = None
+
+
+class SchedulePatch(msgspec.Struct, kw_only=True):
+    """What a PATCH changes: only the fields it names (``name: null`` clears the name)."""
+
+    name: str | msgspec.UnsetType | None = msgspec.UNSET
+    job: JobTemplate | msgspec.UnsetType = msgspec.UNSET
+    # null is taken here so that the rule's 400 names the field, as at create
+    cron: str | msgspec.UnsetType | None = msgspec.UNSET
+    timezone: str | msgspec.UnsetType | None = msgspec.UNSET
+    range: ScheduleRange | msgspec.UnsetType | None = msgspec.UNSET
+    active: bool | msgspec.UnsetType = msgspec.UNSET
+
+
+class SchedulePage(msgspec.Struct, frozen=True, kw_only=True):
+    """One page of a tenant's schedules and where the next starts (``None``: the last)."""
+
+    items: list[Schedule]
+    after: Cursor | None
+
+
+class SchedulerPass(msgspec.Struct, kw_only=True):
+    """What one pass of the scheduler did: jobs created (and how late, in seconds, each
+    occurrence ran) and occurrences skipped."""
+
+    created: int = 0
+    skipped: int = 0
+    lags: list[float] = msgspec.field(default_factory=list)
+
+
+def _repository(deps: Deps) -> ScheduleRepository:
+    if deps.schedules is None or deps.cron is None:
+        raise NotFound("schedules are not available in this process")
+    return deps.schedules
+
+
+def _checked(schedule: Schedule, deps: Deps, now: dt.datetime) -> Schedule:
+    """``schedule`` with every rule checked and its ``next_run_at`` (``None`` while paused).
+
+    The template is checked as the create of its first occurrence would be, so that a
+    schedule that could never make a job is a 400 now rather than a skip later.
+    """
+    assert deps.cron is not None
+    refuse_nul(schedule.name, "name")
+    validate_name(schedule.name)
+    cron = validate_cron(schedule.cron, deps.cron)
+    timezone = validate_schedule_timezone(schedule.timezone)
+    rng = validate_range(schedule.range)
+    template = validate_template(schedule.job)
+    first = occurs_ever(cron, timezone, now, deps.cron)
+    checked = msgspec.structs.replace(
+        schedule,
+        cron=cron,
+        timezone=timezone,
+        range=rng,
+        job=template,
+        next_run_at=first if schedule.active else None,
+    )
+    try:
+        valid = validate_create(create_request(checked, first), job_types=deps.job_types)
+        admit_create(valid, now=now, policy=deps.policy, job_types=deps.job_types)
+    except ValidationError as exc:
+        field = f"job.{exc.field}" if exc.field else "job"
+        raise ValidationError(exc.message, field=field) from None
+    return checked
+
+
+def create_schedule(
+    request: ScheduleRequest, *, tenant_id: str, created_by: str | None, deps: Deps
+) -> Schedule:
+    """Check and store a new schedule of ``tenant_id``; 429 past the tenant's cap."""
+    repository = _repository(deps)
+    now = deps.clock.now()
+    schedule = Schedule(
+        id=str(uuid.uuid4()),
+        tenant_id=tenant_id,
+        created_by=created_by,
+        name=request.name,
+        job=request.job,
+        cron=request.cron,
+        timezone=request.timezone,  # type: ignore[arg-type]  # checked by _checked
+        range=request.range,
+        active=request.active,
+        created_at=now,
+        updated_at=now,
+    )
+    cap = deps.schedule_rules.max_per_tenant
+    stored = repository.add(_checked(schedule, deps, now), cap)
+    if stored is None:
+        raise TooManySchedules(f"a tenant may have at most {cap} schedules")
+    return stored
+
+
+def get_schedule(schedule_id: str, *, tenant_id: str, deps: Deps) -> Schedule:
+    """The tenant's schedule, or :class:`NotFound` (also another tenant's, or a bad id)."""
+    repository = _repository(deps)
+    canonical = uuid_or_none(schedule_id)
+    found = repository.get(canonical, tenant_id) if canonical else None
+    if found is None:
+        raise NotFound("schedule not found")
+    return found
+
+
+def list_schedules(wanted: ListRequest, *, tenant_id: str, deps: Deps) -> SchedulePage:
+    """A page of the tenant's schedules, newest first; ``wanted``'s limit and cursor as for
+    jobs (its other filters are not asked for)."""
+    repository = _repository(deps)
+    query = validate_list(ListRequest(after=wanted.after, limit=wanted.limit))
+    rows = repository.find(tenant_id, query.after, query.limit + 1)
+    items = rows[: query.limit]
+    more = len(rows) > query.limit
+    after = Cursor(items[-1].created_at, items[-1].id) if more and items else None
+    return SchedulePage(items=items, after=after)
+
+
+def update_schedule(
+    schedule_id: str, patch: SchedulePatch, *, tenant_id: str, deps: Deps
+) -> Schedule:
+    """Apply the fields ``patch`` names, checked as at create; a new cron, zone or a resume
+    starts counting occurrences from now (a resumed schedule does not catch up)."""
+    repository = _repository(deps)
+    current = get_schedule(schedule_id, tenant_id=tenant_id, deps=deps)
+    changes = {
+        name: value
+        for name in ("name", "job", "cron", "timezone", "range", "active")
+        if (value := getattr(patch, name)) is not msgspec.UNSET
+    }
+    now = deps.clock.now()
+    wanted = msgspec.structs.replace(current, updated_at=now, **changes)
+    checked = _checked(wanted, deps, now)
+    timing_same = (
+        checked.cron == current.cron
+        and checked.timezone == current.timezone
+        and checked.active == current.active
+    )
+    if timing_same:  # the occurrence already due stays due
+        checked = msgspec.structs.replace(checked, next_run_at=current.next_run_at)
+    stored = repository.update(checked)
+    if stored is None:
+        raise NotFound("schedule not found")
+    return stored
+
+
+def delete_schedule(schedule_id: str, *, tenant_id: str, deps: Deps) -> None:
+    """Remove the tenant's schedule; the jobs it made stay."""
+    repository = _repository(deps)
+    canonical = uuid_or_none(schedule_id)
+    if canonical is None or not repository.delete(canonical, tenant_id):
+        raise NotFound("schedule not found")
+
+
+def run_schedules(deps: Deps) -> SchedulerPass:
+    """One pass of the scheduler: every due occurrence claimed and its job created, and every
+    occurrence a dead scheduler left claimed finished."""
+    repository = _repository(deps)
+    assert deps.cron is not None
+    rules = deps.schedule_rules
+    now = deps.clock.now()
+    stuck_before = now - dt.timedelta(seconds=rules.stuck_after_sec)
+    done = SchedulerPass()
+    for schedule in repository.due(now, stuck_before, rules.batch):
+        if schedule.pending is not None and (
+            schedule.claimed_at is None or schedule.claimed_at < stuck_before
+        ):
+            _make_job(schedule, schedule.pending, deps, now, done)
+            continue
+        due = schedule.next_run_at
+        if not schedule.active or due is None or due > now:
+            continue
+        occurrence = latest_due(schedule.cron, schedule.timezone, due, now, deps.cron)
+        following = next_occurrence(schedule.cron, schedule.timezone, now, deps.cron)
+        claimed = repository.claim(schedule.id, due, occurrence, following, now)
+        if claimed is not None:
+            _make_job(claimed, occurrence, deps, now, done)
+    return done
+
+
+def _make_job(
+    schedule: Schedule, occurrence: dt.datetime, deps: Deps, now: dt.datetime, done: SchedulerPass
+) -> None:
+    """Create the occurrence's job as a create request would, and record the outcome."""
+    repository = _repository(deps)
+    try:
+        valid = validate_create(create_request(schedule, occurrence), job_types=deps.job_types)
+        created = create_job(
+            valid,
+            tenant_id=schedule.tenant_id,
+            requested_by=schedule.created_by,
+            jobs=deps.jobs,
+            queue=deps.queue,
+            clock=deps.clock,
+            policy=deps.policy,
+            job_types=deps.job_types,
+            schedule_id=schedule.id,
+            scheduled_for=occurrence,
+        )
+    except (ValidationError, IdempotencyKeyReused) as exc:
+        repository.record_skip(schedule.id, occurrence, exc.message, now)
+        done.skipped += 1
+        return
+    repository.record_run(schedule.id, occurrence, created.job.id, now)
+    if not created.replayed:
+        done.created += 1
+        done.lags.append(max(0.0, (now - occurrence).total_seconds()))

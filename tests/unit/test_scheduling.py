@@ -1,0 +1,355 @@
+"""Schedules over the in-memory adapters: one job per occurrence whatever happens around it.
+
+Every test drives the application (:class:`ReportService`) as the API and the scheduler do, on
+a fake clock.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import threading
+from typing import Any
+
+import msgspec
+import pytest
+
+from adapters.cron import CronsimRules
+from reportcore.access import Principal
+from reportcore.deps import Deps
+from reportcore.errors import NotFound, ServiceUnavailable, TooManySchedules, ValidationError
+from reportcore.jobs import Job
+from reportcore.policy import Policy
+from reportcore.requests import CreateRequest, ListQuery, ListRequest
+from reportcore.running import RunContext
+from reportcore.schedules import Schedule, ScheduleRules
+from reportcore.scheduling import SchedulePatch, ScheduleRequest
+from reportcore.service import ReportService
+from reportcore.testing import (
+    FakeClock,
+    InMemoryFileStore,
+    InMemoryJobRepository,
+    InMemoryQueue,
+    InMemoryScheduleRepository,
+    RecordingWebhookSender,
+    StaticRecordSource,
+)
+from reportcore.webhooks import parse_allowed_hosts
+
+TENANT = "t1"
+ADMIN = Principal(subject="u1", roles=frozenset({"tenant_admin"}), tenant_id=TENANT)
+# Monday 2026-01-05 05:00 UTC = 12:00 in Bangkok
+START = dt.datetime(2026, 1, 5, 5, 0, tzinfo=dt.UTC)
+FARM = "5b0f8a3e-4c1d-4e59-9a6b-2f1c7d3e9a01"
+RECORDS = {
+    "FEED_INTAKE_EXPORT": [
+        {
+            "id": f"r{i}",
+            "tenantId": TENANT,
+            "farmId": FARM,
+            "barnId": "b",
+            "source": "MANUAL",
+            "quantityKg": "10.5",
+            "occurredAt": "2026-01-01T00:00:00Z",
+            "createdAt": "2026-01-01T00:00:00Z",
+        }
+        for i in range(5)
+    ]
+}
+DAILY: dict[str, Any] = {
+    "job": {"job_type": "FEED_INTAKE_EXPORT", "format": "csv", "farm_id": FARM},
+    "cron": "0 6 * * *",
+    "timezone": "Asia/Bangkok",
+    "range": "previous_day",
+}
+
+
+class FlakyJobs(InMemoryJobRepository):
+    """Job storage that fails the next ``fail_adds`` creates, as a database going away would."""
+
+    fail_adds = 0
+
+    def add(self, job: Job) -> tuple[Job, bool]:
+        if self.fail_adds:
+            self.fail_adds -= 1
+            raise ServiceUnavailable("job store is not available")
+        return super().add(job)
+
+
+class World:
+    def __init__(self, *, max_schedules: int = 100, notify: str = "") -> None:
+        self.clock = FakeClock(START)
+        self.jobs = FlakyJobs()
+        self.queue = InMemoryQueue()
+        self.store = InMemoryFileStore()
+        self.schedules = InMemoryScheduleRepository()
+        self.deps = Deps(
+            jobs=self.jobs,
+            queue=self.queue,
+            store=self.store,
+            clock=self.clock,
+            source=StaticRecordSource(RECORDS),
+            outbox=self.jobs.outbox,
+            sender=RecordingWebhookSender(),
+            policy=Policy(notify_hosts=parse_allowed_hosts(notify)),
+            schedules=self.schedules,
+            cron=CronsimRules(),
+            schedule_rules=ScheduleRules(max_per_tenant=max_schedules, stuck_after_sec=30),
+        )
+        self.app = ReportService(self.deps)
+
+    def policy(self, **changes: Any) -> None:
+        self.deps = msgspec.structs.replace(
+            self.deps, policy=msgspec.structs.replace(self.deps.policy, **changes)
+        )
+        self.app = ReportService(self.deps)
+
+    def schedule(self, body: dict[str, Any] = DAILY, **more: Any) -> Schedule:
+        request = msgspec.convert({**body, **more}, ScheduleRequest)
+        return self.app.create_schedule(request, ADMIN)
+
+    def patch(self, schedule_id: str, **fields: Any) -> Schedule:
+        patch = msgspec.convert(fields, SchedulePatch)
+        return self.app.update_schedule(schedule_id, patch, ADMIN, None)
+
+    def at(self, *parts: int) -> None:
+        self.clock.set(dt.datetime(*parts, tzinfo=dt.UTC))  # type: ignore[misc]
+
+    def jobs_of(self, schedule_id: str | None = None) -> list[Job]:
+        return self.jobs.find(TENANT, ListQuery(limit=100, schedule_id=schedule_id))
+
+    def run_all(self) -> None:
+        while (body := self.queue.take()) is not None:
+            outcome = self.app.run(body, RunContext(owner="w1", stopping=lambda: False))
+            self.queue.settle(body, outcome.disposition)
+
+
+def test_a_new_schedule_is_due_at_its_first_occurrence_in_its_zone() -> None:
+    world = World()
+    schedule = world.schedule()
+    # 06:00 in Bangkok is 23:00 UTC the day before
+    assert schedule.next_run_at == dt.datetime(2026, 1, 5, 23, 0, tzinfo=dt.UTC)
+    assert (schedule.active, schedule.last_run_at, schedule.created_by) == (True, None, "u1")
+
+
+def test_an_occurrence_creates_one_job_as_if_posted_with_its_dates_and_key() -> None:
+    world = World()
+    schedule = world.schedule()
+    world.at(2026, 1, 5, 23, 0, 5)
+    done = world.app.run_schedules()
+    assert (done.created, done.skipped, done.lags) == (1, 0, [5.0])
+    [job] = world.jobs_of()
+    occurrence = dt.datetime(2026, 1, 5, 23, 0, tzinfo=dt.UTC)
+    assert job.schedule_id == schedule.id and job.scheduled_for == occurrence
+    # Tuesday 06:00 in Bangkok: yesterday is the Bangkok Monday
+    assert (job.start_date, job.end_date) == (dt.date(2026, 1, 5), dt.date(2026, 1, 5))
+    assert job.idempotency_key == f"schedule:{schedule.id}:2026-01-05T23:00:00Z"
+    assert (job.requested_by, job.farm_id) == ("u1", FARM)
+    after = world.app.get_schedule(schedule.id, TENANT)
+    assert (after.last_run_at, after.last_job_id) == (occurrence, job.id)
+    assert after.next_run_at == dt.datetime(2026, 1, 6, 23, 0, tzinfo=dt.UTC)
+    # the same minute again, and the next pass: nothing more
+    assert world.app.run_schedules().created == 0
+    assert len(world.jobs_of(schedule.id)) == 1
+
+
+def test_racing_schedulers_create_one_job_per_occurrence() -> None:
+    world = World()
+    for _ in range(5):
+        world.schedule()
+    world.at(2026, 1, 5, 23, 0, 1)
+    barrier = threading.Barrier(4)
+
+    def scheduler() -> None:
+        barrier.wait()
+        world.app.run_schedules()
+
+    threads = [threading.Thread(target=scheduler) for _ in range(4)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(world.jobs_of()) == 5
+
+
+def test_a_scheduler_that_dies_between_claim_and_create_leaves_the_job_to_the_next() -> None:
+    world = World()
+    schedule = world.schedule()
+    world.at(2026, 1, 5, 23, 0, 1)
+    world.jobs.fail_adds = 1
+    with pytest.raises(ServiceUnavailable):
+        world.app.run_schedules()
+    assert world.jobs_of() == []
+    claimed = world.app.get_schedule(schedule.id, TENANT)
+    assert claimed.pending == dt.datetime(2026, 1, 5, 23, 0, tzinfo=dt.UTC)
+    world.clock.advance(10)  # the claimer may still be at it
+    assert world.app.run_schedules().created == 0
+    world.clock.advance(30)
+    assert world.app.run_schedules().created == 1
+    [job] = world.jobs_of()
+    assert job.scheduled_for == claimed.pending
+    assert world.app.get_schedule(schedule.id, TENANT).pending is None
+
+
+def test_a_job_created_before_the_scheduler_died_is_found_again_not_doubled() -> None:
+    world = World()
+    schedule = world.schedule()
+    world.at(2026, 1, 5, 23, 0, 1)
+    original = world.schedules.record_run
+    world.schedules.record_run = lambda *a, **k: (_ for _ in ()).throw(  # type: ignore[method-assign]
+        ServiceUnavailable("gone")
+    )
+    with pytest.raises(ServiceUnavailable):
+        world.app.run_schedules()
+    world.schedules.record_run = original  # type: ignore[method-assign]
+    world.clock.advance(60)
+    world.app.run_schedules()
+    [job] = world.jobs_of()
+    assert world.app.get_schedule(schedule.id, TENANT).last_job_id == job.id
+
+
+def test_after_downtime_only_the_latest_missed_occurrence_runs_once() -> None:
+    world = World()
+    world.schedule()
+    world.at(2026, 1, 9, 23, 30)  # five daily occurrences missed, the last half an hour ago
+    done = world.app.run_schedules()
+    assert (done.created, done.lags) == (1, [1800.0])
+    [job] = world.jobs_of()
+    assert job.scheduled_for == dt.datetime(2026, 1, 9, 23, 0, tzinfo=dt.UTC)
+    assert world.app.run_schedules().created == 0
+
+
+def test_a_paused_schedule_creates_no_job_until_resumed_and_does_not_catch_up() -> None:
+    world = World()
+    schedule = world.schedule()
+    paused = world.patch(schedule.id, active=False)
+    assert (paused.active, paused.next_run_at) == (False, None)
+    world.at(2026, 1, 7, 0, 0)
+    assert world.app.run_schedules().created == 0
+    resumed = world.patch(schedule.id, active=True)
+    assert resumed.next_run_at == dt.datetime(2026, 1, 7, 23, 0, tzinfo=dt.UTC)
+    assert world.app.run_schedules().created == 0
+    world.at(2026, 1, 7, 23, 0)
+    assert world.app.run_schedules().created == 1
+
+
+def test_a_template_that_no_longer_validates_is_skipped_with_the_reason_shown() -> None:
+    world = World(notify="hooks.example.com")
+    schedule = world.schedule(job={**DAILY["job"], "notify_url": "https://hooks.example.com/x"})
+    world.policy(notify_hosts=())  # the host is no longer allowed
+    world.at(2026, 1, 5, 23, 0)
+    assert world.app.run_schedules().skipped == 1
+    world.at(2026, 1, 6, 23, 0)
+    assert world.app.run_schedules().skipped == 1
+    shown = world.app.get_schedule(schedule.id, TENANT)
+    assert world.jobs_of() == []
+    assert shown.last_error is not None and "notify_url" in shown.last_error
+    assert shown.skipped_in_a_row == 2
+    assert shown.last_skipped_at == dt.datetime(2026, 1, 6, 23, 0, tzinfo=dt.UTC)
+    assert world.deps.schedules is not None and world.deps.schedules.counts().skipping == 1
+    world.patch(schedule.id, job=DAILY["job"])
+    world.at(2026, 1, 7, 23, 0)
+    assert world.app.run_schedules().created == 1
+    fixed = world.app.get_schedule(schedule.id, TENANT)
+    assert (fixed.skipped_in_a_row, fixed.last_error) == (0, None)
+
+
+def test_the_job_a_schedule_creates_has_the_bytes_of_the_same_request_by_hand() -> None:
+    world = World()
+    world.schedule(job={**DAILY["job"], "csv": {"delimiter": ";"}, "timezone": "Asia/Bangkok"})
+    world.at(2026, 1, 5, 23, 0)
+    world.app.run_schedules()
+    [scheduled] = world.jobs_of()
+    by_hand = CreateRequest(
+        job_type="FEED_INTAKE_EXPORT",
+        format=scheduled.format,
+        farm_id=FARM,
+        start_date="2026-01-05",
+        end_date="2026-01-05",
+        csv=scheduled.csv,
+        timezone="Asia/Bangkok",
+    )
+    manual = world.app.create(by_hand, ADMIN).shown.job
+    world.run_all()
+    done = {j.id: j for j in world.jobs_of()}
+    a, b = done[scheduled.id], done[manual.id]
+    assert a.file_path and b.file_path and a.status.value == b.status.value == "succeeded"
+    assert world.store.files[a.file_path] == world.store.files[b.file_path]
+    assert a.sha256 == b.sha256 and a.row_count == 5
+
+
+def test_a_tenant_may_have_at_most_its_cap_of_schedules() -> None:
+    world = World(max_schedules=2)
+    world.schedule()
+    world.schedule()
+    with pytest.raises(TooManySchedules):
+        world.schedule()
+
+
+@pytest.mark.parametrize(
+    ("change", "field"),
+    [
+        ({"job": {**DAILY["job"], "start_date": "2026-01-01"}}, "job.start_date"),
+        ({"job": {**DAILY["job"], "idempotency_key": "k"}}, "job.idempotency_key"),
+        ({"job": {"job_type": "KPI_FEEDING_EXPORT", "format": "csv"}}, "job.barn_id"),
+        ({"job": {**DAILY["job"], "columns": ["nope"]}}, "job.columns[0]"),
+        ({"job": {**DAILY["job"], "filters": {"nope": "x"}}}, "job.filters.nope"),
+        ({"cron": "0 6 * *"}, "cron"),
+        ({"cron": "0 6 30 2 *"}, "cron"),
+        ({"timezone": "Mars/Olympus"}, "timezone"),
+        ({"timezone": None}, "timezone"),
+        ({"range": {"last_days": 0}}, "range"),
+        ({"name": "a\nb"}, "name"),
+    ],
+)
+def test_a_schedule_is_validated_as_its_jobs_would_be(change: dict[str, Any], field: str) -> None:
+    world = World()
+    with pytest.raises(ValidationError) as caught:
+        world.schedule({**DAILY, **change})
+    assert caught.value.field == field
+    schedule = world.schedule()
+    with pytest.raises(ValidationError) as caught:
+        world.patch(schedule.id, **change)
+    assert caught.value.field == field
+
+
+def test_a_range_wider_than_the_job_type_allows_is_refused_at_create() -> None:
+    world = World()
+    world.policy(max_range_days={"FEED_INTAKE_EXPORT": 7})
+    with pytest.raises(ValidationError):
+        world.schedule(range="previous_month")
+    assert world.schedule(range="previous_week").range == "previous_week"
+
+
+def test_another_tenants_schedule_is_not_found_and_delete_keeps_the_jobs() -> None:
+    world = World()
+    schedule = world.schedule()
+    other = Principal(subject="x", roles=frozenset({"tenant_admin"}), tenant_id="t2")
+    with pytest.raises(NotFound):
+        world.app.get_schedule(schedule.id, "t2")
+    with pytest.raises(NotFound):
+        world.app.delete_schedule(schedule.id, other, None)
+    world.at(2026, 1, 5, 23, 0)
+    world.app.run_schedules()
+    world.app.delete_schedule(schedule.id, ADMIN, None)
+    with pytest.raises(NotFound):
+        world.app.get_schedule(schedule.id, TENANT)
+    assert len(world.jobs_of(schedule.id)) == 1
+    with pytest.raises(NotFound):
+        world.app.get_schedule("not-a-uuid", TENANT)
+
+
+def test_paging_through_schedules_yields_each_once_newest_first() -> None:
+    world = World()
+    made = []
+    for _ in range(5):
+        made.append(world.schedule().id)
+        world.clock.advance(1)
+    seen: list[str] = []
+    after = None
+    while True:
+        page = world.app.list_schedules(TENANT, ListRequest(after=after, limit=2))
+        seen += [s.id for s in page.items]
+        if page.after is None:
+            break
+        after = page.after
+    assert seen == made[::-1]
