@@ -171,7 +171,12 @@ def recorded_migrations(path: Path) -> list[str]:
 
 
 def test_each_migration_is_recorded_by_name(repo: SqliteJobRepository, db_path: Path) -> None:
-    assert recorded_migrations(db_path) == ["0001_schema", "0004_export_options", "0005_webhooks"]
+    assert recorded_migrations(db_path) == [
+        "0001_schema",
+        "0004_export_options",
+        "0005_webhooks",
+        "0006_schedules",
+    ]
 
 
 def test_a_file_versioned_by_count_alone_gets_its_names_and_no_step_again(db_path: Path) -> None:
@@ -186,7 +191,12 @@ def test_a_file_versioned_by_count_alone_gets_its_names_and_no_step_again(db_pat
         assert repo.get("after-upgrade") is not None
     finally:
         repo.close()
-    assert recorded_migrations(db_path) == ["0001_schema", "0004_export_options", "0005_webhooks"]
+    assert recorded_migrations(db_path) == [
+        "0001_schema",
+        "0004_export_options",
+        "0005_webhooks",
+        "0006_schedules",
+    ]
 
 
 def test_a_step_added_between_two_applied_ones_is_applied_too(
@@ -200,7 +210,7 @@ def test_a_step_added_between_two_applied_ones_is_applied_too(
     monkeypatch.setattr(sqlite_adapter, "SCHEMA_VERSION", len(steps))
     repo = SqliteJobRepository(db_path)
     try:
-        assert repo.schema_version() == 4
+        assert repo.schema_version() == len(steps)
     finally:
         repo.close()
     assert "0002_between" in recorded_migrations(db_path)

@@ -36,3 +36,11 @@ FOR UPDATE SKIP LOCKED
 
 -- name: job_in_ids
 job_id = ANY(:job_ids)
+
+-- Schedules (../schedules.sql): the partial index of the due poll says "WHERE active"
+-- name: is_active
+active
+
+-- a tenant's creates take turns, so that the cap on its schedules is exact
+-- name: lock_tenant
+SELECT pg_advisory_xact_lock(hashtext(:tenant_id))

@@ -36,3 +36,11 @@ ORDER BY created_at DESC, id DESC LIMIT :limit
 -- :job_ids is a JSON list
 -- name: job_in_ids
 job_id IN (SELECT value FROM json_each(:job_ids))
+
+-- Schedules (../schedules.sql): booleans are 0/1
+-- name: is_active
+active = 1
+
+-- SQLite's write transactions already take turns (BEGIN IMMEDIATE)
+-- name: lock_tenant
+SELECT 1
