@@ -12,6 +12,7 @@ from reportcore.testing import (
     InMemoryFileStore,
     InMemoryJobRepository,
     InMemoryQueue,
+    InMemoryScheduleRepository,
     RecordingWebhookSender,
     StaticRecordSource,
 )
@@ -31,6 +32,7 @@ def in_memory_container(settings: Settings) -> Container:
     container.store.override(providers.Object(InMemoryFileStore()))
     container.outbox.override(providers.Object(jobs.outbox))
     container.sender.override(providers.Object(RecordingWebhookSender()))
+    container.schedules.override(providers.Object(InMemoryScheduleRepository()))
     return container
 
 

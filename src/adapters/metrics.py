@@ -171,6 +171,36 @@ HTTP_DURATION = Histogram(
     registry=REGISTRY,
 )
 
+# --- schedules (each worker's scheduler; entrypoints.scheduler) ---
+
+SCHEDULES = Gauge(
+    "reportsvc_schedules",
+    "Schedules of every tenant, by state: active, paused, and skipping (active, and its latest "
+    "occurrence made no job because its template no longer validates).",
+    ["state"],
+    registry=REGISTRY,
+)
+SCHEDULE_OCCURRENCES = Counter(
+    "reportsvc_schedule_occurrences",
+    "Occurrences of schedules this process handled, by outcome: created (a job) or skipped.",
+    ["outcome"],
+    registry=REGISTRY,
+)
+# every state and outcome from the start: a dashboard and an alert find the series before the
+# first scheduler pass (0 in a process that runs none, harmless under max())
+for _state in ("active", "paused", "skipping"):
+    SCHEDULES.labels(state=_state)
+for _outcome in ("created", "skipped"):
+    SCHEDULE_OCCURRENCES.labels(outcome=_outcome)
+# seconds: a scheduler ticks every few seconds; after downtime the latest occurrence is late
+_LAG_BUCKETS = (1, 2.5, 5, 10, 30, 60, 300, 900, 3600, 21600, 86400)
+SCHEDULE_LAG = Histogram(
+    "reportsvc_schedule_lag_seconds",
+    "How long after its occurrence a schedule's job was created.",
+    buckets=_LAG_BUCKETS,
+    registry=REGISTRY,
+)
+
 
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The classic text format, which every Prometheus since 2.0 reads (prometheus-client's own
@@ -194,6 +224,9 @@ __all__ = [
     "JOBS_RUNNING",
     "PUBLISH_FAILURES",
     "REGISTRY",
+    "SCHEDULES",
+    "SCHEDULE_LAG",
+    "SCHEDULE_OCCURRENCES",
     "UPSTREAM_DURATION",
     "UPSTREAM_REQUESTS",
     "UPSTREAM_RETRIES",

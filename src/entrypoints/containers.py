@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any, Protocol
 import msgspec
 from dependency_injector import containers, providers
 
-from adapters.clock import SystemClock
+from adapters.clock import ScaledClock, SystemClock
+from adapters.cron import CronsimRules
 from adapters.metering import MeteredJobQueue, MeteredJobRepository
 from reportcore.deps import Deps
 from reportcore.encoding import CORE_ROW_FORMATS, RowFormats
@@ -35,9 +36,11 @@ from reportcore.ports import (
     FileStore,
     JobConsumer,
     RowEncoder,
+    ScheduleRepository,
     SheetRequest,
     WebhookOutbox,
 )
+from reportcore.schedules import ScheduleRules
 from reportcore.service import ReportService
 from reportcore.testing import FakeClock, InMemoryQueue
 from reportcore.usecases import Policy
@@ -76,6 +79,25 @@ def webhook_rules_from(settings: Settings) -> WebhookRules:
         max_attempts=settings.webhook_max_attempts,
         retry_base_sec=settings.webhook_retry_base_sec,
     )
+
+
+def schedule_rules_from(settings: Settings) -> ScheduleRules:
+    """The schedules' knobs of the core, from settings."""
+    return msgspec.structs.replace(ScheduleRules(), max_per_tenant=settings.max_schedules)
+
+
+def make_clock(settings: Settings) -> Clock:
+    """The real time, unless the test-only ``REPORT_TEST_CLOCK_ANCHOR`` speeds it up."""
+    if settings.test_clock_anchor is not None:
+        return ScaledClock(settings.test_clock_anchor, settings.test_clock_speed)
+    return SystemClock()
+
+
+def make_schedules(sql_jobs: Any) -> ScheduleRepository:
+    """The schedules, in the SQL repository's database."""
+    from adapters.sql_schedules import SqlScheduleRepository
+
+    return SqlScheduleRepository(sql_jobs)
 
 
 def demo_clock(settings: Settings) -> Clock:
@@ -258,7 +280,7 @@ class Container(containers.DeclarativeContainer):
     formats = providers.Singleton(row_formats)
     job_types = providers.Object(JOB_TYPES)
 
-    clock = providers.Singleton(SystemClock)
+    clock = providers.Singleton(make_clock, settings)
     sql_jobs = providers.Resource(open_sql_jobs, settings, profile)
     # the metered wrappers count creates, finishes and refused publishes (adapters.metrics)
     jobs = providers.Singleton(MeteredJobRepository, sql_jobs)
@@ -268,6 +290,9 @@ class Container(containers.DeclarativeContainer):
     store = providers.Singleton(make_store, settings, profile)
     outbox = providers.Singleton(make_outbox, sql_jobs)
     sender = providers.Resource(open_sender)
+    schedules = providers.Singleton(make_schedules, sql_jobs)
+    cron = providers.Singleton(CronsimRules)
+    schedule_rules = providers.Singleton(schedule_rules_from, settings)
 
     deps = providers.Singleton(
         Deps,
@@ -284,6 +309,9 @@ class Container(containers.DeclarativeContainer):
         job_types=job_types,
         formats=formats,
         download_secret=providers.Callable(download_secret, settings),
+        schedules=schedules,
+        cron=cron,
+        schedule_rules=schedule_rules,
     )
     reports = providers.Singleton(ReportService, deps)
 

@@ -92,10 +92,24 @@ def banner(url: str, token: str, tenant: str, data_dir: Path, sample: dict[str, 
             f"| {field} download_url)",
             f'curl -s -o report.{ext} "$BASE$URL"',
             "",
+            "The same export of the day before, every morning at 06:00 Bangkok time, and its jobs:",
+            "",
+            f'SCHEDULE=$(curl -s -X POST "$BASE/api/v1/reports/schedules" {auth} '
+            f"-H 'Content-Type: application/json' -d {schedule_body(sample)} | {field} id)",
+            f'curl -s "$BASE/api/v1/reports/jobs?schedule_id=$SCHEDULE" {auth}',
+            "",
             "Stop with Ctrl+C.",
             "",
         ]
     )
+
+
+def schedule_body(sample: dict[str, Any]) -> str:
+    """The schedule the banner creates: ``sample`` without its dates, daily, for the day before
+    (docs/api.md, "Schedules"), shell-quoted."""
+    job = {k: v for k, v in sample.items() if k not in ("start_date", "end_date")}
+    body = {"cron": "0 6 * * *", "timezone": "Asia/Bangkok", "range": "previous_day", "job": job}
+    return shlex.quote(msgspec.json.encode(body).decode())
 
 
 def sample_request() -> dict[str, Any]:

@@ -159,6 +159,9 @@ class JobOut(msgspec.Struct, kw_only=True, omit_defaults=True):
     row_count: Annotated[
         int | None, msgspec.Meta(description="rows written (header excluded); null until done")
     ]
+    # the schedule that created the job and the occurrence it was for (null: created by hand)
+    schedule_id: str | None
+    scheduled_for: Instant | None
     compression: Compression | None = None
     csv: CsvOptions | None = None
     columns: list[str] | None = None
@@ -235,6 +238,8 @@ def job_out(job: Job, notification: Notification | None = None) -> JobOut:
         csv=job.csv,
         columns=job.columns,
         timezone=job.timezone,
+        schedule_id=job.schedule_id,
+        scheduled_for=_utc(job.scheduled_for),
     )
     if job.notify_url is not None:
         out.notify_url = job.notify_url

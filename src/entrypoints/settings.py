@@ -22,6 +22,7 @@ from adapters.upstream.config import BASE_URLS, UpstreamConfig
 from reportcore.jobs import JobType
 from reportcore.jobtypes import JOB_TYPES, Upstream
 from reportcore.policy import Policy
+from reportcore.schedules import ScheduleRules
 from reportcore.webhooks import AllowedHost, WebhookRules
 
 from .variables import (
@@ -52,6 +53,7 @@ __all__ = ["ConfigError", "Env", "Settings", "load_settings"]
 _POLICY = Policy()
 _UPSTREAM = UpstreamConfig()
 _WEBHOOKS = WebhookRules()
+_SCHEDULES = ScheduleRules()
 
 
 def _range_default() -> str:
@@ -308,6 +310,28 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "REPORT_WEBHOOK_RETRY_BASE_SEC", parse=positive_float,
         doc="wait after the first failed attempt; doubles after each next one, capped at 3600 s",
     )] = _WEBHOOKS.retry_base_sec
+    # schedules (docs/api.md, "Schedules"; docs/operations.md, "Schedules")
+    max_schedules: Annotated[int, Env(
+        "REPORT_MAX_SCHEDULES", parse=positive_int,
+        doc="schedules one tenant may have; a create beyond is a 429 `TOO_MANY_SCHEDULES`",
+    )] = _SCHEDULES.max_per_tenant
+    scheduler_interval_sec: Annotated[float, Env(
+        "REPORT_SCHEDULER_INTERVAL_SEC", parse=positive_float,
+        doc="how often each worker's scheduler looks for due occurrences; an occurrence's job "
+        "is created at most this long after its minute",
+    )] = 5.0
+    test_clock_anchor: Annotated[dt.datetime | None, Env(
+        "REPORT_TEST_CLOCK_ANCHOR", parse=instant, default_doc="the real time",
+        doc="**test only**: with `REPORT_TEST_CLOCK_SPEED`, the processes' clock runs that many "
+        "times as fast as the real one from this instant on (ISO 8601 with its offset); "
+        "processes given the same two values agree on the time. Never set it in production: "
+        "leases, tokens, retention and schedules all read this clock",
+    )] = None
+    test_clock_speed: Annotated[float, Env(
+        "REPORT_TEST_CLOCK_SPEED", parse=positive_float,
+        doc="**test only**: how many times as fast as the real clock the processes' clock runs "
+        "from `REPORT_TEST_CLOCK_ANCHOR` on (ignored without it)",
+    )] = 1.0
     # fmt: on
 
 

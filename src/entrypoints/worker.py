@@ -2,7 +2,8 @@
 
 One :class:`Worker` per process, over the application (:class:`reportcore.service.ReportService`).
 Its consumer delivers messages ``WORKER_CONCURRENCY`` at a time to ``reports.run``; beside it a
-webhook thread sends due deliveries (``reports.deliver``, when webhooks are on), and a recovery
+webhook thread sends due deliveries (``reports.deliver``, when webhooks are on), a scheduler
+thread creates the jobs of due schedules (``entrypoints.scheduler``), and a recovery
 thread runs ``reports.recover`` every ``REPORT_RECOVERY_INTERVAL_SEC`` (jobs of dead
 workers back to the queue, unconfirmed jobs published again, expired files deleted). Setting
 the stop event (SIGTERM, SIGINT) stops consuming; a running export hands its job back at its
@@ -33,6 +34,7 @@ from reportcore.usecases import DEFERRED, Recovery
 
 from .runtime import tracing
 from .runtime.probes import Heartbeat
+from .scheduler import Scheduler
 from .schemas import job_out
 from .settings import SETTING_TO_VARIABLE, UPSTREAM_URLS, Settings
 
@@ -230,6 +232,12 @@ class Worker:
         )
         if settings.webhook_allowed_hosts:
             delivery.start()
+        # every worker schedules: each occurrence's claim is one conditional write
+        scheduling = Scheduler(self.reports, settings.scheduler_interval_sec)
+        scheduler = threading.Thread(
+            target=scheduling.run, args=(stop,), name="scheduler", daemon=True
+        )
+        scheduler.start()
         log.info(
             "worker started",
             extra={"owner": self.owner_id, "concurrency": concurrency},
@@ -252,6 +260,7 @@ class Worker:
         finally:
             stop.set()
             recovery.join()
+            scheduler.join()
             if delivery.is_alive():
                 delivery.join()
             log.info("worker stopped", extra={"owner": self.owner_id})

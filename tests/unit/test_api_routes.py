@@ -65,6 +65,8 @@ JOB_FIELDS = {
     "finished_at",
     "attempts",
     "row_count",  # issue 18; a job without export options shows none of them
+    "schedule_id",  # issue 29: null on a job created by hand
+    "scheduled_for",
 }
 EVERY = ListQuery(limit=1000)
 INSTANT = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?Z$")
@@ -177,6 +179,8 @@ def test_job_json_is_exactly_the_contract_fields_with_dates_instants_and_nulls(
         "finished_at",
         "batch_id",
         "row_count",
+        "schedule_id",
+        "scheduled_for",
     ):
         assert job[absent] is None
     assert job["attempts"] == 0

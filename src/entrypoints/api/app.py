@@ -29,6 +29,7 @@ from reportsvc import __version__
 from ..auth import TokenVerifier
 from ..bodies import ClientDisconnected, StrictRequest
 from ..containers import Container
+from ..schedule_schemas import SCHEDULES_PATH
 from ..schemas import JOBS_PATH
 from ..settings import required_value
 from .docs import CSP_HEADER, OfflineSwaggerPlugin, docs_asset
@@ -55,6 +56,13 @@ from .routes import (
     list_jobs,
     no_html_404,
     ready,
+)
+from .schedule_routes import (
+    create_schedule,
+    delete_schedule,
+    get_schedule,
+    list_schedules,
+    update_schedule,
 )
 
 API_TITLE = "FarmIQ reporting export service"
@@ -129,6 +137,21 @@ def create_app(container: Container) -> Litestar:
             "tenant": Provide(provide_query_tenant, sync_to_thread=False),
         },
     )
+    schedules_router = Router(
+        path=SCHEDULES_PATH,
+        route_handlers=[
+            create_schedule,
+            list_schedules,
+            get_schedule,
+            update_schedule,
+            delete_schedule,
+        ],
+        guards=[authenticate],
+        dependencies={
+            "principal": Provide(provide_principal, sync_to_thread=False),
+            "tenant": Provide(provide_query_tenant, sync_to_thread=False),
+        },
+    )
     # Its own router, not the app: Litestar 2.25 wraps the first of two sync_to_thread
     # handlers registered on one path at app level twice, and it then answers 500.
     files_router = Router(path=JOBS_PATH, route_handlers=[download_file, file_head])
@@ -141,6 +164,7 @@ def create_app(container: Container) -> Litestar:
             docs_asset,
             jobs_router,
             files_router,
+            schedules_router,
         ],
         dependencies={
             "reports": Provide(provide_reports, sync_to_thread=False),

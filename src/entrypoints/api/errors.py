@@ -44,6 +44,7 @@ ERROR_STATUS: Mapping[str, int] = {
     "IDEMPOTENCY_KEY_REUSED": 409,
     "JOB_NOT_CANCELLABLE": 409,
     "REPORT_EXPIRED": 410,
+    "TOO_MANY_SCHEDULES": 429,
     "SERVICE_UNAVAILABLE": 503,
     "INTERNAL_ERROR": 500,
 }
@@ -181,6 +182,7 @@ def error_specs(*statuses: int) -> dict[int, ResponseSpec]:
         409: "REPORT_NOT_READY, IDEMPOTENCY_KEY_REUSED or JOB_NOT_CANCELLABLE",
         410: "REPORT_EXPIRED: the file was deleted by retention",
         413: "VALIDATION_ERROR: the request body is too large",
+        429: "TOO_MANY_SCHEDULES: the tenant has REPORT_MAX_SCHEDULES schedules",
         500: "INTERNAL_ERROR",
         503: "SERVICE_UNAVAILABLE: the database does not answer",
     }

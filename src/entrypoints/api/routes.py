@@ -157,6 +157,7 @@ def list_jobs(
     created_to: FromQuery[str | None] = None,
     cursor: FromQuery[str | None] = None,
     limit: FromQuery[str | None] = None,
+    schedule_id: FromQuery[str | None] = None,
 ) -> JobPageOut:
     """The tenant's jobs, newest first, ``limit`` (1..100, default 25) at a time."""
     wanted = ListRequest(
@@ -166,6 +167,7 @@ def list_jobs(
         created_to=created_to,
         after=decode_cursor(cursor) if cursor else None,
         limit=limit,
+        schedule_id=schedule_id,
     )
     return page_out(reports.list_jobs(tenant, wanted))
 
