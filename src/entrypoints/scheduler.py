@@ -46,7 +46,10 @@ class Scheduler:
         for lag in done.lags:
             SCHEDULE_LAG.observe(lag)
         if done.created or done.skipped:
-            log.info("scheduler pass", extra={"created": done.created, "skipped": done.skipped})
+            log.info(
+                "scheduler pass",
+                extra={"jobs_created": done.created, "occurrences_skipped": done.skipped},
+            )
         return done
 
     def run(self, stop: threading.Event) -> None:
