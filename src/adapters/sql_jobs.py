@@ -242,17 +242,6 @@ class Statements:
     def __getitem__(self, name: str) -> str:
         return self._sql[name]
 
-    def of_file(self, file_name: str, fill: Mapping[str, str]) -> dict[str, str]:
-        """The named statements of another file of ``sql/`` (``schedules.sql``) in this
-        dialect, with this engine's pieces: its ``{pieces}`` are filled in from them (``fill``
-        adds more) and its parameters spelled as here."""
-        pieces = {**self._sql, **fill}
-        own = {
-            name: self._parameters(text.format_map(pieces))
-            for name, text in named_blocks(_sql_file(file_name)).items()
-        }
-        return {**self._sql, **own}
-
     def find(self, tenant_id: str, query: ListQuery) -> tuple[str, dict[str, Any]]:
         """The statement and parameters listing ``tenant_id``'s jobs by ``query``."""
         d = self.dialect

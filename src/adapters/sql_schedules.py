@@ -11,11 +11,12 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import Mapping
+from importlib import resources
 from typing import Any
 
 import msgspec
 
-from adapters.sql_jobs import Rows, SqlJobRepository
+from adapters.sql_jobs import Dialect, Rows, SqlJobRepository, Statements, named_blocks
 from reportcore.ports import ScheduleCounts
 from reportcore.requests import Cursor
 from reportcore.schedules import JobTemplate, Schedule, ScheduleRange
@@ -55,19 +56,29 @@ _INSTANTS = frozenset(
 )
 
 
+class ScheduleStatements(Statements):
+    """The job repository's statements and pieces in one dialect, and ``sql/schedules.sql``'s,
+    its ``{pieces}`` filled in from the engine's and its parameters spelled the same way."""
+
+    def __init__(self, dialect: Dialect) -> None:
+        super().__init__(dialect)
+        text = resources.files("adapters").joinpath("sql", "schedules.sql").read_text("utf-8")
+        fill = {
+            **self._sql,
+            "columns": ", ".join(COLUMNS),
+            "values": ", ".join(f":{c}" for c in COLUMNS),
+        }
+        for name, block in named_blocks(text).items():
+            self._sql[name] = self._parameters(block.format_map(fill))
+
+
 class SqlScheduleRepository:
     """Schedules in ``report_schedules``, through ``repository``'s sessions."""
 
     def __init__(self, repository: SqlJobRepository) -> None:
         self._repository = repository
         self._dialect = repository.statements.dialect
-        self._sql = repository.statements.of_file(
-            "schedules.sql",
-            {
-                "columns": ", ".join(COLUMNS),
-                "values": ", ".join(f":{c}" for c in COLUMNS),
-            },
-        )
+        self._sql = ScheduleStatements(self._dialect)
 
     # --- rows ---
 
