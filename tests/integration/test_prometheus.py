@@ -210,7 +210,7 @@ def test_prometheus_scrapes_jobs_created_and_finished_from_the_api_and_the_worke
     while True:
         groups = httpx.get(observed.prometheus_url + "/api/v1/rules").json()["data"]["groups"]
         rules = [rule for group in groups for rule in group["rules"]]
-        if len(rules) == 5 and all(r.get("lastEvaluation", "").startswith("2") for r in rules):
+        if len(rules) == 6 and all(r.get("lastEvaluation", "").startswith("2") for r in rules):
             break
         assert time.monotonic() < deadline, rules
         time.sleep(0.5)
