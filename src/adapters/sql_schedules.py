@@ -174,15 +174,11 @@ class SqlScheduleRepository:
         )
         return self._schedule(rows[0]) if rows else None
 
-    def record_run(
-        self, schedule_id: str, occurrence: dt.datetime, job_id: str, now: dt.datetime
-    ) -> None:
+    def record_run(self, schedule_id: str, occurrence: dt.datetime, job_id: str) -> None:
         params = {"id": schedule_id, "occurrence": self._at(occurrence), "job_id": job_id}
         self._rows("record_run", params)
 
-    def record_skip(
-        self, schedule_id: str, occurrence: dt.datetime, reason: str, now: dt.datetime
-    ) -> None:
+    def record_skip(self, schedule_id: str, occurrence: dt.datetime, reason: str) -> None:
         params = {"id": schedule_id, "occurrence": self._at(occurrence), "reason": reason}
         self._rows("record_skip", params)
 

@@ -132,9 +132,7 @@ class InMemoryScheduleRepository:
                 current, pending=None, claimed_at=None, **fields
             )
 
-    def record_run(
-        self, schedule_id: str, occurrence: dt.datetime, job_id: str, now: dt.datetime
-    ) -> None:
+    def record_run(self, schedule_id: str, occurrence: dt.datetime, job_id: str) -> None:
         self._finish(
             schedule_id,
             occurrence,
@@ -144,9 +142,7 @@ class InMemoryScheduleRepository:
             skipped_in_a_row=0,
         )
 
-    def record_skip(
-        self, schedule_id: str, occurrence: dt.datetime, reason: str, now: dt.datetime
-    ) -> None:
+    def record_skip(self, schedule_id: str, occurrence: dt.datetime, reason: str) -> None:
         with self._lock:
             skipped = self._rows[schedule_id].skipped_in_a_row if schedule_id in self._rows else 0
         self._finish(

@@ -377,15 +377,11 @@ class ScheduleRepository(Protocol):
         recorded as pending. ``None``: another scheduler (or a PATCH) came first."""
         ...
 
-    def record_run(
-        self, schedule_id: str, occurrence: dt.datetime, job_id: str, now: dt.datetime
-    ) -> None:
+    def record_run(self, schedule_id: str, occurrence: dt.datetime, job_id: str) -> None:
         """The pending ``occurrence`` has its job."""
         ...
 
-    def record_skip(
-        self, schedule_id: str, occurrence: dt.datetime, reason: str, now: dt.datetime
-    ) -> None:
+    def record_skip(self, schedule_id: str, occurrence: dt.datetime, reason: str) -> None:
         """The pending ``occurrence`` made no job, for ``reason`` (its template no longer
         validates)."""
         ...

@@ -251,10 +251,10 @@ def _make_job(
             scheduled_for=occurrence,
         )
     except (ValidationError, IdempotencyKeyReused) as exc:
-        repository.record_skip(schedule.id, occurrence, exc.message, now)
+        repository.record_skip(schedule.id, occurrence, exc.message)
         done.skipped += 1
         return
-    repository.record_run(schedule.id, occurrence, created.job.id, now)
+    repository.record_run(schedule.id, occurrence, created.job.id)
     if not created.replayed:
         done.created += 1
         done.lags.append(max(0.0, (now - occurrence).total_seconds()))

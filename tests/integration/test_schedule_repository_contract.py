@@ -145,10 +145,10 @@ def test_an_outcome_is_recorded_only_for_the_occurrence_claimed(
     assert made.next_run_at is not None
     occurrence = made.next_run_at
     now = clock.now()
-    schedules.record_run(made.id, occurrence, "job-0", now)  # nothing claimed: nothing changes
+    schedules.record_run(made.id, occurrence, "job-0")  # nothing claimed: nothing changes
     assert schedules.get(made.id, TENANT) == made
     schedules.claim(made.id, occurrence, occurrence, occurrence + dt.timedelta(days=1), now)
-    schedules.record_skip(made.id, occurrence, "job.notify_url: host not allowed", now)
+    schedules.record_skip(made.id, occurrence, "job.notify_url: host not allowed")
     skipped = schedules.get(made.id, TENANT)
     assert skipped is not None
     assert (skipped.last_error, skipped.last_skipped_at, skipped.skipped_in_a_row) == (
@@ -160,7 +160,7 @@ def test_an_outcome_is_recorded_only_for_the_occurrence_claimed(
     assert schedules.counts() == ScheduleCounts(active=1, paused=0, skipping=1)
     second = occurrence + dt.timedelta(days=1)
     schedules.claim(made.id, second, second, second + dt.timedelta(days=1), now)
-    schedules.record_run(made.id, second, "job-1", now)
+    schedules.record_run(made.id, second, "job-1")
     ran = schedules.get(made.id, TENANT)
     assert ran is not None
     assert (ran.last_run_at, ran.last_job_id, ran.last_error, ran.skipped_in_a_row) == (

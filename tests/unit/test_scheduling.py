@@ -75,13 +75,26 @@ class FlakyJobs(InMemoryJobRepository):
         return super().add(job)
 
 
+class FlakySchedules(InMemoryScheduleRepository):
+    """Schedules whose next ``fail_runs`` records of a job made fail, as a database going away
+    right after the create would."""
+
+    fail_runs = 0
+
+    def record_run(self, schedule_id: str, occurrence: dt.datetime, job_id: str) -> None:
+        if self.fail_runs:
+            self.fail_runs -= 1
+            raise ServiceUnavailable("schedule store is not available")
+        super().record_run(schedule_id, occurrence, job_id)
+
+
 class World:
     def __init__(self, *, max_schedules: int = 100, notify: str = "") -> None:
         self.clock = FakeClock(START)
         self.jobs = FlakyJobs()
         self.queue = InMemoryQueue()
         self.store = InMemoryFileStore()
-        self.schedules = InMemoryScheduleRepository()
+        self.schedules = FlakySchedules()
         self.deps = Deps(
             jobs=self.jobs,
             queue=self.queue,
@@ -194,13 +207,10 @@ def test_a_job_created_before_the_scheduler_died_is_found_again_not_doubled() ->
     world = World()
     schedule = world.schedule()
     world.at(2026, 1, 5, 23, 0, 1)
-    original = world.schedules.record_run
-    world.schedules.record_run = lambda *a, **k: (_ for _ in ()).throw(  # type: ignore[method-assign]
-        ServiceUnavailable("gone")
-    )
+    world.schedules.fail_runs = 1
     with pytest.raises(ServiceUnavailable):
         world.app.run_schedules()
-    world.schedules.record_run = original  # type: ignore[method-assign]
+    assert len(world.jobs_of()) == 1
     world.clock.advance(60)
     world.app.run_schedules()
     [job] = world.jobs_of()
