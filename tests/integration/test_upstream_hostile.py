@@ -10,19 +10,40 @@ HTTP (the demo upstream's ``body`` fault), and what each ends as. Rows of the is
 
 from __future__ import annotations
 
+import contextlib
+import datetime as dt
+import itertools
 import threading
 import time
 import tracemalloc
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
+import msgspec
 import pytest
 
-from adapters.demo_upstream import DemoUpstream
-from adapters.upstream import HttpRecordSource
-from reportcore.jobs import JobStatus, JobType
-from tests.integration.test_upstream_sources import PATHS, Ran, config_for, run
+from adapters import metrics
+from adapters.clock import SystemClock
+from adapters.demo_upstream import DEMO_FARM_ID, DEMO_TENANT, DemoUpstream
+from adapters.filesystem import FilesystemStore
+from adapters.upstream import HttpRecordSource, UpstreamConfig
+from reportcore.jobs import Job, JobStatus, JobType, message_for
+from reportcore.policy import ExportLimits, Policy
+from reportcore.running import RunOutcome
+from reportcore.testing import InMemoryJobRepository
+from tests.integration.test_upstream_sources import (
+    PATHS,
+    Ran,
+    config_for,
+    demo_scope,
+    make_job,
+    run,
+)
+from tests.running import run_message
+
+from .hostile_upstream import hostile_upstream
 
 KPI = PATHS[JobType.KPI_FEEDING_EXPORT]
 MIB = 1024 * 1024
@@ -146,3 +167,234 @@ def test_a_body_dripped_under_the_read_timeout_ends_at_the_page_deadline(
         assert "within 2 s (UPSTREAM_PAGE_DEADLINE_SEC)" in message, message
         assert 2.0 <= took < 10.0, took
         assert source.running_threads() == 0
+
+
+# --- a cancel and a stop end a page in flight (row 5) ---
+
+
+class Renewing:
+    """The worker's lease keeper in small: renews from a thread every 0.1 s."""
+
+    def __init__(self) -> None:
+        self.renewals = 0
+
+    @contextlib.contextmanager
+    def __call__(self, renew: Callable[[], bool]) -> Iterator[None]:
+        done = threading.Event()
+
+        def loop() -> None:
+            while not done.wait(0.1):
+                self.renewals += 1
+                if not renew():
+                    return
+
+        thread = threading.Thread(target=loop, daemon=True)
+        thread.start()
+        try:
+            yield
+        finally:
+            done.set()
+            thread.join()
+
+
+def start_dripped_job(
+    demo: DemoUpstream, root: Path, stopping: Callable[[], bool] = lambda: False
+) -> tuple[InMemoryJobRepository, Job, HttpRecordSource, threading.Thread, list[RunOutcome]]:
+    """A KPI job whose page drips a byte a second (forever, for the test's purposes), run by
+    ``run_job`` in a thread under a lease keeper; returns once the page is in flight."""
+    demo.faults.body(b'{"items": []}' * 1000, drip_sec=1.0, path=KPI)
+    source = HttpRecordSource(config_for(demo, timeout_sec=30.0, page_deadline_sec=600.0))
+    jobs = InMemoryJobRepository()
+    job = make_job(JobType.KPI_FEEDING_EXPORT, "csv", demo_scope(JobType.KPI_FEEDING_EXPORT))
+    jobs.add(job)
+    outcomes: list[RunOutcome] = []
+
+    def go() -> None:
+        outcomes.append(
+            run_message(
+                msgspec.json.encode(message_for(job)),
+                owner="worker-1",
+                jobs=jobs,
+                source=source,
+                store=FilesystemStore(root),
+                clock=SystemClock(),
+                policy=Policy(),
+                stopping=stopping,
+                keep_lease=Renewing(),
+            )
+        )
+
+    runner = threading.Thread(target=go, daemon=True)
+    runner.start()
+    deadline = time.monotonic() + 10
+    while not demo.requests_to(KPI) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    time.sleep(0.5)  # the body has begun to drip
+    assert runner.is_alive() and source.running_threads() == 1
+    return jobs, job, source, runner, outcomes
+
+
+def test_a_cancel_ends_an_export_mid_page_within_seconds(
+    demo: DemoUpstream, tmp_path: Path
+) -> None:
+    jobs, job, source, runner, outcomes = start_dripped_job(demo, tmp_path)
+    with source:
+        cancelled_at = time.monotonic()
+        assert jobs.cancel(job.id, job.tenant_id, dt.datetime.now(dt.UTC)) is not None
+        runner.join(10)
+        took = time.monotonic() - cancelled_at
+        assert outcomes, "the export did not end after the cancel"
+        assert outcomes[0].status == "cancelled", outcomes[0]
+        assert took < 5.0, took
+        assert source.running_threads() == 0, "the request in flight was not abandoned"
+        assert not any((tmp_path / job.tenant_id / job.id).glob("*"))
+
+
+def test_a_stop_ends_an_export_mid_page_and_hands_the_job_back(
+    demo: DemoUpstream, tmp_path: Path
+) -> None:
+    stop = threading.Event()
+    jobs, job, source, runner, outcomes = start_dripped_job(demo, tmp_path, stop.is_set)
+    with source:
+        stop.set()
+        stopped_at = time.monotonic()
+        runner.join(10)
+        assert outcomes and outcomes[0].status == "handed back", outcomes
+        assert time.monotonic() - stopped_at < 5.0
+        assert source.running_threads() == 0
+        latest = jobs.get(job.id)
+        assert latest is not None and latest.status is JobStatus.QUEUED
+
+
+# --- rows 1, 8, 9, 15: pages that never end, another tenant's records, records that are not ---
+
+FEED = PATHS[JobType.FEED_INTAKE_EXPORT]
+TELEMETRY = PATHS[JobType.TELEMETRY_EXPORT]
+
+
+def feed_item(n: int, tenant: str = DEMO_TENANT, **extra: Any) -> dict[str, Any]:
+    return {
+        "id": f"rec-{n}",
+        "tenantId": tenant,
+        "farmId": DEMO_FARM_ID,
+        "barnId": "b1",
+        "source": "MANUAL",
+        "quantityKg": "1.5",
+        "occurredAt": "2026-01-10T12:00:00Z",
+        "createdAt": "2026-01-10T12:00:00Z",
+        **extra,
+    }
+
+
+def run_against(
+    url: str, root: Path, job_type: JobType, fmt: str, policy: Policy | None = None, **config: Any
+) -> Ran:
+    """One job with every upstream at ``url``, through ``run_job`` (sequential paging)."""
+    overrides = {"feed_url": url, "telemetry_url": url, "weighvision_url": url, "concurrency": 1}
+    jobs = InMemoryJobRepository()
+    job = make_job(job_type, fmt, demo_scope(job_type))
+    jobs.add(job)
+    with HttpRecordSource(
+        UpstreamConfig(**{"timeout_sec": 5.0, "retries": 0, **overrides, **config})
+    ) as source:
+        run_message(
+            msgspec.json.encode(message_for(job)),
+            owner="worker-1",
+            jobs=jobs,
+            source=source,
+            store=FilesystemStore(root),
+            clock=SystemClock(),
+            policy=policy or Policy(),
+        )
+        assert source.running_threads() == 0
+    done = jobs.get(job.id)
+    assert done is not None
+    return Ran(job=done, root=root)
+
+
+def test_a_fresh_next_cursor_on_every_page_ends_at_the_page_limit(tmp_path: Path) -> None:
+    pages = itertools.count()
+
+    def answer(path: str, query: dict[str, list[str]]) -> bytes:
+        n = next(pages)
+        return msgspec.json.encode({"items": [feed_item(n)], "nextCursor": f"fresh-{n}"})
+
+    limits = ExportLimits(max_pages=300)
+    with hostile_upstream(answer) as up:
+        ran = run_against(
+            up.base_url, tmp_path, JobType.FEED_INTAKE_EXPORT, "csv", Policy(limits=limits)
+        )
+        message = failed(ran, "EXPORT_LIMIT_EXCEEDED")
+        assert "300 upstream pages (REPORT_MAX_EXPORT_PAGES)" in message, message
+        assert up.requests == 300
+
+
+def test_a_cursor_cycle_longer_than_the_cursors_kept_is_caught(tmp_path: Path) -> None:
+    # 5,000 pages: longer than the 4,096 cursors kept and the ~2,600 of the issue's report
+    def answer(path: str, query: dict[str, list[str]]) -> bytes:
+        at = int((query.get("cursor") or ["c-0"])[0].removeprefix("c-"))
+        return msgspec.json.encode({"items": [], "nextCursor": f"c-{(at + 1) % 5_000}"})
+
+    with hostile_upstream(answer) as up:
+        ran = run_against(up.base_url, tmp_path, JobType.FEED_INTAKE_EXPORT, "csv")
+        message = failed(ran, "UPSTREAM_BAD_RESPONSE")
+        assert "repeated the cursor" in message, message
+        assert up.requests <= 3 * 5_000
+
+
+@pytest.mark.parametrize("fmt", ["csv", "json"])
+def test_a_record_of_another_tenant_fails_the_export_and_is_counted(
+    tmp_path: Path, fmt: str
+) -> None:
+    def answer(path: str, query: dict[str, list[str]]) -> bytes:
+        items = [feed_item(1), feed_item(2, tenant="another-tenant"), feed_item(3)]
+        return msgspec.json.encode({"items": items, "nextCursor": None})
+
+    counter = metrics.UPSTREAM_FOREIGN_RECORDS.labels("feed")
+    before = counter._value.get()
+    with hostile_upstream(answer) as up:
+        ran = run_against(up.base_url, tmp_path, JobType.FEED_INTAKE_EXPORT, fmt)
+    message = failed(ran, "UPSTREAM_BAD_RESPONSE")
+    assert "1 record(s) of another tenant" in message, message
+    assert "another-tenant" not in message
+    assert counter._value.get() == before + 1
+
+
+@pytest.mark.parametrize(
+    "items",
+    [[1, "two", None, [3]], [{"tenantId": DEMO_TENANT}], [{"id": 7}]],
+    ids=["not objects", "no id", "id not a string"],
+)
+def test_ndjson_records_are_checked_as_csv_ones_are(tmp_path: Path, items: list[Any]) -> None:
+    def answer(path: str, query: dict[str, list[str]]) -> bytes:
+        return msgspec.json.encode(items)
+
+    with hostile_upstream(answer) as up:
+        for fmt in ("csv", "json"):
+            ran = run_against(up.base_url, tmp_path / fmt, JobType.TELEMETRY_EXPORT, fmt)
+            failed(ran, "UPSTREAM_BAD_RESPONSE")
+
+
+def test_three_million_tiny_items_in_one_page_fail_without_being_held(tmp_path: Path) -> None:
+    body = b"[" + b",".join([b"1"] * 3_000_000) + b"]"
+
+    with hostile_upstream(lambda path, query: body) as up:
+        tracemalloc.start()
+        try:
+            ran = run_against(up.base_url, tmp_path, JobType.TELEMETRY_EXPORT, "json")
+            _, peak = tracemalloc.get_traced_memory()
+        finally:
+            tracemalloc.stop()
+    failed(ran, "UPSTREAM_BAD_RESPONSE")
+    assert peak < 4 * len(body), peak  # the page, not three million values
+
+
+def test_a_page_of_more_records_than_the_item_cap_fails(tmp_path: Path) -> None:
+    reading = {"id": "r", "occurredAt": "2026-01-10T12:00:00Z", "tenantId": DEMO_TENANT}
+    body = msgspec.json.encode([{**reading, "id": f"r{n}"} for n in range(50)])
+    with hostile_upstream(lambda path, query: body) as up:
+        ran = run_against(
+            up.base_url, tmp_path, JobType.TELEMETRY_EXPORT, "json", max_page_items=20
+        )
+    message = failed(ran, "UPSTREAM_BAD_RESPONSE")
+    assert "50 records in one page" in message and "UPSTREAM_MAX_PAGE_ITEMS" in message
