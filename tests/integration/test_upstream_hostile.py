@@ -398,3 +398,56 @@ def test_a_page_of_more_records_than_the_item_cap_fails(tmp_path: Path) -> None:
         )
     message = failed(ran, "UPSTREAM_BAD_RESPONSE")
     assert "50 records in one page" in message and "UPSTREAM_MAX_PAGE_ITEMS" in message
+
+
+# --- row 2: a telemetry service that ignores ``from`` pages back in time forever ---
+
+
+def test_telemetry_ignoring_from_stops_at_the_lower_bound_and_writes_nothing_older(
+    tmp_path: Path,
+) -> None:
+    hour = dt.timedelta(hours=1)
+
+    def answer(path: str, query: dict[str, list[str]]) -> bytes:
+        # ``limit`` readings an hour apart, ending before ``to``, whatever ``from`` says
+        to = dt.datetime.fromisoformat(query["to"][0])
+        limit = int(query["limit"][0])
+        firsts = [to - hour * (n + 1) for n in range(limit)]
+        readings = [
+            {
+                "id": f"r-{t.isoformat()}",
+                "tenantId": DEMO_TENANT,
+                "occurredAt": t.isoformat().replace("+00:00", "Z"),
+                "value": "1",
+            }
+            for t in firsts
+        ]
+        return msgspec.json.encode(readings)
+
+    done: list[Ran] = []
+    with hostile_upstream(answer) as up:
+        runner = threading.Thread(
+            target=lambda: done.append(
+                run_against(
+                    up.base_url, tmp_path, JobType.TELEMETRY_EXPORT, "csv", telemetry_limit=50
+                )
+            ),
+            daemon=True,
+        )
+        runner.start()
+        runner.join(60)
+        assert done, "the export kept paging back in time"
+        requests = up.requests
+    ran = done[0]
+    assert ran.job.status is JobStatus.SUCCEEDED, ran.job
+    scope = demo_scope(JobType.TELEMETRY_EXPORT)
+    assert scope.start_date is not None and scope.end_date is not None
+    first = dt.datetime.combine(scope.start_date, dt.time.min, tzinfo=dt.UTC)
+    rows = ran.content().decode().splitlines()[1:]
+    header = ran.content().decode().splitlines()[0].split(",")
+    at = header.index("occurred_at")
+    instants = [dt.datetime.fromisoformat(row.split(",")[at]) for row in rows]
+    assert instants and min(instants) >= first, min(instants)
+    days = (scope.end_date - scope.start_date).days + 1
+    assert len(rows) == days * 24
+    assert requests <= days * 24 // 50 + 2
