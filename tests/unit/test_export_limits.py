@@ -13,14 +13,33 @@ from typing import Any
 
 import pytest
 
+from reportcore.deps import Deps
+from reportcore.encoding import CORE_ROW_FORMATS
 from reportcore.jobs import JobStatus
+from reportcore.jobtypes import JOB_TYPES
 from reportcore.policy import LIMIT_VARIABLES, ExportLimits, Policy, limit_exceeded
 from reportcore.ports import SourcePage, SourceRequest
-from reportcore.testing import StaticRecordSource
+from reportcore.running import RunContext, run_job
+from reportcore.testing import RecordingWebhookSender, StaticRecordSource
 from tests.running import run_message
 from tests.unit.test_usecases import TENANT, World, feed_record
 
 MANY = {"FEED_INTAKE_EXPORT": [feed_record(i % 9) for i in range(40)]}
+
+
+def world_deps(world: World) -> Deps:
+    return Deps(
+        jobs=world.jobs,
+        queue=world.queue,
+        store=world.store,
+        clock=world.clock,
+        source=world.source,
+        outbox=world.jobs.outbox,
+        sender=RecordingWebhookSender(),
+        policy=world.policy,
+        formats=CORE_ROW_FORMATS,
+        job_types=JOB_TYPES,
+    )
 
 
 def world_with(limits: ExportLimits, source: Any = None) -> World:
@@ -148,3 +167,17 @@ def test_each_limit_names_its_variable(name: str) -> None:
     failure = limit_exceeded(ExportLimits(), name)
     assert failure.code == "EXPORT_LIMIT_EXCEEDED"
     assert LIMIT_VARIABLES[name] in failure.message
+
+
+def test_the_run_reports_each_page_written_for_the_liveness_probe() -> None:
+    world = world_with(ExportLimits())
+    world.create()
+    message = world.queue.take()
+    assert message is not None
+    pages: list[int] = []
+    run_job(
+        message,
+        world_deps(world),
+        RunContext(owner="w1", progressed=lambda: pages.append(len(pages))),
+    )
+    assert len(pages) == 10  # 40 records, 4 a page
