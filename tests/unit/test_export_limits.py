@@ -15,6 +15,7 @@ import pytest
 
 from reportcore.deps import Deps
 from reportcore.encoding import CORE_ROW_FORMATS
+from reportcore.fairness import TenantSlots
 from reportcore.jobs import JobStatus
 from reportcore.jobtypes import JOB_TYPES
 from reportcore.policy import LIMIT_VARIABLES, ExportLimits, Policy, limit_exceeded
@@ -147,6 +148,7 @@ def test_a_cancel_ends_an_export_while_its_upstream_hangs() -> None:
         return Keeping()
 
     world.source = WaitingSource()
+    shares = TenantSlots(1)
     outcome = run_message(
         world.queue.take() or b"",
         owner="w1",
@@ -156,10 +158,12 @@ def test_a_cancel_ends_an_export_while_its_upstream_hangs() -> None:
         clock=world.clock,
         policy=world.policy,
         keep_lease=keeper,
+        shares=shares,
     )
     assert outcome.status == "cancelled", outcome
     assert world.source.waits == 1
     world.assert_no_file(world.get(job.id))
+    assert shares.take(TENANT), "the tenant's slot was not given back"
 
 
 @pytest.mark.parametrize("name", sorted(LIMIT_VARIABLES))
