@@ -22,7 +22,7 @@ from reportcore.errors import UpstreamBadResponse, UpstreamRejected, UpstreamUna
 
 from .client import ATTEMPT, UPSTREAM, Clients, Host
 from .config import UpstreamConfig
-from .transport import ABORT, CHUNK, DEADLINE
+from .transport import ABORT, DEADLINE
 from .wire import Call
 
 # the upstream client's logger: httpx's own line per request is off (entrypoints.runtime.logs), so
@@ -295,25 +295,26 @@ def read_body(answer: httpx.Response, call: Call, cap: int, deadline: float) -> 
             f"{service} sent a page of {call.describe()} in an encoding not asked for: "
             f"{coding[:40]!r}"
         )
-    body = bytearray()
-    wire = 0
+    parts: list[bytes] = []  # joined once at the end: a page is mostly one chunk, not copied
+    wire = held = 0
     try:
-        for chunk in answer.iter_raw(CHUNK):
+        for chunk in answer.iter_raw():
             wire += len(chunk)
             if wire > cap:
                 raise too_big()
-            if inflater is None:
-                body += chunk
-            else:
-                body += inflater.decompress(chunk, cap + 1 - len(body))
-                if len(body) > cap or inflater.unconsumed_tail:
+            if inflater is not None:
+                chunk = inflater.decompress(chunk, cap + 1 - held)
+                if held + len(chunk) > cap or inflater.unconsumed_tail:
                     raise too_big(" once inflated")
+            parts.append(chunk)
+            held += len(chunk)
             if time.monotonic() >= deadline:
                 raise httpx.ReadTimeout("the page's deadline passed", request=answer.request)
         if inflater is not None:
-            body += inflater.flush()
-            if len(body) > cap:
+            rest = inflater.flush()
+            if held + len(rest) > cap:
                 raise too_big(" once inflated")
+            parts.append(rest)
             if not inflater.eof:
                 raise UpstreamBadResponse(
                     f"{service} sent a page of {call.describe()} whose {coding} stream ends early"
@@ -322,7 +323,7 @@ def read_body(answer: httpx.Response, call: Call, cap: int, deadline: float) -> 
         raise UpstreamBadResponse(
             f"{service} sent an undecodable body for {call.describe()}: {exc}"
         ) from exc
-    return bytes(body)
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _where(target: Target, url: httpx.URL) -> dict[str, object]:
