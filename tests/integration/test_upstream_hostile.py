@@ -146,12 +146,13 @@ def test_a_truncated_gzip_page_is_a_bad_response(demo: DemoUpstream, tmp_path: P
     assert "ends early" in message, message
 
 
+@pytest.mark.parametrize("transport", ["stdlib", "httpx"])
 def test_a_body_dripped_under_the_read_timeout_ends_at_the_page_deadline(
-    demo: DemoUpstream, tmp_path: Path
+    demo: DemoUpstream, tmp_path: Path, transport: str
 ) -> None:
     # a byte every 0.3 s never trips the 5 s read timeout: only the page's deadline ends it
     demo.faults.body(b'{"items": []}' * 1000, drip_sec=0.3, times=10, path=KPI)
-    config = config_for(demo, timeout_sec=5.0, page_deadline_sec=2.0)
+    config = config_for(demo, timeout_sec=5.0, page_deadline_sec=2.0, transport=transport)
     done: list[Ran] = []
     began = time.monotonic()
     with HttpRecordSource(config) as source:
@@ -198,12 +199,17 @@ class Renewing:
 
 
 def start_dripped_job(
-    demo: DemoUpstream, root: Path, stopping: Callable[[], bool] = lambda: False
+    demo: DemoUpstream,
+    root: Path,
+    stopping: Callable[[], bool] = lambda: False,
+    transport: str = "stdlib",
 ) -> tuple[InMemoryJobRepository, Job, HttpRecordSource, threading.Thread, list[RunOutcome]]:
     """A KPI job whose page drips a byte a second (forever, for the test's purposes), run by
     ``run_job`` in a thread under a lease keeper; returns once the page is in flight."""
     demo.faults.body(b'{"items": []}' * 1000, drip_sec=1.0, path=KPI)
-    source = HttpRecordSource(config_for(demo, timeout_sec=30.0, page_deadline_sec=600.0))
+    source = HttpRecordSource(
+        config_for(demo, timeout_sec=30.0, page_deadline_sec=600.0, transport=transport)
+    )
     jobs = InMemoryJobRepository()
     job = make_job(JobType.KPI_FEEDING_EXPORT, "csv", demo_scope(JobType.KPI_FEEDING_EXPORT))
     jobs.add(job)
@@ -234,10 +240,12 @@ def start_dripped_job(
     return jobs, job, source, runner, outcomes
 
 
+@pytest.mark.parametrize("transport", ["stdlib", "httpx"])
 def test_a_cancel_ends_an_export_mid_page_within_seconds(
-    demo: DemoUpstream, tmp_path: Path
+    demo: DemoUpstream, tmp_path: Path, transport: str
 ) -> None:
-    jobs, job, source, runner, outcomes = start_dripped_job(demo, tmp_path)
+    # httpx's own transport has no watchdog: there the read ends at the next byte (1 s here)
+    jobs, job, source, runner, outcomes = start_dripped_job(demo, tmp_path, transport=transport)
     with source:
         cancelled_at = time.monotonic()
         assert jobs.cancel(job.id, job.tenant_id, dt.datetime.now(dt.UTC)) is not None
@@ -451,3 +459,14 @@ def test_telemetry_ignoring_from_stops_at_the_lower_bound_and_writes_nothing_old
     days = (scope.end_date - scope.start_date).days + 1
     assert len(rows) == days * 24
     assert requests <= days * 24 // 50 + 2
+
+
+def test_a_content_length_of_thousands_of_digits_is_a_bad_response_not_a_crash(
+    demo: DemoUpstream, tmp_path: Path
+) -> None:
+    # int() refuses to read more than 4,300 digits: that ValueError ended the job as a bug
+    headers = {"Content-Length": "9" * 5000}
+    demo.faults.body(b'{"items": []}', headers=headers, length=False, path=KPI)
+    with HttpRecordSource(config_for(demo)) as source:
+        ran = run(source, tmp_path, JobType.KPI_FEEDING_EXPORT, "csv")
+    assert "(UPSTREAM_MAX_PAGE_BYTES)" in failed(ran, "UPSTREAM_BAD_RESPONSE")

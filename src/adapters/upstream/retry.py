@@ -183,7 +183,11 @@ class Retrying:
                 try:
                     status = answer.status_code
                     ok = 200 <= status < 300  # an error's body is not read: it is closed
-                    body = read_body(answer, call, config.max_page_bytes, deadline) if ok else b""
+                    body = (
+                        read_body(answer, call, config.max_page_bytes, deadline, abort)
+                        if ok
+                        else b""
+                    )
                 finally:
                     answer.close()
             except (httpx.TimeoutException, httpx.TransportError) as exc:
@@ -263,12 +267,20 @@ class Retrying:
 _TICK_SEC = 0.2  # how often a backoff asks the checkpoint
 
 
-def read_body(answer: httpx.Response, call: Call, cap: int, deadline: float) -> bytes:
+def read_body(
+    answer: httpx.Response,
+    call: Call,
+    cap: int,
+    deadline: float,
+    abort: Callable[[], bool] = lambda: False,
+) -> bytes:
     """``answer``'s body, read as a stream and inflated as it comes (gzip or deflate), at
     most ``cap`` bytes on the wire and ``cap`` inflated: a bigger one is
     :class:`UpstreamBadResponse` as soon as it shows (its ``Content-Length`` first), so
     memory holds at most one capped page however much the upstream sends. Past ``deadline``
-    the read ends as a timeout (the transport's watchdog also shuts a blocked read)."""
+    the read ends as a timeout, and once ``abort()`` is true it is abandoned, both checked
+    between chunks (the stdlib transport's watchdog also shuts a blocked read; httpx's own
+    transport has no such watchdog, so there a read blocks up to the timeout)."""
     service = call.upstream.value
 
     def too_big(how: str = "") -> UpstreamBadResponse:
@@ -277,8 +289,9 @@ def read_body(answer: httpx.Response, call: Call, cap: int, deadline: float) -> 
             f"(UPSTREAM_MAX_PAGE_BYTES); no page the contract describes is that big"
         )
 
-    declared = answer.headers.get("content-length")
-    if declared is not None and declared.strip().isdigit() and int(declared) > cap:
+    declared = (answer.headers.get("content-length") or "").strip()
+    # a length of thousands of digits is refused before int() would refuse to read it
+    if declared.isdigit() and (len(declared) > 18 or int(declared) > cap):
         raise too_big()
     if answer.is_stream_consumed:  # an answer made in memory (httpx.MockTransport), inflated
         if len(answer.content) > cap:
@@ -310,6 +323,8 @@ def read_body(answer: httpx.Response, call: Call, cap: int, deadline: float) -> 
             held += len(chunk)
             if time.monotonic() >= deadline:
                 raise httpx.ReadTimeout("the page's deadline passed", request=answer.request)
+            if abort():
+                raise httpx.ReadError("read abandoned", request=answer.request)
         if inflater is not None:
             rest = inflater.flush()
             if held + len(rest) > cap:

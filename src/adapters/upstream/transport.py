@@ -269,6 +269,8 @@ class _Body(httpx.SyncByteStream):
         if self._done and not shut and self._response.isclosed():
             transport.checkin(self._origin, self._connection)
         else:
+            # the response too: one that said "Connection: close" holds the socket itself
+            self._response.close()
             self._connection.close()
 
 
