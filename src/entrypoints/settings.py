@@ -231,8 +231,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )] = _LIMITS.max_rows
     export_max_bytes: Annotated[int, Env(
         "REPORT_MAX_EXPORT_BYTES", parse=positive_int, default_doc="16 GiB",
-        doc="the most bytes one export file may hold (as stored, after gzip); past it the job "
-        "fails `EXPORT_LIMIT_EXCEEDED` and its temporary file is removed",
+        doc="the most bytes one export file may hold (as stored, after gzip), and the most its "
+        "upstream pages may add up to (time windows fetched ahead of the writer hold theirs in "
+        "temporary files meanwhile); past either the job fails `EXPORT_LIMIT_EXCEEDED` and its "
+        "temporary files are removed",
     )] = _LIMITS.max_bytes
     export_max_sec: Annotated[float, Env(
         "REPORT_MAX_EXPORT_SEC", parse=positive_float, default_doc="6 hours",

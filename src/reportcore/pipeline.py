@@ -49,7 +49,8 @@ def source_request(
 ) -> SourceRequest:
     """What the source is asked for: typed records for CSV or for a filter applied while
     streaming, each record's upstream bytes for NDJSON. ``trace_id`` travels upstream; the
-    source fetches at most ``limits.max_pages`` pages and asks ``checkpoint`` while it waits."""
+    source fetches at most ``limits.max_pages`` pages and ``limits.max_bytes`` bytes, and asks
+    ``checkpoint`` while it waits."""
     raw = fmt is ReportFormat.JSON
     return SourceRequest(
         job_id=trace_id,
@@ -60,6 +61,7 @@ def source_request(
         typed=not raw or spec.stream_predicate(scope.filters) is not None,
         raw=raw,
         max_pages=limits.max_pages if limits is not None else None,
+        max_bytes=limits.max_bytes if limits is not None else None,
         checkpoint=checkpoint,
     )
 

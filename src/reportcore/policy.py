@@ -45,12 +45,13 @@ _LIMIT_WHAT = {
 }
 
 
-def limit_exceeded(limits: ExportLimits, name: str) -> ExportLimitExceeded:
-    """The failure of an export past ``limits``' ``name`` (``max_rows``...)."""
+def limit_exceeded(limits: ExportLimits, name: str, what: str = "") -> ExportLimitExceeded:
+    """The failure of an export past ``limits``' ``name`` (``max_rows``...); ``what`` names
+    what was counted when it is not the limit's own (bytes fetched rather than written)."""
     value = getattr(limits, name)
     shown = f"{value:g}" if isinstance(value, float) else f"{value:,}"
     return ExportLimitExceeded(
-        f"the export went past its limit of {shown} {_LIMIT_WHAT[name]} "
+        f"the export went past its limit of {shown} {what or _LIMIT_WHAT[name]} "
         f"({LIMIT_VARIABLES[name]}); an upstream that never ends its answers meets it, "
         f"a genuine export this big needs the limit raised"
     )

@@ -176,6 +176,9 @@ class SourceRequest(msgspec.Struct, frozen=True, kw_only=True):
     # the most upstream pages the source may fetch for this export, all windows together
     # (``EXPORT_LIMIT_EXCEEDED`` past it: reportcore.policy.limit_exceeded); None: no limit
     max_pages: int | None = None
+    # the most bytes of upstream pages the source may fetch for this export (what windows
+    # fetched ahead of the exporter hold on disk meanwhile); None: no limit
+    max_bytes: int | None = None
     # raises once the export must end (cancelled, handed back, over its time): a source asks
     # it while it waits on its upstream, so that an export ends within seconds mid-page
     checkpoint: Callable[[], None] | None = None

@@ -470,3 +470,22 @@ def test_a_content_length_of_thousands_of_digits_is_a_bad_response_not_a_crash(
     with HttpRecordSource(config_for(demo)) as source:
         ran = run(source, tmp_path, JobType.KPI_FEEDING_EXPORT, "csv")
     assert "(UPSTREAM_MAX_PAGE_BYTES)" in failed(ran, "UPSTREAM_BAD_RESPONSE")
+
+
+def test_pages_fetched_past_the_byte_limit_end_the_export(tmp_path: Path) -> None:
+    # a never-ending feed whose windows run ahead of the writer: their spools are bounded
+    pages = itertools.count()
+
+    def answer(path: str, query: dict[str, list[str]]) -> bytes:
+        n = next(pages)
+        items = [feed_item(n * 100 + i) for i in range(100)]
+        return msgspec.json.encode({"items": items, "nextCursor": f"fresh-{n}"})
+
+    limits = ExportLimits(max_bytes=2 * MIB)
+    with hostile_upstream(answer) as up:
+        ran = run_against(
+            up.base_url, tmp_path, JobType.FEED_INTAKE_EXPORT, "csv", Policy(limits=limits)
+        )
+        message = failed(ran, "EXPORT_LIMIT_EXCEEDED")
+        assert "bytes fetched upstream (REPORT_MAX_EXPORT_BYTES)" in message, message
+        assert up.requests < 2 * MIB // (100 * 200) + 2

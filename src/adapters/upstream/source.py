@@ -113,15 +113,26 @@ class HttpRecordSource:
 
         target = self._retrying.target(call)
         checkpoint = request.checkpoint or _carry_on
-        max_pages = request.max_pages
+        max_pages, max_bytes = request.max_pages, request.max_bytes
         fetched = itertools.count(1)  # pages asked for, every window together
+        fetched_bytes = [0]
+        count_lock = threading.Lock()
 
         def get(stop: threading.Event, q: str) -> bytes:
             # counted as they are asked, not as the exporter reads them: windows ahead of the
             # exporter would otherwise spool a never-ending upstream to disk meanwhile
             if max_pages is not None and next(fetched) > max_pages:
                 raise limit_exceeded(ExportLimits(max_pages=max_pages), "max_pages")
-            return self._retrying.get(target, q, stop, checkpoint)
+            body = self._retrying.get(target, q, stop, checkpoint)
+            if max_bytes is not None:
+                with count_lock:
+                    fetched_bytes[0] += len(body)
+                    over = fetched_bytes[0] > max_bytes
+                if over:
+                    raise limit_exceeded(
+                        ExportLimits(max_bytes=max_bytes), "max_bytes", "bytes fetched upstream"
+                    )
+            return body
 
         def task(page: Callable[[pagers.Get], pagers.Pager]) -> Task:
             return lambda stop: page(functools.partial(get, stop))
