@@ -198,18 +198,10 @@ class Renewing:
             thread.join()
 
 
-def start_dripped_job(
-    demo: DemoUpstream,
-    root: Path,
-    stopping: Callable[[], bool] = lambda: False,
-    transport: str = "stdlib",
-) -> tuple[InMemoryJobRepository, Job, HttpRecordSource, threading.Thread, list[RunOutcome]]:
-    """A KPI job whose page drips a byte a second (forever, for the test's purposes), run by
-    ``run_job`` in a thread under a lease keeper; returns once the page is in flight."""
-    demo.faults.body(b'{"items": []}' * 1000, drip_sec=1.0, path=KPI)
-    source = HttpRecordSource(
-        config_for(demo, timeout_sec=30.0, page_deadline_sec=600.0, transport=transport)
-    )
+def start_job(
+    source: HttpRecordSource, root: Path, stopping: Callable[[], bool] = lambda: False
+) -> tuple[InMemoryJobRepository, Job, threading.Thread, list[RunOutcome]]:
+    """A KPI job run by ``run_job`` in a thread under a lease keeper."""
     jobs = InMemoryJobRepository()
     job = make_job(JobType.KPI_FEEDING_EXPORT, "csv", demo_scope(JobType.KPI_FEEDING_EXPORT))
     jobs.add(job)
@@ -232,12 +224,50 @@ def start_dripped_job(
 
     runner = threading.Thread(target=go, daemon=True)
     runner.start()
+    return jobs, job, runner, outcomes
+
+
+def start_dripped_job(
+    demo: DemoUpstream,
+    root: Path,
+    stopping: Callable[[], bool] = lambda: False,
+    transport: str = "stdlib",
+    **config: Any,
+) -> tuple[InMemoryJobRepository, Job, HttpRecordSource, threading.Thread, list[RunOutcome]]:
+    """A KPI job whose page drips a byte a second (forever, for the test's purposes), run by
+    ``run_job`` in a thread under a lease keeper; returns once the page is in flight."""
+    demo.faults.body(b'{"items": []}' * 1000, drip_sec=1.0, path=KPI)
+    source = HttpRecordSource(
+        config_for(demo, timeout_sec=30.0, page_deadline_sec=600.0, transport=transport, **config)
+    )
+    jobs, job, runner, outcomes = start_job(source, root, stopping)
     deadline = time.monotonic() + 10
     while not demo.requests_to(KPI) and time.monotonic() < deadline:
         time.sleep(0.05)
     time.sleep(0.5)  # the body has begun to drip
     assert runner.is_alive() and source.running_threads() == 1
     return jobs, job, source, runner, outcomes
+
+
+def test_a_cancel_ends_an_export_waiting_for_a_host_slot_within_seconds(
+    demo: DemoUpstream, tmp_path: Path
+) -> None:
+    # the one slot of the host is held by another export's dripped page (up to its deadline)
+    held_jobs, held, source, held_runner, _ = start_dripped_job(
+        demo, tmp_path / "a", host_concurrency=1
+    )
+    with source:
+        jobs, job, runner, outcomes = start_job(source, tmp_path / "b")
+        time.sleep(1.0)
+        assert runner.is_alive() and len(demo.requests_to(KPI)) == 1
+        cancelled_at = time.monotonic()
+        assert jobs.cancel(job.id, job.tenant_id, dt.datetime.now(dt.UTC)) is not None
+        runner.join(10)
+        assert outcomes and outcomes[0].status == "cancelled", outcomes
+        assert time.monotonic() - cancelled_at < 5.0
+        held_jobs.cancel(held.id, held.tenant_id, dt.datetime.now(dt.UTC))
+        held_runner.join(10)
+        assert source.running_threads() == 0
 
 
 @pytest.mark.parametrize("transport", ["stdlib", "httpx"])

@@ -168,8 +168,12 @@ class Retrying:
             return False
 
         for attempt in range(tries):
-            if stop.is_set() or not host.acquire(stop):
+            if stop.is_set():
                 raise Stopped
+            if not host.acquire(stop, abort, deadline):  # every slot held by other exports
+                if stop.is_set():
+                    raise Stopped
+                raise self._late(target, url)
             try:
                 checkpoint()
                 if time.monotonic() >= deadline:
