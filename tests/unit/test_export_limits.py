@@ -115,7 +115,7 @@ def test_an_export_past_its_wall_time_fails_also_while_its_upstream_hangs() -> N
     world.source = source
     message = failed_on(world, "REPORT_MAX_EXPORT_SEC")
     assert "limit of 120 seconds" in message
-    assert 12 <= source.waits <= 14
+    assert source.waits == 13  # 130 s is past 120; 120 s is not
 
 
 def test_a_stop_ends_an_export_while_its_upstream_hangs_and_hands_the_job_back() -> None:
@@ -185,3 +185,31 @@ def test_the_run_reports_each_page_written_for_the_liveness_probe() -> None:
         RunContext(owner="w1", progressed=lambda: pages.append(len(pages))),
     )
     assert len(pages) == 10  # 40 records, 4 a page
+
+
+def test_an_export_of_exactly_its_byte_limit_is_kept_and_one_byte_less_fails() -> None:
+    unlimited = world_with(ExportLimits())
+    job = unlimited.create().job
+    unlimited.run()
+    size = unlimited.get(job.id).size_bytes
+    assert size is not None
+    exact = world_with(ExportLimits(max_bytes=size))
+    exact.create()
+    assert exact.run().status == "succeeded"
+    failed_on(world_with(ExportLimits(max_bytes=size - 1)), "REPORT_MAX_EXPORT_BYTES")
+
+
+def test_a_limit_names_what_was_counted_when_it_is_not_its_own() -> None:
+    failure = limit_exceeded(ExportLimits(max_bytes=5), "max_bytes", "bytes fetched upstream")
+    assert failure.message.startswith(
+        "the export went past its limit of 5 bytes fetched upstream (REPORT_MAX_EXPORT_BYTES)"
+    )
+    own = limit_exceeded(ExportLimits(max_bytes=5), "max_bytes")
+    assert "limit of 5 bytes written (REPORT_MAX_EXPORT_BYTES)" in own.message
+    assert (
+        "limit of 1.5 seconds (REPORT_MAX_EXPORT_SEC)"
+        in limit_exceeded(ExportLimits(max_sec=1.5), "max_sec").message
+    )
+    assert (
+        "limit of 1,000,000 upstream pages" in limit_exceeded(ExportLimits(), "max_pages").message
+    )
