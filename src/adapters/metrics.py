@@ -153,6 +153,13 @@ UPSTREAM_RETRIES = Counter(
     ["upstream"],
     registry=REGISTRY,
 )
+UPSTREAM_FOREIGN_RECORDS = Counter(
+    "reportsvc_upstream_foreign_records",
+    "Upstream records naming another tenant than the export's (each fails its export "
+    "UPSTREAM_BAD_RESPONSE; none is written).",
+    ["upstream"],
+    registry=REGISTRY,
+)
 
 # --- the HTTP API ---
 
@@ -228,6 +235,7 @@ __all__ = [
     "SCHEDULE_LAG",
     "SCHEDULE_OCCURRENCES",
     "UPSTREAM_DURATION",
+    "UPSTREAM_FOREIGN_RECORDS",
     "UPSTREAM_REQUESTS",
     "UPSTREAM_RETRIES",
     "bounded",

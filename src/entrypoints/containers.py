@@ -30,6 +30,7 @@ from reportcore.deps import Deps
 from reportcore.encoding import CORE_ROW_FORMATS, RowFormats
 from reportcore.jobs import ReportFormat
 from reportcore.jobtypes import JOB_TYPES
+from reportcore.policy import ExportLimits
 from reportcore.ports import (
     ByteSink,
     Clock,
@@ -67,6 +68,12 @@ def policy_from(settings: Settings) -> Policy:
         max_attempts=settings.max_attempts,
         max_range_days=dict(settings.max_range_days or {}),
         notify_hosts=settings.webhook_allowed_hosts or (),
+        limits=ExportLimits(
+            max_pages=settings.export_max_pages,
+            max_rows=settings.export_max_rows,
+            max_bytes=settings.export_max_bytes,
+            max_sec=settings.export_max_sec,
+        ),
     )
 
 
@@ -336,6 +343,9 @@ def upstream_config(settings: Settings, every_upstream: str | None = None) -> An
         client_cert=settings.upstream_client_cert,
         client_key=settings.upstream_client_key,
         transport=settings.upstream_transport,
+        page_deadline_sec=settings.upstream_page_deadline_sec,
+        max_page_bytes=settings.upstream_max_page_bytes,
+        max_page_items=settings.upstream_max_page_items,
     )
     return msgspec.structs.replace(config, **urls)
 

@@ -51,6 +51,7 @@ __all__ = ["ConfigError", "Env", "Settings", "load_settings"]
 # The core's lifecycle knobs and the upstream client's knobs keep their defaults where they are
 # declared; a setting of one of them takes its default from there, so each is written once.
 _POLICY = Policy()
+_LIMITS = _POLICY.limits
 _UPSTREAM = UpstreamConfig()
 _WEBHOOKS = WebhookRules()
 _SCHEDULES = ScheduleRules()
@@ -201,6 +202,47 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         doc="`stdlib`: httpx over our transport on `http.client` (about half the CPU a page); "
         "`httpx`: httpx's own transport (docs/performance.md)",
     )] = _UPSTREAM.transport
+    upstream_page_deadline_sec: Annotated[float, Env(
+        "UPSTREAM_PAGE_DEADLINE_SEC", parse=positive_float,
+        doc="the most one upstream page may take, seconds, every try, backoff and wait for a "
+        "host slot included (a body dripped a byte at a time, each read under "
+        "`UPSTREAM_TIMEOUT_SEC`, ends here); past it the job fails `UPSTREAM_UNAVAILABLE`. Keep "
+        "it above the retries' own bound (57.5 s with the defaults, see Faults); the worker's "
+        "`/healthz` fails when an export writes no page for this plus 60 s",
+    )] = _UPSTREAM.page_deadline_sec
+    upstream_max_page_bytes: Annotated[int, Env(
+        "UPSTREAM_MAX_PAGE_BYTES", parse=positive_int, default_doc="16 MiB",
+        doc="the most one upstream page may be, on the wire and once inflated (gzip is inflated "
+        "as it arrives), checked against `Content-Length` and while reading; a bigger page "
+        "fails the job `UPSTREAM_BAD_RESPONSE`. A worker holds at most `UPSTREAM_CONCURRENCY` "
+        "such pages at once per export",
+    )] = _UPSTREAM.max_page_bytes
+    upstream_max_page_items: Annotated[int, Env(
+        "UPSTREAM_MAX_PAGE_ITEMS", parse=positive_int,
+        doc="the most records one upstream page may hold (the services send at most 10,000); "
+        "more fails the job `UPSTREAM_BAD_RESPONSE`",
+    )] = _UPSTREAM.max_page_items
+    export_max_pages: Annotated[int, Env(
+        "REPORT_MAX_EXPORT_PAGES", parse=positive_int,
+        doc="the most upstream pages one export fetches (every time window together); past it "
+        "the job fails `EXPORT_LIMIT_EXCEEDED` (a feed whose `nextCursor` never ends meets it)",
+    )] = _LIMITS.max_pages
+    export_max_rows: Annotated[int, Env(
+        "REPORT_MAX_EXPORT_ROWS", parse=positive_int,
+        doc="the most rows one export writes; past it the job fails `EXPORT_LIMIT_EXCEEDED`",
+    )] = _LIMITS.max_rows
+    export_max_bytes: Annotated[int, Env(
+        "REPORT_MAX_EXPORT_BYTES", parse=positive_int, default_doc="16 GiB",
+        doc="the most bytes one export file may hold (as stored, after gzip), and the most its "
+        "upstream pages may add up to (time windows fetched ahead of the writer hold theirs in "
+        "temporary files meanwhile); past either the job fails `EXPORT_LIMIT_EXCEEDED` and its "
+        "temporary files are removed",
+    )] = _LIMITS.max_bytes
+    export_max_sec: Annotated[float, Env(
+        "REPORT_MAX_EXPORT_SEC", parse=positive_float, default_doc="6 hours",
+        doc="the most seconds one export may run from its claim, checked also while a page is "
+        "awaited; past it the job fails `EXPORT_LIMIT_EXCEEDED`",
+    )] = _LIMITS.max_sec
     log_level: Annotated[str, Env(
         "LOG_LEVEL", parse=one_of("DEBUG", "INFO", "WARNING", "ERROR", upper=True),
         doc="`DEBUG`, `INFO`, `WARNING` or `ERROR`",

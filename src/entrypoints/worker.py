@@ -84,14 +84,19 @@ class Worker:
             # delivered after stop: back untouched, without claiming (and counting) an attempt
             return Disposition.REQUEUE
         began = time.monotonic()
-        run = RunContext(
-            owner=self.owner_id,
-            stopping=stop.is_set,
-            keep_lease=running_gauge(self._lease_keeper(self.reports.deps.policy.heartbeat_sec)),
-            shares=self.shares,
-        )
         try:
-            outcome = self.reports.run(body, run)
+            # the liveness probe fails when a running export writes no page for too long
+            with self.heartbeat.export() as progressed:
+                run = RunContext(
+                    owner=self.owner_id,
+                    stopping=stop.is_set,
+                    keep_lease=running_gauge(
+                        self._lease_keeper(self.reports.deps.policy.heartbeat_sec)
+                    ),
+                    shares=self.shares,
+                    progressed=progressed,
+                )
+                outcome = self.reports.run(body, run)
         except Exception as exc:
             # Storage (or a bug) failed outside the export's own error handling. The message
             # goes back; a job claimed meanwhile is reclaimed by recovery once its lease ends.

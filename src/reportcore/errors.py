@@ -122,6 +122,13 @@ class UpstreamBadResponse(ExportFailure):
     code = "UPSTREAM_BAD_RESPONSE"
 
 
+class ExportLimitExceeded(ExportFailure):
+    """The export went past one of its limits (pages, rows, bytes, wall time: see
+    :class:`reportcore.policy.ExportLimits`); the message names the limit and its variable."""
+
+    code = "EXPORT_LIMIT_EXCEEDED"
+
+
 class StorageFailure(ExportFailure):
     """The export file could not be written (disk full, unwritable folder)."""
 

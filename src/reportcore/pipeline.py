@@ -17,6 +17,7 @@ from .export import ProgressEstimate, scope_values, write_export
 from .jobs import ReportFormat, Scope
 from .jobtypes import JobTypeSpec
 from .options import ExportOptions
+from .policy import ExportLimits, limit_exceeded
 from .ports import FileWriter, RecordSource, SourcePage, SourceRequest
 
 
@@ -37,10 +38,19 @@ class ExportedFile(msgspec.Struct, frozen=True, kw_only=True):
 
 
 def source_request(
-    spec: JobTypeSpec, fmt: ReportFormat, scope: Scope, *, tenant_id: str, trace_id: str
+    spec: JobTypeSpec,
+    fmt: ReportFormat,
+    scope: Scope,
+    *,
+    tenant_id: str,
+    trace_id: str,
+    limits: ExportLimits | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> SourceRequest:
     """What the source is asked for: typed records for CSV or for a filter applied while
-    streaming, each record's upstream bytes for NDJSON. ``trace_id`` travels upstream."""
+    streaming, each record's upstream bytes for NDJSON. ``trace_id`` travels upstream; the
+    source fetches at most ``limits.max_pages`` pages and ``limits.max_bytes`` bytes, and asks
+    ``checkpoint`` while it waits."""
     raw = fmt is ReportFormat.JSON
     return SourceRequest(
         job_id=trace_id,
@@ -50,7 +60,33 @@ def source_request(
         upstream_filters=spec.upstream_filters(scope.filters),
         typed=not raw or spec.stream_predicate(scope.filters) is not None,
         raw=raw,
+        max_pages=limits.max_pages if limits is not None else None,
+        max_bytes=limits.max_bytes if limits is not None else None,
+        checkpoint=checkpoint,
     )
+
+
+class _BoundedWriter:
+    """A :class:`FileWriter` that refuses to grow past ``limits.max_bytes``."""
+
+    __slots__ = ("_limits", "_size", "_writer")
+
+    def __init__(self, writer: FileWriter, limits: ExportLimits) -> None:
+        self._writer = writer
+        self._limits = limits
+        self._size = 0
+
+    def write(self, data: bytes | bytearray | memoryview) -> None:
+        self._size += len(data)
+        if self._size > self._limits.max_bytes:
+            raise limit_exceeded(self._limits, "max_bytes")
+        self._writer.write(data)
+
+    def commit(self) -> str:
+        return self._writer.commit()
+
+    def abort(self) -> None:
+        self._writer.abort()
 
 
 def _carry_on(progress: ExportProgress) -> None:
@@ -70,6 +106,8 @@ def export_records(
     before_commit: Callable[[ExportProgress], None] = _carry_on,
     options: ExportOptions | None = None,
     formats: RowFormats = CORE_ROW_FORMATS,
+    limits: ExportLimits | None = None,
+    checkpoint: Callable[[], None] | None = None,
 ) -> ExportedFile:
     """Stream the records of ``scope`` from ``source`` into a file from ``open_file`` and commit it.
 
@@ -80,25 +118,44 @@ def export_records(
     committed whole or not left at all. ``open_file`` raising leaves nothing to abort.
     ``options`` shape the file (see :mod:`reportcore.options`); ``formats`` are the row
     formats this process can write (the core's CSV, plus what adapters add).
+    ``limits``: past its pages, rows or bytes the export fails ``EXPORT_LIMIT_EXCEEDED`` (the
+    wall time is the caller's, who has the clock); ``checkpoint`` is handed to the source.
     """
     keep = spec.stream_predicate(scope.filters)
-    request = source_request(spec, fmt, scope, tenant_id=tenant_id, trace_id=trace_id)
+    request = source_request(
+        spec,
+        fmt,
+        scope,
+        tenant_id=tenant_id,
+        trace_id=trace_id,
+        limits=limits,
+        checkpoint=checkpoint,
+    )
     progress = ProgressEstimate(spec, scope)
+    pages_seen = 0
 
     def on_page(page: SourcePage, rows: int) -> None:
+        nonlocal pages_seen
+        pages_seen += 1
+        if limits is not None:
+            if rows > limits.max_rows:
+                raise limit_exceeded(limits, "max_rows")
+            if pages_seen > limits.max_pages:
+                raise limit_exceeded(limits, "max_pages")
         on_progress(ExportProgress(pct=progress.update(page), rows=rows))
 
     def pages() -> Generator[SourcePage, None, None]:
         yield from source.pages(request)
 
     writer = open_file()
+    bounded: FileWriter = writer if limits is None else _BoundedWriter(writer, limits)
     try:
         with contextlib.closing(pages()) as stream:
             result = write_export(
                 spec,
                 fmt,
                 stream,
-                writer,
+                bounded,
                 scope_values=scope_values(tenant_id, scope),
                 keep=keep,
                 on_page=on_page,

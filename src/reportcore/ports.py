@@ -164,7 +164,9 @@ class SourceRequest(msgspec.Struct, frozen=True, kw_only=True):
     """What a record source is asked for.
 
     ``typed``: records decoded into the job type's record Struct; ``raw``: each record's JSON
-    bytes exactly as upstream sent them. Both may be asked; the lists are then aligned.
+    bytes exactly as upstream sent them. Both may be asked; the lists are then aligned. A
+    record naming another tenant than ``tenant_id`` fails the export
+    (``UPSTREAM_BAD_RESPONSE``), whichever is asked.
     """
 
     job_id: str
@@ -175,6 +177,15 @@ class SourceRequest(msgspec.Struct, frozen=True, kw_only=True):
     upstream_filters: dict[str, Any]
     typed: bool = True
     raw: bool = False
+    # the most upstream pages the source may fetch for this export, all windows together
+    # (``EXPORT_LIMIT_EXCEEDED`` past it: reportcore.policy.limit_exceeded); None: no limit
+    max_pages: int | None = None
+    # the most bytes of upstream pages the source may fetch for this export (what windows
+    # fetched ahead of the exporter hold on disk meanwhile); None: no limit
+    max_bytes: int | None = None
+    # raises once the export must end (cancelled, handed back, over its time): a source asks
+    # it while it waits on its upstream, so that an export ends within seconds mid-page
+    checkpoint: Callable[[], None] | None = None
 
 
 class SourcePage(msgspec.Struct, frozen=True, kw_only=True):

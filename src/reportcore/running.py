@@ -25,7 +25,7 @@ from .jobs import Job, JobMessage, JobStatus, message_for, stored_extension
 from .jobtypes import JobTypeSpec
 from .options import options_of
 from .pipeline import ExportProgress, export_records
-from .policy import Policy
+from .policy import Policy, limit_exceeded
 from .ports import (
     Clock,
     Disposition,
@@ -84,16 +84,23 @@ def _never() -> bool:
     return False
 
 
+def _nothing() -> None:
+    return None
+
+
 class RunContext(msgspec.Struct, frozen=True, kw_only=True):
     """The worker's side of running messages: who runs them, and how a run is stopped, kept
     and shared. ``stopping()`` true hands the job back; ``keep_lease`` renews the lease while
     the export runs; with ``shares``, a job whose tenant holds its share of the worker's slots
-    is published again (to the back) and not claimed, so other tenants' jobs run first."""
+    is published again (to the back) and not claimed, so other tenants' jobs run first.
+    ``progressed`` is called each time the export writes a page (the worker's liveness probe
+    watches it)."""
 
     owner: str
     stopping: Callable[[], bool] = _never
     keep_lease: LeaseKeeper = no_lease_keeper
     shares: TenantSlots | None = None
+    progressed: Callable[[], None] = _nothing
 
 
 def run_job(body: bytes, deps: Deps, run: RunContext) -> RunOutcome:
@@ -166,8 +173,19 @@ class _Shutdown(Exception):
 def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutcome:
     jobs, store, clock, policy = deps.jobs, deps.store, deps.clock, deps.policy
     owner, stopping = run.owner, run.stopping
-    last_beat = clock.now()
+    limits = policy.limits
+    began = last_beat = clock.now()
     lost = False  # the lease keeper found the job cancelled or reclaimed
+
+    def checkpoint() -> None:
+        # asked after every page and, by the source, while it waits on its upstream (from its
+        # threads): whatever raises here ends the export within seconds, also mid-page
+        if stopping():
+            raise _Shutdown
+        if lost:
+            raise ExportCancelled("job was cancelled or reclaimed")
+        if (clock.now() - began).total_seconds() > limits.max_sec:
+            raise limit_exceeded(limits, "max_sec")
 
     def renew() -> bool:
         nonlocal lost
@@ -179,10 +197,8 @@ def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutc
 
     def beat(progress: ExportProgress) -> None:
         nonlocal last_beat
-        if stopping():
-            raise _Shutdown
-        if lost:
-            raise ExportCancelled("job was cancelled or reclaimed")
+        run.progressed()
+        checkpoint()
         now = clock.now()
         if (now - last_beat).total_seconds() >= policy.heartbeat_sec:
             lease = now + dt.timedelta(seconds=policy.lease_sec)
@@ -218,6 +234,8 @@ def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutc
                 before_commit=still_held,
                 options=options_of(job, spec),
                 formats=deps.formats,
+                limits=limits,
+                checkpoint=checkpoint,
             )
     except _Shutdown:
         jobs.retry(job.id, owner, clock.now())

@@ -1,10 +1,10 @@
 """Issue 6 item 8: graceful shutdown (SIGTERM) of real ``reportsvc worker`` and ``api`` processes.
 
 Worker: SIGTERM stops consuming; the export in progress hands its job back (``running ->
-queued``, lease released, temporary removed) when its current page arrives, the message goes
-back to the queue, and the process exits 0. Bound: the page in flight (here 1 s; at worst the
-upstream timeout and its retries, UPSTREAM_TIMEOUT_SEC x (UPSTREAM_RETRIES + 1) + backoff) plus
-the stop ticks of the consumer and the publisher. A new worker then runs the job again
+queued``, lease released, temporary removed) at once, also mid-page (the transport's watchdog
+abandons the request in flight within 0.2 s, whatever the upstream does), the message goes
+back to the queue, and the process exits 0. Bound: the stop ticks of the consumer and the
+publisher, and the export's next page or the watchdog's tick. A new worker then runs the job again
 (``attempts`` 2) to a correct file: a hand-back is a new attempt of the job-level retry policy.
 
 API: SIGTERM closes the listener at once (new connections are refused) and lets every request
@@ -89,6 +89,36 @@ def test_sigterm_to_a_worker_mid_export_hands_the_job_back_and_a_new_worker_fini
         assert len(ids) == 1400 and len(set(ids)) == 1400
         assert stack.files() == [path]
         assert stack.wait_worker_lines(second, job_id), "the new worker did not run it"
+
+
+def test_sigterm_mid_page_of_a_dripping_upstream_exits_within_seconds(
+    database_url: str, amqp_url: str, tmp_path: Path
+) -> None:
+    # issue 26, row 5: a page dripped a byte every 2 s (each read under the 10 s timeout)
+    # held the worker past SIGTERM; the page in flight is now abandoned within 0.2 s
+    with running_stack(database_url, amqp_url, tmp_path, upstream={"per_day": 100}) as stack:
+        worker = stack.worker
+        assert worker is not None
+        stack.upstream.faults.body(b'{"items": []}' * 100, drip_sec=2.0, path=FEED_PATH)
+        job_id = stack.create(feed_job("2026-01-05", "2026-01-18"))
+        stack.wait_for(
+            "the dripped page under way",
+            lambda: len(stack.upstream.times_of(FEED_PATH)) >= 1,
+            30.0,
+        )
+        time.sleep(1.0)
+        assert stack.job(job_id)["status"] == "running"
+
+        began = time.monotonic()
+        worker.send(signal.SIGTERM)
+        code = worker.wait(WORKER_EXIT_BOUND_SEC + 10.0)
+        took = time.monotonic() - began
+        print(f"worker SIGTERM mid dripped page -> exited in {took:.2f}s")
+        assert code == 0, worker.describe()
+        assert took <= WORKER_EXIT_BOUND_SEC
+        handed = stack.job(job_id)
+        assert handed["status"] == "queued" and handed["lease_owner"] is None, handed
+        assert stack.files() == []
 
 
 class SlowDownload(threading.Thread):

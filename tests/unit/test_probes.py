@@ -15,6 +15,7 @@ from prometheus_client import CollectorRegistry
 from prometheus_client.parser import text_string_to_metric_families
 
 from entrypoints.runtime.probes import (
+    EXPORT_GRACE_SEC,
     BacklogCollector,
     Heartbeat,
     ProbeServer,
@@ -83,9 +84,49 @@ def test_healthz_is_200_while_the_loop_beats_and_503_once_it_is_stuck(
     ticks.now += 2
     stuck = httpx.get(server.url + "/healthz")
     assert stuck.status_code == 503
-    assert stuck.json() == {"status": "stuck", "loop_age_sec": 61.0}
+    assert stuck.json() == {"status": "stuck", "loop_age_sec": 61.0, "export_stalled_sec": 0.0}
     server.heartbeat.beat()
     assert httpx.get(server.url + "/healthz").json()["status"] == "alive"
+
+
+def test_healthz_fails_once_a_running_export_writes_no_page_past_the_page_deadline() -> None:
+    # issue 26, item 2: an export stuck mid-page (whatever should have ended the page did not)
+    # is a worker to restart, even while its consume loop turns
+    ticks = Ticks()
+    heartbeat = Heartbeat(ticks)
+    server = ProbeServer(
+        "127.0.0.1", 0, heartbeat=heartbeat, pings={}, stuck_after_sec=60, stalled_after_sec=180
+    ).start()
+    try:
+        with heartbeat.export() as progressed, heartbeat.export():
+            ticks.now += 100
+            progressed()  # one export writes pages, the other is stuck
+            ticks.now += 79
+            heartbeat.beat()
+            assert httpx.get(server.url + "/healthz").status_code == 200
+            ticks.now += 2
+            heartbeat.beat()
+            stuck = httpx.get(server.url + "/healthz")
+            assert stuck.status_code == 503
+            assert stuck.json() == {
+                "status": "stuck",
+                "loop_age_sec": 0.0,
+                "export_stalled_sec": 181.0,
+            }
+        assert httpx.get(server.url + "/healthz").status_code == 200  # both ended
+    finally:
+        server.close()
+
+
+def test_the_worker_probe_waits_the_page_deadline_and_a_grace_for_an_export() -> None:
+    port = free_port()
+    settings = Settings(
+        worker_http_host="127.0.0.1", worker_http_port=port, upstream_page_deadline_sec=30
+    )
+    reports = in_memory_container(settings).reports()
+    with probes_served(reports, settings, Heartbeat()) as server:
+        assert server is not None
+        assert server.stalled_after_sec == 30 + EXPORT_GRACE_SEC
 
 
 def test_readyz_names_the_dependency_that_does_not_answer(

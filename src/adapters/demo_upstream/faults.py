@@ -8,13 +8,20 @@ import msgspec
 
 
 class Fault(msgspec.Struct, kw_only=True):
-    kind: str  # status | hang | malformed | drop
+    kind: str  # status | hang | malformed | drop | body
     remaining: int
     status: int = 503
     retry_after: str | None = None
     seconds: float = 0.0
     path: str | None = None
     after: int = 0  # matching requests to let through first
+    # kind body: ``body`` written ``repeat`` times after ``headers``; with ``drip_sec`` one
+    # byte at a time, that long apart; without ``length`` delimited by closing the connection
+    body: bytes = b""
+    repeat: int = 1
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    drip_sec: float = 0.0
+    length: bool = True
 
 
 class Faults:
@@ -64,6 +71,37 @@ class Faults:
     def malformed(self, times: int = 1, *, path: str | None = None, after: int = 0) -> None:
         """Answer 200 with a body that is not JSON."""
         self._add(Fault(kind="malformed", remaining=times, path=path, after=after))
+
+    def body(
+        self,
+        body: bytes,
+        times: int = 1,
+        *,
+        repeat: int = 1,
+        headers: dict[str, str] | None = None,
+        drip_sec: float = 0.0,
+        length: bool = True,
+        path: str | None = None,
+        after: int = 0,
+    ) -> None:
+        """Answer 200 with ``body`` ``repeat`` times over (never held whole: a page of
+        hundreds of megabytes), with ``headers`` added (``Content-Encoding: gzip``...); with
+        ``drip_sec``, one byte every ``drip_sec`` seconds; ``length=False`` sends no
+        ``Content-Length`` and ends the body by closing the connection."""
+        self._add(
+            Fault(
+                kind="body",
+                remaining=times,
+                status=200,
+                body=body,
+                repeat=repeat,
+                headers=dict(headers or {}),
+                drip_sec=drip_sec,
+                length=length,
+                path=path,
+                after=after,
+            )
+        )
 
     def drop(self, times: int = 1, *, path: str | None = None, after: int = 0) -> None:
         """Close the connection without answering."""

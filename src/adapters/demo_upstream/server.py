@@ -17,7 +17,7 @@ import msgspec
 from reportcore.ports import Clock
 
 from .draws import BadRequest, Query
-from .faults import Faults, SeenRequest
+from .faults import Fault, Faults, SeenRequest
 from .samples import DemoData
 
 _ROUTES: Mapping[str, Callable[[DemoData, Query], Any]] = {
@@ -88,6 +88,34 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         body = msgspec.json.encode({"error": {"code": code, "message": message}})
         self._send(status, body)
 
+    def _hostile_body(self, fault: Fault) -> None:
+        """A 200 whose body is what a misbehaving upstream sends: huge, inflating to far
+        more, or dripped a byte at a time; the client leaving ends it."""
+        self.send_response(200)
+        self.send_header("Content-Type", "application/json")
+        for name, value in fault.headers.items():
+            self.send_header(name, value)
+        if fault.length:
+            self.send_header("Content-Length", str(len(fault.body) * fault.repeat))
+        else:
+            self.send_header("Connection", "close")
+            self.close_connection = True
+        self.end_headers()
+        stopping = self.server.demo.stopping
+        try:
+            for _ in range(fault.repeat):
+                if fault.drip_sec <= 0:
+                    self.wfile.write(fault.body)
+                    continue
+                for at in range(len(fault.body)):
+                    self.wfile.write(fault.body[at : at + 1])
+                    self.wfile.flush()
+                    if stopping.wait(fault.drip_sec):
+                        return
+            self.wfile.flush()
+        except OSError:  # the client gave up on the page: what the caps are for
+            self.close_connection = True
+
     def do_GET(self) -> None:
         demo = self.server.demo
         url = urlsplit(self.path)
@@ -110,6 +138,9 @@ class _Handler(http.server.BaseHTTPRequestHandler):
             return
         elif fault is not None and fault.kind == "malformed":
             self._send(200, MALFORMED_BODY)
+            return
+        elif fault is not None and fault.kind == "body":
+            self._hostile_body(fault)
             return
         elif fault is not None:
             after = {"Retry-After": fault.retry_after} if fault.retry_after is not None else {}

@@ -212,13 +212,22 @@ class Host:
         self.client = client
         self._slots = slots
 
-    def acquire(self, stop: threading.Event) -> bool:
-        """Take one of the host's slots; False (holding nothing) when ``stop`` is set first."""
+    def acquire(
+        self,
+        stop: threading.Event,
+        abort: Callable[[], bool] | None = None,
+        until: float | None = None,
+    ) -> bool:
+        """Take one of the host's slots; False (holding nothing) when ``stop`` is set, or
+        ``abort()`` is true, or ``time.monotonic()`` passes ``until``, first (what ``abort``
+        raises goes up: the export's own reason to end)."""
         slots = self._slots
         if slots.acquire(blocking=False):
             return True
         while not slots.acquire(timeout=0.1):
-            if stop.is_set():
+            if stop.is_set() or (abort is not None and abort()):
+                return False
+            if until is not None and time.monotonic() >= until:
                 return False
         return True
 

@@ -29,6 +29,12 @@ class UpstreamConfig(msgspec.Struct, frozen=True, kw_only=True):
     ``transport``: ``stdlib`` (the default: :mod:`adapters.upstream.transport`, an httpx
     transport over ``http.client``) or ``httpx`` (httpx's own); see docs/performance.md.
     ``slow_page_sec``: a page that took longer (retries and backoff included) is logged.
+    ``page_deadline_sec``: the most one page may take, tries, backoff and the wait for a host
+    slot included; past it the page fails ``UPSTREAM_UNAVAILABLE`` (a body dripped a byte at a
+    time under the per-read timeout ends there). ``max_page_bytes``: the most one page may be,
+    on the wire and inflated; ``max_page_items``: the most records one page may hold; beyond
+    either the page is ``UPSTREAM_BAD_RESPONSE``. The defaults are several times the largest
+    page a FarmIQ service sends (a telemetry page of 10,000 readings is ~4.5 MB).
     """
 
     feed_url: str | None = None
@@ -49,6 +55,9 @@ class UpstreamConfig(msgspec.Struct, frozen=True, kw_only=True):
     trust_env: bool = True
     transport: str = "stdlib"
     slow_page_sec: float = 5.0
+    page_deadline_sec: float = 120.0
+    max_page_bytes: int = 16 * 1024 * 1024
+    max_page_items: int = 100_000
 
 
 class BaseUrl(NamedTuple):

@@ -29,6 +29,7 @@ from .wire import (
     instant_text,
     instants_of,
     next_cursor,
+    parse_instant,
 )
 
 _ONE_MS = dt.timedelta(milliseconds=1)
@@ -99,8 +100,10 @@ def telemetry(get: Get, call: Call, query: str, bounds: Bounds, limit: int) -> P
     cannot be paged past, and fails rather than truncates. A window's own ``below`` is its
     first boundary, exclusive: readings at it are the newer window's.
     """
+    floor: dt.datetime | None = None  # readings older than ``from`` are not the window's
     if bounds.lower is not None:
         query = and_(query, "from", bounds.lower)
+        floor = parse_instant(bounds.lower)
     upper = bounds.upper
     boundary = bounds.below  # everything at or newer than it is emitted (or not ours)
     exclusive = boundary is not None
@@ -111,15 +114,22 @@ def telemetry(get: Get, call: Call, query: str, bounds: Bounds, limit: int) -> P
         keys: Sequence[RecordKey] = decode(call, READING_KEYS, body)
         instants = instants_of(call, keys)
         keep = tuple(
-            boundary is None
-            or t < boundary
-            or (t == boundary and not exclusive and k.id not in emitted_at_boundary)
+            (floor is None or t >= floor)
+            and (
+                boundary is None
+                or t < boundary
+                or (t == boundary and not exclusive and k.id not in emitted_at_boundary)
+            )
             for k, t in zip(keys, instants, strict=True)
         )
         yield Fetched(body, None if all(keep) else keep)
         if len(keys) < limit:
             return
         oldest, newest = min(instants), max(instants)
+        if floor is not None and oldest < floor:
+            # a service that ignores ``from`` would page back in time forever: what is older
+            # than ``from`` is dropped above, and nothing older is asked for
+            return
         if oldest == newest:
             raise UpstreamBadResponse(
                 f"{service} filled a whole page (limit {limit}) of {call.describe()} with "

@@ -13,6 +13,7 @@ import random
 import threading
 import time
 import uuid
+import zlib
 from collections.abc import Callable
 
 import httpx
@@ -21,6 +22,7 @@ from reportcore.errors import UpstreamBadResponse, UpstreamRejected, UpstreamUna
 
 from .client import ATTEMPT, UPSTREAM, Clients, Host
 from .config import UpstreamConfig
+from .transport import ABORT, DEADLINE
 from .wire import Call
 
 # the upstream client's logger: httpx's own line per request is off (entrypoints.runtime.logs), so
@@ -30,6 +32,16 @@ log = logging.getLogger("reportsvc.upstream")
 
 class Stopped(Exception):
     """The export stopped (a cancel, a failed window, a shutdown): fetch no more."""
+
+
+def _carry_on() -> None:
+    """The default checkpoint: nothing stops the export from outside."""
+
+
+Checkpoint = Callable[[], None]
+"""Raises when the export must end now (the core's: cancelled, handed back, over a limit);
+asked before each try, during backoff and, by the transport's watchdog, while a request is in
+flight."""
 
 
 def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
@@ -77,15 +89,24 @@ class Target:
         self._id_prefix = str(uuid.uuid4())[:24]
         self._id_count = itertools.count()
 
-    def request(self, url: httpx.URL, attempt: int) -> httpx.Request:
-        """A GET of ``url`` with the shared headers and a request id of its own."""
+    def request(
+        self, url: httpx.URL, attempt: int, deadline: float, abort: Callable[[], bool]
+    ) -> httpx.Request:
+        """A GET of ``url`` with the shared headers and a request id of its own; the transport
+        abandons it past ``deadline`` (``time.monotonic()``) or once ``abort()`` is true."""
         headers = self._headers.copy()
         headers["x-request-id"] = f"{self._id_prefix}{next(self._id_count) & 0xFFFFFFFFFFFF:012x}"
         return httpx.Request(
             "GET",
             url,
             headers=headers,
-            extensions={"timeout": self._timeout, ATTEMPT: attempt, UPSTREAM: self._upstream},
+            extensions={
+                "timeout": self._timeout,
+                ATTEMPT: attempt,
+                UPSTREAM: self._upstream,
+                DEADLINE: deadline,
+                ABORT: abort,
+            },
         )
 
 
@@ -116,45 +137,85 @@ class Retrying:
         """What every request of ``call`` shares, made once for an export."""
         return Target(call, self._clients.host(call.base_url), self._config.token)
 
-    def get(self, target: Target, query: str, stop: threading.Event) -> bytes:
+    def get(
+        self,
+        target: Target,
+        query: str,
+        stop: threading.Event,
+        checkpoint: Checkpoint = _carry_on,
+    ) -> bytes:
         """The body of a 2xx answer to ``target``'s call with ``query``, after retrying
-        transient failures; :class:`Stopped` once ``stop`` is set."""
+        transient failures; :class:`Stopped` once ``stop`` is set; what ``checkpoint`` raises
+        once the export must end (asked also while a request is in flight).
+
+        The page has ``page_deadline_sec`` in all, tries and backoff included, past which it
+        fails ``UpstreamUnavailable``; its body is read as a stream, inflated as it comes, and
+        refused past ``max_page_bytes`` on the wire or inflated."""
         call = target.call
-        tries = self._config.retries + 1
+        config = self._config
+        tries = config.retries + 1
         service = call.upstream.value
         host = target.host
         client = host.client
         url = httpx.URL(f"{target.url}?{query}" if query else target.url)
         began = time.monotonic()
+        deadline = began + config.page_deadline_sec
+
+        def abort() -> bool:
+            if stop.is_set():
+                return True
+            checkpoint()  # raising: the watchdog abandons the request too
+            return False
+
         for attempt in range(tries):
-            if stop.is_set() or not host.acquire(stop):
+            if stop.is_set():
                 raise Stopped
-            request = target.request(url, attempt)
+            if not host.acquire(stop, abort, deadline):  # every slot held by other exports
+                if stop.is_set():
+                    raise Stopped
+                raise self._late(target, url)
             try:
-                answer = client.send(request)
-            except httpx.DecodingError as exc:
-                raise UpstreamBadResponse(
-                    f"{service} sent an undecodable body for {call.describe()}: {exc}"
-                ) from exc
-            except httpx.TimeoutException:
+                checkpoint()
+                if time.monotonic() >= deadline:
+                    raise self._late(target, url)
+            except BaseException:
+                host.release()
+                raise
+            request = target.request(url, attempt, deadline, abort)
+            try:
+                answer = client.send(request, stream=True)
+                try:
+                    status = answer.status_code
+                    ok = 200 <= status < 300  # an error's body is not read: it is closed
+                    body = (
+                        read_body(answer, call, config.max_page_bytes, deadline, abort)
+                        if ok
+                        else b""
+                    )
+                finally:
+                    answer.close()
+            except (httpx.TimeoutException, httpx.TransportError) as exc:
                 self._clients.failed(request)
-                problem = f"{service} did not answer {call.describe()} in time"
-                delay = self.backoff(attempt)
-            except httpx.TransportError as exc:
-                self._clients.failed(request)
-                # never the text of a protocol error: it may quote a header (the token)
-                reason = (
-                    "a header or the target is not sendable"
-                    if isinstance(exc, httpx.LocalProtocolError)
-                    else f"{type(exc).__name__}: {exc}"
-                )
-                problem = f"{service} could not be reached for {call.describe()} ({reason})"
+                if stop.is_set():
+                    raise Stopped from None
+                checkpoint()  # abandoned for the export's sake: its own reason, not a retry
+                if time.monotonic() >= deadline:
+                    raise self._late(target, url) from None
+                if isinstance(exc, httpx.TimeoutException):
+                    problem = f"{service} did not answer {call.describe()} in time"
+                else:
+                    # never the text of a protocol error: it may quote a header (the token)
+                    reason = (
+                        "a header or the target is not sendable"
+                        if isinstance(exc, httpx.LocalProtocolError)
+                        else f"{type(exc).__name__}: {exc}"
+                    )
+                    problem = f"{service} could not be reached for {call.describe()} ({reason})"
                 delay = self.backoff(attempt)
             else:
-                status = answer.status_code
                 if 200 <= status < 300:
                     took = time.monotonic() - began
-                    if took > self._config.slow_page_sec:
+                    if took > config.slow_page_sec:
                         log.warning(
                             "upstream slow page",
                             extra={
@@ -163,7 +224,7 @@ class Retrying:
                                 "tries": attempt + 1,
                             },
                         )
-                    return answer.content
+                    return body
                 problem = f"{service} answered {status} for {call.describe()}"
                 if status != 429 and status < 500:
                     log.warning("upstream request failed: %s", problem, extra=_where(target, url))
@@ -172,9 +233,7 @@ class Retrying:
                     answer.headers.get("retry-after"), dt.datetime.now(dt.UTC)
                 )
                 delay = (
-                    self.backoff(attempt)
-                    if waited is None
-                    else min(waited, self._config.backoff_max_sec)
+                    self.backoff(attempt) if waited is None else min(waited, config.backoff_max_sec)
                 )
             finally:
                 host.release()
@@ -182,16 +241,108 @@ class Retrying:
                 problem = f"{problem} (gave up after {tries} tries)"
                 log.warning("upstream request failed: %s", problem, extra=_where(target, url))
                 raise UpstreamUnavailable(problem)
-            self._pause(delay, stop)
+            self._pause(min(delay, max(0.0, deadline - time.monotonic())), stop, checkpoint)
         raise AssertionError("unreachable: the loop returns or raises")
 
-    def _pause(self, delay: float, stop: threading.Event) -> None:
+    def _late(self, target: Target, url: httpx.URL) -> UpstreamUnavailable:
+        call = target.call
+        problem = (
+            f"{call.upstream.value} did not deliver a page of {call.describe()} within "
+            f"{self._config.page_deadline_sec:g} s (UPSTREAM_PAGE_DEADLINE_SEC), tries and "
+            f"backoff included"
+        )
+        log.warning("upstream request failed: %s", problem, extra=_where(target, url))
+        return UpstreamUnavailable(problem)
+
+    def _pause(self, delay: float, stop: threading.Event, checkpoint: Checkpoint) -> None:
         if self._sleep is time.sleep:
-            stop.wait(delay)
+            until = time.monotonic() + delay
+            while not stop.wait(max(0.0, min(_TICK_SEC, until - time.monotonic()))):
+                checkpoint()
+                if time.monotonic() >= until:
+                    break
         else:
             self._sleep(delay)
         if stop.is_set():
             raise Stopped
+        checkpoint()
+
+
+_TICK_SEC = 0.2  # how often a backoff asks the checkpoint
+
+
+def read_body(
+    answer: httpx.Response,
+    call: Call,
+    cap: int,
+    deadline: float,
+    abort: Callable[[], bool] = lambda: False,
+) -> bytes:
+    """``answer``'s body, read as a stream and inflated as it comes (gzip or deflate), at
+    most ``cap`` bytes on the wire and ``cap`` inflated: a bigger one is
+    :class:`UpstreamBadResponse` as soon as it shows (its ``Content-Length`` first), so
+    memory holds at most one capped page however much the upstream sends. Past ``deadline``
+    the read ends as a timeout, and once ``abort()`` is true it is abandoned, both checked
+    between chunks (the stdlib transport's watchdog also shuts a blocked read; httpx's own
+    transport has no such watchdog, so there a read blocks up to the timeout)."""
+    service = call.upstream.value
+
+    def too_big(how: str = "") -> UpstreamBadResponse:
+        return UpstreamBadResponse(
+            f"{service} sent a page of {call.describe()} over {cap} bytes{how} "
+            f"(UPSTREAM_MAX_PAGE_BYTES); no page the contract describes is that big"
+        )
+
+    declared = (answer.headers.get("content-length") or "").strip()
+    # a length of thousands of digits is refused before int() would refuse to read it
+    if declared.isdigit() and (len(declared) > 18 or int(declared) > cap):
+        raise too_big()
+    if answer.is_stream_consumed:  # an answer made in memory (httpx.MockTransport), inflated
+        if len(answer.content) > cap:
+            raise too_big()
+        return answer.content
+    coding = answer.headers.get("content-encoding", "").strip().lower()
+    inflater = None
+    if coding in ("gzip", "x-gzip"):
+        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
+    elif coding == "deflate":
+        inflater = zlib.decompressobj()
+    elif coding not in ("", "identity"):
+        raise UpstreamBadResponse(
+            f"{service} sent a page of {call.describe()} in an encoding not asked for: "
+            f"{coding[:40]!r}"
+        )
+    parts: list[bytes] = []  # joined once at the end: a page is mostly one chunk, not copied
+    wire = held = 0
+    try:
+        for chunk in answer.iter_raw():
+            wire += len(chunk)
+            if wire > cap:
+                raise too_big()
+            if inflater is not None:
+                chunk = inflater.decompress(chunk, cap + 1 - held)
+                if held + len(chunk) > cap or inflater.unconsumed_tail:
+                    raise too_big(" once inflated")
+            parts.append(chunk)
+            held += len(chunk)
+            if time.monotonic() >= deadline:
+                raise httpx.ReadTimeout("the page's deadline passed", request=answer.request)
+            if abort():
+                raise httpx.ReadError("read abandoned", request=answer.request)
+        if inflater is not None:
+            rest = inflater.flush()
+            if held + len(rest) > cap:
+                raise too_big(" once inflated")
+            parts.append(rest)
+            if not inflater.eof:
+                raise UpstreamBadResponse(
+                    f"{service} sent a page of {call.describe()} whose {coding} stream ends early"
+                )
+    except zlib.error as exc:
+        raise UpstreamBadResponse(
+            f"{service} sent an undecodable body for {call.describe()}: {exc}"
+        ) from exc
+    return parts[0] if len(parts) == 1 else b"".join(parts)
 
 
 def _where(target: Target, url: httpx.URL) -> dict[str, object]:

@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import datetime as dt
 import functools
+import itertools
+import operator
 import random
 import threading
 import time
@@ -14,9 +16,11 @@ from typing import Any
 
 import httpx
 
-from reportcore.errors import UpstreamUnavailable
+from adapters import metrics
+from reportcore.errors import UpstreamBadResponse, UpstreamUnavailable
 from reportcore.jobs import JobType
 from reportcore.jobtypes import JOB_TYPES, Upstream
+from reportcore.policy import ExportLimits, limit_exceeded
 from reportcore.ports import SourcePage, SourceRequest
 
 from . import pagers
@@ -91,9 +95,10 @@ class HttpRecordSource:
         run = WindowRun(tasks, self.config.concurrency)
         with self._lock:
             self._runs = {r for r in self._runs if r.alive()} | {run}
+        max_items = self.config.max_page_items
         try:
             for fetched in run.answers():
-                yield _page(call, fetched, decoders, request)
+                yield _page(call, fetched, decoders, request, max_items)
         finally:
             run.close()
 
@@ -107,9 +112,27 @@ class HttpRecordSource:
         scope = request.scope
 
         target = self._retrying.target(call)
+        checkpoint = request.checkpoint or _carry_on
+        max_pages, max_bytes = request.max_pages, request.max_bytes
+        fetched = itertools.count(1)  # pages asked for, every window together
+        fetched_bytes = [0]
+        count_lock = threading.Lock()
 
         def get(stop: threading.Event, q: str) -> bytes:
-            return self._retrying.get(target, q, stop)
+            # counted as they are asked, not as the exporter reads them: windows ahead of the
+            # exporter would otherwise spool a never-ending upstream to disk meanwhile
+            if max_pages is not None and next(fetched) > max_pages:
+                raise limit_exceeded(ExportLimits(max_pages=max_pages), "max_pages")
+            body = self._retrying.get(target, q, stop, checkpoint)
+            if max_bytes is not None:
+                with count_lock:
+                    fetched_bytes[0] += len(body)
+                    over = fetched_bytes[0] > max_bytes
+                if over:
+                    raise limit_exceeded(
+                        ExportLimits(max_bytes=max_bytes), "max_bytes", "bytes fetched upstream"
+                    )
+            return body
 
         def task(page: Callable[[pagers.Get], pagers.Pager]) -> Task:
             return lambda stop: page(functools.partial(get, stop))
@@ -202,17 +225,60 @@ def _scope_params(request: SourceRequest) -> dict[str, Any]:
     return params
 
 
-def _page(call: Call, fetched: Fetched, decoders: Decoders, request: SourceRequest) -> SourcePage:
+def _carry_on() -> None:
+    """No checkpoint: nothing outside stops the export."""
+
+
+_TENANT = operator.attrgetter("tenant_id")
+_ITEMS = operator.attrgetter("items")
+
+
+def _page(
+    call: Call, fetched: Fetched, decoders: Decoders, request: SourceRequest, max_items: int
+) -> SourcePage:
     """An answer decoded as ``request`` asks: typed records, raw records, or both (decoded
-    from the same bytes, so aligned), less those its window did not keep."""
-    typed = decode(call, decoders.typed, fetched.body) if request.typed else None
-    raw = decode(call, decoders.raw, fetched.body) if request.raw else None
-    records = typed if isinstance(typed, list) or typed is None else typed.items
-    raws = raw if isinstance(raw, list) or raw is None else raw.items
+    from the same bytes, so aligned), less those its window did not keep.
+
+    Every record is checked as a CSV export checks it, also when only raw bytes are asked
+    (through the job type's ``check`` decoder, first, so that a page of three million ``1``
+    fails at its first item instead of allocating three million raw values); a page of more
+    than ``max_items`` records, or with a record of another tenant, fails the export."""
+    body = fetched.body
+    typed = decode(call, decoders.typed, body) if request.typed else None
+    checks = decode(call, decoders.check, body) if typed is None else typed
+    items = checks if isinstance(checks, list) else _ITEMS(checks)
+    if len(items) > max_items:
+        raise UpstreamBadResponse(
+            f"{call.upstream.value} sent {len(items)} records in one page of "
+            f"{call.describe()}, over {max_items} (UPSTREAM_MAX_PAGE_ITEMS)"
+        )
+    if decoders.tenant:
+        _one_tenant(call, items, request.tenant_id)
+    records = None if typed is None else items
+    raws = None
+    if request.raw:
+        raw = decode(call, decoders.raw, body)
+        raws = raw if isinstance(raw, list) else raw.items
     if fetched.keep is not None:
         records = kept(records, fetched.keep) if records is not None else None
         raws = kept(raws, fetched.keep) if raws is not None else None
     return SourcePage(records=records, raw=raws)
+
+
+def _one_tenant(call: Call, items: list[Any], tenant_id: str) -> None:
+    """Every record names the export's tenant (or none): one that names another is a leak
+    across tenants, never written: the export fails and the metric counts it."""
+    tenants = set(map(_TENANT, items))
+    tenants.discard(None)
+    tenants.discard(tenant_id)
+    if tenants:
+        foreign = sum(1 for item in items if _TENANT(item) in tenants)
+        metrics.UPSTREAM_FOREIGN_RECORDS.labels(call.upstream.name.lower()).inc(foreign)
+        raise UpstreamBadResponse(
+            f"{call.upstream.value} sent {foreign} record(s) of another tenant for "
+            f"{call.describe()}; none is written, and the export fails rather than leave "
+            f"them out silently"
+        )
 
 
 _PATHS: Mapping[JobType, str] = {

@@ -1,27 +1,139 @@
 """An httpx transport over the standard library's ``http.client``, behind the same
-``httpx.Client`` (its URL, headers, hooks, proxies from the environment and gzip decoding).
+``httpx.Client`` (its URL, headers, hooks and proxies from the environment).
 
 Why a transport of our own: an export pages through millions of records 100 at a time, and on
 two cores the CPU a request costs bounds a fast export. httpx's own transport parses in pure
 Python (httpcore, h11); ``http.client`` reads headers and bodies mostly in C. bench/export.py
 ``--transport`` measures both; docs/performance.md has the figures that decided it.
 
+Bodies are streamed (``client.send(..., stream=True)``): the caller reads them chunk by chunk
+under its own caps (:mod:`adapters.upstream.retry`), so a page of hundreds of megabytes is
+refused while it arrives, not after it is in memory. A request may carry two extensions:
+:data:`DEADLINE` (a ``time.monotonic()`` instant) and :data:`ABORT` (a callable, true once the
+export stops); a watchdog thread shuts the socket of a request past its deadline or whose
+export stopped, so that a read blocked on an upstream that drips a byte every few seconds
+(each read under the timeout) ends within a fraction of a second, not when the upstream likes.
+
 Failures are httpx's own exceptions (``ConnectError``, ``ReadTimeout``...), so that code above
 the client cannot tell the transports apart. Each request holds a keep-alive connection of its
-own; up to ``max_idle`` idle ones are kept per origin (one the peer has closed is dropped).
+own; up to ``max_idle`` idle ones are kept per origin (one the peer has closed is dropped, and
+one whose body was not read to its end is closed).
 """
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import select
+import socket
 import ssl
 import threading
+import time
+from collections.abc import Callable, Iterator
 
 import httpx
 
 _Origin = tuple[str, str, int]
 _Connection = http.client.HTTPConnection
+
+DEADLINE = "farmiq.deadline"  # request extension: time.monotonic() after which the socket is shut
+ABORT = "farmiq.abort"  # request extension: a callable, true once the request must be abandoned
+WATCH_SEC = 0.2  # how often the watchdog looks at the requests in flight
+CHUNK = 64 * 1024
+
+
+class _Watched:
+    """One request in flight as the watchdog sees it."""
+
+    __slots__ = ("abort", "connection", "deadline", "shut")
+
+    def __init__(
+        self,
+        connection: _Connection,
+        deadline: float | None,
+        abort: Callable[[], bool] | None,
+    ) -> None:
+        self.connection = connection
+        self.deadline = deadline
+        self.abort = abort
+        self.shut = False
+
+
+class Watchdog:
+    """Shuts the sockets of requests past their deadline or abandoned by their export, from a
+    thread of its own (started with the first watched request), every :data:`WATCH_SEC`."""
+
+    def __init__(self, every_sec: float = WATCH_SEC) -> None:
+        self._every = every_sec
+        self._watched: set[_Watched] = set()
+        self._cond = threading.Condition()
+        self._thread: threading.Thread | None = None
+        self._closed = False
+
+    def watch(
+        self,
+        connection: _Connection,
+        deadline: float | None,
+        abort: Callable[[], bool] | None,
+    ) -> _Watched | None:
+        if deadline is None and abort is None:
+            return None
+        entry = _Watched(connection, deadline, abort)
+        with self._cond:
+            self._watched.add(entry)
+            if self._thread is None and not self._closed:
+                self._thread = threading.Thread(
+                    target=self._loop, name="upstream-watchdog", daemon=True
+                )
+                self._thread.start()
+            self._cond.notify()
+        return entry
+
+    def forget(self, entry: _Watched | None) -> None:
+        if entry is not None:
+            with self._cond:
+                self._watched.discard(entry)
+
+    def close(self) -> None:
+        with self._cond:
+            self._closed = True
+            self._cond.notify()
+
+    def _loop(self) -> None:
+        while True:
+            with self._cond:
+                if self._closed:
+                    return
+                if not self._watched:
+                    self._cond.wait()
+                    continue
+                self._cond.wait(self._every)
+                entries = list(self._watched)
+            now = time.monotonic()
+            for entry in entries:
+                if entry.shut:
+                    continue
+                late = entry.deadline is not None and now >= entry.deadline
+                if late or _asks_abort(entry.abort):
+                    entry.shut = True
+                    _shut(entry.connection)
+
+
+def _asks_abort(abort: Callable[[], bool] | None) -> bool:
+    if abort is None:
+        return False
+    try:
+        return abort()
+    except Exception:  # a broken predicate must not keep a request alive: abandon it
+        return True
+
+
+def _shut(connection: _Connection) -> None:
+    """Wake a thread blocked reading ``connection``: its read ends at once (EOF or an error)."""
+    sock = connection.sock
+    if sock is not None:
+        with contextlib.suppress(OSError):  # already closed by its thread
+            sock.shutdown(socket.SHUT_RDWR)
 
 
 class StdlibTransport(httpx.BaseTransport):
@@ -36,31 +148,36 @@ class StdlibTransport(httpx.BaseTransport):
         self._idle: dict[_Origin, list[_Connection]] = {}
         self._lock = threading.Lock()
         self._closed = False
+        self.watchdog = Watchdog()
 
     def handle_request(self, request: httpx.Request) -> httpx.Response:
         url = request.url
         origin = (url.scheme, url.host, url.port or (443 if url.scheme == "https" else 80))
         connection = self._checkout(origin)
+        extensions = request.extensions
+        watched = self.watchdog.watch(connection, extensions.get(DEADLINE), extensions.get(ABORT))
         try:
-            status, headers, body = self._exchange(connection, request)
+            response = self._exchange(connection, request)
         except BaseException:
+            self.watchdog.forget(watched)
             connection.close()
             raise
-        self._checkin(origin, connection)
-        return httpx.Response(status, headers=headers, stream=httpx.ByteStream(body))
+        body = _Body(self, origin, connection, response, request, watched)
+        return httpx.Response(response.status, headers=response.getheaders(), stream=body)
 
     def close(self) -> None:
         """Close the idle connections; one in use is closed when its request ends."""
         with self._lock:
             self._closed = True
             idle, self._idle = self._idle, {}
+        self.watchdog.close()
         for connections in idle.values():
             for connection in connections:
                 connection.close()
 
     def _exchange(
         self, connection: _Connection, request: httpx.Request
-    ) -> tuple[int, list[tuple[str, str]], bytes]:
+    ) -> http.client.HTTPResponse:
         phase = "connect"
         try:
             if connection.sock is None:
@@ -76,22 +193,13 @@ class StdlibTransport(httpx.BaseTransport):
                 connection.putheader(name.decode("latin-1"), value.decode("latin-1"))
             connection.endheaders()
             phase = "read"
-            response = connection.getresponse()
-            body = response.read()
-        except TimeoutError as exc:  # an OSError, so first
-            if phase == "connect":
-                raise httpx.ConnectTimeout(f"{phase} timed out", request=request) from exc
-            raise httpx.ReadTimeout(f"{phase} timed out", request=request) from exc
-        except (http.client.HTTPException, OSError) as exc:
-            reason = f"{phase} failed: {type(exc).__name__}"
-            if phase == "connect":
-                raise httpx.ConnectError(reason, request=request) from exc
-            raise httpx.ReadError(reason, request=request) from exc
+            return connection.getresponse()
         except ValueError:  # a header or target http.client refuses to send (a CR or LF in it)
             raise httpx.LocalProtocolError(
                 f"{phase} failed: a header or the target is not sendable", request=request
             ) from None
-        return response.status, response.getheaders(), body
+        except (http.client.HTTPException, OSError) as exc:
+            raise _failure(phase, exc, request) from exc
 
     def _checkout(self, origin: _Origin) -> _Connection:
         with self._lock:
@@ -108,7 +216,7 @@ class StdlibTransport(httpx.BaseTransport):
             )
         return http.client.HTTPConnection(host, port, timeout=self._timeout)
 
-    def _checkin(self, origin: _Origin, connection: _Connection) -> None:
+    def checkin(self, origin: _Origin, connection: _Connection) -> None:
         if connection.sock is not None:  # None: the answer said the connection closes
             with self._lock:
                 idle = self._idle.setdefault(origin, [])
@@ -116,6 +224,65 @@ class StdlibTransport(httpx.BaseTransport):
                     idle.append(connection)
                     return
         connection.close()
+
+
+class _Body(httpx.SyncByteStream):
+    """A response body read from its connection as the caller iterates; the connection goes
+    back to the pool only when the body was read to its end, else it is closed."""
+
+    def __init__(
+        self,
+        transport: StdlibTransport,
+        origin: _Origin,
+        connection: _Connection,
+        response: http.client.HTTPResponse,
+        request: httpx.Request,
+        watched: _Watched | None,
+    ) -> None:
+        self._transport = transport
+        self._origin = origin
+        self._connection = connection
+        self._response = response
+        self._request = request
+        self._watched = watched
+        self._done = False
+
+    def __iter__(self) -> Iterator[bytes]:
+        response = self._response
+        while True:
+            try:
+                chunk = response.read(CHUNK)
+            except (http.client.HTTPException, OSError) as exc:
+                raise _failure("read", exc, self._request) from exc
+            if not chunk:
+                if self._watched is not None and self._watched.shut:
+                    # the watchdog shut the socket: an end of the body it did not send
+                    raise httpx.ReadError("read failed: abandoned", request=self._request)
+                self._done = True
+                return
+            yield chunk
+
+    def close(self) -> None:
+        transport = self._transport
+        transport.watchdog.forget(self._watched)
+        shut = self._watched is not None and self._watched.shut
+        if self._done and not shut and self._response.isclosed():
+            transport.checkin(self._origin, self._connection)
+        else:
+            # the response too: one that said "Connection: close" holds the socket itself
+            self._response.close()
+            self._connection.close()
+
+
+def _failure(phase: str, exc: BaseException, request: httpx.Request) -> httpx.TransportError:
+    if isinstance(exc, TimeoutError):  # an OSError, so first
+        if phase == "connect":
+            return httpx.ConnectTimeout(f"{phase} timed out", request=request)
+        return httpx.ReadTimeout(f"{phase} timed out", request=request)
+    reason = f"{phase} failed: {type(exc).__name__}"
+    if phase == "connect":
+        return httpx.ConnectError(reason, request=request)
+    return httpx.ReadError(reason, request=request)
 
 
 def _reusable(connection: _Connection) -> bool:

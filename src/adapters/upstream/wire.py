@@ -4,7 +4,9 @@ package hand each other about them (:class:`Call`, :class:`Fetched`)."""
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from functools import partial
+from operator import getitem
 from typing import Any, Generic, TypeVar
 from urllib.parse import quote, urlencode
 
@@ -50,29 +52,53 @@ class RecordKey(msgspec.Struct, rename="camel", frozen=True):
 
 
 class Decoders(msgspec.Struct, frozen=True):
-    """The decoders of one kind of answer, built once: records typed, and records raw."""
+    """The decoders of one kind of answer, built once: records typed, records raw, and
+    records checked (:func:`checked`: what a raw record must be); ``tenant``: the records
+    carry ``tenantId``."""
 
     typed: msgspec.json.Decoder[Any]
     raw: msgspec.json.Decoder[Any]
+    check: msgspec.json.Decoder[Any]
+    tenant: bool
+
+
+_IDENTIFYING = ("id", "record_date", "tenant_id")
+
+
+def checked(record: type[msgspec.Struct]) -> type[msgspec.Struct]:
+    """``record`` cut to what identifies it (``id``, else ``recordDate``) and ``tenantId``, as
+    required or optional as in ``record``: an NDJSON export decodes each record through it, so
+    that what is not a record (not an object, no ``id``) is refused as a CSV export refuses
+    it, and its tenant is checked, at about half the CPU of building the typed record (the
+    other fields are skipped, not built; docs/performance.md)."""
+    fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
+    for field in msgspec.structs.fields(record):
+        if field.name not in _IDENTIFYING:
+            continue
+        if field.required:
+            fields.append((field.name, field.type))
+        elif field.name == "tenant_id":
+            fields.append((field.name, field.type, None))
+    return msgspec.defstruct(
+        f"{record.__name__}Check", fields, rename="camel", kw_only=True, frozen=True, gc=False
+    )
+
+
+def _decoders(page: Callable[[Any], Any], record: type[msgspec.Struct]) -> Decoders:
+    tenant = any(f.name == "tenant_id" for f in msgspec.structs.fields(record))
+    return Decoders(
+        typed=msgspec.json.Decoder(page(record)),
+        raw=msgspec.json.Decoder(page(msgspec.Raw)),
+        check=msgspec.json.Decoder(page(checked(record))),
+        tenant=tenant,
+    )
 
 
 DECODERS: Mapping[JobType, Decoders] = {
-    JobType.FEED_INTAKE_EXPORT: Decoders(
-        typed=msgspec.json.Decoder(CursorPage[FeedIntakeRecord]),
-        raw=msgspec.json.Decoder(CursorPage[msgspec.Raw]),
-    ),
-    JobType.KPI_FEEDING_EXPORT: Decoders(
-        typed=msgspec.json.Decoder(ItemsPage[FeedingKpiRecord]),
-        raw=msgspec.json.Decoder(ItemsPage[msgspec.Raw]),
-    ),
-    JobType.TELEMETRY_EXPORT: Decoders(
-        typed=msgspec.json.Decoder(list[TelemetryReading]),
-        raw=msgspec.json.Decoder(list[msgspec.Raw]),
-    ),
-    JobType.WEIGHVISION_EXPORT: Decoders(
-        typed=msgspec.json.Decoder(ItemsPage[WeightAggregate]),
-        raw=msgspec.json.Decoder(ItemsPage[msgspec.Raw]),
-    ),
+    JobType.FEED_INTAKE_EXPORT: _decoders(partial(getitem, CursorPage), FeedIntakeRecord),
+    JobType.KPI_FEEDING_EXPORT: _decoders(partial(getitem, ItemsPage), FeedingKpiRecord),
+    JobType.TELEMETRY_EXPORT: _decoders(partial(getitem, list), TelemetryReading),
+    JobType.WEIGHVISION_EXPORT: _decoders(partial(getitem, ItemsPage), WeightAggregate),
 }
 READING_KEYS = msgspec.json.Decoder(list[RecordKey])
 FEED_KEYS = msgspec.json.Decoder(CursorPage[RecordKey])

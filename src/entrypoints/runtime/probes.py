@@ -5,8 +5,11 @@ and ``/readyz``, served by a stdlib HTTP server in a thread of the worker proces
   the gauges read at scrape time (:class:`BacklogCollector`): the publish backlog, running jobs
   past their lease, and the depth of ``report.jobs`` and its dead-letter queue.
 - ``GET /healthz``: liveness. 200 while the consume loop turns (it beats :class:`Heartbeat`
-  every tick, about once a second, also while it waits to reconnect to a broker that is down);
-  503 once the last beat is older than the threshold: the loop is stuck, restart the process.
+  every tick, about once a second, also while it waits to reconnect to a broker that is down)
+  and every running export writes pages; 503 once the last beat is older than the threshold
+  (the loop is stuck) or an export has written no page for longer than the page deadline
+  (``UPSTREAM_PAGE_DEADLINE_SEC``) plus :data:`EXPORT_GRACE_SEC` (what ends a page failed to):
+  restart the process.
 - ``GET /readyz``: readiness. 200 when PostgreSQL and RabbitMQ answer, else 503; the JSON body
   says which: ``{"status": "ready", "checks": {"database": "ok", "queue": "ok"}}``.
 """
@@ -16,6 +19,7 @@ from __future__ import annotations
 import concurrent.futures
 import contextlib
 import datetime as dt
+import itertools
 import logging
 import threading
 import time
@@ -38,6 +42,9 @@ from ..settings import Settings
 log = logging.getLogger("reportsvc.worker")
 
 STUCK_AFTER_SEC = 60.0
+# an export writes its next page within the page deadline (the source fails it otherwise);
+# this much more covers writing the page and the store's own timeouts
+EXPORT_GRACE_SEC = 60.0
 READY_TIMEOUT_SEC = 3.0
 # the most jobs one gauge counts: the query reads rows, so a huge backlog reads as this many
 SCRAPE_LIMIT = 1000
@@ -51,6 +58,9 @@ class Heartbeat:
     def __init__(self, now: Callable[[], float] = time.monotonic) -> None:
         self._now = now
         self._last = now()
+        self._exports: dict[int, float] = {}  # running export -> when it last wrote a page
+        self._export_ids = itertools.count()
+        self._lock = threading.Lock()
 
     def beat(self) -> None:
         self._last = self._now()
@@ -58,6 +68,30 @@ class Heartbeat:
     def age(self) -> float:
         """Seconds since the last beat."""
         return self._now() - self._last
+
+    @contextlib.contextmanager
+    def export(self) -> Iterator[Callable[[], None]]:
+        """One export running for the block: call what it yields each time it writes a page."""
+        key = next(self._export_ids)
+        exports, now = self._exports, self._now
+        with self._lock:
+            exports[key] = now()
+
+        def progressed() -> None:
+            exports[key] = now()
+
+        try:
+            yield progressed
+        finally:
+            with self._lock:
+                del exports[key]
+
+    def stalled(self) -> float:
+        """Seconds since the export that has waited longest for a page last wrote one (0:
+        none running)."""
+        with self._lock:
+            oldest = min(self._exports.values(), default=None)
+        return 0.0 if oldest is None else self._now() - oldest
 
     def watching(self, stop: Callable[[], bool]) -> Callable[[], bool]:
         """``stop``, beating each time the thread that called this asks it: the consumer asks
@@ -195,6 +229,7 @@ class ProbeServer:
         pings: dict[str, Callable[[], None]],
         registry: CollectorRegistry = metrics.REGISTRY,
         stuck_after_sec: float = STUCK_AFTER_SEC,
+        stalled_after_sec: float = STUCK_AFTER_SEC,
     ) -> None:
         owner = self
 
@@ -214,6 +249,7 @@ class ProbeServer:
         self.pings = pings
         self.registry = registry
         self.stuck_after_sec = stuck_after_sec
+        self.stalled_after_sec = stalled_after_sec
         self.collector: Collector | None = None  # unregistered on close
         self._server = ThreadingHTTPServer((host, port), Handler)
         self._server.daemon_threads = True
@@ -235,9 +271,14 @@ class ProbeServer:
             return 200, metrics.CONTENT_TYPE, metrics.exposition(self.registry)
         if path == "/healthz":
             age = self.heartbeat.age()
-            alive = age < self.stuck_after_sec
+            stalled = self.heartbeat.stalled()
+            alive = age < self.stuck_after_sec and stalled < self.stalled_after_sec
             body = msgspec.json.encode(
-                {"status": "alive" if alive else "stuck", "loop_age_sec": round(age, 1)}
+                {
+                    "status": "alive" if alive else "stuck",
+                    "loop_age_sec": round(age, 1),
+                    "export_stalled_sec": round(stalled, 1),
+                }
             )
             return (200 if alive else 503), "application/json", body
         if path == "/readyz":
@@ -291,6 +332,7 @@ def start_probes(
                 "database": deps.jobs.ping,
                 "queue": deps.queue.ping,
             },
+            stalled_after_sec=settings.upstream_page_deadline_sec + EXPORT_GRACE_SEC,
         )
     except OSError as exc:
         log.error(
