@@ -308,6 +308,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "REPORT_WEBHOOK_RETRY_BASE_SEC", parse=positive_float,
         doc="wait after the first failed attempt; doubles after each next one, capped at 3600 s",
     )] = _WEBHOOKS.retry_base_sec
+    webhook_timeout_sec: Annotated[float, Env(
+        "REPORT_WEBHOOK_TIMEOUT_SEC", parse=positive_float,
+        doc="total deadline of one POST (connect, send, the answer's status line and headers): "
+        "a receiver that has not answered by then is cut off and the attempt counts as failed; "
+        "a claimed delivery's lease is at least three times this",
+    )] = _WEBHOOKS.timeout_sec
+    webhook_concurrency: Annotated[int, Env(
+        "REPORT_WEBHOOK_CONCURRENCY", parse=positive_int,
+        doc="webhook POSTs one worker process has in flight at once, each on a thread of its "
+        "own, so one slow receiver delays no other",
+    )] = _WEBHOOKS.concurrency
     # fmt: on
 
 
