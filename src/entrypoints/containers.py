@@ -64,6 +64,7 @@ def policy_from(settings: Settings) -> Policy:
         max_attempts=settings.max_attempts,
         max_range_days=dict(settings.max_range_days or {}),
         notify_hosts=settings.webhook_allowed_hosts or (),
+        max_unfinished_jobs=settings.max_unfinished_jobs,
     )
 
 

@@ -228,6 +228,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "share goes to the back of the queue unclaimed (no attempt counted), so a tenant with a "
         "backlog never holds every slot",
     )] = None
+    max_unfinished_jobs: Annotated[int, Env(
+        "REPORT_MAX_UNFINISHED_JOBS", parse=non_negative_int,
+        doc="queued + running jobs one tenant may have; a create beyond is a 429 "
+        "`TOO_MANY_JOBS` with `Retry-After` (a replay of an earlier create still answers 200); "
+        "`0`: no cap (see \"Fairness between tenants\")",
+    )] = _POLICY.max_unfinished_jobs
     worker_http_host: Annotated[str, Env(
         "WORKER_HTTP_HOST", parse=text,
         doc="address of the worker's own HTTP port (`/metrics`, `/healthz`, `/readyz`; "

@@ -26,6 +26,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     max_range_days: dict[str, int] = msgspec.field(default_factory=dict)
     # the hosts a notify_url may name (reportcore.webhooks); none: webhooks are off
     notify_hosts: tuple[AllowedHost, ...] = ()
+    # queued + running jobs one tenant may have; a create beyond is TOO_MANY_JOBS; 0: no cap
+    max_unfinished_jobs: int = 200
 
     @property
     def legacy_lease_sec(self) -> float:

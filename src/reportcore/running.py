@@ -111,7 +111,7 @@ def run_job(body: bytes, deps: Deps, run: RunContext) -> RunOutcome:
         return RunOutcome(
             disposition=Disposition.DEAD_LETTER, job_id=None, status="unparsable", detail=str(exc)
         )
-    jobs, clock, shares = deps.jobs, deps.clock, run.shares
+    jobs, shares = deps.jobs, run.shares
     job_id = uuid_or_none(message.job_id)
     job = jobs.get(job_id) if job_id else None
     if job is None:
@@ -120,23 +120,51 @@ def run_job(body: bytes, deps: Deps, run: RunContext) -> RunOutcome:
         )
     if job.status is not JobStatus.QUEUED:
         return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=job.status.value)
+    turn = jobs.next_in_turn()
+    if turn is not None and turn.tenant_id != job.tenant_id:
+        # Another tenant's turn: run its job on this message, and hand the message back for
+        # its own job, which waits its tenant's turn. Its own message is acked as a no-op
+        # when it comes. (None: another worker claimed it first; then this one's job runs.)
+        ran = _claim_and_export(turn, deps, run)
+        if ran is not None:
+            detail = f"{ran.detail}; {IN_TURN}" if ran.detail else IN_TURN
+            return msgspec.structs.replace(ran, disposition=Disposition.REQUEUE, detail=detail)
     if shares is not None and not shares.take(job.tenant_id):
         return _defer(job, deps.queue)
+    try:
+        return _claim_and_export(job, deps, run, taken=True) or RunOutcome(
+            disposition=Disposition.ACK, job_id=job.id, status="claimed elsewhere"
+        )
+    finally:
+        if shares is not None:
+            shares.give_back(job.tenant_id)
+
+
+IN_TURN = "run in its tenant's turn; the message's own job waits for its tenant's"
+"""The detail of a :class:`RunOutcome` of a job run on another job's message, for fairness."""
+
+
+def _claim_and_export(
+    job: Job, deps: Deps, run: RunContext, *, taken: bool = False
+) -> RunOutcome | None:
+    """Claim ``job`` and run its export; ``None`` if another worker claimed it first, or (not
+    ``taken``) its tenant holds its share of this worker's slots."""
+    jobs, clock, shares = deps.jobs, deps.clock, run.shares
+    if not taken and shares is not None and not shares.take(job.tenant_id):
+        return None
     try:
         now = clock.now()
         lease = now + dt.timedelta(seconds=deps.policy.lease_sec)
         claimed = jobs.claim(job.id, run.owner, now, lease)
         if claimed is None:
-            return RunOutcome(
-                disposition=Disposition.ACK, job_id=job.id, status="claimed elsewhere"
-            )
+            return None
         spec = deps.job_types.get(claimed.job_type)
         if spec is None:  # a type this worker was not built with: no retry can help
             unknown = ExportFailure(f"job type {claimed.job_type} is not known to this worker")
             return _failed(claimed, run.owner, jobs, clock, unknown.code, unknown.message)
         return _export(claimed, spec, deps, run)
     finally:
-        if shares is not None:
+        if not taken and shares is not None:
             shares.give_back(job.tenant_id)
 
 

@@ -36,3 +36,7 @@ ORDER BY created_at DESC, id DESC LIMIT :limit
 -- :job_ids is a JSON list
 -- name: job_in_ids
 job_id IN (SELECT value FROM json_each(:job_ids))
+
+-- the transaction's BEGIN IMMEDIATE holds the one write lock already
+-- name: tenant_lock
+SELECT 1 WHERE :tenant_id IS NOT NULL
