@@ -4,13 +4,15 @@ the job a worker slot is running."""
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator
 from typing import Any
 
 import msgspec
 import pytest
 
-from reportcore.jobs import JobStatus
+from reportcore.fairness import next_in_turn
+from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
 from reportcore.policy import Policy
 from reportcore.ports import Disposition
 from reportcore.requests import CreateRequest, ListQuery, validate_create
@@ -180,3 +182,59 @@ def test_a_message_whose_job_ran_in_another_ones_turn_changes_nothing() -> None:
     assert (outcome.job_id, outcome.disposition) == (second, Disposition.ACK)
     assert worker.finished == [first, theirs, second]
     assert worker.queue.pending() == 0
+
+
+# --- the rule, on its own (reportcore.fairness.next_in_turn) ---
+
+T0 = dt.datetime(2026, 3, 1, 8, 0, tzinfo=dt.UTC)
+
+
+def job(tenant: str, status: str, created_min: int, started_min: int | None = None) -> Job:
+    created = T0 + dt.timedelta(minutes=created_min)
+    started = None if started_min is None else T0 + dt.timedelta(minutes=started_min)
+    return Job(
+        id=f"{tenant}-{status}-{created_min}",
+        tenant_id=tenant,
+        requested_by="u1",
+        job_type=JobType.FEED_INTAKE_EXPORT,
+        format=ReportFormat.CSV,
+        status=JobStatus(status),
+        created_at=created,
+        updated_at=created,
+        started_at=started,
+    )
+
+
+def test_nothing_queued_is_no_ones_turn() -> None:
+    assert next_in_turn([]) is None
+    assert next_in_turn([job("a", "running", 0, 0), job("b", "succeeded", 0, 0)]) is None
+
+
+def test_among_tenants_that_never_ran_the_one_waiting_longest_goes_first() -> None:
+    # "zeta" sorts after "alpha" but has waited longer: waiting decides, not the name
+    jobs = [job("alpha", "queued", 5), job("zeta", "queued", 3), job("zeta", "queued", 1)]
+    assert next_in_turn(jobs) == jobs[2], "zeta's oldest queued job"
+
+
+def test_the_tenant_running_fewer_jobs_goes_first_whatever_it_waited() -> None:
+    jobs = [
+        job("a", "running", 0, 1),
+        job("a", "queued", 2),
+        job("b", "running", 0, 1),
+        job("b", "running", 0, 2),
+        job("b", "queued", 0),
+    ]
+    assert next_in_turn(jobs) == jobs[1]
+
+
+def test_among_tenants_running_as_few_the_least_recently_started_goes_first() -> None:
+    jobs = [
+        job("a", "succeeded", 0, 9),  # a started last at minute 9
+        job("a", "queued", 1),
+        job("b", "failed", 0, 4),  # b at minute 4: its turn, though a waited as long
+        job("b", "queued", 2),
+        job("b", "queued", 1),
+    ]
+    assert next_in_turn(jobs) == jobs[4]
+    never = job("c", "queued", 8)
+    assert next_in_turn([*jobs, never]) == never, "a tenant that never started comes first"
