@@ -49,8 +49,8 @@ class MeteredJobRepository:
     def __getattr__(self, name: str) -> Any:  # close() and the adapters' own extras
         return getattr(self.inner, name)
 
-    def add(self, job: Job) -> tuple[Job, bool]:
-        stored, created = self.inner.add(job)
+    def add(self, job: Job, max_unfinished: int | None = None) -> tuple[Job, bool]:
+        stored, created = self.inner.add(job, max_unfinished)
         if created:
             metrics.JOBS_CREATED.labels(*job_labels(stored)).inc()
         return stored, created
@@ -108,6 +108,9 @@ class MeteredJobRepository:
         if cancelled is not None:
             count_finished(cancelled)
         return cancelled
+
+    def next_in_turn(self) -> Job | None:
+        return self.inner.next_in_turn()
 
     def stale(self, now: dt.datetime, legacy_before: dt.datetime, limit: int) -> list[Job]:
         return self.inner.stale(now, legacy_before, limit)

@@ -17,7 +17,7 @@ import functools
 import re
 import typing
 import uuid
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
 from importlib import resources
 from typing import Any
@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 
 from reportcore import lifecycle
-from reportcore.errors import ServiceUnavailable
+from reportcore.errors import ServiceUnavailable, TooManyJobs
 from reportcore.jobs import (
     Compression,
     Job,
@@ -362,8 +362,10 @@ class SqlJobRepository(abc.ABC):
 
     # port
 
-    def add(self, job: Job) -> tuple[Job, bool]:
+    def add(self, job: Job, max_unfinished: int | None = None) -> tuple[Job, bool]:
         row = self._codec.row(job)
+        if max_unfinished is not None:
+            return self._add_within(row, max_unfinished)
         with self._session() as run:
             # The insert waits for a concurrent one with the same key to commit or roll back,
             # and then does nothing (or inserts); the select that follows runs on a fresh
@@ -375,6 +377,23 @@ class SqlJobRepository(abc.ABC):
                 existing = run(self._sql["select_by_key"], row)
                 if existing:
                     return self._codec.job(existing[0]), False
+        raise ServiceUnavailable("job could not be stored: its idempotency key kept changing")
+
+    def _add_within(self, row: Mapping[str, Any], max_unfinished: int) -> tuple[Job, bool]:
+        # under the tenant's lock nothing of this tenant is added meanwhile: the count and the
+        # key stay true until the insert commits
+        with self._transaction() as run:
+            run(self._sql["tenant_lock"], row)
+            [count] = run(self._sql["count_unfinished"], row)
+            full = count["unfinished"] >= max_unfinished
+            inserted = [] if full else run(self._sql["insert_job"], row)
+            if inserted:
+                return self._codec.job(inserted[0]), True
+            existing = run(self._sql["select_by_key"], row) if row["idempotency_key"] else []
+            if existing:  # a replay answers its job, also at the cap
+                return self._codec.job(existing[0]), False
+        if full:
+            raise TooManyJobs.at(max_unfinished)
         raise ServiceUnavailable("job could not be stored: its idempotency key kept changing")
 
     def get(self, job_id: str, tenant_id: str | None = None) -> Job | None:
@@ -465,6 +484,9 @@ class SqlJobRepository(abc.ABC):
             Event.CANCEL, "cancel_job", id=job_id, tenant_id=tenant_id, now=self._at(now)
         )
 
+    def next_in_turn(self) -> Job | None:
+        return self._one("next_in_turn", {})
+
     def stale(self, now: dt.datetime, legacy_before: dt.datetime, limit: int) -> list[Job]:
         params = {"now": self._at(now), "legacy_before": self._at(legacy_before), "limit": limit}
         return self._many(self._sql["stale_jobs"], params)
@@ -481,20 +503,3 @@ class SqlJobRepository(abc.ABC):
 
     def ping(self) -> None:
         self._rows(self._sql["ping"], {})
-
-
-def iter_statements(script: str) -> Iterator[str]:
-    """The statements of a migration script, for drivers that run one at a time."""
-    statement: list[str] = []
-    for line in script.splitlines():
-        if line.lstrip().startswith("--"):
-            continue
-        statement.append(line)
-        if line.rstrip().endswith(";"):
-            text = "\n".join(statement).strip().rstrip(";")
-            if text:
-                yield text
-            statement = []
-    rest = "\n".join(statement).strip()
-    if rest:
-        yield rest

@@ -41,13 +41,30 @@ MIN_SQLITE_VERSION = (3, 37, 0)
 # answers ServiceUnavailable.
 BUSY_TIMEOUT_SEC = 5.0
 
+
 # The schema, one file a step under ``sql/sqlite`` as (name, statements), in name order. A step
 # is recorded by name in report_schema_migrations, so one added between two others (a branch
 # merged later) is applied too; ``PRAGMA user_version`` counts the steps applied, which is all a
 # file recorded before the names were (its first user_version steps).
+def iter_statements(script: str) -> Iterator[str]:
+    """The statements of a migration script: sqlite3 runs one at a time."""
+    statement: list[str] = []
+    for line in script.splitlines():
+        if line.lstrip().startswith("--"):
+            continue
+        statement.append(line)
+        if line.rstrip().endswith(";"):
+            text = "\n".join(statement).strip().rstrip(";")
+            if text:
+                yield text
+            statement = []
+    rest = "\n".join(statement).strip()
+    if rest:
+        yield rest
+
+
 MIGRATIONS: Sequence[tuple[str, Sequence[str]]] = tuple(
-    (name, tuple(sql_jobs.iter_statements(script)))
-    for name, script in sql_jobs.migrations("sqlite")
+    (name, tuple(iter_statements(script))) for name, script in sql_jobs.migrations("sqlite")
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATIONS_TABLE = """

@@ -74,6 +74,7 @@ def policy_from(settings: Settings) -> Policy:
             max_bytes=settings.export_max_bytes,
             max_sec=settings.export_max_sec,
         ),
+        max_unfinished_jobs=settings.max_unfinished_jobs,
     )
 
 
@@ -85,6 +86,10 @@ def webhook_rules_from(settings: Settings) -> WebhookRules:
         allowed_hosts=settings.webhook_allowed_hosts or (),
         max_attempts=settings.webhook_max_attempts,
         retry_base_sec=settings.webhook_retry_base_sec,
+        timeout_sec=settings.webhook_timeout_sec,
+        concurrency=settings.webhook_concurrency,
+        # an attempt ends by its deadline: the lease outlives it, so a live sender keeps it
+        lease_sec=max(WebhookRules().lease_sec, 3 * settings.webhook_timeout_sec),
     )
 
 
@@ -256,11 +261,12 @@ def make_outbox(sql_jobs: Any) -> WebhookOutbox:
     return SqlWebhookOutbox(sql_jobs)
 
 
-def open_sender() -> Iterator[Any]:
-    """The webhook sender over HTTP. Closed at shutdown."""
+def open_sender(settings: Settings) -> Iterator[Any]:
+    """The webhook sender over HTTP, each attempt ending by ``REPORT_WEBHOOK_TIMEOUT_SEC``.
+    Closed at shutdown."""
     from adapters.webhook_sender import HttpWebhookSender
 
-    yield from _closing(HttpWebhookSender)
+    yield from _closing(HttpWebhookSender, settings.webhook_timeout_sec)
 
 
 def download_secret(settings: Settings) -> bytes:
@@ -296,10 +302,10 @@ class Container(containers.DeclarativeContainer):
     source = providers.Resource(open_source, settings, profile, tracing)
     store = providers.Singleton(make_store, settings, profile)
     outbox = providers.Singleton(make_outbox, sql_jobs)
-    sender = providers.Resource(open_sender)
     schedules = providers.Singleton(make_schedules, sql_jobs)
     cron = providers.Singleton(CronsimRules)
     schedule_rules = providers.Singleton(schedule_rules_from, settings)
+    sender = providers.Resource(open_sender, settings)
 
     deps = providers.Singleton(
         Deps,

@@ -272,6 +272,12 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "share goes to the back of the queue unclaimed (no attempt counted), so a tenant with a "
         "backlog never holds every slot",
     )] = None
+    max_unfinished_jobs: Annotated[int, Env(
+        "REPORT_MAX_UNFINISHED_JOBS", parse=non_negative_int,
+        doc="queued + running jobs one tenant may have; a create beyond is a 429 "
+        "`TOO_MANY_JOBS` with `Retry-After` (a replay of an earlier create still answers 200); "
+        "`0`: no cap (see \"Fairness between tenants\")",
+    )] = _POLICY.max_unfinished_jobs
     worker_http_host: Annotated[str, Env(
         "WORKER_HTTP_HOST", parse=text,
         doc="address of the worker's own HTTP port (`/metrics`, `/healthz`, `/readyz`; "
@@ -374,6 +380,17 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         doc="**test only**: how many times as fast as the real clock the processes' clock runs "
         "from `REPORT_TEST_CLOCK_ANCHOR` on (ignored without it)",
     )] = 1.0
+    webhook_timeout_sec: Annotated[float, Env(
+        "REPORT_WEBHOOK_TIMEOUT_SEC", parse=positive_float,
+        doc="total deadline of one POST (connect, send, the answer's status line and headers): "
+        "a receiver that has not answered by then is cut off and the attempt counts as failed; "
+        "a claimed delivery's lease is at least three times this",
+    )] = _WEBHOOKS.timeout_sec
+    webhook_concurrency: Annotated[int, Env(
+        "REPORT_WEBHOOK_CONCURRENCY", parse=positive_int,
+        doc="webhook POSTs one worker process has in flight at once, each on a thread of its "
+        "own, so one slow receiver delays no other",
+    )] = _WEBHOOKS.concurrency
     # fmt: on
 
 

@@ -2,12 +2,13 @@
 
 One :class:`Worker` per process, over the application (:class:`reportcore.service.ReportService`).
 Its consumer delivers messages ``WORKER_CONCURRENCY`` at a time to ``reports.run``; beside it a
-webhook thread sends due deliveries (``reports.deliver``, when webhooks are on), a scheduler
-thread creates the jobs of due schedules (``entrypoints.scheduler``), and a recovery
-thread runs ``reports.recover`` every ``REPORT_RECOVERY_INTERVAL_SEC`` (jobs of dead
-workers back to the queue, unconfirmed jobs published again, expired files deleted). Setting
-the stop event (SIGTERM, SIGINT) stops consuming; a running export hands its job back at its
-next page, so that no job is left ``running`` by a worker that exits.
+webhook thread sends due deliveries several at once (:class:`.webhook_pool.WebhookPool`, when
+webhooks are on), a scheduler thread creates the jobs of due schedules
+(``entrypoints.scheduler``), and a recovery thread runs ``reports.recover`` every
+``REPORT_RECOVERY_INTERVAL_SEC`` (jobs of dead workers back to the queue, unconfirmed jobs
+published again, expired files deleted). Setting the stop event (SIGTERM, SIGINT) stops
+consuming; a running export hands its job back at its next page, so that no job is left
+``running`` by a worker that exits.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ from .runtime.probes import Heartbeat
 from .scheduler import Scheduler
 from .schemas import job_out
 from .settings import SETTING_TO_VARIABLE, UPSTREAM_URLS, Settings
+from .webhook_pool import WebhookPool
 
 log = logging.getLogger("reportsvc.worker")
 
@@ -216,12 +218,10 @@ class Worker:
         rules = self.reports.deps.webhook_rules
         # a due delivery waits at most this long; a short retry base (tests) polls more often
         poll = min(WEBHOOK_POLL_SEC, max(0.05, rules.retry_base_sec / 4))
-        while not stop.is_set():
-            done = self.deliver_once()
-            if done is None:
-                stop.wait(self._outage_pause)
-            elif done.attempted < rules.batch:  # a full batch: more may be due at once
-                stop.wait(poll)
+        pool = WebhookPool(
+            self.reports, self.owner_id, poll_sec=poll, outage_pause_sec=self._outage_pause
+        )
+        pool.run(stop)
 
     def run(self, stop: threading.Event) -> None:
         """Consume until ``stop`` is set; returns once in-flight jobs finished or went back."""

@@ -69,6 +69,23 @@ class ReportExpired(ReportError):
     code = "REPORT_EXPIRED"
 
 
+class TooManyJobs(ReportError):
+    """The tenant has as many unfinished (queued or running) jobs as it may; a create waits
+    until some have finished (HTTP 429 with ``Retry-After``)."""
+
+    code = "TOO_MANY_JOBS"
+    #: the ``Retry-After`` a client is given: about the time a job of a backlog takes
+    retry_after_sec = 30
+
+    @classmethod
+    def at(cls, limit: int) -> TooManyJobs:
+        """The error of a tenant holding ``limit`` unfinished jobs."""
+        return cls(
+            f"the tenant has {limit} queued or running jobs, the most it may have "
+            "(REPORT_MAX_UNFINISHED_JOBS); create more once some have finished"
+        )
+
+
 class ServiceUnavailable(ReportError):
     """A backing service (database, broker, store) does not answer (HTTP 503)."""
 

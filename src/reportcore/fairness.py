@@ -1,9 +1,52 @@
-"""Fair shares of a worker: how many of its export slots one tenant may hold at once."""
+"""Fairness between tenants: whose turn it is across the queue, how many unfinished jobs one
+tenant may have, and the share of a worker's export slots one tenant may hold at once."""
 
 from __future__ import annotations
 
 import threading
 from collections import Counter
+from collections.abc import Iterable
+
+from .errors import TooManyJobs
+from .jobs import Job, JobStatus
+from .lifecycle import UNFINISHED
+
+
+def unfinished(jobs: Iterable[Job], tenant_id: str) -> int:
+    """How many of ``jobs`` are ``tenant_id``'s and queued or running."""
+    return sum(1 for job in jobs if job.tenant_id == tenant_id and job.status in UNFINISHED)
+
+
+def check_cap(jobs: Iterable[Job], job: Job, max_unfinished: int | None) -> None:
+    """Raise :class:`TooManyJobs` if ``job``'s tenant has ``max_unfinished`` unfinished
+    ``jobs`` already (``None``: no cap)."""
+    if max_unfinished is not None and unfinished(jobs, job.tenant_id) >= max_unfinished:
+        raise TooManyJobs.at(max_unfinished)
+
+
+def next_in_turn(jobs: Iterable[Job]) -> Job | None:
+    """The queued job whose turn it is (:meth:`reportcore.ports.JobRepository.next_in_turn`):
+    the oldest queued job of the tenant running the fewest jobs; among those, the tenant whose
+    latest job started longest ago (never: first), then the one waiting longest."""
+    every = list(jobs)
+    queued: dict[str, list[Job]] = {}
+    for job in every:
+        if job.status is JobStatus.QUEUED:
+            queued.setdefault(job.tenant_id, []).append(job)
+
+    def turn(tenant: str) -> tuple[object, ...]:
+        own = [j for j in every if j.tenant_id == tenant]
+        running = sum(1 for j in own if j.status is JobStatus.RUNNING)
+        starts = [j.started_at for j in own if j.started_at is not None]
+        waiting = min(j.created_at for j in queued[tenant])
+        # the flag puts a tenant that never started before any that did; the start compares
+        # only among those that did
+        return (running, bool(starts), max(starts, default=waiting), waiting, tenant)
+
+    if not queued:
+        return None
+    tenant = min(queued, key=turn)
+    return min(queued[tenant], key=lambda j: (j.created_at, j.id))
 
 
 class TenantSlots:

@@ -32,6 +32,9 @@ TRANSITIONS: Mapping[tuple[JobStatus, Event], JobStatus] = {
     (JobStatus.RUNNING, Event.RETRY): JobStatus.QUEUED,
 }
 
+#: the statuses a job has not finished in (some event still moves it): queued and running
+UNFINISHED: frozenset[JobStatus] = frozenset(status for status, _ in TRANSITIONS)
+
 
 def apply(status: JobStatus, event: Event) -> JobStatus:
     """The status after ``event``; raises :class:`InvalidTransition` if the lifecycle forbids it."""

@@ -73,6 +73,8 @@ class Policy(msgspec.Struct, frozen=True, kw_only=True):
     notify_hosts: tuple[AllowedHost, ...] = ()
     # what one export may do at most (pages, rows, bytes, seconds)
     limits: ExportLimits = msgspec.field(default_factory=ExportLimits)
+    # queued + running jobs one tenant may have; a create beyond is TOO_MANY_JOBS; 0: no cap
+    max_unfinished_jobs: int = 200
 
     @property
     def legacy_lease_sec(self) -> float:

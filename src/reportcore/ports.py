@@ -42,9 +42,14 @@ class JobRepository(Protocol):
     delivery in the outbox (:class:`WebhookOutbox`), in the same transaction.
     """
 
-    def add(self, job: Job) -> tuple[Job, bool]:
+    def add(self, job: Job, max_unfinished: int | None = None) -> tuple[Job, bool]:
         """Store a new job; if its tenant already has a job with the same idempotency key,
-        store nothing and return that one. The flag says whether ``job`` was stored."""
+        store nothing and return that one. The flag says whether ``job`` was stored.
+
+        With ``max_unfinished``, a tenant that already has that many queued or running jobs
+        gets :class:`reportcore.errors.TooManyJobs` instead (but still its job with the same
+        key, if it has one); counted and stored atomically, so concurrent creates never pass
+        the cap together."""
         ...
 
     def get(self, job_id: str, tenant_id: str | None = None) -> Job | None:
@@ -101,6 +106,13 @@ class JobRepository(Protocol):
 
     def cancel(self, job_id: str, tenant_id: str, now: dt.datetime) -> Job | None:
         """queued | running -> cancelled; ``None`` if the job is finished (or absent)."""
+        ...
+
+    def next_in_turn(self) -> Job | None:
+        """The queued job whose turn it is, across tenants: the oldest queued job of the
+        tenant that has the fewest running jobs; among tenants running as few, the one whose
+        latest job started longest ago (one whose jobs never started first), then the one
+        whose oldest queued job has waited longest. ``None`` when nothing is queued."""
         ...
 
     def stale(self, now: dt.datetime, legacy_before: dt.datetime, limit: int) -> list[Job]:

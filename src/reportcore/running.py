@@ -6,7 +6,7 @@ import contextlib
 import datetime as dt
 import traceback
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
 import msgspec
@@ -118,7 +118,7 @@ def run_job(body: bytes, deps: Deps, run: RunContext) -> RunOutcome:
         return RunOutcome(
             disposition=Disposition.DEAD_LETTER, job_id=None, status="unparsable", detail=str(exc)
         )
-    jobs, clock, shares = deps.jobs, deps.clock, run.shares
+    jobs, shares = deps.jobs, run.shares
     job_id = uuid_or_none(message.job_id)
     job = jobs.get(job_id) if job_id else None
     if job is None:
@@ -127,24 +127,57 @@ def run_job(body: bytes, deps: Deps, run: RunContext) -> RunOutcome:
         )
     if job.status is not JobStatus.QUEUED:
         return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=job.status.value)
-    if shares is not None and not shares.take(job.tenant_id):
-        return _defer(job, deps.queue)
-    try:
-        now = clock.now()
-        lease = now + dt.timedelta(seconds=deps.policy.lease_sec)
-        claimed = jobs.claim(job.id, run.owner, now, lease)
-        if claimed is None:
-            return RunOutcome(
-                disposition=Disposition.ACK, job_id=job.id, status="claimed elsewhere"
-            )
-        spec = deps.job_types.get(claimed.job_type)
-        if spec is None:  # a type this worker was not built with: no retry can help
-            unknown = ExportFailure(f"job type {claimed.job_type} is not known to this worker")
-            return _failed(claimed, run.owner, jobs, clock, unknown.code, unknown.message)
-        return _export(claimed, spec, deps, run)
-    finally:
-        if shares is not None:
-            shares.give_back(job.tenant_id)
+    turn = jobs.next_in_turn()
+    if turn is not None and turn.tenant_id != job.tenant_id:
+        # Another tenant's turn: run its job on this message, and hand the message back for
+        # its own job, which waits for its tenant's turn; the other job's own message is
+        # acked as a no-op when it comes. (No run: another worker claimed that job first, or
+        # its tenant holds its share of this worker; then this message's job runs.)
+        with _slot(shares, turn.tenant_id) as held:
+            ran = _claim_and_export(turn, deps, run) if held else None
+        if ran is not None:
+            detail = f"{ran.detail}; {IN_TURN}" if ran.detail else IN_TURN
+            return msgspec.structs.replace(ran, disposition=Disposition.REQUEUE, detail=detail)
+    with _slot(shares, job.tenant_id) as held:
+        if not held:
+            return _defer(job, deps.queue)
+        return _claim_and_export(job, deps, run) or RunOutcome(
+            disposition=Disposition.ACK, job_id=job.id, status="claimed elsewhere"
+        )
+
+
+IN_TURN = "run in its tenant's turn; the message's own job waits for its tenant's"
+"""The detail of a :class:`RunOutcome` of a job run on another job's message, for fairness."""
+
+
+@contextlib.contextmanager
+def _slot(shares: TenantSlots | None, tenant_id: str) -> Iterator[bool]:
+    """One of the worker's slots for ``tenant_id`` while the block runs; ``False`` when the
+    tenant holds its share already (always ``True`` without shares)."""
+    if shares is None:
+        yield True
+    elif not shares.take(tenant_id):
+        yield False
+    else:
+        try:
+            yield True
+        finally:
+            shares.give_back(tenant_id)
+
+
+def _claim_and_export(job: Job, deps: Deps, run: RunContext) -> RunOutcome | None:
+    """Claim ``job`` and run its export; ``None`` if another worker claimed it first."""
+    jobs, clock = deps.jobs, deps.clock
+    now = clock.now()
+    lease = now + dt.timedelta(seconds=deps.policy.lease_sec)
+    claimed = jobs.claim(job.id, run.owner, now, lease)
+    if claimed is None:
+        return None
+    spec = deps.job_types.get(claimed.job_type)
+    if spec is None:  # a type this worker was not built with: no retry can help
+        unknown = ExportFailure(f"job type {claimed.job_type} is not known to this worker")
+        return _failed(claimed, run.owner, jobs, clock, unknown.code, unknown.message)
+    return _export(claimed, spec, deps, run)
 
 
 DEFERRED = "deferred"

@@ -16,7 +16,13 @@ from . import scheduling, usecases
 from .access import Principal, resolve_tenant
 from .deps import Deps
 from .jobs import Job
-from .notifying import DeliveryPass, deliver_due, notifications_of
+from .notifying import (
+    DeliveryPass,
+    attempt_delivery,
+    claim_deliveries,
+    deliver_due,
+    notifications_of,
+)
 from .requests import (
     CreateRequest,
     Cursor,
@@ -28,7 +34,7 @@ from .requests import (
 from .running import Recovery, RunContext, RunOutcome, recover, run_job
 from .schedules import Schedule
 from .scheduling import SchedulePage, SchedulePatch, ScheduleRequest, SchedulerPass
-from .webhooks import Notification, RenderJob
+from .webhooks import Delivery, DeliveryState, Notification, RenderJob
 
 
 class Shown(msgspec.Struct, frozen=True, kw_only=True):
@@ -181,6 +187,31 @@ class ReportService:
         """One pass over the webhook outbox; ``render`` writes a job as its webhook shows it."""
         d = self.deps
         return deliver_due(
+            outbox=d.outbox,
+            jobs=d.jobs,
+            sender=d.sender,
+            clock=d.clock,
+            rules=d.webhook_rules,
+            render=render,
+            owner=owner,
+        )
+
+    def claim_deliveries(self, owner: str, limit: int) -> list[Delivery]:
+        """Lease up to ``limit`` due webhook deliveries to ``owner`` (as many as it can attempt
+        at once; :func:`reportcore.notifying.claim_deliveries`)."""
+        d = self.deps
+        return claim_deliveries(
+            outbox=d.outbox, clock=d.clock, rules=d.webhook_rules, owner=owner, limit=limit
+        )
+
+    def attempt_delivery(
+        self, delivery: Delivery, render: RenderJob, owner: str
+    ) -> DeliveryState | None:
+        """One attempt of a delivery ``owner`` claimed; ``None`` if its lease was lost
+        (:func:`reportcore.notifying.attempt_delivery`)."""
+        d = self.deps
+        return attempt_delivery(
+            delivery,
             outbox=d.outbox,
             jobs=d.jobs,
             sender=d.sender,

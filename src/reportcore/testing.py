@@ -17,7 +17,7 @@ from typing import Any
 
 import msgspec
 
-from . import lifecycle
+from . import fairness, lifecycle
 from .errors import QueueUnavailable, ServiceUnavailable, StorageFailure
 from .jobs import Job, JobMessage, JobStatus, file_name_for, mime_type_for
 from .jobtypes import JOB_TYPES, JobTypeRegistry
@@ -109,7 +109,7 @@ class InMemoryJobRepository:
         """Hook for subclasses that persist (the embedded SQLite store)."""
 
     # port
-    def add(self, job: Job) -> tuple[Job, bool]:
+    def add(self, job: Job, max_unfinished: int | None = None) -> tuple[Job, bool]:
         with self._lock:
             self._check()
             if job.idempotency_key is not None:
@@ -119,6 +119,7 @@ class InMemoryJobRepository:
                         and other.idempotency_key == job.idempotency_key
                     ):
                         return _copy(other), False
+            fairness.check_cap(self._jobs.values(), job, max_unfinished)
             self._jobs[job.id] = _copy(job)
             self._after(job)
             return _copy(job), True
@@ -284,6 +285,11 @@ class InMemoryJobRepository:
                     lease_expires_at=None,
                 )
             )
+
+    def next_in_turn(self) -> Job | None:
+        with self._lock:
+            self._check()
+            return fairness.next_in_turn([_copy(job) for job in self._jobs.values()])
 
     def stale(self, now: dt.datetime, legacy_before: dt.datetime, limit: int) -> list[Job]:
         with self._lock:

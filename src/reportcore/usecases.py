@@ -66,7 +66,9 @@ def create_job(
     """Store a job durably, then publish it. A create with a used key is a replay or a 409.
 
     A range wider than ``policy.max_range_days`` allows for the job type is a 400, and so is
-    a ``notify_url`` whose host ``policy.notify_hosts`` does not list.
+    a ``notify_url`` whose host ``policy.notify_hosts`` does not list. A tenant that already
+    has ``policy.max_unfinished_jobs`` queued or running jobs gets
+    :class:`~reportcore.errors.TooManyJobs` (429), except for a replay.
 
     If the broker does not confirm, the job stays queued without ``enqueued_at`` and the
     recovery pass publishes it later: a create never fails because the broker is down.
@@ -98,7 +100,9 @@ def create_job(
         schedule_id=schedule_id,
         scheduled_for=scheduled_for,
     )
-    stored, created = jobs.add(job)
+    # a replay answers its job even at the cap: the repository looks for the key first
+    cap = (policy or Policy()).max_unfinished_jobs or None
+    stored, created = jobs.add(job, max_unfinished=cap)
     if not created:
         asked = asked_options(request.compression, request.csv, request.columns, request.timezone)
         wanted = fingerprint(request.job_type, request.format, scope, asked)

@@ -273,9 +273,14 @@ class WebhookRules(msgspec.Struct, frozen=True, kw_only=True):
     max_attempts: int = 8
     retry_base_sec: float = 10.0
     max_backoff_sec: float = MAX_BACKOFF_SEC
-    #: how long a claimed delivery is held before another process may try it (a crash)
+    #: how long a claimed delivery is held before another process may try it (a crash); more
+    #: than an attempt's deadline, since a sender claims only what it attempts at once
     lease_sec: float = 60.0
     batch: int = 20
+    #: the total deadline of one attempt (the sender enforces it)
+    timeout_sec: float = 10.0
+    #: attempts one sender has in flight at once
+    concurrency: int = 8
 
 
 def backoff(attempt: int, rules: WebhookRules) -> float:

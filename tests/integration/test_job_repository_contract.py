@@ -14,12 +14,14 @@ import datetime as dt
 import itertools
 import uuid
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import msgspec
 import pytest
 
 from reportcore import lifecycle
+from reportcore.errors import TooManyJobs
 from reportcore.jobs import (
     Compression,
     CsvOptions,
@@ -731,3 +733,95 @@ def test_success_names_the_file_by_format_and_compression_and_counts_its_rows(
     done = repo.succeed(job.id, WORKER, now, msgspec.structs.replace(FILE, rows=42), None)
     assert done is not None
     assert (done.file_name, done.mime_type, done.row_count) == (file_name, mime_type, 42)
+
+
+# --- the cap of unfinished jobs and the turns across tenants (issue 26, row 14) ---
+
+
+def test_a_tenant_at_its_cap_is_refused_and_nothing_is_stored(
+    repo: JobRepository, clock: FakeClock
+) -> None:
+    running(repo, clock)
+    added(repo, clock)
+    with pytest.raises(TooManyJobs, match="2 queued or running jobs"):
+        repo.add(new_job(clock), max_unfinished=2)
+    assert len(repo.find(TENANT, ListQuery())) == 2
+    # another tenant's jobs do not count, and a finished job frees its place
+    assert repo.add(new_job(clock, OTHER_TENANT), max_unfinished=2)[1]
+    for status in ("succeeded", "failed", "cancelled"):
+        in_status(repo, clock, status)  # each added under no cap, then finished
+    queued = [j for j in repo.find(TENANT, ListQuery()) if j.status is JobStatus.QUEUED]
+    assert repo.cancel(queued[0].id, TENANT, clock.now()) is not None
+    assert repo.add(new_job(clock), max_unfinished=2)[1]
+
+
+def test_at_the_cap_a_used_key_still_answers_its_job(repo: JobRepository, clock: FakeClock) -> None:
+    first = added(repo, clock, idempotency_key="same")
+    again, created = repo.add(new_job(clock, idempotency_key="same"), max_unfinished=1)
+    assert (again, created) == (first, False)
+    with pytest.raises(TooManyJobs):
+        repo.add(new_job(clock, idempotency_key="another"), max_unfinished=1)
+
+
+def test_concurrent_adds_never_pass_the_cap_together(repo: JobRepository, clock: FakeClock) -> None:
+    def add_one(_: int) -> bool:
+        try:
+            return repo.add(new_job(clock), max_unfinished=5)[1]
+        except TooManyJobs:
+            return False
+
+    with ThreadPoolExecutor(max_workers=8) as pool:
+        stored = list(pool.map(add_one, range(24)))
+    assert stored.count(True) == 5
+    assert len(repo.find(TENANT, ListQuery())) == 5
+
+
+def test_nothing_queued_is_no_ones_turn(repo: JobRepository, clock: FakeClock) -> None:
+    assert repo.next_in_turn() is None
+    running(repo, clock)
+    assert repo.next_in_turn() is None
+
+
+def test_the_turn_goes_to_the_tenant_running_the_fewest_jobs(
+    repo: JobRepository, clock: FakeClock
+) -> None:
+    running(repo, clock)
+    clock.advance(1)
+    mine = added(repo, clock)
+    clock.advance(1)
+    theirs = added(repo, clock, OTHER_TENANT)  # queued later, but its tenant runs nothing
+    assert repo.next_in_turn() == theirs
+    assert repo.claim(theirs.id, WORKER, clock.now(), clock.now() + LEASE) is not None
+    # one running each: the tenant whose latest job started longest ago
+    assert repo.next_in_turn() == mine
+
+
+def test_among_tenants_running_as_few_the_turn_goes_to_the_one_that_started_least_recently(
+    repo: JobRepository, clock: FakeClock
+) -> None:
+    done = in_status(repo, clock, "succeeded")  # the tenant ran a job, which finished
+    assert done.status is JobStatus.SUCCEEDED
+    clock.advance(1)
+    oldest_queued = added(repo, clock)
+    clock.advance(1)
+    added(repo, clock)
+    never_ran = added(repo, clock, OTHER_TENANT)
+    assert repo.next_in_turn() == never_ran, "a tenant whose jobs never started comes first"
+    now = clock.now()
+    assert repo.claim(never_ran.id, WORKER, now, now + LEASE) is not None
+    assert repo.succeed(never_ran.id, WORKER, now, FILE, None) is not None
+    clock.advance(1)
+    added(repo, clock, OTHER_TENANT)
+    # both have started a job now: the one whose latest start is older, its oldest queued job
+    assert repo.next_in_turn() == oldest_queued
+
+
+def test_among_tenants_that_never_ran_the_turn_goes_to_the_one_waiting_longest(
+    repo: JobRepository, clock: FakeClock
+) -> None:
+    first = added(repo, clock, OTHER_TENANT)
+    clock.advance(1)
+    added(repo, clock)
+    clock.advance(1)
+    added(repo, clock, OTHER_TENANT)
+    assert repo.next_in_turn() == first

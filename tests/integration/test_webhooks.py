@@ -10,6 +10,7 @@ RabbitMQ, and a real HTTP receiver in this test.
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import json
 import socket
@@ -263,3 +264,147 @@ def outbox_rows(database_url: str) -> list[tuple[str, str, int]]:
             "SELECT job_id, state, attempts FROM report_webhook_deliveries ORDER BY job_id"
         ).fetchall()
     return [(r[0], r[1], r[2]) for r in rows]
+
+
+def _read_request(conn: socket.socket) -> None:
+    """Read one whole request (head and ``Content-Length`` body), so that nothing is left
+    unread when the connection closes (that would reset it)."""
+    data = b""
+    while True:
+        head, found, rest = data.partition(b"\r\n\r\n")
+        if found:
+            lengths = [
+                int(line.partition(b":")[2])
+                for line in head.split(b"\r\n")[1:]
+                if line.partition(b":")[0].strip().lower() == b"content-length"
+            ]
+            if len(rest) >= sum(lengths):
+                return
+        chunk = conn.recv(65536)
+        if not chunk:
+            return
+        data += chunk
+
+
+@dataclass
+class DrippingReceiver:
+    """A real TCP server that reads each request and then drips an HTTP status line one byte
+    every ``every_sec``; records when each connection opened and when the sender cut it."""
+
+    every_sec: float
+    connections: list[tuple[float, float | None]] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    done: threading.Event = field(default_factory=threading.Event)
+
+    def serve(self) -> socket.socket:
+        listener = socket.create_server(("127.0.0.1", 0))
+
+        def accept() -> None:
+            while not self.done.is_set():
+                try:
+                    conn, _ = listener.accept()
+                except OSError:
+                    return
+                threading.Thread(target=self._drip, args=(conn,), daemon=True).start()
+
+        threading.Thread(target=accept, daemon=True).start()
+        return listener
+
+    def _drip(self, conn: socket.socket) -> None:
+        with self.lock:
+            n = len(self.connections)
+            self.connections.append((time.monotonic(), None))
+        with conn:
+            conn.settimeout(5.0)
+            with contextlib.suppress(OSError):
+                _read_request(conn)
+            # between two bytes, wait for the sender to hang up: recv answers b"" at once then
+            conn.settimeout(self.every_sec)
+            for byte in b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n":
+                if self.done.is_set():
+                    return
+                try:
+                    if conn.recv(1) == b"":
+                        break  # the sender cut the connection
+                except TimeoutError:
+                    pass  # still connected: the next byte
+                except OSError:
+                    break
+                try:
+                    conn.sendall(bytes([byte]))
+                except OSError:
+                    break
+            with self.lock:
+                self.connections[n] = (self.connections[n][0], time.monotonic())
+
+    def close(self, listener: socket.socket) -> None:
+        self.done.set()
+        with contextlib.suppress(OSError):
+            listener.shutdown(socket.SHUT_RDWR)
+        listener.close()
+
+
+def test_a_dripping_receiver_is_cut_off_at_the_deadline_and_delays_no_other(
+    database_url: str, amqp_url: str, tmp_path: Path, receiver: Receiver
+) -> None:
+    """Issue 26, row 13: the dripping receiver's status line would take about 80 s (each byte
+    well within any read timeout); the healthy receiver's delivery goes out meanwhile, and the
+    dripping attempt ends at REPORT_WEBHOOK_TIMEOUT_SEC."""
+    deadline = 6.0
+    dripping = DrippingReceiver(every_sec=2.0)
+    listener = dripping.serve()
+    drip_url = f"http://127.0.0.1:{listener.getsockname()[1]}/hooks"
+    server = receiver.serve()
+    healthy_url = f"http://127.0.0.1:{server.server_address[1]}/hooks"
+    try:
+        with Procs(tmp_path / "logs") as procs:
+            from adapters.demo_upstream import DEMO_TENANT
+
+            env = webhook_env(database_url, amqp_url, tmp_path, start_demo_upstream(procs))
+            env["REPORT_WEBHOOK_TIMEOUT_SEC"] = str(deadline)
+            env["REPORT_WEBHOOK_RETRY_BASE_SEC"] = "60"  # one attempt at the dripping one
+            assert run_reportsvc(env, "migrate").returncode == 0
+            _, base_url = start_api(procs, env)
+            start_worker(procs, env)
+            token = user_token(env, DEMO_TENANT, "tenant_admin")
+            headers = {"Authorization": f"Bearer {token}"}
+            with httpx.Client(base_url=base_url, headers=headers, timeout=10.0) as http:
+                slow = create(http, drip_url)
+                wait_until(lambda: len(dripping.connections) >= 1, "the dripping attempt")
+                # the sender is now held by the dripping receiver, as in the issue
+                began = time.monotonic()
+                healthy = create(http, healthy_url)
+                [got] = receiver.wait_for(1)
+                shown = wait_job(
+                    http,
+                    healthy["id"],
+                    lambda j: (j["notification"] or {}).get("state") == "delivered",
+                )
+                cut = wait_job(
+                    http,
+                    slow["id"],
+                    lambda j: (j["notification"] or {}).get("attempts") == 1,
+                )
+    finally:
+        dripping.close(listener)
+        server.shutdown()
+        server.server_close()
+
+    # the old sender delivered it only once the dripping line was complete (about 80 s)
+    assert got.at - began < 30.0, f"the healthy receiver waited {got.at - began:.1f} s"
+    assert shown["notification"] == {"state": "delivered", "attempts": 1, "last_error": None}
+    assert check_signed(got)["job"]["id"] == healthy["id"]
+    notification = cut["notification"]
+    assert notification["state"] == "pending", "a failed attempt, retried after the backoff"
+    assert "deadline of 6 s" in notification["last_error"]
+    opened, closed = dripping.connections[0]
+    assert closed is not None, "the dripping connection was never cut"
+    assert deadline * 0.9 <= closed - opened <= deadline + 6.0, closed - opened
+
+
+def wait_until(check: Any, what: str, within: float = DEADLINE_SEC) -> None:
+    deadline = time.monotonic() + within
+    while not check():
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out waiting for {what}")
+        time.sleep(0.05)

@@ -261,6 +261,8 @@ class Expected:
     lease_until: dt.datetime | None = None
     expires_at: dt.datetime | None = None
     file_deleted: bool = False
+    created: dt.datetime | None = None
+    started: dt.datetime | None = None  # its first claim
 
 
 def _pages_of(body: int) -> int:
@@ -301,6 +303,7 @@ class JobLifecycle(RuleBasedStateMachine):
 
     def claimed(self, exp: Expected) -> None:
         exp.status, exp.attempts = "running", exp.attempts + 1
+        exp.started = exp.started or self.now()
         exp.error_code, exp.lease_until = None, self.now() + dt.timedelta(seconds=POLICY.lease_sec)
 
     def released(self, exp: Expected, status: str) -> None:
@@ -346,7 +349,12 @@ class JobLifecycle(RuleBasedStateMachine):
         assert not created.replayed and created.job.id not in self.model
         assert created.enqueued is self.queue.available
         self.model[created.job.id] = Expected(
-            tenant=tenant, key=key, body=body, enqueued=self.queue.available, updated=self.now()
+            tenant=tenant,
+            key=key,
+            body=body,
+            enqueued=self.queue.available,
+            updated=self.now(),
+            created=self.now(),
         )
 
     @rule(data=st.data(), wrong_tenant=st.booleans())
@@ -450,6 +458,24 @@ class JobLifecycle(RuleBasedStateMachine):
         self.queue.settle(body, outcome.disposition)
         return outcome
 
+    def in_turn(self, job_id: str) -> str:
+        """The job a worker runs on the message of queued ``job_id``: the oldest queued job of
+        the tenant whose turn it is (fewest running, then latest start longest ago or never,
+        then waiting longest), when that is another tenant; else ``job_id`` itself."""
+        queued = [(e.created, i, e.tenant) for i, e in self.model.items() if e.status == "queued"]
+
+        def turn(tenant: str) -> tuple[Any, ...]:
+            mine = [e for e in self.model.values() if e.tenant == tenant]
+            running = sum(1 for e in mine if e.status == "running")
+            starts = [e.started for e in mine if e.started is not None]
+            waiting = min(c for c, _, t in queued if t == tenant)
+            return (running, bool(starts), max(starts) if starts else waiting, waiting, tenant)
+
+        tenant = min({t for _, _, t in queued}, key=turn)
+        if tenant == self.model[job_id].tenant:
+            return job_id
+        return min((c, i) for c, i, t in queued if t == tenant)[1]
+
     def deliver(self, body: bytes, worker: str, mode: str) -> None:
         job_id = msgspec.json.decode(body)["job_id"]
         exp = self.model[job_id]
@@ -457,6 +483,12 @@ class JobLifecycle(RuleBasedStateMachine):
             outcome = self.run(body, worker, self.source)
             assert (outcome.disposition, outcome.status) == (Disposition.ACK, exp.status)
             return
+        # another tenant's turn: its job runs, and this message goes back for this one
+        ran = self.in_turn(job_id)
+        settled = Disposition.ACK if ran == job_id else Disposition.REQUEUE
+        if ran != job_id:
+            event("ran another tenant's job in its turn")
+        job_id, exp = ran, self.model[ran]
         last_page = _pages_of(exp.body) - 1
         event(f"ran a queued job: {mode}")
         self.claimed(exp)
@@ -539,7 +571,7 @@ class JobLifecycle(RuleBasedStateMachine):
                 self.deliver(msgspec.json.encode({"job_id": job_id}), other, then)
 
             outcome = self.run(body, worker, HookedSource(self.source, {at: stall}))
-        assert (outcome.disposition, outcome.job_id) == (Disposition.ACK, job_id)
+        assert (outcome.disposition, outcome.job_id) == (settled, job_id)
         assert outcome.status == exp.status
 
     @rule(worker=st.sampled_from(WORKERS))
@@ -556,7 +588,9 @@ class JobLifecycle(RuleBasedStateMachine):
             updated_at=now,
         )
         assert self.jobs.add(job)[1]
-        self.model[job.id] = Expected(tenant="t1", key=None, body=0, status="running", updated=now)
+        self.model[job.id] = Expected(
+            tenant="t1", key=None, body=0, status="running", updated=now, created=now
+        )
 
     # --- time and recovery ---
 

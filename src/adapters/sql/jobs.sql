@@ -12,6 +12,37 @@ VALUES ({values})
 ON CONFLICT (tenant_id, idempotency_key) WHERE idempotency_key IS NOT NULL DO NOTHING
 RETURNING {columns}
 
+-- A create under the per-tenant cap (add with max_unfinished) is one transaction: the
+-- tenant's creates take turns (tenant_lock, the engine's), then count and insert. The statuses
+-- are literals, the ones reportcore.lifecycle.UNFINISHED names, so that the partial indexes
+-- of queued and running jobs serve the count.
+-- name: count_unfinished
+SELECT count(*) AS unfinished FROM report_jobs
+WHERE tenant_id = :tenant_id AND (status = 'queued' OR status = 'running')
+
+-- Whose turn it is (JobRepository.next_in_turn): among the tenants with queued jobs, the one
+-- running the fewest, then the one whose latest job started longest ago (never started:
+-- first; false orders before true in both engines), then the one waiting longest; its oldest
+-- queued job.
+-- name: next_in_turn
+SELECT {columns} FROM report_jobs
+WHERE status = 'queued' AND tenant_id = (
+    SELECT w.tenant_id FROM (
+        SELECT tenant_id, min(created_at) AS waiting_since
+        FROM report_jobs WHERE status = 'queued' GROUP BY tenant_id
+    ) AS w
+    ORDER BY
+        (SELECT count(*) FROM report_jobs r
+         WHERE r.tenant_id = w.tenant_id AND r.status = 'running'),
+        (SELECT max(s.started_at) FROM report_jobs s WHERE s.tenant_id = w.tenant_id) IS NOT NULL,
+        (SELECT max(s.started_at) FROM report_jobs s WHERE s.tenant_id = w.tenant_id),
+        w.waiting_since,
+        w.tenant_id
+    LIMIT 1
+)
+ORDER BY created_at, id
+LIMIT 1
+
 -- name: select_by_key
 SELECT {columns} FROM report_jobs
 WHERE tenant_id = :tenant_id AND idempotency_key = :idempotency_key

@@ -19,7 +19,7 @@ from litestar.exceptions import (
 from litestar.exceptions.http_exceptions import RequestEntityTooLarge
 from litestar.openapi.datastructures import ResponseSpec
 
-from reportcore.errors import ReportError, ValidationError
+from reportcore.errors import ReportError, TooManyJobs, ValidationError
 
 from ..bodies import ClientDisconnected
 from ..echo import MAX_ECHO, bounded
@@ -45,6 +45,7 @@ ERROR_STATUS: Mapping[str, int] = {
     "JOB_NOT_CANCELLABLE": 409,
     "REPORT_EXPIRED": 410,
     "TOO_MANY_SCHEDULES": 429,
+    "TOO_MANY_JOBS": 429,
     "SERVICE_UNAVAILABLE": 503,
     "INTERNAL_ERROR": 500,
 }
@@ -106,7 +107,10 @@ def on_report_error(request: Request[Any, Any, Any], exc: ReportError) -> Respon
     message = exc.message
     if isinstance(exc, ValidationError) and exc.field and exc.field not in message:
         message = f"{bounded(exc.field)}: {message}"  # the client must learn which field to fix
-    return error_response(request, status, exc.code, message)
+    headers = {}
+    if isinstance(exc, TooManyJobs):
+        headers["Retry-After"] = str(exc.retry_after_sec)
+    return error_response(request, status, exc.code, message, headers)
 
 
 def _validation_message(exc: ValidationException) -> str:
@@ -181,8 +185,10 @@ def error_specs(*statuses: int) -> dict[int, ResponseSpec]:
         404: "NOT_FOUND: no such job for this tenant",
         409: "REPORT_NOT_READY, IDEMPOTENCY_KEY_REUSED or JOB_NOT_CANCELLABLE",
         410: "REPORT_EXPIRED: the file was deleted by retention",
+        429: "TOO_MANY_JOBS: the tenant has REPORT_MAX_UNFINISHED_JOBS queued or running jobs; "
+        "Retry-After says when to try again; TOO_MANY_SCHEDULES: the tenant has "
+        "REPORT_MAX_SCHEDULES schedules",
         413: "VALIDATION_ERROR: the request body is too large",
-        429: "TOO_MANY_SCHEDULES: the tenant has REPORT_MAX_SCHEDULES schedules",
         500: "INTERNAL_ERROR",
         503: "SERVICE_UNAVAILABLE: the database does not answer",
     }

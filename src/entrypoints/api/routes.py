@@ -104,7 +104,7 @@ _TAGS = ["report jobs"]
     tags=_TAGS,
     responses={
         200: ResponseSpec(JobOut, description="replay of an earlier identical create"),
-        **error_specs(400, 401, 403, 409, 413, 503),
+        **error_specs(400, 401, 403, 409, 413, 429, 503),
     },
 )
 def create_job(

@@ -41,6 +41,11 @@ job_id = ANY(:job_ids)
 -- name: is_active
 active
 
--- a tenant's creates take turns, so that the cap on its schedules is exact
+-- a tenant's schedule creates take turns, so that the cap on its schedules is exact (class
+-- 7266: apart from the job creates' 7265 and the migrations' one-key lock)
 -- name: lock_tenant
-SELECT pg_advisory_xact_lock(hashtext(:tenant_id))
+SELECT pg_advisory_xact_lock(7266, hashtext(:tenant_id))
+-- the creates of one tenant under the cap take turns until their transaction ends (the
+-- two-key form, class 7265, stays clear of the migrations' one-key lock)
+-- name: tenant_lock
+SELECT pg_advisory_xact_lock(7265, hashtext(:tenant_id))

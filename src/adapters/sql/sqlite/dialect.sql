@@ -44,3 +44,6 @@ active = 1
 -- SQLite's write transactions already take turns (BEGIN IMMEDIATE)
 -- name: lock_tenant
 SELECT 1
+-- the transaction's BEGIN IMMEDIATE holds the one write lock already
+-- name: tenant_lock
+SELECT 1 WHERE :tenant_id IS NOT NULL

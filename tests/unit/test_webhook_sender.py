@@ -1,0 +1,139 @@
+"""The HTTP webhook sender against real receivers on loopback sockets (issue 26, row 13): an
+attempt ends at its total deadline whatever the receiver does, and counts as a failed one."""
+
+from __future__ import annotations
+
+import contextlib
+import socket
+import threading
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from adapters.webhook_sender import HttpWebhookSender
+
+DRIP = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
+
+
+def _request_length(data: bytes) -> int:
+    head, _, _ = data.partition(b"\r\n\r\n")
+    for line in head.split(b"\r\n")[1:]:
+        name, _, value = line.partition(b":")
+        if name.strip().lower() == b"content-length":
+            return len(head) + 4 + int(value)
+    return len(head) + 4
+
+
+class Receiver:
+    """A TCP server that reads a request and answers ``DRIP`` one byte every ``every_sec`` (0:
+    at once); ``hold=True`` never answers at all."""
+
+    def __init__(self, every_sec: float = 0.0, hold: bool = False) -> None:
+        self.every_sec = every_sec
+        self.hold = hold
+        self.done = threading.Event()
+        self.sent_bytes = 0
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self._threads: list[threading.Thread] = []
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hooks"
+        accept = threading.Thread(target=self._accept, daemon=True)
+        accept.start()
+        self._threads.append(accept)
+
+    def _accept(self) -> None:
+        while not self.done.is_set():
+            try:
+                conn, _ = self._listener.accept()
+            except OSError:
+                return
+            serve = threading.Thread(target=self._serve, args=(conn,), daemon=True)
+            serve.start()
+            self._threads.append(serve)
+
+    def _serve(self, conn: socket.socket) -> None:
+        with conn:
+            data = b""
+            while b"\r\n\r\n" not in data or len(data) < _request_length(data):
+                chunk = conn.recv(65536)
+                if not chunk:
+                    return
+                data += chunk
+            if self.hold:
+                self.done.wait()
+                return
+            for i in range(len(DRIP)):
+                if self.every_sec and self.done.wait(self.every_sec):
+                    return
+                try:
+                    conn.sendall(DRIP[i : i + 1])
+                except OSError:
+                    return  # the sender cut the connection
+                self.sent_bytes += 1
+
+    def close(self) -> None:
+        self.done.set()
+        with contextlib.suppress(OSError):
+            self._listener.shutdown(socket.SHUT_RDWR)  # wakes the blocked accept (close does not)
+        self._listener.close()
+        for thread in self._threads:
+            thread.join(5)
+
+
+@contextlib.contextmanager
+def receiver(every_sec: float = 0.0, hold: bool = False) -> Iterator[Receiver]:
+    r = Receiver(every_sec, hold)
+    try:
+        yield r
+    finally:
+        r.close()
+
+
+@pytest.fixture
+def sender() -> Iterator[HttpWebhookSender]:
+    s = HttpWebhookSender(deadline_sec=1.0)
+    yield s
+    s.close()
+
+
+def test_a_receiver_that_drips_its_status_line_is_cut_off_at_the_deadline(
+    sender: HttpWebhookSender,
+) -> None:
+    # each byte comes well within any read timeout; the whole line would take 20 s
+    with receiver(every_sec=0.5) as dripping:
+        began = time.monotonic()
+        result = sender.send(dripping.url, b"{}", {"Content-Type": "application/json"})
+        took = time.monotonic() - began
+        assert dripping.sent_bytes < len(DRIP), "the sender waited for the whole line"
+    assert not result.ok and result.status is None
+    assert result.error is not None and "deadline of 1 s" in result.error
+    assert 0.9 <= took < 5.0, took
+
+
+def test_a_receiver_that_never_answers_is_cut_off_at_the_deadline(
+    sender: HttpWebhookSender,
+) -> None:
+    with receiver(hold=True) as silent:
+        began = time.monotonic()
+        result = sender.send(silent.url, b"{}", {})
+        took = time.monotonic() - began
+    assert result.error is not None and "deadline" in result.error
+    assert took < 5.0, took
+
+
+def test_a_prompt_receiver_is_answered_on_a_connection_of_each_attempt(
+    sender: HttpWebhookSender,
+) -> None:
+    with receiver() as prompt:
+        for _ in range(3):
+            assert sender.send(prompt.url, b"{}", {}).status == 200
+
+
+def test_a_refused_connection_is_a_failed_attempt_not_a_deadline(
+    sender: HttpWebhookSender,
+) -> None:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]  # bound, not listening: connections are refused
+        result = sender.send(f"http://127.0.0.1:{port}/hooks", b"{}", {})
+    assert result.error is not None and result.error.startswith("ConnectError")
