@@ -22,12 +22,15 @@ the machine may be shared.
     .venv/bin/python bench/worker.py --rows 200000 --latency-ms 2 --distribution even,recent
     .venv/bin/python bench/worker.py --rows 200000 --latency-ms 0 --no-sequential  # CPU a record
     .venv/bin/python bench/worker.py --smoke      # ~15 s: 3,000 records, two distributions
+    PY_SPY=/path/to/py-spy .venv/bin/python bench/worker.py ...  # and a profile of each export
 """
 
 from __future__ import annotations
 
 import json
 import os
+import signal
+import subprocess
 import sys
 import time
 import urllib.request
@@ -46,6 +49,10 @@ FIRST, LAST = "2021-01-01", "2025-02-28"
 PAGE = 100
 FORMATS = {"csv": "csv", "ndjson": "json"}
 TIMEOUT_SEC = 900.0
+# py-spy's binary, to record a sampling profile of each windowed export's worker (raw stacks,
+# one file an export, in PY_SPY_OUT)
+PY_SPY = os.environ.get("PY_SPY", "")
+PY_SPY_OUT = os.environ.get("PY_SPY_OUT", "/tmp")
 
 
 def start_feed(procs: Procs, rows: int, distribution: str, latency_ms: float) -> str:
@@ -113,11 +120,20 @@ def export(
 ) -> dict[str, float]:
     """One export by a fresh worker with ``UPSTREAM_CONCURRENCY=concurrency``."""
     worker = start_worker(procs, env | {"UPSTREAM_CONCURRENCY": str(concurrency)})
+    spy = None
     try:
+        if PY_SPY and concurrency > 1:  # a sampling profile of the worker over the export
+            out = Path(PY_SPY_OUT) / f"worker-{fmt}-{worker.pid}.txt"
+            argv = [PY_SPY, "record", "-p", str(worker.pid), "-f", "raw", "-o", str(out)]
+            spy = subprocess.Popen([*argv, "-r", "250", "--gil"], stdout=subprocess.DEVNULL)
+            time.sleep(1.0)
         requests0, cpu0 = feed_requests(env["CLOUD_FEED_SERVICE_URL"]), cpu_seconds(worker.pid)
         job_id = create(api_url, token, fmt)
         seconds, rows = wait_done(db, job_id, worker)
         cpu = cpu_seconds(worker.pid) - cpu0
+        if spy is not None:
+            spy.send_signal(signal.SIGINT)
+            spy.wait(30)
         requests = feed_requests(env["CLOUD_FEED_SERVICE_URL"]) - requests0
         peak_kb = status_kb(worker.pid, "VmHWM") or 0
     finally:
