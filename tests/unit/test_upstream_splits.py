@@ -398,3 +398,54 @@ def test_windows_ahead_of_the_one_being_read_wait_beyond_the_look_ahead() -> Non
     assert got == [body for b in windows for body in (f.body for f in task(b)(threading.Event()))]
     assert max(spilled) <= 2 * 3 * size + 4 * (size + 8)
     assert run.budget.spilled == 0
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    records=st.lists(st.tuples(st.integers(0, 8), st.integers(0, 11)), max_size=40),
+    sizes=st.lists(st.integers(1, 6), min_size=1, max_size=10),
+    in_order=st.integers(0, 5),
+    below=st.booleans(),
+)
+def test_a_page_kept_whole_at_once_is_kept_as_record_by_record(
+    records: list[tuple[int, int]], sizes: list[int], in_order: int, below: bool
+) -> None:
+    """Window.check takes a plainly clean page in a few whole-page passes: whatever the pages
+    (ids repeated, across pages too, instants out of bounds, out of order, ties over several
+    pages), it decides what checking each record decides (a pager's all-true ``keep`` sends
+    a page record by record)."""
+    from adapters.upstream.pagers import Bounds
+    from adapters.upstream.spools import Spool
+    from adapters.upstream.window import Window
+    from adapters.upstream.wire import Call
+    from reportcore.errors import UpstreamBadResponse
+    from reportcore.jobtypes import Upstream as Service
+
+    call = Call(upstream=Service.FEED, base_url=URL, path="/x", trace_id="j")
+    at = [FIRST + n * dt.timedelta(minutes=1) for n in range(12)]
+    bounds = Bounds(lower=stamp(at[2], 1), upper=stamp(at[9], 1), below=at[9] if below else None)
+    fast, slow = (Window(lambda stop: iter(()), Spool(1), bounds) for _ in range(2))  # type: ignore[arg-type,return-value]
+    if in_order:  # newest first, as asked, most of the time
+        records = sorted(records, key=lambda r: -r[1])
+    pages, i = [], 0
+    for size in sizes * 8:
+        if i < len(records):
+            pages.append(records[i : i + size])
+            i += size
+    for page in pages:
+        ids = [f"r{n}" for n, _ in page]
+        instants = [at[t] for _, t in page]
+        outcomes = []
+        for window, flags in ((fast, None), (slow, (True,) * len(ids))):
+            try:
+                outcomes.append(window.check(call, ids, instants, flags))
+            except UpstreamBadResponse:
+                outcomes.append(None)
+        a, b = outcomes
+        if a is None or b is None:
+            assert a is b
+            return
+        assert (a.keep or (True,) * len(ids)) == b.keep
+        assert a[1:] == b[1:]
+        state = ("last", "at_last", "previous", "kept", "first")
+        assert [getattr(fast, s) for s in state] == [getattr(slow, s) for s in state]

@@ -8,6 +8,7 @@ model, as the contract's "Upstream sources" describes them. One module a concern
 - :mod:`.retry`: asking until an answer comes, and the contract's failure codes;
 - :mod:`.pagers`: paging one endpoint over one time window;
 - :mod:`.spools`: a window's answers on their way to the exporter, in memory or a file;
+- :mod:`.window`: one window's bounds, where it stands, which records of a page it keeps;
 - :mod:`.windows`: cutting a bounded range into windows fetched at once, split while they
   run, read in order;
 - :mod:`.source`: :class:`HttpRecordSource`, the ``RecordSource`` port over all of that.

@@ -41,6 +41,7 @@ from .wire import (
     Call,
     Decoders,
     Fetched,
+    RecordKey,
     camel,
     decode,
     instants_of,
@@ -222,12 +223,29 @@ def _telemetry(get: pagers.Get, *, call: Call, q: str, bounds: Bounds, limit: in
 
 def _feed_keys(call: Call, body: bytes) -> tuple[list[str], list[dt.datetime]]:
     page = decode(call, FEED_KEYS, body)
-    return [k.id for k in page.items], instants_of(call, page.items)
+    return [k.id for k in page.items], _instants(call, page.items)
 
 
 def _reading_keys(call: Call, body: bytes) -> tuple[list[str], list[dt.datetime]]:
     keys = decode(call, READING_KEYS, body)
-    return [k.id for k in keys], instants_of(call, keys)
+    return [k.id for k in keys], _instants(call, keys)
+
+
+_FROM_ISO = dt.datetime.fromisoformat
+
+
+def _instants(call: Call, keys: list[RecordKey]) -> list[dt.datetime]:
+    """Each record's ``occurredAt`` for the windows' checks: read as it is when every one
+    carries its offset (the upstreams' way; a function call less a record than
+    :func:`~adapters.upstream.wire.instants_of`), else by ``instants_of`` (a naive instant as
+    UTC, an unreadable one a bad page naming it)."""
+    try:
+        instants = [_FROM_ISO(k.occurred_at) for k in keys]
+    except ValueError:
+        return instants_of(call, keys)
+    if any(t.tzinfo is None for t in instants):
+        return instants_of(call, keys)
+    return instants
 
 
 def _scope_params(request: SourceRequest) -> dict[str, Any]:

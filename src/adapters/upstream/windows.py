@@ -41,7 +41,6 @@ from __future__ import annotations
 import contextlib
 import contextvars
 import datetime as dt
-import enum
 import functools
 import itertools
 import threading
@@ -52,12 +51,13 @@ from typing import NamedTuple
 import msgspec
 
 from adapters import metrics
-from reportcore.errors import UpstreamBadResponse
 
-from .pagers import Bounds, Pager
+from .pagers import Bounds
 from .retry import Stopped
 from .spools import Budget, End, Spool
-from .wire import Call, Fetched, instant_text, parse_instant
+from .window import State, Window
+from .window import Task as Task  # the type of a window's pager, named here too
+from .wire import Call, Fetched, instant_text
 
 _ONE_MS = dt.timedelta(milliseconds=1)
 STOP_WAIT_SEC = 1.0  # how long closing a run waits for its threads
@@ -94,9 +94,6 @@ def plan(whole: Range, count: int) -> list[Bounds]:
     ]
     return windows[::-1]
 
-
-Task = Callable[[threading.Event], Pager]
-"""One window's pager, told by an event when to stop."""
 
 Keys = Callable[[bytes], tuple[Sequence[str], Sequence[dt.datetime]]]
 """A page's record ids and instants, in the page's order (an unreadable page raises)."""
@@ -173,48 +170,6 @@ def most_work_left(
         if left >= min_records and (best is None or left > best[0]):
             best = (left, c.window, c.floor + _ONE_MS * (unread // 2 // _ONE_MS))
     return None if best is None else (best[1], best[2])
-
-
-class State(enum.Enum):
-    WAITING = "waiting"  # planned, no thread yet
-    RUNNING = "running"
-    DONE = "done"  # its spool has (or will have, at once) everything it will hold
-
-
-class Window:
-    """One window of a run: its pager's bounds, the part of the range it owns, where it
-    stands and its spool. ``floor`` moves up when an idle thread takes its older part."""
-
-    def __init__(self, task: Task, spool: Spool, bounds: Bounds | None) -> None:
-        self.task = task
-        self.spool = spool
-        self.state = State.WAITING
-        self.next: Window | None = None
-        self.bounds = bounds
-        self.floor: dt.datetime | None = None  # records older are not this window's
-        self.floor_text: str | None = None  # ``floor`` as the query spells it
-        self.base: dt.datetime | None = None  # the floor the window was planned with
-        self.top: dt.datetime | None = None  # records newer are not this window's
-        self.top_inclusive = True
-        if bounds is not None:
-            if bounds.lower is not None:
-                self.floor = self.base = parse_instant(bounds.lower)
-                self.floor_text = bounds.lower
-            if bounds.below is not None:
-                self.top, self.top_inclusive = bounds.below, False
-            elif bounds.upper is not None:
-                self.top = parse_instant(bounds.upper)
-        self.last: dt.datetime | None = None  # the oldest instant read so far
-        self.first: dt.datetime | None = None  # the instant of the first record kept
-        self.kept = 0
-        self.at_last: set[str] = set()  # ids kept at ``last``
-        self.previous: set[str] = set()  # ids kept on the page before
-
-    def reach(self) -> dt.datetime | None:
-        """The newest instant of the part not read yet (``None``: no page yet)."""
-        if self.last is None or self.top is None:
-            return self.last
-        return min(self.last, self.top)
 
 
 class WindowRun:
@@ -431,66 +386,18 @@ class WindowRun:
         ids: Sequence[str],
         instants: Sequence[dt.datetime],
     ) -> tuple[Fetched, bool]:
-        """Which of a page's records ``window`` keeps, and whether it read past its floor.
-
-        Kept: what the pager kept, inside the window's bounds (its floor, as it stands now,
-        inclusive; its top), and not an id kept already at the same instant or on this or
-        the page before. The records must come newest first: one newer than the one before
-        fails the export (paging and windows both rest on it). Records outside the bounds
-        the window was asked for, and repeated ids, are dropped and counted.
-        """
+        """What ``window`` keeps of a page (:meth:`Window.check`, against its floor as it
+        stands now: a split moves it under the same lock), and whether it read past it."""
         checks = self._checks
         assert checks is not None
-        given = item.keep
-        keep: list[bool] = []
-        out_of_range = repeated = 0
-        passed = False
         with self._cond:
-            floor, base, top = window.floor, window.base, window.top
-            inclusive = window.top_inclusive
-            last, at_last, previous = window.last, window.at_last, window.previous
-            page: set[str] = set()
-            kept = 0
-            for i, (rid, t) in enumerate(zip(ids, instants, strict=True)):
-                if given is not None and not given[i]:
-                    keep.append(False)
-                    continue
-                if last is not None and t > last:
-                    call = checks.call
-                    raise UpstreamBadResponse(
-                        f"{call.upstream.value} sent records out of order for "
-                        f"{call.describe()}: {instant_text(t)} after {instant_text(last)}, "
-                        f"newest first was asked"
-                    )
-                if t != last:
-                    last, at_last = t, set()
-                if floor is not None and t < floor:
-                    passed = True
-                    keep.append(False)
-                    out_of_range += base is None or t < base
-                    continue
-                if top is not None and (t > top or (t == top and not inclusive)):
-                    keep.append(False)
-                    out_of_range += 1
-                    continue
-                if rid in at_last or rid in page or rid in previous:
-                    keep.append(False)
-                    repeated += 1
-                    continue
-                at_last.add(rid)
-                page.add(rid)
-                keep.append(True)
-                kept += 1
-                if window.first is None:
-                    window.first = t
-            window.last, window.at_last, window.previous = last, at_last, page
-            window.kept += kept
-            self._kept += kept
+            verdict = window.check(checks.call, ids, instants, item.keep)
+            self._kept += verdict.kept
             self._cond.notify_all()  # a running window may be worth splitting now
-        if out_of_range:
-            self._out_of_range.inc(out_of_range)
-        if repeated:
-            self._repeated.inc(repeated)
-        if given is None and all(keep):
-            return item, passed
-        return Fetched(item.body, tuple(keep)), passed
+        if verdict.out_of_range:
+            self._out_of_range.inc(verdict.out_of_range)
+        if verdict.repeated:
+            self._repeated.inc(verdict.repeated)
+        if verdict.keep is item.keep:
+            return item, verdict.passed
+        return Fetched(item.body, verdict.keep), verdict.passed
