@@ -161,6 +161,21 @@ UPSTREAM_FOREIGN_RECORDS = Counter(
     registry=REGISTRY,
 )
 
+UPSTREAM_RECORDS_DROPPED = Counter(
+    "reportsvc_upstream_records_dropped",
+    "Upstream records an export did not write, by reason: out_of_range (outside the time "
+    "window asked for) or repeated_id (an id the window already had at that instant or on "
+    "that or the page before).",
+    ["upstream", "reason"],
+    registry=REGISTRY,
+)
+UPSTREAM_WINDOW_SPLITS = Counter(
+    "reportsvc_upstream_window_splits",
+    "Times an idle window thread took over the older part of a running time window.",
+    ["upstream"],
+    registry=REGISTRY,
+)
+
 # --- the HTTP API ---
 
 HTTP_REQUESTS = Counter(
@@ -236,8 +251,10 @@ __all__ = [
     "SCHEDULE_OCCURRENCES",
     "UPSTREAM_DURATION",
     "UPSTREAM_FOREIGN_RECORDS",
+    "UPSTREAM_RECORDS_DROPPED",
     "UPSTREAM_REQUESTS",
     "UPSTREAM_RETRIES",
+    "UPSTREAM_WINDOW_SPLITS",
     "bounded",
     "error_code_label",
     "exposition",

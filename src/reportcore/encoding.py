@@ -6,6 +6,7 @@ the core brings CSV, an adapter adds xlsx (a workbook needs a library the core d
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
@@ -37,15 +38,22 @@ def guarded(cell: str) -> str:
     return cell
 
 
+@functools.cache
+def _after_delimiter(d: str) -> re.Pattern[str]:
+    """A delimiter followed by a character that starts a formula."""
+    return re.compile(re.escape(d) + "[" + re.escape("".join(sorted(FORMULA_STARTS))) + "]")
+
+
 def _may_start_formula(joined: str, d: str) -> bool:
     """Whether a cell of the column may start a formula: the first cell's first character, or
     one right after a delimiter of the joined column (a cell holding the delimiter itself can
-    only make this say yes when no cell does, never the reverse)."""
+    only make this say yes when no cell does, never the reverse). One regex scan of the column,
+    not a substring search for each character: a column of UUIDs is full of ``-``."""
     if not joined:
         return False
     if joined[0] in FORMULA_STARTS:
         return True
-    return any(d + start in joined for start in FORMULA_STARTS)
+    return _after_delimiter(d).search(joined) is not None
 
 
 def csv_lines(

@@ -7,7 +7,10 @@ model, as the contract's "Upstream sources" describes them. One module a concern
 - :mod:`.wire`: the pages on the wire, and the values the parts hand each other;
 - :mod:`.retry`: asking until an answer comes, and the contract's failure codes;
 - :mod:`.pagers`: paging one endpoint over one time window;
-- :mod:`.windows`: cutting a bounded range into windows fetched at once, read in order;
+- :mod:`.spools`: a window's answers on their way to the exporter, in memory or a file;
+- :mod:`.window`: one window's bounds, where it stands, which records of a page it keeps;
+- :mod:`.windows`: cutting a bounded range into windows fetched at once, split while they
+  run, read in order;
 - :mod:`.source`: :class:`HttpRecordSource`, the ``RecordSource`` port over all of that.
 
 :mod:`.config` loads no HTTP library, and the parts that do are loaded when first named

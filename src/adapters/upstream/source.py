@@ -37,10 +37,23 @@ from .config import (
 )
 from .pagers import Bounds
 from .retry import Retrying
-from .windows import Range, Task, WindowRun, plan
-from .wire import DECODERS, Call, Decoders, Fetched, camel, decode, kept, query
+from .windows import Checks, Range, SplitPolicy, Task, WindowRun, plan
+from .wire import (
+    DECODERS,
+    FEED_KEYS,
+    READING_KEYS,
+    Call,
+    Decoders,
+    Fetched,
+    RecordKey,
+    camel,
+    decode,
+    instants_of,
+    kept,
+    query,
+)
 
-WINDOWS_PER_THREAD = 4  # more windows than threads: a thread done early takes the next one
+WINDOWS_PER_THREAD = 1  # a window a thread: a thread done early splits a running one
 
 
 class HttpRecordSource:
@@ -52,7 +65,9 @@ class HttpRecordSource:
     (:mod:`adapters.upstream.windows`); any other export is fetched in one thread
     while the exporter writes. ``transport`` replaces the network (tests: ``httpx.MockTransport``);
     ``sleep`` and ``rng`` are the backoff's clock and dice; ``on_client`` sees each new
-    ``httpx.Client`` (tracing instruments it).
+    ``httpx.Client`` (tracing instruments it); ``split`` is how an idle window thread picks
+    the window it takes the older part of (default
+    :func:`~adapters.upstream.windows.most_work_left`; tests drive their own schedules).
     """
 
     def __init__(
@@ -63,8 +78,10 @@ class HttpRecordSource:
         sleep: Callable[[float], None] = time.sleep,
         rng: random.Random | None = None,
         on_client: Callable[[httpx.Client], None] | None = None,
+        split: SplitPolicy | None = None,
     ) -> None:
         self.config = config
+        self._split = split
         self.clients = Clients(config, transport, on_client)
         self._retrying = Retrying(config, self.clients, sleep=sleep, rng=rng)
         self._runs: set[WindowRun] = set()
@@ -90,9 +107,9 @@ class HttpRecordSource:
 
     def pages(self, request: SourceRequest) -> Iterator[SourcePage]:
         """The job's records, page by page, in upstream order."""
-        call, tasks = self._plan(request)
+        call, tasks, checks = self._plan(request)
         decoders = DECODERS[_own(request.job_type)]
-        run = WindowRun(tasks, self.config.concurrency)
+        run = WindowRun(tasks, self.config.concurrency, checks=checks)
         with self._lock:
             self._runs = {r for r in self._runs if r.alive()} | {run}
         max_items = self.config.max_page_items
@@ -104,7 +121,7 @@ class HttpRecordSource:
 
     # --- what to fetch ---
 
-    def _plan(self, request: SourceRequest) -> tuple[Call, list[Task]]:
+    def _plan(self, request: SourceRequest) -> tuple[Call, list[Task], Checks | None]:
         job_type = _own(request.job_type)
         path = _PATHS[job_type]
         call = self._call(request, path)
@@ -151,7 +168,7 @@ class HttpRecordSource:
             if scope.end_date is not None:
                 params[names[1]] = scope.end_date.isoformat()
             q = query(params)
-            return call, [task(lambda g: pagers.single(g, q))]
+            return call, [task(lambda g: pagers.single(g, q))], None
 
         start, end = scope.start_date, scope.end_date
         if job_type == JobType.FEED_INTAKE_EXPORT:
@@ -174,12 +191,26 @@ class HttpRecordSource:
                 upper=upper or "",
             )
             windows = plan(whole, self.config.concurrency * WINDOWS_PER_THREAD)
+        opener: Callable[[Bounds], Task]
         if job_type == JobType.FEED_INTAKE_EXPORT:
-            return call, [task(functools.partial(_feed, call=call, q=q, bounds=b)) for b in windows]
-        return call, [
-            task(functools.partial(_telemetry, call=call, q=q, bounds=b, limit=limit))
-            for b in windows
-        ]
+            page_size = params["limit"]
+            keys = functools.partial(_feed_keys, call)
+            opener = lambda b: task(functools.partial(_feed, call=call, q=q, bounds=b))  # noqa: E731
+        else:
+            page_size = limit
+            keys = functools.partial(_reading_keys, call)
+            opener = lambda b: task(  # noqa: E731
+                functools.partial(_telemetry, call=call, q=q, bounds=b, limit=limit)
+            )
+        checks = Checks(
+            windows=windows,
+            opener=opener,
+            keys=keys,
+            call=call,
+            page_size=page_size,
+            split=self._split,
+        )
+        return call, [opener(b) for b in windows], checks
 
     def _call(self, request: SourceRequest, path: str) -> Call:
         job_type = _own(request.job_type)
@@ -211,6 +242,33 @@ def _feed(get: pagers.Get, *, call: Call, q: str, bounds: Bounds) -> pagers.Page
 
 def _telemetry(get: pagers.Get, *, call: Call, q: str, bounds: Bounds, limit: int) -> pagers.Pager:
     return pagers.telemetry(get, call, q, bounds, limit)
+
+
+def _feed_keys(call: Call, body: bytes) -> tuple[list[str], list[dt.datetime]]:
+    page = decode(call, FEED_KEYS, body)
+    return [k.id for k in page.items], _instants(call, page.items)
+
+
+def _reading_keys(call: Call, body: bytes) -> tuple[list[str], list[dt.datetime]]:
+    keys = decode(call, READING_KEYS, body)
+    return [k.id for k in keys], _instants(call, keys)
+
+
+_FROM_ISO = dt.datetime.fromisoformat
+
+
+def _instants(call: Call, keys: list[RecordKey]) -> list[dt.datetime]:
+    """Each record's ``occurredAt`` for the windows' checks: read as it is when every one
+    carries its offset (the upstreams' way; a function call less a record than
+    :func:`~adapters.upstream.wire.instants_of`), else by ``instants_of`` (a naive instant as
+    UTC, an unreadable one a bad page naming it)."""
+    try:
+        instants = [_FROM_ISO(k.occurred_at) for k in keys]
+    except ValueError:
+        return instants_of(call, keys)
+    if any(t.tzinfo is None for t in instants):
+        return instants_of(call, keys)
+    return instants
 
 
 def _scope_params(request: SourceRequest) -> dict[str, Any]:
