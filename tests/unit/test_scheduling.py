@@ -68,11 +68,11 @@ class FlakyJobs(InMemoryJobRepository):
 
     fail_adds = 0
 
-    def add(self, job: Job) -> tuple[Job, bool]:
+    def add(self, job: Job, max_unfinished: int | None = None) -> tuple[Job, bool]:
         if self.fail_adds:
             self.fail_adds -= 1
             raise ServiceUnavailable("job store is not available")
-        return super().add(job)
+        return super().add(job, max_unfinished)
 
 
 class FlakySchedules(InMemoryScheduleRepository):

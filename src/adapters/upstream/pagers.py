@@ -114,12 +114,9 @@ def telemetry(get: Get, call: Call, query: str, bounds: Bounds, limit: int) -> P
         keys: Sequence[RecordKey] = decode(call, READING_KEYS, body)
         instants = instants_of(call, keys)
         keep = tuple(
-            (floor is None or t >= floor)
-            and (
-                boundary is None
-                or t < boundary
-                or (t == boundary and not exclusive and k.id not in emitted_at_boundary)
-            )
+            boundary is None
+            or t < boundary
+            or (t == boundary and not exclusive and k.id not in emitted_at_boundary)
             for k, t in zip(keys, instants, strict=True)
         )
         yield Fetched(body, None if all(keep) else keep)
@@ -127,8 +124,9 @@ def telemetry(get: Get, call: Call, query: str, bounds: Bounds, limit: int) -> P
             return
         oldest, newest = min(instants), max(instants)
         if floor is not None and oldest < floor:
-            # a service that ignores ``from`` would page back in time forever: what is older
-            # than ``from`` is dropped above, and nothing older is asked for
+            # a service that ignores ``from`` would page back in time forever: nothing older
+            # is asked for (what is older than ``from`` the window drops and counts:
+            # windows.py, reportsvc_upstream_records_dropped_total)
             return
         if oldest == newest:
             raise UpstreamBadResponse(
