@@ -31,7 +31,7 @@ from reportcore.requests import (
 )
 from reportsvc import __version__
 
-from .containers import demo_clock, upstream_config
+from .containers import demo_clock, policy_from, upstream_config
 from .export_flags import add_option_flags, add_request_flags, request_body
 from .runtime.serving import PortUnavailable, check_ports, connection_limits, relog, serve
 from .runtime.tracing import setup_tracing
@@ -305,7 +305,8 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             config = upstream_config(settings, every_upstream=url)
             tenant = tenant or DEMO_TENANT
         else:
-            config = upstream_config(_settings(env, (UPSTREAM_URLS[Upstream(spec.upstream)],)))
+            settings = _settings(env, (UPSTREAM_URLS[Upstream(spec.upstream)],))
+            config = upstream_config(settings)
         assert tenant is not None
 
         from adapters.filesystem import FilesystemWriter
@@ -335,6 +336,8 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
                 on_progress=_no_bar if bar is None else bar.update,
                 options=options_of_create(valid),
                 formats=row_formats(),
+                # pages, rows and bytes as a worker's (the seconds are the caller's: Ctrl+C)
+                limits=policy_from(settings).limits,
             )
         except ExportFailure as exc:
             raise Failure(f"export failed: {exc.code}: {exc.message}") from exc

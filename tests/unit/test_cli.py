@@ -424,11 +424,11 @@ def test_export_needs_the_upstream_url_of_its_job_type(capsys: pytest.CaptureFix
     )
 
 
-def _reportsvc(*args: str) -> subprocess.CompletedProcess[str]:
+def _reportsvc(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "entrypoints.cli", *args],
         # the demo's data window follows its "now": the tests' clock, never the day they run
-        env={"PATH": "/usr/bin:/bin", "DEMO_NOW": pinned_now().isoformat()},
+        env={"PATH": "/usr/bin:/bin", "DEMO_NOW": pinned_now().isoformat(), **env},
         capture_output=True,
         text=True,
         timeout=120,
@@ -460,6 +460,26 @@ def test_export_demo_writes_the_file_and_prints_rows_bytes_and_sha256(tmp_path: 
     assert rows and occurred == sorted(occurred, reverse=True)
     assert now - dt.timedelta(days=7) <= occurred[-1] and occurred[0] <= now
     assert [p.name for p in tmp_path.iterdir()] == ["intake.csv"], "a temporary file was left"
+
+
+@pytest.mark.clock
+def test_export_is_bounded_as_a_workers_export_is(tmp_path: Path) -> None:
+    # issue 26, item 1: the one-shot export has the rows limit of a job (the demo's week of
+    # feed intake is 168 records)
+    output = tmp_path / "intake.csv"
+    done = _reportsvc(
+        "export",
+        "--demo",
+        "--job-type",
+        "FEED_INTAKE_EXPORT",
+        "--output",
+        str(output),
+        REPORT_MAX_EXPORT_ROWS="50",
+    )
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("reportsvc: export failed: EXPORT_LIMIT_EXCEEDED: ")
+    assert "(REPORT_MAX_EXPORT_ROWS)" in done.stderr
+    assert list(tmp_path.iterdir()) == [], "a partial file was left"
 
 
 def test_export_that_cannot_write_its_file_fails_in_one_line_with_exit_code_1(

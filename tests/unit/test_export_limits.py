@@ -188,15 +188,19 @@ def test_the_run_reports_each_page_written_for_the_liveness_probe() -> None:
 
 
 def test_an_export_of_exactly_its_byte_limit_is_kept_and_one_byte_less_fails() -> None:
-    unlimited = world_with(ExportLimits())
+    # over 1 MiB: the file is written in several chunks, and every one of them counts
+    big = StaticRecordSource(
+        {"FEED_INTAKE_EXPORT": [feed_record(i % 9) for i in range(20_000)]}, page_size=100
+    )
+    unlimited = world_with(ExportLimits(), big)
     job = unlimited.create().job
     unlimited.run()
     size = unlimited.get(job.id).size_bytes
-    assert size is not None
-    exact = world_with(ExportLimits(max_bytes=size))
+    assert size is not None and size > 1024 * 1024
+    exact = world_with(ExportLimits(max_bytes=size), big)
     exact.create()
     assert exact.run().status == "succeeded"
-    failed_on(world_with(ExportLimits(max_bytes=size - 1)), "REPORT_MAX_EXPORT_BYTES")
+    failed_on(world_with(ExportLimits(max_bytes=size - 1), big), "REPORT_MAX_EXPORT_BYTES")
 
 
 def test_a_limit_names_what_was_counted_when_it_is_not_its_own() -> None:
@@ -207,8 +211,8 @@ def test_a_limit_names_what_was_counted_when_it_is_not_its_own() -> None:
     own = limit_exceeded(ExportLimits(max_bytes=5), "max_bytes")
     assert "limit of 5 bytes written (REPORT_MAX_EXPORT_BYTES)" in own.message
     assert (
-        "limit of 1.5 seconds (REPORT_MAX_EXPORT_SEC)"
-        in limit_exceeded(ExportLimits(max_sec=1.5), "max_sec").message
+        "limit of 21600 seconds (REPORT_MAX_EXPORT_SEC)"
+        in limit_exceeded(ExportLimits(), "max_sec").message
     )
     assert (
         "limit of 1,000,000 upstream pages" in limit_exceeded(ExportLimits(), "max_pages").message

@@ -182,8 +182,10 @@ class Retrying:
                 host.release()
                 raise
             request = target.request(url, attempt, deadline, abort)
+            answered = False  # the response hook counted the answer once its head came
             try:
                 answer = client.send(request, stream=True)
+                answered = True
                 try:
                     status = answer.status_code
                     ok = 200 <= status < 300  # an error's body is not read: it is closed
@@ -195,7 +197,8 @@ class Retrying:
                 finally:
                     answer.close()
             except (httpx.TimeoutException, httpx.TransportError) as exc:
-                self._clients.failed(request)
+                if not answered:
+                    self._clients.failed(request)
                 if stop.is_set():
                     raise Stopped from None
                 checkpoint()  # abandoned for the export's sake: its own reason, not a retry

@@ -86,7 +86,8 @@ class Watchdog:
                     target=self._loop, name="upstream-watchdog", daemon=True
                 )
                 self._thread.start()
-            self._cond.notify()
+            elif len(self._watched) == 1:  # it waits for a first request: not at every one
+                self._cond.notify()
         return entry
 
     def forget(self, entry: _Watched | None) -> None:
