@@ -5,6 +5,7 @@ the job a worker slot is running."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Iterator
 from typing import Any
 
@@ -16,7 +17,6 @@ from reportcore.jobs import Job, JobStatus, JobType, ReportFormat
 from reportcore.policy import Policy
 from reportcore.ports import Disposition
 from reportcore.requests import CreateRequest, ListQuery, validate_create
-from reportcore.running import IN_TURN
 from reportcore.testing import (
     FakeClock,
     InMemoryFileStore,
@@ -53,7 +53,10 @@ def test_a_create_beyond_the_tenants_cap_is_a_429_with_retry_after(world: ApiWor
     answer = post(world)
     error = assert_envelope(answer, 429, "TOO_MANY_JOBS")
     assert answer.headers["retry-after"] == "30"
-    assert "3 queued or running jobs" in error["message"]
+    assert error["message"] == (
+        "the tenant has 3 queued or running jobs, the most it may have "
+        "(REPORT_MAX_UNFINISHED_JOBS); create more once some have finished"
+    )
     assert len(world.jobs.find(TENANT, ListQuery(limit=100))) == 3, "nothing was stored"
 
 
@@ -147,7 +150,11 @@ def test_another_tenants_job_waits_for_one_job_not_for_the_backlog_ahead_of_it()
     outcome = worker.run_next()  # the message is the backlog's second job's
     assert outcome.job_id == lone and outcome.status == "succeeded"
     assert outcome.disposition is Disposition.REQUEUE, "the backlog's message goes back"
-    assert IN_TURN in outcome.detail
+    assert re.fullmatch(
+        r"1 rows, \d+ bytes; run in its tenant's turn; the message's own job waits for its "
+        r"tenant's",
+        outcome.detail,
+    ), outcome.detail
     worker.drain()
     assert worker.finished[:2] == [backlog[0], lone]
     assert sorted(worker.finished[2:]) == sorted(backlog[1:]), "each once, none lost"
@@ -164,6 +171,33 @@ def test_tenants_with_backlogs_take_turns_job_by_job() -> None:
     tenant_of = {**dict.fromkeys(a, "a"), **dict.fromkeys(b, "b"), **dict.fromkeys(c, "c")}
     assert [tenant_of[j] for j in worker.finished] == [*"abcabcabab"]
     assert sorted(worker.finished) == sorted([*a, *b, *c])
+
+
+def test_a_worker_stopping_during_another_tenants_turn_hands_both_jobs_back() -> None:
+    worker = Worker()
+    [first, mine] = worker.add("a", 2)
+    [theirs] = worker.add("b")
+    worker.run_next()  # a's first
+    body = worker.queue.take()
+    assert body is not None
+    outcome = run_message(
+        body,
+        owner="w1",
+        jobs=worker.jobs,
+        source=StaticRecordSource({"FEED_INTAKE_EXPORT": [feed_record(0)]}),
+        store=InMemoryFileStore(),
+        clock=worker.clock,
+        policy=Policy(),
+        queue=worker.queue,
+        stopping=lambda: True,
+    )
+    assert (outcome.job_id, outcome.status) == (theirs, "handed back")
+    assert outcome.disposition is Disposition.REQUEUE
+    assert outcome.detail == (
+        "run in its tenant's turn; the message's own job waits for its tenant's"
+    )
+    assert {worker.jobs.get(j).status for j in (mine, theirs)} == {JobStatus.QUEUED}  # type: ignore[union-attr]
+    assert worker.finished == [first]
 
 
 def test_a_message_whose_job_ran_in_another_ones_turn_changes_nothing() -> None:
