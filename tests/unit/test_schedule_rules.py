@@ -356,3 +356,24 @@ def test_a_schedule_deleted_during_a_patch_is_a_404() -> None:
     with pytest.raises(NotFound) as caught:
         world.patch(made.id, name="late")
     assert caught.value.message == "schedule not found"
+
+
+def test_after_a_long_downtime_the_latest_occurrence_is_found_however_far_back() -> None:
+    # leap days only: none in the 400 days before now, so the search goes back to the start
+    due = dt.datetime(2020, 2, 29, tzinfo=UTC)
+    now = dt.datetime(2023, 6, 1, tzinfo=UTC)
+    assert latest_due("0 0 29 2 *", "UTC", due, now, RULES) == due
+
+
+def test_a_library_users_job_type_is_scheduled_through_its_registry() -> None:
+    from reportcore.jobtypes import JOB_TYPES
+    from tests.unit.test_outside_job_type import SILO_LEVELS
+
+    world = World()
+    world.deps = msgspec.structs.replace(world.deps, job_types=JOB_TYPES.extended(SILO_LEVELS))
+    world.app = ReportService(world.deps)
+    made = world.schedule(DAILY, job={"job_type": "SILO_LEVEL_EXPORT", "format": "csv"})
+    world.at(2026, 1, 5, 23, 0)
+    assert world.app.run_schedules().created == 1
+    [job] = world.jobs_of(made.id)
+    assert job.job_type == "SILO_LEVEL_EXPORT"
