@@ -22,7 +22,6 @@ from .ports import ScheduleRepository
 from .requests import (
     Cursor,
     ListRequest,
-    refuse_nul,
     validate_create,
     validate_list,
 )
@@ -97,20 +96,14 @@ def _checked(schedule: Schedule, deps: Deps, now: dt.datetime) -> Schedule:
     schedule that could never make a job is a 400 now rather than a skip later.
     """
     assert deps.cron is not None
-    refuse_nul(schedule.name, "name")
-    validate_name(schedule.name)
+    validate_name(schedule.name)  # a NUL is a control character too
     cron = validate_cron(schedule.cron, deps.cron)
-    timezone = validate_schedule_timezone(schedule.timezone)
-    rng = validate_range(schedule.range)
-    template = validate_template(schedule.job)
-    first = occurs_ever(cron, timezone, now, deps.cron)
+    validate_range(schedule.range)
+    validate_template(schedule.job)
+    first = occurs_ever(cron, validate_schedule_timezone(schedule.timezone), now, deps.cron)
+    # the checks answer what they were given, but for the cron: its fields spaced once
     checked = msgspec.structs.replace(
-        schedule,
-        cron=cron,
-        timezone=timezone,
-        range=rng,
-        job=template,
-        next_run_at=first if schedule.active else None,
+        schedule, cron=cron, next_run_at=first if schedule.active else None
     )
     try:
         valid = validate_create(create_request(checked, first), job_types=deps.job_types)

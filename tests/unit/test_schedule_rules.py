@@ -16,7 +16,7 @@ import msgspec
 import pytest
 
 from adapters.cron import CronsimRules
-from reportcore.errors import NotFound, ValidationError
+from reportcore.errors import NotFound, ServiceUnavailable, ValidationError
 from reportcore.jobs import Compression, CsvOptions, ReportFormat
 from reportcore.requests import CreateRequest, ListRequest
 from reportcore.schedules import (
@@ -24,9 +24,11 @@ from reportcore.schedules import (
     LastDays,
     RangeKind,
     Schedule,
+    ScheduleRules,
     create_request,
     idempotency_key_for,
     latest_due,
+    next_occurrence,
     occurs_ever,
     validate_cron,
     validate_name,
@@ -34,6 +36,9 @@ from reportcore.schedules import (
     validate_schedule_timezone,
     validate_template,
 )
+from reportcore.scheduling import get_schedule
+from reportcore.service import ReportService
+from reportcore.testing import InMemoryScheduleRepository
 from tests.unit.test_scheduling import ADMIN, DAILY, TENANT, World
 
 RULES = CronsimRules()
@@ -282,9 +287,93 @@ def test_a_page_of_three_ends_at_its_third_and_a_full_last_page_has_no_cursor() 
     )
     schedule(world)
     three = world.app.list_schedules(TENANT, ListRequest(limit=3))
-    assert three.after is not None and three.after.id == three.items[2].id
+    assert three.after is not None
+    assert (three.after.created_at, three.after.id) == (
+        three.items[2].created_at,
+        three.items[2].id,
+    )
 
 
 def test_msgspec_reads_a_range_word_or_last_days() -> None:
     assert msgspec.convert("previous_week", RangeKind | LastDays) is RangeKind.PREVIOUS_WEEK
     assert msgspec.convert({"last_days": 3}, RangeKind | LastDays) == LastDays(3)
+
+
+def test_the_next_occurrence_is_strictly_after_an_occurrence_itself() -> None:
+    at = dt.datetime(2026, 1, 1, 6, tzinfo=UTC)
+    assert next_occurrence("0 6 * * *", "UTC", at, RULES) == at + dt.timedelta(days=1)
+
+
+def test_a_process_without_schedules_answers_404_saying_so() -> None:
+    world = World()
+    for missing in ({"schedules": None}, {"cron": None}):
+        deps = msgspec.structs.replace(world.deps, **missing)
+        with pytest.raises(NotFound) as caught:
+            get_schedule("x", tenant_id=TENANT, deps=deps)
+        assert caught.value.message == "schedules are not available in this process"
+
+
+def test_a_pass_takes_at_most_its_batch_and_the_next_pass_the_rest() -> None:
+    world = World()
+    world.deps = msgspec.structs.replace(world.deps, schedule_rules=ScheduleRules(batch=1))
+    world.app = ReportService(world.deps)
+    schedule(world)
+    schedule(world)
+    world.at(2026, 1, 5, 23, 0)
+    assert world.app.run_schedules().created == 1
+    assert world.app.run_schedules().created == 1
+
+
+def test_a_stuck_claim_and_a_due_occurrence_are_both_handled_in_one_pass() -> None:
+    world = World()
+    stuck = schedule(world)
+    world.at(2026, 1, 5, 23, 0)
+    world.jobs.fail_adds = 1
+    with pytest.raises(ServiceUnavailable):
+        world.app.run_schedules()
+    other = schedule(world, cron="30 6 * * *")  # due at 23:30 UTC
+    world.at(2026, 1, 5, 23, 31)
+    done = world.app.run_schedules()
+    assert done.created == 2
+    assert {j.schedule_id for j in world.jobs_of()} == {stuck.id, other.id}
+
+
+class VanishingSchedules(InMemoryScheduleRepository):
+    """A schedule deleted between a PATCH's read and its write."""
+
+    def update(self, schedule: Schedule) -> Schedule | None:
+        self.delete(schedule.id, schedule.tenant_id)
+        return super().update(schedule)
+
+
+def test_a_schedule_deleted_during_a_patch_is_a_404() -> None:
+    world = World()
+    made = schedule(world)
+    vanishing = VanishingSchedules()
+    vanishing.add(made, 10)
+    world.deps = msgspec.structs.replace(world.deps, schedules=vanishing)
+    world.app = ReportService(world.deps)
+    with pytest.raises(NotFound) as caught:
+        world.patch(made.id, name="late")
+    assert caught.value.message == "schedule not found"
+
+
+def test_after_a_long_downtime_the_latest_occurrence_is_found_however_far_back() -> None:
+    # leap days only: none in the 400 days before now, so the search goes back to the start
+    due = dt.datetime(2020, 2, 29, tzinfo=UTC)
+    now = dt.datetime(2023, 6, 1, tzinfo=UTC)
+    assert latest_due("0 0 29 2 *", "UTC", due, now, RULES) == due
+
+
+def test_a_library_users_job_type_is_scheduled_through_its_registry() -> None:
+    from reportcore.jobtypes import JOB_TYPES
+    from tests.unit.test_outside_job_type import SILO_LEVELS
+
+    world = World()
+    world.deps = msgspec.structs.replace(world.deps, job_types=JOB_TYPES.extended(SILO_LEVELS))
+    world.app = ReportService(world.deps)
+    made = world.schedule(DAILY, job={"job_type": "SILO_LEVEL_EXPORT", "format": "csv"})
+    world.at(2026, 1, 5, 23, 0)
+    assert world.app.run_schedules().created == 1
+    [job] = world.jobs_of(made.id)
+    assert job.job_type == "SILO_LEVEL_EXPORT"
