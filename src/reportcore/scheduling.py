@@ -17,7 +17,13 @@ import uuid
 import msgspec
 
 from .deps import Deps
-from .errors import IdempotencyKeyReused, NotFound, TooManySchedules, ValidationError
+from .errors import (
+    IdempotencyKeyReused,
+    NotFound,
+    TooManyJobs,
+    TooManySchedules,
+    ValidationError,
+)
 from .ports import ScheduleRepository
 from .requests import (
     Cursor,
@@ -243,7 +249,9 @@ def _make_job(
             schedule_id=schedule.id,
             scheduled_for=occurrence,
         )
-    except (ValidationError, IdempotencyKeyReused) as exc:
+    except (ValidationError, IdempotencyKeyReused, TooManyJobs) as exc:
+        # a template that no longer validates, or a tenant at its cap of unfinished jobs: the
+        # occurrence is skipped with the reason shown (the next one tries again)
         repository.record_skip(schedule.id, occurrence, exc.message)
         done.skipped += 1
         return

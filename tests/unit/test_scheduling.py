@@ -17,7 +17,7 @@ from adapters.cron import CronsimRules
 from reportcore.access import Principal
 from reportcore.deps import Deps
 from reportcore.errors import NotFound, ServiceUnavailable, TooManySchedules, ValidationError
-from reportcore.jobs import Job
+from reportcore.jobs import Job, ReportFormat
 from reportcore.policy import Policy
 from reportcore.requests import CreateRequest, ListQuery, ListRequest
 from reportcore.running import RunContext
@@ -261,6 +261,23 @@ def test_a_template_that_no_longer_validates_is_skipped_with_the_reason_shown() 
     assert world.app.run_schedules().created == 1
     fixed = world.app.get_schedule(schedule.id, TENANT)
     assert (fixed.skipped_in_a_row, fixed.last_error) == (0, None)
+
+
+def test_an_occurrence_of_a_tenant_at_its_cap_of_unfinished_jobs_is_skipped_with_why() -> None:
+    world = World()
+    schedule = world.schedule()
+    world.policy(max_unfinished_jobs=1)
+    world.app.create(
+        CreateRequest(job_type="FEED_INTAKE_EXPORT", format=ReportFormat.CSV, farm_id=FARM), ADMIN
+    )
+    world.at(2026, 1, 5, 23, 0)
+    assert world.app.run_schedules().skipped == 1
+    shown = world.app.get_schedule(schedule.id, TENANT)
+    assert shown.last_error is not None and "REPORT_MAX_UNFINISHED_JOBS" in shown.last_error
+    assert [j.schedule_id for j in world.jobs_of()] == [None]
+    world.run_all()  # the tenant's job finishes: the next occurrence has room
+    world.at(2026, 1, 6, 23, 0)
+    assert world.app.run_schedules().created == 1
 
 
 def test_the_job_a_schedule_creates_has_the_bytes_of_the_same_request_by_hand() -> None:
