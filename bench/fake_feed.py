@@ -15,6 +15,8 @@ range), ``spikes`` (half in the oldest 0.5 %, half in the newest 0.5 %), ``power
 tail: dense near the end, thin back to the start), ``recent`` (the newest 8 %, five records
 sharing each instant); seeded, so every run places them alike. ``GET /__requests`` answers how
 many feed requests it has answered so far (a bench counts an export's requests with it).
+Records carry the ``tenantId`` asked for (``t-bench`` when none is), as the real feed's do: the
+service fails an export that is sent another tenant's records.
 
     python bench/fake_feed.py --records 1000000 --port 0   # prints its base URL
     python bench/fake_feed.py --records 120000 --distribution spikes --first 2021-01-01 \
@@ -36,6 +38,8 @@ from urllib.parse import unquote
 import msgspec
 
 DEFAULT_LIMIT, MAX_LIMIT = 25, 100
+TENANT = b"t-bench"  # the tenant the records are encoded with
+_TENANT_FIELD = b'"tenantId":"' + TENANT + b'"'
 STEP_SEC = 7
 NEWEST = dt.datetime(2026, 1, 31, 23, 59, tzinfo=dt.UTC)
 _EPOCH = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
@@ -77,7 +81,7 @@ def _template(v: int) -> bytes:
     """Record ``v``'s JSON with ``%s`` where the id, the instants and the sequence go."""
     fields = {
         "id": "@ID@",
-        "tenantId": "t-bench",
+        "tenantId": TENANT.decode(),
         "farmId": "9b2f3c4d-0000-4000-8000-000000000001",
         "barnId": "9b2f3c4d-0000-4000-8000-000000000002",
         "batchId": "9b2f3c4d-0000-4000-8000-000000000003",
@@ -163,7 +167,12 @@ class Feed:
         tail = b'],"nextCursor":' + more + b"}"
         if upto <= at:
             return [b'{"items":[' + tail]
-        items = self.records[self.offsets[at] : self.offsets[upto] - 1]  # less the last comma
+        # the page less its last comma
+        items: bytes | memoryview = self.records[self.offsets[at] : self.offsets[upto] - 1]
+        tenant = q.get(b"tenantId", TENANT)  # the records of the tenant asked for
+        if tenant != TENANT:
+            field = b'"tenantId":' + msgspec.json.encode(unquote(tenant.decode()))
+            items = bytes(items).replace(_TENANT_FIELD, field)
         return [b'{"items":[', items, tail]
 
     def _seconds(self, raw: bytes) -> float:
