@@ -268,7 +268,8 @@ def test_a_traceparent_sent_on_create_reaches_every_upstream_request_of_the_job(
     _wait_succeeded(traced, job_id)
 
     requests = traced.received.requests_of(job_id)
-    assert len(requests) > 4, "the demo export should take several pages and windows"
+    # several pages over more than one window (windows start one a thread and split: 4 or more)
+    assert len(requests) >= 4, "the demo export should take several pages and windows"
     parents = set()
     for headers in requests:
         found = TRACEPARENT.fullmatch(headers.get("traceparent", ""))
