@@ -49,6 +49,7 @@ from tests.integration.procs import (
 )
 
 JOBS = "/api/v1/reports/jobs"
+SCHEDULES = "/api/v1/reports/schedules"
 OTHER_TENANT = "tenant-elsewhere"
 SEED_DEADLINE_SEC = 60.0
 # per operation and generation mode: 9 operations x (positive + negative) take ~15 s
@@ -67,9 +68,15 @@ ROUTES = [
     "POST /api/v1/reports/jobs/{jobId}/cancel",
     "GET /api/v1/reports/jobs/{jobId}/file",
     "HEAD /api/v1/reports/jobs/{jobId}/file",
+    "GET /api/v1/reports/schedules",
+    "POST /api/v1/reports/schedules",
+    "GET /api/v1/reports/schedules/{scheduleId}",
+    "PATCH /api/v1/reports/schedules/{scheduleId}",
+    "DELETE /api/v1/reports/schedules/{scheduleId}",
 ]
 # statuses the fuzzing must have met on each route, so that it provably went past the refusals
 _JOB = "/api/v1/reports/jobs/{jobId}"
+_SCHEDULE = "/api/v1/reports/schedules/{scheduleId}"
 REACHED: dict[str, set[int]] = {
     "POST /api/v1/reports/jobs": {201, 400, 401, 403},
     "GET /api/v1/reports/jobs": {200, 400, 401, 403},
@@ -78,6 +85,12 @@ REACHED: dict[str, set[int]] = {
     f"POST {_JOB}/cancel": {401, 404, 409},
     f"GET {_JOB}/file": {200, 401, 403},
     f"HEAD {_JOB}/file": {200, 401, 403},
+    # a generated cron and zone that both hold are rare: the seeds made the 201s
+    "POST /api/v1/reports/schedules": {400, 401, 403},
+    "GET /api/v1/reports/schedules": {200, 400, 401, 403},
+    f"GET {_SCHEDULE}": {200, 401, 404},
+    f"PATCH {_SCHEDULE}": {200, 400, 401, 404},
+    f"DELETE {_SCHEDULE}": {204, 401, 404},
 }
 VALID_CALLERS = frozenset({"tenant_admin", "farm_manager", "viewer", "platform_admin"})
 CHECKS = [
@@ -113,6 +126,9 @@ class FuzzWorld:
     base_url: str
     tenant: str
     job_ids: list[str] = field(default_factory=list)
+    # schedules get, PATCH and list reach; DELETE draws only from ``doomed`` (its own seeds)
+    schedule_ids: list[str] = field(default_factory=list)
+    doomed_schedule_ids: list[str] = field(default_factory=list)
     download_tokens: dict[str, str] = field(default_factory=dict)
     authorizations: dict[str, str | None] = field(default_factory=dict)
     statuses: dict[str, set[int]] = field(default_factory=dict)
@@ -134,7 +150,8 @@ def _bearer(tenant: str) -> dict[str, str]:
 
 def _seed(world: FuzzWorld, worker: Proc) -> None:
     """Jobs of each state the API tells apart: succeeded with a file (csv and NDJSON), one of
-    another tenant, and, once the worker is stopped, one left queued and one cancelled."""
+    another tenant, and, once the worker is stopped, one left queued and one cancelled; and
+    schedules, two to read and PATCH and four that DELETE may remove."""
     from adapters.demo_upstream import DEMO_FARM_ID, DEMO_START
 
     ours, theirs = _bearer(world.tenant), _bearer(OTHER_TENANT)
@@ -164,6 +181,16 @@ def _seed(world: FuzzWorld, worker: Proc) -> None:
         # and a download or cancel answers 409 only for the queued and the cancelled job
         first, *rest = finished
         world.job_ids = [queued, first, cancelled, *rest]
+
+        def schedule() -> str:
+            body = {"cron": "0 6 * * MON", "timezone": "Asia/Bangkok", "range": "previous_week"}
+            job = {"job_type": "FEED_INTAKE_EXPORT", "format": "csv", "farm_id": DEMO_FARM_ID}
+            answer = http.post(SCHEDULES, json={**body, "job": job}, headers=ours)
+            assert answer.status_code == 201, answer.text
+            return str(answer.json()["id"])
+
+        world.schedule_ids = [schedule() for _ in range(2)]
+        world.doomed_schedule_ids = [schedule() for _ in range(4)]
 
 
 @pytest.fixture
@@ -235,6 +262,11 @@ def _fuzz_operation(
             job = data.draw(st.one_of(st.none(), st.sampled_from(world.job_ids)), label="job")
             if job is not None:
                 case.path_parameters["jobId"] = job
+        if case.path_parameters and "scheduleId" in case.path_parameters:
+            ids = world.doomed_schedule_ids if case.method == "DELETE" else world.schedule_ids
+            schedule = data.draw(st.one_of(st.none(), st.sampled_from(ids)), label="schedule")
+            if schedule is not None:
+                case.path_parameters["scheduleId"] = schedule
         if operation.path.endswith("/file"):
             tokens = sorted(world.download_tokens.values())
             own = world.download_tokens.get(job or "")
@@ -269,6 +301,7 @@ def test_every_route_answers_as_documented_whatever_it_is_sent(fuzz_world: FuzzW
     # the bodies can be broken: create and cancel were fuzzed with invalid requests too
     assert "POST /api/v1/reports/jobs" not in unnegatable
     assert "POST /api/v1/reports/jobs/{jobId}/cancel" not in unnegatable
+    assert "POST /api/v1/reports/schedules" not in unnegatable
     # the fuzzing reached real jobs and genuine tokens, not only the refusals
     for route, wanted in REACHED.items():
         seen = fuzz_world.statuses[route]
