@@ -28,7 +28,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from adapters import sql_jobs
+from adapters import sql_files, sql_jobs
 from reportcore.errors import ServiceUnavailable
 from reportcore.requests import ListQuery
 
@@ -147,7 +147,7 @@ RELEASE_MIGRATION_LOCK = "SELECT pg_advisory_unlock(%s)"
 
 def migrations() -> list[tuple[str, str]]:
     """Every migration shipped in ``adapters/sql/postgres``, as (name, SQL), in order."""
-    return sql_jobs.migrations(PostgresDialect.engine)
+    return sql_files.migrations(PostgresDialect.engine)
 
 
 def migrate(database_url: str) -> list[str]:

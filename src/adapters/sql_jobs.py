@@ -19,11 +19,11 @@ import typing
 import uuid
 from collections.abc import Callable, Mapping, Sequence
 from contextlib import AbstractContextManager
-from importlib import resources
 from typing import Any
 
 import msgspec
 
+from adapters.sql_files import named_blocks, sql_file
 from reportcore import lifecycle
 from reportcore.errors import ServiceUnavailable, TooManyJobs
 from reportcore.jobs import (
@@ -47,37 +47,8 @@ Run = Callable[[str, Mapping[str, Any]], Rows]
 
 PROGRESS_CAP_WHILE_RUNNING = 99
 
-_NAMED = re.compile(r"^-- name: ([a-z_]+)\s*$")
-_MIGRATION_FILE = re.compile(r"^(\d{4}_[a-z0-9_]+)\.sql$")
 # ":name" but not the second colon of a PostgreSQL cast ("x::text")
 _PARAMETER = re.compile(r"(?<![:\w]):([a-z_][a-z0-9_]*)")
-
-
-def _sql_file(*parts: str) -> str:
-    return resources.files("adapters").joinpath("sql", *parts).read_text(encoding="utf-8")
-
-
-def named_blocks(text: str) -> dict[str, str]:
-    """The ``-- name: x`` blocks of a .sql file, comment lines and trailing ``;`` dropped."""
-    blocks: dict[str, list[str]] = {}
-    current: list[str] | None = None
-    for line in text.splitlines():
-        match = _NAMED.match(line)
-        if match:
-            current = blocks.setdefault(match.group(1), [])
-        elif current is not None and not line.lstrip().startswith("--"):
-            current.append(line)
-    return {name: "\n".join(lines).strip().rstrip(";").strip() for name, lines in blocks.items()}
-
-
-def migrations(engine: str) -> list[tuple[str, str]]:
-    """Every migration shipped in ``adapters/sql/<engine>``, as (name, SQL), in order."""
-    found = []
-    for entry in resources.files("adapters").joinpath("sql", engine).iterdir():
-        match = _MIGRATION_FILE.match(entry.name)
-        if match:
-            found.append((match.group(1), entry.read_text(encoding="utf-8")))
-    return sorted(found)
 
 
 class Dialect(abc.ABC):
@@ -223,8 +194,8 @@ class Statements:
 
     def __init__(self, dialect: Dialect) -> None:
         self.dialect = dialect
-        pieces = named_blocks(_sql_file(dialect.engine, "dialect.sql"))
-        shared = named_blocks(_sql_file("jobs.sql"))
+        pieces = named_blocks(sql_file(dialect.engine, "dialect.sql"))
+        shared = named_blocks(sql_file("jobs.sql"))
         fill = {
             **pieces,
             "columns": ", ".join(JOB_COLUMNS),

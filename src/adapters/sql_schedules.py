@@ -16,7 +16,8 @@ from typing import Any
 
 import msgspec
 
-from adapters.sql_jobs import Dialect, Rows, SqlJobRepository, Statements, named_blocks
+from adapters.sql_files import named_blocks
+from adapters.sql_jobs import Dialect, Rows, SqlJobRepository, Statements
 from reportcore.ports import ScheduleCounts
 from reportcore.requests import Cursor
 from reportcore.schedules import JobTemplate, Schedule, ScheduleRange

@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from adapters import sql_jobs
+from adapters import sql_files, sql_jobs
 from reportcore.errors import ServiceUnavailable
 from reportcore.requests import ListQuery
 
@@ -64,7 +64,7 @@ def iter_statements(script: str) -> Iterator[str]:
 
 
 MIGRATIONS: Sequence[tuple[str, Sequence[str]]] = tuple(
-    (name, tuple(iter_statements(script))) for name, script in sql_jobs.migrations("sqlite")
+    (name, tuple(iter_statements(script))) for name, script in sql_files.migrations("sqlite")
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 MIGRATIONS_TABLE = """

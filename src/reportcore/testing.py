@@ -8,7 +8,6 @@ consumer of the library can run its tests on them. Standard library and msgspec 
 from __future__ import annotations
 
 import datetime as dt
-import hashlib
 import queue as stdqueue
 import threading
 from collections.abc import Callable, Iterator, Mapping, Sequence
@@ -18,10 +17,11 @@ from typing import Any
 import msgspec
 
 from . import fairness, lifecycle
-from .errors import QueueUnavailable, ServiceUnavailable, StorageFailure
+from .errors import QueueUnavailable, ServiceUnavailable
 from .jobs import Job, JobMessage, JobStatus, file_name_for, mime_type_for
 from .jobtypes import JOB_TYPES, JobTypeRegistry
 from .lifecycle import Event
+from .memory_files import InMemoryFileStore
 from .memory_schedules import InMemoryScheduleRepository
 from .outbox import InMemoryOutbox, RecordingWebhookSender
 from .ports import Disposition, SourcePage, SourceRequest, StoredFile
@@ -449,56 +449,3 @@ class StaticRecordSource:
             record_list: Any = list[spec.record_type]  # type: ignore[name-defined]
             typed = msgspec.json.decode(body, type=record_list) if request.typed else None
             yield SourcePage(records=typed, raw=raws)
-
-
-class _MemoryWriter:
-    def __init__(self, store: InMemoryFileStore, location: str) -> None:
-        self._store = store
-        self._location = location
-        self._parts: list[bytes] = []
-        self._done = False
-
-    def write(self, data: bytes | bytearray | memoryview) -> None:
-        if self._store.fail_writes:
-            raise StorageFailure("export file could not be written: no space left on device")
-        self._parts.append(bytes(data))
-
-    def commit(self) -> str:
-        self._store.files[self._location] = b"".join(self._parts)
-        self._done = True
-        return self._location
-
-    def abort(self) -> None:
-        self._parts.clear()
-        self._done = True
-
-
-class InMemoryFileStore:
-    """Files as bytes in a dict; a file appears only on commit."""
-
-    def __init__(self) -> None:
-        self.files: dict[str, bytes] = {}
-        self.fail_writes = False
-
-    def create(self, tenant_id: str, job_id: str, extension: str) -> _MemoryWriter:
-        return _MemoryWriter(self, f"mem://{tenant_id}/{job_id}/report.{extension}")
-
-    def size(self, location: str) -> int | None:
-        data = self.files.get(location)
-        return None if data is None else len(data)
-
-    def read(self, location: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        data = self.files[location]
-        stop = len(data) if end is None else end + 1
-        yield data[start:stop]
-
-    def delete(self, location: str) -> None:
-        self.files.pop(location, None)
-
-    def download_url(
-        self, location: str, expires_at: dt.datetime, file_name: str | None = None
-    ) -> str | None:
-        return None
-
-    def sha256(self, location: str) -> str:
-        return hashlib.sha256(self.files[location]).hexdigest()
