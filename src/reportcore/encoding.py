@@ -10,6 +10,7 @@ import functools
 import re
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -56,6 +57,11 @@ def _may_start_formula(joined: str, d: str) -> bool:
     return _after_delimiter(d).search(joined) is not None
 
 
+_NUMBERS = frozenset((int, float, Decimal))
+_NONE = frozenset((type(None),))
+_TEXT_OR_NONE = frozenset((str, type(None)))
+
+
 def csv_lines(
     rows: Sequence[Sequence[Any]],
     delimiter: str = ",",
@@ -89,8 +95,13 @@ def csv_lines(
             cells: Sequence[str] = values
             joined = d.join(cells)
         except TypeError:  # a None or a number among them
-            if values.count(None) == len(values):  # an optional field nobody fills in
+            kinds = set(map(type, values))
+            if kinds <= _NUMBERS:  # str() is their text: converted in C, not cell by cell
+                cells = list(map(str, values))
+            elif kinds == _NONE:  # an optional field nobody fills in
                 cells = [""] * len(values)
+            elif kinds <= _TEXT_OR_NONE:
+                cells = [v or "" for v in values]
             else:
                 cells = ["" if v is None else v if isinstance(v, str) else str(v) for v in values]
             joined = d.join(cells)
