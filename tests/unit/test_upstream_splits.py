@@ -15,7 +15,6 @@ import bisect
 import datetime as dt
 import random
 import threading
-import uuid
 from collections.abc import Sequence
 from typing import Any
 
@@ -25,20 +24,16 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters import metrics
-from adapters.upstream import HttpRecordSource, UpstreamConfig
-from adapters.upstream.windows import Candidate, SplitPolicy
+from adapters.upstream.windows import Candidate
 from reportcore.errors import ExportFailure
-from reportcore.export import scope_values, write_export
 from reportcore.jobs import JobType, ReportFormat
-from reportcore.jobtypes import JOB_TYPES
-from reportcore.ports import SourceRequest
 from tests.unit.test_upstream_windows import (
     END,
     FIRST,
-    SCOPE,
     URL,
     Upstream,
     bounds_of_plan,
+    export,
     ids_in,
     parsed,
     record,
@@ -79,55 +74,6 @@ class Fast(Upstream):
         if lo is not None:
             last = bisect.bisect_right(self.keys, -parsed(lo).timestamp())
         return self.records[first:last]
-
-
-def export(
-    upstream: Upstream,
-    job_type: JobType,
-    fmt: ReportFormat,
-    concurrency: int,
-    *,
-    split: SplitPolicy | None = None,
-    page: int = 7,
-) -> bytes:
-    out = bytearray()
-
-    class Collect:
-        def write(self, data: bytes | bytearray | memoryview) -> None:
-            out.extend(data)
-
-        def commit(self) -> str:
-            return "memory"
-
-        def abort(self) -> None:
-            out.clear()
-
-    request = SourceRequest(
-        job_id=str(uuid.uuid4()),
-        tenant_id="t1",
-        job_type=job_type,
-        scope=SCOPE,
-        upstream_filters={},
-        typed=fmt is ReportFormat.CSV,
-        raw=fmt is ReportFormat.JSON,
-    )
-    config = UpstreamConfig(
-        feed_url=URL,
-        telemetry_url=URL,
-        concurrency=concurrency,
-        feed_page_limit=page,
-        telemetry_limit=max(page, 50),
-    )
-    with HttpRecordSource(config, transport=httpx.MockTransport(upstream), split=split) as source:
-        write_export(
-            JOB_TYPES[job_type],
-            fmt,
-            source.pages(request),
-            Collect(),
-            scope_values=scope_values("t1", SCOPE),
-        )
-        assert source.running_threads() == 0
-    return bytes(out)
 
 
 class RandomSplits:

@@ -27,7 +27,7 @@ from hypothesis import strategies as st
 
 from adapters.upstream import HttpRecordSource, UpstreamConfig
 from adapters.upstream.source import WINDOWS_PER_THREAD
-from adapters.upstream.windows import Range, plan
+from adapters.upstream.windows import Range, SplitPolicy, plan
 from reportcore.errors import ExportFailure
 from reportcore.export import scope_values, write_export
 from reportcore.jobs import JobType, ReportFormat, Scope
@@ -131,8 +131,18 @@ class Upstream:
 
 
 def export(
-    upstream: Upstream, job_type: JobType, fmt: ReportFormat, concurrency: int, **config: Any
+    upstream: Upstream,
+    job_type: JobType,
+    fmt: ReportFormat,
+    concurrency: int,
+    *,
+    split: SplitPolicy | None = None,
+    page: int = 7,
+    **config: Any,
 ) -> bytes:
+    """The file an export of ``upstream`` (a handler of requests) writes, in memory: through
+    the real record source with ``concurrency`` windows, ``page`` records a page, ``split``
+    (the test's own policy, else the source's) and any other ``UpstreamConfig`` field."""
     out = bytearray()
 
     class Collect:
@@ -158,12 +168,11 @@ def export(
         "feed_url": URL,
         "telemetry_url": URL,
         "concurrency": concurrency,
-        "feed_page_limit": 7,
-        "telemetry_limit": 50,
+        "feed_page_limit": page,
+        "telemetry_limit": max(page, 50),
     }
-    with HttpRecordSource(
-        UpstreamConfig(**(settings_ | config)), transport=httpx.MockTransport(upstream)
-    ) as source:
+    config_ = UpstreamConfig(**(settings_ | config))
+    with HttpRecordSource(config_, transport=httpx.MockTransport(upstream), split=split) as source:
         write_export(
             JOB_TYPES[job_type],
             fmt,
