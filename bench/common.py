@@ -64,12 +64,17 @@ def children_peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss * 1024 / 1e6
 
 
-def cpu_seconds(pid: int) -> float:
-    """User + system CPU seconds ``pid`` has used so far (from /proc/<pid>/stat)."""
+def cpu_times(pid: int) -> tuple[float, float]:
+    """User and system CPU seconds ``pid`` has used so far (from /proc/<pid>/stat)."""
     with open(f"/proc/{pid}/stat", encoding="ascii") as fh:
         fields = fh.read().rsplit(")", 1)[1].split()
     ticks = os.sysconf("SC_CLK_TCK")
-    return (int(fields[11]) + int(fields[12])) / ticks
+    return int(fields[11]) / ticks, int(fields[12]) / ticks
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds ``pid`` has used so far (from /proc/<pid>/stat)."""
+    return sum(cpu_times(pid))
 
 
 @contextmanager

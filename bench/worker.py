@@ -40,8 +40,8 @@ from typing import Any
 import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from api import TENANT, cpu_seconds, figure, service
-from common import parser, status_kb
+from api import TENANT, figure, service
+from common import cpu_times, parser, status_kb
 from fake_feed import DISTRIBUTIONS
 from tests.integration.procs import Proc, Procs, start_api, start_worker, user_token
 
@@ -127,10 +127,10 @@ def export(
             argv = [PY_SPY, "record", "-p", str(worker.pid), "-f", "raw", "-o", str(out)]
             spy = subprocess.Popen([*argv, "-r", "250", "--gil"], stdout=subprocess.DEVNULL)
             time.sleep(1.0)
-        requests0, cpu0 = feed_requests(env["CLOUD_FEED_SERVICE_URL"]), cpu_seconds(worker.pid)
+        requests0, cpu0 = feed_requests(env["CLOUD_FEED_SERVICE_URL"]), cpu_times(worker.pid)
         job_id = create(api_url, token, fmt)
         seconds, rows = wait_done(db, job_id, worker)
-        cpu = cpu_seconds(worker.pid) - cpu0
+        user, system = (b - a for a, b in zip(cpu0, cpu_times(worker.pid), strict=True))
         if spy is not None:
             spy.send_signal(signal.SIGINT)
             spy.wait(30)
@@ -142,7 +142,8 @@ def export(
         "rows": rows,
         "rows_s": rows / seconds,
         "requests": requests,
-        "cpu_us": 1e6 * cpu / max(1, rows),
+        "cpu_us": 1e6 * (user + system) / max(1, rows),
+        "sys_us": 1e6 * system / max(1, rows),
         "peak_mb": peak_kb * 1024 / 1e6,
     }
 
@@ -187,6 +188,7 @@ def main() -> None:
                     figure(f"{name}_requests_per_n_100", run["requests"] / (rows / PAGE))
                     figure(f"{name}_request_limit", 1.05 * rows / PAGE + 64)
                     figure(f"{name}_cpu_per_record", run["cpu_us"], "us")
+                    figure(f"{name}_cpu_per_record_system", run["sys_us"], "us")
                     figure(f"{name}_peak_rss_mb", run["peak_mb"], "MB")
     figure("load_average_1min", os.getloadavg()[0])
 
