@@ -14,10 +14,10 @@ export stops); a watchdog thread shuts the socket of a request past its deadline
 export stopped, so that a read blocked on an upstream that drips a byte every few seconds
 (each read under the timeout) ends within a fraction of a second, not when the upstream likes.
 
-A response's head is read by :class:`_Response`: ``http.client``'s own but for its header
-lines, split here instead of by ``email.parser`` (16 us a response, 7 % of a CSV export's CPU in
-a profile of the worker; docs/performance.md); bodies, chunks and keep-alive are the standard
-library's.
+Responses and connections are ``http.client``'s with two changes for the CPU a page costs
+(:mod:`~adapters.upstream.connections`): a response's head is read without ``email.parser``,
+and a plain TCP connection keeps its per-read timeout in the kernel instead of polling the
+socket before every read.
 
 Failures are httpx's own exceptions (``ConnectError``, ``ReadTimeout``...), so that code above
 the client cannot tell the transports apart. Each request holds a keep-alive connection of its
@@ -35,15 +35,13 @@ import ssl
 import threading
 import time
 from collections.abc import Callable, Iterator
-from typing import IO
 
 import httpx
 
+from .connections import HTTPConnection, HTTPSConnection
+
 _Origin = tuple[str, str, int]
 _Connection = http.client.HTTPConnection
-_MAXLINE = 65536  # http.client's limits on a header line and on the lines of a head
-_MAXHEADERS = 100
-_FOLD = (32, 9)  # a line that starts with a space or a tab continues the header before
 
 DEADLINE = "farmiq.deadline"  # request extension: time.monotonic() after which the socket is shut
 ABORT = "farmiq.abort"  # request extension: a callable, true once the request must be abandoned
@@ -146,89 +144,6 @@ def _shut(connection: _Connection) -> None:
             sock.shutdown(socket.SHUT_RDWR)
 
 
-def read_head(fp: IO[bytes]) -> http.client.HTTPMessage:
-    """The header lines of a response up to the empty line, as ``http.client.parse_headers``
-    reads them (the same limits, names and values, repeated names kept, a folded line joined to
-    the one before it), without ``email.parser``. A line that is no header (no colon, or a
-    name with a space before the colon) is refused, where ``email.parser`` would have taken it
-    for the start of the body and dropped the headers after it."""
-    message = http.client.HTTPMessage()
-    lines: list[str] = []  # the lines of the header being read: its first and its folds
-
-    def add() -> None:  # as email's compat32 policy joins them
-        name, colon, value = lines[0].partition(":")
-        if not colon or not name or name != name.strip(" \t"):
-            raise http.client.HTTPException(f"not a header line: {lines[0][:80]!r}")
-        message[name] = (value.lstrip(" \t") + "".join(lines[1:])).rstrip("\r\n")
-
-    for count in range(1, _MAXHEADERS + 2):  # the empty line that ends them counts too
-        line = fp.readline(_MAXLINE + 1)
-        if len(line) > _MAXLINE:
-            raise http.client.LineTooLong("header line")
-        if count > _MAXHEADERS:
-            raise http.client.HTTPException(f"got more than {_MAXHEADERS} headers")
-        if line in (b"\r\n", b"\n", b""):
-            break
-        text = line.decode("iso-8859-1")
-        if line[0] in _FOLD and lines:
-            lines.append(text)
-            continue
-        if lines:
-            add()
-        lines = [text]
-    if lines:
-        add()
-    return message
-
-
-class _Response(http.client.HTTPResponse):
-    """``http.client``'s response, its head read by :func:`read_head`; :meth:`begin` is the
-    standard library's (3.11) but for that line."""
-
-    def begin(self) -> None:
-        if self.headers is not None:  # begun already
-            return
-        while True:  # past any interim 100 Continue
-            version, status, reason = self._read_status()
-            if status != http.client.CONTINUE:
-                break
-            read_head(self.fp)
-        self.code = self.status = status
-        self.reason = reason.strip()
-        if version in ("HTTP/1.0", "HTTP/0.9"):
-            self.version = 10
-        elif version.startswith("HTTP/1."):
-            self.version = 11
-        else:
-            raise http.client.UnknownProtocol(version)
-        self.headers = self.msg = read_head(self.fp)
-        encoding = self.headers.get("transfer-encoding")
-        self.chunked = bool(encoding and encoding.lower() == "chunked")
-        self.chunk_left = None
-        self.will_close = self._check_close()
-        self.length = None
-        length = self.headers.get("content-length")
-        if length and not self.chunked:
-            with contextlib.suppress(ValueError):
-                self.length = int(length)
-            if self.length is not None and self.length < 0:
-                self.length = None
-        if status in (http.client.NO_CONTENT, http.client.NOT_MODIFIED) or status < 200:
-            self.length = 0
-        if self._method == "HEAD":
-            self.length = 0
-        if not self.will_close and not self.chunked and self.length is None:
-            self.will_close = True
-
-
-class _HTTPConnection(http.client.HTTPConnection):
-    response_class = _Response
-
-
-class _HTTPSConnection(http.client.HTTPSConnection):
-    response_class = _Response
-
-
 class StdlibTransport(httpx.BaseTransport):
     """GET (or any method without a body) over pooled ``http.client`` connections."""
 
@@ -304,8 +219,8 @@ class StdlibTransport(httpx.BaseTransport):
                 connection.close()
         scheme, host, port = origin
         if scheme == "https":
-            return _HTTPSConnection(host, port, timeout=self._timeout, context=self._ssl_context)
-        return _HTTPConnection(host, port, timeout=self._timeout)
+            return HTTPSConnection(host, port, timeout=self._timeout, context=self._ssl_context)
+        return HTTPConnection(host, port, timeout=self._timeout)
 
     def checkin(self, origin: _Origin, connection: _Connection) -> None:
         if connection.sock is not None:  # None: the answer said the connection closes
@@ -366,7 +281,8 @@ class _Body(httpx.SyncByteStream):
 
 
 def _failure(phase: str, exc: BaseException, request: httpx.Request) -> httpx.TransportError:
-    if isinstance(exc, TimeoutError):  # an OSError, so first
+    # an OSError, so first; BlockingIOError: a write the kernel's timeout ended (SO_SNDTIMEO)
+    if isinstance(exc, TimeoutError | BlockingIOError):
         if phase == "connect":
             return httpx.ConnectTimeout(f"{phase} timed out", request=request)
         return httpx.ReadTimeout(f"{phase} timed out", request=request)
