@@ -5,16 +5,12 @@ from __future__ import annotations
 
 import enum
 import os
-import struct
 import tempfile
 import threading
 from collections import deque
 from typing import IO
 
 from .wire import Fetched
-
-_HEAD = struct.Struct("<II")
-_NO_KEEP = 0xFFFFFFFF
 
 
 class End(enum.Enum):
@@ -63,7 +59,9 @@ class Spool:
         self._file: IO[bytes] | None = None
         self._write_at = 0
         self._read_at = 0
-        self._in_file = 0  # frames written to the file and not read yet
+        # the sizes of the frames in the file not read yet (body, keep: None when all are
+        # kept), oldest first: a frame is read back in one system call, not a head and then it
+        self._frames: deque[tuple[int, int | None]] = deque()
         self._finished = False
         self._closed = False
 
@@ -72,7 +70,7 @@ class Spool:
             if self._closed:
                 return
             size = len(item.body)
-            if self._in_file == 0 and self._budget.take(size):
+            if not self._frames and self._budget.take(size):
                 self._memory.append(item)
                 self._memory_bytes += size
             else:  # behind what is already in the file, so order is kept
@@ -87,14 +85,14 @@ class Spool:
     def take(self, timeout: float) -> Fetched | End | None:
         """The next answer, :attr:`End.DONE` after the last, ``None`` if none came in time."""
         with self._cond:
-            if not self._memory and not self._in_file and not self._finished:
+            if not self._memory and not self._frames and not self._finished:
                 self._cond.wait(timeout)
             if self._memory:
                 item = self._memory.popleft()
                 self._memory_bytes -= len(item.body)
                 self._budget.give(len(item.body))
                 return item
-            if self._in_file:
+            if self._frames:
                 return self._unspill()
             return End.DONE if self._finished else None
 
@@ -106,6 +104,7 @@ class Spool:
         with self._cond:
             self._closed = True
             self._memory.clear()
+            self._frames.clear()
             self._budget.give(self._memory_bytes)
             self._memory_bytes = 0
             if self._file is not None:
@@ -116,33 +115,32 @@ class Spool:
     def _spill(self, item: Fetched) -> None:
         if self._file is None:
             self._file = tempfile.TemporaryFile(prefix="reportsvc-window-")  # noqa: SIM115
-        keep = b"" if item.keep is None else bytes(item.keep)
-        head = _HEAD.pack(len(item.body), _NO_KEEP if item.keep is None else len(keep))
-        size = len(head) + len(item.body) + len(keep)
+        keep = None if item.keep is None else bytes(item.keep)
+        parts = [item.body] if keep is None else [item.body, keep]
+        size = sum(map(len, parts))
         # the parts as they are: a page is not copied into a frame before it is written
-        written = os.pwritev(self._file.fileno(), [head, item.body, keep], self._write_at)
+        written = os.pwritev(self._file.fileno(), parts, self._write_at)
         if written != size:
             raise OSError(f"a window's spool wrote {written} of {size} bytes")
         self._write_at += size
-        self._in_file += 1
+        self._frames.append((len(item.body), None if keep is None else len(keep)))
         self._budget.spill(size)
 
     def _unspill(self) -> Fetched:
         assert self._file is not None
         fd = self._file.fileno()
-        size, keep_size = _HEAD.unpack(os.pread(fd, _HEAD.size, self._read_at))
-        at = self._read_at + _HEAD.size
-        body = os.pread(fd, size, at)
+        size, keep_size = self._frames.popleft()
+        body = os.pread(fd, size, self._read_at)
         if len(body) != size:
             raise OSError(f"a window's spool read {len(body)} of {size} bytes")
+        end = self._read_at + size
         keep: tuple[bool, ...] | None = None
-        if keep_size != _NO_KEEP:
-            keep = tuple(map(bool, os.pread(fd, keep_size, at + size)))
-            at += keep_size
-        self._budget.spill(self._read_at - (at + size))
-        self._read_at = at + size
-        self._in_file -= 1
-        if self._in_file == 0:  # drained: the file starts over (and stays small)
+        if keep_size is not None:
+            keep = tuple(map(bool, os.pread(fd, keep_size, end)))
+            end += keep_size
+        self._budget.spill(self._read_at - end)
+        self._read_at = end
+        if not self._frames:  # drained: the file starts over (and stays small)
             self._read_at = self._write_at = 0
             self._file.truncate(0)
         return Fetched(body, keep)
