@@ -30,7 +30,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from adapters.upstream.connections import HTTPConnection, Response
+from adapters.upstream.connections import HTTPConnection, Response, kernel_timeouts
 from adapters.upstream.transport import StdlibTransport
 
 TOKEN = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
@@ -267,3 +267,19 @@ def test_a_plain_connection_is_blocking_with_the_kernels_timeout() -> None:
         connection.close()
     finally:
         server.close()
+
+
+@pytest.mark.skipif(sys.platform != "linux", reason="the kernel's timeouts are set on Linux")
+@pytest.mark.parametrize(("seconds", "kept"), [(0.0, False), (-1.0, False), (1e-9, True)])
+def test_no_timeout_is_never_handed_to_the_kernel_as_none_at_all(
+    seconds: float, kept: bool
+) -> None:
+    """A zero ``timeval`` means "wait forever" to the kernel: a timeout that is not positive
+    keeps Python's, and one that rounds to zero microseconds is one microsecond."""
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        ours.settimeout(5.0)
+        assert kernel_timeouts(ours, seconds) is kept
+        raw = ours.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
+        assert (struct.unpack("ll", raw) != (0, 0)) is kept
+        assert ours.gettimeout() == (None if kept else 5.0)

@@ -99,11 +99,13 @@ class KernelTimedIO(io.RawIOBase):
 
 def kernel_timeouts(sock: socket.socket, seconds: float) -> bool:
     """Make ``sock`` blocking with ``seconds`` as the kernel's timeout of each read and write
-    (Linux); False, and ``sock`` as it was, elsewhere."""
-    if sys.platform != "linux":
+    (Linux); False, and ``sock`` as it was, elsewhere or for no positive timeout (a zero
+    ``timeval`` is no timeout at all to the kernel)."""
+    if sys.platform != "linux" or not seconds > 0:
         return False
     whole = int(seconds)
-    timeval = struct.pack("ll", whole, min(999_999, round((seconds - whole) * 1e6)))
+    micros = min(999_999, round((seconds - whole) * 1e6))
+    timeval = struct.pack("ll", whole, micros if whole or micros else 1)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, timeval)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDTIMEO, timeval)
     sock.settimeout(None)
