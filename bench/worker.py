@@ -15,8 +15,9 @@ Printed per export (one figure a line, prefixed ``<distribution>_<format>_``): r
 job's own run (``finished_at - started_at`` as the worker stored them), its ratio to the
 sequential rate, upstream requests (counted by the fake feed) against N/100 (the target is
 <= 1.05 x N/100 + 64), the worker's CPU per record (utime + stime from /proc/<pid>/stat, from
-the create to the job's end) and its peak RSS (VmHWM); then the machine's load average, since
-the machine may be shared.
+the create to the job's end) and, apart, its system part (stime: the kernel's share, which a
+profile of Python frames does not show), its peak RSS (VmHWM); then the machine's load
+average, since the machine may be shared.
 
     .venv/bin/python bench/worker.py --rows 120000 --latency-ms 20
     .venv/bin/python bench/worker.py --rows 200000 --latency-ms 2 --distribution even,recent
