@@ -380,3 +380,30 @@ def test_paging_through_schedules_yields_each_once_newest_first() -> None:
             break
         after = page.after
     assert seen == made[::-1]
+
+
+@pytest.mark.parametrize("field", ["cron", "timezone", "name"])
+def test_a_nul_anywhere_in_a_schedule_is_refused_as_a_nul(field: str) -> None:
+    """As a create of a job is: PostgreSQL cannot store it, and the 400 says why."""
+    world = World()
+    value = {"cron": "0 6 * * *", "timezone": "Asia/Bangkok", "name": "daily"}[field]
+    with pytest.raises(ValidationError) as caught:
+        world.schedule({**DAILY, field: value + "\x00"})
+    assert caught.value.field == field
+    assert "NUL" in str(caught.value)
+
+
+def test_a_platform_admin_changes_and_deletes_the_schedules_of_the_tenant_it_names() -> None:
+    world = World()
+    schedule = world.schedule()
+    platform = Principal(subject="ops", roles=frozenset({"platform_admin"}), tenant_id=None)
+    change = msgspec.convert({"name": "by ops"}, SchedulePatch)
+    with pytest.raises(ValidationError) as caught:
+        world.app.update_schedule(schedule.id, change, platform, None)
+    assert caught.value.field == "tenant_id"
+    assert world.app.update_schedule(schedule.id, change, platform, TENANT).name == "by ops"
+    with pytest.raises(ValidationError):
+        world.app.delete_schedule(schedule.id, platform, None)
+    world.app.delete_schedule(schedule.id, platform, TENANT)
+    with pytest.raises(NotFound):
+        world.app.get_schedule(schedule.id, TENANT)
