@@ -175,7 +175,10 @@ class _Server:
         with conn, contextlib.suppress(OSError):
             head = b""
             while b"\r\n\r\n" not in head:
-                head += conn.recv(4096)
+                chunk = conn.recv(4096)
+                if not chunk:  # the client left before its request was whole
+                    return
+                head += chunk
             self._answer(conn)
             self._stop.wait(5)  # hold the connection open (a stalled upstream)
 
