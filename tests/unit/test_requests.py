@@ -470,6 +470,7 @@ def test_list_query_values_are_read_into_typed_values(
             "created_to",
             "created_to must be on or after created_from",
         ),
+        ({"schedule_id": "not-a-uuid"}, "schedule_id", "schedule_id must be a UUID"),
         ({"cursor": "!!!"}, "cursor", "cursor is not valid"),
         ({"cursor": "a"}, "cursor", "cursor is not valid"),
         ({"cursor": base64.urlsafe_b64encode(b"[1,2]").decode()}, "cursor", "cursor is not valid"),
@@ -615,11 +616,14 @@ def test_a_create_holding_a_nul_anywhere_is_refused_naming_the_field() -> None:
     assert refused.value.message == "filters.source must not contain NUL characters"
 
 
-def test_a_list_query_holding_a_nul_is_refused_naming_the_parameter() -> None:
+@pytest.mark.parametrize(
+    "name", ["status", "job_type", "created_from", "created_to", "limit", "schedule_id"]
+)
+def test_a_list_query_holding_a_nul_is_refused_naming_the_parameter(name: str) -> None:
     with pytest.raises(ValidationError) as refused:
-        listing(status="queued\x00")
-    assert refused.value.field == "status"
-    assert refused.value.message == "status must not contain NUL characters"
+        listing(**{name: "queued\x00"})
+    assert refused.value.field == name
+    assert refused.value.message == f"{name} must not contain NUL characters"
 
 
 def test_a_list_query_built_in_code_pages_by_25_too() -> None:

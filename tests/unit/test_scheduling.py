@@ -89,7 +89,9 @@ class FlakySchedules(InMemoryScheduleRepository):
 
 
 class World:
-    def __init__(self, *, max_schedules: int = 100, notify: str = "") -> None:
+    def __init__(
+        self, *, max_schedules: int = 100, notify: str = "", stuck_after_sec: int = 30
+    ) -> None:
         self.clock = FakeClock(START)
         self.jobs = FlakyJobs()
         self.queue = InMemoryQueue()
@@ -106,7 +108,9 @@ class World:
             policy=Policy(notify_hosts=parse_allowed_hosts(notify)),
             schedules=self.schedules,
             cron=CronsimRules(),
-            schedule_rules=ScheduleRules(max_per_tenant=max_schedules, stuck_after_sec=30),
+            schedule_rules=ScheduleRules(
+                max_per_tenant=max_schedules, stuck_after_sec=stuck_after_sec
+            ),
         )
         self.app = ReportService(self.deps)
 
@@ -201,6 +205,41 @@ def test_a_scheduler_that_dies_between_claim_and_create_leaves_the_job_to_the_ne
     [job] = world.jobs_of()
     assert job.scheduled_for == claimed.pending
     assert world.app.get_schedule(schedule.id, TENANT).pending is None
+
+
+@pytest.mark.parametrize("claim_age", [64, 299, 300])
+def test_a_claim_not_yet_stuck_is_left_to_its_scheduler_and_the_due_occurrence_claimed(
+    claim_age: int,
+) -> None:
+    # a claim stays its scheduler's for stuck_after_sec (here 300 s), the instant it ends
+    # included; meanwhile the next occurrence that falls due is claimed and made as usual
+    world = World(stuck_after_sec=300)
+    schedule = world.schedule(cron="* * * * *")
+    world.at(2026, 1, 5, 5, 1, 1)
+    world.jobs.fail_adds = 1
+    with pytest.raises(ServiceUnavailable):
+        world.app.run_schedules()
+    assert world.app.get_schedule(schedule.id, TENANT).pending == START.replace(minute=1)
+    world.clock.advance(claim_age)
+    assert world.app.run_schedules().created == 1
+    [job] = world.jobs_of()
+    latest = (START + dt.timedelta(minutes=1, seconds=1 + claim_age)).replace(second=0)
+    assert job.scheduled_for == latest != START.replace(minute=1)
+
+
+def test_every_stuck_claim_of_a_pass_is_finished_not_only_the_first() -> None:
+    world = World()
+    first, second = world.schedule(), world.schedule()
+    world.at(2026, 1, 5, 23, 0, 1)
+    world.jobs.fail_adds = 2
+    for _ in range(2):  # each pass claims one more schedule and dies creating its job
+        with pytest.raises(ServiceUnavailable):
+            world.app.run_schedules()
+    pending = {world.app.get_schedule(s.id, TENANT).pending for s in (first, second)}
+    assert pending == {dt.datetime(2026, 1, 5, 23, 0, tzinfo=dt.UTC)}
+    world.clock.advance(60)
+    assert world.app.run_schedules().created == 2
+    assert {job.schedule_id for job in world.jobs_of()} == {first.id, second.id}
 
 
 def test_a_job_created_before_the_scheduler_died_is_found_again_not_doubled() -> None:
