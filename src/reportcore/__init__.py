@@ -29,6 +29,7 @@ from .errors import (
 )
 from .export import ExportResult, ProgressEstimate, write_export
 from .idempotency import check_replay, fingerprint, job_fingerprint
+from .ids import RandomIds
 from .jobs import Job, JobMessage, JobStatus, JobType, ReportFormat, Scope, message_for
 from .jobtypes import JOB_TYPES, Applied, Column, FilterSpec, JobTypeRegistry, JobTypeSpec, Upstream
 from .lifecycle import TRANSITIONS, Event
@@ -38,6 +39,7 @@ from .ports import (
     Disposition,
     FileStore,
     FileWriter,
+    IdSource,
     JobConsumer,
     JobQueue,
     JobRepository,
@@ -106,6 +108,7 @@ __all__ = [
     "FileWriter",
     "FilterSpec",
     "Forbidden",
+    "IdSource",
     "IdempotencyKeyReused",
     "InvalidDownloadToken",
     "InvalidTransition",
@@ -128,6 +131,7 @@ __all__ = [
     "Principal",
     "ProgressEstimate",
     "QueueUnavailable",
+    "RandomIds",
     "RecordSource",
     "Recovery",
     "ReportError",

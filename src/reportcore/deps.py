@@ -10,11 +10,13 @@ from __future__ import annotations
 import msgspec
 
 from .encoding import CORE_ROW_FORMATS, RowFormats
+from .ids import RANDOM_IDS
 from .jobtypes import JOB_TYPES, JobTypeRegistry
 from .policy import Policy
 from .ports import (
     Clock,
     FileStore,
+    IdSource,
     JobConsumer,
     JobQueue,
     JobRepository,
@@ -54,3 +56,5 @@ class Deps(msgspec.Struct, frozen=True, kw_only=True):
     schedules: ScheduleRepository | None = None
     cron: CronRules | None = None
     schedule_rules: ScheduleRules = msgspec.field(default_factory=ScheduleRules)
+    # the ids of new jobs and schedules (a test pins them as it pins the clock)
+    ids: IdSource = RANDOM_IDS

@@ -32,6 +32,15 @@ class Clock(Protocol):
 
 
 @runtime_checkable
+class IdSource(Protocol):
+    """New identifiers of jobs and schedules: random UUIDs in the service
+    (:class:`reportcore.ids.RandomIds`), a fixed sequence where a test replays a run and needs
+    the same ids again (``reportcore.testing.SequentialIds``), as :class:`Clock` is for time."""
+
+    def new_id(self) -> str: ...
+
+
+@runtime_checkable
 class JobRepository(Protocol):
     """Durable storage of jobs. Every state change is one conditional write.
 

@@ -12,7 +12,6 @@ schedule records why, and counts the occurrences skipped in a row.
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import msgspec
 
@@ -127,7 +126,7 @@ def create_schedule(
     repository = _repository(deps)
     now = deps.clock.now()
     schedule = Schedule(
-        id=str(uuid.uuid4()),
+        id=deps.ids.new_id(),
         tenant_id=tenant_id,
         created_by=created_by,
         name=request.name,
@@ -248,6 +247,7 @@ def _make_job(
             job_types=deps.job_types,
             schedule_id=schedule.id,
             scheduled_for=occurrence,
+            ids=deps.ids,
         )
     except (ValidationError, IdempotencyKeyReused, TooManyJobs) as exc:
         # a template that no longer validates, or a tenant at its cap of unfinished jobs: the

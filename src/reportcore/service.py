@@ -87,6 +87,7 @@ class ReportService:
             clock=d.clock,
             policy=d.policy,
             job_types=d.job_types,
+            ids=d.ids,
         )
         shown = self._shown([created.job])[0] if created.replayed else Shown(job=created.job)
         return CreateOutcome(shown=shown, replayed=created.replayed, enqueued=created.enqueued)

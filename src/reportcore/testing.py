@@ -8,8 +8,10 @@ consumer of the library can run its tests on them. Standard library and msgspec 
 from __future__ import annotations
 
 import datetime as dt
+import itertools
 import queue as stdqueue
 import threading
+import uuid
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -35,8 +37,23 @@ __all__ = [
     "InMemoryQueue",
     "InMemoryScheduleRepository",
     "RecordingWebhookSender",
+    "SequentialIds",
     "StaticRecordSource",
 ]
+
+
+class SequentialIds:
+    """A :class:`reportcore.ports.IdSource` that names things in order: the UUIDs of 1, 2, 3...
+    (thread-safe). A run replayed with a fresh one gets the same ids again, which random ids
+    would not give (hypothesis replays a failing case and must meet the same jobs)."""
+
+    def __init__(self) -> None:
+        self._numbers = itertools.count(1)
+        self._lock = threading.Lock()
+
+    def new_id(self) -> str:
+        with self._lock:
+            return str(uuid.UUID(int=next(self._numbers)))
 
 
 class FakeClock:

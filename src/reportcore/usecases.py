@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import datetime as dt
-import uuid
 
 import msgspec
 
@@ -16,12 +15,14 @@ from .errors import (
     ReportNotReady,
 )
 from .idempotency import asked_options, check_replay, fingerprint
+from .ids import RANDOM_IDS
 from .jobs import Job, JobStatus, file_name_for, mime_type_for
 from .jobtypes import JOB_TYPES, JobTypeRegistry
 from .policy import Policy
 from .ports import (
     Clock,
     FileStore,
+    IdSource,
     JobQueue,
     JobRepository,
 )
@@ -62,6 +63,7 @@ def create_job(
     job_types: JobTypeRegistry = JOB_TYPES,
     schedule_id: str | None = None,
     scheduled_for: dt.datetime | None = None,
+    ids: IdSource = RANDOM_IDS,
 ) -> Created:
     """Store a job durably, then publish it. A create with a used key is a replay or a 409.
 
@@ -72,13 +74,14 @@ def create_job(
 
     If the broker does not confirm, the job stays queued without ``enqueued_at`` and the
     recovery pass publishes it later: a create never fails because the broker is down.
-    ``schedule_id`` and ``scheduled_for``: the schedule and occurrence that asked for the job.
+    ``schedule_id`` and ``scheduled_for``: the schedule and occurrence that asked for the job;
+    ``ids`` names the new job.
     """
     now = clock.now()
     scope = request.scope
     admit_create(request, now=now, policy=policy, job_types=job_types)
     job = Job(
-        id=str(uuid.uuid4()),
+        id=ids.new_id(),
         tenant_id=tenant_id,
         requested_by=requested_by,
         job_type=request.job_type,

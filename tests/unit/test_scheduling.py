@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+import uuid
 from typing import Any
 
 import msgspec
@@ -31,6 +32,7 @@ from reportcore.testing import (
     InMemoryQueue,
     InMemoryScheduleRepository,
     RecordingWebhookSender,
+    SequentialIds,
     StaticRecordSource,
 )
 from reportcore.webhooks import parse_allowed_hosts
@@ -341,6 +343,34 @@ def test_the_job_a_schedule_creates_has_the_bytes_of_the_same_request_by_hand() 
     assert a.file_path and b.file_path and a.status.value == b.status.value == "succeeded"
     assert world.store.files[a.file_path] == world.store.files[b.file_path]
     assert a.sha256 == b.sha256 and a.row_count == 5
+
+
+def test_schedules_and_jobs_are_named_by_the_services_id_source() -> None:
+    # the ids a service gives are its IdSource's, as its instants are its Clock's
+    world = World()
+    world.deps = msgspec.structs.replace(world.deps, ids=SequentialIds())
+    world.app = ReportService(world.deps)
+    schedule = world.schedule()
+    world.at(2026, 1, 5, 23, 0)
+    world.app.run_schedules()
+    [scheduled] = world.jobs_of()
+    request = CreateRequest(job_type="FEED_INTAKE_EXPORT", format=ReportFormat.CSV, farm_id=FARM)
+    by_hand = world.app.create(request, ADMIN).shown.job
+    named = [uuid.UUID(x).int for x in (schedule.id, scheduled.id, by_hand.id)]
+    assert named == [1, 2, 3]
+
+
+def test_a_service_names_things_with_random_uuids_by_default() -> None:
+    world = World()
+    ids = {world.schedule().id for _ in range(3)}
+    ids |= {
+        world.app.create(
+            CreateRequest(job_type="FEED_INTAKE_EXPORT", format=ReportFormat.CSV, farm_id=FARM),
+            ADMIN,
+        ).shown.job.id
+    }
+    assert len(ids) == 4
+    assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
 
 
 def test_a_tenant_may_have_at_most_its_cap_of_schedules() -> None:

@@ -11,13 +11,10 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import itertools
 import os
-import uuid
 from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
-from unittest import mock
 
 import msgspec
 import pytest
@@ -45,6 +42,7 @@ from reportcore.testing import (
     InMemoryFileStore,
     InMemoryJobRepository,
     InMemoryQueue,
+    SequentialIds,
     StaticRecordSource,
 )
 from reportcore.usecases import (
@@ -289,12 +287,7 @@ class JobLifecycle(RuleBasedStateMachine):
         # job ids in creation order, the same on every replay: the turn between tenants breaks a
         # tie of creation instants by id, and random ids made hypothesis's replays of one case
         # run different jobs (FlakyStrategyDefinition)
-        numbers = itertools.count(1)
-        self._ids = mock.patch.object(uuid, "uuid4", lambda: uuid.UUID(int=next(numbers)))
-        self._ids.start()
-
-    def teardown(self) -> None:
-        self._ids.stop()
+        self.ids = SequentialIds()
 
     # --- helpers ---
 
@@ -349,6 +342,7 @@ class JobLifecycle(RuleBasedStateMachine):
                 jobs=self.jobs,
                 queue=self.queue,
                 clock=self.clock,
+                ids=self.ids,
             )
         except IdempotencyKeyReused:
             assert earlier and earlier[0][1].body != body, "a same request was refused"
