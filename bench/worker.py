@@ -19,9 +19,15 @@ the create to the job's end) and, apart, its system part (stime: the kernel's sh
 profile of Python frames does not show), its peak RSS (VmHWM); then the machine's load
 average, since the machine may be shared.
 
+``--two-core`` (and every smoke run) exports CSV a third time through issue 27's two-core
+experiment (bench/two_core: the worker fetches, a child process decodes and encodes; not the
+product, a measurement of that design against it): its file must have the product's sha256,
+and it prints its rows/s, ratio, the worker's CPU a record and peak RSS, and the child's.
+
     .venv/bin/python bench/worker.py --rows 120000 --latency-ms 20
     .venv/bin/python bench/worker.py --rows 200000 --latency-ms 2 --distribution even,recent
     .venv/bin/python bench/worker.py --rows 200000 --latency-ms 0 --no-sequential  # CPU a record
+    .venv/bin/python bench/worker.py --rows 200000 --latency-ms 2 --distribution even --two-core
     .venv/bin/python bench/worker.py --smoke      # ~15 s: 3,000 records, two distributions
     PY_SPY=/path/to/py-spy .venv/bin/python bench/worker.py ...  # and a profile of each export
 """
@@ -52,6 +58,13 @@ FORMATS = {"csv": "csv", "ndjson": "json"}
 TIMEOUT_SEC = 900.0
 # py-spy's binary, to record a sampling profile of each windowed export's worker (raw stacks,
 # one file an export, in PY_SPY_OUT)
+# the worker of the two-core experiment (bench/two_core/sitecustomize.py)
+TWO_CORE = {
+    "TWO_CORE_EXPERIMENT": "1",
+    "PYTHONPATH": os.pathsep.join(
+        [str(Path(__file__).resolve().parent / "two_core"), os.environ.get("PYTHONPATH", "")]
+    ),
+}
 PY_SPY = os.environ.get("PY_SPY", "")
 PY_SPY_OUT = os.environ.get("PY_SPY_OUT", "/tmp")
 
@@ -110,6 +123,13 @@ def wait_done(db: psycopg.Connection[Any], job_id: str, worker: Proc) -> tuple[f
     raise SystemExit(f"the export did not end in {TIMEOUT_SEC:.0f} s")
 
 
+def _children(pid: int) -> list[str]:
+    try:
+        return Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    except OSError:
+        return []
+
+
 def export(
     procs: Procs,
     env: dict[str, str],
@@ -137,9 +157,16 @@ def export(
             spy.wait(30)
         requests = feed_requests(env["CLOUD_FEED_SERVICE_URL"]) - requests0
         peak_kb = status_kb(worker.pid, "VmHWM") or 0
+        children = [int(c) for c in _children(worker.pid)]
+        child_cpu = sum(sum(cpu_times(c)) for c in children)  # the two-core experiment's
+        child_kb = sum(status_kb(c, "VmHWM") or 0 for c in children)
+        (sha,) = db.execute("SELECT sha256 FROM report_jobs WHERE id = %s", (job_id,)).fetchone()
     finally:
         worker.stop()
     return {
+        "sha256": sha,
+        "child_cpu_us": 1e6 * child_cpu / max(1, rows),
+        "child_peak_mb": child_kb * 1024 / 1e6,
         "rows": rows,
         "rows_s": rows / seconds,
         "requests": requests,
@@ -157,10 +184,17 @@ def main() -> None:
     p.add_argument("--formats", default="csv,ndjson", help=f"of {', '.join(FORMATS)}")
     p.add_argument("--concurrency", type=int, default=8, help="UPSTREAM_CONCURRENCY")
     p.add_argument("--no-sequential", action="store_true", help="skip the sequential export")
+    p.add_argument(
+        "--two-core",
+        action="store_true",
+        help="also export CSV through bench/two_core (issue 27's experiment: decoding and "
+        "encoding in a second process) and compare",
+    )
     args = p.parse_args()
     rows, distributions = args.rows, args.distribution.split(",")
     if args.smoke:
         rows, distributions, args.formats = 3000, ["even", "newest-1pct"], "csv"
+        args.two_core = True  # the experiment's file must stay the product's, byte for byte
     figure("rows", rows, "records")
     figure("latency_ms", args.latency_ms, "ms")
     figure("concurrency", args.concurrency)
@@ -191,6 +225,19 @@ def main() -> None:
                     figure(f"{name}_cpu_per_record", run["cpu_us"], "us")
                     figure(f"{name}_cpu_per_record_system", run["sys_us"], "us")
                     figure(f"{name}_peak_rss_mb", run["peak_mb"], "MB")
+                    if args.two_core and fmt == "csv":
+                        two = export(
+                            procs, env | TWO_CORE, db, api_url, token, fmt, args.concurrency
+                        )
+                        if two["sha256"] != run["sha256"]:
+                            raise SystemExit(f"{name}: the two-core file differs")
+                        figure(f"{name}_two_core", two["rows_s"], "rows/s")
+                        if sequential is not None:
+                            figure(f"{name}_two_core_ratio", two["rows_s"] / sequential["rows_s"])
+                        figure(f"{name}_two_core_cpu_per_record", two["cpu_us"], "us")
+                        figure(f"{name}_two_core_child_cpu_per_record", two["child_cpu_us"], "us")
+                        figure(f"{name}_two_core_peak_rss_mb", two["peak_mb"], "MB")
+                        figure(f"{name}_two_core_child_peak_rss_mb", two["child_peak_mb"], "MB")
     figure("load_average_1min", os.getloadavg()[0])
 
 

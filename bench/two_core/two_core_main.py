@@ -1,0 +1,216 @@
+"""The fetching half of issue 27's two-core experiment, patched into a ``reportsvc worker``.
+
+A CSV export's pages are not decoded in the worker: its source hands on each page's bytes
+(and its window's keep mask) as they come, the export sends them to a child process
+(two_core_child.py, started with the worker) that decodes, checks and encodes them, up to
+``LOOKAHEAD`` pages ahead, and writes the CSV lines the child answers, in order. So the worker's
+interpreter fetches while the child's encodes, on the other core. Everything else (header,
+hashing, writing, progress, limits) is the product's own code. A measurement, not a design:
+an export that ends early leaves the child to be restarted, errors come back as text, and
+NDJSON, xlsx and stream filters take the product's path unchanged.
+"""
+
+from __future__ import annotations
+
+import collections
+import fcntl
+import os
+import pickle
+import struct
+import subprocess
+import sys
+import threading
+from typing import Any
+
+LOOKAHEAD = int(os.environ.get("TWO_CORE_LOOKAHEAD", "16"))
+LENGTH = struct.Struct("<I")
+ANSWER = struct.Struct("<BIH")
+F_SETPIPE_SZ = 1031
+
+
+class Pending:
+    """A page not decoded: what the child needs of it."""
+
+    __slots__ = ("body", "keep", "max_items")
+
+    def __init__(self, body: bytes, keep: tuple[bool, ...] | None, max_items: int) -> None:
+        self.body, self.keep, self.max_items = body, keep, max_items
+
+
+class Last:
+    """The last record of an encoded page, as progress reads it: one attribute, its instant."""
+
+    __slots__ = ("value",)
+
+    def __init__(self, value: str) -> None:
+        self.value = value
+
+    def __getattr__(self, name: str) -> str:
+        return self.value
+
+
+class Encoded:
+    """A page the child encoded: its CSV lines, standing in for the page's records."""
+
+    __slots__ = ("count", "data", "last")
+
+    def __init__(self, count: int, data: bytes, last: str) -> None:
+        self.count, self.data, self.last = count, data, last
+
+    def __len__(self) -> int:
+        return self.count
+
+    def __iter__(self):  # one row: the page's lines, written whole
+        return iter((self,))
+
+    def __getitem__(self, index: int) -> Last:
+        return Last(self.last)
+
+
+class Child:
+    def __init__(self) -> None:
+        env = {k: v for k, v in os.environ.items() if k != "TWO_CORE_EXPERIMENT"}
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "two_core_child"],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+            env=env,
+            bufsize=0,
+        )
+        for pipe in (self.proc.stdin, self.proc.stdout):
+            fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, 1 << 20)
+        self.out = self.proc.stdin.fileno()
+        self.inp = self.proc.stdout
+
+    def send(self, *parts: bytes) -> None:
+        os.writev(self.out, [LENGTH.pack(sum(map(len, parts))), *parts])
+
+    def read(self, n: int) -> bytes:
+        data = self.inp.read(n)
+        while len(data) < n:  # a raw pipe answers what it has
+            more = self.inp.read(n - len(data))
+            if not more:
+                raise RuntimeError("the encoding process ended")
+            data += more
+        return data
+
+
+_child: Child | None = None
+_lock = threading.Lock()
+
+
+def _take_child() -> Child:
+    global _child
+    with _lock:
+        child, _child = _child, None
+    return child if child is not None and child.proc.poll() is None else Child()
+
+
+def _give_back(child: Child) -> None:
+    global _child
+    with _lock:
+        _child = child
+
+
+def install() -> None:
+    from adapters.upstream import source
+    from reportcore import export, pipeline
+    from reportcore.encoding import CsvEncoder
+    from reportcore.errors import UpstreamBadResponse
+    from reportcore.jobs import ReportFormat
+    from reportcore.ports import SourcePage
+
+    global _child
+    if os.environ.get("TWO_CORE_SWITCH_SEC"):
+        sys.setswitchinterval(float(os.environ["TWO_CORE_SWITCH_SEC"]))
+    _child = Child()  # started with the worker, not inside an export's time
+    real_page, real_write, real_row_getter = source._page, pipeline.write_export, export.row_getter
+
+    def page(call: Any, fetched: Any, decoders: Any, request: Any, max_items: int) -> Any:
+        if request.typed and not request.raw:
+            return SourcePage(records=Pending(fetched.body, fetched.keep, max_items))
+        return real_page(call, fetched, decoders, request, max_items)
+
+    def row_getter(*args: Any) -> Any:
+        real = real_row_getter(*args)
+        return lambda r: r if type(r) is Encoded else real(r)
+
+    class Lines:
+        """The CSV row format with the header written by the product's encoder and each
+        page's lines as the child wrote them."""
+
+        def __init__(self, request: Any, out: Any) -> None:
+            CsvEncoder(request, out)
+            self._out = out
+
+        def add(self, rows: Any) -> None:
+            for encoded in rows:
+                self._out.add(encoded.data)
+
+        def close(self) -> None:
+            pass
+
+        def abort(self) -> None:
+            pass
+
+    def write_export(spec: Any, fmt: Any, pages: Any, writer: Any, **kw: Any) -> Any:
+        if fmt is not ReportFormat.CSV or kw.get("keep") is not None:
+            return real_write(spec, fmt, pages, writer, **kw)
+        options = kw.get("options") or export.ExportOptions()
+        scope_values = kw["scope_values"]
+
+        def encoded_pages() -> Any:
+            child = _take_child()
+            clean = False
+            inflight: collections.deque[None] = collections.deque()
+
+            def receive() -> SourcePage:
+                size = LENGTH.unpack(child.read(4))[0]
+                frame = child.read(size)
+                status, count, last_len = ANSWER.unpack_from(frame)
+                at = ANSWER.size
+                last = frame[at : at + last_len].decode()
+                data = frame[at + last_len :]
+                if status:
+                    raise UpstreamBadResponse(f"the feed sent an unreadable page: {data.decode()}")
+                return SourcePage(records=Encoded(count, data, last))
+
+            try:
+                setup = None
+                for p in pages:
+                    pending = p.records
+                    if setup is None:
+                        setup = pickle.dumps(
+                            (
+                                spec.job_type,
+                                scope_values["tenant_id"],
+                                pending.max_items,
+                                options,
+                                dict(scope_values),
+                            )
+                        )
+                        child.send(setup)
+                    keep = bytes(pending.keep) if pending.keep is not None else b""
+                    child.send(LENGTH.pack(len(keep)), keep, pending.body)
+                    inflight.append(None)
+                    if len(inflight) >= LOOKAHEAD:
+                        inflight.popleft()
+                        yield receive()
+                while inflight:
+                    inflight.popleft()
+                    yield receive()
+                if setup is not None:
+                    child.send()  # the export's end: the child waits for the next
+                clean = True
+            finally:
+                if clean:
+                    _give_back(child)
+                else:
+                    child.proc.kill()
+
+        kw["formats"] = {ReportFormat.CSV: Lines}
+        return real_write(spec, fmt, encoded_pages(), writer, **kw)
+
+    source._page = page
+    export.row_getter = row_getter
+    pipeline.write_export = write_export
