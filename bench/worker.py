@@ -58,6 +58,8 @@ FORMATS = {"csv": "csv", "ndjson": "json"}
 TIMEOUT_SEC = 900.0
 # py-spy's binary, to record a sampling profile of each windowed export's worker (raw stacks,
 # one file an export, in PY_SPY_OUT)
+PY_SPY = os.environ.get("PY_SPY", "")
+PY_SPY_OUT = os.environ.get("PY_SPY_OUT", "/tmp")
 # the worker of the two-core experiment (bench/two_core/sitecustomize.py)
 TWO_CORE = {
     "TWO_CORE_EXPERIMENT": "1",
@@ -65,8 +67,6 @@ TWO_CORE = {
         [str(Path(__file__).resolve().parent / "two_core"), os.environ.get("PYTHONPATH", "")]
     ),
 }
-PY_SPY = os.environ.get("PY_SPY", "")
-PY_SPY_OUT = os.environ.get("PY_SPY_OUT", "/tmp")
 
 
 def start_feed(procs: Procs, rows: int, distribution: str, latency_ms: float) -> str:

@@ -12,7 +12,6 @@ NDJSON, xlsx and stream filters take the product's path unchanged.
 
 from __future__ import annotations
 
-import collections
 import fcntl
 import os
 import pickle
@@ -162,7 +161,7 @@ def install() -> None:
         def encoded_pages() -> Any:
             child = _take_child()
             clean = False
-            inflight: collections.deque[None] = collections.deque()
+            inflight = 0  # pages sent whose lines have not come back yet
 
             def receive() -> SourcePage:
                 size = LENGTH.unpack(child.read(4))[0]
@@ -192,12 +191,11 @@ def install() -> None:
                         child.send(setup)
                     keep = bytes(pending.keep) if pending.keep is not None else b""
                     child.send(LENGTH.pack(len(keep)), keep, pending.body)
-                    inflight.append(None)
-                    if len(inflight) >= LOOKAHEAD:
-                        inflight.popleft()
+                    inflight += 1
+                    if inflight >= LOOKAHEAD:
+                        inflight -= 1
                         yield receive()
-                while inflight:
-                    inflight.popleft()
+                for _ in range(inflight):
                     yield receive()
                 if setup is not None:
                     child.send()  # the export's end: the child waits for the next

@@ -60,7 +60,7 @@ class Spool:
         self._write_at = 0
         self._read_at = 0
         # the sizes of the frames in the file not read yet (body, keep: None when all are
-        # kept), oldest first: a frame is read back in one system call, not a head and then it
+        # kept), oldest first: a frame is read back without first reading a head of sizes
         self._frames: deque[tuple[int, int | None]] = deque()
         self._finished = False
         self._closed = False
