@@ -57,6 +57,7 @@ RECORDS = {
         for i in range(5)
     ]
 }
+BY_HAND = CreateRequest(job_type="FEED_INTAKE_EXPORT", format=ReportFormat.CSV, farm_id=FARM)
 DAILY: dict[str, Any] = {
     "job": {"job_type": "FEED_INTAKE_EXPORT", "format": "csv", "farm_id": FARM},
     "cron": "0 6 * * *",
@@ -354,8 +355,7 @@ def test_schedules_and_jobs_are_named_by_the_services_id_source() -> None:
     world.at(2026, 1, 5, 23, 0)
     world.app.run_schedules()
     [scheduled] = world.jobs_of()
-    request = CreateRequest(job_type="FEED_INTAKE_EXPORT", format=ReportFormat.CSV, farm_id=FARM)
-    by_hand = world.app.create(request, ADMIN).shown.job
+    by_hand = world.app.create(BY_HAND, ADMIN).shown.job
     named = [uuid.UUID(x).int for x in (schedule.id, scheduled.id, by_hand.id)]
     assert named == [1, 2, 3]
 
@@ -363,12 +363,7 @@ def test_schedules_and_jobs_are_named_by_the_services_id_source() -> None:
 def test_a_service_names_things_with_random_uuids_by_default() -> None:
     world = World()
     ids = {world.schedule().id for _ in range(3)}
-    ids |= {
-        world.app.create(
-            CreateRequest(job_type="FEED_INTAKE_EXPORT", format=ReportFormat.CSV, farm_id=FARM),
-            ADMIN,
-        ).shown.job.id
-    }
+    ids.add(world.app.create(BY_HAND, ADMIN).shown.job.id)
     assert len(ids) == 4
     assert all(uuid.UUID(i).version == 4 and str(uuid.UUID(i)) == i for i in ids)
 
