@@ -56,11 +56,19 @@ class SequentialIds:
             return str(uuid.UUID(int=next(self._numbers)))
 
 
+def _utc(when: dt.datetime) -> dt.datetime:
+    """``when`` in UTC, as a clock tells it; a naive instant names no moment: refused."""
+    if when.utcoffset() is None:
+        raise ValueError(f"a clock's instant is aware: {when!r} has no zone")
+    return when.astimezone(dt.UTC)
+
+
 class FakeClock:
-    """A :class:`reportcore.ports.Clock` that moves only when told to (thread-safe)."""
+    """A :class:`reportcore.ports.Clock` that moves only when told to (thread-safe); an
+    instant it is given in another zone is told in UTC, as every clock tells it."""
 
     def __init__(self, start: dt.datetime | None = None) -> None:
-        self._now = start or dt.datetime(2026, 1, 1, tzinfo=dt.UTC)
+        self._now = _utc(start or dt.datetime(2026, 1, 1, tzinfo=dt.UTC))
         self._lock = threading.Lock()
 
     def now(self) -> dt.datetime:
@@ -76,6 +84,7 @@ class FakeClock:
 
     def set(self, when: dt.datetime) -> None:
         """Jump to ``when``."""
+        when = _utc(when)
         with self._lock:
             self._now = when
 
