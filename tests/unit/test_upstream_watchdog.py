@@ -76,3 +76,38 @@ def test_nothing_is_watched_without_a_deadline_or_an_abort() -> None:
         dog = Watchdog()
         assert dog.watch(connection_over(ours), None, None) is None
         dog.close()
+
+
+class CountingCondition(threading.Condition):
+    """A condition that counts its notifications: each one wakes the watchdog's thread."""
+
+    notified = 0
+
+    def notify(self, n: int = 1) -> None:
+        self.notified += 1
+        super().notify(n)
+
+
+def test_requests_one_after_another_wake_the_watchdog_only_from_its_idle_wait() -> None:
+    """One window's requests come one after another: each would otherwise wake the watchdog
+    (a thread hand-over a page). It is woken only when it waits for a first request with no
+    timeout; looking every ``every_sec``, it sees a new request in time anyway."""
+    ours, peer = socket.socketpair()
+    with ours, peer:
+        dog = Watchdog(every_sec=0.2)
+        counting = CountingCondition()
+        dog._cond = counting  # before its thread starts
+        try:
+            dog.forget(dog.watch(connection_over(ours), None, lambda: False))
+            time.sleep(0.6)  # its look found nothing: it waits for a first request again
+            began = time.monotonic()
+            for _ in range(100):
+                dog.forget(dog.watch(connection_over(ours), None, lambda: False))
+            assert time.monotonic() - began < 0.2  # so it went idle at most once meanwhile
+            assert 1 <= counting.notified <= 2
+            # woken from that wait, it still ends a read that outlives its deadline
+            time.sleep(0.6)
+            dog.watch(connection_over(ours), time.monotonic() + 0.3, None)
+            assert 0.25 <= blocked_read_ends_after(ours) < 5.0
+        finally:
+            dog.close()

@@ -76,6 +76,7 @@ class Watchdog:
         self._cond = threading.Condition()
         self._thread: threading.Thread | None = None
         self._closed = False
+        self._asleep = False  # waiting for a first request, with no timeout
 
     def watch(
         self,
@@ -93,7 +94,8 @@ class Watchdog:
                     target=self._loop, name="upstream-watchdog", daemon=True
                 )
                 self._thread.start()
-            elif len(self._watched) == 1:  # it waits for a first request: not at every one
+            elif self._asleep:  # waiting for a first request; else it looks in time anyway
+                self._asleep = False
                 self._cond.notify()
         return entry
 
@@ -113,7 +115,9 @@ class Watchdog:
                 if self._closed:
                     return
                 if not self._watched:
+                    self._asleep = True
                     self._cond.wait()
+                    self._asleep = False
                     continue
                 self._cond.wait(self._every)
                 entries = list(self._watched)
