@@ -1,0 +1,108 @@
+"""A page's URL (``Target.url_with``): the call's URL parsed once, each page's query put in as
+it is, must be the URL httpx parses from the whole string, whatever the query holds: what our
+encoders write (scope values, filters, windows and an upstream's cursor, any text), and any
+other string (which takes httpx's own way)."""
+
+from __future__ import annotations
+
+import re
+
+import httpx
+import pytest
+from hypothesis import example, given
+from hypothesis import strategies as st
+
+from adapters.upstream import UpstreamConfig
+from adapters.upstream.client import Clients
+from adapters.upstream.retry import Target
+from adapters.upstream.wire import Call, and_, query
+from reportcore.jobtypes import Upstream
+
+BASES = (
+    ("http://feed:3000", "/api/v1/feed/intake-records"),
+    ("HTTP://Feed.Example:80", "/api/v1/feed/intake-records"),  # normalised once, by httpx
+    ("https://gateway.example/farmiq/feed", "/api/v1/feed/intake-records"),
+    ("http://[::1]:8080", "/api/v1/telemetry/readings"),
+    ("http://feed:3000", "/p?fixed=1"),  # a query of its own: every page takes the long way
+)
+
+
+def target(base_url: str, path: str) -> Target:
+    call = Call(upstream=Upstream.FEED, base_url=base_url, path=path, trace_id="t")
+    clients = Clients(UpstreamConfig(feed_url="http://feed:3000"), None, None)
+    return Target(call, clients.host(base_url), None)
+
+
+TARGETS = [target(*base) for base in BASES]
+texts = st.text(max_size=40)
+values = st.one_of(texts, st.integers(), st.lists(texts, max_size=3))
+
+
+def same(url: httpx.URL, expected: httpx.URL) -> None:
+    assert str(url) == str(expected)
+    assert url.raw_path == expected.raw_path
+    assert (url.scheme, url.host, url.port, url.query) == (
+        expected.scheme,
+        expected.host,
+        expected.port,
+        expected.query,
+    )
+    assert url == expected
+
+
+@given(
+    st.sampled_from(TARGETS),
+    st.dictionaries(st.text(min_size=1, max_size=12), values, max_size=5),
+    st.lists(st.tuples(st.sampled_from(["start", "end", "cursor"]), texts), max_size=3),
+)
+def test_a_query_our_encoders_write_goes_in_as_httpx_would_parse_it(
+    t: Target, params: dict[str, object], pairs: list[tuple[str, str]]
+) -> None:
+    q = query(params)
+    for key, value in pairs:
+        q = and_(q, key, value)
+    same(t.url_with(q), httpx.URL(f"{t.url}?{q}" if q else t.url))
+
+
+# mostly the characters of a URL, where the edge between kept and escaped lies, and any text
+raw_queries = st.one_of(
+    st.text(alphabet=st.characters(min_codepoint=0x20, max_codepoint=0x7E), max_size=60),
+    st.text(max_size=60),
+)
+
+
+@given(st.sampled_from(TARGETS), raw_queries)
+@example(TARGETS[0], "cursor=%zz")  # not an escape: httpx keeps it all the same
+@example(TARGETS[0], "cursor=%4")
+@example(TARGETS[0], "cursor=50%")
+@example(TARGETS[0], "cursor=%4g%41")
+@example(TARGETS[0], "a b")
+@example(TARGETS[0], "a#b")
+@example(TARGETS[0], 'a"<>b')
+@example(TARGETS[0], "a\x7fb")
+@example(TARGETS[0], "a\nb")
+def test_any_other_query_is_the_url_httpx_parses_or_its_refusal(t: Target, q: str) -> None:
+    try:
+        expected = httpx.URL(f"{t.url}?{q}" if q else t.url)
+    except httpx.InvalidURL as exc:
+        with pytest.raises(httpx.InvalidURL, match=re.escape(str(exc))):
+            t.url_with(q)
+        return
+    same(t.url_with(q), expected)
+
+
+def test_a_query_too_long_for_httpx_is_refused_as_httpx_refuses_it() -> None:
+    t = TARGETS[0]
+    q = and_("limit=100", "cursor", "c" * 70_000)  # an upstream's cursor: untrusted
+    with pytest.raises(httpx.InvalidURL, match="too long"):
+        httpx.URL(f"{t.url}?{q}")
+    with pytest.raises(httpx.InvalidURL, match="too long"):
+        t.url_with(q)
+
+
+def test_the_pages_of_one_call_share_its_parsed_url_and_differ_in_their_query() -> None:
+    t = TARGETS[0]
+    first, second = t.url_with("limit=100"), t.url_with("limit=100&cursor=2")
+    assert first.raw_path == b"/api/v1/feed/intake-records?limit=100"
+    assert second.raw_path == b"/api/v1/feed/intake-records?limit=100&cursor=2"
+    assert t.url_with("") == httpx.URL(t.url)
