@@ -8,7 +8,10 @@ that is no header is refused, not taken for the start of the body.
 
 A plain connection is read under the kernel's timeout instead of Python's (no poll before each
 read): a stalled head or body still ends in ``httpx.ReadTimeout`` at the timeout, which is
-still the most one read may wait, not the whole body."""
+still the most one read may wait, not the whole body.
+
+A header or target that ``http.client`` refuses to send fails the request as httpx's
+``LocalProtocolError``, before anything is sent."""
 
 from __future__ import annotations
 
@@ -288,3 +291,20 @@ def test_no_timeout_is_never_handed_to_the_kernel_as_none_at_all(
         raw = ours.getsockopt(socket.SOL_SOCKET, socket.SO_RCVTIMEO, 16)
         assert (struct.unpack("ll", raw) != (0, 0)) is kept
         assert ours.gettimeout() == (None if kept else 5.0)
+
+
+def test_a_header_that_cannot_be_sent_fails_the_request_as_a_local_protocol_error() -> None:
+    transport = StdlibTransport(timeout=5.0, ssl_context=ssl.create_default_context())
+    with (
+        socket.create_server(("127.0.0.1", 0)) as server,
+        httpx.Client(transport=transport) as client,
+    ):
+        url = f"http://127.0.0.1:{server.getsockname()[1]}/p"
+        for bad in ("a\r\nb", "a\nInjected: 1"):
+            request = httpx.Request("GET", url, headers={"x-token": bad})
+            with pytest.raises(httpx.LocalProtocolError, match="not sendable"):
+                client.send(request)
+            accepted, _ = server.accept()  # the request's connection, closed with nothing sent
+            with accepted:
+                accepted.settimeout(5)
+                assert accepted.recv(1024) == b""
