@@ -122,6 +122,11 @@ class JobTypeSpec(msgspec.Struct, frozen=True, kw_only=True):
         consts = tuple(scope_values.get(c.scope) for c in self.columns if c.scope is not None)
         if any(c.attr is None for c in self.columns[: len(attrs)]):
             raise ValueError("scope columns must come after record columns")
+        if getattr(self.record_type, "__struct_fields__", None) == tuple(attrs):
+            # every field of the record, in its order (the service's records are declared in
+            # their columns' order): the record as a tuple, in C, at a fifth of the CPU
+            whole = msgspec.structs.astuple
+            return whole if not consts else lambda r: whole(r) + consts
         getter = attrgetter(*attrs)
         if len(attrs) == 1:
             return lambda r: (getter(r), *consts)

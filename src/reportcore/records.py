@@ -3,6 +3,10 @@
 Decimals arrive as strings and stay strings; timestamps stay the text upstream sent, so that a
 CSV cell is exactly the upstream value. Unknown upstream fields are ignored when decoding typed
 records; NDJSON exports pass the upstream bytes through unchanged instead.
+
+Each record declares its fields in the order of its job type's CSV columns (``jobtypes``), so
+that a row is the record as a tuple (``msgspec.structs.astuple``, in C) rather than a getter
+of each column in turn.
 """
 
 from __future__ import annotations
@@ -20,14 +24,14 @@ class FeedIntakeRecord(msgspec.Struct, rename="camel", kw_only=True, frozen=True
     tenant_id: str
     farm_id: str
     barn_id: str
+    batch_id: str | None = None
+    device_id: str | None = None
     source: str
+    feed_formula_id: str | None = None
+    feed_lot_id: str | None = None
     quantity_kg: Decimal
     occurred_at: str
     created_at: str
-    batch_id: str | None = None
-    device_id: str | None = None
-    feed_formula_id: str | None = None
-    feed_lot_id: str | None = None
     ingested_at: str | None = None
     event_id: str | None = None
     external_ref: str | None = None
@@ -50,7 +54,6 @@ class TelemetryReading(msgspec.Struct, rename="camel", kw_only=True, frozen=True
     """One telemetry reading."""
 
     id: str
-    occurred_at: str
     tenant_id: str | None = None
     farm_id: str | None = None
     barn_id: str | None = None
@@ -59,6 +62,7 @@ class TelemetryReading(msgspec.Struct, rename="camel", kw_only=True, frozen=True
     metric: str | None = None
     value: Decimal | None = None
     unit: str | None = None
+    occurred_at: str
     trace_id: str | None = None
     event_id: str | None = None
     created_at: str | None = None
@@ -67,12 +71,12 @@ class TelemetryReading(msgspec.Struct, rename="camel", kw_only=True, frozen=True
 class WeightAggregate(msgspec.Struct, rename="camel", kw_only=True, frozen=True, gc=False):
     """One day of WeighVision weight aggregates of a batch."""
 
-    record_date: str
     id: str | None = None
     tenant_id: str | None = None
     farm_id: str | None = None
     barn_id: str | None = None
     batch_id: str | None = None
+    record_date: str
     avg_weight_kg: Decimal | None = None
     p10_weight_kg: Decimal | None = None
     p50_weight_kg: Decimal | None = None

@@ -442,6 +442,43 @@ def test_a_one_column_export_writes_one_cell_rows() -> None:
     assert with_scope.row_getter({"t": "t1"})(record) == ("r1", "t1")
 
 
+@pytest.mark.parametrize("spec", list(JOB_TYPES.values()), ids=str)
+def test_a_row_is_each_column_of_the_record_in_order_then_the_scope(spec: JobTypeSpec) -> None:
+    """The service's records declare their fields in their columns' order, so that a row is
+    the record as a tuple (the fast way); a row is what a getter of each column gives."""
+    attrs = [c.attr for c in spec.columns if c.attr is not None]
+    assert [f.name for f in msgspec.structs.fields(spec.record_type)] == attrs
+    scope = {"tenant_id": "t1", "farm_id": "f1", "barn_id": "b1", "batch_id": None}
+    values = {name: f"{name}-value" for name in attrs}
+    record = spec.record_type(**values)
+    expected = tuple(values[a] for a in attrs) + tuple(
+        scope[c.scope] for c in spec.columns if c.scope is not None
+    )
+    assert spec.row_getter(scope)(record) == expected
+    if all(c.scope is None for c in spec.columns):  # and the row is the record's own tuple
+        assert spec.row_getter(scope) is msgspec.structs.astuple
+
+
+def test_a_record_type_whose_fields_are_not_the_columns_gets_its_rows_column_by_column() -> None:
+    class Reading(msgspec.Struct):
+        unit: str
+        id: str
+        value: str
+
+    spec = msgspec.structs.replace(
+        TELEMETRY,
+        record_type=Reading,
+        columns=(
+            Column("id", attr="id"),
+            Column("value", attr="value"),
+            Column("unit", attr="unit"),
+        ),
+    )
+    assert spec.row_getter({})(Reading(unit="kg", id="r1", value="2")) == ("r1", "2", "kg")
+    plain = msgspec.structs.replace(spec, record_type=dict)  # not a struct at all
+    assert plain.row_getter({})(Reading(unit="kg", id="r1", value="2")) == ("r1", "2", "kg")
+
+
 def test_filter_specs_describe_themselves_for_error_messages() -> None:
     assert FilterSpec(name="m", applied=Applied.UPSTREAM, record_attr="m").describe() == "m: string"
     spec = FilterSpec(
