@@ -110,7 +110,12 @@ class Target:
         """``httpx.URL(f"{self.url}?{query}")``, without parsing the whole URL again for each
         page: httpx parses in Python (about 20 us a URL, 5 % of a fast export's CPU), and only
         the query changes between pages. A query httpx would change (characters it escapes)
-        takes the long way, as does one too long for httpx (which refuses it there)."""
+        takes the long way, as does one too long for httpx (which refuses it there).
+
+        The query goes into httpx's parsed form of the URL (``URL._uri_reference``, a named
+        tuple: private to httpx, pinned by the lock); tests/unit/test_upstream_urls.py holds
+        the result to ``httpx.URL`` of the whole string, so an httpx that changes it fails the
+        suite rather than an export."""
         if not query:
             return self._base
         parts = self._parts
