@@ -474,9 +474,12 @@ def test_a_record_type_whose_fields_are_not_the_columns_gets_its_rows_column_by_
             Column("unit", attr="unit"),
         ),
     )
-    assert spec.row_getter({})(Reading(unit="kg", id="r1", value="2")) == ("r1", "2", "kg")
+    reading = Reading(unit="kg", id="r1", value="2")
+    assert spec.row_getter({})(reading) == ("r1", "2", "kg")
     plain = msgspec.structs.replace(spec, record_type=dict)  # not a struct at all
-    assert plain.row_getter({})(Reading(unit="kg", id="r1", value="2")) == ("r1", "2", "kg")
+    assert plain.row_getter({})(reading) == ("r1", "2", "kg")
+    scoped = msgspec.structs.replace(spec, columns=(*spec.columns, Column("t", scope="t")))
+    assert scoped.row_getter({"t": "t1"})(reading) == ("r1", "2", "kg", "t1")
 
 
 def test_filter_specs_describe_themselves_for_error_messages() -> None:
