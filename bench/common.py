@@ -11,11 +11,13 @@ from __future__ import annotations
 import argparse
 import os
 import resource
+import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import NamedTuple
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -92,3 +94,32 @@ def on_path() -> None:
     """Make the repository root importable (``tests.integration.procs``, ``bench.*``)."""
     if str(ROOT) not in sys.path:
         sys.path.insert(0, str(ROOT))
+
+
+class Feed(NamedTuple):
+    """The running fake feed: its base URL and process id (whose CPU is measured too)."""
+
+    url: str
+    pid: int
+
+
+@contextmanager
+def fake_feed(
+    records: int, latency_ms: float = 0.0, distribution: str | None = None
+) -> Iterator[Feed]:
+    """bench/fake_feed.py in its own process; ``distribution`` places the records over its
+    default range (issue 27's table), else one every 7 seconds back from its newest."""
+    feed = [sys.executable, str(ROOT / "bench" / "fake_feed.py"), "--records", str(records)]
+    feed += ["--port", "0", "--latency-ms", str(latency_ms)]
+    if distribution is not None:
+        feed += ["--distribution", distribution]
+    proc = subprocess.Popen(feed, stdout=subprocess.PIPE, text=True)
+    try:
+        assert proc.stdout is not None
+        url = proc.stdout.readline().strip()
+        if not url.startswith("http://"):
+            raise RuntimeError(f"fake feed did not start: {url!r}")
+        yield Feed(url, proc.pid)
+    finally:
+        proc.terminate()
+        proc.wait(10)

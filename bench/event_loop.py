@@ -41,7 +41,6 @@ import os
 import queue
 import resource
 import ssl
-import subprocess
 import sys
 import tempfile
 import threading
@@ -52,7 +51,7 @@ from pathlib import Path
 import httpx
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from common import ROOT, figure, parser
+from common import ROOT, fake_feed, figure, parser
 
 sys.path.insert(0, str(ROOT / "src"))
 from adapters.upstream.transport import StdlibTransport
@@ -290,12 +289,7 @@ def main() -> None:
     if args.smoke:
         args.records, args.rounds, args.httpcore, args.export = 3_000, 1, True, True
     modes = ["threads", "loop"] + (["loop-httpcore"] if args.httpcore else [])
-    argv = [sys.executable, str(ROOT / "bench" / "fake_feed.py"), "--records", str(args.records)]
-    argv += ["--distribution", "even", "--port", "0", "--latency-ms", str(args.latency_ms)]
-    feed = subprocess.Popen(argv, stdout=subprocess.PIPE, text=True)
-    try:
-        assert feed.stdout is not None
-        base = feed.stdout.readline().strip()
+    with fake_feed(args.records, args.latency_ms, "even") as feed:
         figure("records", args.records)
         figure("latency_ms", args.latency_ms, "ms")
         figure("windows", args.windows)
@@ -303,11 +297,8 @@ def main() -> None:
         plan = windows(args.windows)
         for _ in range(args.rounds):
             for mode in modes:
-                measure(mode, base, plan, args.records, args.export)
+                measure(mode, feed.url, plan, args.records, args.export)
         figure("load_average_1min", os.getloadavg()[0])
-    finally:
-        feed.terminate()
-        feed.wait(10)
 
 
 if __name__ == "__main__":

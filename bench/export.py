@@ -32,20 +32,17 @@ threads) and the fake feed's CPU per page (its process, measured from the outsid
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Iterator
 from pathlib import Path
-from typing import NamedTuple
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from common import ROOT, cpu_seconds, figure, parser, status_kb
+from common import ROOT, cpu_seconds, fake_feed, figure, parser, status_kb
 
 PY = sys.executable
 PAGE = 100  # records a page: the feed's cap, which the exports ask for
@@ -67,33 +64,6 @@ CSV_OPTIONS = {
     ],
     "timezone": "Asia/Bangkok",
 }
-
-
-class Feed(NamedTuple):
-    """The running fake feed: its base URL and process id (whose CPU is measured too)."""
-
-    url: str
-    pid: int
-
-
-@contextlib.contextmanager
-def fake_feed(records: int, latency_ms: float = 0.0) -> Iterator[Feed]:
-    """The fake feed in its own process."""
-    feed = [PY, str(ROOT / "bench" / "fake_feed.py"), "--records", str(records), "--port", "0"]
-    proc = subprocess.Popen(
-        [*feed, "--latency-ms", str(latency_ms)],
-        stdout=subprocess.PIPE,
-        text=True,
-    )
-    try:
-        assert proc.stdout is not None
-        url = proc.stdout.readline().strip()
-        if not url.startswith("http://"):
-            raise RuntimeError(f"fake feed did not start: {url!r}")
-        yield Feed(url, proc.pid)
-    finally:
-        proc.terminate()
-        proc.wait(10)
 
 
 # --- the measurements, each run in a child process ---
