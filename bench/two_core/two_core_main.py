@@ -125,10 +125,12 @@ def install() -> None:
     _child = Child()  # started with the worker, not inside an export's time
     real_page, real_write, real_row_getter = source._page, pipeline.write_export, export.row_getter
 
-    def page(call: Any, fetched: Any, decoders: Any, request: Any, max_items: int) -> Any:
+    def page(
+        call: Any, fetched: Any, decoders: Any, request: Any, max_items: int, checked: bool
+    ) -> Any:
         if request.typed and not request.raw:
             return SourcePage(records=Pending(fetched.body, fetched.keep, max_items))
-        return real_page(call, fetched, decoders, request, max_items)
+        return real_page(call, fetched, decoders, request, max_items, checked)
 
     def row_getter(*args: Any) -> Any:
         real = real_row_getter(*args)

@@ -318,8 +318,8 @@ def test_windows_ahead_of_the_one_being_read_wait_beyond_the_look_ahead() -> Non
 
         return pages
 
-    def keys(body: bytes) -> tuple[list[str], list[dt.datetime]]:
-        items = msgspec.json.decode(body.rstrip())
+    def keys(page: Fetched) -> tuple[list[str], list[dt.datetime]]:
+        items = msgspec.json.decode(page.body.rstrip())
         return [i["id"] for i in items], [parsed(i["occurredAt"]) for i in items]
 
     checks = Checks(

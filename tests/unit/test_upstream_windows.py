@@ -255,6 +255,45 @@ def test_empty_windows_and_an_empty_range_export_like_the_sequential_run(
     assert len(ids_in(same_both_ways(two_spots, job_type))) == 60
 
 
+@pytest.mark.parametrize("fmt", [ReportFormat.CSV, ReportFormat.JSON])
+@FEED_AND_TELEMETRY
+def test_each_page_of_a_windowed_export_is_parsed_twice(
+    job_type: JobType, fmt: ReportFormat, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Once for its window (ids, instants, tenant: read by the pager or the window, not both)
+    and once for the file (typed records for CSV, raw ones for NDJSON), never to check again
+    what the window checked."""
+    from adapters.upstream import pagers, source, wire
+
+    decoders = wire.DECODERS[job_type]
+    keys = wire.FEED_KEYS if job_type is JobType.FEED_INTAKE_EXPORT else wire.READING_KEYS
+    parses = {"keys": 0, "check": 0, "file": 0}
+
+    def counting(call: wire.Call, decoder: Any, body: bytes) -> Any:
+        if decoder is keys:
+            parses["keys"] += 1
+        elif decoder is decoders.check:
+            parses["check"] += 1
+        elif decoder in (decoders.typed, decoders.raw):
+            parses["file"] += 1
+        return wire.decode(call, decoder, body)
+
+    monkeypatch.setattr(source, "decode", counting)
+    monkeypatch.setattr(pagers, "decode", counting)
+    b = bounds_of_plan()
+    # records on every window bound (the pagers read those pages' keys) and between them
+    records = [record(n, stamp(b[n % len(b)] - dt.timedelta(minutes=n % 3), 1)) for n in range(90)]
+    upstream = Upstream(records)
+    assert len(ids_in(export(upstream, job_type, ReportFormat.CSV, CONCURRENCY))) == 90
+    parses.update(keys=0, check=0, file=0)
+    upstream.calls = 0
+    export(upstream, job_type, fmt, CONCURRENCY)
+    assert upstream.calls >= CONCURRENCY
+    assert parses["keys"] == upstream.calls
+    assert parses["check"] == 0
+    assert 0 < parses["file"] <= upstream.calls  # a page the window keeps nothing of: none
+
+
 instants = st.one_of(
     st.sampled_from(bounds_of_plan()),
     st.datetimes(
@@ -303,6 +342,32 @@ def test_a_failing_window_fails_the_export_with_its_code_and_stops_the_others(
     with pytest.raises(ExportFailure) as failure:
         export(upstream, job_type, ReportFormat.CSV, CONCURRENCY)
     assert failure.value.code == "UPSTREAM_REJECTED"
+
+
+@pytest.mark.parametrize("fmt", [ReportFormat.CSV, ReportFormat.JSON])
+@pytest.mark.parametrize(
+    ("job_type", "change", "says"),
+    [
+        (JobType.FEED_INTAKE_EXPORT, {"tenantId": "t2"}, "1 record(s) of another tenant"),
+        (JobType.TELEMETRY_EXPORT, {"tenantId": "t2"}, "1 record(s) of another tenant"),
+        (JobType.FEED_INTAKE_EXPORT, {"tenantId": None}, "Expected `str`, got `null`"),
+        (JobType.FEED_INTAKE_EXPORT, {"id": 7}, "Expected `str`, got `int`"),
+        (JobType.TELEMETRY_EXPORT, {"id": None}, "Expected `str`, got `null`"),
+    ],
+)
+def test_the_windows_check_what_a_page_holds_for_every_format(
+    job_type: JobType, change: dict[str, Any], says: str, fmt: ReportFormat
+) -> None:
+    """A record of another tenant, or one a CSV export could not identify, fails a windowed
+    export of either format: the windows' parse of a page is its check (the file's parse of
+    an NDJSON page no longer checks it again)."""
+    b = bounds_of_plan()
+    records = [record(n, stamp(b[n % len(b)] - dt.timedelta(minutes=n), 1)) for n in range(40)]
+    records[17] |= change
+    with pytest.raises(ExportFailure) as failure:
+        export(Upstream(records), job_type, fmt, CONCURRENCY)
+    assert failure.value.code == "UPSTREAM_BAD_RESPONSE"
+    assert says in str(failure.value), str(failure.value)
 
 
 def test_closing_the_pages_mid_export_stops_every_window_within_a_second() -> None:
@@ -388,3 +453,20 @@ def test_a_cookie_one_upstream_answer_sets_is_never_sent_on_a_later_request() ->
             client.cookies = {"session": "x"}
     assert len(seen) == 2
     assert "cookie" not in seen[1].headers
+
+
+def test_a_windows_key_holds_the_tenant_as_its_record_type_does() -> None:
+    from adapters.upstream.wire import FEED_KEYS, READING_KEYS, keyed
+    from reportcore.records import FeedingKpiRecord
+
+    items = b'[{"id": "a", "occurredAt": "2026-01-01T00:00:00Z", "other": 1}]'
+    with pytest.raises(msgspec.ValidationError, match="tenantId"):
+        FEED_KEYS.decode(b'{"items": ' + items + b"}")  # the feed's records carry it
+    (key,) = READING_KEYS.decode(items)  # a reading may not
+    assert msgspec.structs.asdict(key) == {
+        "id": "a",
+        "occurred_at": "2026-01-01T00:00:00Z",
+        "tenant_id": None,
+    }
+    with pytest.raises(TypeError, match=r"FeedingKpiRecord\.id"):
+        keyed(FeedingKpiRecord)  # paged by day, not by instant: no windows

@@ -68,18 +68,17 @@ def feed_intake(get: Get, call: Call, query: str, bounds: Bounds) -> Pager:
     cursor: str | None = None
     while True:
         body = get(query if cursor is None else and_(query, "cursor", cursor))
-        keep: tuple[bool, ...] | None = None
         if below is not None:
             page = decode(call, FEED_KEYS, body)
             instants = instants_of(call, page.items)
             flags = tuple(t < below for t in instants)
-            keep = None if all(flags) else flags
             if instants and instants[-1] < below:
                 below = None  # the rest of the window is older still
             following = page.nextCursor
+            yield Fetched(body, None if all(flags) else flags, page.items, instants)
         else:
             following = next_cursor(call, body)
-        yield Fetched(body, keep)
+            yield Fetched(body)
         if following is None:
             return
         cursor = str(following)
@@ -119,7 +118,7 @@ def telemetry(get: Get, call: Call, query: str, bounds: Bounds, limit: int) -> P
             or (t == boundary and not exclusive and k.id not in emitted_at_boundary)
             for k, t in zip(keys, instants, strict=True)
         )
-        yield Fetched(body, None if all(keep) else keep)
+        yield Fetched(body, None if all(keep) else keep, keys, instants)
         if len(keys) < limit:
             return
         oldest, newest = min(instants), max(instants)

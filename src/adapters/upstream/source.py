@@ -11,7 +11,7 @@ import operator
 import random
 import threading
 import time
-from collections.abc import Callable, Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
@@ -113,9 +113,10 @@ class HttpRecordSource:
         with self._lock:
             self._runs = {r for r in self._runs if r.alive()} | {run}
         max_items = self.config.max_page_items
+        checked = checks is not None  # every page went through the windows' checks.keys
         try:
             for fetched in run.answers():
-                yield _page(call, fetched, decoders, request, max_items)
+                yield _page(call, fetched, decoders, request, max_items, checked)
         finally:
             run.close()
 
@@ -194,11 +195,11 @@ class HttpRecordSource:
         opener: Callable[[Bounds], Task]
         if job_type == JobType.FEED_INTAKE_EXPORT:
             page_size = params["limit"]
-            keys = functools.partial(_feed_keys, call)
+            keys = functools.partial(_feed_keys, call, request.tenant_id)
             opener = lambda b: task(functools.partial(_feed, call=call, q=q, bounds=b))  # noqa: E731
         else:
             page_size = limit
-            keys = functools.partial(_reading_keys, call)
+            keys = functools.partial(_reading_keys, call, request.tenant_id)
             opener = lambda b: task(  # noqa: E731
                 functools.partial(_telemetry, call=call, q=q, bounds=b, limit=limit)
             )
@@ -244,20 +245,41 @@ def _telemetry(get: pagers.Get, *, call: Call, q: str, bounds: Bounds, limit: in
     return pagers.telemetry(get, call, q, bounds, limit)
 
 
-def _feed_keys(call: Call, body: bytes) -> tuple[list[str], list[dt.datetime]]:
-    page = decode(call, FEED_KEYS, body)
-    return [k.id for k in page.items], _instants(call, page.items)
+def _feed_keys(
+    call: Call, tenant_id: str, fetched: Fetched
+) -> tuple[list[str], Sequence[dt.datetime]]:
+    """A feed page's ids and instants for its window, its records' tenant checked (the page's
+    :func:`_page` checks none of it again): read by the pager already, or here."""
+    keys = fetched.keys
+    if keys is None:
+        keys = decode(call, FEED_KEYS, fetched.body).items
+    return _checked_keys(call, tenant_id, keys, fetched.instants)
 
 
-def _reading_keys(call: Call, body: bytes) -> tuple[list[str], list[dt.datetime]]:
-    keys = decode(call, READING_KEYS, body)
-    return [k.id for k in keys], _instants(call, keys)
+def _reading_keys(
+    call: Call, tenant_id: str, fetched: Fetched
+) -> tuple[list[str], Sequence[dt.datetime]]:
+    """:func:`_feed_keys` of a telemetry page."""
+    keys = fetched.keys
+    if keys is None:
+        keys = decode(call, READING_KEYS, fetched.body)
+    return _checked_keys(call, tenant_id, keys, fetched.instants)
+
+
+def _checked_keys(
+    call: Call,
+    tenant_id: str,
+    keys: Sequence[RecordKey],
+    instants: Sequence[dt.datetime] | None,
+) -> tuple[list[str], Sequence[dt.datetime]]:
+    _one_tenant(call, keys, tenant_id)
+    return [k.id for k in keys], _instants(call, keys) if instants is None else instants
 
 
 _FROM_ISO = dt.datetime.fromisoformat
 
 
-def _instants(call: Call, keys: list[RecordKey]) -> list[dt.datetime]:
+def _instants(call: Call, keys: Sequence[RecordKey]) -> list[dt.datetime]:
     """Each record's ``occurredAt`` for the windows' checks: read as it is when every one
     carries its offset (the upstreams' way; a function call less a record than
     :func:`~adapters.upstream.wire.instants_of`), else by ``instants_of`` (a naive instant as
@@ -292,29 +314,40 @@ _ITEMS = operator.attrgetter("items")
 
 
 def _page(
-    call: Call, fetched: Fetched, decoders: Decoders, request: SourceRequest, max_items: int
+    call: Call,
+    fetched: Fetched,
+    decoders: Decoders,
+    request: SourceRequest,
+    max_items: int,
+    checked: bool = False,
 ) -> SourcePage:
     """An answer decoded as ``request`` asks: typed records, raw records, or both (decoded
     from the same bytes, so aligned), less those its window did not keep.
 
     Every record is checked as a CSV export checks it, also when only raw bytes are asked
     (through the job type's ``check`` decoder, first, so that a page of three million ``1``
-    fails at its first item instead of allocating three million raw values); a page of more
-    than ``max_items`` records, or with a record of another tenant, fails the export."""
+    fails at its first item instead of allocating three million raw values), unless its
+    window did (``checked``: the windows' keys are the check's fields, :func:`wire.keyed`,
+    and their tenant was checked); a page of more than ``max_items`` records, or with a
+    record of another tenant, fails the export."""
     body = fetched.body
     typed = decode(call, decoders.typed, body) if request.typed else None
-    checks = decode(call, decoders.check, body) if typed is None else typed
-    items = checks if isinstance(checks, list) else _ITEMS(checks)
+    raws = None
+    if typed is None and checked and request.raw:
+        raw = decode(call, decoders.raw, body)
+        raws = items = raw if isinstance(raw, list) else raw.items
+    else:
+        checks = decode(call, decoders.check, body) if typed is None else typed
+        items = checks if isinstance(checks, list) else _ITEMS(checks)
     if len(items) > max_items:
         raise UpstreamBadResponse(
             f"{call.upstream.value} sent {len(items)} records in one page of "
             f"{call.describe()}, over {max_items} (UPSTREAM_MAX_PAGE_ITEMS)"
         )
-    if decoders.tenant:
+    if decoders.tenant and not checked:
         _one_tenant(call, items, request.tenant_id)
     records = None if typed is None else items
-    raws = None
-    if request.raw:
+    if request.raw and raws is None:
         raw = decode(call, decoders.raw, body)
         raws = raw if isinstance(raw, list) else raw.items
     if fetched.keep is not None:
@@ -323,7 +356,7 @@ def _page(
     return SourcePage(records=records, raw=raws)
 
 
-def _one_tenant(call: Call, items: list[Any], tenant_id: str) -> None:
+def _one_tenant(call: Call, items: Sequence[Any], tenant_id: str) -> None:
     """Every record names the export's tenant (or none): one that names another is a leak
     across tenants, never written: the export fails and the metric counts it."""
     tenants = set(map(_TENANT, items))

@@ -95,7 +95,7 @@ def plan(whole: Range, count: int) -> list[Bounds]:
     return windows[::-1]
 
 
-Keys = Callable[[bytes], tuple[Sequence[str], Sequence[dt.datetime]]]
+Keys = Callable[[Fetched], tuple[Sequence[str], Sequence[dt.datetime]]]
 """A page's record ids and instants, in the page's order (an unreadable page raises)."""
 
 
@@ -342,8 +342,10 @@ class WindowRun:
                         return False
                     passed = False
                     if checks is not None:
-                        ids, instants = checks.keys(item.body)
+                        ids, instants = checks.keys(item)
                         item, passed = self._check(window, item, ids, instants)
+                    if item.keys is not None:  # what the spool holds is the page alone
+                        item = Fetched(item.body, item.keep)
                     if item.keep is None or any(item.keep):
                         window.spool.put(item)
                     if passed:  # newest first: the rest is older, another window's or none's
