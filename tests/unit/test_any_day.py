@@ -7,6 +7,7 @@ import datetime as dt
 import os
 import subprocess
 import sys
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -51,25 +52,43 @@ def test_the_awkward_demo_week_holds_every_note_a_csv_must_quote() -> None:
     assert any("," in n for n in notes) and any(not n.isascii() for n in notes)
 
 
+@pytest.fixture(scope="module")
+def moved_runs() -> Iterator[dict[str, subprocess.Popen[str]]]:
+    """The clock-reading tests, once for each awkward day, all started at once (each is a
+    pytest of its own, mostly collecting: side by side they take the time of about two)."""
+    runs = {
+        instant: subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "pytest",
+                "-q",
+                "-p",
+                "no:cacheprovider",
+                "-m",
+                "clock",
+                "tests/unit",
+            ],
+            cwd=ROOT,
+            env={**os.environ, VARIABLE: instant},
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        for instant in AWKWARD_DAYS.values()
+    }
+    yield runs
+    for run in runs.values():
+        if run.poll() is None:
+            run.kill()
+            run.communicate()
+
+
 @pytest.mark.parametrize("instant", AWKWARD_DAYS.values(), ids=list(AWKWARD_DAYS))
-def test_the_clock_reading_tests_pass_with_the_clock_moved_to(instant: str) -> None:
-    done = subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "pytest",
-            "-q",
-            "-p",
-            "no:cacheprovider",
-            "-m",
-            "clock",
-            "tests/unit",
-        ],
-        cwd=ROOT,
-        env={**os.environ, VARIABLE: instant},
-        capture_output=True,
-        text=True,
-        timeout=600,
-    )
-    assert done.returncode == 0, done.stdout[-4000:] + done.stderr[-2000:]
-    assert " passed" in done.stdout and " failed" not in done.stdout
+def test_the_clock_reading_tests_pass_with_the_clock_moved_to(
+    instant: str, moved_runs: dict[str, subprocess.Popen[str]]
+) -> None:
+    run = moved_runs[instant]
+    stdout, stderr = run.communicate(timeout=600)
+    assert run.returncode == 0, stdout[-4000:] + stderr[-2000:]
+    assert " passed" in stdout and " failed" not in stdout
