@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
 import httpx
+import msgspec
 
 from adapters import metrics
 from reportcore.errors import UpstreamBadResponse, UpstreamUnavailable
@@ -195,11 +196,11 @@ class HttpRecordSource:
         opener: Callable[[Bounds], Task]
         if job_type == JobType.FEED_INTAKE_EXPORT:
             page_size = params["limit"]
-            keys = functools.partial(_feed_keys, call, request.tenant_id)
+            keys = functools.partial(_window_keys, call, request.tenant_id, FEED_KEYS)
             opener = lambda b: task(functools.partial(_feed, call=call, q=q, bounds=b))  # noqa: E731
         else:
             page_size = limit
-            keys = functools.partial(_reading_keys, call, request.tenant_id)
+            keys = functools.partial(_window_keys, call, request.tenant_id, READING_KEYS)
             opener = lambda b: task(  # noqa: E731
                 functools.partial(_telemetry, call=call, q=q, bounds=b, limit=limit)
             )
@@ -245,34 +246,18 @@ def _telemetry(get: pagers.Get, *, call: Call, q: str, bounds: Bounds, limit: in
     return pagers.telemetry(get, call, q, bounds, limit)
 
 
-def _feed_keys(
-    call: Call, tenant_id: str, fetched: Fetched
+def _window_keys(
+    call: Call, tenant_id: str, decoder: msgspec.json.Decoder[Any], fetched: Fetched
 ) -> tuple[list[str], Sequence[dt.datetime]]:
-    """A feed page's ids and instants for its window, its records' tenant checked (the page's
-    :func:`_page` checks none of it again): read by the pager already, or here."""
+    """A page's ids and instants for its window (``decoder``: ``FEED_KEYS`` or
+    ``READING_KEYS``), its records' tenant checked, so that :func:`_page` checks none of it
+    again; the keys the pager read already, if it did, else read here."""
     keys = fetched.keys
     if keys is None:
-        keys = decode(call, FEED_KEYS, fetched.body).items
-    return _checked_keys(call, tenant_id, keys, fetched.instants)
-
-
-def _reading_keys(
-    call: Call, tenant_id: str, fetched: Fetched
-) -> tuple[list[str], Sequence[dt.datetime]]:
-    """:func:`_feed_keys` of a telemetry page."""
-    keys = fetched.keys
-    if keys is None:
-        keys = decode(call, READING_KEYS, fetched.body)
-    return _checked_keys(call, tenant_id, keys, fetched.instants)
-
-
-def _checked_keys(
-    call: Call,
-    tenant_id: str,
-    keys: Sequence[RecordKey],
-    instants: Sequence[dt.datetime] | None,
-) -> tuple[list[str], Sequence[dt.datetime]]:
+        page = decode(call, decoder, fetched.body)
+        keys = page if isinstance(page, list) else page.items
     _one_tenant(call, keys, tenant_id)
+    instants = fetched.instants
     return [k.id for k in keys], _instants(call, keys) if instants is None else instants
 
 
