@@ -30,7 +30,8 @@ test: venv lint typecheck install-check
 		--cov=reportcore --cov-branch --cov-report=term-missing:skip-covered \
 		--cov-fail-under=95 tests
 	@# again under a local time 7 h off UTC: a naive instant read as local time shows there
-	TZ=Asia/Bangkok $(BIN)/python -m pytest -q -p no:cacheprovider tests/unit
+	@# (in two processes side by side: tests/unit_in_two.sh)
+	TZ=Asia/Bangkok PYTHON=$(BIN)/python tests/unit_in_two.sh
 	$(MAKE) --no-print-directory bench-smoke
 
 lint: venv
