@@ -470,3 +470,10 @@ def test_a_windows_key_holds_the_tenant_as_its_record_type_does() -> None:
     }
     with pytest.raises(TypeError, match=r"FeedingKpiRecord\.id"):
         keyed(FeedingKpiRecord)  # paged by day, not by instant: no windows
+
+    class Untenanted(msgspec.Struct, rename="camel", kw_only=True):
+        id: str
+        occurred_at: str
+
+    with pytest.raises(TypeError, match="Untenanted has no tenant_id"):
+        keyed(Untenanted)

@@ -60,7 +60,9 @@ def keyed(record: type[msgspec.Struct]) -> type[RecordKey]:
     for name in ("id", "occurred_at"):
         if name not in fields or not fields[name].required or fields[name].type is not str:
             raise TypeError(f"{record.__name__}.{name} is no required str: no windows' key")
-    tenant = fields["tenant_id"]
+    tenant = fields.get("tenant_id")
+    if tenant is None:
+        raise TypeError(f"{record.__name__} has no tenant_id to check: no windows' key")
     extra = ("tenant_id", tenant.type) if tenant.required else ("tenant_id", tenant.type, None)
     key = msgspec.defstruct(
         f"{record.__name__}Key", [extra], bases=(RecordKey,), rename="camel", frozen=True, gc=False
