@@ -254,8 +254,7 @@ def _window_keys(
     again; the keys the pager read already, if it did, else read here."""
     keys = fetched.keys
     if keys is None:
-        page = decode(call, decoder, fetched.body)
-        keys = page if isinstance(page, list) else page.items
+        keys = _items(decode(call, decoder, fetched.body))
     _one_tenant(call, keys, tenant_id)
     instants = fetched.instants
     return [k.id for k in keys], _instants(call, keys) if instants is None else instants
@@ -295,7 +294,11 @@ def _carry_on() -> None:
 
 
 _TENANT = operator.attrgetter("tenant_id")
-_ITEMS = operator.attrgetter("items")
+
+
+def _items(page: Any) -> Any:
+    """A decoded page's records: the page itself (a telemetry list) or its ``items``."""
+    return page if isinstance(page, list) else page.items
 
 
 def _page(
@@ -318,12 +321,12 @@ def _page(
     body = fetched.body
     typed = decode(call, decoders.typed, body) if request.typed else None
     raws = None
-    if typed is None and checked and request.raw:
-        raw = decode(call, decoders.raw, body)
-        raws = items = raw if isinstance(raw, list) else raw.items
+    if typed is not None:
+        items = _items(typed)
+    elif checked and request.raw:  # the windows checked them: the raw records are counted
+        items = raws = _items(decode(call, decoders.raw, body))
     else:
-        checks = decode(call, decoders.check, body) if typed is None else typed
-        items = checks if isinstance(checks, list) else _ITEMS(checks)
+        items = _items(decode(call, decoders.check, body))
     if len(items) > max_items:
         raise UpstreamBadResponse(
             f"{call.upstream.value} sent {len(items)} records in one page of "
@@ -332,9 +335,8 @@ def _page(
     if decoders.tenant and not checked:
         _one_tenant(call, items, request.tenant_id)
     records = None if typed is None else items
-    if request.raw and raws is None:
-        raw = decode(call, decoders.raw, body)
-        raws = raw if isinstance(raw, list) else raw.items
+    if request.raw and raws is None:  # after the checks: an over-long page is never held raw
+        raws = _items(decode(call, decoders.raw, body))
     if fetched.keep is not None:
         records = kept(records, fetched.keep) if records is not None else None
         raws = kept(raws, fetched.keep) if raws is not None else None
