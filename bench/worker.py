@@ -22,12 +22,17 @@ average, since the machine may be shared.
 ``--two-core`` (and every smoke run) exports CSV a third time through issue 27's two-core
 experiment (bench/two_core: the worker fetches, a child process decodes and encodes; not the
 product, a measurement of that design against it): its file must have the product's sha256,
-and it prints its rows/s, ratio, the worker's CPU a record and peak RSS, and the child's.
+and it prints its rows/s, ratio, the worker's CPU a record and peak RSS, and the child's (its
+CPU from the create on: the child starts with the worker). ``--two-core-fetch`` (and every
+smoke run) exports each format once more through the experiment's other split
+(bench/two_core/two_core_fetch.py: a child process fetches, the worker decodes and encodes),
+printed and checked the same way.
 
     .venv/bin/python bench/worker.py --rows 120000 --latency-ms 20
     .venv/bin/python bench/worker.py --rows 200000 --latency-ms 2 --distribution even,recent
     .venv/bin/python bench/worker.py --rows 200000 --latency-ms 0 --no-sequential  # CPU a record
     .venv/bin/python bench/worker.py --rows 200000 --latency-ms 2 --distribution even --two-core
+    .venv/bin/python bench/worker.py --rows 200000 --latency-ms 2 --formats csv --two-core-fetch
     .venv/bin/python bench/worker.py --smoke      # ~15 s: 3,000 records, two distributions
     PY_SPY=/path/to/py-spy .venv/bin/python bench/worker.py ...  # and a profile of each export
 """
@@ -67,6 +72,9 @@ TWO_CORE = {
         [str(Path(__file__).resolve().parent / "two_core"), os.environ.get("PYTHONPATH", "")]
     ),
 }
+
+# its other split: the fetching in a child process (bench/two_core/two_core_fetch.py)
+FETCH = {"TWO_CORE_EXPERIMENT": "fetch"}
 
 
 def start_feed(procs: Procs, rows: int, distribution: str, latency_ms: float) -> str:
@@ -149,6 +157,8 @@ def export(
             spy = subprocess.Popen([*argv, "-r", "250", "--gil"], stdout=subprocess.DEVNULL)
             time.sleep(1.0)
         requests0, cpu0 = feed_requests(env["CLOUD_FEED_SERVICE_URL"]), cpu_times(worker.pid)
+        # a two-core experiment's child, started with the worker: its CPU from here on
+        child_cpu0 = {c: sum(cpu_times(int(c))) for c in _children(worker.pid)}
         job_id = create(api_url, token, fmt)
         seconds, rows = wait_done(db, job_id, worker)
         user, system = (b - a for a, b in zip(cpu0, cpu_times(worker.pid), strict=True))
@@ -158,7 +168,7 @@ def export(
         requests = feed_requests(env["CLOUD_FEED_SERVICE_URL"]) - requests0
         peak_kb = status_kb(worker.pid, "VmHWM") or 0
         children = [int(c) for c in _children(worker.pid)]
-        child_cpu = sum(sum(cpu_times(c)) for c in children)  # the two-core experiment's
+        child_cpu = sum(sum(cpu_times(c)) - child_cpu0.get(str(c), 0.0) for c in children)
         child_kb = sum(status_kb(c, "VmHWM") or 0 for c in children)
         (sha,) = db.execute("SELECT sha256 FROM report_jobs WHERE id = %s", (job_id,)).fetchone()
     finally:
@@ -190,11 +200,18 @@ def main() -> None:
         help="also export CSV through bench/two_core (issue 27's experiment: decoding and "
         "encoding in a second process) and compare",
     )
+    p.add_argument(
+        "--two-core-fetch",
+        action="store_true",
+        help="also export through bench/two_core's other split (fetching in a second process, "
+        "decoding and encoding in the worker) and compare",
+    )
     args = p.parse_args()
     rows, distributions = args.rows, args.distribution.split(",")
     if args.smoke:
         rows, distributions, args.formats = 3000, ["even", "newest-1pct"], "csv"
-        args.two_core = True  # the experiment's file must stay the product's, byte for byte
+        # the experiments' files must stay the product's, byte for byte
+        args.two_core = args.two_core_fetch = True
     figure("rows", rows, "records")
     figure("latency_ms", args.latency_ms, "ms")
     figure("concurrency", args.concurrency)
@@ -225,19 +242,22 @@ def main() -> None:
                     figure(f"{name}_cpu_per_record", run["cpu_us"], "us")
                     figure(f"{name}_cpu_per_record_system", run["sys_us"], "us")
                     figure(f"{name}_peak_rss_mb", run["peak_mb"], "MB")
+                    experiments = []
                     if args.two_core and fmt == "csv":
-                        two = export(
-                            procs, env | TWO_CORE, db, api_url, token, fmt, args.concurrency
-                        )
+                        experiments.append(("two_core", TWO_CORE))
+                    if args.two_core_fetch:
+                        experiments.append(("two_core_fetch", TWO_CORE | FETCH))
+                    for label, extra in experiments:
+                        two = export(procs, env | extra, db, api_url, token, fmt, args.concurrency)
                         if two["sha256"] != run["sha256"]:
-                            raise SystemExit(f"{name}: the two-core file differs")
-                        figure(f"{name}_two_core", two["rows_s"], "rows/s")
+                            raise SystemExit(f"{name}: the {label} file differs")
+                        figure(f"{name}_{label}", two["rows_s"], "rows/s")
                         if sequential is not None:
-                            figure(f"{name}_two_core_ratio", two["rows_s"] / sequential["rows_s"])
-                        figure(f"{name}_two_core_cpu_per_record", two["cpu_us"], "us")
-                        figure(f"{name}_two_core_child_cpu_per_record", two["child_cpu_us"], "us")
-                        figure(f"{name}_two_core_peak_rss_mb", two["peak_mb"], "MB")
-                        figure(f"{name}_two_core_child_peak_rss_mb", two["child_peak_mb"], "MB")
+                            figure(f"{name}_{label}_ratio", two["rows_s"] / sequential["rows_s"])
+                        figure(f"{name}_{label}_cpu_per_record", two["cpu_us"], "us")
+                        figure(f"{name}_{label}_child_cpu_per_record", two["child_cpu_us"], "us")
+                        figure(f"{name}_{label}_peak_rss_mb", two["peak_mb"], "MB")
+                        figure(f"{name}_{label}_child_peak_rss_mb", two["child_peak_mb"], "MB")
     figure("load_average_1min", os.getloadavg()[0])
 
 
