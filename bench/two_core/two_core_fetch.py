@@ -15,74 +15,15 @@ the host slots are the child's, not shared with other exports of the worker.
 
 from __future__ import annotations
 
-import fcntl
-import os
 import pickle
 import struct
-import subprocess
-import sys
-import threading
 from collections.abc import Iterator
 from typing import Any
 
-LENGTH = struct.Struct("<I")
+from two_core_common import Spare
+
 # status (0 a page, 1 an error, 2 the export's end), keep mask length, body length
 HEAD = struct.Struct("<BII")
-F_SETPIPE_SZ = 1031
-
-
-def write_all(fd: int, parts: list[bytes]) -> None:
-    """``parts`` written whole to ``fd`` (a pipe's writev may take part of them)."""
-    total = sum(map(len, parts))
-    done = os.writev(fd, parts)
-    if done < total:
-        rest = b"".join(parts)[done:]
-        while rest:
-            rest = rest[os.write(fd, rest) :]
-
-
-class Child:
-    def __init__(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "TWO_CORE_EXPERIMENT"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "two_core_fetch_child"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-        )
-        assert self.proc.stdin is not None and self.proc.stdout is not None
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, 1 << 20)
-        self.out = self.proc.stdin.fileno()
-        self.read = self.proc.stdout.read  # buffered: read(n) answers n bytes, or fewer at EOF
-        if self.read(1) != b"R":  # ready: its imports and its source are not the export's time
-            raise RuntimeError("the fetching process did not start")
-
-    def send(self, data: bytes) -> None:
-        write_all(self.out, [LENGTH.pack(len(data)), data])
-
-    def exactly(self, n: int) -> bytes:
-        data = self.read(n) if n else b""
-        if len(data) < n:
-            raise RuntimeError("the fetching process ended")
-        return data
-
-
-_child: Child | None = None
-_lock = threading.Lock()
-
-
-def _take_child() -> Child:
-    global _child
-    with _lock:
-        child, _child = _child, None
-    return child if child is not None and child.proc.poll() is None else Child()
-
-
-def _give_back(child: Child) -> None:
-    global _child
-    with _lock:
-        _child = child
 
 
 def install() -> None:
@@ -93,8 +34,7 @@ def install() -> None:
     from reportcore.jobs import JobType
     from reportcore.ports import SourcePage, SourceRequest
 
-    global _child
-    _child = Child()  # started with the worker, not inside an export's time
+    spare = Spare("two_core_fetch_child", ready=True)
     windowed = {JobType.FEED_INTAKE_EXPORT, JobType.TELEMETRY_EXPORT}
 
     def pages(self: Any, request: SourceRequest) -> Iterator[SourcePage]:
@@ -103,14 +43,14 @@ def install() -> None:
         decoders = DECODERS[job_type]
         max_items = self.config.max_page_items
         checked = job_type in windowed  # the child's windows checked every page, as here
-        child = _take_child()
+        child = spare.take()
         clean = False
         try:
             child.send(pickle.dumps(msgspec.structs.replace(request, checkpoint=None)))
             while True:
-                status, keep_len, body_len = HEAD.unpack(child.exactly(HEAD.size))
-                keep = child.exactly(keep_len)
-                body = child.exactly(body_len)
+                status, keep_len, body_len = HEAD.unpack(child.read(HEAD.size))
+                keep = child.read(keep_len)
+                body = child.read(body_len)
                 if status == 2:
                     break
                 if status == 1:
@@ -121,9 +61,8 @@ def install() -> None:
             clean = True
         finally:
             if clean:
-                _give_back(child)
+                spare.give_back(child)
             else:
-                child.proc.kill()
-                child.proc.wait()
+                child.kill()
 
     source.HttpRecordSource.pages = pages  # type: ignore[method-assign]

@@ -15,7 +15,8 @@ import pickle
 import sys
 from typing import Any
 
-from two_core_fetch import HEAD, LENGTH, write_all
+from two_core_common import LENGTH, write_all
+from two_core_fetch import HEAD
 
 from adapters.upstream import HttpRecordSource, source
 from entrypoints.containers import upstream_config

@@ -12,19 +12,16 @@ NDJSON, xlsx and stream filters take the product's path unchanged.
 
 from __future__ import annotations
 
-import fcntl
 import os
 import pickle
 import struct
-import subprocess
 import sys
-import threading
 from typing import Any
 
+from two_core_common import LENGTH, Spare
+
 LOOKAHEAD = int(os.environ.get("TWO_CORE_LOOKAHEAD", "16"))
-LENGTH = struct.Struct("<I")
 ANSWER = struct.Struct("<BIH")
-F_SETPIPE_SZ = 1031
 
 
 class Pending:
@@ -66,51 +63,6 @@ class Encoded:
         return Last(self.last)
 
 
-class Child:
-    def __init__(self) -> None:
-        env = {k: v for k, v in os.environ.items() if k != "TWO_CORE_EXPERIMENT"}
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "two_core_child"],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-            env=env,
-            bufsize=0,
-        )
-        for pipe in (self.proc.stdin, self.proc.stdout):
-            fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, 1 << 20)
-        self.out = self.proc.stdin.fileno()
-        self.inp = self.proc.stdout
-
-    def send(self, *parts: bytes) -> None:
-        os.writev(self.out, [LENGTH.pack(sum(map(len, parts))), *parts])
-
-    def read(self, n: int) -> bytes:
-        data = self.inp.read(n)
-        while len(data) < n:  # a raw pipe answers what it has
-            more = self.inp.read(n - len(data))
-            if not more:
-                raise RuntimeError("the encoding process ended")
-            data += more
-        return data
-
-
-_child: Child | None = None
-_lock = threading.Lock()
-
-
-def _take_child() -> Child:
-    global _child
-    with _lock:
-        child, _child = _child, None
-    return child if child is not None and child.proc.poll() is None else Child()
-
-
-def _give_back(child: Child) -> None:
-    global _child
-    with _lock:
-        _child = child
-
-
 def install() -> None:
     from adapters.upstream import source
     from reportcore import export, pipeline
@@ -119,10 +71,9 @@ def install() -> None:
     from reportcore.jobs import ReportFormat
     from reportcore.ports import SourcePage
 
-    global _child
     if os.environ.get("TWO_CORE_SWITCH_SEC"):
         sys.setswitchinterval(float(os.environ["TWO_CORE_SWITCH_SEC"]))
-    _child = Child()  # started with the worker, not inside an export's time
+    spare = Spare("two_core_child")
     real_page, real_write, real_row_getter = source._page, pipeline.write_export, export.row_getter
 
     def page(
@@ -161,7 +112,7 @@ def install() -> None:
         scope_values = kw["scope_values"]
 
         def encoded_pages() -> Any:
-            child = _take_child()
+            child = spare.take()
             clean = False
             inflight = 0  # pages sent whose lines have not come back yet
 
@@ -204,9 +155,9 @@ def install() -> None:
                 clean = True
             finally:
                 if clean:
-                    _give_back(child)
+                    spare.give_back(child)
                 else:
-                    child.proc.kill()
+                    child.kill()
 
         kw["formats"] = {ReportFormat.CSV: Lines}
         return real_write(spec, fmt, encoded_pages(), writer, **kw)
