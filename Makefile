@@ -26,12 +26,9 @@ run: venv
 
 ## everything CI checks: lint, types, architecture, the plain installs, the whole suite with coverage
 test: venv lint typecheck install-check
-	$(BIN)/python -m pytest -q -p no:cacheprovider \
-		--cov=reportcore --cov-branch --cov-report=term-missing:skip-covered \
-		--cov-fail-under=95 tests
-	@# again under a local time 7 h off UTC: a naive instant read as local time shows there
-	@# (in two processes side by side: tests/unit_in_two.sh)
-	TZ=Asia/Bangkok PYTHON=$(BIN)/python tests/unit_in_two.sh
+	@# the services' suites (in two processes) beside the unit suite, which runs under a local
+	@# time 7 h off UTC, where a naive instant read as local time shows (tests/suite.sh)
+	PYTHON=$(BIN)/python tests/suite.sh
 	$(MAKE) --no-print-directory bench-smoke
 
 lint: venv
