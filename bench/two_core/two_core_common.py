@@ -3,12 +3,14 @@ worker, spoken to through two pipes in length-prefixed frames, and kept between 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import struct
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 
 LENGTH = struct.Struct("<I")
 F_SETPIPE_SZ = 1031
@@ -38,6 +40,7 @@ class Child:
         for pipe in (self.proc.stdin, self.proc.stdout):
             fcntl.fcntl(pipe.fileno(), F_SETPIPE_SZ, 1 << 20)
         self.out = self.proc.stdin.fileno()
+        self.clean = False  # lent for an export: it ended the export and waits for the next
         self._read = self.proc.stdout.read  # buffered: n bytes, or fewer at its end
         if ready and self._read(1) != b"R":
             raise RuntimeError(f"{module} did not start")
@@ -76,3 +79,16 @@ class Spare:
     def give_back(self, child: Child) -> None:
         with self._lock:
             self._child = child
+
+    @contextlib.contextmanager
+    def lend(self) -> Iterator[Child]:
+        """A child for one export: given back if the export set its ``clean``, else killed."""
+        child = self.take()
+        child.clean = False
+        try:
+            yield child
+        finally:
+            if child.clean:
+                self.give_back(child)
+            else:
+                child.kill()

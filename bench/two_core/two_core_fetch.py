@@ -43,9 +43,7 @@ def install() -> None:
         decoders = DECODERS[job_type]
         max_items = self.config.max_page_items
         checked = job_type in windowed  # the child's windows checked every page, as here
-        child = spare.take()
-        clean = False
-        try:
+        with spare.lend() as child:
             child.send(pickle.dumps(msgspec.structs.replace(request, checkpoint=None)))
             while True:
                 status, keep_len, body_len = HEAD.unpack(child.read(HEAD.size))
@@ -54,15 +52,10 @@ def install() -> None:
                 if status == 2:
                     break
                 if status == 1:
-                    clean = True  # the child ended the export and waits for the next
+                    child.clean = True  # the child ended the export and waits for the next
                     raise pickle.loads(body)
                 mask = tuple(map(bool, keep)) if keep_len else None
                 yield source._page(call, Fetched(body, mask), decoders, request, max_items, checked)
-            clean = True
-        finally:
-            if clean:
-                spare.give_back(child)
-            else:
-                child.kill()
+            child.clean = True
 
     source.HttpRecordSource.pages = pages  # type: ignore[method-assign]

@@ -112,22 +112,22 @@ def install() -> None:
         scope_values = kw["scope_values"]
 
         def encoded_pages() -> Any:
-            child = spare.take()
-            clean = False
-            inflight = 0  # pages sent whose lines have not come back yet
+            with spare.lend() as child:
+                inflight = 0  # pages sent whose lines have not come back yet
 
-            def receive() -> SourcePage:
-                size = LENGTH.unpack(child.read(4))[0]
-                frame = child.read(size)
-                status, count, last_len = ANSWER.unpack_from(frame)
-                at = ANSWER.size
-                last = frame[at : at + last_len].decode()
-                data = frame[at + last_len :]
-                if status:
-                    raise UpstreamBadResponse(f"the feed sent an unreadable page: {data.decode()}")
-                return SourcePage(records=Encoded(count, data, last))
+                def receive() -> SourcePage:
+                    size = LENGTH.unpack(child.read(4))[0]
+                    frame = child.read(size)
+                    status, count, last_len = ANSWER.unpack_from(frame)
+                    at = ANSWER.size
+                    last = frame[at : at + last_len].decode()
+                    data = frame[at + last_len :]
+                    if status:
+                        raise UpstreamBadResponse(
+                            f"the feed sent an unreadable page: {data.decode()}"
+                        )
+                    return SourcePage(records=Encoded(count, data, last))
 
-            try:
                 setup = None
                 for p in pages:
                     pending = p.records
@@ -152,12 +152,7 @@ def install() -> None:
                     yield receive()
                 if setup is not None:
                     child.send()  # the export's end: the child waits for the next
-                clean = True
-            finally:
-                if clean:
-                    spare.give_back(child)
-                else:
-                    child.kill()
+                child.clean = True
 
         kw["formats"] = {ReportFormat.CSV: Lines}
         return real_write(spec, fmt, encoded_pages(), writer, **kw)
