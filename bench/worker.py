@@ -158,7 +158,7 @@ def export(
             time.sleep(1.0)
         requests0, cpu0 = feed_requests(env["CLOUD_FEED_SERVICE_URL"]), cpu_times(worker.pid)
         # a two-core experiment's child, started with the worker: its CPU from here on
-        child_cpu0 = {c: sum(cpu_times(int(c))) for c in _children(worker.pid)}
+        child_cpu0 = {c: sum(cpu_times(c)) for c in map(int, _children(worker.pid))}
         job_id = create(api_url, token, fmt)
         seconds, rows = wait_done(db, job_id, worker)
         user, system = (b - a for a, b in zip(cpu0, cpu_times(worker.pid), strict=True))
@@ -168,7 +168,7 @@ def export(
         requests = feed_requests(env["CLOUD_FEED_SERVICE_URL"]) - requests0
         peak_kb = status_kb(worker.pid, "VmHWM") or 0
         children = [int(c) for c in _children(worker.pid)]
-        child_cpu = sum(sum(cpu_times(c)) - child_cpu0.get(str(c), 0.0) for c in children)
+        child_cpu = sum(sum(cpu_times(c)) - child_cpu0.get(c, 0.0) for c in children)
         child_kb = sum(status_kb(c, "VmHWM") or 0 for c in children)
         (sha,) = db.execute("SELECT sha256 FROM report_jobs WHERE id = %s", (job_id,)).fetchone()
     finally:

@@ -12,16 +12,16 @@ from __future__ import annotations
 
 import operator
 import pickle
-import struct
 import sys
+
+from two_core_common import LENGTH
+from two_core_main import ANSWER
 
 from adapters.upstream.wire import DECODERS
 from reportcore.encoding import CsvEncoder, SheetRequest
 from reportcore.export import row_getter
 from reportcore.jobtypes import JOB_TYPES
 
-LENGTH = struct.Struct("<I")
-ANSWER = struct.Struct("<BIH")
 _TENANT = operator.attrgetter("tenant_id")
 
 
