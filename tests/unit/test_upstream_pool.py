@@ -1,0 +1,181 @@
+"""The transport's idle connections (issue 27, item 2: the system calls a page costs).
+
+A connection back in the pool less than ``look_after_sec`` ago carries the next request
+without a ``select`` (each system call hands the interpreter to another thread); one idle for
+longer is looked at first, and dropped if the peer closed it. Since a peer may close a
+connection at any moment, a reused connection whose request ends before any answer (closed or
+reset) is asked once more on a new connection: a GET's, not a POST's, not a new connection's,
+and not one the watchdog shut."""
+
+from __future__ import annotations
+
+import contextlib
+import select
+import socket
+import ssl
+import struct
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import httpx
+import pytest
+
+from adapters.upstream.transport import DEADLINE, StdlibTransport
+
+
+class _Server:
+    """A keep-alive HTTP/1.1 server on 127.0.0.1 answering ``answers`` requests on each
+    connection (``answer <n>``, n counting every answer), then, at the next request's head
+    (or at once, for ``after="close at once"``), closing it (``close``), resetting it
+    (``reset``) or holding it without a word (``stall``)."""
+
+    def __init__(self, answers: int, after: str) -> None:
+        self._answers = answers
+        self._after = after
+        self._listener = socket.create_server(("127.0.0.1", 0))
+        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/page"
+        self.connections = 0
+        self.answered = 0
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        with contextlib.suppress(OSError):
+            while not self._stop.is_set():
+                conn, _ = self._listener.accept()
+                with self._lock:
+                    self.connections += 1
+                threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+
+    def _one(self, conn: socket.socket) -> None:
+        with conn, contextlib.suppress(OSError):
+            for _ in range(self._answers):
+                if not self._head(conn):
+                    return
+                with self._lock:
+                    self.answered += 1
+                    body = b"answer %d" % self.answered
+                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+            if self._after == "close at once":
+                return
+            if not self._head(conn):
+                return
+            if self._after == "reset":
+                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            elif self._after == "stall":
+                self._stop.wait(5)
+
+    @staticmethod
+    def _head(conn: socket.socket) -> bool:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return False
+            head += chunk
+        return True
+
+    def close(self) -> None:
+        self._stop.set()
+        self._listener.close()
+
+
+@contextlib.contextmanager
+def _client(look_after_sec: float) -> Iterator[httpx.Client]:
+    transport = StdlibTransport(
+        timeout=5.0, ssl_context=ssl.create_default_context(), look_after_sec=look_after_sec
+    )
+    with httpx.Client(transport=transport) as client:
+        yield client
+
+
+@contextlib.contextmanager
+def _serving(answers: int, after: str) -> Iterator[_Server]:
+    server = _Server(answers, after)
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+def _looks(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
+    """The ``select`` calls the transport makes from here on."""
+    calls: list[Any] = []
+    real = select.select
+
+    def counting(*args: Any) -> Any:
+        calls.append(args)
+        return real(*args)
+
+    monkeypatch.setattr(select, "select", counting)
+    return calls
+
+
+def test_a_connection_just_back_carries_the_next_request_without_a_look(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    looks = _looks(monkeypatch)
+    with _serving(answers=10, after="close") as server, _client(look_after_sec=60) as client:
+        bodies = [client.get(server.url).content for _ in range(4)]
+    assert bodies == [b"answer 1", b"answer 2", b"answer 3", b"answer 4"]
+    assert server.connections == 1
+    assert looks == []
+
+
+def test_a_connection_idle_longer_is_looked_at_and_dropped_if_its_peer_closed_it(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    looks = _looks(monkeypatch)
+    with _serving(answers=1, after="close at once") as server, _client(look_after_sec=0) as client:
+        bodies = []
+        for _ in range(3):
+            bodies.append(client.get(server.url).content)
+            time.sleep(0.05)  # the peer's close has arrived before the next request
+    assert bodies == [b"answer 1", b"answer 2", b"answer 3"]
+    assert server.connections == 3
+    assert len(looks) == 2  # the second and third requests found one idle, and looked
+
+
+@pytest.mark.parametrize("after", ["close", "close at once", "reset"])
+def test_a_reused_connection_its_peer_ended_is_asked_again_on_a_new_one(after: str) -> None:
+    with _serving(answers=1, after=after) as server, _client(look_after_sec=60) as client:
+        bodies = []
+        for _ in range(4):
+            bodies.append(client.get(server.url).content)
+            time.sleep(0.05)
+    assert bodies == [b"answer 1", b"answer 2", b"answer 3", b"answer 4"]
+    assert server.connections == 4
+
+
+def test_a_new_connection_that_ends_before_an_answer_is_not_asked_again() -> None:
+    with _serving(answers=0, after="close") as server, _client(look_after_sec=60) as client:
+        with pytest.raises(httpx.ReadError, match="RemoteDisconnected"):
+            client.get(server.url)
+        assert server.connections == 1
+
+
+def test_a_request_with_a_method_that_may_change_something_is_not_asked_again() -> None:
+    with _serving(answers=1, after="close") as server, _client(look_after_sec=60) as client:
+        assert client.post(server.url).content == b"answer 1"
+        time.sleep(0.05)
+        with pytest.raises(httpx.ReadError):
+            client.post(server.url)
+        assert server.connections == 1
+
+
+def test_a_reused_connection_the_watchdog_shut_is_not_asked_again() -> None:
+    """Past its deadline the watchdog shuts the socket: the read ends with nothing, which is
+    no peer's close to work around."""
+    with _serving(answers=1, after="stall") as server, _client(look_after_sec=60) as client:
+        assert client.get(server.url).content == b"answer 1"
+        request = client.build_request(
+            "GET", server.url, extensions={DEADLINE: time.monotonic() + 0.3}
+        )
+        began = time.monotonic()
+        with pytest.raises(httpx.ReadError):
+            client.send(request)
+        assert time.monotonic() - began < 3.0
+        assert server.connections == 1
