@@ -15,7 +15,6 @@ A header or target that ``http.client`` refuses to send fails the request as htt
 
 from __future__ import annotations
 
-import contextlib
 import http.client
 import io
 import socket
@@ -35,6 +34,8 @@ from hypothesis import strategies as st
 
 from adapters.upstream.connections import HTTPConnection, Response, kernel_timeouts
 from adapters.upstream.transport import StdlibTransport
+
+from .upstream_support import TcpServer, read_request_head
 
 TOKEN = string.ascii_letters + string.digits + "!#$%&'*+-.^_`|~"
 # what a header's value may hold: visible ASCII and Latin-1, spaces and tabs (no line breaks)
@@ -157,37 +158,16 @@ def test_a_header_line_too_long_is_refused() -> None:
 # --- the kernel's timeout on plain connections ---
 
 
-class _Server:
-    """A TCP server on 127.0.0.1 that answers each connection with ``answer(conn)`` on a
-    thread of its own, once the request's head is read."""
+def _answering(answer: Callable[[socket.socket], None]) -> TcpServer:
+    """A server that answers each connection with ``answer(conn)`` once the request's head is
+    read, then holds the connection open (a stalled upstream)."""
 
-    def __init__(self, answer: Callable[[socket.socket], None]) -> None:
-        self._answer = answer
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/page"
-        self._stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+    def handle(conn: socket.socket, stop: threading.Event) -> None:
+        if read_request_head(conn):  # else the client left before its request was whole
+            answer(conn)
+            stop.wait(5)
 
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            while not self._stop.is_set():
-                conn, _ = self._listener.accept()
-                threading.Thread(target=self._one, args=(conn,), daemon=True).start()
-
-    def _one(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            head = b""
-            while b"\r\n\r\n" not in head:
-                chunk = conn.recv(4096)
-                if not chunk:  # the client left before its request was whole
-                    return
-                head += chunk
-            self._answer(conn)
-            self._stop.wait(5)  # hold the connection open (a stalled upstream)
-
-    def close(self) -> None:
-        self._stop.set()
-        self._listener.close()
+    return TcpServer(handle)
 
 
 def _get(url: str, timeout: float) -> tuple[bytes, float]:
@@ -200,7 +180,7 @@ def _get(url: str, timeout: float) -> tuple[bytes, float]:
 
 
 def test_a_stalled_body_ends_in_a_read_timeout_at_the_timeout() -> None:
-    server = _Server(
+    server = _answering(
         lambda conn: conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf")
     )
     try:
@@ -213,7 +193,7 @@ def test_a_stalled_body_ends_in_a_read_timeout_at_the_timeout() -> None:
 
 
 def test_a_stalled_head_ends_in_a_read_timeout() -> None:
-    server = _Server(lambda conn: None)
+    server = _answering(lambda conn: None)
     try:
         with pytest.raises(httpx.ReadTimeout):
             _get(server.url, 0.3)
@@ -232,7 +212,7 @@ def test_the_timeout_is_between_reads_not_for_the_whole_body() -> None:
             time.sleep(0.12)
             conn.sendall(bytes([byte]))
 
-    server = _Server(drip)
+    server = _answering(drip)
     try:
         got, took = _get(server.url, 1.0)
         assert got == body
@@ -250,7 +230,7 @@ def test_an_answer_that_closes_its_connection_is_read_to_its_end() -> None:
         conn.sendall(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n" + body)
         conn.shutdown(socket.SHUT_WR)
 
-    server = _Server(closing)
+    server = _answering(closing)
     try:
         body, _ = _get(server.url, 2.0)
         assert body == b"x" * 200_000
@@ -260,7 +240,7 @@ def test_an_answer_that_closes_its_connection_is_read_to_its_end() -> None:
 
 @pytest.mark.skipif(sys.platform != "linux", reason="the kernel's timeouts are set on Linux")
 def test_a_plain_connection_is_blocking_with_the_kernels_timeout() -> None:
-    server = _Server(lambda conn: conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n"))
+    server = _answering(lambda conn: conn.sendall(b"HTTP/1.1 204 No Content\r\n\r\n"))
     try:
         host, port = server.url[len("http://") :].split("/")[0].split(":")
         connection = HTTPConnection(host, int(port), timeout=1.25)

@@ -24,6 +24,8 @@ import pytest
 
 from adapters.upstream.transport import DEADLINE, StdlibTransport
 
+from .upstream_support import TcpServer, read_request_head
+
 
 class _Server:
     """A keep-alive HTTP/1.1 server on 127.0.0.1 answering ``answers`` requests on each
@@ -34,53 +36,32 @@ class _Server:
     def __init__(self, answers: int, after: str) -> None:
         self._answers = answers
         self._after = after
-        self._listener = socket.create_server(("127.0.0.1", 0))
-        self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/page"
-        self.connections = 0
         self.answered = 0
         self._lock = threading.Lock()
-        self._stop = threading.Event()
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._tcp = TcpServer(self._one)
+        self.url = self._tcp.url
 
-    def _serve(self) -> None:
-        with contextlib.suppress(OSError):
-            while not self._stop.is_set():
-                conn, _ = self._listener.accept()
-                with self._lock:
-                    self.connections += 1
-                threading.Thread(target=self._one, args=(conn,), daemon=True).start()
+    @property
+    def connections(self) -> int:
+        return self._tcp.connections
 
-    def _one(self, conn: socket.socket) -> None:
-        with conn, contextlib.suppress(OSError):
-            for _ in range(self._answers):
-                if not self._head(conn):
-                    return
-                with self._lock:
-                    self.answered += 1
-                    body = b"answer %d" % self.answered
-                conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
-            if self._after == "close at once":
+    def _one(self, conn: socket.socket, stop: threading.Event) -> None:
+        for _ in range(self._answers):
+            if not read_request_head(conn):
                 return
-            if not self._head(conn):
-                return
-            if self._after == "reset":
-                conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-            elif self._after == "stall":
-                self._stop.wait(5)
-
-    @staticmethod
-    def _head(conn: socket.socket) -> bool:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = conn.recv(4096)
-            if not chunk:
-                return False
-            head += chunk
-        return True
+            with self._lock:
+                self.answered += 1
+                body = b"answer %d" % self.answered
+            conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n\r\n%s" % (len(body), body))
+        if self._after == "close at once" or not read_request_head(conn):
+            return
+        if self._after == "reset":
+            conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif self._after == "stall":
+            stop.wait(5)
 
     def close(self) -> None:
-        self._stop.set()
-        self._listener.close()
+        self._tcp.close()
 
 
 @contextlib.contextmanager
