@@ -28,11 +28,11 @@ A connection idle for :data:`LOOK_AFTER_SEC` or more is looked at before it carr
 request (readable while idle: the peer closed it, or sent what nobody asked for; it is
 dropped). One back in the pool more recently, which is how a window's next page finds it, goes
 out without that look: ``select`` is a system call, and every system call hands the one
-interpreter to another thread (a 2 ms export: 130-134k -> 138-143k rows/s without it). A peer
+interpreter to another thread (docs/performance.md: a few per cent of a 2 ms export). A peer
 can close a connection between any look and the request anyway, so a reused connection whose
 request ends before any answer (reset, or closed with nothing sent) is asked once more at once
-on a new connection, as urllib3 does for a request without a body; not when the watchdog
-shut it, and not a new connection's.
+on a new connection, as HTTP allows for a safe method's (RFC 9110, 9.2.2; RFC 9112, 9.3.1);
+not when the watchdog shut it or its deadline or export has ended, and not a new connection's.
 """
 
 from __future__ import annotations
