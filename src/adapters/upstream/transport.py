@@ -78,6 +78,14 @@ class _Watched:
         self.abort = abort
         self.shut = False
 
+    def due(self, now: float) -> bool:
+        """Whether the request must end: past its deadline, or its export stopped."""
+        return (self.deadline is not None and now >= self.deadline) or _asks_abort(self.abort)
+
+    def ended(self) -> bool:
+        """Whether the request is over for good: shut by the watchdog, or due now."""
+        return self.shut or self.due(time.monotonic())
+
 
 class Watchdog:
     """Shuts the sockets of requests past their deadline or abandoned by their export, from a
@@ -138,20 +146,9 @@ class Watchdog:
             for entry in entries:
                 if entry.shut:
                     continue
-                late = entry.deadline is not None and now >= entry.deadline
-                if late or _asks_abort(entry.abort):
+                if entry.due(now):
                     entry.shut = True
                     _shut(entry.connection)
-
-
-def _ended(
-    watched: _Watched | None, deadline: float | None, abort: Callable[[], bool] | None
-) -> bool:
-    """Whether a request must not be asked again: the watchdog shut it, or it is past its
-    deadline, or its export stopped."""
-    if watched is not None and watched.shut:
-        return True
-    return (deadline is not None and time.monotonic() >= deadline) or _asks_abort(abort)
 
 
 def _asks_abort(abort: Callable[[], bool] | None) -> bool:
@@ -207,7 +204,7 @@ class StdlibTransport(httpx.BaseTransport):
                 self.watchdog.forget(watched)
                 connection.close()
                 again = reused and request.method in _AGAIN
-                if not again or _ended(watched, deadline, abort):
+                if not again or (watched is not None and watched.ended()):
                     raise unanswered.failure from unanswered.__cause__
                 connection, reused = self._connect(origin), False
             except BaseException:
