@@ -15,6 +15,7 @@ import bisect
 import datetime as dt
 import random
 import threading
+import time
 from collections.abc import Sequence
 from typing import Any
 
@@ -222,6 +223,66 @@ def test_idle_threads_take_over_the_one_window_that_holds_the_data() -> None:
     assert splits() - before >= 3
     assert len(ends) >= 4  # windows that brought records: the plan's one and the splits'
     assert windowed == export(Fast(records), FEED, ReportFormat.CSV, 1, page=10)
+
+
+def test_idle_threads_wait_for_a_split_one_look_a_page_not_one_each() -> None:
+    """Eight threads, one window of data, the other three empty: the seven threads left idle
+    wait for a window worth splitting, and each page checked wakes one of them to look (what
+    it finds, any other would find too), not all seven; waking all of them made every page
+    cost seven looks and seven hand-overs of the interpreter."""
+    import msgspec
+
+    from adapters.upstream.pagers import Bounds
+    from adapters.upstream.windows import Checks, Range, Task, WindowRun, plan
+    from adapters.upstream.wire import Call, Fetched, instant_text
+    from reportcore.jobtypes import Upstream as Service
+
+    whole = Range(first=FIRST, end=END, lower=instant_text(FIRST), upper=instant_text(END - MS))
+    windows = plan(whole, 4)
+    pages = 200
+    asked = 0
+    lock = threading.Lock()
+
+    def task(bounds: Bounds) -> Task:
+        top = bounds.below or END - MS
+        count = pages if bounds is windows[0] else 0
+
+        def paging(stop: threading.Event) -> Any:
+            for p in range(count):
+                stop.wait(0.001)  # an answer on its way: the interpreter is free meanwhile
+                at = [top - dt.timedelta(seconds=10 * p + i + 1) for i in range(5)]
+                items = [{"id": f"{t.timestamp()}", "occurredAt": instant_text(t)} for t in at]
+                yield Fetched(msgspec.json.encode(items))
+
+        return paging
+
+    def keys(page: Fetched) -> tuple[list[str], list[dt.datetime]]:
+        items = msgspec.json.decode(page.body)
+        return [i["id"] for i in items], [parsed(i["occurredAt"]) for i in items]
+
+    def never(candidates: Sequence[Candidate]) -> None:
+        nonlocal asked
+        with lock:
+            asked += 1
+
+    checks = Checks(
+        windows=windows,
+        opener=task,
+        keys=keys,
+        call=Call(upstream=Service.FEED, base_url=URL, path="/x", trace_id="j"),
+        page_size=5,
+        split=never,
+    )
+    started = time.monotonic()
+    run = WindowRun([task(b) for b in windows], threads=8, budget=1 << 24, checks=checks)
+    try:
+        got = sum(1 for _ in run.answers())
+    finally:
+        run.close()
+    elapsed = time.monotonic() - started
+    assert got == pages
+    # one look a page, and each idle thread's own every 0.1 s
+    assert asked <= pages + 7 * (elapsed / 0.1 + 2), (asked, elapsed)
 
 
 # --- held to their bounds (issue 26, row 7) ---

@@ -199,6 +199,7 @@ class WindowRun:
         self._stop = threading.Event()
         self._cond = threading.Condition()
         self._failure: BaseException | None = None
+        self._idle = 0  # threads waiting in _take for a window to split
         self.splits = 0
         self._kept = 0
         self._splitting = checks is not None and all(w.floor is not None for w in self._windows)
@@ -273,8 +274,14 @@ class WindowRun:
                 if not running or not self._splitting:
                     return None
                 if (new := self._split()) is not None:
+                    if self._idle:  # another split may be worth it now
+                        self._cond.notify()
                     return new
-                self._cond.wait(0.1)
+                self._idle += 1
+                try:
+                    self._cond.wait(0.1)
+                finally:
+                    self._idle -= 1
             return None
 
     def _split(self) -> Window | None:
@@ -395,7 +402,8 @@ class WindowRun:
         with self._cond:
             verdict = window.check(checks.call, ids, instants, item.keep)
             self._kept += verdict.kept
-            self._cond.notify_all()  # a running window may be worth splitting now
+            if self._idle:  # a running window may be worth splitting now: one idle thread
+                self._cond.notify()  # looks (what it finds, any other would find too)
         if verdict.out_of_range:
             self._out_of_range.inc(verdict.out_of_range)
         if verdict.repeated:
