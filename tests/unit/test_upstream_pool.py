@@ -5,7 +5,8 @@ without a ``select`` (each system call hands the interpreter to another thread);
 longer is looked at first, and dropped if the peer closed it. Since a peer may close a
 connection at any moment, a reused connection whose request ends before any answer (closed or
 reset) is asked once more on a new connection: a GET's, not a POST's, not a new connection's,
-and not one the watchdog shut."""
+and not one the watchdog shut. Over TLS too: a peer that ends a kept-alive TLS connection
+may send its close_notify first, or not (an EOF in violation of the protocol to OpenSSL)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ import struct
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -24,21 +26,22 @@ import pytest
 
 from adapters.upstream.transport import DEADLINE, StdlibTransport
 
-from .upstream_support import TcpServer, read_request_head
+from .upstream_support import Authority, TcpServer, read_request_head
 
 
 class _Server:
     """A keep-alive HTTP/1.1 server on 127.0.0.1 answering ``answers`` requests on each
     connection (``answer <n>``, n counting every answer), then, at the next request's head
-    (or at once, for ``after="close at once"``), closing it (``close``), resetting it
-    (``reset``) or holding it without a word (``stall``)."""
+    (or at once, for ``after="close at once"``), closing it (``close``; over TLS,
+    ``close_notify`` says so first), resetting it (``reset``) or holding it without a word
+    (``stall``); over TLS with ``tls``."""
 
-    def __init__(self, answers: int, after: str) -> None:
+    def __init__(self, answers: int, after: str, tls: ssl.SSLContext | None = None) -> None:
         self._answers = answers
         self._after = after
         self.answered = 0
         self._lock = threading.Lock()
-        self._tcp = TcpServer(self._one)
+        self._tcp = TcpServer(self._one, tls)
         self.url = self._tcp.url
 
     @property
@@ -57,6 +60,10 @@ class _Server:
             return
         if self._after == "reset":
             conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        elif self._after == "close_notify" and isinstance(conn, ssl.SSLSocket):
+            conn.settimeout(0.5)  # the client answers its own close_notify only when it reads
+            with contextlib.suppress(OSError):
+                conn.unwrap()
         elif self._after == "stall":
             stop.wait(5)
 
@@ -65,17 +72,19 @@ class _Server:
 
 
 @contextlib.contextmanager
-def _client(look_after_sec: float) -> Iterator[httpx.Client]:
+def _client(look_after_sec: float, context: ssl.SSLContext | None = None) -> Iterator[httpx.Client]:
     transport = StdlibTransport(
-        timeout=5.0, ssl_context=ssl.create_default_context(), look_after_sec=look_after_sec
+        timeout=5.0,
+        ssl_context=context or ssl.create_default_context(),
+        look_after_sec=look_after_sec,
     )
     with httpx.Client(transport=transport) as client:
         yield client
 
 
 @contextlib.contextmanager
-def _serving(answers: int, after: str) -> Iterator[_Server]:
-    server = _Server(answers, after)
+def _serving(answers: int, after: str, tls: ssl.SSLContext | None = None) -> Iterator[_Server]:
+    server = _Server(answers, after, tls)
     try:
         yield server
     finally:
@@ -123,6 +132,24 @@ def test_a_connection_idle_longer_is_looked_at_and_dropped_if_its_peer_closed_it
 @pytest.mark.parametrize("after", ["close", "close at once", "reset"])
 def test_a_reused_connection_its_peer_ended_is_asked_again_on_a_new_one(after: str) -> None:
     with _serving(answers=1, after=after) as server, _client(look_after_sec=60) as client:
+        bodies = []
+        for _ in range(4):
+            bodies.append(client.get(server.url).content)
+            time.sleep(0.05)
+    assert bodies == [b"answer 1", b"answer 2", b"answer 3", b"answer 4"]
+    assert server.connections == 4
+
+
+@pytest.mark.parametrize("after", ["close", "close_notify", "close at once", "reset"])
+def test_a_reused_tls_connection_its_peer_ended_is_asked_again_on_a_new_one(
+    after: str, tmp_path: Path
+) -> None:
+    authority = Authority(tmp_path)
+    trusting = ssl.create_default_context(cafile=authority.bundle)
+    with (
+        _serving(answers=1, after=after, tls=authority.server()) as server,
+        _client(look_after_sec=60, context=trusting) as client,
+    ):
         bodies = []
         for _ in range(4):
             bodies.append(client.get(server.url).content)
