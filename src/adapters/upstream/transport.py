@@ -247,6 +247,8 @@ class StdlibTransport(httpx.BaseTransport):
             # before any answer (RemoteDisconnected: closed before a status line): the peer
             # had closed or reset the connection; a reused one may be asked again
             raise _Unanswered(_failure(phase, exc, request)) from exc
+        except ssl.SSLError as exc:  # first: a refused certificate is a ValueError too
+            raise _failure(phase, exc, request) from exc
         except ValueError:  # a header or target http.client refuses to send (a CR or LF in it)
             raise httpx.LocalProtocolError(
                 f"{phase} failed: a header or the target is not sendable", request=request
@@ -348,7 +350,12 @@ def _failure(phase: str, exc: BaseException, request: httpx.Request) -> httpx.Tr
         if phase == "connect":
             return httpx.ConnectTimeout(f"{phase} timed out", request=request)
         return httpx.ReadTimeout(f"{phase} timed out", request=request)
-    reason = f"{phase} failed: {type(exc).__name__}"
+    if isinstance(exc, ssl.SSLCertVerificationError):  # what an operator must mend: say it
+        reason = f"{phase} failed: the upstream's certificate was refused ({exc.verify_message})"
+    elif isinstance(exc, ssl.SSLError):  # OpenSSL's reason: CERTIFICATE_REQUIRED, ...
+        reason = f"{phase} failed: TLS {exc.reason or type(exc).__name__}"
+    else:
+        reason = f"{phase} failed: {type(exc).__name__}"
     if phase == "connect":
         return httpx.ConnectError(reason, request=request)
     return httpx.ReadError(reason, request=request)

@@ -1,0 +1,102 @@
+"""The upstreams over TLS, as the service's clients are made (:class:`Clients` from an
+:class:`UpstreamConfig`) on either transport: the server's certificate is checked against the
+configured CA bundle and the host asked, and a client certificate is shown when one is
+configured (mTLS); a failure says which (the stdlib transport once called a refused
+certificate "a header or the target is not sendable": ``ssl.SSLCertVerificationError`` is a
+``ValueError`` too). Real TLS on a real socket, with an authority made for each test."""
+
+from __future__ import annotations
+
+import socket
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import httpx
+import pytest
+
+from adapters.upstream.client import Clients
+from adapters.upstream.config import UpstreamConfig
+
+from .upstream_support import Authority, TcpServer, read_request_head
+
+TRANSPORTS = ["stdlib", "httpx"]
+
+
+def _answer(conn: socket.socket, stop: threading.Event) -> None:
+    while not stop.is_set() and read_request_head(conn):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+
+
+@pytest.fixture
+def authority(tmp_path: Path) -> Authority:
+    return Authority(tmp_path)
+
+
+@pytest.fixture
+def serve() -> Iterator[list[TcpServer]]:
+    servers: list[TcpServer] = []
+    yield servers
+    for server in servers:
+        server.close()
+
+
+def _get(config: UpstreamConfig, url: str) -> httpx.Response:
+    clients = Clients(config)
+    try:
+        return clients.client(url).get(url)
+    finally:
+        clients.close()
+
+
+def _config(transport: str, **kwargs: str) -> UpstreamConfig:
+    # trust_env off: SSL_CERT_FILE on the machine running the tests must not decide them
+    return UpstreamConfig(transport=transport, trust_env=False, **kwargs)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_an_upstream_whose_certificate_the_ca_bundle_signs_is_asked(
+    transport: str, authority: Authority, serve: list[TcpServer]
+) -> None:
+    server = TcpServer(_answer, authority.server())
+    serve.append(server)
+    response = _get(_config(transport, ca_bundle=authority.bundle), server.url)
+    assert (response.status_code, response.content) == (200, b"ok")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+@pytest.mark.parametrize("trusted", ["another CA's bundle", "the default trust store"])
+def test_an_upstream_whose_certificate_nobody_trusted_signs_is_refused(
+    transport: str, trusted: str, authority: Authority, tmp_path: Path, serve: list[TcpServer]
+) -> None:
+    server = TcpServer(_answer, authority.server())
+    serve.append(server)
+    other = Authority(tmp_path / "other", "another CA") if "another" in trusted else None
+    config = _config(transport, **({"ca_bundle": other.bundle} if other else {}))
+    with pytest.raises(httpx.ConnectError, match="unable to get local issuer certificate"):
+        _get(config, server.url)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_a_certificate_for_another_host_is_refused(
+    transport: str, authority: Authority, serve: list[TcpServer]
+) -> None:
+    server = TcpServer(_answer, authority.server(hosts=("feed.other.example",)))
+    serve.append(server)
+    with pytest.raises(httpx.ConnectError, match="mismatch, certificate is not valid for"):
+        _get(_config(transport, ca_bundle=authority.bundle), server.url)
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_an_upstream_that_asks_for_a_client_certificate_gets_the_one_configured(
+    transport: str, authority: Authority, serve: list[TcpServer]
+) -> None:
+    server = TcpServer(_answer, authority.server(clients=True))
+    serve.append(server)
+    cert, key = authority.issue("reportsvc", client=True)
+    config = _config(transport, ca_bundle=authority.bundle, client_cert=cert, client_key=key)
+    response = _get(config, server.url)
+    assert (response.status_code, response.content) == (200, b"ok")
+    # without one the server ends the connection (TLS 1.3: at the client's first read)
+    with pytest.raises(httpx.TransportError, match=r"(?i)certificate.required"):
+        _get(_config(transport, ca_bundle=authority.bundle), server.url)
