@@ -2,7 +2,9 @@
 shared by every export of the process, and a cap on requests in flight to each host.
 
 Every client has the configured timeout, connection limits of the host cap, ``trust_env``
-(proxies and ``SSL_CERT_FILE`` from the environment, as httpx reads them), an optional CA
+(proxies and ``SSL_CERT_FILE`` from the environment, as httpx reads them: an origin the
+environment sends through a proxy is asked through httpx's own transport, since httpx applies
+the environment's proxies only to the transports it makes itself), an optional CA
 bundle and client certificate (mTLS), a ``User-Agent`` naming the service and its version,
 ``Accept-Encoding: gzip``, and event hooks that log and count every retry (the retry loop
 marks a request's attempt in its extensions; see :mod:`adapters.upstream.retry`) and
@@ -23,6 +25,7 @@ from collections import Counter
 from collections.abc import Callable
 from typing import Any
 from urllib.parse import urlsplit
+from urllib.request import getproxies, proxy_bypass
 
 import httpx
 
@@ -110,7 +113,7 @@ class Clients:
             with self._lock:
                 client = self._clients.get(origin)
                 if client is None:
-                    client = self._clients[origin] = self._make()
+                    client = self._clients[origin] = self._make(base_url)
         return client
 
     def host(self, base_url: str) -> Host:
@@ -136,13 +139,16 @@ class Clients:
         for client in clients.values():
             client.close()
 
-    def _make(self) -> httpx.Client:
+    def _make(self, base_url: str) -> httpx.Client:
         config = self._config
         if self._ssl is None:
             self._ssl = ssl_context(config)
         cap = max(1, config.host_concurrency)
         transport = self._transport
-        if transport is None and config.transport == "stdlib":
+        proxied = config.trust_env and _proxied(base_url)
+        if proxied:  # httpx's own transport, which httpx routes through the proxy
+            log.info("upstream through a proxy", extra={"host": urlsplit(base_url).hostname})
+        if transport is None and config.transport == "stdlib" and not proxied:
             transport = StdlibTransport(
                 timeout=config.timeout_sec, ssl_context=self._ssl, max_idle=cap
             )
@@ -190,6 +196,18 @@ class Clients:
         """Count ``request`` as sent and never answered (connect error, timeout): the
         response hook never sees it."""
         _count(request, "error")
+
+
+def _proxied(url: str) -> bool:
+    """Whether the environment names a proxy for ``url``: ``HTTP_PROXY`` / ``HTTPS_PROXY`` /
+    ``ALL_PROXY`` (any case), unless ``NO_PROXY`` names its host; read as httpx reads them
+    (``urllib.request.getproxies``). httpx applies them only to a client whose transport it
+    makes itself, never to one it is given (``Client(transport=...)``)."""
+    parts = urlsplit(url)
+    proxies = getproxies()
+    if not (proxies.get(parts.scheme) or proxies.get("all")):
+        return False
+    return not proxy_bypass(parts.hostname or "")
 
 
 def _upstream_of(request: httpx.Request) -> str:
