@@ -50,7 +50,8 @@ def _get(config: UpstreamConfig, url: str) -> httpx.Response:
 
 
 def _config(transport: str, **kwargs: str) -> UpstreamConfig:
-    # trust_env off: SSL_CERT_FILE on the machine running the tests must not decide them
+    # trust_env off: SSL_CERT_FILE or a proxy on the machine running the tests must not
+    # decide them
     return UpstreamConfig(transport=transport, trust_env=False, **kwargs)
 
 
@@ -61,6 +62,26 @@ def test_an_upstream_whose_certificate_the_ca_bundle_signs_is_asked(
     server = TcpServer(_answer, authority.server())
     serve.append(server)
     response = _get(_config(transport, ca_bundle=authority.bundle), server.url)
+    assert (response.status_code, response.content) == (200, b"ok")
+
+
+@pytest.mark.parametrize("transport", TRANSPORTS)
+def test_without_a_ca_bundle_the_environments_ssl_cert_file_is_trusted(
+    transport: str, authority: Authority, serve: list[TcpServer], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    server = TcpServer(_answer, authority.server())
+    serve.append(server)
+    monkeypatch.setenv("SSL_CERT_FILE", authority.bundle)
+    for name in (
+        "http_proxy",
+        "https_proxy",
+        "all_proxy",
+        "HTTP_PROXY",
+        "HTTPS_PROXY",
+        "ALL_PROXY",
+    ):
+        monkeypatch.delenv(name, raising=False)
+    response = _get(UpstreamConfig(transport=transport, trust_env=True), server.url)
     assert (response.status_code, response.content) == (200, b"ok")
 
 
