@@ -16,18 +16,22 @@ import datetime as dt
 import random
 import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import httpx
+import msgspec
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from adapters import metrics
-from adapters.upstream.windows import Candidate
+from adapters.upstream.pagers import Bounds
+from adapters.upstream.windows import Candidate, Checks, Range, Task, WindowRun, plan
+from adapters.upstream.wire import Call, Fetched, instant_text
 from reportcore.errors import ExportFailure
 from reportcore.jobs import JobType, ReportFormat
+from reportcore.jobtypes import Upstream as Service
 from tests.unit.test_upstream_windows import (
     END,
     FIRST,
@@ -225,20 +229,44 @@ def test_idle_threads_take_over_the_one_window_that_holds_the_data() -> None:
     assert windowed == export(Fast(records), FEED, ReportFormat.CSV, 1, page=10)
 
 
+def _window_page(at: Sequence[dt.datetime], size: int = 0) -> Fetched:
+    """A page of records at ``at`` (newest first) as JSON, padded with blanks to ``size``."""
+    items = [{"id": f"{t.timestamp()}", "occurredAt": instant_text(t)} for t in at]
+    return Fetched(msgspec.json.encode(items).ljust(size))
+
+
+def _window_keys(page: Fetched) -> tuple[list[str], list[dt.datetime]]:
+    items = msgspec.json.decode(page.body)
+    return [i["id"] for i in items], [parsed(i["occurredAt"]) for i in items]
+
+
+def _four_windows(
+    task: Callable[[Bounds], Task], windows: list[Bounds], threads: int, budget: int, **more: Any
+) -> WindowRun:
+    """A run of ``windows`` (the range's plan), each paged by ``task``, its pages' keys read
+    from their JSON; ``more``: the rest of its :class:`Checks`."""
+    checks = Checks(
+        windows=windows,
+        opener=task,
+        keys=_window_keys,
+        call=Call(upstream=Service.FEED, base_url=URL, path="/x", trace_id="j"),
+        page_size=5,
+        **more,
+    )
+    return WindowRun([task(b) for b in windows], threads=threads, budget=budget, checks=checks)
+
+
+def _plan() -> list[Bounds]:
+    whole = Range(first=FIRST, end=END, lower=instant_text(FIRST), upper=instant_text(END - MS))
+    return plan(whole, 4)
+
+
 def test_idle_threads_wait_for_a_split_one_look_a_page_not_one_each() -> None:
     """Eight threads, one window of data, the other three empty: the seven threads left idle
     wait for a window worth splitting, and each page checked wakes one of them to look (what
     it finds, any other would find too), not all seven; waking all of them made every page
     cost seven looks and seven hand-overs of the interpreter."""
-    import msgspec
-
-    from adapters.upstream.pagers import Bounds
-    from adapters.upstream.windows import Checks, Range, Task, WindowRun, plan
-    from adapters.upstream.wire import Call, Fetched, instant_text
-    from reportcore.jobtypes import Upstream as Service
-
-    whole = Range(first=FIRST, end=END, lower=instant_text(FIRST), upper=instant_text(END - MS))
-    windows = plan(whole, 4)
+    windows = _plan()
     pages = 200
     asked = 0
     lock = threading.Lock()
@@ -250,31 +278,17 @@ def test_idle_threads_wait_for_a_split_one_look_a_page_not_one_each() -> None:
         def paging(stop: threading.Event) -> Any:
             for p in range(count):
                 stop.wait(0.001)  # an answer on its way: the interpreter is free meanwhile
-                at = [top - dt.timedelta(seconds=10 * p + i + 1) for i in range(5)]
-                items = [{"id": f"{t.timestamp()}", "occurredAt": instant_text(t)} for t in at]
-                yield Fetched(msgspec.json.encode(items))
+                yield _window_page([top - dt.timedelta(seconds=10 * p + i + 1) for i in range(5)])
 
         return paging
-
-    def keys(page: Fetched) -> tuple[list[str], list[dt.datetime]]:
-        items = msgspec.json.decode(page.body)
-        return [i["id"] for i in items], [parsed(i["occurredAt"]) for i in items]
 
     def never(candidates: Sequence[Candidate]) -> None:
         nonlocal asked
         with lock:
             asked += 1
 
-    checks = Checks(
-        windows=windows,
-        opener=task,
-        keys=keys,
-        call=Call(upstream=Service.FEED, base_url=URL, path="/x", trace_id="j"),
-        page_size=5,
-        split=never,
-    )
     started = time.monotonic()
-    run = WindowRun([task(b) for b in windows], threads=8, budget=1 << 24, checks=checks)
+    run = _four_windows(task, windows, threads=8, budget=1 << 24, split=never)
     try:
         got = sum(1 for _ in run.answers())
     finally:
@@ -357,15 +371,7 @@ def test_records_out_of_order_fail_the_export_as_a_bad_response(job_type: JobTyp
 def test_windows_ahead_of_the_one_being_read_wait_beyond_the_look_ahead() -> None:
     """A slow reader: the windows ahead hold at most the look-ahead in their files, the one
     being read as much again (and each a page on its way), and the pages come out in order."""
-    import msgspec
-
-    from adapters.upstream.pagers import Bounds
-    from adapters.upstream.windows import Checks, Range, Task, WindowRun, plan
-    from adapters.upstream.wire import Call, Fetched, instant_text
-    from reportcore.jobtypes import Upstream as Service
-
-    whole = Range(first=FIRST, end=END, lower=instant_text(FIRST), upper=instant_text(END - MS))
-    windows = plan(whole, 4)
+    windows = _plan()
     size = 1000
 
     def task(bounds: Bounds) -> Task:
@@ -374,25 +380,13 @@ def test_windows_ahead_of_the_one_being_read_wait_beyond_the_look_ahead() -> Non
         def pages(stop: threading.Event) -> Any:
             for p in range(20):
                 at = [top - dt.timedelta(minutes=5 * p + i + 1) for i in range(5)]
-                items = [{"id": f"{t.timestamp()}", "occurredAt": instant_text(t)} for t in at]
-                yield Fetched(msgspec.json.encode(items).ljust(size))
+                yield _window_page(at, size)
 
         return pages
 
-    def keys(page: Fetched) -> tuple[list[str], list[dt.datetime]]:
-        items = msgspec.json.decode(page.body.rstrip())
-        return [i["id"] for i in items], [parsed(i["occurredAt"]) for i in items]
-
-    checks = Checks(
-        windows=windows,
-        opener=task,
-        keys=keys,
-        call=Call(upstream=Service.FEED, base_url=URL, path="/x", trace_id="j"),
-        page_size=5,
-        lookahead=3 * size,
-        split=lambda candidates: None,
+    run = _four_windows(
+        task, windows, threads=4, budget=2 * size, lookahead=3 * size, split=lambda c: None
     )
-    run = WindowRun([task(b) for b in windows], threads=4, budget=2 * size, checks=checks)
     spilled: list[int] = []
     got: list[bytes] = []
     try:
@@ -421,12 +415,9 @@ def test_a_page_kept_whole_at_once_is_kept_as_record_by_record(
     (ids repeated, across pages too, instants out of bounds, out of order, ties over several
     pages), it decides what checking each record decides (a pager's all-true ``keep`` sends
     a page record by record)."""
-    from adapters.upstream.pagers import Bounds
     from adapters.upstream.spools import Spool
     from adapters.upstream.window import Window
-    from adapters.upstream.wire import Call
     from reportcore.errors import UpstreamBadResponse
-    from reportcore.jobtypes import Upstream as Service
 
     call = Call(upstream=Service.FEED, base_url=URL, path="/x", trace_id="j")
     at = [FIRST + n * dt.timedelta(minutes=1) for n in range(12)]
