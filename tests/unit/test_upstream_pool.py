@@ -154,6 +154,34 @@ def test_a_reused_connection_its_peer_ended_is_asked_again_on_a_new_one(
     assert server.connections == 4
 
 
+@pytest.mark.parametrize(
+    "ended",
+    [BrokenPipeError, ssl.SSLEOFError, ssl.SSLZeroReturnError],
+    ids=lambda e: e.__name__,
+)
+def test_a_reused_connection_whose_request_cannot_be_sent_is_asked_again(
+    ended: type[OSError], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The send itself fails on a connection its peer ended: a broken pipe over TCP, an EOF
+    (or a close_notify) over TLS; the next request goes out on a new connection at once."""
+    from adapters.upstream import connections
+
+    real = connections.HTTPConnection.send
+    failures = [ended("the peer ended it")]
+
+    def send(self: Any, data: Any) -> None:
+        if failures:  # the first send once patched: the reused connection's
+            raise failures.pop()
+        real(self, data)
+
+    with _serving(answers=10, after="close") as server, _client(look_after_sec=60) as client:
+        assert client.get(server.url).content == b"answer 1"
+        monkeypatch.setattr(connections.HTTPConnection, "send", send)
+        assert client.get(server.url).content == b"answer 2"
+        assert failures == []
+        assert server.connections == 2
+
+
 def test_a_new_connection_that_ends_before_an_answer_is_not_asked_again() -> None:
     with _serving(answers=0, after="close") as server, _client(look_after_sec=60) as client:
         with pytest.raises(httpx.ReadError, match="RemoteDisconnected"):

@@ -30,7 +30,8 @@ dropped). One back in the pool more recently, which is how a window's next page 
 out without that look: ``select`` is a system call, and every system call hands the one
 interpreter to another thread (docs/performance.md: a few per cent of a 2 ms export). A peer
 can close a connection between any look and the request anyway, so a reused connection whose
-request ends before any answer (reset, or closed with nothing sent) is asked once more at once
+request ends before any answer (reset, or closed with nothing sent; over TLS, with or without
+its close_notify) is asked once more at once
 on a new connection, as HTTP allows for a safe method's (RFC 9110, 9.2.2; RFC 9112, 9.3.1);
 not when the watchdog shut it or its deadline or export has ended, and not a new connection's.
 """
@@ -60,6 +61,15 @@ CHUNK = 64 * 1024
 LOOK_AFTER_SEC = 0.5  # a connection idle this long is looked at before it is used again
 # the methods asked again on a new connection when a reused one ends before any answer
 _AGAIN = frozenset({"GET", "HEAD", "OPTIONS"})
+# a connection its peer ended or reset: over TLS too, with its close_notify (zero return) or
+# without (an EOF in violation of the protocol, to OpenSSL)
+_ENDED = (
+    ConnectionResetError,
+    BrokenPipeError,
+    http.client.RemoteDisconnected,
+    ssl.SSLEOFError,
+    ssl.SSLZeroReturnError,
+)
 
 
 class _Watched:
@@ -243,7 +253,7 @@ class StdlibTransport(httpx.BaseTransport):
             connection.endheaders()
             phase = "read"
             return connection.getresponse()
-        except (ConnectionResetError, BrokenPipeError, http.client.RemoteDisconnected) as exc:
+        except _ENDED as exc:
             # before any answer (RemoteDisconnected: closed before a status line): the peer
             # had closed or reset the connection; a reused one may be asked again
             raise _Unanswered(_failure(phase, exc, request)) from exc
@@ -352,6 +362,8 @@ def _failure(phase: str, exc: BaseException, request: httpx.Request) -> httpx.Tr
         return httpx.ReadTimeout(f"{phase} timed out", request=request)
     if isinstance(exc, ssl.SSLCertVerificationError):  # what an operator must mend: say it
         reason = f"{phase} failed: the upstream's certificate was refused ({exc.verify_message})"
+    elif isinstance(exc, ssl.SSLEOFError | ssl.SSLZeroReturnError):
+        reason = f"{phase} failed: the upstream ended the TLS connection ({type(exc).__name__})"
     elif isinstance(exc, ssl.SSLError):  # OpenSSL's reason: CERTIFICATE_REQUIRED, ...
         reason = f"{phase} failed: TLS {exc.reason or type(exc).__name__}"
     else:
