@@ -186,7 +186,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     upstream_ca_bundle: Annotated[str | None, Env(
         "UPSTREAM_CA_BUNDLE", parse=text,
         doc="PEM file of the CAs trusted for `https://` upstreams (default: `SSL_CERT_FILE` / "
-        "`SSL_CERT_DIR` when set, else certifi's)",
+        "`SSL_CERT_DIR` when set, else certifi's); `worker`, `all` and `export` load it as they "
+        "start, and stop (exit 2) if it cannot be, as for the client certificate and key",
     )] = None
     upstream_client_cert: Annotated[str | None, Env(
         "UPSTREAM_CLIENT_CERT", parse=text,

@@ -152,6 +152,45 @@ def test_a_configuration_error_is_one_line_naming_the_variable_and_exit_code_2(
     assert lines[0].startswith(f"reportsvc: configuration error: {named} ")
 
 
+@pytest.mark.parametrize("command", ["worker", "export"])
+@pytest.mark.parametrize(
+    ("variable", "content", "says"),
+    [
+        ("UPSTREAM_CA_BUNDLE", None, "No such file or directory"),
+        ("UPSTREAM_CA_BUNDLE", "not a certificate", "NO_CERTIFICATE_OR_CRL_FOUND"),
+        ("UPSTREAM_CLIENT_CERT", None, "No such file or directory"),
+        ("UPSTREAM_CLIENT_CERT", "not a certificate", "PEM"),
+    ],
+)
+def test_an_upstream_tls_file_that_cannot_be_loaded_stops_the_process_at_start(
+    command: str,
+    variable: str,
+    content: str | None,
+    says: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """Not every export's failure later (a missing file read as the export file's own)."""
+    path = tmp_path / "upstream.pem"
+    if content is not None:
+        path.write_text(content)
+    env = {
+        "DATABASE_URL": "postgresql://db/x",
+        "RABBITMQ_URL": "amqp://mq/%2F",
+        "CLOUD_FEED_SERVICE_URL": "https://feed",
+        "CLOUD_TELEMETRY_SERVICE_URL": "https://tel",
+        "CLOUD_WEIGHVISION_READMODEL_URL": "https://wv",
+        variable: str(path),
+    }
+    export = ["export", "--tenant", "t-1", "--job-type", "FEED_INTAKE_EXPORT"]
+    argv = [command] if command == "worker" else export
+    assert main(argv, env) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"reportsvc: configuration error: {variable}")
+    assert str(path) in line
+    assert says in line
+
+
 def test_several_problems_are_named_all_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     env = {"DATABASE_URL": "mysql://db/x", "WORKER_CONCURRENCY": "many", "JWT_SECRET": "short"}
     assert main(["api"], env) == 2

@@ -30,6 +30,7 @@ from urllib.request import getproxies, proxy_bypass
 import httpx
 
 from adapters import metrics
+from reportcore.errors import UpstreamUnavailable
 from reportsvc import DISTRIBUTION, __version__
 
 from .config import UpstreamConfig
@@ -48,15 +49,41 @@ def user_agent() -> str:
     return f"{DISTRIBUTION}/{__version__}"
 
 
+class TlsFilesError(UpstreamUnavailable):
+    """The CA bundle, or the client certificate and its key, cannot be loaded (``field``:
+    ``ca_bundle``, ``client_cert``, or ``None`` for the environment's ``SSL_CERT_FILE`` /
+    ``SSL_CERT_DIR``). An export fails ``UPSTREAM_UNAVAILABLE`` saying so: a missing file is
+    an ``OSError``, which would otherwise read as the export file's own failure."""
+
+    def __init__(self, field: str | None, what: str, exc: BaseException) -> None:
+        reason = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+        super().__init__(f"the upstreams' TLS {what} cannot be loaded: {reason}")
+        self.field = field
+
+
 def ssl_context(config: UpstreamConfig) -> ssl.SSLContext:
     """Trust the CA bundle when one is given, else what httpx trusts (``SSL_CERT_FILE`` /
-    ``SSL_CERT_DIR`` under ``trust_env``, else certifi); present the client cert if given."""
-    if config.ca_bundle:
-        context = ssl.create_default_context(cafile=config.ca_bundle)
-    else:
-        context = httpx.create_ssl_context(trust_env=config.trust_env)
+    ``SSL_CERT_DIR`` under ``trust_env``, else certifi); present the client cert if given.
+    A file that cannot be loaded raises :class:`TlsFilesError`."""
+    try:
+        if config.ca_bundle:
+            context = ssl.create_default_context(cafile=config.ca_bundle)
+        else:
+            context = httpx.create_ssl_context(trust_env=config.trust_env)
+    except (OSError, ValueError) as exc:  # ssl.SSLError is an OSError
+        field, what = (
+            ("ca_bundle", f"CA bundle {config.ca_bundle}")
+            if config.ca_bundle
+            else (None, "CA certificates named by SSL_CERT_FILE / SSL_CERT_DIR")
+        )
+        raise TlsFilesError(field, what, exc) from exc
     if config.client_cert:
-        context.load_cert_chain(config.client_cert, config.client_key)
+        try:
+            context.load_cert_chain(config.client_cert, config.client_key)
+        except (OSError, ValueError) as exc:
+            key = f" with key {config.client_key}" if config.client_key else ""
+            what = f"client certificate {config.client_cert}{key}"
+            raise TlsFilesError("client_cert", what, exc) from exc
     return context
 
 
