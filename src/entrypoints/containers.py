@@ -352,6 +352,9 @@ def upstream_config(settings: Settings, every_upstream: str | None = None) -> An
         page_deadline_sec=settings.upstream_page_deadline_sec,
         max_page_bytes=settings.upstream_max_page_bytes,
         max_page_items=settings.upstream_max_page_items,
+        # the demo upstream is in this process, on loopback: no proxy of the environment's
+        # could reach it
+        trust_env=every_upstream is None,
     )
     return msgspec.structs.replace(config, **urls)
 

@@ -191,6 +191,20 @@ def test_an_upstream_tls_file_that_cannot_be_loaded_stops_the_process_at_start(
     assert says in line
 
 
+@pytest.mark.parametrize("command", ["api", "worker", "dev"])
+def test_a_socks_proxy_in_the_environment_stops_the_process_at_start_without_showing_it(
+    command: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """httpx needs the socksio package for it (not brought): without this check every
+    process stopped at its first client with an ImportError and a traceback."""
+    env = {"ALL_PROXY": "socks5://proxy-user:proxy-pass@proxy.example:1080"}
+    assert main([command], env) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith("reportsvc: configuration error: ")
+    assert "ALL_PROXY names a socks5:// proxy: only http:// and https:// proxies" in line
+    assert "proxy-pass" not in line and "proxy.example" not in line
+
+
 def test_several_problems_are_named_all_in_one_line(capsys: pytest.CaptureFixture[str]) -> None:
     env = {"DATABASE_URL": "mysql://db/x", "WORKER_CONCURRENCY": "many", "JWT_SECRET": "short"}
     assert main(["api"], env) == 2
@@ -472,6 +486,21 @@ def _reportsvc(*args: str, **env: str) -> subprocess.CompletedProcess[str]:
         text=True,
         timeout=120,
     )
+
+
+@pytest.mark.clock
+def test_export_demo_asks_its_demo_upstream_directly_whatever_proxy_the_environment_names(
+    tmp_path: Path,
+) -> None:
+    """The demo upstream runs in the process, on loopback: a proxy (here one that refuses
+    every connection) could never reach it."""
+    output = tmp_path / "intake.csv"
+    done = _reportsvc(
+        "export", "--demo", "--job-type", "FEED_INTAKE_EXPORT", "--output", str(output),
+        HTTP_PROXY="http://127.0.0.1:9", ALL_PROXY="http://127.0.0.1:9",
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert output.stat().st_size > 0
 
 
 @pytest.mark.clock

@@ -98,12 +98,17 @@ def _ask(url: str, **config: object) -> tuple[bytes, bool]:
         clients.close()
 
 
+@pytest.mark.parametrize("transport", ["stdlib", "httpx"])
 @pytest.mark.parametrize("variable", ["HTTP_PROXY", "http_proxy", "ALL_PROXY"])
 def test_an_upstream_the_environment_sends_through_a_proxy_is_asked_through_it(
-    variable: str, proxy: _Proxy, upstream: TcpServer, monkeypatch: pytest.MonkeyPatch
+    variable: str,
+    transport: str,
+    proxy: _Proxy,
+    upstream: TcpServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setenv(variable, proxy.url)
-    assert _ask(upstream.url) == (b"proxied", False)
+    monkeypatch.setenv(variable, proxy.url.removeprefix("http://"))  # no scheme: http://
+    assert _ask(upstream.url, transport=transport) == (b"proxied", False)
     assert proxy.lines == [f"GET {upstream.url} HTTP/1.1"]
 
 
@@ -123,13 +128,30 @@ def test_an_https_upstream_is_reached_through_the_proxys_tunnel_with_its_certifi
         server.close()
 
 
+@pytest.mark.parametrize("transport", ["stdlib", "httpx"])
 @pytest.mark.parametrize(
-    "setting", ["NO_PROXY=127.0.0.1", "no_proxy=*", "HTTPS_PROXY only", "trust_env=false"]
+    "setting",
+    [
+        "NO_PROXY=127.0.0.1",
+        "no_proxy=*",
+        "NO_PROXY=.localhost",  # urllib's reading: the domain itself too (httpx's: not)
+        "HTTPS_PROXY only",
+        "trust_env=false",
+    ],
 )
-def test_an_upstream_no_proxy_is_for_is_asked_directly_on_the_default_transport(
-    setting: str, proxy: _Proxy, upstream: TcpServer, monkeypatch: pytest.MonkeyPatch
+def test_an_upstream_no_proxy_is_for_is_asked_directly_on_the_configured_transport(
+    setting: str,
+    transport: str,
+    proxy: _Proxy,
+    upstream: TcpServer,
+    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    config: dict[str, object] = {}
+    """One rule whichever transport: httpx applied its own reading of NO_PROXY to its
+    transport, which differed from the default transport's for a domain with a leading dot."""
+    config: dict[str, object] = {"transport": transport}
+    url = upstream.url
+    if setting == "NO_PROXY=.localhost":
+        url = url.replace("127.0.0.1", "localhost")
     if setting == "HTTPS_PROXY only":  # the upstream is http://
         monkeypatch.setenv("HTTPS_PROXY", proxy.url)
     else:
@@ -139,5 +161,5 @@ def test_an_upstream_no_proxy_is_for_is_asked_directly_on_the_default_transport(
     elif "=" in setting and setting.split("=")[0].lower() == "no_proxy":
         name, value = setting.split("=")
         monkeypatch.setenv(name, value)
-    assert _ask(upstream.url, **config) == (b"direct", True)
+    assert _ask(url, **config) == (b"direct", transport == "stdlib")
     assert proxy.lines == []

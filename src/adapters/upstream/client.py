@@ -171,20 +171,26 @@ class Clients:
         if self._ssl is None:
             self._ssl = ssl_context(config)
         cap = max(1, config.host_concurrency)
+        limits = httpx.Limits(max_connections=cap, max_keepalive_connections=cap)
         transport = self._transport
-        proxied = config.trust_env and _proxied(base_url)
-        if proxied:  # httpx's own transport, which httpx routes through the proxy
+        proxy = _proxy_for(base_url) if config.trust_env else None
+        # the transport is always ours to choose: httpx applies the environment's proxies
+        # only to one it makes itself, so the rule is one (_proxy_for) whichever transport
+        if transport is None and proxy is not None:  # httpx's, which routes through it
             log.info("upstream through a proxy", extra={"host": urlsplit(base_url).hostname})
-        if transport is None and config.transport == "stdlib" and not proxied:
+            transport = httpx.HTTPTransport(proxy=proxy, verify=self._ssl, limits=limits)
+        elif transport is None and config.transport == "stdlib":
             transport = StdlibTransport(
                 timeout=config.timeout_sec, ssl_context=self._ssl, max_idle=cap
             )
+        elif transport is None:
+            transport = httpx.HTTPTransport(verify=self._ssl, limits=limits)
         client = StatelessClient(
             transport=transport,
             verify=self._ssl,
             trust_env=config.trust_env,
             timeout=httpx.Timeout(config.timeout_sec),
-            limits=httpx.Limits(max_connections=cap, max_keepalive_connections=cap),
+            limits=limits,
             headers={
                 "user-agent": user_agent(),
                 "accept": "application/json",
@@ -225,16 +231,17 @@ class Clients:
         _count(request, "error")
 
 
-def _proxied(url: str) -> bool:
-    """Whether the environment names a proxy for ``url``: ``HTTP_PROXY`` / ``HTTPS_PROXY`` /
-    ``ALL_PROXY`` (any case), unless ``NO_PROXY`` names its host; read as httpx reads them
-    (``urllib.request.getproxies``). httpx applies them only to a client whose transport it
-    makes itself, never to one it is given (``Client(transport=...)``)."""
+def _proxy_for(url: str) -> str | None:
+    """The proxy the environment names for ``url``, if any: ``HTTP_PROXY`` / ``HTTPS_PROXY``
+    by its scheme, else ``ALL_PROXY`` (either case, read as httpx reads them:
+    ``urllib.request.getproxies``; a value without a scheme is an ``http://`` proxy's
+    address), unless ``NO_PROXY`` names its host (``urllib.request.proxy_bypass``)."""
     parts = urlsplit(url)
     proxies = getproxies()
-    if not (proxies.get(parts.scheme) or proxies.get("all")):
-        return False
-    return not proxy_bypass(parts.hostname or "")
+    proxy = proxies.get(parts.scheme) or proxies.get("all")
+    if not proxy or proxy_bypass(parts.hostname or ""):
+        return None
+    return proxy if "://" in proxy else f"http://{proxy}"
 
 
 def _upstream_of(request: httpx.Request) -> str:
