@@ -288,7 +288,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     worker_http_port: Annotated[int, Env(
         "WORKER_HTTP_PORT", parse=port,
         doc="port of the worker's `/metrics`, `/healthz` and `/readyz`; `0` turns that server "
-        "off. A port that cannot be bound is logged as an error and the worker runs without it",
+        "off. A port that cannot be bound at start stops the worker (exit 1, one line naming "
+        "it); one taken between that check and the listen is logged as an error and the "
+        "worker runs without it",
     )] = 9129
     http_header_timeout_sec: Annotated[float, Env(
         "HTTP_HEADER_TIMEOUT_SEC", parse=positive_float,
