@@ -120,6 +120,11 @@ class HttpWebhookSender:
             if isinstance(exc, httpx.TimeoutException):
                 return SendResult(error=f"timeout ({type(exc).__name__})")
             return SendResult(error=f"{type(exc).__name__}: {exc}")
+        except (httpx.InvalidURL, ValueError) as exc:
+            # a URL the create's checks took and httpx refuses (an IDNA host such as
+            # xn--a.example): a failed attempt, counted, not an error the pool cannot record
+            # (which left the delivery to be taken again after every lease, for ever)
+            return SendResult(error=f"the URL cannot be sent: {type(exc).__name__}: {exc}")
         finally:
             deadline.close()
 

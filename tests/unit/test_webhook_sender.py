@@ -137,3 +137,16 @@ def test_a_refused_connection_is_a_failed_attempt_not_a_deadline(
         port = s.getsockname()[1]  # bound, not listening: connections are refused
         result = sender.send(f"http://127.0.0.1:{port}/hooks", b"{}", {})
     assert result.error is not None and result.error.startswith("ConnectError")
+
+
+@pytest.mark.parametrize(
+    "url", ["https://xn--a.example/h", "https://\u2603.example/h", "http://[::1/hooks"]
+)
+def test_a_url_httpx_refuses_is_a_failed_attempt_not_an_error(
+    sender: HttpWebhookSender, url: str
+) -> None:
+    """A host the create's checks let through (an allowed host's IDNA spelling) and httpx
+    refuses: the attempt fails, and the delivery's attempts count it towards its limit."""
+    result = sender.send(url, b"{}", {})
+    assert result.status is None
+    assert result.error is not None and result.error.startswith("the URL cannot be sent: ")
