@@ -6,6 +6,8 @@ other string (which takes httpx's own way)."""
 from __future__ import annotations
 
 import re
+import threading
+import time
 
 import httpx
 import pytest
@@ -122,3 +124,32 @@ def test_a_page_request_is_the_one_httpx_builds_from_its_url_and_headers(t: Targ
     again = t.request(url, 2, 123.0, lambda: False)  # the shared headers are not changed
     assert again.headers["x-request-id"] != built.headers["x-request-id"]
     assert [k for k, _ in again.headers.raw].count(b"x-request-id") == 1
+
+
+@pytest.mark.parametrize(
+    ("one", "other"),
+    [
+        ("http://feed", "http://feed:80/"),
+        ("http://FEED:3000", "http://feed:3000/api"),
+        ("https://feed", "https://user:pass@feed:443"),
+        ("http://[::1]", "http://[::1]:80"),
+    ],
+)
+def test_one_origin_however_spelled_has_one_client_and_one_cap_of_requests_in_flight(
+    one: str, other: str
+) -> None:
+    """UPSTREAM_HOST_CONCURRENCY caps a host by scheme, host and port: a default port
+    spelled out or left out, a host's case or user info do not make a second host."""
+    clients = Clients(UpstreamConfig(host_concurrency=1, trust_env=False))
+    try:
+        assert clients.client(one) is clients.client(other)
+        first, second = clients.host(one), clients.host(other)
+        stop = threading.Event()
+        assert first.acquire(stop)
+        # the one slot is taken: the other spelling waits for it, as the same host
+        assert not second.acquire(stop, until=time.monotonic() + 0.2)
+        first.release()
+        assert second.acquire(stop)
+        second.release()
+    finally:
+        clients.close()

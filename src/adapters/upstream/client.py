@@ -288,5 +288,11 @@ class Host:
 
 
 def _origin(base_url: str) -> str:
+    """The origin of ``base_url`` as the clients and the host slots key it: scheme, host
+    and port, the default port spelled out and no user info, so that ``http://feed`` and
+    ``http://feed:80/`` share one client and one cap, as the cap's documentation says."""
     parts = urlsplit(base_url)
-    return f"{parts.scheme.lower()}://{parts.netloc.lower()}"
+    scheme = parts.scheme.lower()
+    host = (parts.hostname or "").lower()
+    port = parts.port or (443 if scheme == "https" else 80)
+    return f"{scheme}://[{host}]:{port}" if ":" in host else f"{scheme}://{host}:{port}"
