@@ -9,6 +9,7 @@ message shows it as it was set (a secret's never).
 from __future__ import annotations
 
 import datetime as dt
+import math
 import re
 from collections.abc import Callable
 from urllib.parse import urlsplit
@@ -152,6 +153,8 @@ def positive_float(name: str, raw: str) -> float:
         raise ConfigError(f"{name} must be a number, got {raw!r}") from None
     if not f > 0:
         raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
+    if not math.isfinite(f):  # inf: a lease or a deadline never reached, an overflow later
+        raise ConfigError(f"{name} must be a finite number, got {raw!r}")
     return f
 
 

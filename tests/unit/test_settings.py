@@ -275,6 +275,14 @@ def test_the_s3_store_is_chosen_by_file_store_and_needs_a_bucket() -> None:
         load_settings({"FILE_STORE": "s3", "S3_BUCKET": "b", "S3_PREFIX": "reports"})
 
 
+@pytest.mark.parametrize("raw", ["inf", "Infinity", "1e400", "nan", "-1", "0"])
+def test_a_duration_must_be_a_finite_number_above_zero(raw: str) -> None:
+    """``float()`` reads ``inf`` and ``1e400`` as infinity: a lease never renewed, a timeout
+    never reached, an overflow in the first sum of times (docs/operations.md: decimals)."""
+    with pytest.raises(ConfigError, match=r"^UPSTREAM_TIMEOUT_SEC must be (greater|a finite)"):
+        load_settings({"UPSTREAM_TIMEOUT_SEC": raw})
+
+
 def test_every_problem_is_found_before_one_is_reported() -> None:
     env = {"REPORT_LEASE_SEC": "0", "LOG_LEVEL": "loud", "FILE_STORE": "s3"}
     with pytest.raises(ConfigError) as raised:
