@@ -182,6 +182,26 @@ def test_a_reused_connection_whose_request_cannot_be_sent_is_asked_again(
         assert server.connections == 2
 
 
+def test_an_answer_with_a_latin_1_header_is_read_as_any_other() -> None:
+    """A header value with a byte above 127 (RFC 9110 5.5: obs-text, Latin-1 to http.client):
+    it raised UnicodeEncodeError past every handler of the transport and the retry."""
+
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        while read_request_head(conn):
+            conn.sendall(b"HTTP/1.1 200 OK\r\nX-Note: caf\xe9\r\nContent-Length: 2\r\n\r\nok")
+
+    server = TcpServer(answer)
+    try:
+        with _client(look_after_sec=60) as client:
+            for _ in range(2):  # and the connection is kept for the next request
+                response = client.get(server.url)
+                assert (response.status_code, response.content) == (200, b"ok")
+                assert response.headers.raw[0] == (b"X-Note", b"caf\xe9")
+        assert server.connections == 1
+    finally:
+        server.close()
+
+
 def test_a_new_connection_that_ends_before_an_answer_is_not_asked_again() -> None:
     with _serving(answers=0, after="close") as server, _client(look_after_sec=60) as client:
         with pytest.raises(httpx.ReadError, match="RemoteDisconnected"):

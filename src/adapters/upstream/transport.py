@@ -222,7 +222,11 @@ class StdlibTransport(httpx.BaseTransport):
                 connection.close()
                 raise
         body = _Body(self, origin, connection, response, request, watched)
-        return httpx.Response(response.status, headers=response.getheaders(), stream=body)
+        # as bytes, as they came: httpx would encode text as ASCII, and a header with a Latin-1
+        # byte (a load balancer's "X-Note: caf\xe9") raised UnicodeEncodeError past every
+        # handler, failing the export as a bug with its connection left open
+        headers = [(k.encode("latin-1"), v.encode("latin-1")) for k, v in response.getheaders()]
+        return httpx.Response(response.status, headers=headers, stream=body)
 
     def close(self) -> None:
         """Close the idle connections; one in use is closed when its request ends."""
