@@ -114,7 +114,7 @@ def run_job(body: bytes, deps: Deps, run: RunContext) -> RunOutcome:
     """
     try:
         message = msgspec.json.decode(body, type=JobMessage)
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec's for bad UTF-8 in a string
         return RunOutcome(
             disposition=Disposition.DEAD_LETTER, job_id=None, status="unparsable", detail=str(exc)
         )

@@ -227,3 +227,12 @@ def test_a_record_written_outside_any_span_is_left_as_it_was() -> None:
     TraceIdsFilter().filter(record)
     assert vars(record)["trace_id"] == "the-x-trace-id"
     assert "span_id" not in vars(record)
+
+
+@pytest.mark.parametrize("body", [b"not json", b'{"job_id":"\xff"}', b"\xff\xfe"])
+def test_a_message_the_worker_cannot_read_gives_its_span_no_job_attributes(body: bytes) -> None:
+    """Invalid UTF-8 inside a string is msgspec's UnicodeDecodeError, not its DecodeError:
+    it escaped here and the message went back to the queue for ever, never dead-lettered."""
+    from entrypoints.runtime.otel import _job_attributes
+
+    assert _job_attributes(body) == {}

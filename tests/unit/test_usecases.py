@@ -732,8 +732,8 @@ def test_a_file_deleted_by_retention_is_gone_whatever_its_expiry_says() -> None:
 # repr of b"\xff\xfe" was "not found" (exit 4) though a fresh process finds it
 @pytest.mark.parametrize(
     "body",
-    [b"not json", b"{}", b'{"job_id": 5}', b"[]", b'"x"', b"\xff\xfe"],
-    ids=["not json", "no job_id", "number job_id", "array", "string", "not utf-8"],
+    [b"not json", b"{}", b'{"job_id": 5}', b"[]", b'"x"', b"\xff\xfe", b'{"job_id":"\xff"}'],
+    ids=["not json", "no job_id", "number job_id", "array", "string", "not utf-8", "bad utf-8"],
 )
 def test_an_unparsable_message_is_dead_lettered(body: bytes) -> None:
     world = World()

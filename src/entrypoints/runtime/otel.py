@@ -112,7 +112,7 @@ class _JobFields(msgspec.Struct):
 def _job_attributes(body: bytes) -> dict[str, Attribute]:
     try:
         fields = msgspec.json.decode(body, type=_JobFields)
-    except msgspec.DecodeError:  # the worker refuses it, under this span, and says why
+    except (msgspec.DecodeError, UnicodeDecodeError):  # the worker refuses it and says why
         return {}
     named = {
         "report.job_id": fields.job_id,
