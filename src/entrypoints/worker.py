@@ -175,6 +175,11 @@ class Worker:
             # one line per pass while storage or broker is down; the next pass tries again
             log.warning("recovery pass failed: %s: %s", type(exc).__name__, exc)
             return None
+        if done.files_kept:
+            log.warning(
+                "recovery pass: files past retention the store would not delete",
+                extra={"job_ids": done.files_kept},
+            )
         if done.requeued or done.failed or done.published or done.files_deleted:
             log.info(
                 "recovery pass",

@@ -338,6 +338,8 @@ class Recovery(msgspec.Struct, frozen=True, kw_only=True):
     failed: list[str]
     published: list[str]
     files_deleted: list[str]
+    # past retention, and their store would not delete them: tried again on the next pass
+    files_kept: list[str] = msgspec.field(default_factory=list)
 
 
 def recover(
@@ -373,9 +375,22 @@ def recover(
         if job.status is JobStatus.QUEUED and publish(job, jobs, queue, clock):
             published.append(job.id)
     deleted: list[str] = []
+    kept: list[str] = []
     for job in jobs.expired_files(now, policy.batch):
         if job.file_path is not None:
-            store.delete(job.file_path)
+            try:
+                store.delete(job.file_path)
+            except (StorageFailure, OSError):
+                # one file the store will not delete (a permission, an object lock) must not
+                # stop the pass: it came first on every pass, and no later file was deleted
+                kept.append(job.id)
+                continue
         jobs.mark_file_deleted(job.id, now)
         deleted.append(job.id)
-    return Recovery(requeued=requeued, failed=failed, published=published, files_deleted=deleted)
+    return Recovery(
+        requeued=requeued,
+        failed=failed,
+        published=published,
+        files_deleted=deleted,
+        files_kept=kept,
+    )

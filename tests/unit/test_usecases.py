@@ -1308,6 +1308,55 @@ def test_recovery_marks_an_expired_row_without_a_file_as_deleted() -> None:
     assert world.get(job.id).file_deleted_at == START
 
 
+class StubbornStore(InMemoryFileStore):
+    """A store that will not delete the files named ``stuck`` (a permission, an object lock)."""
+
+    def __init__(self, stuck: set[str], error: Exception) -> None:
+        super().__init__()
+        self.stuck, self.error = stuck, error
+
+    def delete(self, location: str) -> None:
+        if location in self.stuck:
+            raise self.error
+        super().delete(location)
+
+
+@pytest.mark.parametrize(
+    "error",
+    [PermissionError(13, "Permission denied"), StorageFailure("AccessDenied")],
+    ids=["filesystem", "object store"],
+)
+def test_a_file_the_store_will_not_delete_does_not_stop_retention_of_the_others(
+    error: Exception,
+) -> None:
+    """Expired files come oldest first on every pass: one that cannot be deleted aborted the
+    pass there, so no later file was ever deleted. It is kept (and named), the others go."""
+    world = World()
+    expired = []
+    for n in range(3):
+        job = Job(
+            id=str(uuid.uuid4()),
+            tenant_id=TENANT,
+            requested_by=None,
+            job_type=JobType.FEED_INTAKE_EXPORT,
+            format=ReportFormat.CSV,
+            status=JobStatus.SUCCEEDED,
+            file_path=f"/exports/{n}.csv",
+            expires_at=START + dt.timedelta(seconds=n),
+            created_at=START,
+            updated_at=START,
+        )
+        world.jobs.add(job)
+        expired.append(job)
+    world.store = StubbornStore({"/exports/0.csv"}, error)
+    world.clock.advance(10)
+    done = world.recover()
+    assert done.files_kept == [expired[0].id]
+    assert done.files_deleted == [expired[1].id, expired[2].id]
+    assert world.get(expired[0].id).file_deleted_at is None  # tried again on the next pass
+    assert world.recover().files_kept == [expired[0].id]
+
+
 class CrashingSource:
     """A source whose second page hits a bug (what ``end_date: 9999-12-31`` once did)."""
 
