@@ -47,9 +47,11 @@ class InMemoryFileStore:
         return None if data is None else len(data)
 
     def read(self, location: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        data = self.files[location]
+        data = self.files.get(location)
+        if data is None:  # at the call, as the port says: not at the first chunk
+            raise FileNotFoundError(location)
         stop = len(data) if end is None else end + 1
-        yield data[start:stop]
+        return iter((data[start:stop],))
 
     def delete(self, location: str) -> None:
         self.files.pop(location, None)

@@ -303,7 +303,8 @@ class FileStore(Protocol):
         ...
 
     def read(self, location: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
-        """The bytes ``start`` .. ``end`` (inclusive; ``None`` = to the end), in chunks."""
+        """The bytes ``start`` .. ``end`` (inclusive; ``None`` = to the end), in chunks; a
+        missing file raises ``FileNotFoundError`` at the call, before the first chunk."""
         ...
 
     def delete(self, location: str) -> None:

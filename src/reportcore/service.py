@@ -15,6 +15,7 @@ import msgspec
 from . import scheduling, usecases
 from .access import Principal, resolve_tenant
 from .deps import Deps
+from .errors import NotFound
 from .jobs import Job
 from .notifying import (
     DeliveryPass,
@@ -131,8 +132,12 @@ class ReportService:
         )
 
     def read(self, file: usecases.FileToServe, start: int, end: int) -> Iterator[bytes]:
-        """The bytes ``start..end`` (inclusive) of a file :meth:`open_file` granted."""
-        return self.deps.store.read(file.location, start, end)
+        """The bytes ``start..end`` (inclusive) of a file :meth:`open_file` granted; 404 if it
+        went since (retention deleted it between the two), as :meth:`open_file` says then."""
+        try:
+            return self.deps.store.read(file.location, start, end)
+        except FileNotFoundError:
+            raise NotFound("report file not found") from None
 
     def _shown(self, jobs: Sequence[Job]) -> list[Shown]:
         states = notifications_of(jobs, self.deps.outbox)

@@ -152,6 +152,26 @@ def test_a_file_gone_from_the_store_is_404(world: ApiWorld) -> None:
     assert answer.json()["error"]["code"] == "NOT_FOUND"
 
 
+def test_a_file_deleted_between_its_size_and_its_read_is_404_in_the_envelope(
+    world: ApiWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Retention may delete it between the two: the read fails at its call, before any byte
+    (the store's contract), which was a 500 and an "unhandled error" traceback."""
+    dl = Download(world, rows=3)
+    store = world.store
+    sized = store.size
+
+    def size_then_gone(location: str) -> int | None:
+        size = sized(location)
+        store.delete(location)
+        return size
+
+    monkeypatch.setattr(store, "size", size_then_gone)
+    answer = world.client.get(dl.url)
+    assert answer.status_code == 404
+    assert answer.json()["error"]["code"] == "NOT_FOUND"
+
+
 def test_a_file_past_retention_is_410(world: ApiWorld) -> None:
     dl = Download(world, rows=3)
     world.jobs.mark_file_deleted(dl.job["id"], world.clock.now())
