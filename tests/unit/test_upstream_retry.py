@@ -97,6 +97,21 @@ def test_a_repeated_feed_cursor_is_a_bad_response_not_an_endless_loop() -> None:
     assert len(calls) == 3
 
 
+@pytest.mark.parametrize("length", [8 * 1024 + 1, 70_000])
+def test_a_cursor_longer_than_any_url_should_carry_is_a_bad_response(length: int) -> None:
+    """70,000 characters made httpx refuse the next URL with InvalidURL, which no handler
+    took for the upstream's fault: the export failed 'unexpectedly'."""
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"items": [], "nextCursor": "c" * length})
+
+    with (
+        source_over(upstream) as source,
+        pytest.raises(UpstreamBadResponse, match=f"sent a cursor of {length} characters"),
+    ):
+        drain(source, request(JobType.FEED_INTAKE_EXPORT))
+
+
 def test_an_integer_cursor_is_sent_back_as_given() -> None:
     cursors: list[str | None] = []
 

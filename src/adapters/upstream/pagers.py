@@ -33,6 +33,9 @@ from .wire import (
 )
 
 _ONE_MS = dt.timedelta(milliseconds=1)
+# the longest cursor sent back: FarmIQ's are ids of tens of characters; one of 64 KiB would make
+# httpx refuse the URL (InvalidURL, no transport error: the export failed as a bug)
+MAX_CURSOR = 8 * 1024
 
 Get = Callable[[str], bytes]
 """The body of a 2xx answer to the pager's endpoint with a query (retries inside)."""
@@ -82,6 +85,12 @@ def feed_intake(get: Get, call: Call, query: str, bounds: Bounds) -> Pager:
         if following is None:
             return
         cursor = str(following)
+        if len(cursor) > MAX_CURSOR:
+            raise UpstreamBadResponse(
+                f"{call.upstream.value} sent a cursor of {len(cursor)} characters for "
+                f"{call.describe()}, more than the {MAX_CURSOR} one may be: paging on it "
+                f"would ask a URL no server takes"
+            )
         if loop.repeats(cursor):
             raise UpstreamBadResponse(
                 f"{call.upstream.value} repeated the cursor {cursor!r} for "
