@@ -43,6 +43,16 @@ class ExportResult(msgspec.Struct, frozen=True, kw_only=True):
     sha256: str
 
 
+def abort_keeping(abort: Callable[[], object], failure: BaseException) -> None:
+    """Run ``abort`` on the way out of ``failure``: what the clean-up raises (a volume gone,
+    a buffer that cannot be flushed) goes on ``failure`` as a note instead of replacing it, so
+    that the job still reports why it failed (an upstream's outage, a shutdown's hand-back)."""
+    try:
+        abort()
+    except Exception as exc:
+        failure.add_note(f"and the clean-up failed: {type(exc).__name__}: {exc}")
+
+
 class _HashingBuffer:
     """Collects encoded bytes, hashes them and hands them to the writer in large chunks."""
 
@@ -157,8 +167,10 @@ def write_export(
                 if on_page is not None:
                     on_page(page, rows)
             encoder.close()
-        finally:
-            encoder.abort()
+        except BaseException as exc:
+            abort_keeping(encoder.abort, exc)
+            raise
+        encoder.abort()
     else:
         shaper = None
         if options.columns is not None or options.timezone is not None:

@@ -13,7 +13,7 @@ from collections.abc import Callable, Generator
 import msgspec
 
 from .encoding import CORE_ROW_FORMATS, RowFormats
-from .export import ProgressEstimate, scope_values, write_export
+from .export import ProgressEstimate, abort_keeping, scope_values, write_export
 from .jobs import ReportFormat, Scope
 from .jobtypes import JobTypeSpec
 from .options import ExportOptions
@@ -164,8 +164,8 @@ def export_records(
             )
         before_commit(ExportProgress(pct=progress.pct, rows=result.rows))
         location = writer.commit()
-    except BaseException:
-        writer.abort()
+    except BaseException as exc:
+        abort_keeping(writer.abort, exc)
         raise
     return ExportedFile(
         location=location, rows=result.rows, size_bytes=result.size_bytes, sha256=result.sha256

@@ -951,6 +951,37 @@ class BrokenStore(InMemoryFileStore):
         return self.writers[-1]
 
 
+class UnabortableWriter(BrokenWriter):
+    """A writer whose clean-up fails (its volume went away)."""
+
+    def abort(self) -> None:
+        super().abort()
+        raise OSError(5, "Input/output error")
+
+
+class UnabortableStore(InMemoryFileStore):
+    def __init__(self) -> None:
+        super().__init__()
+        self.writers: list[UnabortableWriter] = []
+
+    def create(self, tenant_id: str, job_id: str, extension: str) -> Any:
+        self.writers.append(UnabortableWriter(OSError(28, "unused"), on="nothing"))
+        return self.writers[-1]
+
+
+def test_a_clean_up_that_fails_does_not_replace_why_the_export_failed() -> None:
+    """The upstream's outage is the job's failure, not the STORAGE_FAILED of the file's
+    clean-up that failed after it."""
+    world = World()
+    world.store = UnabortableStore()
+    writers = world.store.writers
+    job = world.create().job
+    outcome = world.run(source=StaticRecordSource(RECORDS, fail_with=UpstreamUnavailable("down")))
+    assert (outcome.status, outcome.detail) == ("failed", "UPSTREAM_UNAVAILABLE")
+    assert world.get(job.id).error_code == "UPSTREAM_UNAVAILABLE"
+    assert all(w.aborted for w in writers)
+
+
 @pytest.mark.parametrize("on", ["create", "write", "commit"])
 def test_an_os_error_of_the_store_fails_the_job_as_storage_failed(on: str) -> None:
     world = World()
