@@ -127,6 +127,12 @@ def create_pool(
 # How long a caller waits for a pooled connection while the database is known to be down (see
 # PostgresJobRepository._cursor); the pool's own timeout otherwise.
 DOWN_WAIT_SEC = 0.5
+# InternalErrors of PostgreSQL's that mean "not now" rather than "wrong": the rest of them
+# (InFailedSqlTransaction...) are the code's own
+_NOT_WRITABLE = (
+    psycopg.errors.ReadOnlySqlTransaction,
+    psycopg.errors.IdleInTransactionSessionTimeout,
+)
 
 
 # --- migrations ---
@@ -263,6 +269,10 @@ class PostgresJobRepository(sql_jobs.SqlJobRepository):
         except psycopg.OperationalError as exc:  # also PoolTimeout, PoolClosed
             self._down = self._outage(exc)
             raise ServiceUnavailable("job database is not available") from exc
+        except _NOT_WRITABLE as exc:
+            # a failover that lands on a standby (or a database set read-only), a session the
+            # server ended: an outage to the callers (a 503, a job handed back), not a bug
+            raise ServiceUnavailable("job database is not available for writes") from exc
 
     def _outage(self, exc: psycopg.OperationalError) -> bool:
         """Whether ``exc`` means the database is down, not that the pool is busy."""

@@ -536,6 +536,46 @@ def test_an_unreachable_database_is_unavailable_in_every_method_and_then_recover
         call()
 
 
+def test_a_database_that_takes_no_writes_is_unavailable_for_them_not_a_bug(
+    database_url: str, pools: Any, connect: Any
+) -> None:
+    """What a failover onto a standby looks like to the pool's new connections: reads go on,
+    a write fails ReadOnlySqlTransaction, a PostgreSQL InternalError, which was a 500 and a
+    job failed 'unexpectedly'; it is the 503 of an outage, and passes when writes come back."""
+    migrate(database_url)
+    repo = PostgresJobRepository(pools(min_size=1, max_size=2, timeout=2))
+    job, _ = repo.add(new_job())
+    own = connect()
+    admin = connect(dbname=PG_ADMIN_DB)
+    alter = f'ALTER DATABASE "{own.info.dbname}" SET default_transaction_read_only = {{}}'
+    admin.execute(alter.format("on").encode())
+    try:
+        terminate_other_backends(own)  # the pool's connections come back read-only
+        refused: ServiceUnavailable | None = None
+        for _ in range(5):  # a connection the server ended may be met first: an outage too
+            try:
+                repo.add(new_job())
+            except ServiceUnavailable as exc:
+                if isinstance(exc.__cause__, psycopg.errors.ReadOnlySqlTransaction):
+                    refused = exc
+                    break
+        assert refused is not None
+        assert refused.message == "job database is not available for writes"
+        assert repo.get(job.id) == job
+    finally:
+        admin.execute(alter.format("off").encode())
+    terminate_other_backends(own)
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            repo.add(new_job())
+            break
+        except ServiceUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 # --- export options (issue 18): migration 0004 ---
 
 OPTION_COLUMNS = {
