@@ -31,7 +31,7 @@ from reportcore.requests import (
 )
 from reportsvc import __version__
 
-from .containers import demo_clock, policy_from, upstream_config
+from .containers import check_upstream_tls, demo_clock, policy_from, upstream_config
 from .export_flags import add_option_flags, add_request_flags, request_body
 from .runtime.serving import PortUnavailable, check_ports, connection_limits, relog, serve
 from .runtime.tracing import setup_tracing
@@ -113,23 +113,6 @@ def _check_store(container: Any) -> None:
         raise Failure(exc.message) from exc
 
 
-def _check_upstream_tls(settings: Settings) -> None:
-    """The upstreams' CA bundle and client certificate load: a path that does not (missing,
-    unreadable, not PEM, a key that does not match) is a configuration error at start rather
-    than every export's failure. Only in the processes that ask upstream."""
-    from adapters.upstream.client import TlsFilesError, ssl_context
-
-    try:
-        ssl_context(upstream_config(settings))
-    except TlsFilesError as exc:
-        names = {
-            "ca_bundle": "UPSTREAM_CA_BUNDLE",
-            "client_cert": "UPSTREAM_CLIENT_CERT / UPSTREAM_CLIENT_KEY",
-        }
-        variable = names.get(exc.field or "", "SSL_CERT_FILE / SSL_CERT_DIR")
-        raise ConfigError(f"{variable}: {exc}") from exc
-
-
 def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Serve the HTTP API."""
     settings = _settings(env, API_REQUIRED)
@@ -153,7 +136,7 @@ def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Consume ``report.jobs`` until SIGTERM or SIGINT."""
     settings = _settings(env, WORKER_REQUIRED)
-    _check_upstream_tls(settings)
+    check_upstream_tls(settings)
     check_ports([_probe_port(settings)])
     tracing = setup_tracing(env, command="worker", database=True)
     from .containers import service_container
@@ -194,7 +177,7 @@ def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Migrate, then serve the API and run a worker in this process until SIGTERM or SIGINT."""
     settings = _settings(env, ALL_REQUIRED)
-    _check_upstream_tls(settings)
+    check_upstream_tls(settings)
     check_ports([_app_port(settings, env), _probe_port(settings)])
     if args.reload:
         from .runtime.reloader import main_reloading
@@ -325,7 +308,7 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
             tenant = tenant or DEMO_TENANT
         else:
             settings = _settings(env, (UPSTREAM_URLS[Upstream(spec.upstream)],))
-            _check_upstream_tls(settings)
+            check_upstream_tls(settings)
             config = upstream_config(settings)
         assert tenant is not None
 

@@ -382,3 +382,20 @@ def embedded_container(settings: Settings, data_dir: Path, upstream_url: str) ->
     """``reportsvc dev``'s container: SQLite and files under ``data_dir``, the in-process
     queue, every upstream served by the demo upstream at ``upstream_url``."""
     return Container(settings=settings, profile=embedded(data_dir, upstream_url))
+
+
+def check_upstream_tls(settings: Settings) -> None:
+    """The upstreams' CA bundle and client certificate load: a path that does not (missing,
+    unreadable, not PEM, a key that does not match) is a configuration error at start rather
+    than every export's failure. Only in the processes that ask upstream."""
+    from adapters.upstream.client import TlsFilesError, ssl_context
+
+    try:
+        ssl_context(upstream_config(settings))
+    except TlsFilesError as exc:
+        names = {
+            "ca_bundle": "UPSTREAM_CA_BUNDLE",
+            "client_cert": "UPSTREAM_CLIENT_CERT / UPSTREAM_CLIENT_KEY",
+        }
+        variable = names.get(exc.field or "", "SSL_CERT_FILE / SSL_CERT_DIR")
+        raise ConfigError(f"{variable}: {exc}") from exc

@@ -15,7 +15,6 @@ import datetime as dt
 from collections import Counter
 from collections.abc import Iterable, Mapping
 from typing import Annotated, TypeVar, get_type_hints
-from urllib.parse import urlsplit
 
 import msgspec
 
@@ -40,6 +39,7 @@ from .variables import (
     positive_float,
     positive_int,
     postgres_url,
+    proxy_problems,
     range_days,
     s3_prefix,
     secret,
@@ -462,30 +462,6 @@ def required_value(value: T | None, setting: str) -> T:
     return value
 
 
-_PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
-
-
-def _proxy_problems(env: Mapping[str, str]) -> list[str]:
-    """The environment's proxies (read by httpx for the upstreams and the webhooks, the
-    lower-case name first, as urllib reads them) are ones httpx can use: http:// or https://.
-    A socks5:// one would need the socksio package, which the service does not bring, and
-    every process would stop at its first client with an ImportError. The value is never
-    shown: a proxy's address may carry its password."""
-    problems = []
-    for name in _PROXIES:
-        for spelled in (name.lower(), name):
-            value = env.get(spelled, "").strip()
-            if value:
-                scheme = urlsplit(value).scheme.lower() if "://" in value else "http"
-                if scheme not in ("http", "https"):
-                    problems.append(
-                        f"{spelled} names a {scheme}:// proxy: only http:// and https:// "
-                        "proxies are supported (SOCKS would need the socksio package)"
-                    )
-                break
-    return problems
-
-
 def load_settings(env: Mapping[str, str], *, required: Iterable[str] = ()) -> Settings:
     """Settings from ``env``; ``required`` names settings this process cannot run without.
 
@@ -518,7 +494,7 @@ def load_settings(env: Mapping[str, str], *, required: Iterable[str] = ()) -> Se
         )
     if values.get("download_redirect") and values.get("file_store") != "s3":
         problems.append("REPORT_DOWNLOAD_REDIRECT=1 needs FILE_STORE=s3")
-    problems.extend(_proxy_problems(env))
+    problems.extend(proxy_problems(env))
     if problems:
         raise ConfigError(*problems)
     return Settings(**values)  # type: ignore[arg-type]

@@ -11,7 +11,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from urllib.parse import urlsplit
 
 from reportcore.jobs import JobType
@@ -209,3 +209,29 @@ def webhook_hosts(name: str, raw: str) -> tuple[AllowedHost, ...] | None:
         return parse_allowed_hosts(raw.strip()) or None
     except ValueError as exc:
         raise ConfigError(f"{name}: {exc}; give host names separated by commas") from None
+
+
+# --- the environment's own ---
+
+_PROXIES = ("HTTP_PROXY", "HTTPS_PROXY", "ALL_PROXY")
+
+
+def proxy_problems(env: Mapping[str, str]) -> list[str]:
+    """The environment's proxies (read by httpx for the upstreams and the webhooks, the
+    lower-case name first, as urllib reads them) are ones httpx can use: http:// or https://.
+    A socks5:// one would need the socksio package, which the service does not bring, and
+    every process would stop at its first client with an ImportError. The value is never
+    shown: a proxy's address may carry its password."""
+    problems = []
+    for name in _PROXIES:
+        for spelled in (name.lower(), name):
+            value = env.get(spelled, "").strip()
+            if value:
+                scheme = urlsplit(value).scheme.lower() if "://" in value else "http"
+                if scheme not in ("http", "https"):
+                    problems.append(
+                        f"{spelled} names a {scheme}:// proxy: only http:// and https:// "
+                        "proxies are supported (SOCKS would need the socksio package)"
+                    )
+                break
+    return problems
