@@ -5,6 +5,7 @@ goes away. The port's behaviour is in test_job_repository_contract.py.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import threading
 import time
@@ -502,36 +503,52 @@ def _every_method(repo: PostgresJobRepository, job: Job) -> dict[str, Callable[[
     }
 
 
+@contextlib.contextmanager
+def database_altered(
+    connect: Any, clause: str, on: str, off: str
+) -> Iterator[psycopg.Connection[Any]]:
+    """The test's database ALTERed with ``clause`` set to ``on`` (from the admin database: a
+    database cannot lock itself out), its other backends ended so that the pool's connections
+    come back under it, then set to ``off`` again; yields a connection of its own."""
+    own = connect()
+    admin = connect(dbname=PG_ADMIN_DB)
+    alter = f'ALTER DATABASE "{own.info.dbname}" {clause}'
+    admin.execute(alter.format(on).encode())
+    try:
+        terminate_other_backends(own)
+        yield own
+    finally:
+        admin.execute(alter.format(off).encode())
+
+
+def until_available(call: Callable[[], Any], within_sec: float) -> None:
+    """``call()`` again until the database answers it (no restart, no manual step: the pool
+    reconnects by itself), failing past ``within_sec``."""
+    deadline = time.monotonic() + within_sec
+    while True:
+        try:
+            call()
+            return
+        except ServiceUnavailable:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.2)
+
+
 def test_an_unreachable_database_is_unavailable_in_every_method_and_then_recovers(
     database_url: str, pools: Any, connect: Any
 ) -> None:
     migrate(database_url)
     repo = PostgresJobRepository(pools(min_size=1, max_size=2, timeout=0.3))
     job, _ = repo.add(new_job())
-    own = connect()
-    # a database cannot lock itself out: the switch is thrown from the admin database
-    admin = connect(dbname=PG_ADMIN_DB)
-    alter = f'ALTER DATABASE "{own.info.dbname}" WITH ALLOW_CONNECTIONS {{}}'
-    admin.execute(alter.format("false").encode())
-    try:
-        terminate_other_backends(own)
+    with database_altered(connect, "WITH ALLOW_CONNECTIONS {}", on="false", off="true"):
         for name, call in _every_method(repo, job).items():
             with pytest.raises(ServiceUnavailable) as raised:
                 call()
             assert isinstance(raised.value.__cause__, psycopg.OperationalError), name
-    finally:
-        admin.execute(alter.format("true").encode())
 
-    # no restart, no manual step: the pool reconnects by itself
-    deadline = time.monotonic() + 60
-    while True:
-        try:
-            assert repo.get(job.id) == job
-            break
-        except ServiceUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    until_available(lambda: repo.get(job.id), within_sec=60)
+    assert repo.get(job.id) == job
     for call in _every_method(repo, job).values():
         call()
 
@@ -545,12 +562,8 @@ def test_a_database_that_takes_no_writes_is_unavailable_for_them_not_a_bug(
     migrate(database_url)
     repo = PostgresJobRepository(pools(min_size=1, max_size=2, timeout=2))
     job, _ = repo.add(new_job())
-    own = connect()
-    admin = connect(dbname=PG_ADMIN_DB)
-    alter = f'ALTER DATABASE "{own.info.dbname}" SET default_transaction_read_only = {{}}'
-    admin.execute(alter.format("on").encode())
-    try:
-        terminate_other_backends(own)  # the pool's connections come back read-only
+    read_only = "SET default_transaction_read_only = {}"
+    with database_altered(connect, read_only, on="on", off="off") as own:
         refused: ServiceUnavailable | None = None
         for _ in range(5):  # a connection the server ended may be met first: an outage too
             try:
@@ -562,18 +575,8 @@ def test_a_database_that_takes_no_writes_is_unavailable_for_them_not_a_bug(
         assert refused is not None
         assert refused.message == "job database is not available for writes"
         assert repo.get(job.id) == job
-    finally:
-        admin.execute(alter.format("off").encode())
-    terminate_other_backends(own)
-    deadline = time.monotonic() + 30
-    while True:
-        try:
-            repo.add(new_job())
-            break
-        except ServiceUnavailable:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.2)
+    terminate_other_backends(own)  # writable again: the pool's connections too
+    until_available(lambda: repo.add(new_job()), within_sec=30)
 
 
 # --- export options (issue 18): migration 0004 ---

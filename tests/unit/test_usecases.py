@@ -1321,19 +1321,27 @@ def test_recovery_reports_only_the_changes_it_made(attempts: int) -> None:
     assert world.recover() == Recovery(requeued=[], failed=[], published=[], files_deleted=[])
 
 
-def test_recovery_marks_an_expired_row_without_a_file_as_deleted() -> None:
-    world = World()
-    job = Job(
+SECOND = dt.timedelta(seconds=1)
+
+
+def succeeded_job(**fields: Any) -> Job:
+    """A succeeded feed intake job created at START (``fields``: its file, its expiry)."""
+    return Job(
         id=str(uuid.uuid4()),
         tenant_id=TENANT,
         requested_by=None,
         job_type=JobType.FEED_INTAKE_EXPORT,
         format=ReportFormat.CSV,
         status=JobStatus.SUCCEEDED,
-        expires_at=START,
         created_at=START,
         updated_at=START,
+        **fields,
     )
+
+
+def test_recovery_marks_an_expired_row_without_a_file_as_deleted() -> None:
+    world = World()
+    job = succeeded_job(expires_at=START)
     world.jobs.add(job)
     assert world.recover().files_deleted == [job.id]
     assert world.get(job.id).file_deleted_at == START
@@ -1365,18 +1373,7 @@ def test_a_file_the_store_will_not_delete_does_not_stop_retention_of_the_others(
     world = World()
     expired = []
     for n in range(3):
-        job = Job(
-            id=str(uuid.uuid4()),
-            tenant_id=TENANT,
-            requested_by=None,
-            job_type=JobType.FEED_INTAKE_EXPORT,
-            format=ReportFormat.CSV,
-            status=JobStatus.SUCCEEDED,
-            file_path=f"/exports/{n}.csv",
-            expires_at=START + dt.timedelta(seconds=n),
-            created_at=START,
-            updated_at=START,
-        )
+        job = succeeded_job(file_path=f"/exports/{n}.csv", expires_at=START + n * SECOND)
         world.jobs.add(job)
         expired.append(job)
     world.store = StubbornStore({"/exports/0.csv"}, error)
