@@ -415,6 +415,36 @@ def test_a_window_spools_to_disk_beyond_its_memory_budget_and_reads_back_in_orde
     spool.close()
 
 
+@pytest.mark.parametrize("failing", ["pwritev", "pread"])
+def test_a_spool_whose_temporary_space_is_full_fails_storage_failed_saying_so(
+    failing: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Not "export file could not be written", which sends an operator to the export store
+    when it is the worker's TMPDIR that is full."""
+    import os
+
+    from adapters.upstream.spools import Spool
+    from adapters.upstream.wire import Fetched
+    from reportcore.errors import StorageFailure
+
+    def full(*args: Any) -> Any:
+        raise OSError(28, "No space left on device")
+
+    spool = Spool(budget=1)  # every page to the file
+    try:
+        if failing == "pread":
+            spool.put(Fetched(b"page"))
+        monkeypatch.setattr(os, failing, full)
+        with pytest.raises(StorageFailure) as failed:
+            spool.put(Fetched(b"page")) if failing == "pwritev" else spool.take(0.01)
+        assert failed.value.message == (
+            "the worker's temporary files (TMPDIR) could not be written: No space left on device"
+        )
+        assert failed.value.code == "STORAGE_FAILED"
+    finally:
+        spool.close()
+
+
 def test_the_requests_carry_user_agent_gzip_and_count_retries_in_the_hook() -> None:
     seen: list[httpx.Request] = []
     answers = iter([503, 503, 200])

@@ -10,6 +10,8 @@ import threading
 from collections import deque
 from typing import IO
 
+from reportcore.errors import StorageFailure
+
 from .wire import Fetched
 
 
@@ -74,7 +76,10 @@ class Spool:
                 self._memory.append(item)
                 self._memory_bytes += size
             else:  # behind what is already in the file, so order is kept
-                self._spill(item)
+                try:
+                    self._spill(item)
+                except OSError as exc:
+                    raise _temporary_failure(exc) from exc
             self._cond.notify()
 
     def finish(self) -> None:
@@ -93,7 +98,10 @@ class Spool:
                 self._budget.give(len(item.body))
                 return item
             if self._frames:
-                return self._unspill()
+                try:
+                    return self._unspill()
+                except OSError as exc:
+                    raise _temporary_failure(exc) from exc
             return End.DONE if self._finished else None
 
     def in_file(self) -> int:
@@ -144,3 +152,11 @@ class Spool:
             self._read_at = self._write_at = 0
             self._file.truncate(0)
         return Fetched(body, keep)
+
+
+def _temporary_failure(exc: OSError) -> StorageFailure:
+    """A spool's file that cannot be written or read back (the worker's temporary space full:
+    ``TMPDIR``) fails the export STORAGE_FAILED saying so, not as the export file's own
+    failure ("export file could not be written"), which sends an operator to the store."""
+    reason = exc.strerror or str(exc)
+    return StorageFailure(f"the worker's temporary files (TMPDIR) could not be written: {reason}")
