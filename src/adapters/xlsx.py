@@ -24,8 +24,10 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import xlsxwriter
+from xlsxwriter.exceptions import FileCreateError
 from xlsxwriter.worksheet import Worksheet
 
+from adapters import tempfiles
 from reportcore.encoding import CORE_ROW_FORMATS, LocalInstants, RowFormats
 from reportcore.jobs import ReportFormat
 from reportcore.jobtypes import CellKind
@@ -62,7 +64,10 @@ class XlsxEncoder:
         self._columns = request.columns
         self._max_rows = max_rows
         # one folder for the workbook and xlsxwriter's per-sheet row files: abort removes it all
-        self._dir = tempfile.mkdtemp(prefix="export-xlsx-", dir=tmp_dir)
+        try:
+            self._dir = tempfile.mkdtemp(prefix="export-xlsx-", dir=tmp_dir)
+        except OSError as exc:
+            raise tempfiles.failure(exc) from exc
         self._path = os.path.join(self._dir, "report.xlsx")
         self._book: xlsxwriter.Workbook | None = xlsxwriter.Workbook(
             self._path,
@@ -80,7 +85,11 @@ class XlsxEncoder:
         self._instants = LocalInstants(request.options.zone or dt.UTC)
         self._puts = [self._put_for(c.kind) for c in self._columns]
         self._sheets = 0
-        self._sheet = self._new_sheet()
+        try:  # a sheet's row file, in the same folder
+            self._sheet = self._new_sheet()
+        except OSError as exc:
+            self.abort()
+            raise tempfiles.failure(exc) from exc
         self._row = 1
 
     def _new_sheet(self) -> Worksheet:
@@ -125,7 +134,14 @@ class XlsxEncoder:
         return sheet.write_datetime(row, col, midnight, self._date_format)
 
     def add(self, rows: Sequence[Sequence[Any]]) -> None:
-        """Write ``rows`` below the ones before, on a next sheet when this one is full."""
+        """Write ``rows`` below the ones before, on a next sheet when this one is full (into
+        xlsxwriter's row files: a full ``TMPDIR`` is the worker's temporary space failing)."""
+        try:
+            self._add(rows)
+        except OSError as exc:
+            raise tempfiles.failure(exc) from exc
+
+    def _add(self, rows: Sequence[Sequence[Any]]) -> None:
         puts = self._puts
         for values in rows:
             if self._row >= self._max_rows:
@@ -141,10 +157,14 @@ class XlsxEncoder:
         """Assemble the workbook and copy its bytes into the sink."""
         if self._book is None:
             return
-        book, self._book = self._book, None
-        book.close()
-        with open(self._path, "rb") as spooled:
-            while chunk := spooled.read(COPY_CHUNK):
+        try:  # the workbook is assembled in the worker's temporary space
+            self._book.close()
+            spooled = open(self._path, "rb")  # noqa: SIM115
+        except (OSError, FileCreateError) as exc:
+            raise tempfiles.failure(exc) from exc  # the book kept: abort closes its row files
+        self._book = None
+        with spooled:
+            while chunk := spooled.read(COPY_CHUNK):  # a failing sink is the export file's
                 self._out.add(chunk)
 
     def abort(self) -> None:

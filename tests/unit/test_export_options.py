@@ -19,6 +19,7 @@ from typing import Any
 import msgspec
 import openpyxl
 import pytest
+import xlsxwriter
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -387,6 +388,44 @@ def test_an_aborted_xlsx_export_leaves_no_temporary_file(tmp_path: Any) -> None:
     encoder = XlsxEncoder(sheet_request(FEED.columns), Sink(), tmp_dir=str(tmp_path))
     encoder.add([tuple("x" for _ in FEED.columns)])
     encoder.abort()
+    assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize("where", ["folder", "workbook", "rows"])
+def test_an_xlsx_workbook_whose_temporary_space_fails_is_storage_failed_saying_so(
+    where: str, tmp_path: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The workbook is built in the worker's TMPDIR: its failure read "export file could not
+    be written" (or, from xlsxwriter's zip, failed the export as a bug: FileCreateError)."""
+    from xlsxwriter.exceptions import FileCreateError
+    from xlsxwriter.worksheet import Worksheet
+
+    from reportcore.errors import StorageFailure
+
+    def full(*args: Any, **kwargs: Any) -> Any:
+        error = OSError(28, "No space left on device")
+        raise FileCreateError(error) if where == "workbook" else error
+
+    def build() -> None:
+        tmp_dir = str(tmp_path / "gone") if where == "folder" else str(tmp_path)
+        encoder = XlsxEncoder(sheet_request(FEED.columns), Sink(), tmp_dir=tmp_dir)
+        try:
+            with monkeypatch.context() as patched:
+                if where == "workbook":
+                    patched.setattr(xlsxwriter.Workbook, "close", full)
+                else:
+                    patched.setattr(Worksheet, "write_string", full)
+                encoder.add([tuple("x" for _ in FEED.columns)])
+                encoder.close()
+        finally:
+            encoder.abort()
+
+    with pytest.raises(StorageFailure) as failed:
+        build()
+    reason = "No such file or directory" if where == "folder" else "No space left on device"
+    assert failed.value.message == (
+        f"the worker's temporary files (TMPDIR) could not be written: {reason}"
+    )
     assert list(tmp_path.iterdir()) == []
 
 

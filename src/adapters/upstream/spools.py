@@ -10,7 +10,7 @@ import threading
 from collections import deque
 from typing import IO
 
-from reportcore.errors import StorageFailure
+from adapters import tempfiles
 
 from .wire import Fetched
 
@@ -79,7 +79,7 @@ class Spool:
                 try:
                     self._spill(item)
                 except OSError as exc:
-                    raise _temporary_failure(exc) from exc
+                    raise tempfiles.failure(exc) from exc
             self._cond.notify()
 
     def finish(self) -> None:
@@ -101,7 +101,7 @@ class Spool:
                 try:
                     return self._unspill()
                 except OSError as exc:
-                    raise _temporary_failure(exc) from exc
+                    raise tempfiles.failure(exc) from exc
             return End.DONE if self._finished else None
 
     def in_file(self) -> int:
@@ -152,11 +152,3 @@ class Spool:
             self._read_at = self._write_at = 0
             self._file.truncate(0)
         return Fetched(body, keep)
-
-
-def _temporary_failure(exc: OSError) -> StorageFailure:
-    """A spool's file that cannot be written or read back (the worker's temporary space full:
-    ``TMPDIR``) fails the export STORAGE_FAILED saying so, not as the export file's own
-    failure ("export file could not be written"), which sends an operator to the store."""
-    reason = exc.strerror or str(exc)
-    return StorageFailure(f"the worker's temporary files (TMPDIR) could not be written: {reason}")
