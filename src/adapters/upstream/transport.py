@@ -31,9 +31,9 @@ out without that look: ``select`` is a system call, and every system call hands 
 interpreter to another thread (docs/performance.md: a few per cent of a 2 ms export). A peer
 can close a connection between any look and the request anyway, so a reused connection whose
 request ends before any answer (reset, or closed with nothing sent; over TLS, with or without
-its close_notify) is asked once more at once
-on a new connection, as HTTP allows for a safe method's (RFC 9110, 9.2.2; RFC 9112, 9.3.1);
-not when the watchdog shut it or its deadline or export has ended, and not a new connection's.
+its close_notify) is asked once more at once on a new connection, as HTTP allows for a safe
+method's (RFC 9110, 9.2.2; RFC 9112, 9.3.1); not when the watchdog shut it or its deadline or
+export has ended, and not a new connection's.
 """
 
 from __future__ import annotations
