@@ -58,6 +58,9 @@ class MeteredJobRepository:
     def get(self, job_id: str, tenant_id: str | None = None) -> Job | None:
         return self.inner.get(job_id, tenant_id)
 
+    def by_key(self, tenant_id: str, idempotency_key: str) -> Job | None:
+        return self.inner.by_key(tenant_id, idempotency_key)
+
     def find(self, tenant_id: str, query: ListQuery) -> list[Job]:
         return self.inner.find(tenant_id, query)
 

@@ -367,6 +367,11 @@ class SqlJobRepository(abc.ABC):
             raise TooManyJobs.at(max_unfinished)
         raise ServiceUnavailable("job could not be stored: its idempotency key kept changing")
 
+    def by_key(self, tenant_id: str, idempotency_key: str) -> Job | None:
+        return self._one(
+            "select_by_key", {"tenant_id": tenant_id, "idempotency_key": idempotency_key}
+        )
+
     def get(self, job_id: str, tenant_id: str | None = None) -> Job | None:
         if tenant_id is None:
             return self._one("select_job", {"id": job_id})

@@ -65,6 +65,10 @@ class JobRepository(Protocol):
         """The job, if it exists (and belongs to ``tenant_id`` when given)."""
         ...
 
+    def by_key(self, tenant_id: str, idempotency_key: str) -> Job | None:
+        """The tenant's job created with ``idempotency_key``, if there is one."""
+        ...
+
     def find(self, tenant_id: str, query: ListQuery) -> list[Job]:
         """Up to ``query.limit`` jobs of the tenant, newest first (created_at desc, id desc),
         strictly after ``query.after`` when given."""

@@ -150,6 +150,14 @@ class InMemoryJobRepository:
             self._after(job)
             return _copy(job), True
 
+    def by_key(self, tenant_id: str, idempotency_key: str) -> Job | None:
+        with self._lock:
+            self._check()
+            for job in self._jobs.values():
+                if job.tenant_id == tenant_id and job.idempotency_key == idempotency_key:
+                    return _copy(job)
+            return None
+
     def get(self, job_id: str, tenant_id: str | None = None) -> Job | None:
         with self._lock:
             self._check()

@@ -70,7 +70,9 @@ def create_job(
     A range wider than ``policy.max_range_days`` allows for the job type is a 400, and so is
     a ``notify_url`` whose host ``policy.notify_hosts`` does not list. A tenant that already
     has ``policy.max_unfinished_jobs`` queued or running jobs gets
-    :class:`~reportcore.errors.TooManyJobs` (429), except for a replay.
+    :class:`~reportcore.errors.TooManyJobs` (429), except for a replay: a create whose key
+    the tenant used before answers that job (or 409) before any of these checks, so retrying
+    a create on the next day, or after an operator narrowed a knob, still gets its job.
 
     If the broker does not confirm, the job stays queued without ``enqueued_at`` and the
     recovery pass publishes it later: a create never fails because the broker is down.
@@ -79,6 +81,11 @@ def create_job(
     """
     now = clock.now()
     scope = request.scope
+    if request.idempotency_key is not None:  # a replay is answered as it was created, also
+        # when today or the knobs would refuse it now (a range that has grown too wide)
+        stored = jobs.by_key(tenant_id, request.idempotency_key)
+        if stored is not None:
+            return _replayed(request, stored)
     admit_create(request, now=now, policy=policy, job_types=job_types)
     job = Job(
         id=ids.new_id(),
@@ -106,11 +113,17 @@ def create_job(
     # a replay answers its job even at the cap: the repository looks for the key first
     cap = (policy or Policy()).max_unfinished_jobs or None
     stored, created = jobs.add(job, max_unfinished=cap)
-    if not created:
-        asked = asked_options(request.compression, request.csv, request.columns, request.timezone)
-        wanted = fingerprint(request.job_type, request.format, scope, asked)
-        return Created(job=check_replay(stored, wanted), replayed=True, enqueued=True)
+    if not created:  # a create with the same key came first, meanwhile
+        return _replayed(request, stored)
     return Created(job=stored, replayed=False, enqueued=publish(stored, jobs, queue, clock))
+
+
+def _replayed(request: ValidCreate, stored: Job) -> Created:
+    """The job a create with a used key answers: the stored one if the request is the same,
+    else :class:`~reportcore.errors.IdempotencyKeyReused` (409)."""
+    asked = asked_options(request.compression, request.csv, request.columns, request.timezone)
+    wanted = fingerprint(request.job_type, request.format, request.scope, asked)
+    return Created(job=check_replay(stored, wanted), replayed=True, enqueued=True)
 
 
 def admit_create(

@@ -260,6 +260,16 @@ def test_the_same_key_in_another_tenant_is_another_job(
     assert theirs.id != mine.id
 
 
+def test_a_job_is_found_by_its_tenant_and_key_only(repo: JobRepository, clock: FakeClock) -> None:
+    mine = added(repo, clock, idempotency_key="same")
+    theirs, _ = repo.add(new_job(clock, OTHER_TENANT, idempotency_key="same"))
+    added(repo, clock)  # no key
+    assert repo.by_key(TENANT, "same") == mine
+    assert repo.by_key(OTHER_TENANT, "same") == theirs
+    assert repo.by_key(TENANT, "other") is None
+    assert repo.by_key("tenant-c", "same") is None
+
+
 def test_jobs_without_a_key_are_never_merged(repo: JobRepository, clock: FakeClock) -> None:
     first = added(repo, clock)
     second = added(repo, clock)

@@ -30,6 +30,7 @@ from reportcore.errors import (
     UpstreamBadResponse,
     UpstreamRejected,
     UpstreamUnavailable,
+    ValidationError,
 )
 from reportcore.fairness import TenantSlots, default_share
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, Scope
@@ -273,6 +274,39 @@ def test_the_same_key_with_a_different_request_is_refused_and_stores_nothing() -
     with pytest.raises(IdempotencyKeyReused):
         world.create({**FEED_BODY, "format": "json"}, key="k1")
     assert len(world.all_jobs()) == 1
+
+
+@pytest.mark.parametrize("later", ["a day later", "a narrower knob"])
+def test_a_replay_gets_its_job_when_today_or_the_knobs_would_refuse_the_request_now(
+    later: str,
+) -> None:
+    """The contract: the same tenant, key and request answer the job, always; the range and
+    host checks (which depend on today and on the service's knobs) apply to new jobs only."""
+    world = World()
+    body = {"job_type": "FEED_INTAKE_EXPORT", "format": "csv", "start_date": "2025-01-01"}
+    policy = Policy(max_range_days={"FEED_INTAKE_EXPORT": 366})
+
+    def create(key: str) -> Created:
+        return create_job(
+            validate_create(msgspec.convert(body, CreateRequest), header_key=key),
+            tenant_id=TENANT,
+            requested_by="u1",
+            jobs=world.jobs,
+            queue=world.queue,
+            clock=world.clock,
+            policy=policy,
+        )
+
+    first = create("monthly-1").job  # 2025-01-01..today (2026-01-01): 366 days
+    if later == "a day later":
+        world.clock.advance(86_400)
+    else:
+        policy = Policy(max_range_days={"FEED_INTAKE_EXPORT": 30})
+    again = create("monthly-1")
+    assert again.replayed and again.job.id == first.id
+    with pytest.raises(ValidationError, match="may span at most"):
+        create("monthly-2")  # a new job is checked as ever
+    assert [j.id for j in world.all_jobs()] == [first.id]
 
 
 def test_keys_are_per_tenant_and_creates_without_a_key_are_never_replays() -> None:
