@@ -457,3 +457,33 @@ def test_if_range_honours_the_range_only_on_a_strong_etag_match(
     answer = world.client.get(url, headers=headers)
     assert answer.status_code == status
     assert len(answer.content) == (4 if status == 206 else int(answer.headers["content-length"]))
+
+
+# --- a query parameter given twice (a proxy reading the first would disagree with us) ---
+
+
+@pytest.mark.parametrize(
+    ("query", "name"),
+    [
+        ("status=bogus&status=queued", "status"),
+        ("status=queued&status=queued", "status"),
+        ("tenantId=tenant-b&tenantId=" + TENANT, "tenantId"),
+        ("limit=5&cursor=&limit=7", "limit"),
+    ],
+)
+def test_a_list_query_parameter_given_twice_is_400_naming_it(
+    world: ApiWorld, query: str, name: str
+) -> None:
+    message = assert_envelope(world.client.get(f"{JOBS}?{query}", headers=world.headers()), 400)
+    assert message == f"{name}: is given more than once; give it once"
+    assert world.client.get(f"{JOBS}?{query.partition('&')[2]}", headers=world.headers()).is_success
+
+
+def test_a_download_token_given_twice_is_400_and_no_file(world: ApiWorld) -> None:
+    job = world.succeeded_job(rows=3)
+    url = world.download_url(job["id"])
+    assert world.client.get(url).status_code == 200
+    answer = world.client.get(url.replace("token=", "token=forged&token=", 1))
+    assert "token" in assert_envelope(answer, 400)
+    answer = world.client.get(url + "&token=forged")
+    assert "token" in assert_envelope(answer, 400)

@@ -40,7 +40,14 @@ from .errors import (
     on_report_error,
     on_unexpected,
 )
-from .guards import PRINCIPAL_KEY, Readiness, action_of, provide_principal, provide_query_tenant
+from .guards import (
+    PRINCIPAL_KEY,
+    Readiness,
+    action_of,
+    provide_principal,
+    provide_query_tenant,
+    refuse_repeated_query,
+)
 from .metrics import HttpMetricsMiddleware, prometheus_metrics
 from .middleware import RequestContextMiddleware
 from .routes import (
@@ -121,10 +128,11 @@ def create_app(container: Container) -> Litestar:
     allowed: dict[str, str] = {}  # path template -> its methods, filled once the app is built
 
     async def answer_options(request: Request[Any, Any, Any]) -> Response[None] | None:
+        if request.method != "OPTIONS":
+            refuse_repeated_query(request)
+            return None
         # Litestar 2.25's own OPTIONS answer names only the methods its route knew when it was
         # first built (POST, not GET, on the jobs path): answer from the finished route table
-        if request.method != "OPTIONS":
-            return None
         methods = allowed.get(request.scope.get("path_template", ""), "OPTIONS")
         return Response(None, status_code=204, headers={"allow": methods})
 

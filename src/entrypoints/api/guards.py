@@ -68,6 +68,17 @@ def provide_query_tenant(
     return resolve_tenant(principal, named_tenant(tenant_id, tenantId))
 
 
+def refuse_repeated_query(request: Request[Any, Any, Any]) -> None:
+    """Every query parameter of the contract holds one value: one given twice is a 400 naming
+    it, not the last one silently (``tenantId=b&tenantId=a``, ``token=x&token=y``: a proxy
+    that reads the first would disagree with us about whose data it is)."""
+    seen: set[str] = set()
+    for name, _ in request.query_params.multi_items():
+        if name in seen:
+            raise ValidationError("is given more than once; give it once", field=name)
+        seen.add(name)
+
+
 class Readiness:
     """Asks the database and the broker, each in its own thread and bounded in time."""
 
