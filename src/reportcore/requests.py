@@ -126,12 +126,16 @@ def parse_date(value: str | None, field: str) -> dt.date | None:
     return day
 
 
+# an instant's time part follows a T (or, as Python also reads it, a space)
+_HAS_TIME = re.compile(r"[Tt ]")
+
+
 def parse_instant(value: str | None, field: str, *, end_of_day: bool = False) -> dt.datetime | None:
     """An ISO date or instant as an aware UTC datetime; a date means its start (or end)."""
     if value is None:
         return None
     try:
-        if re.fullmatch(r"\d{4}-\d{2}-\d{2}", value):
+        if not _HAS_TIME.search(value):  # a date in any ISO spelling (20260101, 2026-W01-4)
             day = dt.date.fromisoformat(value)
             t = dt.time.max if end_of_day else dt.time.min
             return dt.datetime.combine(day, t, tzinfo=dt.UTC)

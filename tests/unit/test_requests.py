@@ -405,6 +405,22 @@ def test_a_list_query_without_values_is_the_first_page_of_everything() -> None:
                 "created_to": dt.datetime(2026, 1, 2, 23, 59, 59, 999999, tzinfo=dt.UTC),
             },
         ),
+        # a date in ISO's other spellings is a date too: created_to is its end, not its start
+        (
+            {"created_from": "20260102", "created_to": "20260102"},
+            {
+                "created_from": dt.datetime(2026, 1, 2, tzinfo=dt.UTC),
+                "created_to": dt.datetime(2026, 1, 2, 23, 59, 59, 999999, tzinfo=dt.UTC),
+            },
+        ),
+        (
+            {"created_to": "2026-W01-5"},  # the Friday of 2026's first ISO week
+            {"created_to": dt.datetime(2026, 1, 2, 23, 59, 59, 999999, tzinfo=dt.UTC)},
+        ),
+        (
+            {"created_to": "20260102T1000"},
+            {"created_to": dt.datetime(2026, 1, 2, 10, tzinfo=dt.UTC)},
+        ),
         (
             {"created_from": "2026-01-02T10:00:00+02:00"},
             {"created_from": dt.datetime(2026, 1, 2, 8, tzinfo=dt.UTC)},
