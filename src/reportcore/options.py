@@ -69,6 +69,13 @@ def zone_of(name: str) -> dt.tzinfo:
     return zoneinfo.ZoneInfo(name)
 
 
+# Files of the zone database that are no IANA zone: "localtime" is each machine's own zone
+# (a worker elsewhere would write another), "Factory" and "posixrules" are the database's
+# own, "posix/" and "right/" copies of it (right/ counting leap seconds) where a system has them
+_NOT_IANA = frozenset({"localtime", "Factory", "posixrules"})
+_NOT_IANA_FOLDERS = ("posix/", "right/")
+
+
 def validate_timezone(name: str | None) -> str | None:
     """An IANA zone name the machine knows, or a 400 naming ``timezone``."""
     if name is None:
@@ -76,6 +83,8 @@ def validate_timezone(name: str | None) -> str | None:
     if not isinstance(name, str) or not 1 <= len(name) <= MAX_TIMEZONE:
         raise ValidationError("timezone must be an IANA time zone name", field="timezone")
     try:
+        if name in _NOT_IANA or name.startswith(_NOT_IANA_FOLDERS):
+            raise KeyError(name)
         zone_of(name)
     except (KeyError, ValueError, OSError):  # unknown, malformed ("../x"), a folder ("America")
         shown = name if name.isprintable() else repr(name)

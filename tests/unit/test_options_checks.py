@@ -86,6 +86,15 @@ def test_an_unknown_zone_is_named_with_an_example_of_a_good_one(name: str) -> No
     assert error.field == "timezone"
 
 
+@pytest.mark.parametrize(
+    "name", ["localtime", "Factory", "posixrules", "posix/Asia/Bangkok", "right/UTC"]
+)
+def test_a_file_of_the_zone_database_that_is_no_iana_zone_is_refused(name: str) -> None:
+    """``localtime`` loads each machine's own zone: workers elsewhere would write others."""
+    error = refusal(validate_timezone, name)
+    assert str(error) == f"unknown time zone '{name}'; use an IANA name such as Asia/Bangkok"
+
+
 def test_an_unknown_zone_with_a_control_character_is_shown_escaped() -> None:
     error = refusal(validate_timezone, "Asia/\nBangkok")
     assert str(error) == (
