@@ -45,6 +45,7 @@ from .variables import (
     secret,
     text,
     webhook_hosts,
+    whole_sec,
 )
 
 __all__ = ["ConfigError", "Env", "Settings", "load_settings"]
@@ -92,7 +93,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "the old service's, so its URLs keep working)",
     )] = None
     download_ttl_sec: Annotated[int, Env(
-        "REPORT_DOWNLOAD_TTL_SEC", parse=positive_int,
+        "REPORT_DOWNLOAD_TTL_SEC", parse=whole_sec(1),
         doc="lifetime of an issued download URL, seconds (at least 1)",
     )] = _POLICY.download_ttl_sec
     export_root: Annotated[str, Env(
@@ -139,7 +140,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         doc="sent as `Authorization: Bearer ...` to the upstream services when set",
     )] = None
     retention_sec: Annotated[int, Env(
-        "REPORT_RETENTION_SEC", parse=non_negative_int, default_doc="7 days",
+        "REPORT_RETENTION_SEC", parse=whole_sec(0), default_doc="7 days",
         doc="how long a finished file is kept (`expires_at` = finished + this); `0` keeps files "
         "forever",
     )] = _POLICY.retention_sec
@@ -455,8 +456,7 @@ T = TypeVar("T")
 
 
 def required_value(value: T | None, setting: str) -> T:
-    """``value`` (a setting's), refused as :func:`load_settings` refuses a missing required
-    one: for code handed :class:`Settings` it cannot run without one of (the API's secrets)."""
+    """``value``, refused as :func:`load_settings` refuses a missing required setting."""
     if value is None or value == "":
         raise ConfigError(_missing(setting))
     return value

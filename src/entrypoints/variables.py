@@ -146,7 +146,30 @@ def port(name: str, raw: str) -> int:
     return n
 
 
+# The longest duration a setting may name: ten years. Past it an instant worked out from now
+# leaves datetime's range (a 500 on every download for REPORT_DOWNLOAD_TTL_SEC=10^12), or a
+# download token's exp grows past 10^11 and reads as the old service's milliseconds.
+MAX_SEC = 10 * 365 * 86_400
+
+
+def _at_most_max_sec(name: str, raw: str, value: float) -> None:
+    if value > MAX_SEC:
+        raise ConfigError(f"{name} must be at most {MAX_SEC} (ten years), got {raw!r}")
+
+
+def whole_sec(minimum: int) -> Callable[[str, str], int]:
+    """Whole seconds, ``minimum`` (0 or 1) .. ten years."""
+
+    def parse(name: str, raw: str) -> int:
+        n = non_negative_int(name, raw) if minimum == 0 else positive_int(name, raw)
+        _at_most_max_sec(name, raw, n)
+        return n
+
+    return parse
+
+
 def positive_float(name: str, raw: str) -> float:
+    """Seconds, above 0 and at most ten years (every setting it reads is a duration)."""
     try:
         f = float(raw.strip())
     except ValueError:
@@ -155,6 +178,7 @@ def positive_float(name: str, raw: str) -> float:
         raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
     if not math.isfinite(f):  # inf: a lease or a deadline never reached, an overflow later
         raise ConfigError(f"{name} must be a finite number, got {raw!r}")
+    _at_most_max_sec(name, raw, f)
     return f
 
 

@@ -283,6 +283,26 @@ def test_a_duration_must_be_a_finite_number_above_zero(raw: str) -> None:
         load_settings({"UPSTREAM_TIMEOUT_SEC": raw})
 
 
+@pytest.mark.parametrize(
+    ("variable", "raw"),
+    [
+        ("REPORT_DOWNLOAD_TTL_SEC", "1000000000000"),  # every download a 500 (an overflow)
+        ("REPORT_DOWNLOAD_TTL_SEC", "100000000000"),  # exp > 10^11: read as milliseconds
+        ("REPORT_RETENTION_SEC", "315360001"),
+        ("REPORT_LEASE_SEC", "1e12"),
+        ("UPSTREAM_TIMEOUT_SEC", "315360000.5"),
+    ],
+)
+def test_a_duration_is_at_most_ten_years(variable: str, raw: str) -> None:
+    with pytest.raises(ConfigError) as raised:
+        load_settings({variable: raw})
+    assert raised.value.problems == (
+        f"{variable} must be at most 315360000 (ten years), got {raw!r}",
+    )
+    ten_years = load_settings({variable: "315360000"})  # the bound itself is fine
+    assert ten_years is not None
+
+
 def test_every_problem_is_found_before_one_is_reported() -> None:
     env = {"REPORT_LEASE_SEC": "0", "LOG_LEVEL": "loud", "FILE_STORE": "s3"}
     with pytest.raises(ConfigError) as raised:
