@@ -3,7 +3,8 @@
 A file is written under a hidden temporary name in its final folder, flushed and fsynced, and
 renamed into place only on ``commit()`` (then the folder is fsynced, so that the rename itself
 survives a power cut). A reader therefore sees a complete file or none; a crash leaves at most
-a hidden temporary, which ``delete`` (retention) removes with the job's folder.
+a hidden temporary, which the next commit of the job removes, or ``delete`` (retention) and
+``discard`` (a job failed ``WORKER_LOST``, or failing after a dead attempt) with its folder.
 
 The location is the file's absolute path, as the old service stored in ``file_path``. No path
 outside the root is ever written, read or deleted: ids are checked as path segments, and the
@@ -261,6 +262,10 @@ class FilesystemStore:
             return
         _remove_temporaries(path)
         _remove_empty(folder)
+
+    def discard(self, tenant_id: str, job_id: str, extension: str) -> None:
+        """The job's file and the temporaries of crashed attempts, and its folder if empty."""
+        self.delete(str(self._path_of(tenant_id, job_id, extension)))
 
     def download_url(
         self, location: str, expires_at: dt.datetime, file_name: str | None = None

@@ -308,6 +308,12 @@ class S3Store:
             ) from exc
         abort_uploads(self._client, self.bucket, key)
 
+    def discard(self, tenant_id: str, job_id: str, extension: str) -> None:
+        """The job's object and the uploads crashed attempts left open under its key."""
+        check_names(tenant_id, job_id, extension)
+        key = f"{self.prefix}{tenant_id}/{job_id}/report.{extension}"
+        self.delete(f"s3://{self.bucket}/{key}")
+
     def download_url(
         self, location: str, expires_at: dt.datetime, file_name: str | None = None
     ) -> str | None:

@@ -177,7 +177,8 @@ class Worker:
             return None
         if done.files_kept:
             log.warning(
-                "recovery pass: files past retention the store would not delete",
+                "recovery pass: files the store would not delete (past retention: tried again "
+                "next pass; left by the dead attempts of a job failed WORKER_LOST)",
                 extra={"job_ids": done.files_kept},
             )
         if done.requeued or done.failed or done.published or done.files_deleted:

@@ -56,6 +56,9 @@ class InMemoryFileStore:
     def delete(self, location: str) -> None:
         self.files.pop(location, None)
 
+    def discard(self, tenant_id: str, job_id: str, extension: str) -> None:
+        self.delete(f"mem://{tenant_id}/{job_id}/report.{extension}")
+
     def download_url(
         self, location: str, expires_at: dt.datetime, file_name: str | None = None
     ) -> str | None:

@@ -315,6 +315,11 @@ class FileStore(Protocol):
         """Remove the file (and its folder if empty); absent files are fine."""
         ...
 
+    def discard(self, tenant_id: str, job_id: str, extension: str) -> None:
+        """Remove whatever exports of this job left under its name (the file, temporaries,
+        unfinished uploads), for a job that ends without one: absent is fine."""
+        ...
+
     def download_url(
         self, location: str, expires_at: dt.datetime, file_name: str | None = None
     ) -> str | None:

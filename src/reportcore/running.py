@@ -278,10 +278,10 @@ def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutc
         status = latest.status.value if latest else "gone"
         return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status)
     except ExportFailure as exc:  # an unwritable export folder fails the job, not the worker
-        return _failed(job, owner, jobs, clock, exc.code, exc.message)
+        return _failed(job, owner, jobs, clock, exc.code, exc.message, store)
     except OSError as exc:
         failure = _storage_failure(exc)
-        return _failed(job, owner, jobs, clock, failure.code, failure.message)
+        return _failed(job, owner, jobs, clock, failure.code, failure.message, store)
     except ReportError:
         raise  # the job store failed: the worker hands the message back and retries
     except Exception as exc:
@@ -289,7 +289,7 @@ def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutc
         # lease ends would hold it (and the worker's patience) for attempts x lease. Fail it
         # now, naming no more than the exception's type; the traceback goes to the log.
         bug = ExportFailure(f"the export failed unexpectedly ({type(exc).__name__})")
-        failed = _failed(job, owner, jobs, clock, bug.code, bug.message)
+        failed = _failed(job, owner, jobs, clock, bug.code, bug.message, store)
         crash = "".join(traceback.format_exception(exc))
         return msgspec.structs.replace(failed, crash=crash)
     location = exported.location
@@ -323,10 +323,27 @@ def _storage_failure(exc: OSError) -> StorageFailure:
     return StorageFailure(f"export file could not be written: {exc.strerror or exc}")
 
 
+def _discarded(store: FileStore, job: Job) -> bool:
+    """Whether ``store`` removed what exports of ``job`` left (never raises: best effort)."""
+    try:
+        store.discard(job.tenant_id, job.id, stored_extension(job.format, job.compression))
+    except (StorageFailure, OSError):
+        return False
+    return True
+
+
 def _failed(
-    job: Job, owner: str, jobs: JobRepository, clock: Clock, code: str, message: str
+    job: Job,
+    owner: str,
+    jobs: JobRepository,
+    clock: Clock,
+    code: str,
+    message: str,
+    store: FileStore | None = None,
 ) -> RunOutcome:
     failed = jobs.fail(job.id, owner, clock.now(), code, message[:2000])
+    if failed is not None and store is not None and job.attempts > 1:
+        _discarded(store, job)  # an earlier attempt that died may have left a temporary
     status = failed.status.value if failed else "lost"
     return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status, detail=code)
 
@@ -338,7 +355,8 @@ class Recovery(msgspec.Struct, frozen=True, kw_only=True):
     failed: list[str]
     published: list[str]
     files_deleted: list[str]
-    # past retention, and their store would not delete them: tried again on the next pass
+    # files the store would not delete: past retention (tried again on the next pass), or
+    # left by the dead attempts of a job failed WORKER_LOST (named once, in this pass)
     files_kept: list[str] = msgspec.field(default_factory=list)
 
 
@@ -360,12 +378,17 @@ def recover(
     now = clock.now()
     requeued: list[str] = []
     failed: list[str] = []
+    kept: list[str] = []
     legacy = now - dt.timedelta(seconds=policy.legacy_lease_sec)
     for job in jobs.stale(now, legacy, policy.batch):
         if job.attempts >= policy.max_attempts:
             lost = WorkerLost(f"worker stopped responding on each of {job.attempts} attempts")
             if jobs.fail(job.id, job.lease_owner, now, lost.code, lost.message):
                 failed.append(job.id)
+                # what the dead attempts wrote (a temporary, a file not yet recorded, an
+                # open upload) would stay forever: retention only looks at files kept
+                if not _discarded(store, job):
+                    kept.append(job.id)
         elif jobs.retry(job.id, job.lease_owner, now):
             requeued.append(job.id)
     published: list[str] = []
@@ -375,7 +398,6 @@ def recover(
         if job.status is JobStatus.QUEUED and publish(job, jobs, queue, clock):
             published.append(job.id)
     deleted: list[str] = []
-    kept: list[str] = []
     for job in jobs.expired_files(now, policy.batch):
         if job.file_path is not None:
             try:

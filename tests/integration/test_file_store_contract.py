@@ -18,8 +18,8 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from adapters.filesystem import READ_CHUNK, FilesystemStore
-from adapters.s3 import S3Store
+from adapters.filesystem import READ_CHUNK, FilesystemStore, FilesystemWriter
+from adapters.s3 import S3Store, S3Writer
 from reportcore.errors import StorageFailure
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, message_for
 from reportcore.ports import FileStore
@@ -204,6 +204,33 @@ def test_delete_removes_the_file_and_is_idempotent(subject: Subject) -> None:
     subject.store.delete(location)
     assert subject.everything() == [other]
     assert read_all(subject.store, other) == b"other"
+
+
+@pytest.mark.parametrize("committed", [True, False], ids=["a file committed", "none"])
+def test_discard_removes_what_killed_writers_left_of_a_job_and_nothing_else(
+    subject: Subject, committed: bool
+) -> None:
+    """A job failed WORKER_LOST: its attempts were killed mid-write (a temporary, an open
+    upload: what a SIGKILL leaves, never aborted) or after the commit, before it was
+    recorded. Discard takes all of it; another job's file stays."""
+    other = stored(subject, b"other")
+    job = new_job()
+    if committed:
+        writer = subject.store.create(TENANT, job, "csv")
+        writer.write(DATA)
+        writer.commit()
+    for _ in range(2):  # two attempts killed while writing
+        killed = subject.store.create(TENANT, job, "csv")
+        killed.write(DATA * 3)
+        if isinstance(killed, S3Writer):  # killed after a part went up: an open upload
+            killed._upload_part(DATA)
+        if isinstance(killed, FilesystemWriter):  # its process gone: the file closed, kept
+            killed._file.close()
+    subject.store.discard(TENANT, job, "csv")
+    assert subject.everything() == [other]
+    subject.store.discard(TENANT, job, "csv")  # nothing left: fine
+    subject.store.discard(TENANT, new_job(), "csv.gz")
+    assert subject.everything() == [other]
 
 
 def test_the_size_of_a_missing_file_is_none(subject: Subject) -> None:

@@ -1299,6 +1299,55 @@ def test_a_job_whose_worker_dies_on_every_attempt_fails_as_worker_lost() -> None
     assert world.queue.pending() == 0
 
 
+class DiscardingStore(InMemoryFileStore):
+    """Records what it is asked to discard; with ``refuse``, refuses as a locked store would."""
+
+    def __init__(self, refuse: bool = False) -> None:
+        super().__init__()
+        self.discarded: list[tuple[str, str, str]] = []
+        self.refuse = refuse
+
+    def discard(self, tenant_id: str, job_id: str, extension: str) -> None:
+        self.discarded.append((tenant_id, job_id, extension))
+        if self.refuse:
+            raise StorageFailure("export file could not be deleted: permission denied")
+        super().discard(tenant_id, job_id, extension)
+
+
+@pytest.mark.parametrize("refuse", [False, True], ids=["discarded", "refused"])
+def test_a_job_failed_worker_lost_has_what_its_dead_attempts_wrote_discarded(
+    refuse: bool,
+) -> None:
+    """A SIGKILLed attempt leaves a temporary (an open upload, or a file committed but not
+    recorded): retention only looks at files kept, so nothing else would ever remove it."""
+    world = World(Policy(lease_sec=30, max_attempts=2))
+    world.store = store = DiscardingStore(refuse)
+    job = world.create({**FEED_BODY, "compression": "gzip"}).job
+    for attempt in (1, 2):
+        crash_while_running(world, owner=f"w{attempt}")
+        world.clock.advance(31)
+        recovery = world.recover()
+    assert recovery.failed == [job.id]
+    assert store.discarded == [(TENANT, job.id, "csv.gz")]
+    assert recovery.files_kept == ([job.id] if refuse else [])
+
+
+def test_a_failure_after_a_dead_attempt_discards_what_that_attempt_left() -> None:
+    world = World()
+    world.store = store = DiscardingStore()
+    first = world.create(key="first").job
+    world.run(source=StaticRecordSource(RECORDS, fail_with=UpstreamUnavailable("down")))
+    assert store.discarded == [], "a first attempt aborted its own file: nothing else is there"
+    job = world.create(key="second").job
+    crash_while_running(world)
+    world.clock.advance(31)
+    assert world.recover().requeued == [job.id]
+    outcome = world.run(source=StaticRecordSource(RECORDS, fail_with=UpstreamUnavailable("down")))
+    assert (outcome.job_id, outcome.status) == (job.id, "failed")
+    assert store.discarded == [(TENANT, job.id, "csv")]
+    assert first.id != job.id
+
+
 def test_a_job_requeued_while_the_queue_is_down_is_published_by_a_later_pass() -> None:
     world = World()
     job = world.create().job
