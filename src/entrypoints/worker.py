@@ -14,6 +14,7 @@ consuming; a running export hands its job back at its next page, so that no job 
 from __future__ import annotations
 
 import contextlib
+import itertools
 import logging
 import os
 import secrets
@@ -74,6 +75,10 @@ class Worker:
         self.consumer: JobConsumer = reports.deps.consumer
         self.settings = settings
         self.owner_id = owner_id or new_owner_id()
+        # each claim holds its lease as owner_id/<n>: the process's handler threads are owners
+        # of their own, so a job reclaimed from one (its lease ran out in a pause) and taken
+        # by another thread of the same process refuses the first at its next write
+        self._claims = itertools.count(1)
         self._outage_pause = outage_pause_sec
         self.shares = TenantSlots(
             settings.worker_tenant_concurrency or default_share(settings.worker_concurrency)
@@ -90,7 +95,7 @@ class Worker:
             # the liveness probe fails when a running export writes no page for too long
             with self.heartbeat.export() as progressed:
                 run = RunContext(
-                    owner=self.owner_id,
+                    owner=f"{self.owner_id}/{next(self._claims)}",
                     stopping=stop.is_set,
                     keep_lease=running_gauge(
                         self._lease_keeper(self.reports.deps.policy.heartbeat_sec)

@@ -178,6 +178,25 @@ def test_the_worker_runs_as_many_jobs_at_once_as_its_concurrency_and_no_more() -
     assert gate.max_active == 3
 
 
+def test_each_claim_holds_its_lease_as_an_owner_of_its_own() -> None:
+    """One owner for the whole process let a job reclaimed from one handler thread (its lease
+    ran out in a pause) and claimed by another thread of the same process pass both of their
+    heartbeats: two exports of one job at once, and a commit deleting the other's file."""
+    world = World(worker_concurrency=3, worker_tenant_concurrency=3)
+    gate = GatedSource()
+    replace(world.container, "source", gate)
+    jobs = [world.create() for _ in range(3)]
+    with world.worker(owner="host:1:abc"):
+        wait_until(lambda: gate.active == 3, "three exports running at once")
+        owners = [j.lease_owner or "" for j in world.running_jobs()]
+        gate.release.set()
+        wait_until(
+            lambda: all(world.status(j) is JobStatus.SUCCEEDED for j in jobs), "all jobs to succeed"
+        )
+    assert len(set(owners)) == 3, owners
+    assert all(re.fullmatch(r"host:1:abc/\d+", owner) for owner in owners), owners
+
+
 def test_a_tenant_with_a_backlog_leaves_a_slot_for_another_tenants_job() -> None:
     world = World(worker_concurrency=3)  # a tenant's share: 2 of the 3 slots
     gate = GatedSource()
