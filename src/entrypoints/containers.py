@@ -218,6 +218,9 @@ def open_queue(settings: Settings, profile: Profile, tracing: Tracing | None) ->
         queue.close()
 
 
+ACK_MARGIN_SEC = 15 * 60
+
+
 def make_consumer(
     settings: Settings, profile: Profile, queue: Any, tracing: Tracing | None
 ) -> JobConsumer:
@@ -227,7 +230,10 @@ def make_consumer(
     from adapters.rabbitmq import RabbitMQConsumer
 
     url = _needed(settings.rabbitmq_url, "RABBITMQ_URL")
-    return RabbitMQConsumer(url, **_hooks(tracing, "consumer"))
+    # a message is acknowledged when its export ends: the broker must wait that long for it
+    # (the export's limit, and a margin for the claim, the commit and a slow database)
+    timeout = settings.export_max_sec + ACK_MARGIN_SEC
+    return RabbitMQConsumer(url, consumer_timeout_sec=timeout, **_hooks(tracing, "consumer"))
 
 
 def open_source(settings: Settings, profile: Profile, tracing: Tracing | None) -> Iterator[Any]:

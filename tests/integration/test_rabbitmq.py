@@ -333,6 +333,95 @@ def test_a_connection_lost_during_a_long_handler_is_reopened_and_the_message_red
     assert got == [msgspec.json.encode(message)] * 2
 
 
+def test_after_a_reconnect_a_worker_busy_with_a_long_export_takes_only_what_it_can_run(
+    amqp_url: str, publisher: RabbitMQQueue
+) -> None:
+    """A connection lost mid-export (a broker restart, its consumer_timeout) used to come back
+    with the full prefetch while the export still held a thread: the messages it took waited
+    here behind that export, unacknowledged, while other workers idled. Now it takes one per
+    free thread, and all of them again once the long export ends."""
+    vhost = vhost_of(amqp_url)
+    long_one = a_message()
+    publisher.publish(long_one)
+    release_long, release_rest = threading.Event(), threading.Event()
+    lock = threading.Lock()
+    started: list[bytes] = []
+    busy: set[bytes] = set()
+
+    def handle(body: bytes) -> Disposition:
+        with lock:
+            again = body in started  # the long one redelivered: a no-op, as for a worker
+            started.append(body)
+            busy.add(body)
+        try:
+            if not again:
+                (release_long if body == encode(long_one) else release_rest).wait(DEADLINE_SEC)
+            return Disposition.ACK
+        finally:
+            with lock:
+                busy.discard(body)
+
+    def encode(message: Any) -> bytes:
+        return msgspec.json.encode(message)
+
+    rest = [a_message() for _ in range(3)]
+    with running(RabbitMQConsumer(amqp_url, reconnect_max_delay=0.5), handle, 2):
+        try:
+            wait_until(lambda: started == [encode(long_one)], "the long export starts")
+            rabbitmqctl("close_all_connections", "-p", vhost, "test")
+            wait_until(lambda: started.count(encode(long_one)) == 2, "its redelivery is a no-op")
+            for message in rest:
+                publisher.publish(message)
+            wait_until(lambda: len(started) == 3, "one more export on the one free thread")
+            time.sleep(1.0)  # what a full prefetch would have taken meanwhile
+            row = queue_row(vhost, "report.jobs")
+            assert (row["messages_unacknowledged"], row["messages_ready"]) == (1, 2), row
+            assert len(started) == 3
+            release_long.set()  # its thread is free: two at once again
+            wait_until(lambda: len(started) == 4, "a second export beside the running one")
+            with lock:
+                assert len(busy) == 2, busy
+        finally:
+            release_long.set()
+            release_rest.set()
+        wait_until(lambda: len(started) == 5 and settled(vhost), "every message is handled")
+    assert sorted(started) == sorted([encode(long_one)] * 2 + [encode(m) for m in rest])
+
+
+def test_the_consumer_asks_the_broker_to_wait_for_its_acknowledgements_as_long_as_exports_run(
+    amqp_url: str,
+) -> None:
+    """RabbitMQ closes a channel whose delivery stays unacknowledged past its
+    consumer_timeout (30 minutes by default): from 3.12 a consumer may ask for its own."""
+    vhost = vhost_of(amqp_url)
+    consumer = RabbitMQConsumer(amqp_url, consumer_timeout_sec=6 * 3600 + 900)
+    with running(consumer, lambda body: Disposition.ACK):
+        wait_until(lambda: bool(listing("list_consumers", vhost, "arguments")), "it consumes")
+        [row] = listing("list_consumers", vhost, "arguments", "prefetch_count")
+    assert [a[0] for a in row["arguments"]] == ["x-consumer-timeout"], row
+    assert row["arguments"][0][2] == 22_500_000, row
+    assert row["prefetch_count"] == 1
+
+
+def test_a_channel_closed_for_an_acknowledgement_timeout_says_what_to_set() -> None:
+    from adapters.rabbitmq.consumer import _closed_because
+
+    class Closed:
+        _closing_reason = pika.exceptions.ChannelClosedByBroker(
+            406,
+            "PRECONDITION_FAILED - delivery acknowledgement on channel 1 timed out. Timeout "
+            "value used: 1800000 ms. This timeout value can be configured, see consumers doc "
+            "guide to learn more",
+        )
+
+    said = _closed_because(Closed())  # type: ignore[arg-type]
+    assert said.startswith("the channel closed: (406, 'PRECONDITION_FAILED - delivery ack")
+    assert said.endswith(
+        "(an export outlived the broker's consumer_timeout: set it above "
+        "REPORT_MAX_EXPORT_SEC; docs/operations.md)"
+    )
+
+
 def test_a_handler_running_longer_than_two_heartbeats_keeps_its_connection(
     amqp_url: str, publisher: RabbitMQQueue
 ) -> None:

@@ -43,16 +43,40 @@ job's span, continuing the trace context the headers carry)."""
 class _Session:
     """One connection's consumption; touched only by the connection's thread."""
 
-    def __init__(self, connection: BlockingConnection, channel: BlockingChannel) -> None:
+    def __init__(
+        self, connection: BlockingConnection, channel: BlockingChannel, prefetch: int
+    ) -> None:
         self.connection = connection
         self.channel = channel
         self.tag = ""
+        self.prefetch = prefetch  # of the consumer ``tag``
+        # handlers not finished, by the consumer they were delivered to (under the consumer's
+        # lock: a handler's thread ends them, the connection's thread reads them)
+        self.running: dict[str, int] = {}
         self.in_flight = 0
         self.cancelling = False
         self.cancelled_by_broker = False
         # set when the session ends: deliveries still waiting for a thread are not handled,
         # since the broker gives them to the next connection anyway
         self.over = threading.Event()
+
+
+class _ChannelClosed(pika.exceptions.ChannelWrongStateError):
+    """The broker closed the channel (for one, a delivery unacknowledged past its
+    ``consumer_timeout``): consume again."""
+
+
+def _closed_because(channel: BlockingChannel) -> str:
+    """Why the broker closed ``channel`` (pika keeps it, unnamed, as ``_closing_reason``); for
+    an acknowledgement timeout, what to set so that it does not happen again."""
+    reason = getattr(channel, "_closing_reason", None)
+    text = f"the channel closed: {reason}" if reason is not None else "the channel closed"
+    if "acknowledgement" in text and "timed out" in text:
+        text += (
+            " (an export outlived the broker's consumer_timeout: set it above "
+            "REPORT_MAX_EXPORT_SEC; docs/operations.md)"
+        )
+    return text
 
 
 class _ConsumerCancelled(Exception):
@@ -68,6 +92,14 @@ class RabbitMQConsumer:
     the DLX), REQUEUE or a raising handler -> nack with requeue. After a connection loss it
     reconnects with backoff (``0.5 s`` doubling up to ``reconnect_max_delay``); messages not
     acknowledged by then are redelivered by the broker.
+
+    A handler outlives its connection when the connection is lost mid-export: the new
+    connection then asks only for as many messages as threads are free (none while none is,
+    so that no message waits here behind a long export while other workers are idle), and
+    consumes again with a larger prefetch once those handlers end. ``consumer_timeout_sec``
+    asks the broker (RabbitMQ 3.12 and later: ``x-consumer-timeout``) to wait that long for an
+    acknowledgement before it closes the channel; older brokers take their ``consumer_timeout``
+    from their own configuration (docs/operations.md).
     """
 
     def __init__(
@@ -77,12 +109,20 @@ class RabbitMQConsumer:
         reconnect_max_delay: float = 10.0,
         heartbeat: int = HEARTBEAT_SEC,
         around_delivery: AroundDelivery | None = None,
+        consumer_timeout_sec: float | None = None,
     ) -> None:
         self._url = url
         self._around = around_delivery
         self._where = describe_url(url)
         self._max_delay = reconnect_max_delay
         self._heartbeat = heartbeat
+        self._arguments = (
+            None
+            if consumer_timeout_sec is None
+            else {"x-consumer-timeout": int(consumer_timeout_sec * 1000)}
+        )
+        self._lock = threading.Lock()
+        self._running = 0  # handlers not finished, of every connection
 
     def run(
         self,
@@ -98,18 +138,17 @@ class RabbitMQConsumer:
         # leaving the block waits for handlers of connections lost earlier, too
         with ThreadPoolExecutor(max_workers=concurrency, thread_name_prefix="job") as pool:
             while not stop():
+                if not self._wait_for_a_free_thread(concurrency, stop):
+                    break
                 session: _Session | None = None
                 try:
-                    session = self._open(concurrency)
-                    session.tag = session.channel.basic_consume(
-                        QUEUE,
-                        functools.partial(self._deliver, session, pool, handle, stop),
-                        auto_ack=False,
-                    )
+                    session = self._open(concurrency - self._running)
+                    on_message = functools.partial(self._deliver, session, pool, handle, stop)
+                    self._consume_with(session, on_message)
                     if failures:
                         log.info("consumer connected to RabbitMQ at %s again", self._where)
                     failures = 0
-                    self._consume(session, stop)
+                    self._consume(session, stop, concurrency, on_message)
                 except (pika.exceptions.AMQPError, OSError, _ConsumerCancelled) as exc:
                     failures += 1
                     delay = min(self._max_delay, FIRST_RETRY_DELAY_SEC * 2.0 ** (failures - 1))
@@ -129,7 +168,21 @@ class RabbitMQConsumer:
                     session.over.set()
                     close_quietly(session.connection)
 
-    def _open(self, concurrency: int) -> _Session:
+    def _wait_for_a_free_thread(self, concurrency: int, stop: Callable[[], bool]) -> bool:
+        """Wait while every thread runs a handler of a lost connection (a prefetch of 0 would
+        be no limit at all); False if ``stop`` came first."""
+        while self._running >= concurrency:
+            if stop():
+                return False
+            wait_or_stop(TICK_SEC, stop)
+        return not stop()
+
+    def _consume_with(self, session: _Session, on_message: Any) -> None:
+        session.tag = session.channel.basic_consume(
+            QUEUE, on_message, auto_ack=False, arguments=self._arguments
+        )
+
+    def _open(self, prefetch: int) -> _Session:
         params = connection_parameters(
             self._url,
             name="reportsvc consumer",
@@ -141,11 +194,11 @@ class RabbitMQConsumer:
         try:
             channel = connection.channel()
             declare_topology(channel)
-            channel.basic_qos(prefetch_count=concurrency)
+            channel.basic_qos(prefetch_count=prefetch)
         except BaseException:
             close_quietly(connection)
             raise
-        session = _Session(connection, channel)
+        session = _Session(connection, channel, prefetch)
 
         def cancelled(_frame: pika.frame.Method[pika.spec.Basic.Cancel]) -> None:
             session.cancelled_by_broker = True
@@ -153,7 +206,9 @@ class RabbitMQConsumer:
         channel.add_on_cancel_callback(cancelled)
         return session
 
-    def _consume(self, session: _Session, stop: Callable[[], bool]) -> None:
+    def _consume(
+        self, session: _Session, stop: Callable[[], bool], concurrency: int, on_message: Any
+    ) -> None:
         """Process I/O until stop, then cancel the consumer and drain this session."""
         while True:
             # short ticks: heartbeats and settlements flow, and stop is seen within a tick
@@ -161,7 +216,9 @@ class RabbitMQConsumer:
             if session.cancelled_by_broker:
                 raise _ConsumerCancelled("the broker cancelled the consumer")
             if not session.channel.is_open:
-                raise pika.exceptions.ChannelWrongStateError("the channel closed")
+                raise _ChannelClosed(_closed_because(session.channel))
+            if not session.cancelling and not stop():
+                self._widen(session, concurrency, on_message)
             if stop():
                 if not session.cancelling:
                     session.cancelling = True
@@ -169,6 +226,26 @@ class RabbitMQConsumer:
                     session.channel.basic_cancel(session.tag)
                 if session.in_flight == 0:
                     return
+
+    def _widen(self, session: _Session, concurrency: int, on_message: Any) -> None:
+        """Once handlers of a lost connection end, consume again with the threads they freed:
+        a consumer's prefetch holds for its life, so a new one replaces it."""
+        with self._lock:
+            free = concurrency - self._running
+            room = session.prefetch - session.running.get(session.tag, 0)
+        if free <= room:
+            return
+        old = session.tag
+        session.channel.basic_cancel(old)  # its messages not yet handed to us go back
+        session.channel.basic_qos(prefetch_count=free)
+        session.prefetch = free
+        self._consume_with(session, on_message)
+        log.info(
+            "consumer takes %d messages at once again (was %d)",
+            free,
+            room,
+            extra={"consumer_tag": session.tag, "previous_tag": old},
+        )
 
     # on the connection's thread
     def _deliver(
@@ -183,8 +260,12 @@ class RabbitMQConsumer:
         body: bytes,
     ) -> None:
         session.in_flight += 1
+        consumer = method.consumer_tag or ""
+        with self._lock:
+            self._running += 1
+            session.running[consumer] = session.running.get(consumer, 0) + 1
         headers = getattr(properties, "headers", None)
-        pool.submit(self._work, session, handle, stop, method.delivery_tag, body, headers)
+        pool.submit(self._work, session, handle, stop, method.delivery_tag, body, headers, consumer)
 
     def _settle(self, session: _Session, tag: int, disposition: Disposition) -> None:
         session.in_flight -= 1
@@ -207,6 +288,23 @@ class RabbitMQConsumer:
         tag: int,
         body: bytes,
         headers: Mapping[str, Any] | None = None,
+        consumer: str = "",
+    ) -> None:
+        try:
+            self._handle(session, handle, stop, tag, body, headers)
+        finally:
+            with self._lock:
+                self._running -= 1
+                session.running[consumer] -= 1
+
+    def _handle(
+        self,
+        session: _Session,
+        handle: Callable[[bytes], Disposition],
+        stop: Callable[[], bool],
+        tag: int,
+        body: bytes,
+        headers: Mapping[str, Any] | None,
     ) -> None:
         if session.over.is_set():
             return  # its connection is gone, so the broker redelivers it elsewhere
