@@ -143,8 +143,10 @@ class SqlScheduleRepository:
         statement = f"{' AND '.join(parts)} {self._sql['find_order']}"
         return [self._schedule(r) for r in self._rows("", params, statement=statement)]
 
-    def update(self, schedule: Schedule) -> Schedule | None:
+    def update(self, schedule: Schedule, read: Schedule) -> Schedule | None:
         row = self._row(schedule)
+        row["read_updated_at"] = self._at(read.updated_at)
+        row["read_next_run_at"] = self._at(read.next_run_at)
         rows = self._rows("update_schedule", row)
         return self._schedule(rows[0]) if rows else None
 

@@ -56,11 +56,13 @@ class InMemoryScheduleRepository:
         rows.sort(key=lambda s: (s.created_at, s.id), reverse=True)
         return [self._copy(s) for s in rows[:limit]]
 
-    def update(self, schedule: Schedule) -> Schedule | None:
+    def update(self, schedule: Schedule, read: Schedule) -> Schedule | None:
         with self._lock:
             self._check()
             current = self._rows.get(schedule.id)
             if current is None or current.tenant_id != schedule.tenant_id:
+                return None
+            if (current.updated_at, current.next_run_at) != (read.updated_at, read.next_run_at):
                 return None
             new = msgspec.structs.replace(
                 current,

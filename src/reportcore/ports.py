@@ -391,10 +391,11 @@ class ScheduleRepository(Protocol):
         strictly after ``after`` when given."""
         ...
 
-    def update(self, schedule: Schedule) -> Schedule | None:
+    def update(self, schedule: Schedule, read: Schedule) -> Schedule | None:
         """Store what a user may change (name, job, cron, timezone, range, active) and the
         ``next_run_at`` that follows; pausing drops a claimed occurrence that has no job yet.
-        ``None`` if the schedule is gone."""
+        Only over the row as ``read`` (its ``updated_at`` and ``next_run_at``): ``None`` if a
+        claim or another update came in between, or the schedule is gone."""
         ...
 
     def delete(self, schedule_id: str, tenant_id: str) -> bool:

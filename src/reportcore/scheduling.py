@@ -19,6 +19,7 @@ from .deps import Deps
 from .errors import (
     IdempotencyKeyReused,
     NotFound,
+    ServiceUnavailable,
     TooManyJobs,
     TooManySchedules,
     ValidationError,
@@ -46,6 +47,10 @@ from .schedules import (
     validate_template,
 )
 from .usecases import admit_create, create_job
+
+# a PATCH that keeps meeting a claim or another PATCH gives up after this many reads
+PATCH_TRIES = 5
+_ONE_US = dt.timedelta(microseconds=1)
 
 
 class ScheduleRequest(msgspec.Struct, kw_only=True):
@@ -173,26 +178,31 @@ def update_schedule(
     """Apply the fields ``patch`` names, checked as at create; a new cron, zone or a resume
     starts counting occurrences from now (a resumed schedule does not catch up)."""
     repository = _repository(deps)
-    current = get_schedule(schedule_id, tenant_id=tenant_id, deps=deps)
     changes = {
         name: value
         for name in ("name", "job", "cron", "timezone", "range", "active")
         if (value := getattr(patch, name)) is not msgspec.UNSET
     }
-    now = deps.clock.now()
-    wanted = msgspec.structs.replace(current, updated_at=now, **changes)
-    checked = _checked(wanted, deps, now)
-    timing_same = (
-        checked.cron == current.cron
-        and checked.timezone == current.timezone
-        and checked.active == current.active
-    )
-    if timing_same:  # the occurrence already due stays due
-        checked = msgspec.structs.replace(checked, next_run_at=current.next_run_at)
-    stored = repository.update(checked)
-    if stored is None:
-        raise NotFound("schedule not found")
-    return stored
+    # Written only over the row as read: a scheduler claiming the due occurrence meanwhile
+    # (writing its next_run_at back would make it due again) or another PATCH (whose changes
+    # this one would undo) makes the write miss, and the patch is applied again to the row
+    # as it is now.
+    for _ in range(PATCH_TRIES):
+        current = get_schedule(schedule_id, tenant_id=tenant_id, deps=deps)  # 404 once gone
+        now = max(deps.clock.now(), current.updated_at + _ONE_US)
+        wanted = msgspec.structs.replace(current, updated_at=now, **changes)
+        checked = _checked(wanted, deps, now)
+        timing_same = (
+            checked.cron == current.cron
+            and checked.timezone == current.timezone
+            and checked.active == current.active
+        )
+        if timing_same:  # the occurrence already due stays due
+            checked = msgspec.structs.replace(checked, next_run_at=current.next_run_at)
+        stored = repository.update(checked, current)
+        if stored is not None:
+            return stored
+    raise ServiceUnavailable("schedule kept changing while it was updated; try again")
 
 
 def delete_schedule(schedule_id: str, *, tenant_id: str, deps: Deps) -> None:

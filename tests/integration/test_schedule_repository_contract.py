@@ -179,7 +179,8 @@ def test_pausing_drops_a_claim_and_update_changes_only_what_a_user_may(
     made = stored(schedules, clock)
     assert made.next_run_at is not None
     at = made.next_run_at
-    schedules.claim(made.id, at, at, at + dt.timedelta(days=1), clock.now())
+    claimed = schedules.claim(made.id, at, at, at + dt.timedelta(days=1), clock.now())
+    assert claimed is not None
     later = clock.now() + dt.timedelta(minutes=5)
     changed = Schedule(
         **{
@@ -192,7 +193,10 @@ def test_pausing_drops_a_claim_and_update_changes_only_what_a_user_may(
             "last_job_id": "forged",
         }
     )
-    updated = schedules.update(changed)
+    # over the row as read before the claim: the claim came in between, nothing is written
+    assert schedules.update(changed, made) is None
+    assert schedules.get(made.id, made.tenant_id) == claimed
+    updated = schedules.update(changed, claimed)
     assert updated is not None
     assert (updated.name, updated.active, updated.next_run_at, updated.updated_at) == (
         "paused",
@@ -206,8 +210,9 @@ def test_pausing_drops_a_claim_and_update_changes_only_what_a_user_may(
         None,
     )
     assert schedules.counts() == ScheduleCounts(active=0, paused=1, skipping=0)
+    assert schedules.update(changed, claimed) is None, "a second write over the same read"
     gone = new_schedule(clock)
-    assert schedules.update(gone) is None
+    assert schedules.update(gone, gone) is None
 
 
 def test_delete_and_paging_are_per_tenant_newest_first(

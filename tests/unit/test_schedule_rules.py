@@ -341,9 +341,59 @@ def test_a_stuck_claim_and_a_due_occurrence_are_both_handled_in_one_pass() -> No
 class VanishingSchedules(InMemoryScheduleRepository):
     """A schedule deleted between a PATCH's read and its write."""
 
-    def update(self, schedule: Schedule) -> Schedule | None:
+    def update(self, schedule: Schedule, read: Schedule) -> Schedule | None:
         self.delete(schedule.id, schedule.tenant_id)
-        return super().update(schedule)
+        return super().update(schedule, read)
+
+
+class Interleaved(InMemoryScheduleRepository):
+    """Runs ``between`` once, between a PATCH's read and its first write: a scheduler's pass
+    or another PATCH landing in that gap."""
+
+    between: Any = None
+
+    def update(self, schedule: Schedule, read: Schedule) -> Schedule | None:
+        between, self.between = self.between, None
+        if between is not None:
+            between()
+        return super().update(schedule, read)
+
+
+def interleaved(world: World) -> Interleaved:
+    repository = Interleaved()
+    world.schedules = repository  # type: ignore[assignment]
+    world.deps = msgspec.structs.replace(world.deps, schedules=repository)
+    world.app = ReportService(world.deps)
+    return repository
+
+
+def test_a_patch_racing_the_scheduler_never_makes_a_claimed_occurrence_due_again() -> None:
+    """The PATCH wrote back the next_run_at it had read: the scheduler claimed 23:00 in
+    between, the write made 23:00 due again, and the next pass made a second create of it
+    (with a changed job: refused as a reused key, recorded as a skip, alert and all)."""
+    world = World()
+    repository = interleaved(world)
+    made = schedule(world)
+    world.at(2026, 1, 5, 23, 0, 5)
+    repository.between = world.app.run_schedules  # claims 23:00 and creates its job
+    world.patch(made.id, name="renamed", job={**DAILY["job"], "format": "json"})
+    after = world.app.get_schedule(made.id, TENANT)
+    assert after.name == "renamed" and after.job.format is ReportFormat.JSON
+    assert after.next_run_at == dt.datetime(2026, 1, 6, 23, 0, tzinfo=dt.UTC)
+    assert world.app.run_schedules().created == 0
+    again = world.app.get_schedule(made.id, TENANT)
+    assert (again.skipped_in_a_row, again.last_error) == (0, None)
+    assert len(world.jobs_of(made.id)) == 1
+
+
+def test_two_patches_at_once_keep_both_changes() -> None:
+    world = World()
+    repository = interleaved(world)
+    made = schedule(world)
+    repository.between = lambda: world.patch(made.id, active=False)
+    world.patch(made.id, name="renamed")
+    after = world.app.get_schedule(made.id, TENANT)
+    assert (after.name, after.active, after.next_run_at) == ("renamed", False, None)
 
 
 def test_a_schedule_deleted_during_a_patch_is_a_404() -> None:

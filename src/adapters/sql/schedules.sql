@@ -21,7 +21,7 @@ SET name = :name, job = :job, cron = :cron, timezone = :timezone, date_range = :
     active = :active, next_run_at = :next_run_at, updated_at = :updated_at,
     pending = CASE WHEN :active THEN pending ELSE NULL END,
     claimed_at = CASE WHEN :active THEN claimed_at ELSE NULL END
-WHERE id = :id AND tenant_id = :tenant_id
+WHERE id = :id AND tenant_id = :tenant_id AND {as_read}
 RETURNING {columns}
 
 -- name: delete_schedule
@@ -34,7 +34,8 @@ WHERE ({is_active} AND next_run_at <= :now)
 ORDER BY next_run_at, id LIMIT :limit
 
 -- The claim: next_run_at moves on only from the value the scheduler read, so of several
--- schedulers (or a scheduler and a PATCH) exactly one wins.
+-- schedulers exactly one wins; a PATCH writes only over the row it read (update_schedule),
+-- so of a scheduler and a PATCH the later one reads again.
 -- name: claim_schedule
 UPDATE report_schedules
 SET next_run_at = :next_run_at, pending = :occurrence, claimed_at = :now

@@ -41,6 +41,10 @@ job_id = ANY(:job_ids)
 -- name: is_active
 active
 
+-- a PATCH writes only over the row it read (a claim moves next_run_at, which may be NULL)
+-- name: as_read
+updated_at = :read_updated_at AND next_run_at IS NOT DISTINCT FROM :read_next_run_at
+
 -- a tenant's schedule creates take turns, so that the cap on its schedules is exact (class
 -- 7266: apart from the job creates' 7265 and the migrations' one-key lock)
 -- name: lock_tenant

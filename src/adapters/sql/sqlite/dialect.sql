@@ -41,6 +41,10 @@ job_id IN (SELECT value FROM json_each(:job_ids))
 -- name: is_active
 active = 1
 
+-- a PATCH writes only over the row it read (IS: null-safe equality)
+-- name: as_read
+updated_at = :read_updated_at AND next_run_at IS :read_next_run_at
+
 -- SQLite's write transactions already take turns (BEGIN IMMEDIATE)
 -- name: lock_tenant
 SELECT 1
