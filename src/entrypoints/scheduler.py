@@ -53,10 +53,13 @@ class Scheduler:
         return done
 
     def run(self, stop: threading.Event) -> None:
-        """Pass after pass until ``stop`` is set."""
+        """Pass after pass until ``stop`` is set; the next one at once after a pass that took a
+        whole batch (at 06:00 thousands of schedules may be due, 50 at a time)."""
         while True:
             # a pass every few seconds: its SQL makes no trace (a job it creates does)
             with tracing.untraced():
-                self.run_once()
-            if stop.wait(self.interval_sec):
+                done = self.run_once()
+            # (one that did nothing with its batch waits as ever: no busy loop over it)
+            at_once = done is not None and done.full and done.created + done.skipped > 0
+            if stop.wait(0 if at_once else self.interval_sec):
                 return

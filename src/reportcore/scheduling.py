@@ -91,6 +91,8 @@ class SchedulerPass(msgspec.Struct, kw_only=True):
     created: int = 0
     skipped: int = 0
     lags: list[float] = msgspec.field(default_factory=list)
+    # the pass took a whole batch of due schedules: more may be due, run the next one now
+    full: bool = False
 
 
 def _repository(deps: Deps) -> ScheduleRepository:
@@ -221,27 +223,28 @@ def run_schedules(deps: Deps) -> SchedulerPass:
     rules = deps.schedule_rules
     now = deps.clock.now()
     stuck_before = now - dt.timedelta(seconds=rules.stuck_after_sec)
-    done = SchedulerPass()
-    for schedule in repository.due(now, stuck_before, rules.batch):
+    due_now = repository.due(now, stuck_before, rules.batch)
+    done = SchedulerPass(full=len(due_now) >= rules.batch)
+    for schedule in due_now:
         if schedule.pending is not None and (
             schedule.claimed_at is None or schedule.claimed_at < stuck_before
         ):
-            _make_job(schedule, schedule.pending, deps, now, done)
+            _make_job(schedule, schedule.pending, deps, done)
             continue
         due = schedule.next_run_at
         if not schedule.active or due is None or due > now:
             continue
         occurrence = latest_due(schedule.cron, schedule.timezone, due, now, deps.cron)
         following = next_occurrence(schedule.cron, schedule.timezone, now, deps.cron)
-        claimed = repository.claim(schedule.id, due, occurrence, following, now)
+        # claimed at the time of the claim, not of the pass: a long pass must not make its
+        # own fresh claims look stuck to another scheduler
+        claimed = repository.claim(schedule.id, due, occurrence, following, deps.clock.now())
         if claimed is not None:
-            _make_job(claimed, occurrence, deps, now, done)
+            _make_job(claimed, occurrence, deps, done)
     return done
 
 
-def _make_job(
-    schedule: Schedule, occurrence: dt.datetime, deps: Deps, now: dt.datetime, done: SchedulerPass
-) -> None:
+def _make_job(schedule: Schedule, occurrence: dt.datetime, deps: Deps, done: SchedulerPass) -> None:
     """Create the occurrence's job as a create request would, and record the outcome."""
     repository = _repository(deps)
     try:
@@ -268,4 +271,4 @@ def _make_job(
     repository.record_run(schedule.id, occurrence, created.job.id)
     if not created.replayed:
         done.created += 1
-        done.lags.append(max(0.0, (now - occurrence).total_seconds()))
+        done.lags.append(max(0.0, (deps.clock.now() - occurrence).total_seconds()))

@@ -94,3 +94,43 @@ def test_the_loop_passes_until_stopped() -> None:
         stop.set()
         thread.join(5)
     assert not thread.is_alive()
+
+
+def test_a_minute_with_more_due_schedules_than_a_batch_is_made_at_once_not_a_pass_apart() -> None:
+    """120 schedules at 06:00, 50 a pass: the second and third batches waited an interval
+    each (REPORT_SCHEDULER_INTERVAL_SEC); thousands of tenants at 06:00 waited minutes."""
+    scheduler, clock, _ = world()  # one schedule of t1 at 06:00
+    reports = scheduler.reports
+    for n in range(119):
+        tenant = f"t{n % 3 + 2}"
+        request = msgspec.convert(
+            {
+                "job": {"job_type": "FEED_INTAKE_EXPORT", "format": "csv"},
+                "cron": "0 6 * * *",
+                "timezone": "UTC",
+                "range": "previous_day",
+                "name": f"s{n}",
+            },
+            ScheduleRequest,
+        )
+        principal = Principal(subject="u1", roles=frozenset({"tenant_admin"}), tenant_id=tenant)
+        reports.create_schedule(request, principal)
+    clock.advance(32)
+    patient = Scheduler(reports, 60.0)  # a pass a minute: a second pass only if at once
+
+    def made() -> int:
+        return sum(len(reports.deps.jobs.find(f"t{t}", ListQuery(limit=100))) for t in range(1, 5))
+
+    stop = threading.Event()
+    thread = threading.Thread(target=patient.run, args=(stop,))
+    thread.start()
+    try:
+        deadline = dt.datetime.now() + dt.timedelta(seconds=10)
+        while made() < 120:
+            assert dt.datetime.now() < deadline, f"{made()} of 120 jobs made"
+            stop.wait(0.01)
+    finally:
+        stop.set()
+        thread.join(5)
+    assert not thread.is_alive()
+    assert made() == 120
