@@ -95,6 +95,13 @@ def resolve_range(rng: ScheduleRange, day: dt.date) -> tuple[dt.date, dt.date]:
     return last_of_previous.replace(day=1), last_of_previous
 
 
+def widest_days(rng: ScheduleRange) -> int:
+    """The most days ``rng`` ever spans, both ends counted (a month: 31)."""
+    if isinstance(rng, LastDays):
+        return rng.last_days
+    return {RangeKind.PREVIOUS_DAY: 1, RangeKind.PREVIOUS_WEEK: 7}.get(rng, 31)
+
+
 def range_of(rng: ScheduleRange, occurrence: dt.datetime, timezone: str) -> tuple[dt.date, dt.date]:
     """The dates ``rng`` covers for ``occurrence`` (an instant), read in ``timezone``."""
     return resolve_range(rng, occurrence.astimezone(zone_of(timezone)).date())

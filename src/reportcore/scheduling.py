@@ -45,6 +45,7 @@ from .schedules import (
     validate_range,
     validate_schedule_timezone,
     validate_template,
+    widest_days,
 )
 from .usecases import admit_create, create_job
 
@@ -123,6 +124,15 @@ def _checked(schedule: Schedule, deps: Deps, now: dt.datetime) -> Schedule:
     except ValidationError as exc:
         field = f"job.{exc.field}" if exc.field else "job"
         raise ValidationError(exc.message, field=field) from None
+    # and against its widest occurrence: a previous_month made in February (28 days) under
+    # a 30-day limit would be skipped after every 31-day month
+    job_type = valid.job_type
+    limit = deps.policy.max_range_days.get(job_type, deps.job_types[job_type].max_range_days)
+    if (widest := widest_days(schedule.range)) > limit:
+        raise ValidationError(
+            f"{job_type} may span at most {limit} days; this range spans up to {widest}",
+            field="range",
+        )
     return checked
 
 

@@ -22,7 +22,7 @@ from reportcore.jobs import Job, ReportFormat
 from reportcore.policy import Policy
 from reportcore.requests import CreateRequest, ListQuery, ListRequest
 from reportcore.running import RunContext
-from reportcore.schedules import Schedule, ScheduleRules
+from reportcore.schedules import LastDays, Schedule, ScheduleRules
 from reportcore.scheduling import SchedulePatch, ScheduleRequest
 from reportcore.service import ReportService
 from reportcore.testing import (
@@ -409,6 +409,25 @@ def test_a_range_wider_than_the_job_type_allows_is_refused_at_create() -> None:
     with pytest.raises(ValidationError):
         world.schedule(range="previous_month")
     assert world.schedule(range="previous_week").range == "previous_week"
+
+
+@pytest.mark.parametrize("kind", ["previous_month", "month_to_date"])
+def test_a_month_range_is_checked_at_its_widest_not_at_its_first_occurrence(kind: str) -> None:
+    """Made in February under a 30-day limit, previous_month first covers January (31 days:
+    refused as ever), but made in March it first covers February (28): it was accepted, and
+    skipped after every 31-day month; month_to_date the same on the 1st of any month."""
+    world = World()
+    world.policy(max_range_days={"FEED_INTAKE_EXPORT": 30})
+    world.at(2026, 3, 1, 0, 0)  # the first occurrence (06:00 in Bangkok) covers February / 1 day
+    with pytest.raises(ValidationError) as caught:
+        world.schedule(range=kind)
+    assert caught.value.field == "range"
+    assert caught.value.message == (
+        "FEED_INTAKE_EXPORT may span at most 30 days; this range spans up to 31"
+    )
+    assert world.schedule(range={"last_days": 30}).range == LastDays(last_days=30)
+    world.policy(max_range_days={"FEED_INTAKE_EXPORT": 31})
+    assert world.schedule(range=kind).range == kind
 
 
 def test_another_tenants_schedule_is_not_found_and_delete_keeps_the_jobs() -> None:
