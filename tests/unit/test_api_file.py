@@ -238,6 +238,27 @@ def test_a_range_we_do_not_serve_is_ignored_for_the_whole_file(
     assert answer.content == dl.content
 
 
+@pytest.mark.parametrize(
+    ("header", "want"),
+    [
+        ("BYTES=0-1", (0, 1)),  # the unit is case-insensitive (RFC 9110 14.1)
+        ("Bytes=-2", (8, 9)),
+        ("bytes=0-" + "9" * 20, (0, 9)),  # an end past the file is clamped, however long
+        ("bytes=3-" + "9" * 5000, (3, 9)),  # past int()'s 4,300 digits: no 500 either
+        ("bytes=-" + "9" * 25, (0, 9)),  # more than the file: all of it
+    ],
+)
+def test_a_range_in_another_case_or_with_a_huge_end_is_served_as_rfc_9110_says(
+    header: str, want: tuple[int, int]
+) -> None:
+    assert byte_range(header, None, None, 10) == want
+
+
+def test_a_range_starting_past_any_file_is_unsatisfiable() -> None:
+    with pytest.raises(Unsatisfiable):
+        byte_range("bytes=" + "9" * 30 + "-", None, None, 10)
+
+
 @settings(max_examples=300)
 @given(
     size=st.integers(min_value=0, max_value=50),

@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import re
 
-_RANGE_RE = re.compile(r"^bytes=([0-9]{0,19})-([0-9]{0,19})$")  # \d takes any script's digits
+# the unit is case-insensitive (RFC 9110); [0-9], as \d takes any script's digits
+_RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$", re.IGNORECASE)
+_HUGE = 10**19  # a position past any file: what more digits than 19 come to
+
+
+def _position(digits: str) -> int:
+    """A position as written; longer than 19 digits, simply past any file (and never a
+    4,300-digit string through ``int``, which Python refuses)."""
+    return int(digits) if len(digits) <= 19 else _HUGE
 
 
 class Unsatisfiable(Exception):
@@ -29,16 +37,16 @@ def byte_range(
         return None
     first, last = match.group(1), match.group(2)
     if first == "":  # the last n bytes
-        n = int(last)
+        n = _position(last)
         if n == 0 or size == 0:
             raise Unsatisfiable
         return max(0, size - n), size - 1
-    start = int(first)
-    if last != "" and int(last) < start:
+    start = _position(first)
+    if last != "" and _position(last) < start:
         return None
     if start >= size:
         raise Unsatisfiable
-    end = size - 1 if last == "" else min(int(last), size - 1)
+    end = size - 1 if last == "" else min(_position(last), size - 1)  # past the end: clamped
     return start, end
 
 
