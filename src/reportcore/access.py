@@ -27,6 +27,7 @@ class Action(enum.StrEnum):
     CREATE = "create"
     READ = "read"
     CANCEL = "cancel"
+    SCHEDULE = "schedule"  # create, change or delete a schedule
 
 
 _WRITERS = frozenset({Role.PLATFORM_ADMIN, Role.TENANT_ADMIN, Role.FARM_MANAGER})
@@ -36,6 +37,7 @@ PERMISSIONS: Mapping[Action, frozenset[Role]] = {
     Action.CREATE: _WRITERS,
     Action.READ: _READERS,
     Action.CANCEL: _WRITERS,
+    Action.SCHEDULE: _WRITERS,
 }
 
 
@@ -50,7 +52,12 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
 def authorize(principal: Principal, action: Action) -> None:
     """Raise :class:`Forbidden` unless one of the caller's roles allows ``action``."""
     if not principal.roles & {r.value for r in PERMISSIONS[action]}:
-        raise Forbidden(f"role not allowed to {action.value} report jobs")
+        what = (
+            "change report schedules"
+            if action is Action.SCHEDULE
+            else f"{action.value} report jobs"
+        )
+        raise Forbidden(f"role not allowed to {what}")
 
 
 def resolve_tenant(principal: Principal, requested: str | None) -> str:

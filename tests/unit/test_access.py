@@ -9,12 +9,14 @@ import pytest
 from reportcore.access import Action, Principal, Role, authorize, resolve_tenant
 from reportcore.errors import Forbidden, ValidationError
 
-# The contract's table: POST jobs and cancel for tenant_admin and farm_manager; every GET for
-# those two plus house_operator and viewer; platform_admin on every JWT route.
+# The contract's table: POST jobs, cancel and a schedule's POST, PATCH and DELETE for
+# tenant_admin and farm_manager; every GET for those two plus house_operator and viewer;
+# platform_admin on every JWT route.
 ALLOWED = {
     "create": {"platform_admin", "tenant_admin", "farm_manager"},
     "read": {"platform_admin", "tenant_admin", "farm_manager", "house_operator", "viewer"},
     "cancel": {"platform_admin", "tenant_admin", "farm_manager"},
+    "schedule": {"platform_admin", "tenant_admin", "farm_manager"},
 }
 ROLES = ["platform_admin", "tenant_admin", "farm_manager", "house_operator", "viewer", "auditor"]
 
