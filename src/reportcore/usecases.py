@@ -219,7 +219,8 @@ def issue_download(
     now = clock.now()
     if file_is_gone(job, now):
         raise ReportExpired("report file has expired")
-    expires = now + dt.timedelta(seconds=policy.download_ttl_sec)
+    # whole seconds, as the token's exp is: the URL works until the very instant it shows
+    expires = (now + dt.timedelta(seconds=policy.download_ttl_sec)).replace(microsecond=0)
     token = tokens.sign(
         secret,
         tokens.DownloadClaims(tenant_id=job.tenant_id, job_id=job.id, exp=int(expires.timestamp())),

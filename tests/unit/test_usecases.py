@@ -566,6 +566,28 @@ class DirectStore(InMemoryFileStore):
         )
 
 
+def test_a_download_url_works_until_the_instant_its_expires_at_shows_and_not_after() -> None:
+    """exp is whole seconds: with expires_at at .75 s the URL stopped 0.75 s before it."""
+    world = World(Policy(download_ttl_sec=60))
+    job = succeeded(world)
+    world.clock.advance(0.75)
+    link = issue_download(
+        job.id,
+        tenant_id=TENANT,
+        jobs=world.jobs,
+        store=world.store,
+        clock=world.clock,
+        secret=SECRET,
+        policy=world.policy,
+    )
+    shown = link.expires_at
+    assert shown == (world.clock.now() + dt.timedelta(seconds=60)).replace(microsecond=0)
+    just_before = (shown - dt.timedelta(microseconds=1)).timestamp()
+    assert tokens.verify(SECRET, link.token, now=just_before).exp == shown.timestamp()
+    with pytest.raises(InvalidDownloadToken):
+        tokens.verify(SECRET, link.token, now=shown.timestamp())
+
+
 def test_a_store_with_direct_urls_still_gets_a_token_url_and_redirects_after_the_check() -> None:
     world = World(Policy(download_ttl_sec=60))
     world.store = DirectStore()
