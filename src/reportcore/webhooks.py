@@ -183,7 +183,12 @@ def check_notify_url(url: str, allowed: tuple[AllowedHost, ...]) -> str:
     address = _ip(host)
     port = parts.port or (443 if scheme == "https" else 80)
     listed = [a for a in allowed if _same_host(a.host, host, address)]
-    entry = next((a for a in listed if a.port in (None, port)), None)
+    fitting = [a for a in listed if a.port in (None, port)]
+    # of the entries for this host, the one that names this port and allows this scheme:
+    # the order of REPORT_WEBHOOK_ALLOWED_HOSTS never changes what is accepted
+    entry = min(
+        fitting, key=lambda a: (a.port is None, scheme == "http" and not a.plain_http), default=None
+    )
     if entry is None and listed:
         ports = ", ".join(str(a.port) for a in listed)
         raise refuse(f"must use the port REPORT_WEBHOOK_ALLOWED_HOSTS lists for {host!r} ({ports})")

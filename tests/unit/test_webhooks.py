@@ -566,6 +566,23 @@ def test_a_host_listed_with_two_ports_takes_either() -> None:
         check_notify_url("https://hooks.example.com/x", allowed)
 
 
+@pytest.mark.parametrize(
+    "hosts",
+    [
+        "hooks.example.com,http://hooks.example.com:8080",
+        "http://hooks.example.com:8080,hooks.example.com",
+    ],
+)
+def test_the_order_of_the_allowed_hosts_never_changes_what_is_accepted(hosts: str) -> None:
+    """The first entry for the host won: listed https-only first, it refused the http port
+    the second entry allows."""
+    allowed = parse_allowed_hosts(hosts)
+    for url in ("http://hooks.example.com:8080/x", "https://hooks.example.com/x"):
+        assert check_notify_url(url, allowed) == url
+    with pytest.raises(ValidationError, match="must use https"):
+        check_notify_url("http://hooks.example.com/x", allowed)
+
+
 def test_a_listed_port_is_compared_with_the_schemes_default_when_the_url_names_none() -> None:
     allowed = parse_allowed_hosts("secure.example:443,http://plain.example:80,odd.example:1")
     for url in (
