@@ -121,8 +121,10 @@ class MeteredJobRepository:
     def unpublished(self, before: dt.datetime, limit: int) -> list[Job]:
         return self.inner.unpublished(before, limit)
 
-    def expired_files(self, now: dt.datetime, limit: int) -> list[Job]:
-        return self.inner.expired_files(now, limit)
+    def expired_files(
+        self, now: dt.datetime, limit: int, after: tuple[dt.datetime, str] | None = None
+    ) -> list[Job]:
+        return self.inner.expired_files(now, limit, after)
 
     def mark_file_deleted(self, job_id: str, at: dt.datetime) -> None:
         self.inner.mark_file_deleted(job_id, at)

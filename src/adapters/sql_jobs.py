@@ -241,6 +241,10 @@ class Statements:
         return f"{' AND '.join(parts)} {self['find_order']}", params
 
 
+# before every expiry a job can have: where retention's paging starts
+_BEFORE_ANY = dt.datetime(1970, 1, 1, tzinfo=dt.UTC)
+
+
 @functools.cache
 def _file_names() -> dict[str, str]:
     """``<job_type>/<format>/<compression>`` -> the file name offered (compression ``none``
@@ -471,8 +475,17 @@ class SqlJobRepository(abc.ABC):
         params = {"before": self._at(before), "limit": limit}
         return self._many(self._sql["unpublished_jobs"], params)
 
-    def expired_files(self, now: dt.datetime, limit: int) -> list[Job]:
-        return self._many(self._sql["expired_files"], {"now": self._at(now), "limit": limit})
+    def expired_files(
+        self, now: dt.datetime, limit: int, after: tuple[dt.datetime, str] | None = None
+    ) -> list[Job]:
+        at, job_id = after or (_BEFORE_ANY, "")
+        params = {
+            "now": self._at(now),
+            "limit": limit,
+            "after_at": self._at(at),
+            "after_id": job_id,
+        }
+        return self._many(self._sql["expired_files"], params)
 
     def mark_file_deleted(self, job_id: str, at: dt.datetime) -> None:
         self._rows(self._sql["mark_file_deleted"], {"id": job_id, "at": self._at(at)})

@@ -14,6 +14,7 @@ consuming; a running export hands its job back at its next page, so that no job 
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import itertools
 import logging
 import os
@@ -79,6 +80,7 @@ class Worker:
         # of their own, so a job reclaimed from one (its lease ran out in a pause) and taken
         # by another thread of the same process refuses the first at its next write
         self._claims = itertools.count(1)
+        self._files_after: tuple[dt.datetime, str] | None = None  # retention's place
         self._outage_pause = outage_pause_sec
         self.shares = TenantSlots(
             settings.worker_tenant_concurrency or default_share(settings.worker_concurrency)
@@ -175,11 +177,12 @@ class Worker:
     def recover_once(self) -> Recovery | None:
         """One recovery pass; ``None`` (and a warning) if storage or broker failed it."""
         try:
-            done = self.reports.recover()
+            done = self.reports.recover(self._files_after)
         except Exception as exc:
             # one line per pass while storage or broker is down; the next pass tries again
             log.warning("recovery pass failed: %s: %s", type(exc).__name__, exc)
             return None
+        self._files_after = done.files_next
         if done.files_kept:
             log.warning(
                 "recovery pass: files the store would not delete (past retention: tried again "

@@ -139,8 +139,11 @@ class JobRepository(Protocol):
         the insert and the publish)."""
         ...
 
-    def expired_files(self, now: dt.datetime, limit: int) -> list[Job]:
-        """Succeeded jobs whose file is past ``expires_at`` and not deleted yet."""
+    def expired_files(
+        self, now: dt.datetime, limit: int, after: tuple[dt.datetime, str] | None = None
+    ) -> list[Job]:
+        """Succeeded jobs whose file is past ``expires_at`` and not deleted yet, by
+        ``(expires_at, id)`` (ids compared byte-wise), after ``after`` when given."""
         ...
 
     def mark_file_deleted(self, job_id: str, at: dt.datetime) -> None:

@@ -358,6 +358,8 @@ class Recovery(msgspec.Struct, frozen=True, kw_only=True):
     # files the store would not delete: past retention (tried again on the next pass), or
     # left by the dead attempts of a job failed WORKER_LOST (named once, in this pass)
     files_kept: list[str] = msgspec.field(default_factory=list)
+    # where the next pass's retention goes on (``recover(files_after=...)``)
+    files_next: tuple[dt.datetime, str] | None = None
 
 
 def recover(
@@ -367,6 +369,7 @@ def recover(
     store: FileStore,
     clock: Clock,
     policy: Policy,
+    files_after: tuple[dt.datetime, str] | None = None,
 ) -> Recovery:
     """The periodic pass that leaves nothing stuck.
 
@@ -374,6 +377,9 @@ def recover(
     ``WORKER_LOST`` after ``max_attempts``; queued jobs whose message the broker never
     confirmed are published again; files past retention are deleted. Every step is a
     conditional write, so several workers may run it at once.
+
+    Retention takes a batch of expired files a pass, after ``files_after`` (the previous
+    pass's ``files_next``): files the store will not delete never fill every batch.
     """
     now = clock.now()
     requeued: list[str] = []
@@ -398,21 +404,25 @@ def recover(
         if job.status is JobStatus.QUEUED and publish(job, jobs, queue, clock):
             published.append(job.id)
     deleted: list[str] = []
-    for job in jobs.expired_files(now, policy.batch):
+    expired = jobs.expired_files(now, policy.batch, files_after)
+    for job in expired:
         if job.file_path is not None:
             try:
                 store.delete(job.file_path)
             except (StorageFailure, OSError):
-                # one file the store will not delete (a permission, an object lock) must not
-                # stop the pass: it came first on every pass, and no later file was deleted
+                # a file the store will not delete (a permission, an object lock) must not
+                # stop the pass, nor the next ones: they go on after it (files_next)
                 kept.append(job.id)
                 continue
         jobs.mark_file_deleted(job.id, now)
         deleted.append(job.id)
+    last = expired[-1] if len(expired) >= policy.batch else None
     return Recovery(
         requeued=requeued,
         failed=failed,
         published=published,
         files_deleted=deleted,
         files_kept=kept,
+        # a whole batch: the next pass goes on after it; else from the start (kept ones again)
+        files_next=None if last is None or last.expires_at is None else (last.expires_at, last.id),
     )

@@ -8,6 +8,7 @@ answer. Nothing here knows HTTP: routes, URLs and the wire spelling stay in ``en
 
 from __future__ import annotations
 
+import datetime as dt
 from collections.abc import Iterator, Sequence
 
 import msgspec
@@ -184,10 +185,17 @@ class ReportService:
         """Handle one queue message (:func:`reportcore.running.run_job`)."""
         return run_job(body, self.deps, run)
 
-    def recover(self) -> Recovery:
+    def recover(self, files_after: tuple[dt.datetime, str] | None = None) -> Recovery:
         """One recovery pass (:func:`reportcore.running.recover`)."""
         d = self.deps
-        return recover(jobs=d.jobs, queue=d.queue, store=d.store, clock=d.clock, policy=d.policy)
+        return recover(
+            jobs=d.jobs,
+            queue=d.queue,
+            store=d.store,
+            clock=d.clock,
+            policy=d.policy,
+            files_after=files_after,
+        )
 
     def deliver(self, render: RenderJob, owner: str) -> DeliveryPass:
         """One pass over the webhook outbox; ``render`` writes a job as its webhook shows it."""

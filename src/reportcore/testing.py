@@ -351,19 +351,22 @@ class InMemoryJobRepository:
         rows.sort(key=lambda j: j.created_at)
         return [_copy(j) for j in rows[:limit]]
 
-    def expired_files(self, now: dt.datetime, limit: int) -> list[Job]:
+    def expired_files(
+        self, now: dt.datetime, limit: int, after: tuple[dt.datetime, str] | None = None
+    ) -> list[Job]:
         with self._lock:
             self._check()
             rows = [
-                j
+                (j.expires_at, j.id, j)
                 for j in self._jobs.values()
                 if j.status is JobStatus.SUCCEEDED
                 and j.expires_at is not None
                 and j.expires_at <= now
                 and j.file_deleted_at is None
+                and (after is None or (j.expires_at, j.id) > after)
             ]
-        rows.sort(key=lambda j: j.expires_at or now)
-        return [_copy(j) for j in rows[:limit]]
+        rows.sort(key=lambda row: (row[0], row[1]))
+        return [_copy(j) for _, _, j in rows[:limit]]
 
     def mark_file_deleted(self, job_id: str, at: dt.datetime) -> None:
         with self._lock:

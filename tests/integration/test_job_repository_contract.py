@@ -565,6 +565,25 @@ def test_expired_files_lists_succeeded_jobs_past_expiry_until_deleted(
     assert expired is not None and expired.status is JobStatus.SUCCEEDED
 
 
+def test_expired_files_page_by_expiry_then_id_after_a_given_one(
+    repo: JobRepository, clock: FakeClock
+) -> None:
+    """Retention goes on after files it could not delete, so a key orders them whole: ties
+    in expires_at are ordered by id, byte-wise."""
+    day = dt.timedelta(days=1)
+    keys: list[tuple[dt.datetime, str]] = []
+    for expires in (START + day, START + day, START + day, START + 2 * day):
+        job = running(repo, clock)
+        repo.succeed(job.id, WORKER, clock.now(), FILE, expires)
+        keys.append((expires, job.id))
+    keys.sort(key=lambda key: (key[0], key[1].encode()))
+    in_order = [job_id for _, job_id in keys]
+    now = START + 3 * day
+    assert ids(repo.expired_files(now, 10)) == in_order
+    assert ids(repo.expired_files(now, 2, keys[0])) == in_order[1:3]
+    assert repo.expired_files(now, 10, keys[-1]) == []
+
+
 def test_a_file_is_marked_deleted_once(repo: JobRepository, clock: FakeClock) -> None:
     job = in_status(repo, clock, "succeeded")
     repo.mark_file_deleted(job.id, START + dt.timedelta(hours=1))

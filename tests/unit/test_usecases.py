@@ -163,9 +163,17 @@ class World:
         return outcome
 
     def recover(self) -> Recovery:
-        return recover(
-            jobs=self.jobs, queue=self.queue, store=self.store, clock=self.clock, policy=self.policy
+        """One pass, going on where the last one left retention, as a worker does."""
+        done = recover(
+            jobs=self.jobs,
+            queue=self.queue,
+            store=self.store,
+            clock=self.clock,
+            policy=self.policy,
+            files_after=getattr(self, "files_after", None),
         )
+        self.files_after = done.files_next
+        return done
 
     def get(self, job_id: str) -> Job:
         job = self.jobs.get(job_id)
@@ -1488,6 +1496,27 @@ def test_a_file_the_store_will_not_delete_does_not_stop_retention_of_the_others(
     assert done.files_deleted == [expired[1].id, expired[2].id]
     assert world.get(expired[0].id).file_deleted_at is None  # tried again on the next pass
     assert world.recover().files_kept == [expired[0].id]
+
+
+def test_a_whole_batch_of_files_the_store_will_not_delete_does_not_hide_the_others() -> None:
+    """They are the oldest, so they came first and filled every batch: nothing after them was
+    ever deleted, and the disk filled. The passes go on after them, and back to them once
+    the end is reached."""
+    world = World(Policy(batch=2))
+    expired = []
+    for n in range(5):
+        job = succeeded_job(file_path=f"/exports/{n}.csv", expires_at=START + n * SECOND)
+        world.jobs.add(job)
+        expired.append(job)
+    world.store = StubbornStore({"/exports/0.csv", "/exports/1.csv", "/exports/2.csv"}, OSError())
+    world.clock.advance(10)
+    passes = [world.recover() for _ in range(4)]
+    assert [(p.files_kept, p.files_deleted) for p in passes] == [
+        ([expired[0].id, expired[1].id], []),
+        ([expired[2].id], [expired[3].id]),
+        ([], [expired[4].id]),
+        ([expired[0].id, expired[1].id], []),  # the end was reached: the stuck ones again
+    ]
 
 
 class CrashingSource:

@@ -147,10 +147,13 @@ SELECT {columns} FROM report_jobs
 WHERE status = 'queued' AND enqueued_at IS NULL AND updated_at < :before
 ORDER BY created_at, id LIMIT :limit
 
+-- Retention pages through the expired files by (expires_at, id), so that files the store will
+-- not delete (kept, in a row) never fill every batch and hide the rest.
 -- name: expired_files
 SELECT {columns} FROM report_jobs
 WHERE status = 'succeeded' AND file_deleted_at IS NULL AND expires_at <= :now
-ORDER BY expires_at, id LIMIT :limit
+  AND {expired_after}
+{expired_order} LIMIT :limit
 
 -- name: ping
 SELECT 1

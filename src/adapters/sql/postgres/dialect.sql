@@ -27,6 +27,12 @@ LEAST
 created_at <= :after_created_at
 AND (created_at < :after_created_at OR id COLLATE "C" < :after_id)
 
+-- name: expired_after
+(expires_at > :after_at OR (expires_at = :after_at AND id COLLATE "C" > :after_id))
+
+-- name: expired_order
+ORDER BY expires_at, id COLLATE "C"
+
 -- name: find_order
 ORDER BY created_at DESC, id COLLATE "C" DESC LIMIT :limit
 

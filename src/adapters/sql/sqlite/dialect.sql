@@ -27,6 +27,12 @@ json_extract(:mime_types, '$."' || format || '/' || COALESCE(compression, 'none'
 -- name: find_after
 (created_at, id) < (:after_created_at, :after_id)
 
+-- name: expired_after
+(expires_at, id) > (:after_at, :after_id)
+
+-- name: expired_order
+ORDER BY expires_at, id
+
 -- name: find_order
 ORDER BY created_at DESC, id DESC LIMIT :limit
 
