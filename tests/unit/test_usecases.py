@@ -53,6 +53,7 @@ from reportcore.testing import (
 from reportcore.tokens import InvalidDownloadToken
 from reportcore.usecases import (
     Created,
+    DownloadGrant,
     Policy,
     Recovery,
     RunOutcome,
@@ -183,8 +184,8 @@ class World:
     def all_jobs(self, tenant: str = TENANT) -> list[Job]:
         return self.jobs.find(tenant, ListQuery(limit=10_000))
 
-    def download(self, job_id: str, tenant: str = TENANT) -> str:
-        link = issue_download(
+    def link(self, job_id: str, tenant: str = TENANT) -> DownloadGrant:
+        return issue_download(
             job_id,
             tenant_id=tenant,
             jobs=self.jobs,
@@ -193,7 +194,9 @@ class World:
             secret=SECRET,
             policy=self.policy,
         )
-        return link.token
+
+    def download(self, job_id: str, tenant: str = TENANT) -> str:
+        return self.link(job_id, tenant).token
 
     def open(self, job_id: str, token: str | None) -> Any:
         return open_file(
@@ -547,15 +550,7 @@ def test_a_download_of_an_unfinished_or_unsuccessful_job_is_not_ready(state: str
 def test_a_download_link_is_signed_for_the_job_and_its_tenant() -> None:
     world = World(Policy(download_ttl_sec=60))
     job = succeeded(world)
-    link = issue_download(
-        job.id,
-        tenant_id=TENANT,
-        jobs=world.jobs,
-        store=world.store,
-        clock=world.clock,
-        secret=SECRET,
-        policy=world.policy,
-    )
+    link = world.link(job.id)
     assert link.job_id == job.id
     assert link.expires_at == world.clock.now() + dt.timedelta(seconds=60)
     claims = tokens.verify(SECRET, link.token, now=START.timestamp())
@@ -579,15 +574,7 @@ def test_a_download_url_works_until_the_instant_its_expires_at_shows_and_not_aft
     world = World(Policy(download_ttl_sec=60))
     job = succeeded(world)
     world.clock.advance(0.75)
-    link = issue_download(
-        job.id,
-        tenant_id=TENANT,
-        jobs=world.jobs,
-        store=world.store,
-        clock=world.clock,
-        secret=SECRET,
-        policy=world.policy,
-    )
+    link = world.link(job.id)
     shown = link.expires_at
     assert shown == (world.clock.now() + dt.timedelta(seconds=60)).replace(microsecond=0)
     just_before = (shown - dt.timedelta(microseconds=1)).timestamp()
@@ -600,15 +587,7 @@ def test_a_store_with_direct_urls_still_gets_a_token_url_and_redirects_after_the
     world = World(Policy(download_ttl_sec=60))
     world.store = DirectStore()
     job = succeeded(world)
-    link = issue_download(
-        job.id,
-        tenant_id=TENANT,
-        jobs=world.jobs,
-        store=world.store,
-        clock=world.clock,
-        secret=SECRET,
-        policy=world.policy,
-    )
+    link = world.link(job.id)
     assert link.job_id == job.id  # the API's own file route: the store's URL comes after it
     token = link.token
     world.clock.advance(20)

@@ -291,37 +291,13 @@ class RabbitMQConsumer:
         consumer: str = "",
     ) -> None:
         try:
-            self._handle(session, handle, stop, tag, body, headers)
+            if session.over.is_set():
+                return  # its connection is gone, so the broker redelivers it elsewhere
+            disposition = self._outcome(handle, stop, body, headers)
         finally:
             with self._lock:
                 self._running -= 1
                 session.running[consumer] -= 1
-
-    def _handle(
-        self,
-        session: _Session,
-        handle: Callable[[bytes], Disposition],
-        stop: Callable[[], bool],
-        tag: int,
-        body: bytes,
-        headers: Mapping[str, Any] | None,
-    ) -> None:
-        if session.over.is_set():
-            return  # its connection is gone, so the broker redelivers it elsewhere
-        if stop():
-            # it waited for a free thread past stop: back untouched
-            disposition = Disposition.REQUEUE
-        else:
-            try:
-                with (
-                    contextlib.nullcontext()
-                    if self._around is None
-                    else self._around(headers, body)
-                ):
-                    disposition = handle(body)
-            except Exception:
-                log.exception("job handler failed; the message goes back to the queue")
-                disposition = Disposition.REQUEUE
         try:
             session.connection.add_callback_threadsafe(
                 functools.partial(self._settle, session, tag, disposition)
@@ -333,3 +309,19 @@ class RabbitMQConsumer:
                 disposition,
                 exc,
             )
+
+    def _outcome(
+        self,
+        handle: Callable[[bytes], Disposition],
+        stop: Callable[[], bool],
+        body: bytes,
+        headers: Mapping[str, Any] | None,
+    ) -> Disposition:
+        if stop():  # it waited for a free thread past stop: back untouched
+            return Disposition.REQUEUE
+        try:
+            with contextlib.nullcontext() if self._around is None else self._around(headers, body):
+                return handle(body)
+        except Exception:
+            log.exception("job handler failed; the message goes back to the queue")
+            return Disposition.REQUEUE
