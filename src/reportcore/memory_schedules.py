@@ -118,6 +118,8 @@ class InMemoryScheduleRepository:
             current = self._rows.get(schedule_id)
             if current is None or not current.active or current.next_run_at != expected:
                 return None
+            if current.pending is not None:  # the occurrence claimed before is not made yet
+                return None
             new = msgspec.structs.replace(
                 current, next_run_at=next_run_at, pending=occurrence, claimed_at=now
             )

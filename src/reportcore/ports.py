@@ -420,7 +420,8 @@ class ScheduleRepository(Protocol):
     ) -> Schedule | None:
         """Take ``occurrence`` of an active schedule, in one conditional write: ``next_run_at``
         moves on from ``expected`` (only if it still is ``expected``) and ``occurrence`` is
-        recorded as pending. ``None``: another scheduler (or a PATCH) came first."""
+        recorded as pending; never over an occurrence still pending. ``None``: another
+        scheduler (or a PATCH) came first, or the schedule's pending occurrence is not made."""
         ...
 
     def record_run(self, schedule_id: str, occurrence: dt.datetime, job_id: str) -> None:

@@ -236,10 +236,12 @@ def run_schedules(deps: Deps) -> SchedulerPass:
     due_now = repository.due(now, stuck_before, rules.batch)
     done = SchedulerPass(full=len(due_now) >= rules.batch)
     for schedule in due_now:
-        if schedule.pending is not None and (
-            schedule.claimed_at is None or schedule.claimed_at < stuck_before
-        ):
-            _make_job(schedule, schedule.pending, deps, done)
+        if schedule.pending is not None:
+            # an occurrence claimed and not made yet: its scheduler's until it is stuck, then
+            # anyone's; the next one is claimed only once it is made (else it would be lost
+            # with the claim it replaced)
+            if schedule.claimed_at is None or schedule.claimed_at < stuck_before:
+                _make_job(schedule, schedule.pending, deps, done)
             continue
         due = schedule.next_run_at
         if not schedule.active or due is None or due > now:

@@ -116,6 +116,12 @@ def test_one_of_many_racing_claims_wins_an_occurrence(
     assert (won[0].next_run_at, won[0].pending) == (following, occurrence)
     # the value read is gone: a late scheduler's claim changes nothing
     assert schedules.claim(made.id, occurrence, occurrence, following, clock.now()) is None
+    # nor does the next occurrence's while this one is pending: it would be lost
+    later = following + dt.timedelta(days=1)
+    assert schedules.claim(made.id, following, following, later, clock.now()) is None
+    schedules.record_run(made.id, occurrence, "job-1")
+    taken = schedules.claim(made.id, following, following, later, clock.now())
+    assert taken is not None and (taken.next_run_at, taken.pending) == (later, following)
 
 
 def test_due_lists_active_schedules_whose_time_came_and_stuck_claims(

@@ -211,23 +211,30 @@ def test_a_scheduler_that_dies_between_claim_and_create_leaves_the_job_to_the_ne
 
 
 @pytest.mark.parametrize("claim_age", [64, 299, 300])
-def test_a_claim_not_yet_stuck_is_left_to_its_scheduler_and_the_due_occurrence_claimed(
+def test_a_claim_not_yet_stuck_is_left_to_its_scheduler_and_the_next_waits_for_it(
     claim_age: int,
 ) -> None:
-    # a claim stays its scheduler's for stuck_after_sec (here 300 s), the instant it ends
-    # included; meanwhile the next occurrence that falls due is claimed and made as usual
+    """A claim stays its scheduler's for stuck_after_sec (here 300 s), the instant it ends
+    included. The next occurrence falling due meanwhile used to be claimed over it, so a
+    claim whose scheduler died (or whose create failed) lost its occurrence for good; now the
+    next one waits until the pending one is made, then runs as a late one does."""
     world = World(stuck_after_sec=300)
     schedule = world.schedule(cron="* * * * *")
     world.at(2026, 1, 5, 5, 1, 1)
     world.jobs.fail_adds = 1
     with pytest.raises(ServiceUnavailable):
         world.app.run_schedules()
-    assert world.app.get_schedule(schedule.id, TENANT).pending == START.replace(minute=1)
+    pending = START.replace(minute=1)
+    assert world.app.get_schedule(schedule.id, TENANT).pending == pending
     world.clock.advance(claim_age)
+    assert world.app.run_schedules().created == 0, "claimed over a claim not made yet"
+    assert world.app.get_schedule(schedule.id, TENANT).pending == pending
+    claimed_at = dt.datetime(2026, 1, 5, 5, 1, 1, tzinfo=dt.UTC)
+    world.clock.set(claimed_at + dt.timedelta(seconds=301))  # stuck: any scheduler makes it
     assert world.app.run_schedules().created == 1
-    [job] = world.jobs_of()
-    latest = (START + dt.timedelta(minutes=1, seconds=1 + claim_age)).replace(second=0)
-    assert job.scheduled_for == latest != START.replace(minute=1)
+    assert world.app.run_schedules().created == 1  # then the latest occurrence due
+    made = sorted(job.scheduled_for for job in world.jobs_of() if job.scheduled_for)
+    assert made == [pending, dt.datetime(2026, 1, 5, 5, 6, tzinfo=dt.UTC)]
 
 
 def test_every_stuck_claim_of_a_pass_is_finished_not_only_the_first() -> None:

@@ -39,7 +39,7 @@ ORDER BY next_run_at, id LIMIT :limit
 -- name: claim_schedule
 UPDATE report_schedules
 SET next_run_at = :next_run_at, pending = :occurrence, claimed_at = :now
-WHERE id = :id AND {is_active} AND next_run_at = :expected
+WHERE id = :id AND {is_active} AND next_run_at = :expected AND pending IS NULL
 RETURNING {columns}
 
 -- name: record_run
