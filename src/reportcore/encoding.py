@@ -339,24 +339,34 @@ class JsonShaper:
         ]
 
     def line(self, raw: bytes | memoryview | msgspec.Raw) -> bytes:
-        """One record's line, without its line break."""
+        """One record's line, without its line break. The values kept are the upstream's own
+        bytes (a number is never re-spelled: ``1.10``, ``1e400``, 18 digits), but for the
+        instants rewritten in the zone and line breaks between a nested value's tokens."""
+        data = bytes(raw)
         try:
-            record = msgspec.json.decode(bytes(raw))
+            record: Any = _RAW_FIELDS.decode(data)
         except msgspec.DecodeError:
             record = None
         if not isinstance(record, dict):  # not an object: nothing to select, left as sent
-            return bytes(raw).replace(b"\r", b" ").replace(b"\n", b" ")
+            return data.replace(b"\r", b" ").replace(b"\n", b" ")
         if self._keys is not None:
             record = {
                 key: (record.get(key) if attr is not None else const)
                 for key, attr, const in self._keys
             }
+        if b"\n" in data or b"\r" in data:  # pretty-printed: each value's tokens on one line
+            for key, value in record.items():
+                if isinstance(value, msgspec.Raw):
+                    record[key] = msgspec.Raw(msgspec.json.format(bytes(value), indent=0))
         if self._instants is not None:
             for key in self._instant_keys:
                 value = record.get(key)
-                if isinstance(value, str):
-                    record[key] = self._instants.text(value)
+                if isinstance(value, msgspec.Raw) and bytes(value).startswith(b'"'):
+                    record[key] = self._instants.text(msgspec.json.decode(value, type=str))
         return msgspec.json.encode(record)
+
+
+_RAW_FIELDS = msgspec.json.Decoder(dict[str, msgspec.Raw])
 
 
 # --- compression ---

@@ -264,6 +264,29 @@ def test_a_shaped_line_writes_instants_in_the_zone_and_leaves_the_rest() -> None
     assert chosen.line(b"{}") == b'{"occurredAt":null}'
 
 
+def test_a_shaped_line_keeps_the_upstreams_numbers_byte_for_byte() -> None:
+    """Reshaping decoded a record to Python values and encoded it again: 1.10 became 1.1,
+    18 digits a float, 1e-400 0.0; and 1e400 failed the decode, so that line went out as
+    sent, keys the user left out included, beside reshaped lines."""
+    occurred = TELEMETRY.columns[9]
+    value = next(c for c in TELEMETRY.columns if c.name == "value")
+    chosen = JsonShaper((occurred, value), TELEMETRY.columns, {}, BANGKOK)
+    for number in (b"1.10", b"1e400", b"1e-400", b"123456789012345678.5", b"-0", b"1E5"):
+        raw = b'{"occurredAt":"2025-01-31T23:07:08Z","value":%s,"notes":"private"}' % number
+        assert chosen.line(raw) == (
+            b'{"occurredAt":"2025-02-01T06:07:08.000+07:00","value":%s}' % number
+        )
+
+
+def test_a_pretty_printed_record_is_shaped_onto_one_line_with_its_values_as_sent() -> None:
+    shaper = JsonShaper(None, TELEMETRY.columns, {}, None)
+    raw = b'{\n  "id": "1",\r\n  "value": 1.10,\n  "meta": {\n    "a": [1E5,\n 2]\n  }\n}'
+    line = shaper.line(raw)
+    assert b"\n" not in line and b"\r" not in line
+    assert line == b'{"id":"1","value":1.10,"meta":{"a": [1E5, 2]}}'
+    assert msgspec.json.decode(line) == msgspec.json.decode(raw)
+
+
 def test_a_line_that_is_no_json_object_is_left_as_sent_on_one_line() -> None:
     shaper = JsonShaper(None, TELEMETRY.columns, {}, BANGKOK)
     assert shaper.line(b"[1,\r\n2]") == b"[1,  2]"
