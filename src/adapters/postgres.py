@@ -15,6 +15,7 @@ lending it and reconnects by itself after a restart.
 from __future__ import annotations
 
 import datetime as dt
+import functools
 import select
 import threading
 import time
@@ -133,6 +134,14 @@ _NOT_WRITABLE = (
     psycopg.errors.ReadOnlySqlTransaction,
     psycopg.errors.IdleInTransactionSessionTimeout,
 )
+# a table, column or type of ours that is not there: a database not migrated (or migrated by
+# an older release), an operator's step to take, not a bug of the request
+_NOT_MIGRATED = (
+    psycopg.errors.UndefinedTable,
+    psycopg.errors.UndefinedColumn,
+    psycopg.errors.UndefinedObject,
+)
+NOT_MIGRATED = "job database schema is not up to date: run `reportsvc migrate`"
 
 
 # --- migrations ---
@@ -154,6 +163,12 @@ RELEASE_MIGRATION_LOCK = "SELECT pg_advisory_unlock(%s)"
 def migrations() -> list[tuple[str, str]]:
     """Every migration shipped in ``adapters/sql/postgres``, as (name, SQL), in order."""
     return sql_files.migrations(PostgresDialect.engine)
+
+
+@functools.cache
+def _shipped() -> tuple[str, ...]:
+    """The names of the migrations this release ships, in order."""
+    return tuple(name for name, _ in migrations())
 
 
 def migrate(database_url: str) -> list[str]:
@@ -273,6 +288,17 @@ class PostgresJobRepository(sql_jobs.SqlJobRepository):
             # a failover that lands on a standby (or a database set read-only), a session the
             # server ended: an outage to the callers (a 503, a job handed back), not a bug
             raise ServiceUnavailable("job database is not available for writes") from exc
+        except _NOT_MIGRATED as exc:
+            raise ServiceUnavailable(NOT_MIGRATED) from exc
+
+    def ping(self) -> None:
+        """The database answers, and has every migration this release ships (readiness: a
+        database not migrated is not ready, rather than a 500 on every job route)."""
+        with self._session() as run:
+            done = {row["name"] for row in run(APPLIED_MIGRATIONS, {})}
+        missing = [name for name in _shipped() if name not in done]
+        if missing:
+            raise ServiceUnavailable(f"{NOT_MIGRATED} (missing {', '.join(missing)})")
 
     def _outage(self, exc: psycopg.OperationalError) -> bool:
         """Whether ``exc`` means the database is down, not that the pool is busy."""

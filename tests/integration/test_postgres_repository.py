@@ -579,6 +579,27 @@ def test_a_database_that_takes_no_writes_is_unavailable_for_them_not_a_bug(
     until_available(lambda: repo.add(new_job()), within_sec=30)
 
 
+def test_a_database_not_migrated_is_not_ready_and_its_job_routes_are_503_not_500(
+    database_url: str, pools: Any, connect: Any
+) -> None:
+    """On a database nobody migrated, readiness pinged `SELECT 1` and said "ok" while every
+    job route met UndefinedTable: a 500. Readiness names the step, the routes are a 503."""
+    repo = PostgresJobRepository(pools(min_size=1, max_size=2, timeout=2))
+    with pytest.raises(ServiceUnavailable) as empty:
+        repo.ping()
+    assert empty.value.message == "job database schema is not up to date: run `reportsvc migrate`"
+    with pytest.raises(ServiceUnavailable) as listing:
+        repo.find("t1", ListQuery())
+    assert listing.value.message == "job database schema is not up to date: run `reportsvc migrate`"
+    migrate(database_url)
+    connect().execute("DELETE FROM report_schema_migrations WHERE name = '0007_fair_turns'")
+    with pytest.raises(ServiceUnavailable, match=r"\(missing 0007_fair_turns\)$"):
+        repo.ping()  # one release behind: not ready either
+    migrate(database_url)
+    repo.ping()
+    assert repo.find("t1", ListQuery()) == []
+
+
 # --- export options (issue 18): migration 0004 ---
 
 OPTION_COLUMNS = {
