@@ -158,16 +158,19 @@ def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return EXIT_OK
 
 
-def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Bring the database schema up to date."""
-    settings = _settings(env, MIGRATE_REQUIRED)
+def _migrate(database_url: str | None) -> list[str]:
     from adapters.postgres import migrate
 
-    assert settings.database_url is not None  # required above
+    assert database_url is not None  # required by the command
     try:
-        applied = migrate(settings.database_url)
+        return migrate(database_url)
     except Exception as exc:
         raise Failure(f"migrate failed: {exc}") from exc
+
+
+def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Bring the database schema up to date."""
+    applied = _migrate(_settings(env, MIGRATE_REQUIRED).database_url)
     for name in applied:
         print(f"applied {name}")
     print("schema is up to date" + ("" if applied else " (nothing to apply)"))
@@ -183,18 +186,12 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         from .runtime.reloader import main_reloading
 
         return main_reloading(["all"], env)
-    from adapters.postgres import migrate
-
     from .api import create_app
     from .containers import service_container
     from .runtime.probes import start_probes
     from .worker import Worker, warn_unconfigured_upstreams
 
-    assert settings.database_url is not None  # required above
-    try:
-        applied = migrate(settings.database_url)
-    except Exception as exc:
-        raise Failure(f"migrate failed: {exc}") from exc
+    applied = _migrate(settings.database_url)
     print(f"schema is up to date (applied {len(applied)})", flush=True)
     warn_unconfigured_upstreams(settings)
 
@@ -205,6 +202,7 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     worker_thread: threading.Thread | None = None
     probes = None
     try:
+        _check_store(container)  # as api and worker do: a bucket unusable stops the process
         worker = Worker(container.reports(), settings)
         probes = start_probes(worker.reports, settings, worker.heartbeat)
         worker_thread = threading.Thread(target=worker.run, args=(stop,), name="worker")

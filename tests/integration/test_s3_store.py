@@ -176,6 +176,30 @@ def test_the_start_check_names_a_missing_bucket(s3_bucket: Bucket) -> None:
         S3Store(s3_bucket.client, "no-such-bucket").check()
 
 
+@pytest.mark.parametrize("command", ["api", "worker", "all"])
+def test_every_serving_command_stops_at_start_on_a_bucket_it_cannot_use(
+    command: str, s3_endpoint: str, database_url: str, amqp_url: str, tmp_path: Any
+) -> None:
+    """``all`` (the image's default command) started without the check ``api`` and
+    ``worker`` make, answered 200 on /api/health, and failed every job later."""
+    from .procs import run_reportsvc, service_env
+
+    env = service_env(
+        database_url,
+        amqp_url,
+        tmp_path / "exports",
+        "http://127.0.0.1:9",
+        FILE_STORE="s3",
+        S3_BUCKET="no-such-bucket",
+        S3_ENDPOINT_URL=s3_endpoint,
+        S3_REGION="us-east-1",
+        **CREDENTIALS,
+    )
+    done = run_reportsvc(env, command, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the object store bucket 'no-such-bucket' is not usable" in done.stderr
+
+
 # --- the worker's side: a cancelled export ---
 
 
