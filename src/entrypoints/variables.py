@@ -87,14 +87,30 @@ def _url(*schemes: str) -> Callable[[str, str], str]:
         parts = urlsplit(value)
         if parts.scheme not in schemes or not parts.hostname:
             raise ConfigError(f"{name} must be a {schemes[0]}:// URL with a host, got {raw!r}")
+        try:
+            _ = parts.port  # a port that is no number, or past 65535, raises here
+        except ValueError:
+            raise ConfigError(f"{name} has no valid port (0..65535), got {raw!r}") from None
         return value
 
     return parse
 
 
 postgres_url = _url("postgresql", "postgres")
-amqp_url = _url("amqp", "amqps")
 http_url = _url("http", "https")
+_amqp = _url("amqp", "amqps")
+
+
+def amqp_url(name: str, raw: str) -> str:
+    """An AMQP URL whose query pika reads too (``?heartbeat=abc`` failed each connection)."""
+    value = _amqp(name, raw)
+    import pika  # a worker's and an api's dependency either way
+
+    try:
+        pika.URLParameters(value)
+    except ValueError as exc:
+        raise ConfigError(f"{name} is not a URL the broker client takes: {exc}") from None
+    return value
 
 
 def one_of(*choices: str, upper: bool = False) -> Callable[[str, str], str]:

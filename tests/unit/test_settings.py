@@ -167,6 +167,13 @@ def test_a_short_jwt_secret_says_what_it_must_be() -> None:
         ("DATABASE_URL", "mysql://db/reports"),
         ("DATABASE_URL", "postgresql:///no-host"),
         ("RABBITMQ_URL", "http://mq:5672"),
+        # a port or a query the clients cannot take: a traceback at the first connection
+        ("RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:56x72/%2F"),
+        ("RABBITMQ_URL", "amqp://guest:guest@mq/%2F?heartbeat=abc"),
+        ("RABBITMQ_URL", "amqp://guest:guest@mq/%2F?no_such_parameter=1"),
+        ("DATABASE_URL", "postgresql://db:99999/reports"),
+        ("CLOUD_FEED_SERVICE_URL", "http://127.0.0.1:99999"),
+        ("CLOUD_FEED_SERVICE_URL", "http://feed:80x/"),
         ("REPORT_DOWNLOAD_SECRET", "short"),
         ("JWT_SECRET", "too-short"),
         ("REPORT_DOWNLOAD_TTL_SEC", "ten"),
