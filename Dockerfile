@@ -50,7 +50,6 @@ ENV PIP_NO_CACHE_DIR=1 \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     EXPORT_ROOT=/data/exports \
-    APP_PORT=5129 \
     LOG_LEVEL=DEBUG
 RUN apt-get update \
     && apt-get install -y --no-install-recommends wget \
@@ -73,7 +72,7 @@ USER reportsvc
 VOLUME ["/data/exports"]
 EXPOSE 5129 9129
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD wget --quiet --tries=1 --spider "http://127.0.0.1:${APP_PORT:-5129}/api/health" || exit 1
+    CMD wget --quiet --tries=1 --spider "http://127.0.0.1:${APP_PORT:-${PORT:-5129}}/api/health" || exit 1
 CMD ["reportsvc", "all", "--reload"]
 
 # --- production: the virtualenv, wget for the healthcheck, a non-root user, the export folder ---
@@ -85,8 +84,7 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
     MALLOC_ARENA_MAX=2 \
-    EXPORT_ROOT=/data/exports \
-    APP_PORT=5129
+    EXPORT_ROOT=/data/exports
 # wget: FarmIQ's compose healthchecks run `wget --spider` (slim has neither wget nor curl)
 RUN apt-get update \
     && apt-get install -y --no-install-recommends wget \
@@ -101,5 +99,5 @@ WORKDIR /data
 VOLUME ["/data/exports"]
 EXPOSE 5129 9129
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD wget --quiet --tries=1 --spider "http://127.0.0.1:${APP_PORT:-5129}/api/health" || exit 1
+    CMD wget --quiet --tries=1 --spider "http://127.0.0.1:${APP_PORT:-${PORT:-5129}}/api/health" || exit 1
 CMD ["reportsvc", "all"]

@@ -29,6 +29,11 @@ class Stage:
     def runs(self) -> list[str]:
         return [args for kw, args in self.instructions if kw == "RUN"]
 
+    def env(self) -> dict[str, str]:
+        """The variables its ``ENV`` instructions set (``KEY=value`` pairs, unquoted)."""
+        pairs = (p for kw, args in self.instructions if kw == "ENV" for p in args.split())
+        return dict(p.partition("=")[::2] for p in pairs if "=" in p)
+
 
 def _logical_lines(text: str) -> list[str]:
     lines: list[str] = []

@@ -105,8 +105,17 @@ def test_each_target_installs_wget_and_checks_health_with_it(stage: str) -> None
     assert re.search(r"apt-get install [^&]*\bwget\b", installs), installs
     check = built.last("HEALTHCHECK") or ""
     assert re.search(
-        r"CMD wget .*--spider \"http://127\.0\.0\.1:\$\{APP_PORT:-5129\}/api/health", check
+        r"CMD wget .*--spider \"http://127\.0\.0\.1:\$\{APP_PORT:-\$\{PORT:-5129\}\}/api/health",
+        check,
     )
+
+
+def test_the_image_sets_no_port_so_that_port_alone_is_honoured() -> None:
+    """ENV APP_PORT=5129 made the contract's `APP_PORT, else PORT, else 5129` a fixed 5129:
+    `docker run -e PORT=8080` (Cloud Run, Heroku inject PORT) still listened on 5129."""
+    for stage in ("production", "development"):
+        assert "APP_PORT" not in stages()[stage].env(), stage
+        assert "PORT" not in stages()[stage].env(), stage
 
 
 def test_the_development_target_has_the_dev_extras_and_an_editable_install() -> None:
