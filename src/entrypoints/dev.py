@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import secrets
 import shlex
+import sqlite3
 import threading
 from collections.abc import Mapping
 from pathlib import Path
@@ -19,7 +20,10 @@ from typing import Any
 
 import msgspec
 
+from adapters.sqlite import SchemaTooNew
+
 from .settings import Settings, load_settings, variable_of
+from .variables import ConfigError
 
 SECRETS_FILE = "secrets.json"
 DEV_TOKEN_TTL_SEC = 24 * 3600
@@ -125,6 +129,12 @@ def sample_request() -> dict[str, Any]:
     }
 
 
+def _unusable(data_dir: Path, exc: BaseException) -> ConfigError:
+    """``--data-dir`` that cannot hold the embedded service's files, named with the reason."""
+    reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc) or repr(exc)
+    return ConfigError(f"--data-dir {data_dir} cannot be used: {reason}")
+
+
 def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | None) -> int:
     """Run the embedded default until SIGINT or SIGTERM; :class:`PortUnavailable` before
     anything starts when its port cannot be bound."""
@@ -138,8 +148,11 @@ def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | No
     from .worker import Worker
 
     data_dir = data_dir.resolve()
-    data_dir.mkdir(parents=True, exist_ok=True)
-    settings = dev_settings(env, data_dir, host, port)
+    try:
+        data_dir.mkdir(parents=True, exist_ok=True)
+        settings = dev_settings(env, data_dir, host, port)
+    except (OSError, msgspec.DecodeError) as exc:  # a file there, no rights, a bad secrets file
+        raise _unusable(data_dir, exc) from exc
     setup_logging(settings)
     check_ports(
         [(settings.host, settings.port, "--port" if port is not None else variable_of("port", env))]
@@ -151,8 +164,12 @@ def run_dev(env: Mapping[str, str], *, data_dir: Path, host: str, port: int | No
     stop = threading.Event()
     worker_thread: threading.Thread | None = None
     try:
-        container.init_resources()
-        worker = Worker(container.reports(), settings)
+        try:
+            container.init_resources()
+            reports = container.reports()
+        except (OSError, sqlite3.DatabaseError, SchemaTooNew) as exc:
+            raise _unusable(data_dir, exc) from exc
+        worker = Worker(reports, settings)
         worker_thread = threading.Thread(target=worker.run, args=(stop,), name="worker")
         worker_thread.start()
         token = sign_user_token(

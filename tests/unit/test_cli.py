@@ -12,10 +12,11 @@ import logging
 import re
 import shlex
 import socket
+import sqlite3
 import subprocess
 import sys
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import jwt
@@ -567,6 +568,39 @@ def test_dev_refuses_a_port_out_of_range(capsys: pytest.CaptureFixture[str]) -> 
         build_parser().parse_args(["dev", "--port", "70000"])
     assert done.value.code == 2
     assert "0..65535" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize(
+    ("make", "reason"),
+    [
+        (lambda d: d.write_bytes(b"a file, not a folder"), "File exists"),
+        (lambda d: (d.mkdir(), (d / "secrets.json").write_bytes(b"garbage")), "JSON is malformed"),
+        (
+            lambda d: (d.mkdir(), (d / "jobs.sqlite3").write_bytes(b"garbage " * 100)),
+            "file is not a database",
+        ),
+        (
+            lambda d: (
+                d.mkdir(),
+                sqlite3.connect(d / "jobs.sqlite3").execute("PRAGMA user_version = 999"),
+            ),
+            "has schema version 999",
+        ),
+    ],
+    ids=["a file", "bad secrets", "no database", "a newer database"],
+)
+def test_dev_names_a_data_folder_it_cannot_use_in_one_line_not_a_traceback(
+    make: Callable[[Path], object],
+    reason: str,
+    tmp_path: Path,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    data = tmp_path / "data"
+    make(data)
+    assert main(["dev", "--data-dir", str(data), "--port", "0"], {}) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"reportsvc: configuration error: --data-dir {data} cannot be used: ")
+    assert reason in err and "Traceback" not in err and err.count("\n") == 1
 
 
 def test_the_dev_banner_is_valid_shell_carrying_the_token_and_the_create_body() -> None:
