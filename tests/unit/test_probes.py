@@ -118,6 +118,22 @@ def test_healthz_fails_once_a_running_export_writes_no_page_past_the_page_deadli
         server.close()
 
 
+@pytest.mark.parametrize("host", ["::1", "::"])
+def test_the_worker_probes_serve_on_an_ipv6_host(host: str) -> None:
+    """The stdlib's server is IPv4 only: WORKER_HTTP_HOST=:: logged 'worker http not
+    started' and the worker ran with no /healthz, so an orchestrator restarted it in a loop."""
+    probe = socket.socket(socket.AF_INET6)
+    probe.bind(("::1", 0))
+    port = probe.getsockname()[1]
+    probe.close()
+    settings = Settings(worker_http_host=host, worker_http_port=port)
+    reports = in_memory_container(settings).reports()
+    with probes_served(reports, settings, Heartbeat()) as server:
+        assert server is not None
+        assert server.url == f"http://[::1]:{port}"
+        assert httpx.get(server.url + "/healthz").status_code == 200
+
+
 def test_the_worker_probe_waits_the_page_deadline_and_a_grace_for_an_export() -> None:
     port = free_port()
     settings = Settings(

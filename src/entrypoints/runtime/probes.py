@@ -21,6 +21,7 @@ import contextlib
 import datetime as dt
 import itertools
 import logging
+import socket
 import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -50,6 +51,13 @@ READY_TIMEOUT_SEC = 3.0
 SCRAPE_LIMIT = 1000
 # several scrapers (two Prometheus replicas) share one reading of the database and broker
 SCRAPE_CACHE_SEC = 5.0
+
+
+class _ThreadingHTTPServer6(ThreadingHTTPServer):
+    """The probe server on an IPv6 address (``WORKER_HTTP_HOST=::``): the stdlib's serves
+    IPv4 only, and the probes were silently off."""
+
+    address_family = socket.AF_INET6
 
 
 class Heartbeat:
@@ -251,7 +259,8 @@ class ProbeServer:
         self.stuck_after_sec = stuck_after_sec
         self.stalled_after_sec = stalled_after_sec
         self.collector: Collector | None = None  # unregistered on close
-        self._server = ThreadingHTTPServer((host, port), Handler)
+        server = _ThreadingHTTPServer6 if ":" in host else ThreadingHTTPServer  # as check_ports
+        self._server = server((host, port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(
             target=self._server.serve_forever, name="worker-http", daemon=True
@@ -260,10 +269,11 @@ class ProbeServer:
     @property
     def url(self) -> str:
         host, port = self._server.server_address[:2]
-        # a str for an AF_INET server (typeshed's type admits bytes for the other families)
+        # a str for an AF_INET(6) server (typeshed's type admits bytes for the other families)
         name = host if isinstance(host, str) else bytes(host).decode()
-        shown = "127.0.0.1" if name in ("0.0.0.0", "") else name
-        return f"http://{shown}:{port}"
+        if name in ("0.0.0.0", "", "::"):  # every address: this machine's loopback
+            name = "::1" if name == "::" else "127.0.0.1"
+        return f"http://[{name}]:{port}" if ":" in name else f"http://{name}:{port}"
 
     def answer(self, target: str) -> tuple[int, str, bytes]:
         path = target.split("?", 1)[0]
