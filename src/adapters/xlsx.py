@@ -39,9 +39,10 @@ SHEET_NAME = "report"
 INSTANT_FORMAT = "yyyy-mm-dd hh:mm:ss.000"
 DATE_FORMAT = "yyyy-mm-dd"
 COPY_CHUNK = 1 << 20
-# a number Excel holds exactly (15-17 significant digits); longer digit strings stay text
-_DECIMAL = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,15})?([eE][-+]?[0-9]{1,3})?")
-_MAX_EXACT_INT = 2**53
+# a decimal as upstream writes it; a number cell only with at most 15 significant digits,
+# what Excel keeps (it shows 9007199254740991 as ...990): longer ones stay text, no digit lost
+_DECIMAL = re.compile(r"-?([0-9]{1,40})(?:\.([0-9]{1,40}))?(?:[eE][-+]?[0-9]{1,3})?")
+_EXCEL_DIGITS = 15
 _EXCEL_YEARS = range(1900, 10000)
 
 Put = Callable[[Worksheet, int, int, Any], object]
@@ -187,15 +188,27 @@ def _put_text(sheet: Worksheet, row: int, col: int, value: Any) -> object:
 def _put_number(sheet: Worksheet, row: int, col: int, value: Any) -> object:
     number: float | int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
-        number = value if abs(value) <= _MAX_EXACT_INT else None
+        number = value if _fits_excel(str(value)) else None
     elif isinstance(value, float):
         number = value if math.isfinite(value) else None
-    elif isinstance(value, str) and _DECIMAL.fullmatch(value):
+    elif isinstance(value, str) and _fits_excel(value):
         number = float(value)
-        number = number if math.isfinite(number) else None
     if number is None:
         return _put_text(sheet, row, col, value)
     return sheet.write_number(row, col, number)
+
+
+def _fits_excel(text: str) -> bool:
+    """Whether the decimal ``text`` is a number Excel holds as written: at most 15 significant
+    digits, and a float that neither overflows nor vanishes (1e400, 1e-400 stay text)."""
+    found = _DECIMAL.fullmatch(text)
+    if found is None:
+        return False
+    digits = (found.group(1) + (found.group(2) or "")).strip("0")
+    if len(digits) > _EXCEL_DIGITS:
+        return False
+    number = float(text)
+    return math.isfinite(number) and (number != 0 or not digits)
 
 
 def row_formats() -> RowFormats:

@@ -14,6 +14,7 @@ import io
 import math
 import re
 import zoneinfo
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -27,7 +28,7 @@ from adapters.xlsx import XlsxEncoder, row_formats
 from reportcore.encoding import LocalInstants, camel, guarded
 from reportcore.export import ExportResult, write_export
 from reportcore.jobs import Compression, CsvOptions, JobType, LineEnding, ReportFormat
-from reportcore.jobtypes import JOB_TYPES, CellKind
+from reportcore.jobtypes import JOB_TYPES, CellKind, Column
 from reportcore.options import ExportOptions, export_options
 from reportcore.ports import SheetRequest, SourcePage
 from reportcore.records import FeedIntakeRecord
@@ -294,9 +295,20 @@ sheet_text = st.text(
     | st.sampled_from(["\t", "\n"]),
     max_size=20,
 )
-# a number as src/adapters/xlsx.py reads one, exponent included ("0E0", "1.5e-3"); one
-# that overflows a float ("1E999") stays text
-DECIMAL = re.compile(r"-?[0-9]{1,15}(\.[0-9]{1,15})?([eE][-+]?[0-9]{1,3})?")
+# a decimal as upstream writes one, exponent included ("0E0", "1.5e-3")
+DECIMAL = re.compile(r"-?[0-9]+(\.[0-9]+)?([eE][-+]?[0-9]+)?")
+
+
+def excel_exact(text: str) -> bool:
+    """Whether Excel holds ``text`` as written, read independently of the adapter: at most 15
+    significant digits (Excel's precision), and a float that neither overflows ("1E999") nor
+    vanishes ("1e-400")."""
+    if not DECIMAL.fullmatch(text) or len(text) > 80:
+        return False
+    exact = Decimal(text)
+    number = float(text)
+    significant = len(exact.normalize().as_tuple().digits)
+    return significant <= 15 and math.isfinite(number) and (number != 0 or exact == 0)
 
 
 def sheet_rows(data: bytes) -> list[tuple[Any, ...]]:
@@ -307,15 +319,36 @@ def sheet_rows(data: bytes) -> list[tuple[Any, ...]]:
     return rows
 
 
+@pytest.mark.parametrize(
+    ("sent", "cell"),
+    [
+        ("123456789.123456789", "123456789.123456789"),  # 18 digits: Excel would keep 15
+        ("1e-400", "1e-400"),  # a float would be 0
+        ("1e400", "1e400"),
+        (9007199254740991, "9007199254740991"),  # 16 digits: Excel shows ...990
+        ("900719925474099", 900719925474099.0),
+        ("1000000000000000000", 1e18),  # one significant digit
+        ("1.10", 1.1),
+    ],
+)
+def test_an_xlsx_number_cell_only_where_excel_keeps_every_digit(sent: Any, cell: Any) -> None:
+    out = Sink()
+    request = SheetRequest(columns=(Column("v", kind=CellKind.NUMBER),), options=ExportOptions())
+    encoder = XlsxEncoder(request, out)
+    encoder.add([(sent,)])
+    encoder.close()
+    assert sheet_rows(out.data) == [("v",), (cell,)]
+
+
 def expected_cell(kind: CellKind, value: Any, zone: str) -> Any:
     if value is None or value == "":
         return value
     if kind is CellKind.NUMBER:
-        if isinstance(value, int) or (
-            DECIMAL.fullmatch(str(value)) and math.isfinite(float(value))
-        ):
+        if isinstance(value, float):  # decoded as a float already: a number if finite
+            return value if math.isfinite(value) else str(value)
+        if excel_exact(str(value)):
             return float(value)
-        return value
+        return str(value)  # text, every digit as sent
     if kind is CellKind.INSTANT:
         return dt.datetime.fromisoformat(value).astimezone(zoneinfo.ZoneInfo(zone))
     return value
