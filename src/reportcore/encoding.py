@@ -57,6 +57,10 @@ def _may_start_formula(joined: str, d: str) -> bool:
     return _after_delimiter(d).search(joined) is not None
 
 
+# an instant has a time after a T (or a space); its fraction of a second, however long
+_HAS_TIME = re.compile(r"\d[Tt ]\d")
+_FRACTION = re.compile(r"\d\d:\d\d:\d\d[.,](\d+)")
+
 _NUMBERS = frozenset((int, float, Decimal))
 _NONE = frozenset((type(None),))
 _TEXT_OR_NONE = frozenset((str, type(None)))
@@ -165,6 +169,8 @@ class LocalInstants:
         self._hours: dict[str, _Hour | None] = {}
 
     def _aware(self, text: str) -> dt.datetime | None:
+        if not _HAS_TIME.search(text):  # a date alone is no instant: left as sent
+            return None
         try:
             t = dt.datetime.fromisoformat(text)
         except (ValueError, TypeError):
@@ -210,6 +216,10 @@ class LocalInstants:
         local = self._aware(text)
         if local is None:
             return text
+        fine = _FRACTION.search(text)
+        if fine is not None and len(fine.group(1)) > 6:  # nanoseconds: every digit kept
+            whole = local.replace(microsecond=0).isoformat()
+            return whole[:19] + "." + fine.group(1) + whole[19:]
         spec = "milliseconds" if local.microsecond % 1000 == 0 else "microseconds"
         return local.isoformat(timespec=spec)
 

@@ -140,9 +140,20 @@ def test_other_spellings_of_an_instant_go_through_a_datetime() -> None:
     instants = LocalInstants(BANGKOK)
     assert instants.text("2025-01-31T06:07:08.123456+00:00") == "2025-01-31T13:07:08.123456+07:00"
     assert instants.text("2025-01-31T06:07:08+01:00") == "2025-01-31T12:07:08.000+07:00"
-    assert instants.text("2025-01-31T06:07:08") == "2025-01-31T13:07:08.000+07:00"
-    assert instants.text("2025-01-31") == "2025-01-31T07:00:00.000+07:00"
+    assert instants.text("2025-01-31T06:07:08") == "2025-01-31T13:07:08.000+07:00"  # UTC
     assert instants.text("2025-01-31T06:07:08.5Z") == "2025-01-31T13:07:08.500+07:00"
+    # nanoseconds: datetime holds six digits; the others are kept as sent, not dropped
+    assert instants.text("2025-01-31T06:07:08.123456789Z") == "2025-01-31T13:07:08.123456789+07:00"
+
+
+@pytest.mark.parametrize("date", ["2025-01-31", "20250131", "2025-W05-5"])
+def test_a_date_alone_is_no_instant_and_is_left_as_sent(date: str) -> None:
+    """It was read as midnight UTC: 2025-01-31 became 2025-01-31T07:00:00.000+07:00 in an
+    instant column, and a midnight date-time in xlsx, against "a value that is not an
+    instant is left as upstream sent it"."""
+    instants = LocalInstants(BANGKOK)
+    assert instants.text(date) == date
+    assert instants.local(date) is None
 
 
 @pytest.mark.parametrize(
