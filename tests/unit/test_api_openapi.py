@@ -13,6 +13,7 @@ from .api_support import ApiWorld, api_world
 # the contract's route table, written out here
 CONTRACT_ROUTES = {
     ("get", "/api/health"),
+    ("get", "/metrics"),
     ("get", "/api/ready"),
     ("post", "/api/v1/reports/jobs"),
     ("get", "/api/v1/reports/jobs"),

@@ -18,7 +18,9 @@ from adapters import metrics
 
 @get(
     "/metrics",
-    include_in_schema=False,
+    operation_id="metrics",  # in the OpenAPI document, as the contract lists every route
+    tags=["health"],
+    media_type="text/plain; version=0.0.4",
     # a scrape may read the job store (reportsvc dev and all register the worker's gauges):
     # never on the event loop
     sync_to_thread=True,
