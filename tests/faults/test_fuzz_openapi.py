@@ -71,6 +71,7 @@ ROUTES = [
     "GET /api/health",
     "HEAD /api/health",
     "GET /api/ready",
+    "GET /metrics",
     "GET /api/v1/reports/jobs",
     "POST /api/v1/reports/jobs",
     "GET /api/v1/reports/jobs/{jobId}",
