@@ -217,6 +217,17 @@ def test_pausing_drops_a_claim_and_update_changes_only_what_a_user_may(
     )
     assert schedules.counts() == ScheduleCounts(active=0, paused=1, skipping=0)
     assert schedules.update(changed, claimed) is None, "a second write over the same read"
+    # a paused schedule (next_run_at NULL) is written over as read, and resumed
+    resumed = Schedule(
+        **{
+            **{f: getattr(updated, f) for f in updated.__struct_fields__},
+            "active": True,
+            "next_run_at": at,
+            "updated_at": later + dt.timedelta(minutes=1),
+        }
+    )
+    again = schedules.update(resumed, updated)
+    assert again is not None and (again.active, again.next_run_at) == (True, at)
     gone = new_schedule(clock)
     assert schedules.update(gone, gone) is None
 
