@@ -385,6 +385,9 @@ def test_after_a_reconnect_a_worker_busy_with_a_long_export_takes_only_what_it_c
             release_long.set()
             release_rest.set()
         wait_until(lambda: len(started) == 5 and settled(vhost), "every message is handled")
+        # one consumer more for the thread the long export freed, not one a message after it
+        consumers = listing("list_consumers", vhost, "prefetch_count")
+        assert sorted(c["prefetch_count"] for c in consumers) == [1, 1], consumers
     assert sorted(started) == sorted([encode(long_one)] * 2 + [encode(m) for m in rest])
 
 

@@ -48,8 +48,9 @@ class _Session:
     ) -> None:
         self.connection = connection
         self.channel = channel
-        self.tag = ""
-        self.prefetch = prefetch  # of the consumer ``tag``
+        self.prefetch = prefetch  # for the next consumer this session starts
+        # the session's consumers and the prefetch each was started with
+        self.consumers: dict[str, int] = {}
         # handlers not finished, by the consumer they were delivered to (under the consumer's
         # lock: a handler's thread ends them, the connection's thread reads them)
         self.running: dict[str, int] = {}
@@ -178,9 +179,10 @@ class RabbitMQConsumer:
         return not stop()
 
     def _consume_with(self, session: _Session, on_message: Any) -> None:
-        session.tag = session.channel.basic_consume(
+        tag = session.channel.basic_consume(
             QUEUE, on_message, auto_ack=False, arguments=self._arguments
         )
+        session.consumers[tag] = session.prefetch
 
     def _open(self, prefetch: int) -> _Session:
         params = connection_parameters(
@@ -223,28 +225,28 @@ class RabbitMQConsumer:
                 if not session.cancelling:
                     session.cancelling = True
                     # also hands back deliveries not yet dispatched to us
-                    session.channel.basic_cancel(session.tag)
+                    for tag in session.consumers:
+                        session.channel.basic_cancel(tag)
                 if session.in_flight == 0:
                     return
 
     def _widen(self, session: _Session, concurrency: int, on_message: Any) -> None:
-        """Once handlers of a lost connection end, consume again with the threads they freed:
-        a consumer's prefetch holds for its life, so a new one replaces it."""
+        """Once handlers of a lost connection end, consume with the threads they freed too: a
+        consumer's prefetch holds for its life, so one more consumer on the channel takes
+        them (the session's consumers together never ask for more than the free threads)."""
         with self._lock:
             free = concurrency - self._running
-            room = session.prefetch - session.running.get(session.tag, 0)
-        if free <= room:
+            room = sum(p - session.running.get(t, 0) for t, p in session.consumers.items())
+        extra = free - room  # threads that ended a lost connection's handler
+        if extra <= 0:
             return
-        old = session.tag
-        session.channel.basic_cancel(old)  # its messages not yet handed to us go back
-        session.channel.basic_qos(prefetch_count=free)
-        session.prefetch = free
+        session.channel.basic_qos(prefetch_count=extra)
+        session.prefetch = extra
         self._consume_with(session, on_message)
         log.info(
-            "consumer takes %d messages at once again (was %d)",
-            free,
-            room,
-            extra={"consumer_tag": session.tag, "previous_tag": old},
+            "consumer takes %d more messages at once, as a lost connection's handlers ended",
+            extra,
+            extra={"consumers": len(session.consumers)},
         )
 
     # on the connection's thread
