@@ -323,7 +323,7 @@ def _storage_failure(exc: OSError) -> StorageFailure:
     return StorageFailure(f"export file could not be written: {exc.strerror or exc}")
 
 
-def _discarded(store: FileStore, job: Job) -> bool:
+def discard_leftovers(store: FileStore, job: Job) -> bool:
     """Whether ``store`` removed what exports of ``job`` left (never raises: best effort)."""
     try:
         store.discard(job.tenant_id, job.id, stored_extension(job.format, job.compression))
@@ -343,7 +343,7 @@ def _failed(
 ) -> RunOutcome:
     failed = jobs.fail(job.id, owner, clock.now(), code, message[:2000])
     if failed is not None and store is not None and job.attempts > 1:
-        _discarded(store, job)  # an earlier attempt that died may have left a temporary
+        discard_leftovers(store, job)  # an earlier attempt that died may have left a temporary
     status = failed.status.value if failed else "lost"
     return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status, detail=code)
 
@@ -393,7 +393,7 @@ def recover(
                 failed.append(job.id)
                 # what the dead attempts wrote (a temporary, a file not yet recorded, an
                 # open upload) would stay forever: retention only looks at files kept
-                if not _discarded(store, job):
+                if not discard_leftovers(store, job):
                     kept.append(job.id)
         elif jobs.retry(job.id, job.lease_owner, now):
             requeued.append(job.id)

@@ -109,7 +109,9 @@ class ReportService:
         one the request names, if any)."""
         acting = resolve_tenant(principal, tenant)
         d = self.deps
-        cancelled = usecases.cancel_job(job_id, tenant_id=acting, jobs=d.jobs, clock=d.clock)
+        cancelled = usecases.cancel_job(
+            job_id, tenant_id=acting, jobs=d.jobs, clock=d.clock, store=d.store
+        )
         return self._shown([cancelled])[0]
 
     def issue_download(self, job_id: str, tenant: str) -> usecases.DownloadGrant:

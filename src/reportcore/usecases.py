@@ -32,6 +32,7 @@ from .running import (
     LeaseKeeper,
     Recovery,
     RunOutcome,
+    discard_leftovers,
     no_lease_keeper,
     publish,
     recover,
@@ -172,15 +173,30 @@ def list_jobs(query: ListQuery, *, tenant_id: str, jobs: JobRepository) -> JobPa
     return JobPage(items=items, after=after)
 
 
-def cancel_job(job_id: str, *, tenant_id: str, jobs: JobRepository, clock: Clock) -> Job:
-    """Cancel a queued or running job (a running one's worker notices within a heartbeat)."""
+def cancel_job(
+    job_id: str,
+    *,
+    tenant_id: str,
+    jobs: JobRepository,
+    clock: Clock,
+    store: FileStore | None = None,
+) -> Job:
+    """Cancel a queued or running job (a running one's worker notices within a heartbeat).
+
+    A running job whose lease had run out has no worker left to notice: what its attempts
+    wrote (a temporary, an open upload) is discarded from ``store`` here, else nothing would
+    ever remove it (retention looks at files kept)."""
     job = get_job(job_id, tenant_id=tenant_id, jobs=jobs)
     if not lifecycle.can(job.status, lifecycle.Event.CANCEL):
         raise JobNotCancellable(f"job is {job.status.value} and can no longer be cancelled")
-    cancelled = jobs.cancel(job.id, tenant_id, clock.now())
+    now = clock.now()
+    cancelled = jobs.cancel(job.id, tenant_id, now)
     if cancelled is None:  # it finished meanwhile
         latest = get_job(job.id, tenant_id=tenant_id, jobs=jobs)
         raise JobNotCancellable(f"job is {latest.status.value} and can no longer be cancelled")
+    lost = job.lease_expires_at is not None and job.lease_expires_at < now
+    if store is not None and job.status is JobStatus.RUNNING and lost:
+        discard_leftovers(store, job)  # best effort: the cancel stands either way
     return cancelled
 
 

@@ -1341,6 +1341,23 @@ def test_a_job_failed_worker_lost_has_what_its_dead_attempts_wrote_discarded(
     assert recovery.files_kept == ([job.id] if refuse else [])
 
 
+@pytest.mark.parametrize("worker", ["dead", "alive"])
+def test_cancelling_a_job_whose_worker_is_dead_discards_what_it_wrote(worker: str) -> None:
+    """A running job's worker aborts its own file when it sees the cancel; one whose lease
+    had run out is dead, and its temporary (an open upload) stayed forever. A live worker's
+    file is its own to abort: the cancel leaves it alone."""
+    world = World(Policy(lease_sec=30, max_attempts=3))
+    world.store = store = DiscardingStore()
+    job = world.create().job
+    crash_while_running(world)
+    world.clock.advance(31 if worker == "dead" else 5)
+    cancelled = cancel_job(
+        job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock, store=world.store
+    )
+    assert cancelled.status is JobStatus.CANCELLED
+    assert store.discarded == ([(TENANT, job.id, "csv")] if worker == "dead" else [])
+
+
 def test_a_failure_after_a_dead_attempt_discards_what_that_attempt_left() -> None:
     world = World()
     world.store = store = DiscardingStore()
