@@ -302,6 +302,14 @@ def options_of_create(valid: ValidCreate, job_types: JobTypeRegistry = JOB_TYPES
     )
 
 
+def widest_range(
+    job_type: str, max_days: Mapping[str, int], job_types: JobTypeRegistry = JOB_TYPES
+) -> int:
+    """The most days a job of ``job_type`` may span: ``max_days``' (the operator's), else its
+    spec's."""
+    return max_days.get(job_type, job_types[job_type].max_range_days)
+
+
 def check_range(
     job_type: str,
     scope: Scope,
@@ -317,7 +325,7 @@ def check_range(
     """
     if scope.start_date is None:
         return
-    limit = max_days.get(job_type, job_types[job_type].max_range_days)
+    limit = widest_range(job_type, max_days, job_types)
     end = scope.end_date or max(today, scope.start_date)
     days = (end - scope.start_date).days + 1
     if days > limit:

@@ -30,6 +30,7 @@ from .requests import (
     ListRequest,
     validate_create,
     validate_list,
+    widest_range,
 )
 from .running import uuid_or_none
 from .schedules import (
@@ -127,7 +128,7 @@ def _checked(schedule: Schedule, deps: Deps, now: dt.datetime) -> Schedule:
     # and against its widest occurrence: a previous_month made in February (28 days) under
     # a 30-day limit would be skipped after every 31-day month
     job_type = valid.job_type
-    limit = deps.policy.max_range_days.get(job_type, deps.job_types[job_type].max_range_days)
+    limit = widest_range(job_type, deps.policy.max_range_days, deps.job_types)
     if (widest := widest_days(schedule.range)) > limit:
         raise ValidationError(
             f"{job_type} may span at most {limit} days; this range spans up to {widest}",
