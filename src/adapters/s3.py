@@ -240,10 +240,14 @@ class S3Store:
 
     # --- the port ---
 
+    def _key(self, tenant_id: str, job_id: str, extension: str) -> str:
+        """``<prefix><tenant_id>/<job_id>/report.<extension>``, its names checked."""
+        check_names(tenant_id, job_id, extension)
+        return f"{self.prefix}{tenant_id}/{job_id}/report.{extension}"
+
     def create(self, tenant_id: str, job_id: str, extension: str) -> S3Writer:
         """A writer of ``<prefix><tenant_id>/<job_id>/report.<extension>``."""
-        check_names(tenant_id, job_id, extension)
-        key = f"{self.prefix}{tenant_id}/{job_id}/report.{extension}"
+        key = self._key(tenant_id, job_id, extension)
         return S3Writer(self._client, self.bucket, key, self.part_bytes)
 
     def size(self, location: str) -> int | None:
@@ -310,9 +314,7 @@ class S3Store:
 
     def discard(self, tenant_id: str, job_id: str, extension: str) -> None:
         """The job's object and the uploads crashed attempts left open under its key."""
-        check_names(tenant_id, job_id, extension)
-        key = f"{self.prefix}{tenant_id}/{job_id}/report.{extension}"
-        self.delete(f"s3://{self.bucket}/{key}")
+        self.delete(f"s3://{self.bucket}/{self._key(tenant_id, job_id, extension)}")
 
     def download_url(
         self, location: str, expires_at: dt.datetime, file_name: str | None = None

@@ -39,8 +39,12 @@ class InMemoryFileStore:
         self.files: dict[str, bytes] = {}
         self.fail_writes = False
 
+    @staticmethod
+    def _location(tenant_id: str, job_id: str, extension: str) -> str:
+        return f"mem://{tenant_id}/{job_id}/report.{extension}"
+
     def create(self, tenant_id: str, job_id: str, extension: str) -> _MemoryWriter:
-        return _MemoryWriter(self, f"mem://{tenant_id}/{job_id}/report.{extension}")
+        return _MemoryWriter(self, self._location(tenant_id, job_id, extension))
 
     def size(self, location: str) -> int | None:
         data = self.files.get(location)
@@ -57,7 +61,7 @@ class InMemoryFileStore:
         self.files.pop(location, None)
 
     def discard(self, tenant_id: str, job_id: str, extension: str) -> None:
-        self.delete(f"mem://{tenant_id}/{job_id}/report.{extension}")
+        self.delete(self._location(tenant_id, job_id, extension))
 
     def download_url(
         self, location: str, expires_at: dt.datetime, file_name: str | None = None
