@@ -139,24 +139,26 @@ class InMemoryJobRepository:
         with self._lock:
             self._check()
             if job.idempotency_key is not None:
-                for other in self._jobs.values():
-                    if (
-                        other.tenant_id == job.tenant_id
-                        and other.idempotency_key == job.idempotency_key
-                    ):
-                        return _copy(other), False
+                other = self._keyed(job.tenant_id, job.idempotency_key)
+                if other is not None:
+                    return _copy(other), False
             fairness.check_cap(self._jobs.values(), job, max_unfinished)
             self._jobs[job.id] = _copy(job)
             self._after(job)
             return _copy(job), True
 
+    def _keyed(self, tenant_id: str, idempotency_key: str) -> Job | None:
+        """The tenant's job with the key (under the lock)."""
+        for job in self._jobs.values():
+            if job.tenant_id == tenant_id and job.idempotency_key == idempotency_key:
+                return job
+        return None
+
     def by_key(self, tenant_id: str, idempotency_key: str) -> Job | None:
         with self._lock:
             self._check()
-            for job in self._jobs.values():
-                if job.tenant_id == tenant_id and job.idempotency_key == idempotency_key:
-                    return _copy(job)
-            return None
+            job = self._keyed(tenant_id, idempotency_key)
+            return None if job is None else _copy(job)
 
     def get(self, job_id: str, tenant_id: str | None = None) -> Job | None:
         with self._lock:
