@@ -43,12 +43,9 @@ job's span, continuing the trace context the headers carry)."""
 class _Session:
     """One connection's consumption; touched only by the connection's thread."""
 
-    def __init__(
-        self, connection: BlockingConnection, channel: BlockingChannel, prefetch: int
-    ) -> None:
+    def __init__(self, connection: BlockingConnection, channel: BlockingChannel) -> None:
         self.connection = connection
         self.channel = channel
-        self.prefetch = prefetch  # for the next consumer this session starts
         # the session's consumers and the prefetch each was started with
         self.consumers: dict[str, int] = {}
         # handlers not finished, by the consumer they were delivered to (under the consumer's
@@ -97,7 +94,8 @@ class RabbitMQConsumer:
     A handler outlives its connection when the connection is lost mid-export: the new
     connection then asks only for as many messages as threads are free (none while none is,
     so that no message waits here behind a long export while other workers are idle), and
-    consumes again with a larger prefetch once those handlers end. ``consumer_timeout_sec``
+    starts one more consumer for the threads those handlers free as they end.
+    ``consumer_timeout_sec``
     asks the broker (RabbitMQ 3.12 and later: ``x-consumer-timeout``) to wait that long for an
     acknowledgement before it closes the channel; older brokers take their ``consumer_timeout``
     from their own configuration (docs/operations.md).
@@ -143,9 +141,9 @@ class RabbitMQConsumer:
                     break
                 session: _Session | None = None
                 try:
-                    session = self._open(concurrency - self._running)
+                    session = self._open()
                     on_message = functools.partial(self._deliver, session, pool, handle, stop)
-                    self._consume_with(session, on_message)
+                    self._consume_with(session, on_message, concurrency - self._running)
                     if failures:
                         log.info("consumer connected to RabbitMQ at %s again", self._where)
                     failures = 0
@@ -178,13 +176,16 @@ class RabbitMQConsumer:
             wait_or_stop(TICK_SEC, stop)
         return not stop()
 
-    def _consume_with(self, session: _Session, on_message: Any) -> None:
+    def _consume_with(self, session: _Session, on_message: Any, prefetch: int) -> None:
+        """One more consumer on the session's channel, given ``prefetch`` messages at most (a
+        consumer's prefetch is the one the channel had when it started)."""
+        session.channel.basic_qos(prefetch_count=prefetch)
         tag = session.channel.basic_consume(
             QUEUE, on_message, auto_ack=False, arguments=self._arguments
         )
-        session.consumers[tag] = session.prefetch
+        session.consumers[tag] = prefetch
 
-    def _open(self, prefetch: int) -> _Session:
+    def _open(self) -> _Session:
         params = connection_parameters(
             self._url,
             name="reportsvc consumer",
@@ -196,11 +197,10 @@ class RabbitMQConsumer:
         try:
             channel = connection.channel()
             declare_topology(channel)
-            channel.basic_qos(prefetch_count=prefetch)
         except BaseException:
             close_quietly(connection)
             raise
-        session = _Session(connection, channel, prefetch)
+        session = _Session(connection, channel)
 
         def cancelled(_frame: pika.frame.Method[pika.spec.Basic.Cancel]) -> None:
             session.cancelled_by_broker = True
@@ -240,9 +240,7 @@ class RabbitMQConsumer:
         extra = free - room  # threads that ended a lost connection's handler
         if extra <= 0:
             return
-        session.channel.basic_qos(prefetch_count=extra)
-        session.prefetch = extra
-        self._consume_with(session, on_message)
+        self._consume_with(session, on_message, extra)
         log.info(
             "consumer takes %d more messages at once, as a lost connection's handlers ended",
             extra,
