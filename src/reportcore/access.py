@@ -39,6 +39,13 @@ PERMISSIONS: Mapping[Action, frozenset[Role]] = {
     Action.CANCEL: _WRITERS,
     Action.SCHEDULE: _WRITERS,
 }
+# what a refused caller was not allowed to do, as the 403 says it
+_REFUSED: Mapping[Action, str] = {
+    Action.CREATE: "create report jobs",
+    Action.READ: "read report jobs",
+    Action.CANCEL: "cancel report jobs",
+    Action.SCHEDULE: "change report schedules",
+}
 
 
 class Principal(msgspec.Struct, frozen=True, kw_only=True):
@@ -52,12 +59,7 @@ class Principal(msgspec.Struct, frozen=True, kw_only=True):
 def authorize(principal: Principal, action: Action) -> None:
     """Raise :class:`Forbidden` unless one of the caller's roles allows ``action``."""
     if not principal.roles & {r.value for r in PERMISSIONS[action]}:
-        what = (
-            "change report schedules"
-            if action is Action.SCHEDULE
-            else f"{action.value} report jobs"
-        )
-        raise Forbidden(f"role not allowed to {what}")
+        raise Forbidden(f"role not allowed to {_REFUSED[action]}")
 
 
 def resolve_tenant(principal: Principal, requested: str | None) -> str:
