@@ -17,6 +17,7 @@ from __future__ import annotations
 import contextlib
 import socket
 import threading
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -42,7 +43,8 @@ class _Deadline:
     """Ends one attempt's connections ``seconds`` after it started."""
 
     def __init__(self, seconds: float) -> None:
-        self.expired = False
+        self._expired = False
+        self._ends = time.monotonic() + seconds
         self._lock = threading.Lock()
         # duplicates of the attempt's sockets: TLS takes the original over (detaching it),
         # while a shutdown through a duplicate still ends the one connection both name
@@ -50,6 +52,13 @@ class _Deadline:
         self._timer = threading.Timer(seconds, self._expire)
         self._timer.daemon = True
         self._timer.start()
+
+    @property
+    def expired(self) -> bool:
+        """Whether the attempt's time is up: the timer fired, or it is past the deadline and
+        the timer thread has not run yet (httpx's own read timeout, as long as the deadline,
+        can end the attempt first on a busy machine)."""
+        return self._expired or time.monotonic() >= self._ends
 
     def trace(self, event: str, info: Mapping[str, Any]) -> None:
         """httpcore's ``trace`` hook: watch each connection the attempt opens."""
@@ -67,7 +76,7 @@ class _Deadline:
 
     def _expire(self) -> None:
         with self._lock:
-            self.expired = True
+            self._expired = True
             for sock in self._watched:
                 _cut(sock)
 

@@ -121,6 +121,32 @@ def test_a_receiver_that_never_answers_is_cut_off_at_the_deadline(
     assert took < 5.0, took
 
 
+def test_a_deadline_whose_timer_is_late_still_ends_the_attempt_as_the_deadline(
+    sender: HttpWebhookSender, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """httpx's read timeout is as long as the deadline: on a busy machine (a CI run) it ended
+    the attempt before the timer thread ran, and the attempt read 'timeout (ReadTimeout)'
+    though its deadline had passed. Here the timer never runs at all."""
+    import threading
+
+    class LateTimer:
+        daemon = False
+
+        def __init__(self, *args: object) -> None:
+            pass
+
+        def start(self) -> None:
+            pass
+
+        def cancel(self) -> None:
+            pass
+
+    monkeypatch.setattr(threading, "Timer", LateTimer)
+    with receiver(hold=True) as silent:
+        result = sender.send(silent.url, b"{}", {})
+    assert result.error is not None and "deadline" in result.error, result.error
+
+
 def test_a_prompt_receiver_is_answered_on_a_connection_of_each_attempt(
     sender: HttpWebhookSender,
 ) -> None:
