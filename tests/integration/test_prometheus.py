@@ -191,6 +191,9 @@ def test_prometheus_scrapes_jobs_created_and_finished_from_the_api_and_the_worke
     # the creates were counted by the api, the finishes by the worker, each on its own port
     created_by = observed.query("sum by (job) (reportsvc_jobs_created_total)")
     assert {r["metric"]["job"] for r in created_by} == {"reportsvc-api"}
+    # the api is scraped on its own clock: its last scrape may predate the polls, so wait for them
+    gets = 'reportsvc_http_requests_total{route="/api/v1/reports/jobs/{jobId}",method="GET"}'
+    observed.wait_for(f"sum({gets}) >= bool {len(jobs)}", 1)
     route = observed.query('reportsvc_http_requests_total{route="/api/v1/reports/jobs/{jobId}"}')
     assert route and all(r["metric"]["method"] == "GET" for r in route)
     for series in observed.query("reportsvc_http_requests_total"):
