@@ -276,6 +276,10 @@ def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutc
     except ExportCancelled:
         latest = jobs.get(job.id)
         status = latest.status.value if latest else "gone"
+        if latest is not None and latest.status is JobStatus.CANCELLED and job.attempts > 1:
+            # this attempt aborted its own file; one before it that died may have left one.
+            # Never when reclaimed: what is under the job's name is then the new holder's
+            discard_leftovers(store, job)
         return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status)
     except ExportFailure as exc:  # an unwritable export folder fails the job, not the worker
         return _failed(job, owner, jobs, clock, exc.code, exc.message, store)

@@ -183,9 +183,10 @@ def cancel_job(
 ) -> Job:
     """Cancel a queued or running job (a running one's worker notices within a heartbeat).
 
-    A running job whose lease had run out has no worker left to notice: what its attempts
-    wrote (a temporary, an open upload) is discarded from ``store`` here, else nothing would
-    ever remove it (retention looks at files kept)."""
+    A running job whose lease had run out has no worker left to notice, and a queued one that
+    ran before was put back by recovery after its worker died: what their attempts wrote (a
+    temporary, an open upload) is discarded from ``store`` here, else nothing would ever
+    remove it (retention looks at files kept)."""
     job = get_job(job_id, tenant_id=tenant_id, jobs=jobs)
     if not lifecycle.can(job.status, lifecycle.Event.CANCEL):
         raise JobNotCancellable(f"job is {job.status.value} and can no longer be cancelled")
@@ -195,7 +196,8 @@ def cancel_job(
         latest = get_job(job.id, tenant_id=tenant_id, jobs=jobs)
         raise JobNotCancellable(f"job is {latest.status.value} and can no longer be cancelled")
     lost = job.lease_expires_at is not None and job.lease_expires_at < now
-    if store is not None and job.status is JobStatus.RUNNING and lost:
+    ran = job.status is JobStatus.QUEUED and job.attempts > 0
+    if store is not None and ((job.status is JobStatus.RUNNING and lost) or ran):
         discard_leftovers(store, job)  # best effort: the cancel stands either way
     return cancelled
 

@@ -1358,6 +1358,45 @@ def test_cancelling_a_job_whose_worker_is_dead_discards_what_it_wrote(worker: st
     assert store.discarded == ([(TENANT, job.id, "csv")] if worker == "dead" else [])
 
 
+@pytest.mark.parametrize("when", ["queued again", "running again"])
+def test_cancelling_a_job_after_its_worker_died_discards_what_the_dead_attempt_wrote(
+    when: str,
+) -> None:
+    """Recovery puts a dead worker's job back in the queue; cancelled there, or while its next
+    attempt runs (which aborts only its own file), the dead attempt's temporary stayed forever:
+    the job is ended, and neither recovery nor retention looks at it again."""
+    world = World(Policy(lease_sec=30, max_attempts=3))
+    world.store = store = DiscardingStore()
+    job = world.create().job
+    crash_while_running(world)
+    world.clock.advance(31)
+    assert world.recover().requeued == [job.id]
+
+    def cancel() -> None:
+        cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock, store=store)
+
+    if when == "queued again":
+        cancel()
+    else:
+
+        def cancel_seen_at_a_heartbeat() -> None:
+            cancel()  # a live worker's job: the cancel leaves its file to it
+            world.clock.advance(world.policy.heartbeat_sec)
+
+        outcome = world.run(source=HookedSource(world.source, {0: cancel_seen_at_a_heartbeat}))
+        assert outcome.status == "cancelled"
+    assert world.get(job.id).status is JobStatus.CANCELLED
+    assert store.discarded == [(TENANT, job.id, "csv")]
+
+
+def test_a_cancel_before_any_attempt_discards_nothing() -> None:
+    world = World()
+    world.store = store = DiscardingStore()
+    job = world.create().job
+    cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock, store=store)
+    assert store.discarded == []
+
+
 def test_a_failure_after_a_dead_attempt_discards_what_that_attempt_left() -> None:
     world = World()
     world.store = store = DiscardingStore()
