@@ -235,10 +235,9 @@ def cancel_job(
 _REDIRECT = ResponseSpec(
     None, description="REPORT_DOWNLOAD_REDIRECT=1: the object's presigned URL in Location"
 )
-# what a GET or HEAD of the file may answer besides 200: the conditional requests' 304 and 412,
-# and the redirect to the object store
+# what a GET or HEAD of the file may answer besides 200: the conditional requests' 304 and 412
+# (and a GET the redirect to the object store)
 _CONDITIONAL_RESPONSES = {
-    302: _REDIRECT,
     304: ResponseSpec(None, description="If-None-Match names the current ETag: no body"),
     412: ResponseSpec(
         ErrorEnvelope, description="VALIDATION_ERROR: If-Match names no current ETag"
@@ -246,6 +245,7 @@ _CONDITIONAL_RESPONSES = {
     **error_specs(400, 401, 403, 404, 410, 503),
 }
 _FILE_RESPONSES = {
+    302: _REDIRECT,
     206: ResponseSpec(bytes, description="the requested byte range", media_type="*/*"),
     416: ResponseSpec(ErrorEnvelope, description="VALIDATION_ERROR: the Range selects no byte"),
     **_CONDITIONAL_RESPONSES,
@@ -355,15 +355,14 @@ def file_head(
     if_match: Annotated[str | None, HeaderParameter(name="If-Match")] = None,
     if_none_match: Annotated[str | None, HeaderParameter(name="If-None-Match")] = None,
 ) -> Response[None]:
-    """The headers ``GET`` would answer with, without the file."""
+    """The headers ``GET`` would answer with, without the file. Never a redirect, even where
+    ``GET`` redirects to the object store: a presigned URL is signed for one method, and a
+    ``HEAD`` of a URL signed for ``GET`` is refused there (S3's SigV4 signs the method)."""
     file = reports.open_file(jobId, token)
     headers = _file_headers(file)
     unchanged = _preconditions(if_match, if_none_match, headers)
     if unchanged is not None:
         return unchanged
-    moved = _redirect(file)
-    if moved is not None:
-        return moved
     headers["content-length"] = str(file.size_bytes)
     # b"", not None: Litestar renders None only for text and JSON types, and an NDJSON HEAD
     # would be a 500 (and Litestar requires Response[None] of a HEAD handler: the ignore)
