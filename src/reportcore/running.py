@@ -114,9 +114,12 @@ def run_job(body: bytes, deps: Deps, run: RunContext) -> RunOutcome:
     """
     try:
         message = msgspec.json.decode(body, type=JobMessage)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # msgspec's for bad UTF-8 in a string
+    # msgspec's UnicodeDecodeError is bad UTF-8 in a string, its RecursionError JSON nested
+    # ~1,000 deep: a message like that never decodes, so it is no outage to retry
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        detail = str(exc) or type(exc).__name__
         return RunOutcome(
-            disposition=Disposition.DEAD_LETTER, job_id=None, status="unparsable", detail=str(exc)
+            disposition=Disposition.DEAD_LETTER, job_id=None, status="unparsable", detail=detail
         )
     jobs, shares = deps.jobs, run.shares
     job_id = uuid_or_none(message.job_id)
