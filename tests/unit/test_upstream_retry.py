@@ -132,6 +132,38 @@ def test_a_record_that_is_not_utf8_fails_the_export_as_a_bad_response(typed: boo
         drain(source, request(JobType.FEED_INTAKE_EXPORT, typed=typed, raw=True))
 
 
+@pytest.mark.parametrize(
+    ("job_type", "typed", "raw"),
+    [
+        (JobType.FEED_INTAKE_EXPORT, True, False),
+        (JobType.FEED_INTAKE_EXPORT, False, True),
+        (JobType.TELEMETRY_EXPORT, True, False),
+        (JobType.WEIGHVISION_EXPORT, False, True),
+    ],
+    ids=["feed csv", "feed ndjson", "telemetry csv", "weighvision ndjson"],
+)
+def test_a_page_nested_too_deeply_is_a_bad_response(
+    job_type: JobType, typed: bool, raw: bool
+) -> None:
+    """msgspec raises RecursionError on JSON nested ~1,000 deep, even in a field it skips: it
+    failed the export as a bug ("failed unexpectedly"), with a traceback in the log."""
+    nested = b"[" * 5_000 + b"]" * 5_000
+    record = b'{"id":"x1","extra":' + nested + b"}"
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        if job_type is JobType.FEED_INTAKE_EXPORT:
+            return httpx.Response(200, content=b'{"items":[' + record + b'],"nextCursor":null}')
+        if job_type is JobType.TELEMETRY_EXPORT:
+            return httpx.Response(200, content=b"[" + record + b"]")
+        return httpx.Response(200, content=b'{"items":[' + record + b"]}")
+
+    with (
+        source_over(upstream) as source,
+        pytest.raises(UpstreamBadResponse, match="nested too deeply"),
+    ):
+        drain(source, request(job_type, typed=typed, raw=raw))
+
+
 def test_an_integer_cursor_is_sent_back_as_given() -> None:
     cursors: list[str | None] = []
 

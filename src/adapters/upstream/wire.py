@@ -150,12 +150,14 @@ class Fetched(msgspec.Struct, frozen=True):
 
 def decode(call: Call, decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
     """``body`` through ``decoder``; an unreadable page is the upstream's fault (msgspec raises
-    ``UnicodeDecodeError``, not its ``DecodeError``, for invalid UTF-8 inside a string)."""
+    ``UnicodeDecodeError``, not its ``DecodeError``, for invalid UTF-8 inside a string, and
+    ``RecursionError`` for JSON nested ~1,000 deep, even in a field it skips)."""
     try:
         return decoder.decode(body)
-    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise UpstreamBadResponse(
-            f"{call.upstream.value} sent an unreadable page for {call.describe()}: {exc}"
+            f"{call.upstream.value} sent an unreadable page for {call.describe()}: {reason}"
         ) from exc
 
 
@@ -176,7 +178,7 @@ def next_cursor(call: Call, body: bytes) -> str | int | None:
     if at >= 0:
         try:
             return FEED_CURSOR.decode(b"{" + body[at:]).nextCursor
-        except (msgspec.DecodeError, UnicodeDecodeError):
+        except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
             pass  # not the page's last key: read the whole page below
     page: CursorOnly = decode(call, FEED_CURSOR, body)
     return page.nextCursor
