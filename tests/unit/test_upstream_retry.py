@@ -164,6 +164,20 @@ def test_a_page_nested_too_deeply_is_a_bad_response(
         drain(source, request(job_type, typed=typed, raw=raw))
 
 
+@pytest.mark.parametrize("length", [b"\xb2", b"1\xb3", b"12x"], ids=["2", "13", "12x"])
+def test_a_content_length_that_is_no_ascii_number_is_not_a_worker_bug(length: bytes) -> None:
+    """A header's bytes are read as Latin-1, where ``"\xb2".isdigit()`` (a superscript two)
+    is true and ``int()`` of it raises ValueError: the export failed 'unexpectedly'. A length
+    that is no number is read as none (the body's bytes are counted against the cap)."""
+    body = b'{"items":[],"nextCursor":null}'
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, headers=[(b"content-length", length)], content=body)
+
+    with source_over(upstream) as source:
+        assert len(drain(source, request(JobType.FEED_INTAKE_EXPORT))) == 1
+
+
 def test_an_integer_cursor_is_sent_back_as_given() -> None:
     cursors: list[str | None] = []
 
@@ -223,6 +237,22 @@ def test_a_telemetry_service_that_ignores_to_fails_instead_of_looping() -> None:
     with (
         source_over(upstream, telemetry_limit=2) as source,
         pytest.raises(UpstreamBadResponse, match="did not page back in time"),
+    ):
+        drain(source, request(JobType.TELEMETRY_EXPORT))
+
+
+def test_readings_at_the_last_instant_there_is_are_a_bad_response_not_a_worker_bug() -> None:
+    """A full page whose oldest reading is within a millisecond of the end of year 9999: the
+    next ``to`` (one millisecond newer) overflowed datetime, and the export failed
+    'unexpectedly'."""
+    page = [reading(1, "9999-12-31T23:59:59.9999Z"), reading(2, "9999-12-31T23:59:59.9995Z")]
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json=page)
+
+    with (
+        source_over(upstream, telemetry_limit=2) as source,
+        pytest.raises(UpstreamBadResponse, match=r"at 9999-12-31T23:59:59\.9995Z, past any range"),
     ):
         drain(source, request(JobType.TELEMETRY_EXPORT))
 

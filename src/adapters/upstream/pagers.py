@@ -33,6 +33,7 @@ from .wire import (
 )
 
 _ONE_MS = dt.timedelta(milliseconds=1)
+_LAST_TO = dt.datetime.max.replace(tzinfo=dt.UTC) - _ONE_MS  # the newest ``to`` there can be
 # the longest cursor sent back: FarmIQ's are ids of tens of characters; one of 64 KiB would make
 # httpx refuse the URL (InvalidURL, no transport error: the export failed as a bug)
 MAX_CURSOR = 8 * 1024
@@ -150,6 +151,11 @@ def telemetry(get: Get, call: Call, query: str, bounds: Bounds, limit: int) -> P
         # oldest < boundary here: every reading at the old boundary is behind us
         emitted_at_boundary = {k.id for k, t in zip(keys, instants, strict=True) if t == oldest}
         boundary, exclusive = oldest, False
+        if oldest > _LAST_TO:  # the next ``to`` would be past the last instant there is
+            raise UpstreamBadResponse(
+                f"{service} sent readings of {call.describe()} at "
+                f"{keys[list(instants).index(oldest)].occurred_at}, past any range there is"
+            )
         upper = instant_text(oldest + _ONE_MS)
 
 

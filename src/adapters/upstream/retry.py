@@ -338,8 +338,9 @@ def read_body(
         )
 
     declared = (answer.headers.get("content-length") or "").strip()
-    # a length of thousands of digits is refused before int() would refuse to read it
-    if declared.isdigit() and (len(declared) > 18 or int(declared) > cap):
+    # a length of thousands of digits is refused before int() would refuse to read it; ASCII
+    # digits only (a header is read as Latin-1, where "\xb2" is a digit int() refuses)
+    if declared.isascii() and declared.isdigit() and (len(declared) > 18 or int(declared) > cap):
         raise too_big()
     if answer.is_stream_consumed:  # an answer made in memory (httpx.MockTransport), inflated
         if len(answer.content) > cap:
