@@ -321,9 +321,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         doc="the bucket of the export files; required when `FILE_STORE=s3`",
     )] = None
     s3_prefix: Annotated[str, Env(
-        "S3_PREFIX", parse=s3_prefix,
-        doc="key prefix of the files, `<prefix><tenant_id>/<job_id>/report.<ext>`; empty, or "
-        "ending with `/`",
+        "S3_PREFIX", parse=s3_prefix, empty_is_a_value=True,
+        doc="key prefix of the files, `<prefix><tenant_id>/<job_id>/report.<ext>`; ending with "
+        "`/`, or set to empty (`S3_PREFIX=`) for keys at the bucket's root",
     )] = "reports/"
     s3_endpoint_url: Annotated[str | None, Env(
         "S3_ENDPOINT_URL", parse=http_url, default_doc="AWS S3",
@@ -473,7 +473,7 @@ def load_settings(env: Mapping[str, str], *, required: Iterable[str] = ()) -> Se
     for setting, declared in DECLARED.items():
         for name in declared.names:
             raw = env.get(name)
-            # empty counts as unset, except where it is a value (a claim: "not required")
+            # empty counts as unset, except where it is a value (a claim not required, no S3 prefix)
             if raw is not None and (raw != "" or declared.empty_is_a_value):
                 try:
                     values[setting] = declared.parse(name, raw)

@@ -282,6 +282,13 @@ def test_the_s3_store_is_chosen_by_file_store_and_needs_a_bucket() -> None:
         load_settings({"FILE_STORE": "s3", "S3_BUCKET": "b", "S3_PREFIX": "reports"})
 
 
+@pytest.mark.parametrize("raw", ["", "  "])
+def test_an_empty_s3_prefix_puts_the_files_at_the_bucket_s_root(raw: str) -> None:
+    """docs/operations.md: the prefix may be empty; set to empty it is not the default."""
+    chosen = load_settings({"FILE_STORE": "s3", "S3_BUCKET": "b", "S3_PREFIX": raw})
+    assert chosen.s3_prefix == ""
+
+
 @pytest.mark.parametrize("raw", ["inf", "Infinity", "1e400", "nan", "-1", "0"])
 def test_a_duration_must_be_a_finite_number_above_zero(raw: str) -> None:
     """``float()`` reads ``inf`` and ``1e400`` as infinity: a lease never renewed, a timeout
