@@ -64,7 +64,7 @@ mutate: venv
 	$(BIN)/python mutation/score.py
 
 bench-smoke: venv
-	@if [ -x bench/smoke.sh ]; then bench/smoke.sh; else echo "bench-smoke: no benchmarks yet"; fi
+	@if [ -x bench/smoke.sh ]; then PYTHON=$(BIN)/python bench/smoke.sh; else echo "bench-smoke: no benchmarks yet"; fi
 
 ## regenerate the locks after changing dependencies in pyproject.toml (needs uv): the dev lock
 ## (runtime + extras + tools, what `make venv` installs) first, then the runtime lock (what the
