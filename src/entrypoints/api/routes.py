@@ -60,7 +60,13 @@ def health() -> str:
     return "OK"
 
 
-@head("/api/health", media_type=MediaType.TEXT, sync_to_thread=False, tags=["health"])
+@head(
+    "/api/health",
+    media_type=MediaType.TEXT,
+    sync_to_thread=False,
+    tags=["health"],
+    operation_id="healthHead",
+)
 def health_head() -> Response[None]:
     """Liveness for probes that ask with ``HEAD``: the headers ``GET`` answers, no body."""
     # Response[None] is what Litestar requires of a HEAD handler; b"" is the empty body it
