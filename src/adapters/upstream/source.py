@@ -337,7 +337,7 @@ def _page(
     records = None if typed is None else items
     if request.raw and raws is None:  # after the checks: an over-long page is never held raw
         raws = _items(decode(call, decoders.raw, body))
-    if typed is None and request.raw and not body.isascii():
+    if request.raw and not body.isascii():
         _utf8(call, body)  # raw records go to the file as they came: they must be JSON's text
     if fetched.keep is not None:
         records = kept(records, fetched.keep) if records is not None else None
@@ -347,8 +347,8 @@ def _page(
 
 def _utf8(call: Call, body: bytes) -> None:
     """``body`` is UTF-8, as JSON must be: a raw record is written to the file as it came, and
-    msgspec does not look inside the strings of the fields it skips (the typed decode of a CSV
-    export reads every one). Pages of ASCII, nearly all, never get here."""
+    msgspec does not look inside the strings of the fields it skips (neither the typed decode
+    of a filtered NDJSON export nor the check's). Pages of ASCII, nearly all, never get here."""
     try:
         body.decode("utf-8")
     except UnicodeDecodeError as exc:
