@@ -231,3 +231,23 @@ def test_a_reused_connection_the_watchdog_shut_is_not_asked_again() -> None:
             client.send(request)
         assert time.monotonic() - began < 3.0
         assert server.connections == 1
+
+
+def test_a_body_cut_short_of_its_length_is_a_read_error_and_its_connection_is_dropped() -> None:
+    """``http.client`` reads an end of the connection before ``Content-Length`` as the end of
+    the body (``b""``): the half page was taken for the page, and the job failed as a bad
+    response (an unreadable page) instead of a dropped connection, which is asked again."""
+
+    def half_then_close(conn: socket.socket, stop: threading.Event) -> None:
+        if read_request_head(conn):
+            conn.sendall(b'HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\n{"items": [')
+
+    server = TcpServer(half_then_close)
+    try:
+        with (
+            _client(look_after_sec=60) as client,
+            pytest.raises(httpx.ReadError, match="989 of 1000 bytes missing"),
+        ):
+            client.get(server.url)
+    finally:
+        server.close()

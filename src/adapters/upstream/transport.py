@@ -333,6 +333,13 @@ class _Body(httpx.SyncByteStream):
                 if self._watched is not None and self._watched.shut:
                     # the watchdog shut the socket: an end of the body it did not send
                     raise httpx.ReadError("read failed: abandoned", request=self._request)
+                if response.length:  # http.client reads a connection ended early as the end
+                    declared = response.getheader("content-length")
+                    raise httpx.ReadError(
+                        f"read failed: the connection ended with {response.length} of "
+                        f"{declared} bytes missing",
+                        request=self._request,
+                    )
                 self._done = True
                 return
             yield chunk
