@@ -92,7 +92,8 @@ class JobRepository(Protocol):
         lease_until: dt.datetime,
         progress_pct: int | None,
     ) -> Job | None:
-        """Extend the lease (and raise progress, never lower it) while ``owner`` holds it."""
+        """Extend the lease (and raise progress, never lower it) while ``owner`` holds it; a
+        lease that ran out (``lease_expires_at`` before ``now``) is lost, not renewed."""
         ...
 
     def succeed(

@@ -235,6 +235,9 @@ class InMemoryJobRepository:
             current = self._jobs.get(job_id)
             if current is None or current.status is not JobStatus.RUNNING:
                 return None
+            lease = current.lease_expires_at
+            if lease is None or lease < now:  # ran out: lost, whoever held it
+                return None
             pct = current.progress_pct
             if progress_pct is not None:
                 pct = max(pct, min(99, progress_pct))

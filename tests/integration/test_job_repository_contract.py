@@ -455,6 +455,23 @@ def test_progress_only_rises_and_stays_below_100_while_running(
     assert done is not None and done.progress_pct == 100
 
 
+def test_a_lease_that_ran_out_is_lost_not_renewed(repo: JobRepository, clock: FakeClock) -> None:
+    """Recovery reads a job whose lease ran out as stale, then requeues (or fails) it under
+    the owner it read: a renewal between the two left a holder exporting a job the queue
+    handed to another worker (or one failed WORKER_LOST, its files discarded under it)."""
+    job = running(repo, clock)
+    assert job.lease_expires_at is not None
+    clock.set(job.lease_expires_at + dt.timedelta(milliseconds=1))
+    now = clock.now()
+    assert repo.heartbeat(job.id, WORKER, now, now + LEASE, 50) is None
+    assert repo.get(job.id) == job
+    assert [j.id for j in repo.stale(now, START, 10)] == [job.id]
+    at_the_end = running(repo, clock)
+    assert at_the_end.lease_expires_at is not None
+    clock.set(at_the_end.lease_expires_at)  # its last instant is still its own
+    assert repo.heartbeat(at_the_end.id, WORKER, clock.now(), clock.now() + LEASE, 50)
+
+
 def test_a_heartbeat_extends_the_lease(repo: JobRepository, clock: FakeClock) -> None:
     job = running(repo, clock)
     now = clock.advance(20)

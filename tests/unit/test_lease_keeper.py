@@ -18,13 +18,15 @@ import pytest
 from entrypoints.worker import Worker
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, message_for
 from reportcore.ports import SourcePage, SourceRequest
+from reportcore.running import Disposition
 from reportcore.testing import (
     FakeClock,
     InMemoryFileStore,
     InMemoryJobRepository,
+    InMemoryQueue,
     StaticRecordSource,
 )
-from reportcore.usecases import LeaseKeeper, Policy, RunOutcome
+from reportcore.usecases import LeaseKeeper, Policy, RunOutcome, recover
 from tests.running import run_message
 
 TENANT = "tenant-1"
@@ -82,8 +84,8 @@ def test_the_keeper_renews_the_lease_while_the_export_runs() -> None:
 
     @contextlib.contextmanager
     def keeper(renew: Callable[[], bool]) -> Iterator[None]:
-        # a page took longer than the lease: without a renewal recovery would reclaim the job
-        world.clock.advance(POLICY.lease_sec * 2)
+        # a page took nearly the lease: without a renewal recovery would reclaim the job
+        world.clock.advance(POLICY.lease_sec - 1)
         renewed.append(renew())
         held = world.jobs.get(world.job.id)
         assert held is not None and held.lease_owner == "worker-1"
@@ -96,6 +98,32 @@ def test_the_keeper_renews_the_lease_while_the_export_runs() -> None:
     assert outcome.status == "succeeded"
     done = world.jobs.get(world.job.id)
     assert done is not None and done.status is JobStatus.SUCCEEDED and done.attempts == 1
+
+
+def test_a_renewal_after_the_lease_ran_out_stops_the_export_and_recovery_requeues_it() -> None:
+    """A lease that ran out is lost: recovery may have read the job as stale already, and
+    would requeue it under a holder that went on exporting beside the next one."""
+    world = World()
+    renewed: list[bool] = []
+
+    @contextlib.contextmanager
+    def keeper(renew: Callable[[], bool]) -> Iterator[None]:
+        world.clock.advance(POLICY.lease_sec + 1)  # a page took longer than the lease
+        renewed.append(renew())
+        yield
+
+    outcome = world.run(keeper)
+    assert renewed == [False]
+    assert (outcome.disposition, outcome.status) == (Disposition.ACK, "running")
+    assert world.store.files == {}, "the partial file was left"
+    requeued = recover(
+        jobs=world.jobs,
+        queue=InMemoryQueue(),
+        store=world.store,
+        clock=world.clock,
+        policy=POLICY,
+    )
+    assert requeued.requeued == [world.job.id]
 
 
 def test_a_renewal_that_finds_the_job_cancelled_stops_the_export_and_leaves_no_file() -> None:

@@ -88,11 +88,13 @@ SET status = :target, updated_at = :now,
 WHERE id = :id AND {status_in_sources}
 RETURNING {columns}
 
+-- A lease that ran out is lost, renewed by no one: recovery may have read the job as stale
+-- already, and would requeue (or fail) it under a holder that went on exporting.
 -- name: heartbeat_job
 UPDATE report_jobs
 SET lease_expires_at = :lease_until, updated_at = :now,
     progress_pct = {greatest}(progress_pct, {least}(:cap, COALESCE(:pct, progress_pct)))
-WHERE id = :id AND status = :running AND {owned}
+WHERE id = :id AND status = :running AND {owned} AND lease_expires_at >= :now
 RETURNING {columns}
 
 -- The file's name and type depend on the job's type, format and compression: looked up in JSON maps the
