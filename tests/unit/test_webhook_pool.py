@@ -119,9 +119,11 @@ def test_a_slow_receiver_delays_no_other_delivery() -> None:
             lambda: all(world.state(job) is DeliveryState.DELIVERED for job in fast),
             "the other receivers' deliveries",
         )
-        # ... while the slow receiver's attempt is still in flight
+        # ... while the slow receiver's attempt is still in flight (a fast attempt's state is
+        # recorded a moment before its thread frees the slot: waited for, not raced)
         assert world.sender.slow_started == 1 and not world.sender.release.is_set()
-        assert pool.in_flight() == 1
+        wait_until(lambda: pool.in_flight() == 1, "the fast attempts' slots freed")
+        assert world.sender.slow_started == 1 and not world.sender.release.is_set()
         assert world.state(slow) is DeliveryState.PENDING
     # released: the slow attempt ended as a failed one, retried after the backoff
     shown = world.jobs.outbox.notifications([slow.id])[slow.id]
