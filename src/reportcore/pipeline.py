@@ -13,12 +13,14 @@ from collections.abc import Callable, Generator
 import msgspec
 
 from .encoding import CORE_ROW_FORMATS, RowFormats
+from .errors import ExportFailure, ValidationError
 from .export import ProgressEstimate, abort_keeping, scope_values, write_export
 from .jobs import ReportFormat, Scope
 from .jobtypes import JobTypeSpec
 from .options import ExportOptions
 from .policy import ExportLimits, limit_exceeded
 from .ports import FileWriter, RecordSource, SourcePage, SourceRequest
+from .requests import validate_filters
 
 
 class ExportProgress(msgspec.Struct, frozen=True, kw_only=True):
@@ -93,6 +95,18 @@ def _carry_on(progress: ExportProgress) -> None:
     """The default callback: nothing to report, nothing to check."""
 
 
+def _checked_filters(spec: JobTypeSpec, scope: Scope) -> Scope:
+    """``scope`` with its filters checked as a create checks them. The api stores only valid
+    filters; the old service's api took any object (and its worker ignored it), so a job it
+    queued may name a filter this job type does not have: that fails the job, saying which,
+    rather than the export "failing unexpectedly" (or widening what it was asked for)."""
+    try:
+        filters = validate_filters(spec, scope.filters)
+    except ValidationError as exc:
+        raise ExportFailure(f"the job's filters cannot be applied: {exc.message}") from None
+    return msgspec.structs.replace(scope, filters=filters)
+
+
 def export_records(
     spec: JobTypeSpec,
     fmt: ReportFormat,
@@ -121,6 +135,7 @@ def export_records(
     ``limits``: past its pages, rows or bytes the export fails ``EXPORT_LIMIT_EXCEEDED`` (the
     wall time is the caller's, who has the clock); ``checkpoint`` is handed to the source.
     """
+    scope = _checked_filters(spec, scope)
     keep = spec.stream_predicate(scope.filters)
     request = source_request(
         spec,

@@ -33,7 +33,7 @@ from reportcore.errors import (
     ValidationError,
 )
 from reportcore.fairness import TenantSlots, default_share
-from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, Scope
+from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, Scope, message_for
 from reportcore.ports import Disposition, SourcePage, SourceRequest, StoredFile
 from reportcore.requests import (
     CreateRequest,
@@ -646,6 +646,32 @@ def test_a_legacy_row_without_file_name_and_type_is_served_under_the_default_one
         "feed_intake_export.json",
         "application/x-ndjson",
     )
+
+
+@pytest.mark.parametrize(
+    ("filters", "named"),
+    [({"farmId": "f1"}, "unknown filter 'farmId'"), ({"source": 1}, "filter 'source' must be")],
+    ids=["unknown key", "not a string"],
+)
+def test_a_job_the_old_api_queued_with_filters_it_never_checked_fails_saying_which(
+    filters: dict[str, Any], named: str
+) -> None:
+    """The old api took any filters object (its worker ignored it): such a job failed as a
+    bug ("failed unexpectedly (KeyError)", a traceback in the log). It fails naming the
+    filter, as the api would have refused it, and nothing is fetched for it."""
+    world = World()
+    queued = world.create().job
+    old = msgspec.structs.replace(
+        queued, id=str(uuid.uuid4()), idempotency_key=None, filters=filters
+    )
+    world.jobs.add(old)
+    outcome = world.run(msgspec.json.encode(message_for(old)))
+    assert (outcome.job_id, outcome.status) == (old.id, "failed")
+    failed = world.get(old.id)
+    assert failed.error_code == "EXPORT_FAILED"
+    assert failed.error_message is not None and named in failed.error_message
+    assert failed.error_message.startswith("the job's filters cannot be applied: ")
+    assert not outcome.crash, "no traceback: not a bug"
 
 
 def test_a_gzip_row_without_file_name_and_type_is_served_under_the_gzip_defaults() -> None:
