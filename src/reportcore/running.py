@@ -312,10 +312,16 @@ def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutc
     if done is None:  # cancelled (or reclaimed) while the last bytes were written
         latest = jobs.get(job.id)
         # the file there may be the one of a worker that took the job over and finished it
+        left = ""
         if latest is None or (latest.status, latest.file_path) != (JobStatus.SUCCEEDED, location):
-            store.delete(location)
+            try:
+                store.delete(location)
+            except (StorageFailure, OSError) as exc:
+                # no retry would help: the message's next delivery finds the job ended, and
+                # no pass looks at a cancelled job's files; said in the log with the location
+                left = f"file left at {location}: the store would not delete it ({exc})"
         status = latest.status.value if latest else "gone"
-        return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status)
+        return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status, detail=left)
     return RunOutcome(
         disposition=Disposition.ACK,
         job_id=job.id,

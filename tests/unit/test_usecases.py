@@ -1212,6 +1212,25 @@ def test_a_cancel_landing_as_the_file_is_kept_removes_the_file_again() -> None:
     world.assert_no_file(world.get(job.id))
 
 
+def test_a_cancel_landing_as_the_file_is_kept_with_a_store_that_will_not_delete_it() -> None:
+    """The store's refusal escaped the run: the message went back to the queue, and its next
+    delivery found the job cancelled and acked it, so the retry helped nothing and the file
+    stayed unsaid. The message is acked now, and the outcome names the file left."""
+
+    class Refusing(OnCommitStore):
+        def delete(self, location: str) -> None:
+            raise StorageFailure("export file could not be deleted: permission denied")
+
+    world = World()
+    world.store = store = Refusing()
+    job = world.create().job
+    store.hook = lambda: cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock)
+    outcome = world.run()
+    assert (outcome.disposition, outcome.status) == (Disposition.ACK, "cancelled")
+    assert outcome.detail.startswith("file left at ")
+    assert "permission denied" in outcome.detail
+
+
 class VanishingJobs(InMemoryJobRepository):
     """A job store whose row of the running job is deleted (by hand) at ``when``."""
 
