@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import datetime as dt
 import errno
+import io
 import logging
 import os
 import re
@@ -228,16 +229,23 @@ class FilesystemStore:
     def read(self, location: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
         """Bytes ``start`` .. ``end`` (inclusive) in chunks of 256 KiB.
 
-        A missing file raises ``FileNotFoundError`` here, before the first chunk.
+        A missing file raises ``FileNotFoundError`` here, before the first chunk: the file is
+        opened here, so retention deleting it once the answer started cannot cut it short
+        (an open file outlives its name).
         """
         path = self._inside(location)
-        size = path.stat().st_size  # FileNotFoundError now, not halfway through a response
+        fh = path.open("rb")  # FileNotFoundError now, not halfway through a response
+        try:
+            size = os.fstat(fh.fileno()).st_size
+        except BaseException:
+            fh.close()
+            raise
         stop = size if end is None else min(end + 1, size)
-        return self._chunks(path, max(0, start), stop)
+        return self._chunks(fh, max(0, start), stop)
 
     @staticmethod
-    def _chunks(path: Path, start: int, stop: int) -> Iterator[bytes]:
-        with path.open("rb") as fh:
+    def _chunks(fh: io.BufferedReader, start: int, stop: int) -> Iterator[bytes]:
+        with fh:
             fh.seek(start)
             left = stop - start
             while left > 0:

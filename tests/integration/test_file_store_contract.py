@@ -246,6 +246,16 @@ def test_reading_a_missing_file_fails_at_the_call_before_the_first_chunk(subject
         subject.store.read(location)
 
 
+def test_a_file_deleted_once_its_read_began_is_still_read_whole(subject: Subject) -> None:
+    """The API has sent its 200 and Content-Length once read() returned: retention deleting
+    the file then must not cut the answer short (the filesystem store opened the file only
+    at the first chunk, so the stream died after the headers)."""
+    location = stored(subject)
+    chunks = subject.store.read(location)
+    subject.store.delete(location)
+    assert b"".join(chunks) == DATA
+
+
 def test_the_file_is_served_by_the_api_not_by_a_direct_url(subject: Subject) -> None:
     location = stored(subject)
     assert subject.store.download_url(location, dt.datetime(2030, 1, 1, tzinfo=dt.UTC)) is None
