@@ -227,7 +227,19 @@ def test_an_if_range_of_another_version_gets_the_whole_file(world: ApiWorld) -> 
 
 
 @pytest.mark.parametrize(
-    "header", ["bytes=0-1,5-6", "items=0-5", "bytes=9-3", "bytes=abc", "bytes=-", "garbage"]
+    "header",
+    [
+        "bytes=0-1,5-6",
+        "items=0-5",
+        "bytes=9-3",
+        "bytes=abc",
+        "bytes=-",
+        "garbage",
+        # a space inside a position: "1 0" was read as 10, a range nobody asked for
+        "bytes=1 0-20",
+        "bytes=0-2 0",
+        "bytes=- 1 2",
+    ],
 )
 def test_a_range_we_do_not_serve_is_ignored_for_the_whole_file(
     world: ApiWorld, header: str
@@ -246,6 +258,7 @@ def test_a_range_we_do_not_serve_is_ignored_for_the_whole_file(
         ("bytes=0-" + "9" * 20, (0, 9)),  # an end past the file is clamped, however long
         ("bytes=3-" + "9" * 5000, (3, 9)),  # past int()'s 4,300 digits: no 500 either
         ("bytes=-" + "9" * 25, (0, 9)),  # more than the file: all of it
+        (" bytes = 2 - 5 ", (2, 5)),  # spaces around the positions, never inside one
     ],
 )
 def test_a_range_in_another_case_or_with_a_huge_end_is_served_as_rfc_9110_says(

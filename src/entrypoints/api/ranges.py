@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import re
 
-# the unit is case-insensitive (RFC 9110); [0-9], as \d takes any script's digits
-_RANGE_RE = re.compile(r"^bytes=([0-9]*)-([0-9]*)$", re.IGNORECASE)
+# the unit is case-insensitive (RFC 9110); [0-9], as \d takes any script's digits; spaces
+# (and tabs) around "=" and "-", never inside a position ("1 0" is no 10)
+_RANGE_RE = re.compile(r"bytes[ \t]*=[ \t]*([0-9]*)[ \t]*-[ \t]*([0-9]*)", re.IGNORECASE)
 _HUGE = 10**19  # a position past any file: what more digits than 19 come to
 
 
@@ -32,7 +33,7 @@ def byte_range(
         return None
     if if_range is not None and (etag is None or if_range.strip() != etag):
         return None
-    match = _RANGE_RE.fullmatch(header.strip().replace(" ", ""))
+    match = _RANGE_RE.fullmatch(header.strip(" \t"))
     if match is None or match.group(1) == match.group(2) == "":
         return None
     first, last = match.group(1), match.group(2)
