@@ -191,11 +191,11 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .runtime.probes import start_probes
     from .worker import Worker, warn_unconfigured_upstreams
 
+    # an OTEL_* typo stops the process before the schema is touched
+    tracing = setup_tracing(env, command="all", database=True)
     applied = _migrate(settings.database_url)
     print(f"schema is up to date (applied {len(applied)})", flush=True)
     warn_unconfigured_upstreams(settings)
-
-    tracing = setup_tracing(env, command="all", database=True)
     stop = threading.Event()
     container = service_container(settings, tracing)
     container.init_resources()

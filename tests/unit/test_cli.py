@@ -735,6 +735,32 @@ def test_all_without_jwt_secret_stops_before_migrating_and_says_what_to_add(
     assert "HS256 key" in line and "identity service" in line and "16 characters" in line
 
 
+@pytest.mark.parametrize(
+    "otel",
+    [{"OTEL_TRACES_EXPORTER": "zipkin"}, {"OTEL_EXPORTER_OTLP_PROTOCOL": "carrier-pigeon"}],
+    ids=["exporter", "protocol"],
+)
+def test_all_with_a_bad_otel_variable_stops_before_migrating(
+    otel: dict[str, str], capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The image's default command changed the schema, then stopped on the typo."""
+    migrated: list[str] = []
+    monkeypatch.setattr("entrypoints.cli._migrate", lambda url: migrated.append(url) or [])
+    env = {
+        "APP_PORT": "0",
+        "WORKER_HTTP_PORT": "0",
+        "DATABASE_URL": "postgresql://nobody@127.0.0.1:1/none",
+        "RABBITMQ_URL": "amqp://guest:guest@127.0.0.1:1",
+        "REPORT_DOWNLOAD_SECRET": "dev-report-secret",
+        "JWT_SECRET": "jwt-secret-value-0123456789",
+        "OTEL_TRACES_EXPORTER": "otlp",
+        **otel,
+    }
+    assert main(["all"], env=env) == 2
+    assert migrated == []
+    assert "reportsvc: configuration error: OTEL_" in capsys.readouterr().err
+
+
 def test_token_leaves_out_the_claims_that_are_not_required(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
