@@ -187,10 +187,14 @@ def latest_due(
     return next_run_at  # unreachable: the last step starts at next_run_at itself
 
 
+# the scheduler's keys; a client's create may not use one (it would take an occurrence's job)
+SCHEDULE_KEY_PREFIX = "schedule:"
+
+
 def idempotency_key_for(schedule_id: str, occurrence: dt.datetime) -> str:
     """``schedule:<id>:<occurrence in UTC>``: the key of the one job of an occurrence."""
     utc = occurrence.astimezone(dt.UTC).replace(tzinfo=None)
-    return f"schedule:{schedule_id}:{utc.isoformat(timespec='seconds')}Z"
+    return f"{SCHEDULE_KEY_PREFIX}{schedule_id}:{utc.isoformat(timespec='seconds')}Z"
 
 
 # --- the schedule ---

@@ -16,7 +16,7 @@ import msgspec
 from . import scheduling, usecases
 from .access import Principal, resolve_tenant
 from .deps import Deps
-from .errors import NotFound
+from .errors import NotFound, ValidationError
 from .jobs import Job
 from .notifying import (
     DeliveryPass,
@@ -34,7 +34,7 @@ from .requests import (
     validate_list,
 )
 from .running import Recovery, RunContext, RunOutcome, recover, run_job
-from .schedules import Schedule
+from .schedules import SCHEDULE_KEY_PREFIX, Schedule
 from .scheduling import SchedulePage, SchedulePatch, ScheduleRequest, SchedulerPass
 from .webhooks import Delivery, DeliveryState, Notification, RenderJob
 
@@ -80,6 +80,16 @@ class ReportService:
         tenant = resolve_tenant(principal, request.tenant_id)
         d = self.deps
         valid = validate_create(request, header_key=header_key, job_types=d.job_types)
+        if valid.idempotency_key is not None and valid.idempotency_key.startswith(
+            SCHEDULE_KEY_PREFIX
+        ):
+            # next_run_at tells the key of a schedule's next job: taken by hand, the
+            # occurrence would be skipped ("exactly one job an occurrence", CONTRACT.md)
+            raise ValidationError(
+                f"idempotency_key must not start with {SCHEDULE_KEY_PREFIX!r}: "
+                f"those keys are the scheduler's",
+                field="idempotency_key",
+            )
         created = usecases.create_job(
             valid,
             tenant_id=tenant,
