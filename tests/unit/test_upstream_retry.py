@@ -191,6 +191,57 @@ def test_a_content_length_that_is_no_ascii_number_is_not_a_worker_bug(length: by
         assert len(drain(source, request(JobType.FEED_INTAKE_EXPORT))) == 1
 
 
+def _days_request(job_type: JobType, *, typed: bool, raw: bool) -> SourceRequest:
+    return msgspec.structs.replace(
+        request(job_type, typed=typed, raw=raw),
+        scope=Scope(
+            barn_id=str(uuid.uuid4()),
+            batch_id=str(uuid.uuid4()),
+            start_date=dt.date(2024, 1, 1),
+            end_date=dt.date(2024, 1, 2),
+        ),
+    )
+
+
+@pytest.mark.parametrize(("typed", "raw"), [(True, False), (False, True)], ids=["csv", "ndjson"])
+def test_weighvision_days_outside_the_dates_or_repeated_are_dropped(typed: bool, raw: bool) -> None:
+    """The range asked for was never checked on the pages of days: a WeighVision answer for
+    2024-01-01..02 with 2023 and 2031 in it, and one aggregate twice, was written whole."""
+    items = [
+        {"id": "a0", "recordDate": "2023-06-01"},
+        {"id": "a1", "recordDate": "2024-01-01"},
+        {"id": "a2", "recordDate": "2024-01-02T00:00:00Z"},
+        {"id": "a2", "recordDate": "2024-01-02T00:00:00Z"},
+        {"id": "a3", "recordDate": "2031-01-01"},
+    ]
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"items": items})
+
+    with source_over(upstream) as source:
+        pages = drain(source, _days_request(JobType.WEIGHVISION_EXPORT, typed=typed, raw=raw))
+    if typed:
+        assert [r.id for p in pages for r in p.records or []] == ["a1", "a2"]
+    else:
+        ids = [msgspec.json.decode(r)["id"] for p in pages for r in p.raw or []]
+        assert ids == ["a1", "a2"]
+
+
+def test_kpi_days_are_kept_once_each_and_a_date_that_is_no_date_is_a_bad_response() -> None:
+    days = [{"recordDate": "2024-01-01", "fcr": "1.1"}, {"recordDate": "2024-01-01", "fcr": "9"}]
+    answers = [days, [{"recordDate": "yesterday"}]]
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"items": answers[0]})
+
+    with source_over(upstream) as source:
+        [page] = drain(source, _days_request(JobType.KPI_FEEDING_EXPORT, typed=True, raw=False))
+        assert [(r.record_date, str(r.fcr)) for r in page.records or []] == [("2024-01-01", "1.1")]
+        answers.pop(0)
+        with pytest.raises(UpstreamBadResponse, match="recordDate that is no date"):
+            drain(source, _days_request(JobType.KPI_FEEDING_EXPORT, typed=True, raw=False))
+
+
 def test_an_integer_cursor_is_sent_back_as_given() -> None:
     cursors: list[str | None] = []
 

@@ -334,15 +334,63 @@ def _page(
         )
     if decoders.tenant and not checked:
         _one_tenant(call, items, request.tenant_id)
+    keep = fetched.keep
+    if fetched.keep is None and request.job_type in _DAILY:
+        keep = _days_asked(call, items, request)
     records = None if typed is None else items
     if request.raw and raws is None:  # after the checks: an over-long page is never held raw
         raws = _items(decode(call, decoders.raw, body))
     if request.raw and not body.isascii():
         _utf8(call, body)  # raw records go to the file as they came: they must be JSON's text
-    if fetched.keep is not None:
-        records = kept(records, fetched.keep) if records is not None else None
-        raws = kept(raws, fetched.keep) if raws is not None else None
+    if keep is not None:
+        records = kept(records, keep) if records is not None else None
+        raws = kept(raws, keep) if raws is not None else None
     return SourcePage(records=records, raw=raws)
+
+
+# the job types of one page of days, asked for by date (the others are paged in windows,
+# which hold their answers to the range: windows.py)
+_DAILY = frozenset((JobType.KPI_FEEDING_EXPORT, JobType.WEIGHVISION_EXPORT))
+
+
+def _days_asked(
+    call: Call, items: Sequence[Any], request: SourceRequest
+) -> tuple[bool, ...] | None:
+    """Which days of a KPI or WeighVision page to keep (``None``: all): those inside the
+    job's dates, each once (a KPI day by its date, a WeighVision aggregate by its ``id``).
+    The others are dropped and counted, as the windows drop what is outside their bounds."""
+    start, end = request.scope.start_date, request.scope.end_date
+    daily_key: Callable[[Any], str] = operator.attrgetter("record_date")
+    if request.job_type == JobType.WEIGHVISION_EXPORT:
+        daily_key = lambda r: getattr(r, "id", None) or r.record_date  # noqa: E731
+    seen: set[str] = set()
+    keep: list[bool] = []
+    out_of_range = repeated = 0
+    for item in items:
+        text = item.record_date
+        try:
+            day = dt.date.fromisoformat(text[:10])
+        except ValueError:
+            raise UpstreamBadResponse(
+                f"{call.upstream.value} sent a recordDate that is no date for "
+                f"{call.describe()}: {text[:40]!r}"
+            ) from None
+        key = daily_key(item)
+        if (start is not None and day < start) or (end is not None and day > end):
+            out_of_range += 1
+            keep.append(False)
+        elif key in seen:
+            repeated += 1
+            keep.append(False)
+        else:
+            seen.add(key)
+            keep.append(True)
+    upstream = call.upstream.name.lower()
+    if out_of_range:
+        metrics.UPSTREAM_RECORDS_DROPPED.labels(upstream, "out_of_range").inc(out_of_range)
+    if repeated:
+        metrics.UPSTREAM_RECORDS_DROPPED.labels(upstream, "repeated_id").inc(repeated)
+    return None if all(keep) else tuple(keep)
 
 
 def _utf8(call: Call, body: bytes) -> None:
