@@ -161,6 +161,39 @@ class Watchdog:
                     _shut(entry.connection)
 
 
+def _bounded(
+    timeout: float | None, deadline: float | None, abort: Callable[[], bool] | None
+) -> Callable[..., socket.socket]:
+    """``socket.create_connection`` within a request's deadline and abort: the standard one
+    gives each of the name's addresses the whole timeout (ten addresses that never answer
+    held a page, and its host's slot, for ten timeouts), and before a socket exists the
+    watchdog has nothing to shut. Each address gets what is left of the deadline at most;
+    past the deadline, or once the request is abandoned, no other is tried. (The name's
+    lookup itself is the resolver's, as bounded as it is.)"""
+
+    def create(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
+        host, port = address
+        failure: OSError | None = None
+        for family, kind, proto, _, where in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            left = None if deadline is None else deadline - time.monotonic()
+            if (left is not None and left <= 0) or _asks_abort(abort):
+                raise TimeoutError("connect: past the request's deadline, or abandoned")
+            each = left if timeout is None else timeout if left is None else min(timeout, left)
+            sock = socket.socket(family, kind, proto)
+            try:
+                sock.settimeout(each)
+                sock.connect(where)
+            except OSError as exc:
+                sock.close()
+                failure = exc
+                continue
+            sock.settimeout(timeout)  # the connection's own, for every request it carries
+            return sock
+        raise failure or OSError(f"{host} resolved to no address")
+
+    return create
+
+
 def _asks_abort(abort: Callable[[], bool] | None) -> bool:
     if abort is None:
         return False
@@ -206,6 +239,10 @@ class StdlibTransport(httpx.BaseTransport):
         extensions = request.extensions
         deadline, abort = extensions.get(DEADLINE), extensions.get(ABORT)
         while True:
+            if connection.sock is None:  # not connected: no socket the watchdog could shut
+                connection._create_connection = _bounded(  # type: ignore[attr-defined]
+                    self._timeout, deadline, abort
+                )
             watched = self.watchdog.watch(connection, deadline, abort)
             try:
                 response = self._exchange(connection, request)
