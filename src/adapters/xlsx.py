@@ -19,6 +19,7 @@ import math
 import os
 import re
 import shutil
+import sys
 import tempfile
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -189,8 +190,8 @@ def _put_number(sheet: Worksheet, row: int, col: int, value: Any) -> object:
     number: float | int | None = None
     if isinstance(value, int) and not isinstance(value, bool):
         number = value if _fits_excel(str(value)) else None
-    elif isinstance(value, float):
-        number = value if math.isfinite(value) else None
+    elif isinstance(value, float):  # its shortest spelling: 0.30000000000000004 has 17 digits
+        number = value if _fits_excel(repr(value)) else None
     elif isinstance(value, str) and _fits_excel(value):
         number = float(value)
     if number is None:
@@ -200,7 +201,8 @@ def _put_number(sheet: Worksheet, row: int, col: int, value: Any) -> object:
 
 def _fits_excel(text: str) -> bool:
     """Whether the decimal ``text`` is a number Excel holds as written: at most 15 significant
-    digits, and a float that neither overflows nor vanishes (1e400, 1e-400 stay text)."""
+    digits, and a float that neither overflows nor vanishes (1e400, 1e-400 stay text), nor is
+    below Excel's smallest (a subnormal: 1e-310 was written 9.999999999999969E-311)."""
     found = _DECIMAL.fullmatch(text)
     if found is None:
         return False
@@ -208,7 +210,9 @@ def _fits_excel(text: str) -> bool:
     if len(digits) > _EXCEL_DIGITS:
         return False
     number = float(text)
-    return math.isfinite(number) and (number != 0 or not digits)
+    if number == 0:
+        return not digits
+    return math.isfinite(number) and abs(number) >= sys.float_info.min
 
 
 def row_formats() -> RowFormats:
