@@ -81,16 +81,29 @@ def claim(name: str, raw: str) -> str | None:
     return raw.strip() or None
 
 
+# the password of a URL's user: what an error message shows of a URL never includes it
+_PASSWORD = re.compile(r"(//[^/?#@:]*:)[^/?#]*@")
+
+
+def redacted(url: str) -> str:
+    """``url`` with its password (``user:password@``) written ``***``."""
+    return _PASSWORD.sub(r"\1***@", url)
+
+
 def _url(*schemes: str) -> Callable[[str, str], str]:
     def parse(name: str, raw: str) -> str:
         value = text(name, raw)
-        parts = urlsplit(value)
+        shown = redacted(raw)
+        try:
+            parts = urlsplit(value)
+        except ValueError:  # an unclosed "[" of an IPv6 host
+            raise ConfigError(f"{name} is no URL, got {shown!r}") from None
         if parts.scheme not in schemes or not parts.hostname:
-            raise ConfigError(f"{name} must be a {schemes[0]}:// URL with a host, got {raw!r}")
+            raise ConfigError(f"{name} must be a {schemes[0]}:// URL with a host, got {shown!r}")
         try:
             _ = parts.port  # a port that is no number, or past 65535, raises here
         except ValueError:
-            raise ConfigError(f"{name} has no valid port (0..65535), got {raw!r}") from None
+            raise ConfigError(f"{name} has no valid port (0..65535), got {shown!r}") from None
         return value
 
     return parse

@@ -366,3 +366,23 @@ def test_every_upstream_has_the_setting_its_variables_are_read_into() -> None:
     config = upstream_config(load_settings(env))
     for upstream, where in BASE_URLS.items():
         assert getattr(config, where.attribute) == f"http://{upstream.name.lower()}"
+
+
+@pytest.mark.parametrize(
+    ("name", "raw"),
+    [
+        ("DATABASE_URL", "postgresql+psycopg://admin:S3cretPassw0rd@db/x"),
+        ("DATABASE_URL", "postgresql://admin:S3cretPassw0rd@db:99999/x"),
+        ("DATABASE_URL", "postgresql://admin:S3cret@Passw0rd@[db/x"),
+        ("RABBITMQ_URL", "http://guest:S3cretPassw0rd@mq:5672/"),
+        ("FEED_SERVICE_URL", "ftp://svc:S3cretPassw0rd@feed.internal"),
+    ],
+)
+def test_a_refused_url_is_shown_without_its_password(name: str, raw: str) -> None:
+    """The message quoted the whole URL: `reportsvc migrate` with a mistyped scheme printed
+    the database's password on stderr (and into whatever collects it)."""
+    with pytest.raises(ConfigError) as refused:
+        load_settings({name: raw})
+    message = str(refused.value)
+    assert "S3cret" not in message and "Passw0rd" not in message
+    assert "***@" in message
