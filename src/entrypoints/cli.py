@@ -7,32 +7,21 @@ missing or malformed one prints ``reportsvc: configuration error: <message>`` an
 from __future__ import annotations
 
 import argparse
-import contextlib
 import os
 import sys
 import threading
-import uuid
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
-from typing import IO, Any
+from typing import Any
 
-import msgspec
-
-from reportcore.errors import ExportFailure, StorageFailure, ValidationError
-from reportcore.jobs import file_name_for
-from reportcore.jobtypes import JOB_TYPES, Upstream
-from reportcore.pipeline import ExportProgress, export_records
-from reportcore.requests import (
-    CreateRequest,
-    ValidCreate,
-    options_of_create,
-    validate_create,
-    validate_tenant_id,
-)
+from reportcore.errors import StorageFailure
 from reportsvc import __version__
 
-from .containers import check_upstream_tls, demo_clock, policy_from, upstream_config
-from .export_flags import add_option_flags, add_request_flags, request_body
+from .commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Failure
+from .commands import settings_for as _settings
+from .containers import check_upstream_tls
+from .export_flags import add_option_flags, add_request_flags
+from .local import TOKEN_REQUIRED, cmd_export, cmd_token
 from .runtime.serving import PortUnavailable, check_ports, connection_limits, relog, serve
 from .runtime.tracing import setup_tracing
 from .settings import (
@@ -41,13 +30,8 @@ from .settings import (
     ConfigError,
     Settings,
     fallbacks,
-    load_settings,
     variable_of,
 )
-
-EXIT_OK = 0
-EXIT_FAILED = 1
-EXIT_USAGE = 2  # configuration errors and invalid arguments, as argparse does
 
 API_REQUIRED = ("database_url", "rabbitmq_url", "download_secret", "jwt_secret")
 WORKER_REQUIRED = (
@@ -62,26 +46,9 @@ MIGRATE_REQUIRED = ("database_url",)
 # upstream is not configured fails UPSTREAM_UNAVAILABLE naming the variable, and the start
 # warns about each one missing.
 ALL_REQUIRED = API_REQUIRED
-TOKEN_REQUIRED = ("jwt_secret",)
-
-
-class Failure(Exception):
-    """A command could not do its work; printed as one ``reportsvc: ...`` line."""
-
-    def __init__(self, message: str, exit_code: int = EXIT_FAILED) -> None:
-        super().__init__(message)
-        self.exit_code = exit_code
 
 
 # --- commands ---
-
-
-def _settings(env: Mapping[str, str], required: Sequence[str]) -> Settings:
-    from .runtime.logs import setup_logging
-
-    settings = load_settings(env, required=required)
-    setup_logging(settings)
-    return settings
 
 
 def _app_port(settings: Settings, env: Mapping[str, str]) -> tuple[str, int, str]:
@@ -103,7 +70,6 @@ def _traced_app(app: Any, tracing: Any) -> Any:
 
 
 def _check_store(container: Any) -> None:
-    from reportcore.errors import StorageFailure
 
     from .containers import check_file_store
 
@@ -233,119 +199,6 @@ def cmd_dev(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .dev import run_dev
 
     return run_dev(env, data_dir=Path(args.data_dir), host=args.host, port=args.port)
-
-
-def cmd_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Print a signed user JWT."""
-    # imported here: PyJWT pulls in cryptography, memory a worker never needs (docs/performance.md)
-    from .auth import sign_user_token
-
-    settings = load_settings(env, required=TOKEN_REQUIRED)
-    print(
-        sign_user_token(
-            settings, tenant=args.tenant, roles=args.role, sub=args.sub, ttl_sec=args.ttl
-        )
-    )
-    return EXIT_OK
-
-
-class _ProgressBar:
-    """A one-line bar on a terminal, redrawn after each page."""
-
-    WIDTH = 30
-
-    def __init__(self, stream: IO[str]) -> None:
-        self._stream = stream
-
-    def update(self, progress: ExportProgress) -> None:
-        filled = self.WIDTH * progress.pct // 100
-        bar = "#" * filled + "-" * (self.WIDTH - filled)
-        self._stream.write(f"\r[{bar}] {progress.pct:3d}%  {progress.rows} rows")
-        self._stream.flush()
-
-    def done(self, rows: int) -> None:
-        self.update(ExportProgress(pct=100, rows=rows))
-        self._stream.write("\n")
-
-
-def _no_bar(progress: ExportProgress) -> None:
-    """Not a terminal: nothing to redraw."""
-
-
-def _export_request(args: argparse.Namespace) -> ValidCreate:
-    """The export's flags as a create request, checked as the API checks one."""
-    try:
-        return validate_create(msgspec.convert(request_body(args), type=CreateRequest))
-    except (msgspec.ValidationError, ValidationError) as exc:
-        raise Failure(f"invalid export: {exc}", EXIT_USAGE) from exc
-    except ValueError as exc:  # a flag that spells no request (--filter without "=")
-        raise Failure(str(exc), EXIT_USAGE) from exc
-
-
-def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
-    """Export one job type and scope straight from upstream to a local file."""
-    valid = _export_request(args)
-    spec = JOB_TYPES[valid.job_type]
-    if not args.tenant and not args.demo:
-        raise Failure("--tenant is required (or --demo)", EXIT_USAGE)
-    try:
-        tenant = validate_tenant_id(args.tenant, "--tenant") if args.tenant else None
-    except ValidationError as exc:
-        raise Failure(str(exc), EXIT_USAGE) from exc
-    output = Path(args.output or file_name_for(valid.job_type, valid.format, valid.compression))
-
-    with contextlib.ExitStack() as cleanup:
-        if args.demo:
-            from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
-
-            settings = _settings(env, ())
-            demo = DemoUpstream(clock=demo_clock(settings))
-            url = demo.start("127.0.0.1", 0)
-            cleanup.callback(demo.stop)
-            config = upstream_config(settings, every_upstream=url)
-            tenant = tenant or DEMO_TENANT
-        else:
-            settings = _settings(env, (UPSTREAM_URLS[Upstream(spec.upstream)],))
-            check_upstream_tls(settings)
-            config = upstream_config(settings)
-        assert tenant is not None
-
-        from adapters.filesystem import FilesystemWriter
-        from adapters.upstream import HttpRecordSource
-        from adapters.xlsx import row_formats
-
-        source = HttpRecordSource(config)
-        cleanup.callback(source.close)
-        bar = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
-
-        def open_file() -> FilesystemWriter:
-            # the job store's writer: a hidden temporary, fsynced, renamed into place whole
-            try:
-                return FilesystemWriter(output, owns_folder=False)
-            except StorageFailure as exc:
-                raise Failure(f"cannot write {output}: {exc.message}") from exc
-
-        try:
-            exported = export_records(
-                spec,
-                valid.format,
-                valid.scope,
-                tenant_id=tenant,
-                trace_id=str(uuid.uuid4()),  # sent upstream as the trace id
-                source=source,
-                open_file=open_file,
-                on_progress=_no_bar if bar is None else bar.update,
-                options=options_of_create(valid),
-                formats=row_formats(),
-                # pages, rows and bytes as a worker's (the seconds are the caller's: Ctrl+C)
-                limits=policy_from(settings).limits,
-            )
-        except ExportFailure as exc:
-            raise Failure(f"export failed: {exc.code}: {exc.message}") from exc
-    if bar is not None:
-        bar.done(exported.rows)
-    print(f"{output}: rows={exported.rows} bytes={exported.size_bytes} sha256={exported.sha256}")
-    return EXIT_OK
 
 
 # --- the parser ---

@@ -1,0 +1,147 @@
+"""The commands that run on their own, without the service's database or queue:
+``reportsvc token`` (a signed user JWT) and ``reportsvc export`` (one export straight from
+upstream to a local file)."""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import sys
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import IO
+
+import msgspec
+
+from reportcore.errors import ExportFailure, StorageFailure, ValidationError
+from reportcore.jobs import file_name_for
+from reportcore.jobtypes import JOB_TYPES, Upstream
+from reportcore.pipeline import ExportProgress, export_records
+from reportcore.requests import (
+    CreateRequest,
+    ValidCreate,
+    options_of_create,
+    validate_create,
+    validate_tenant_id,
+)
+
+from .commands import EXIT_OK, EXIT_USAGE, Failure, settings_for
+from .containers import check_upstream_tls, demo_clock, policy_from, upstream_config
+from .export_flags import request_body
+from .settings import UPSTREAM_URLS, load_settings
+
+TOKEN_REQUIRED = ("jwt_secret",)
+
+
+def cmd_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Print a signed user JWT."""
+    # imported here: PyJWT pulls in cryptography, memory a worker never needs (docs/performance.md)
+    from .auth import sign_user_token
+
+    settings = load_settings(env, required=TOKEN_REQUIRED)
+    print(
+        sign_user_token(
+            settings, tenant=args.tenant, roles=args.role, sub=args.sub, ttl_sec=args.ttl
+        )
+    )
+    return EXIT_OK
+
+
+class _ProgressBar:
+    """A one-line bar on a terminal, redrawn after each page."""
+
+    WIDTH = 30
+
+    def __init__(self, stream: IO[str]) -> None:
+        self._stream = stream
+
+    def update(self, progress: ExportProgress) -> None:
+        filled = self.WIDTH * progress.pct // 100
+        bar = "#" * filled + "-" * (self.WIDTH - filled)
+        self._stream.write(f"\r[{bar}] {progress.pct:3d}%  {progress.rows} rows")
+        self._stream.flush()
+
+    def done(self, rows: int) -> None:
+        self.update(ExportProgress(pct=100, rows=rows))
+        self._stream.write("\n")
+
+
+def _no_bar(progress: ExportProgress) -> None:
+    """Not a terminal: nothing to redraw."""
+
+
+def _export_request(args: argparse.Namespace) -> ValidCreate:
+    """The export's flags as a create request, checked as the API checks one."""
+    try:
+        return validate_create(msgspec.convert(request_body(args), type=CreateRequest))
+    except (msgspec.ValidationError, ValidationError) as exc:
+        raise Failure(f"invalid export: {exc}", EXIT_USAGE) from exc
+    except ValueError as exc:  # a flag that spells no request (--filter without "=")
+        raise Failure(str(exc), EXIT_USAGE) from exc
+
+
+def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Export one job type and scope straight from upstream to a local file."""
+    valid = _export_request(args)
+    spec = JOB_TYPES[valid.job_type]
+    if not args.tenant and not args.demo:
+        raise Failure("--tenant is required (or --demo)", EXIT_USAGE)
+    try:
+        tenant = validate_tenant_id(args.tenant, "--tenant") if args.tenant else None
+    except ValidationError as exc:
+        raise Failure(str(exc), EXIT_USAGE) from exc
+    output = Path(args.output or file_name_for(valid.job_type, valid.format, valid.compression))
+
+    with contextlib.ExitStack() as cleanup:
+        if args.demo:
+            from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
+
+            settings = settings_for(env, ())
+            demo = DemoUpstream(clock=demo_clock(settings))
+            url = demo.start("127.0.0.1", 0)
+            cleanup.callback(demo.stop)
+            config = upstream_config(settings, every_upstream=url)
+            tenant = tenant or DEMO_TENANT
+        else:
+            settings = settings_for(env, (UPSTREAM_URLS[Upstream(spec.upstream)],))
+            check_upstream_tls(settings)
+            config = upstream_config(settings)
+        assert tenant is not None
+
+        from adapters.filesystem import FilesystemWriter
+        from adapters.upstream import HttpRecordSource
+        from adapters.xlsx import row_formats
+
+        source = HttpRecordSource(config)
+        cleanup.callback(source.close)
+        bar = _ProgressBar(sys.stderr) if sys.stderr.isatty() else None
+
+        def open_file() -> FilesystemWriter:
+            # the job store's writer: a hidden temporary, fsynced, renamed into place whole
+            try:
+                return FilesystemWriter(output, owns_folder=False)
+            except StorageFailure as exc:
+                raise Failure(f"cannot write {output}: {exc.message}") from exc
+
+        try:
+            exported = export_records(
+                spec,
+                valid.format,
+                valid.scope,
+                tenant_id=tenant,
+                trace_id=str(uuid.uuid4()),  # sent upstream as the trace id
+                source=source,
+                open_file=open_file,
+                on_progress=_no_bar if bar is None else bar.update,
+                options=options_of_create(valid),
+                formats=row_formats(),
+                # pages, rows and bytes as a worker's (the seconds are the caller's: Ctrl+C)
+                limits=policy_from(settings).limits,
+            )
+        except ExportFailure as exc:
+            raise Failure(f"export failed: {exc.code}: {exc.message}") from exc
+    if bar is not None:
+        bar.done(exported.rows)
+    print(f"{output}: rows={exported.rows} bytes={exported.size_bytes} sha256={exported.sha256}")
+    return EXIT_OK
