@@ -17,11 +17,18 @@ from typing import Any
 from reportcore.errors import StorageFailure
 from reportsvc import __version__
 
-from .commands import EXIT_FAILED, EXIT_OK, EXIT_USAGE, Failure
+from .commands import (
+    EXIT_FAILED,
+    EXIT_INTERRUPTED,
+    EXIT_OK,
+    EXIT_TERMINATED,
+    EXIT_USAGE,
+    Failure,
+)
 from .commands import settings_for as _settings
 from .containers import check_upstream_tls
 from .export_flags import add_option_flags, add_request_flags
-from .local import TOKEN_REQUIRED, cmd_export, cmd_token
+from .local import TOKEN_REQUIRED, Stopped, cmd_export, cmd_token
 from .runtime.serving import PortUnavailable, check_ports, connection_limits, relog, serve
 from .runtime.tracing import setup_tracing
 from .settings import (
@@ -345,6 +352,12 @@ def main(argv: Sequence[str] | None = None, env: Mapping[str, str] | None = None
     except PortUnavailable as exc:
         print(f"reportsvc: {exc}", file=sys.stderr)
         return EXIT_FAILED
+    except KeyboardInterrupt:  # Ctrl+C where a command does not stop by itself (export)
+        print("reportsvc: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except Stopped:
+        print("reportsvc: stopped (SIGTERM)", file=sys.stderr)
+        return EXIT_TERMINATED
 
 
 if __name__ == "__main__":

@@ -10,6 +10,8 @@ from .settings import Settings, load_settings
 EXIT_OK = 0
 EXIT_FAILED = 1
 EXIT_USAGE = 2  # configuration errors and invalid arguments, as argparse does
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, as a shell reports Ctrl+C
+EXIT_TERMINATED = 143  # 128 + SIGTERM
 
 
 class Failure(Exception):

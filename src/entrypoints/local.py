@@ -6,9 +6,11 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import signal
 import sys
+import threading
 import uuid
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import IO
 
@@ -81,6 +83,45 @@ def _export_request(args: argparse.Namespace) -> ValidCreate:
         raise Failure(str(exc), EXIT_USAGE) from exc
 
 
+def _output(given: str) -> Path:
+    """Where the file goes: a new file, or a regular one replaced whole (through a symbolic
+    link, the file it names). The file is written to a temporary beside it and renamed
+    into place, which would replace a device, a FIFO or the link itself, not write to it."""
+    if given == "-":
+        raise Failure("--output - (standard output) is not supported: name a file", EXIT_USAGE)
+    path = Path(given)
+    target = path.resolve() if path.is_symlink() else path
+    if target.exists() and not target.is_file():
+        raise Failure(
+            f"--output {given} is not a regular file: the export replaces a file whole",
+            EXIT_USAGE,
+        )
+    return target
+
+
+class Stopped(Exception):
+    """SIGTERM during a local export: the file is dropped as on Ctrl+C."""
+
+
+@contextlib.contextmanager
+def _stopped_by_sigterm() -> Iterator[None]:
+    """SIGTERM raises :class:`Stopped` in the export's thread (the main one), so that the
+    export drops its temporary files on the way out, as on Ctrl+C; the handler before it is
+    put back after."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def stop(signum: int, frame: object) -> None:
+        raise Stopped
+
+    before = signal.signal(signal.SIGTERM, stop)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGTERM, before)
+
+
 def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Export one job type and scope straight from upstream to a local file."""
     valid = _export_request(args)
@@ -91,9 +132,10 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
         tenant = validate_tenant_id(args.tenant, "--tenant") if args.tenant else None
     except ValidationError as exc:
         raise Failure(str(exc), EXIT_USAGE) from exc
-    output = Path(args.output or file_name_for(valid.job_type, valid.format, valid.compression))
+    output = _output(args.output or file_name_for(valid.job_type, valid.format, valid.compression))
 
     with contextlib.ExitStack() as cleanup:
+        cleanup.enter_context(_stopped_by_sigterm())
         if args.demo:
             from adapters.demo_upstream import DEMO_TENANT, DemoUpstream
 

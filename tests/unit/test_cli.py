@@ -9,15 +9,19 @@ import hashlib
 import io
 import json
 import logging
+import os
 import re
 import shlex
+import signal
 import socket
 import sqlite3
 import subprocess
 import sys
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import jwt
 import openpyxl
@@ -828,3 +832,75 @@ def test_export_demo_as_xlsx_writes_a_workbook_named_for_it(tmp_path: Path) -> N
     rows = list(book.worksheets[0].iter_rows(values_only=True))
     assert rows[0][:3] == ("id", "tenant_id", "farm_id")
     assert f"rows={len(rows) - 1} " in done.stdout
+
+
+@pytest.mark.clock
+@pytest.mark.parametrize(
+    ("signum", "code", "said"),
+    [(signal.SIGTERM, 143, "stopped (SIGTERM)"), (signal.SIGINT, 130, "interrupted")],
+)
+def test_export_stopped_by_a_signal_leaves_no_file_and_says_so_in_one_line(
+    signum: int,
+    code: int,
+    said: str,
+    tmp_path: Path,
+    monkeypatch: pytest.MonkeyPatch,
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """SIGTERM ended the process where it stood: the hidden temporary beside --output and
+    the workbook's folder under TMPDIR stayed; Ctrl+C printed a KeyboardInterrupt traceback."""
+    from adapters.upstream import HttpRecordSource
+
+    scratch = tmp_path / "tmp"
+    scratch.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    pages = HttpRecordSource.pages
+
+    def signalled_after_a_page(self: HttpRecordSource, request: Any) -> Any:
+        for n, page in enumerate(pages(self, request)):
+            if n == 1:
+                signal.raise_signal(signum)
+            yield page
+
+    monkeypatch.setattr(HttpRecordSource, "pages", signalled_after_a_page)
+    before = signal.getsignal(signal.SIGTERM)
+    output = tmp_path / "out" / "t.xlsx"
+    output.parent.mkdir()
+    argv = ["export", "--demo", "--job-type", "FEED_INTAKE_EXPORT", "--format", "xlsx"]
+    assert main([*argv, "--output", str(output)], env={}) == code
+    assert capsys.readouterr().err == f"reportsvc: {said}\n"
+    assert list(output.parent.iterdir()) == [], "a temporary was left beside the output"
+    assert list(scratch.iterdir()) == [], "the workbook's temporary folder was left"
+    assert signal.getsignal(signal.SIGTERM) is before
+
+
+@pytest.mark.parametrize("kind", ["fifo", "folder", "-"])
+def test_export_refuses_an_output_that_is_no_regular_file(
+    kind: str, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """The file is written beside its name and renamed into place: /dev/stdout, a FIFO or a
+    folder was replaced by a regular file (as root, /dev/stdout itself)."""
+    target = tmp_path / "target"
+    if kind == "fifo":
+        os.mkfifo(target)
+    elif kind == "folder":
+        target.mkdir()
+    given = "-" if kind == "-" else str(target)
+    argv = ["export", "--demo", "--job-type", "FEED_INTAKE_EXPORT", "--output", given]
+    assert main(argv, env={}) == 2
+    [line] = capsys.readouterr().err.splitlines()
+    assert line.startswith(f"reportsvc: --output {given} ")
+    if kind != "-":
+        assert target.exists() and not target.is_file()
+
+
+@pytest.mark.clock
+def test_export_through_a_symbolic_link_replaces_the_file_it_names(tmp_path: Path) -> None:
+    real = tmp_path / "real.csv"
+    real.write_bytes(b"old")
+    link = tmp_path / "link.csv"
+    link.symlink_to(real)
+    argv = ["export", "--demo", "--job-type", "FEED_INTAKE_EXPORT", "--output", str(link)]
+    assert main(argv, env={}) == 0
+    assert link.is_symlink() and link.resolve() == real
+    assert real.read_bytes().startswith(b"id,tenant_id,")
