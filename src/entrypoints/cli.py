@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from reportcore.access import Role
 from reportcore.errors import StorageFailure
 from reportsvc import __version__
 
@@ -311,12 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
         "--role",
         action="append",
         required=True,
-        help="a role (repeatable): platform_admin, tenant_admin, farm_manager, "
-        "house_operator, viewer",
+        choices=[role.value for role in Role],  # another role is a 403 on every route
+        metavar="ROLE",
+        help=f"a role (repeatable): {', '.join(role.value for role in Role)}",
     )
     token.add_argument("--sub", default="reportsvc-cli", help="subject (requested_by)")
     token.add_argument(
-        "--ttl", type=_positive_int, default=3600, help="lifetime in seconds (%(default)s)"
+        "--ttl",
+        type=_positive_int,
+        default=3600,
+        help="lifetime in seconds (%(default)s; at most ten years)",
     )
     token.set_defaults(run=cmd_token)
 

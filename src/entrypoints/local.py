@@ -32,6 +32,7 @@ from .commands import EXIT_OK, EXIT_USAGE, Failure, settings_for
 from .containers import check_upstream_tls, demo_clock, policy_from, upstream_config
 from .export_flags import request_body
 from .settings import UPSTREAM_URLS, load_settings
+from .variables import MAX_SEC
 
 TOKEN_REQUIRED = ("jwt_secret",)
 
@@ -42,6 +43,14 @@ def cmd_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .auth import sign_user_token
 
     settings = load_settings(env, required=TOKEN_REQUIRED)
+    # what the API would refuse is no token to print (a 401 on every request)
+    if args.ttl > MAX_SEC:
+        raise Failure(f"--ttl must be at most {MAX_SEC} seconds (ten years)", EXIT_USAGE)
+    if args.tenant is not None:
+        try:
+            validate_tenant_id(args.tenant, "--tenant")
+        except ValidationError as exc:
+            raise Failure(str(exc), EXIT_USAGE) from exc
     print(
         sign_user_token(
             settings, tenant=args.tenant, roles=args.role, sub=args.sub, ttl_sec=args.ttl

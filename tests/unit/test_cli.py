@@ -442,6 +442,29 @@ def test_token_needs_at_least_one_role(capsys: pytest.CaptureFixture[str]) -> No
 
 
 @pytest.mark.parametrize(
+    ("argv", "says"),
+    [
+        (["--role", "bogus", "--tenant", "t-1"], "--role: invalid choice: 'bogus'"),
+        (["--role", "viewer", "--tenant", "a b/../x"], "--tenant must be 1..128"),
+        (["--role", "viewer", "--tenant", "t-1", "--ttl", "100000000000000"], "--ttl must be"),
+    ],
+    ids=["unknown role", "malformed tenant", "ttl past ten years"],
+)
+def test_token_refuses_what_the_api_would_refuse(
+    argv: list[str], says: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """Each printed a token (exit 0) that the API then answered 401 or 403 on every route."""
+    try:
+        code = main(["token", *argv], {"JWT_SECRET": SECRET})
+    except SystemExit as done:  # argparse's own refusal
+        code = int(str(done.code))
+    assert code == 2
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert says in captured.err
+
+
+@pytest.mark.parametrize(
     ("extra", "says"),
     [
         (["--job-type", "NOPE_EXPORT"], "job_type"),
