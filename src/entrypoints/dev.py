@@ -22,7 +22,7 @@ import msgspec
 
 from adapters.sqlite import SchemaTooNew
 
-from .settings import Settings, load_settings, variable_of
+from .settings import DECLARED, UPSTREAM_URLS, Settings, load_settings, variable_of
 from .variables import ConfigError
 
 SECRETS_FILE = "secrets.json"
@@ -54,10 +54,29 @@ def load_or_create_secrets(data_dir: Path) -> DevSecrets:
     return made
 
 
+# what the embedded default brings itself (SQLite, an in-process queue, files under the data
+# folder, a demo upstream): these settings are not read, so that a value meant for another
+# process (a mysql:// URL, FILE_STORE=s3 without a bucket) neither stops dev nor is shown
+DEV_OWN = (
+    "database_url",
+    "rabbitmq_url",
+    "export_root",
+    "file_store",
+    "s3_bucket",
+    "s3_prefix",
+    "s3_endpoint_url",
+    "s3_region",
+    "download_redirect",
+    *UPSTREAM_URLS.values(),
+)
+
+
 def dev_settings(env: Mapping[str, str], data_dir: Path, host: str, port: int | None) -> Settings:
-    """Settings of the embedded default: the environment's, with the data folder's secrets
-    (unless the environment sets its own) and files under ``data_dir/exports``."""
-    base = load_settings(env)
+    """Settings of the embedded default: the environment's but for :data:`DEV_OWN`, with the
+    data folder's secrets (unless the environment sets its own) and files under
+    ``data_dir/exports``."""
+    ignored = {name for setting in DEV_OWN for name in DECLARED[setting].names}
+    base = load_settings({name: value for name, value in env.items() if name not in ignored})
     kept = load_or_create_secrets(data_dir)
     return msgspec.structs.replace(
         base,
