@@ -927,3 +927,41 @@ def test_export_through_a_symbolic_link_replaces_the_file_it_names(tmp_path: Pat
     assert main(argv, env={}) == 0
     assert link.is_symlink() and link.resolve() == real
     assert real.read_bytes().startswith(b"id,tenant_id,")
+
+
+@pytest.mark.parametrize(
+    ("host", "url"),
+    [
+        ("0.0.0.0", "http://127.0.0.1:8080"),
+        ("127.0.0.1", "http://127.0.0.1:8080"),
+        ("::", "http://[::1]:8080"),
+        ("::1", "http://[::1]:8080"),
+        ("localhost", "http://localhost:8080"),
+    ],
+)
+def test_the_url_shown_for_a_listening_host_is_one_curl_takes(host: str, url: str) -> None:
+    """`dev --host ::1` printed export BASE=http://::1:43675, which curl refuses (rc 3)."""
+    from entrypoints.runtime.serving import listening_url
+
+    assert listening_url(host, 8080) == url
+
+
+def test_dev_reads_none_of_the_settings_it_brings_itself(tmp_path: Path) -> None:
+    """docs/operations.md: dev ignores DATABASE_URL, RABBITMQ_URL, EXPORT_ROOT and the
+    upstream URLs; each stopped it (exit 2), a database URL's password shown."""
+    from entrypoints.dev import dev_settings
+
+    env = {
+        "DATABASE_URL": "mysql://u:pw@h/db",
+        "RABBITMQ_URL": "amqp://h/?heartbeat=x",
+        "EXPORT_ROOT": "  ",
+        "FILE_STORE": "s3",
+        "FEED_SERVICE_URL": "ftp://feed",
+        "LOG_LEVEL": "WARNING",  # the rest is read as ever
+    }
+    settings = dev_settings(env, tmp_path, "127.0.0.1", 0)
+    assert settings.database_url is None and settings.file_store == "filesystem"
+    assert settings.export_root == str(tmp_path / "exports")
+    assert settings.log_level == "WARNING"
+    with pytest.raises(ConfigError, match="LOG_LEVEL"):
+        dev_settings({"LOG_LEVEL": "LOUD"}, tmp_path, "127.0.0.1", 0)

@@ -22,6 +22,15 @@ class PortUnavailable(Exception):
     """A port the process would listen on cannot be bound; the message names the variable."""
 
 
+def listening_url(host: str, port: int) -> str:
+    """The URL a client on this machine reaches a server on ``host`` and ``port`` at: a
+    wildcard address as the loopback, an IPv6 address in brackets."""
+    shown = {"0.0.0.0": "127.0.0.1", "": "127.0.0.1", "::": "::1"}.get(host, host)
+    if ":" in shown:
+        shown = f"[{shown}]"
+    return f"http://{shown}:{port}"
+
+
 def check_ports(listens: Iterable[tuple[str, int, str]]) -> None:
     """Bind each ``(host, port, variable)`` as the servers will (``SO_REUSEADDR``, as uvicorn
     and the probe server set it) and let go, before anything else starts: a port in use is then
@@ -94,8 +103,7 @@ def serve(
             await super().startup(sockets=sockets)
             if self.started:
                 bound = self.servers[0].sockets[0].getsockname()[1]
-                shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-                url = f"http://{shown}:{bound}"
+                url = listening_url(host, bound)
                 log.info("listening", extra={"url": url, "host": host, "port": bound})
                 if on_ready is not None:
                     on_ready(url)
