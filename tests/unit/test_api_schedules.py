@@ -19,6 +19,9 @@ from tests.unit.api_support import (
     mint,
 )
 
+# the tests read the tests' clock: test_any_day.py runs them again on awkward days
+pytestmark = pytest.mark.clock
+
 SCHEDULES = "/api/v1/reports/schedules"
 BODY: dict[str, Any] = {
     "name": "feed intake for the supplier",

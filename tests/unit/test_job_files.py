@@ -23,6 +23,9 @@ from reportcore.jobs import (
 )
 from tests.clock import pinned_now
 
+# the tests read the tests' clock: test_any_day.py runs them again on awkward days
+pytestmark = pytest.mark.clock
+
 XLSX_MIME = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
 
 

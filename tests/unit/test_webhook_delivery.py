@@ -37,6 +37,9 @@ from tests.running import run_message
 from ..clock import pinned_now
 from .test_usecases import FEED_BODY, RECORDS, TENANT
 
+# the tests read the tests' clock: test_any_day.py runs them again on awkward days
+pytestmark = pytest.mark.clock
+
 URL = "https://hooks.example.com/reports"
 HOSTS = parse_allowed_hosts("hooks.example.com")
 SECRET = b"webhook-secret-0123456789"
