@@ -123,11 +123,13 @@ def test_ready_is_503_naming_the_queue_when_the_broker_is_down(world: ApiWorld) 
 def test_ready_answers_within_its_bound_when_the_database_hangs(
     monkeypatch: pytest.MonkeyPatch,
 ) -> None:
-    monkeypatch.setattr(api.guards, "READY_TIMEOUT_SEC", 0.3)  # read when the app is built
+    # read when the app is built; seconds, so that the healthy queue's ping gets its turn on
+    # a loaded machine, and far below the hang
+    monkeypatch.setattr(api.guards, "READY_TIMEOUT_SEC", 2.0)
     release = threading.Event()
 
     def hang() -> None:
-        release.wait(10)
+        release.wait(30)
         raise ServiceUnavailable("too late")
 
     with api_world() as world:
@@ -141,7 +143,7 @@ def test_ready_answers_within_its_bound_when_the_database_hangs(
     assert answer.status_code == 503
     assert answer.json()["checks"]["database"].startswith("no answer within")
     assert answer.json()["checks"]["queue"] == "ok"
-    assert elapsed < 3
+    assert elapsed < 10
 
 
 # --- create ---

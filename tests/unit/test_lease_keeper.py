@@ -160,6 +160,7 @@ def test_the_workers_keeper_renews_from_a_thread_until_the_export_ends() -> None
     ended = len(calls)
     # leaving the context joined the keeper's thread: nothing is left that could renew
     assert not any(t.name == "lease-keeper" for t in threading.enumerate())
+    time.sleep(0.1)  # ten of its ticks: a keeper still running would have renewed meanwhile
     assert len(calls) == ended, "the keeper renewed after the export ended"
 
 

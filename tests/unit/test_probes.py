@@ -175,11 +175,12 @@ def test_metrics_are_served_in_the_text_format_and_other_paths_are_404(
 
 def test_a_ping_that_hangs_is_reported_as_no_answer_in_time() -> None:
     release = threading.Event()
+    # a bound of seconds: the healthy ping's thread must get its turn on a loaded machine
     results = check_ready(
-        {"database": lambda: None, "queue": lambda: bool(release.wait(5))}, timeout_sec=0.2
+        {"database": lambda: None, "queue": lambda: bool(release.wait(10))}, timeout_sec=2
     )
     release.set()
-    assert results == {"database": "ok", "queue": "no answer within 0.2s"}
+    assert results == {"database": "ok", "queue": "no answer within 2s"}
 
 
 def test_the_heartbeat_beats_only_from_the_consume_loops_thread() -> None:
