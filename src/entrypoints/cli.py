@@ -63,8 +63,10 @@ def _app_port(settings: Settings, env: Mapping[str, str]) -> tuple[str, int, str
     return (settings.host, settings.port, variable_of("port", env))
 
 
-def _probe_port(settings: Settings) -> tuple[str, int, str]:
-    return (settings.worker_http_host, settings.worker_http_port, "WORKER_HTTP_PORT")
+def _probe_ports(settings: Settings) -> list[tuple[str, int, str]]:
+    """The probes' listen, if any: ``WORKER_HTTP_PORT=0`` turns them off."""
+    port = settings.worker_http_port
+    return [(settings.worker_http_host, port, "WORKER_HTTP_PORT")] if port else []
 
 
 def _traced_app(app: Any, tracing: Any) -> Any:
@@ -111,7 +113,7 @@ def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Consume ``report.jobs`` until SIGTERM or SIGINT."""
     settings = _settings(env, WORKER_REQUIRED)
     check_upstream_tls(settings)
-    check_ports([_probe_port(settings)])
+    check_ports(_probe_ports(settings))
     tracing = setup_tracing(env, command="worker", database=True)
     from .containers import service_container
     from .runtime.probes import probes_served
@@ -155,7 +157,7 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Migrate, then serve the API and run a worker in this process until SIGTERM or SIGINT."""
     settings = _settings(env, ALL_REQUIRED)
     check_upstream_tls(settings)
-    check_ports([_app_port(settings, env), _probe_port(settings)])
+    check_ports([_app_port(settings, env), *_probe_ports(settings)])
     if args.reload:
         from .runtime.reloader import main_reloading
 

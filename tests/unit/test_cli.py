@@ -397,6 +397,17 @@ def test_two_settings_naming_one_port_are_caught_as_in_use() -> None:
     check_ports([("127.0.0.1", free, "APP_PORT")])  # and let go: the server binds it next
 
 
+@pytest.mark.parametrize("host", ["999.1.1.1", "8.8.8.8"])
+def test_a_free_port_on_a_host_this_machine_has_not_is_caught_before_anything_starts(
+    host: str,
+) -> None:
+    """`dev --host 999.1.1.1 --port 0` skipped the check (port 0): the worker started, then
+    uvicorn logged an ERROR and the process exited 3 with no reportsvc line."""
+    with pytest.raises(PortUnavailable, match=f"^cannot listen on {host}:0 \\(--port\\)"):
+        check_ports([(host, 0, "--port")])
+    check_ports([("127.0.0.1", 0, "--port")])
+
+
 def _decode(token: str, **kwargs: str) -> dict[str, object]:
     return jwt.decode(
         token,

@@ -36,12 +36,11 @@ def check_ports(listens: Iterable[tuple[str, int, str]]) -> None:
     and the probe server set it) and let go, before anything else starts: a port in use is then
     one line naming it, not a uvicorn ERROR among INFO lines after a worker already started.
     The sockets are held until all are bound, so two settings naming one port are caught too.
-    Port 0 (a free port, or the probes off) needs no check."""
+    Port 0 (a free port) is bound too: the host must still be one this machine can listen
+    on (``--host 999.1.1.1`` was a uvicorn error after the worker had started)."""
     held: list[socket.socket] = []
     try:
         for host, port, variable in listens:
-            if port == 0:
-                continue
             family = socket.AF_INET6 if ":" in host else socket.AF_INET
             sock = socket.socket(family, socket.SOCK_STREAM)
             held.append(sock)
