@@ -219,7 +219,8 @@ def test_each_source_sends_the_contracts_path_parameters_and_headers(
     assert sum(len(p) for p in pages) > 0
 
     seen = demo.requests_to(PATHS[job_type])
-    assert len(seen) == len(pages)
+    # telemetry's last page is short: one more request asks for anything older (none)
+    assert len(seen) == len(pages) + (job_type is JobType.TELEMETRY_EXPORT)
     for req in seen:
         assert req.headers["authorization"] == f"Bearer {TOKEN}"
         assert req.headers["x-trace-id"] == request.job_id

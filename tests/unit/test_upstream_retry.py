@@ -349,7 +349,32 @@ def test_telemetry_pages_end_just_after_the_oldest_instant_and_skip_what_was_emi
         pages = drain(source, request(JobType.TELEMETRY_EXPORT))
     ids = [r.id for p in pages for r in p.records or ()]
     assert ids == ["r1", "r2", "r3", "r4", "r5"]
-    assert asked == [None, "2026-01-02T00:00:00.001Z", "2026-01-01T12:00:00.501Z"]
+    # the last page was short: one request for what is older must come back empty
+    assert asked == [
+        None,
+        "2026-01-02T00:00:00.001Z",
+        "2026-01-01T12:00:00.501Z",
+        "2026-01-01T12:00:00.499Z",
+    ]
+
+
+def test_a_telemetry_service_that_caps_limit_below_what_was_asked_fails_rather_than_truncates() -> (
+    None
+):
+    """A short page was taken for the window's end: a service answering 3 readings when
+    asked for 10 ended the export after its first page, the rest silently left out."""
+    readings = [reading(n, f"2026-01-0{9 - n}T00:00:00Z") for n in range(1, 8)]
+    service = telemetry_service(readings, [])
+
+    def capped(req: httpx.Request) -> httpx.Response:
+        answer = service(req)
+        return httpx.Response(200, json=answer.json()[:3])
+
+    with (
+        source_over(capped, telemetry_limit=10) as source,
+        pytest.raises(UpstreamBadResponse, match="caps limit below what was asked"),
+    ):
+        drain(source, request(JobType.TELEMETRY_EXPORT))
 
 
 def test_as_many_readings_at_one_instant_as_a_page_holds_fail_rather_than_truncate() -> None:
@@ -385,7 +410,7 @@ def test_raw_only_telemetry_still_pages_by_the_readings_ids_and_instants() -> No
     lines = [msgspec.json.decode(r)["id"] for p in pages for r in p.raw or ()]
     assert lines == ["r1", "r2", "r3"]
     assert all(p.records is None for p in pages)
-    assert len(asked) == 3
+    assert len(asked) == 4  # three pages, and one asking for anything older: nothing
 
 
 # --- statuses and retries ---
@@ -530,3 +555,18 @@ def test_retry_after_reads_seconds_and_http_dates(
     header: str | None, seconds: float | None
 ) -> None:
     assert retry_after_seconds(header, NOW) == seconds
+
+
+def test_a_short_page_at_the_first_instant_there_is_ends_the_window() -> None:
+    """Nothing older than year 1 can be asked for: the check for a capped limit asks
+    nothing then (computing its `to` overflowed)."""
+    readings = [reading(1, "0001-01-01T00:00:00.000Z")]
+    asked: list[str | None] = []
+    undated = msgspec.structs.replace(
+        request(JobType.TELEMETRY_EXPORT, typed=False, raw=True),
+        scope=Scope(barn_id=str(uuid.uuid4())),
+    )
+    with source_over(telemetry_service(readings, asked), telemetry_limit=4) as source:
+        [page] = drain(source, undated)
+    assert page.raw is not None and len(page.raw) == 1
+    assert asked == [None]

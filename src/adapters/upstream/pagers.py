@@ -34,6 +34,7 @@ from .wire import (
 
 _ONE_MS = dt.timedelta(milliseconds=1)
 _LAST_TO = dt.datetime.max.replace(tzinfo=dt.UTC) - _ONE_MS  # the newest ``to`` there can be
+_FIRST_TO = dt.datetime.min.replace(tzinfo=dt.UTC)  # and the oldest
 # the longest cursor sent back: FarmIQ's are ids of tens of characters; one of 64 KiB would make
 # httpx refuse the URL (InvalidURL, no transport error: the export failed as a bug)
 MAX_CURSOR = 8 * 1024
@@ -130,6 +131,8 @@ def telemetry(get: Get, call: Call, query: str, bounds: Bounds, limit: int) -> P
         )
         yield Fetched(body, None if all(keep) else keep, keys, instants)
         if len(keys) < limit:
+            if keys:
+                _no_cap(get, call, query, min(instants), floor, len(keys), limit)
             return
         oldest, newest = min(instants), max(instants)
         if floor is not None and oldest < floor:
@@ -157,6 +160,32 @@ def telemetry(get: Get, call: Call, query: str, bounds: Bounds, limit: int) -> P
                 f"{keys[list(instants).index(oldest)].occurred_at}, past any range there is"
             )
         upper = instant_text(oldest + _ONE_MS)
+
+
+def _no_cap(
+    get: Get,
+    call: Call,
+    query: str,
+    oldest: dt.datetime,
+    floor: dt.datetime | None,
+    answered: int,
+    limit: int,
+) -> None:
+    """A short page ends a window only if nothing older is left: a service that caps
+    ``limit`` below what was asked answers short pages with more behind them, and paging
+    would end there, the rest of the window silently lost. One request for what is strictly
+    older than the page's oldest reading (within ``from``) must come back empty."""
+    if oldest < _FIRST_TO + _ONE_MS:  # nothing older can be asked for
+        return
+    body = get(and_(query, "to", instant_text(oldest - _ONE_MS)))
+    keys: Sequence[RecordKey] = decode(call, READING_KEYS, body)
+    older = [t for t in instants_of(call, keys) if t < oldest and (floor is None or t >= floor)]
+    if older:
+        raise UpstreamBadResponse(
+            f"{call.upstream.value} answered {answered} readings of {call.describe()} when "
+            f"asked for {limit}, yet holds older ones in the range: it caps limit below what "
+            f"was asked, and the export would silently lose readings"
+        )
 
 
 class CursorLoop:
