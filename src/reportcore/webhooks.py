@@ -179,6 +179,8 @@ def check_notify_url(url: str, allowed: tuple[AllowedHost, ...]) -> str:
         raise refuse("must not carry credentials")
     if parts.fragment:
         raise refuse("must not have a #fragment")
+    if parts.port == 0:  # read as the scheme's port it would pass that port's entry
+        raise refuse("must not name port 0")
     host = host.rstrip(".")
     address = _ip(host)
     port = parts.port or (443 if scheme == "https" else 80)

@@ -600,6 +600,15 @@ def test_a_listed_port_is_compared_with_the_schemes_default_when_the_url_names_n
         check_notify_url("https://secure.example:80/x", allowed)
 
 
+@pytest.mark.parametrize("url", ["https://secure.example:0/x", "http://plain.example:00/x"])
+def test_a_url_naming_port_0_is_refused_not_read_as_the_schemes_port(url: str) -> None:
+    """`parts.port or 443` read :0 as 443: the URL passed a host:443 entry, and every
+    delivery then failed connecting to port 0."""
+    allowed = parse_allowed_hosts("secure.example:443,http://plain.example:80")
+    with pytest.raises(ValidationError, match="must not name port 0"):
+        check_notify_url(url, allowed)
+
+
 def test_ports_1_and_65535_may_be_listed_and_none_beyond() -> None:
     assert parse_allowed_hosts("a.example:1,b.example:65535") == (
         AllowedHost("a.example", port=1),
