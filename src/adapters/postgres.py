@@ -224,7 +224,13 @@ class PostgresDialect(sql_jobs.Dialect):
         return f"%({name})s{_CASTS.get(name, '')}"
 
     def instant(self, value: dt.datetime | None) -> dt.datetime | None:
-        return value
+        """Cut to the millisecond: the old schema's ``timestamp(3)`` columns round, so a job
+        created in a day's last half millisecond was stored in the next day (out of that
+        day's ``created_to``, and created after it started); every instant is cut alike, so
+        they compare as they were taken."""
+        if value is None:
+            return None
+        return value.replace(microsecond=value.microsecond // 1000 * 1000)
 
     def read_instant(self, value: Any) -> dt.datetime | None:
         """Aware UTC; a value without zone holds UTC (the old schema's ``timestamp(3)``)."""

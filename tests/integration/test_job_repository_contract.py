@@ -632,6 +632,20 @@ def test_find_lists_only_the_tenants_jobs_newest_first(
     assert repo.find("nobody", ListQuery()) == []
 
 
+def test_a_job_created_in_a_days_last_half_millisecond_stays_in_that_day(
+    repo: JobRepository, clock: FakeClock
+) -> None:
+    """PostgreSQL's timestamp(3) rounds: 23:59:59.9996 was stored as the next day's 00:00,
+    out of that day's created_to and created after its own start."""
+    last = START.replace(hour=23, minute=59, second=59, microsecond=999_600)
+    clock.set(last)
+    job = running(repo, clock)
+    assert job.created_at.date() == last.date()
+    assert job.started_at is not None and job.started_at >= job.created_at
+    day_end = last.replace(microsecond=999_999)
+    assert ids(repo.find(TENANT, ListQuery(created_to=day_end))) == [job.id]
+
+
 def test_find_filters_by_status_type_and_creation_time(
     repo: JobRepository, clock: FakeClock
 ) -> None:
