@@ -171,11 +171,25 @@ def _shipped() -> tuple[str, ...]:
     return tuple(name for name, _ in migrations())
 
 
+# A migration waits this long for a table's lock, then lets go and tries again later: an
+# ALTER TABLE waiting behind a long transaction (a pg_dump, a report query) queues every read
+# and write of the table behind itself, the old service's included, for as long as it waits.
+MIGRATION_LOCK_WAIT = "SET LOCAL lock_timeout = '2s'"
+MIGRATION_LOCK_TRIES = 6
+MIGRATION_LOCK_PAUSE_SEC = 1.0  # doubled after each refusal, up to 8 s
+
+
+class MigrationBlocked(Exception):
+    """A migration found its tables held by another transaction at every try."""
+
+
 def migrate(database_url: str) -> list[str]:
     """Apply the migrations this database has not had yet; return their names.
 
     Idempotent, and safe to run from several processes at once: they take turns under an
-    advisory lock, and each migration commits together with its record.
+    advisory lock, and each migration commits together with its record. A migration waits at
+    most 2 s for a lock on its tables at a time (the tables' users queue behind it no longer
+    than that), tried :data:`MIGRATION_LOCK_TRIES` times; then :class:`MigrationBlocked`.
     """
     with psycopg.connect(database_url, autocommit=True, connect_timeout=10) as conn:
         # a session lock: also released if this process dies, when its connection closes
@@ -186,13 +200,31 @@ def migrate(database_url: str) -> list[str]:
         for name, statements in migrations():
             if name in done:
                 continue
-            with conn.transaction():
-                # no parameters: the file goes as one simple query, several statements allowed
-                conn.execute(statements.encode())
-                conn.execute(RECORD_MIGRATION, (name,))
+            _apply(conn, name, statements)
             applied.append(name)
         conn.execute(RELEASE_MIGRATION_LOCK, (MIGRATION_LOCK_KEY,))
         return applied
+
+
+def _apply(conn: psycopg.Connection[Any], name: str, statements: str) -> None:
+    pause = MIGRATION_LOCK_PAUSE_SEC
+    for tried in range(1, MIGRATION_LOCK_TRIES + 1):
+        try:
+            with conn.transaction():
+                conn.execute(MIGRATION_LOCK_WAIT)
+                # no parameters: the file goes as one simple query, several statements allowed
+                conn.execute(statements.encode())
+                conn.execute(RECORD_MIGRATION, (name,))
+            return
+        except psycopg.errors.LockNotAvailable:
+            if tried == MIGRATION_LOCK_TRIES:
+                raise MigrationBlocked(
+                    f"{name} could not lock its tables in {MIGRATION_LOCK_TRIES} tries: another "
+                    f"transaction holds them (see pg_stat_activity); run migrate again once it "
+                    f"ended"
+                ) from None
+            time.sleep(pause)
+            pause = min(pause * 2, 8.0)
 
 
 # --- the dialect ---

@@ -334,6 +334,41 @@ def test_migrations_run_at_once_from_two_processes_apply_each_migration_once(
     assert count == (len(ALL_MIGRATIONS),)
 
 
+@pytest.mark.parametrize("reader", ["ends", "stays"])
+def test_a_migration_behind_a_long_transaction_never_holds_the_table_longer_than_its_wait(
+    reader: str, database_url: str, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """An ALTER TABLE waiting for a reader's transaction queued every read and write of
+    report_jobs behind itself (the old service's too) for as long as the reader lasted.
+    It waits 2 s at a time and lets go between tries; a reader that never ends is named."""
+    import adapters.postgres as postgres
+
+    monkeypatch.setattr(postgres, "MIGRATION_LOCK_TRIES", 3)
+    monkeypatch.setattr(postgres, "MIGRATION_LOCK_PAUSE_SEC", 0.5)
+    old = connect()
+    old.execute(OLD_SCHEMA.format(ts="TIMESTAMP(3)").encode())
+    long_reader = connect()
+    long_reader.execute("BEGIN")
+    long_reader.execute("SELECT count(*) FROM report_jobs")  # its lock held until it ends
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        migrating = pool.submit(migrate, database_url)
+        time.sleep(0.5)  # the migration now waits for the reader
+        other = connect()
+        other.execute("SET statement_timeout = '10s'")
+        began = time.monotonic()
+        other.execute("SELECT count(*) FROM report_jobs WHERE tenant_id = 't1'")
+        waited = time.monotonic() - began
+        if reader == "ends":
+            time.sleep(1.0)
+            long_reader.execute("ROLLBACK")
+            assert migrating.result(timeout=60) == ALL_MIGRATIONS
+        else:
+            with pytest.raises(postgres.MigrationBlocked, match="could not lock its tables"):
+                migrating.result(timeout=60)
+            long_reader.execute("ROLLBACK")
+    assert waited < 3.0, f"another client's read waited {waited:.1f} s behind the migration"
+
+
 def test_ties_in_created_at_page_in_code_point_order_of_ids_whatever_the_collation(
     database_url: str, connect: Any, pools: Any
 ) -> None:
