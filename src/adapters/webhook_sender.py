@@ -9,18 +9,23 @@ status line a byte at a time would otherwise hold the attempt (and the sender's 
 long as it likes. httpx has no total timeout, so a watchdog timer shuts the attempt's socket
 down at the deadline; the read waiting on it returns at once and the attempt fails. The socket
 is the one httpcore reports through its ``trace`` extension when it connects; every attempt
-opens a connection of its own (no keep-alive), so there always is one to watch.
+opens a connection of its own (no keep-alive), so there always is one to watch. Before there
+is a socket, the connect itself keeps to the deadline (:class:`BoundedTransport`: each of the
+receiver's addresses gets what is left of it, not the whole timeout each).
 """
 
 from __future__ import annotations
 
 import contextlib
+import contextvars
 import socket
 import threading
 import time
-from collections.abc import Mapping
+import urllib.request
+from collections.abc import Iterable, Iterator, Mapping
 from typing import Any
 
+import httpcore
 import httpx
 
 from reportcore.webhooks import SendResult, WebhookRules
@@ -89,6 +94,144 @@ class _Deadline:
             self._watched.clear()
 
 
+# when the attempt under way must be over (time.monotonic()), for the connect of its socket
+_ATTEMPT_ENDS: contextvars.ContextVar[float | None] = contextvars.ContextVar(
+    "webhook_attempt_ends", default=None
+)
+
+
+class _BoundedBackend(httpcore.SyncBackend):
+    """httpcore's own network backend, but a connect gives each of the name's addresses only
+    what is left of the attempt's deadline, and tries none past it: the standard connect
+    gives each address the whole timeout, so a receiver whose name has four silent addresses
+    held an attempt four deadlines long (six: past the delivery's lease, then sent twice).
+    The watchdog only sees a socket once it is connected."""
+
+    def connect_tcp(
+        self,
+        host: str,
+        port: int,
+        timeout: float | None = None,
+        local_address: str | None = None,
+        socket_options: Iterable[Any] | None = None,
+    ) -> httpcore.NetworkStream:
+        ends = _ATTEMPT_ENDS.get()
+        if ends is None:
+            return super().connect_tcp(host, port, timeout, local_address, socket_options)
+        failure: Exception | None = None
+        for *_, where in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
+            left = ends - time.monotonic()
+            if left <= 0:
+                break
+            each = left if timeout is None else min(timeout, left)
+            try:  # to the address itself: TLS still names the host (httpcore's SNI)
+                return super().connect_tcp(str(where[0]), port, each, local_address, socket_options)
+            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                failure = exc
+        if failure is not None and time.monotonic() < ends:
+            raise failure
+        raise httpcore.ConnectTimeout(f"no connection to {host} within the attempt's deadline")
+
+
+_MAPPED: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
+    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
+    (httpcore.ReadTimeout, httpx.ReadTimeout),
+    (httpcore.WriteTimeout, httpx.WriteTimeout),
+    (httpcore.PoolTimeout, httpx.PoolTimeout),
+    (httpcore.ConnectError, httpx.ConnectError),
+    (httpcore.ReadError, httpx.ReadError),
+    (httpcore.WriteError, httpx.WriteError),
+    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
+    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
+    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
+    (httpcore.ProxyError, httpx.ProxyError),
+)
+
+
+@contextlib.contextmanager
+def _as_httpx(request: httpx.Request) -> Iterator[None]:
+    """httpcore's exceptions as httpx's, as httpx's own transport maps them."""
+    try:
+        yield
+    except httpcore.TimeoutException as exc:
+        raise _mapped(exc, request) from exc
+    except httpcore.NetworkError as exc:
+        raise _mapped(exc, request) from exc
+    except (httpcore.ProtocolError, httpcore.UnsupportedProtocol, httpcore.ProxyError) as exc:
+        raise _mapped(exc, request) from exc
+
+
+def _mapped(exc: Exception, request: httpx.Request) -> httpx.HTTPError:
+    for theirs, ours in _MAPPED:
+        if isinstance(exc, theirs):
+            if issubclass(ours, httpx.RequestError):
+                return ours(str(exc), request=request)
+            return ours(str(exc))  # pragma: no cover - every mapped one is a RequestError
+    return httpx.TransportError(str(exc), request=request)
+
+
+class _Body(httpx.SyncByteStream):
+    def __init__(self, stream: Iterable[bytes], request: httpx.Request) -> None:
+        self._stream = stream
+        self._request = request
+
+    def __iter__(self) -> Iterator[bytes]:
+        with _as_httpx(self._request):
+            yield from self._stream
+
+    def close(self) -> None:
+        close = getattr(self._stream, "close", None)
+        if close is not None:
+            close()
+
+
+class BoundedTransport(httpx.BaseTransport):
+    """httpx's transport over an httpcore pool (no keep-alive) whose connects keep to the
+    attempt's deadline (:class:`_BoundedBackend`); httpx has no option for the backend."""
+
+    def __init__(self) -> None:
+        self._pool = httpcore.ConnectionPool(
+            ssl_context=httpx.create_ssl_context(),
+            max_keepalive_connections=0,
+            network_backend=_BoundedBackend(),
+        )
+
+    def handle_request(self, request: httpx.Request) -> httpx.Response:
+        assert isinstance(request.stream, httpx.SyncByteStream)
+        url = request.url
+        core = httpcore.Request(
+            method=request.method,
+            url=httpcore.URL(
+                scheme=url.raw_scheme, host=url.raw_host, port=url.port, target=url.raw_path
+            ),
+            headers=request.headers.raw,
+            content=request.stream,
+            extensions=request.extensions,
+        )
+        with _as_httpx(request):
+            answer = self._pool.handle_request(core)
+        assert isinstance(answer.stream, Iterable)
+        return httpx.Response(
+            status_code=answer.status,
+            headers=answer.headers,
+            stream=_Body(answer.stream, request),
+            extensions=answer.extensions,
+        )
+
+    def close(self) -> None:
+        self._pool.close()
+
+
+def _bounded_unless_proxied() -> httpx.BaseTransport | None:
+    """:class:`BoundedTransport`, unless the environment names a proxy: httpx reads the
+    proxies only for a client without a transport of its own, and through a proxy the
+    connect is to the proxy, not to the receiver's addresses."""
+    proxies = urllib.request.getproxies_environment()
+    if any(proxies.get(scheme) for scheme in ("http", "https", "all")):
+        return None
+    return BoundedTransport()
+
+
 class HttpWebhookSender:
     """POSTs with one client; each attempt ends within ``deadline_sec`` (connect, send and the
     answer's status line and headers together), whatever the receiver does. Name resolution
@@ -104,13 +247,14 @@ class HttpWebhookSender:
             timeout=deadline_sec,
             follow_redirects=False,
             headers={"User-Agent": USER_AGENT},
-            transport=transport,
+            transport=transport if transport is not None else _bounded_unless_proxied(),
             # a connection per attempt: the deadline watches the socket each attempt opens
             limits=httpx.Limits(max_keepalive_connections=0),
         )
 
     def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         deadline = _Deadline(self.deadline_sec)
+        ends = _ATTEMPT_ENDS.set(time.monotonic() + self.deadline_sec)
         try:
             with self._client.stream(
                 "POST",
@@ -135,6 +279,7 @@ class HttpWebhookSender:
             # (which left the delivery to be taken again after every lease, for ever)
             return SendResult(error=f"the URL cannot be sent: {type(exc).__name__}: {exc}")
         finally:
+            _ATTEMPT_ENDS.reset(ends)
             deadline.close()
 
     def close(self) -> None:

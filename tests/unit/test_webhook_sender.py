@@ -8,10 +8,13 @@ import socket
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from adapters.webhook_sender import HttpWebhookSender
+
+from .upstream_support import Authority, TcpServer, read_request_head
 
 DRIP = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
 
@@ -176,3 +179,117 @@ def test_a_url_httpx_refuses_is_a_failed_attempt_not_an_error(
     result = sender.send(url, b"{}", {})
     assert result.status is None
     assert result.error is not None and result.error.startswith("the URL cannot be sent: ")
+
+
+def test_a_name_of_many_silent_addresses_ends_the_attempt_at_its_deadline(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """httpcore's connect gave each of a name's addresses the whole timeout, and the
+    watchdog only sees a connected socket: four silent addresses held an attempt with a
+    2 s deadline for 8 s (six or more: past the delivery's lease, then sent twice)."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = listener.getsockname()[1]
+    filling = []
+    for _ in range(8):  # the backlog full: the kernel drops the next handshakes unanswered
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", port))
+        filling.append(sock)
+    time.sleep(0.1)
+    real = socket.getaddrinfo
+
+    def resolve(host: object, *args: object, **kwargs: object) -> object:
+        if host == "silent.test":
+            return real("127.0.0.1", port, socket.AF_INET, socket.SOCK_STREAM) * 4
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    sender = HttpWebhookSender(deadline_sec=1.0)
+    try:
+        began = time.monotonic()
+        result = sender.send(f"http://silent.test:{port}/hook", b"{}", {})
+        took = time.monotonic() - began
+    finally:
+        sender.close()
+        for sock in filling:
+            sock.close()
+        listener.close()
+    assert result.error is not None and "deadline" in result.error, result
+    assert took < 2.5, took
+
+
+def test_an_https_receiver_is_verified_by_its_name_though_its_address_is_dialled(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The bounded connect dials each address itself; TLS must still send and check the
+    receiver's name (SNI, the certificate's name), as httpx's own connect does."""
+    authority = Authority(tmp_path / "ca")
+    answered: list[bytes] = []
+
+    def answer(conn: socket.socket, stop: threading.Event) -> None:
+        if read_request_head(conn):
+            answered.append(b"hook")
+            conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+            # until the client closes: closing first, with its body unread, resets the
+            # connection, and the client may see the reset before the answer
+            conn.settimeout(2)
+            with contextlib.suppress(OSError):
+                while conn.recv(1024):
+                    pass
+
+    server = TcpServer(answer, authority.server(hosts=("hook.test",)))
+    port = int(server.url.rsplit(":", 1)[1].split("/")[0])
+    real = socket.getaddrinfo
+
+    def resolve(host: object, *args: object, **kwargs: object) -> object:
+        if host == "hook.test":
+            return real("127.0.0.1", port, socket.AF_INET, socket.SOCK_STREAM)
+        return real(host, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    monkeypatch.setenv("SSL_CERT_FILE", authority.bundle)  # as an operator trusts a CA
+    sender = HttpWebhookSender(deadline_sec=5.0)
+    try:
+        result = sender.send(f"https://hook.test:{port}/h", b"{}", {})
+        refused = sender.send(f"https://127.0.0.1:{port}/h", b"{}", {})  # not its name
+    finally:
+        sender.close()
+        server.close()
+    assert result.status == 204, result
+    assert answered == [b"hook"]
+    assert refused.status is None and refused.error is not None
+
+
+def test_a_proxy_the_environment_names_still_carries_the_webhooks(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """httpx reads the environment's proxies only for a client without a transport of its
+    own: the bounded transport is left out where a proxy is named (the connect is then to
+    the proxy), so webhooks keep going through it."""
+    lines: list[bytes] = []
+
+    def proxy(conn: socket.socket, stop: threading.Event) -> None:
+        head = b""
+        while b"\r\n\r\n" not in head:
+            chunk = conn.recv(4096)
+            if not chunk:
+                return
+            head += chunk
+        lines.append(head.split(b"\r\n", 1)[0])
+        conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+        conn.settimeout(2)
+        with contextlib.suppress(OSError):
+            while conn.recv(1024):
+                pass
+
+    server = TcpServer(proxy)
+    monkeypatch.setenv("HTTP_PROXY", server.url.removesuffix("/page"))
+    sender = HttpWebhookSender(deadline_sec=5.0)
+    try:
+        result = sender.send("http://hook.test/h", b"{}", {})
+    finally:
+        sender.close()
+        server.close()
+    assert result.status == 204, result
+    assert lines == [b"POST http://hook.test/h HTTP/1.1"]
