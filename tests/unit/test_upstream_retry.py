@@ -227,6 +227,27 @@ def test_weighvision_days_outside_the_dates_or_repeated_are_dropped(typed: bool,
         assert ids == ["a1", "a2"]
 
 
+@pytest.mark.parametrize(("typed", "raw"), [(True, False), (False, True)], ids=["csv", "ndjson"])
+def test_weighvision_aggregates_of_one_date_are_all_kept(typed: bool, raw: bool) -> None:
+    """A range without a batch holds one aggregate a batch each date: they are no repeats,
+    whether they carry ids (an NDJSON export's check read none, so keyed them by date and
+    dropped all but the first) or not."""
+    items = [
+        {"id": "b1", "recordDate": "2024-01-01"},
+        {"id": "b2", "recordDate": "2024-01-01"},
+        {"recordDate": "2024-01-02"},
+        {"recordDate": "2024-01-02"},
+    ]
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, json={"items": items})
+
+    with source_over(upstream) as source:
+        pages = drain(source, _days_request(JobType.WEIGHVISION_EXPORT, typed=typed, raw=raw))
+    kept = [r for p in pages for r in (p.records if typed else p.raw) or []]
+    assert len(kept) == 4
+
+
 def test_kpi_days_are_kept_once_each_and_a_date_that_is_no_date_is_a_bad_response() -> None:
     days = [{"recordDate": "2024-01-01", "fcr": "1.1"}, {"recordDate": "2024-01-01", "fcr": "9"}]
     answers = [days, [{"recordDate": "yesterday"}]]

@@ -357,12 +357,12 @@ def _days_asked(
     call: Call, items: Sequence[Any], request: SourceRequest
 ) -> tuple[bool, ...] | None:
     """Which days of a KPI or WeighVision page to keep (``None``: all): those inside the
-    job's dates, each once (a KPI day by its date, a WeighVision aggregate by its ``id``).
-    The others are dropped and counted, as the windows drop what is outside their bounds."""
+    job's dates, each once (a KPI day, one a barn's day, by its date; a WeighVision
+    aggregate by its ``id``: one date holds one a batch, and one without an id is never
+    taken for a repeat). The others are dropped and counted, as the windows drop what is
+    outside their bounds."""
     start, end = request.scope.start_date, request.scope.end_date
-    daily_key: Callable[[Any], str] = operator.attrgetter("record_date")
-    if request.job_type == JobType.WEIGHVISION_EXPORT:
-        daily_key = lambda r: getattr(r, "id", None) or r.record_date  # noqa: E731
+    by_id = request.job_type == JobType.WEIGHVISION_EXPORT
     seen: set[str] = set()
     keep: list[bool] = []
     out_of_range = repeated = 0
@@ -375,10 +375,12 @@ def _days_asked(
                 f"{call.upstream.value} sent a recordDate that is no date for "
                 f"{call.describe()}: {text[:40]!r}"
             ) from None
-        key = daily_key(item)
+        key = item.id if by_id else text
         if (start is not None and day < start) or (end is not None and day > end):
             out_of_range += 1
             keep.append(False)
+        elif key is None:
+            keep.append(True)
         elif key in seen:
             repeated += 1
             keep.append(False)

@@ -85,7 +85,7 @@ _IDENTIFYING = ("id", "record_date", "tenant_id")
 
 
 def checked(record: type[msgspec.Struct]) -> type[msgspec.Struct]:
-    """``record`` cut to what identifies it (``id``, else ``recordDate``) and ``tenantId``, as
+    """``record`` cut to what identifies it (``id``, ``recordDate``) and ``tenantId``, as
     required or optional as in ``record``: an NDJSON export decodes each record through it, so
     that what is not a record (not an object, no ``id``) is refused as a CSV export refuses
     it, and its tenant is checked, at about half the CPU of building the typed record (the
@@ -96,7 +96,7 @@ def checked(record: type[msgspec.Struct]) -> type[msgspec.Struct]:
             continue
         if field.required:
             fields.append((field.name, field.type))
-        elif field.name == "tenant_id":
+        elif field.name in ("tenant_id", "id"):  # checked, or keyed on, where sent
             fields.append((field.name, field.type, None))
     return msgspec.defstruct(
         f"{record.__name__}Check", fields, rename="camel", kw_only=True, frozen=True, gc=False
