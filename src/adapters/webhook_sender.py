@@ -28,6 +28,7 @@ from typing import Any
 import httpcore
 import httpx
 
+from adapters.dialing import addresses_in_time, over
 from reportcore.webhooks import SendResult, WebhookRules
 
 USER_AGENT = "farmiq-reportsvc-webhooks/1"
@@ -49,7 +50,7 @@ class _Deadline:
 
     def __init__(self, seconds: float) -> None:
         self._expired = False
-        self._ends = time.monotonic() + seconds
+        self.ends = time.monotonic() + seconds  # time.monotonic() when the attempt is over
         self._lock = threading.Lock()
         # duplicates of the attempt's sockets: TLS takes the original over (detaching it),
         # while a shutdown through a duplicate still ends the one connection both name
@@ -63,7 +64,7 @@ class _Deadline:
         """Whether the attempt's time is up: the timer fired, or it is past the deadline and
         the timer thread has not run yet (httpx's own read timeout, as long as the deadline,
         can end the attempt first on a busy machine)."""
-        return self._expired or time.monotonic() >= self._ends
+        return self._expired or time.monotonic() >= self.ends
 
     def trace(self, event: str, info: Mapping[str, Any]) -> None:
         """httpcore's ``trace`` hook: watch each connection the attempt opens."""
@@ -119,55 +120,40 @@ class _BoundedBackend(httpcore.SyncBackend):
         if ends is None:
             return super().connect_tcp(host, port, timeout, local_address, socket_options)
         failure: Exception | None = None
-        for *_, where in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
-            left = ends - time.monotonic()
-            if left <= 0:
-                break
-            each = left if timeout is None else min(timeout, left)
+        for (*_, where), each in addresses_in_time(host, port, timeout, ends):
             try:  # to the address itself: TLS still names the host (httpcore's SNI)
                 return super().connect_tcp(str(where[0]), port, each, local_address, socket_options)
             except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
                 failure = exc
-        if failure is not None and time.monotonic() < ends:
+        if failure is not None and not over(ends):
             raise failure
         raise httpcore.ConnectTimeout(f"no connection to {host} within the attempt's deadline")
 
 
-_MAPPED: tuple[tuple[type[Exception], type[httpx.HTTPError]], ...] = (
-    (httpcore.ConnectTimeout, httpx.ConnectTimeout),
-    (httpcore.ReadTimeout, httpx.ReadTimeout),
-    (httpcore.WriteTimeout, httpx.WriteTimeout),
-    (httpcore.PoolTimeout, httpx.PoolTimeout),
-    (httpcore.ConnectError, httpx.ConnectError),
-    (httpcore.ReadError, httpx.ReadError),
-    (httpcore.WriteError, httpx.WriteError),
-    (httpcore.RemoteProtocolError, httpx.RemoteProtocolError),
-    (httpcore.LocalProtocolError, httpx.LocalProtocolError),
-    (httpcore.UnsupportedProtocol, httpx.UnsupportedProtocol),
-    (httpcore.ProxyError, httpx.ProxyError),
-)
+# httpcore's exceptions and httpx's for them, as httpx's own transport maps them
+_MAPPED: Mapping[type[Exception], type[httpx.RequestError]] = {
+    httpcore.ConnectTimeout: httpx.ConnectTimeout,
+    httpcore.ReadTimeout: httpx.ReadTimeout,
+    httpcore.WriteTimeout: httpx.WriteTimeout,
+    httpcore.PoolTimeout: httpx.PoolTimeout,
+    httpcore.ConnectError: httpx.ConnectError,
+    httpcore.ReadError: httpx.ReadError,
+    httpcore.WriteError: httpx.WriteError,
+    httpcore.RemoteProtocolError: httpx.RemoteProtocolError,
+    httpcore.LocalProtocolError: httpx.LocalProtocolError,
+    httpcore.UnsupportedProtocol: httpx.UnsupportedProtocol,
+    httpcore.ProxyError: httpx.ProxyError,
+}
 
 
 @contextlib.contextmanager
 def _as_httpx(request: httpx.Request) -> Iterator[None]:
-    """httpcore's exceptions as httpx's, as httpx's own transport maps them."""
+    """httpcore's exceptions raised as httpx's."""
     try:
         yield
-    except httpcore.TimeoutException as exc:
-        raise _mapped(exc, request) from exc
-    except httpcore.NetworkError as exc:
-        raise _mapped(exc, request) from exc
-    except (httpcore.ProtocolError, httpcore.UnsupportedProtocol, httpcore.ProxyError) as exc:
-        raise _mapped(exc, request) from exc
-
-
-def _mapped(exc: Exception, request: httpx.Request) -> httpx.HTTPError:
-    for theirs, ours in _MAPPED:
-        if isinstance(exc, theirs):
-            if issubclass(ours, httpx.RequestError):
-                return ours(str(exc), request=request)
-            return ours(str(exc))  # pragma: no cover - every mapped one is a RequestError
-    return httpx.TransportError(str(exc), request=request)
+    except tuple(_MAPPED) as exc:
+        ours = next(o for theirs, o in _MAPPED.items() if isinstance(exc, theirs))
+        raise ours(str(exc), request=request) from exc
 
 
 class _Body(httpx.SyncByteStream):
@@ -254,7 +240,7 @@ class HttpWebhookSender:
 
     def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:
         deadline = _Deadline(self.deadline_sec)
-        ends = _ATTEMPT_ENDS.set(time.monotonic() + self.deadline_sec)
+        ends = _ATTEMPT_ENDS.set(deadline.ends)
         try:
             with self._client.stream(
                 "POST",

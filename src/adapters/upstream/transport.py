@@ -49,6 +49,8 @@ from collections.abc import Callable, Iterator
 
 import httpx
 
+from adapters.dialing import addresses_in_time, over
+
 from .connections import HTTPConnection, HTTPSConnection
 
 _Origin = tuple[str, str, int]
@@ -164,21 +166,20 @@ class Watchdog:
 def _bounded(
     timeout: float | None, deadline: float | None, abort: Callable[[], bool] | None
 ) -> Callable[..., socket.socket]:
-    """``socket.create_connection`` within a request's deadline and abort: the standard one
-    gives each of the name's addresses the whole timeout (ten addresses that never answer
-    held a page, and its host's slot, for ten timeouts), and before a socket exists the
-    watchdog has nothing to shut. Each address gets what is left of the deadline at most;
-    past the deadline, or once the request is abandoned, no other is tried. (The name's
-    lookup itself is the resolver's, as bounded as it is.)"""
+    """``socket.create_connection`` within a request's deadline and abort (before a socket
+    exists the watchdog has nothing to shut): each address gets what is left of the deadline
+    at most; past it, or once the request is abandoned, no other is tried. (The name's lookup
+    itself is the resolver's, as bounded as it is.)"""
+
+    def stop() -> bool:
+        return _asks_abort(abort)
 
     def create(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
         host, port = address
         failure: OSError | None = None
-        for family, kind, proto, _, where in socket.getaddrinfo(host, port, 0, socket.SOCK_STREAM):
-            left = None if deadline is None else deadline - time.monotonic()
-            if (left is not None and left <= 0) or _asks_abort(abort):
-                raise TimeoutError("connect: past the request's deadline, or abandoned")
-            each = left if timeout is None else timeout if left is None else min(timeout, left)
+        for (family, kind, proto, where), each in addresses_in_time(
+            host, port, timeout, deadline, stop
+        ):
             sock = socket.socket(family, kind, proto)
             try:
                 sock.settimeout(each)
@@ -189,6 +190,8 @@ def _bounded(
                 continue
             sock.settimeout(timeout)  # the connection's own, for every request it carries
             return sock
+        if over(deadline, stop):
+            raise TimeoutError("connect: past the request's deadline, or abandoned")
         raise failure or OSError(f"{host} resolved to no address")
 
     return create
