@@ -26,7 +26,7 @@ import pytest
 
 from adapters.upstream.transport import ABORT, DEADLINE, StdlibTransport
 
-from .upstream_support import Authority, TcpServer, read_request_head
+from .upstream_support import Authority, TcpServer, read_request_head, unanswered_addresses
 
 
 class _Server:
@@ -255,36 +255,6 @@ def test_a_body_cut_short_of_its_length_is_a_read_error_and_its_connection_is_dr
         server.close()
 
 
-@contextlib.contextmanager
-def _unanswered_addresses(count: int, monkeypatch: pytest.MonkeyPatch) -> Iterator[str]:
-    """A name resolving to ``count`` addresses whose connects hang: a listener that never
-    accepts, its backlog full, so the kernel drops the next handshakes without a word."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
-    port = listener.getsockname()[1]
-    filling = []
-    for _ in range(8):
-        sock = socket.socket()
-        sock.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            sock.connect(("127.0.0.1", port))
-        filling.append(sock)
-    time.sleep(0.1)
-    real = socket.getaddrinfo
-
-    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
-        if host == "unanswered.test":
-            return real("127.0.0.1", port, socket.AF_INET, socket.SOCK_STREAM) * count
-        return real(host, *args, **kwargs)
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
-    try:
-        yield f"http://unanswered.test:{port}/page"
-    finally:
-        for sock in filling:
-            sock.close()
-        listener.close()
-
-
 @pytest.mark.parametrize("ends_by", ["deadline", "abort"])
 def test_connecting_to_a_name_of_many_silent_addresses_ends_with_the_request(
     ends_by: str, monkeypatch: pytest.MonkeyPatch
@@ -298,9 +268,9 @@ def test_connecting_to_a_name_of_many_silent_addresses_ends_with_the_request(
     else:
         extensions = {ABORT: lambda: time.monotonic() - began > 0.3}
     with (
-        _unanswered_addresses(10, monkeypatch) as url,
+        unanswered_addresses(10, monkeypatch) as base,
         _client(look_after_sec=60, timeout=1.0) as client,
         pytest.raises(httpx.ConnectTimeout),
     ):
-        client.send(client.build_request("GET", url, extensions=extensions))
+        client.send(client.build_request("GET", base + "/page", extensions=extensions))
     assert time.monotonic() - began < 3.0

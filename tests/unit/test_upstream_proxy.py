@@ -39,12 +39,9 @@ class _Proxy:
         self.url = self._tcp.url.removesuffix("/page")
 
     def _one(self, conn: socket.socket, stop: threading.Event) -> None:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = conn.recv(4096)
-            if not chunk:
-                return
-            head += chunk
+        head = read_request_head(conn)
+        if not head:
+            return
         line = head.split(b"\r\n", 1)[0].decode()
         self.lines.append(line)
         method, target, _ = line.split(" ")

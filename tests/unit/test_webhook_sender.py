@@ -14,7 +14,13 @@ import pytest
 
 from adapters.webhook_sender import HttpWebhookSender
 
-from .upstream_support import Authority, TcpServer, read_request_head
+from .upstream_support import (
+    Authority,
+    TcpServer,
+    read_request_head,
+    resolving,
+    unanswered_addresses,
+)
 
 DRIP = b"HTTP/1.1 200 OK\r\ncontent-length: 0\r\n\r\n"
 
@@ -187,36 +193,26 @@ def test_a_name_of_many_silent_addresses_ends_the_attempt_at_its_deadline(
     """httpcore's connect gave each of a name's addresses the whole timeout, and the
     watchdog only sees a connected socket: four silent addresses held an attempt with a
     2 s deadline for 8 s (six or more: past the delivery's lease, then sent twice)."""
-    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
-    port = listener.getsockname()[1]
-    filling = []
-    for _ in range(8):  # the backlog full: the kernel drops the next handshakes unanswered
-        sock = socket.socket()
-        sock.setblocking(False)
-        with contextlib.suppress(BlockingIOError):
-            sock.connect(("127.0.0.1", port))
-        filling.append(sock)
-    time.sleep(0.1)
-    real = socket.getaddrinfo
-
-    def resolve(host: object, *args: object, **kwargs: object) -> object:
-        if host == "silent.test":
-            return real("127.0.0.1", port, socket.AF_INET, socket.SOCK_STREAM) * 4
-        return real(host, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
     sender = HttpWebhookSender(deadline_sec=1.0)
     try:
-        began = time.monotonic()
-        result = sender.send(f"http://silent.test:{port}/hook", b"{}", {})
-        took = time.monotonic() - began
+        with unanswered_addresses(4, monkeypatch, "silent.test") as base:
+            began = time.monotonic()
+            result = sender.send(base + "/hook", b"{}", {})
+            took = time.monotonic() - began
     finally:
         sender.close()
-        for sock in filling:
-            sock.close()
-        listener.close()
     assert result.error is not None and "deadline" in result.error, result
     assert took < 2.5, took
+
+
+def _answer_204(conn: socket.socket) -> None:
+    """Answer 204, then wait for the client to close: closing first, with its body unread,
+    resets the connection, and the client may see the reset before the answer."""
+    conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
+    conn.settimeout(2)
+    with contextlib.suppress(OSError):
+        while conn.recv(1024):
+            pass
 
 
 def test_an_https_receiver_is_verified_by_its_name_though_its_address_is_dialled(
@@ -230,24 +226,11 @@ def test_an_https_receiver_is_verified_by_its_name_though_its_address_is_dialled
     def answer(conn: socket.socket, stop: threading.Event) -> None:
         if read_request_head(conn):
             answered.append(b"hook")
-            conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-            # until the client closes: closing first, with its body unread, resets the
-            # connection, and the client may see the reset before the answer
-            conn.settimeout(2)
-            with contextlib.suppress(OSError):
-                while conn.recv(1024):
-                    pass
+            _answer_204(conn)
 
     server = TcpServer(answer, authority.server(hosts=("hook.test",)))
     port = int(server.url.rsplit(":", 1)[1].split("/")[0])
-    real = socket.getaddrinfo
-
-    def resolve(host: object, *args: object, **kwargs: object) -> object:
-        if host == "hook.test":
-            return real("127.0.0.1", port, socket.AF_INET, socket.SOCK_STREAM)
-        return real(host, *args, **kwargs)  # type: ignore[arg-type]
-
-    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    resolving(monkeypatch, "hook.test", port)
     monkeypatch.setenv("SSL_CERT_FILE", authority.bundle)  # as an operator trusts a CA
     sender = HttpWebhookSender(deadline_sec=5.0)
     try:
@@ -270,18 +253,9 @@ def test_a_proxy_the_environment_names_still_carries_the_webhooks(
     lines: list[bytes] = []
 
     def proxy(conn: socket.socket, stop: threading.Event) -> None:
-        head = b""
-        while b"\r\n\r\n" not in head:
-            chunk = conn.recv(4096)
-            if not chunk:
-                return
-            head += chunk
-        lines.append(head.split(b"\r\n", 1)[0])
-        conn.sendall(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n")
-        conn.settimeout(2)
-        with contextlib.suppress(OSError):
-            while conn.recv(1024):
-                pass
+        if head := read_request_head(conn):
+            lines.append(head.split(b"\r\n", 1)[0])
+            _answer_204(conn)
 
     server = TcpServer(proxy)
     monkeypatch.setenv("HTTP_PROXY", server.url.removesuffix("/page"))

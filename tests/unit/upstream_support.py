@@ -16,10 +16,13 @@ import ipaddress
 import socket
 import ssl
 import threading
-from collections.abc import Callable
+import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
+import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
@@ -72,15 +75,54 @@ class TcpServer:
         self._listener.close()
 
 
-def read_request_head(conn: socket.socket) -> bool:
-    """Read a request's head; False if the client left before it was whole."""
+def read_request_head(conn: socket.socket) -> bytes:
+    """Read a request's head and return it (and what came with it); ``b""`` (false) if the
+    client left before it was whole."""
     head = b""
     while b"\r\n\r\n" not in head:
         chunk = conn.recv(4096)
         if not chunk:
-            return False
+            return b""
         head += chunk
-    return True
+    return head
+
+
+def resolving(monkeypatch: pytest.MonkeyPatch, name: str, port: int, count: int = 1) -> None:
+    """``name`` resolves (for this test) to 127.0.0.1:``port``, ``count`` times over."""
+    real = socket.getaddrinfo
+
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host == name:
+            return real("127.0.0.1", port, socket.AF_INET, socket.SOCK_STREAM) * count
+        return real(host, *args, **kwargs)
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+
+
+@contextlib.contextmanager
+def unanswered_addresses(
+    count: int, monkeypatch: pytest.MonkeyPatch, name: str = "unanswered.test"
+) -> Iterator[str]:
+    """``http://<name>:<port>``, a name resolving to ``count`` addresses whose connects hang:
+    a listener that never accepts, its backlog full, so the kernel drops the next handshakes
+    without a word."""
+    listener = socket.create_server(("127.0.0.1", 0), backlog=0)
+    port = listener.getsockname()[1]
+    filling = []
+    for _ in range(8):
+        sock = socket.socket()
+        sock.setblocking(False)
+        with contextlib.suppress(BlockingIOError):
+            sock.connect(("127.0.0.1", port))
+        filling.append(sock)
+    time.sleep(0.1)
+    resolving(monkeypatch, name, port, count)
+    try:
+        yield f"http://{name}:{port}"
+    finally:
+        for sock in filling:
+            sock.close()
+        listener.close()
 
 
 class Authority:
