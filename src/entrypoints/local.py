@@ -46,17 +46,23 @@ def cmd_token(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     # what the API would refuse is no token to print (a 401 on every request)
     if args.ttl > MAX_SEC:
         raise Failure(f"--ttl must be at most {MAX_SEC} seconds (ten years)", EXIT_USAGE)
-    if args.tenant is not None:
-        try:
-            validate_tenant_id(args.tenant, "--tenant")
-        except ValidationError as exc:
-            raise Failure(str(exc), EXIT_USAGE) from exc
+    _tenant(args.tenant)
     print(
         sign_user_token(
             settings, tenant=args.tenant, roles=args.role, sub=args.sub, ttl_sec=args.ttl
         )
     )
     return EXIT_OK
+
+
+def _tenant(given: str | None) -> str | None:
+    """``--tenant`` as the API would take it as a tenant id (``None``: not given)."""
+    if given is None:
+        return None
+    try:
+        return validate_tenant_id(given, "--tenant")
+    except ValidationError as exc:
+        raise Failure(str(exc), EXIT_USAGE) from exc
 
 
 class _ProgressBar:
@@ -137,10 +143,7 @@ def cmd_export(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     spec = JOB_TYPES[valid.job_type]
     if not args.tenant and not args.demo:
         raise Failure("--tenant is required (or --demo)", EXIT_USAGE)
-    try:
-        tenant = validate_tenant_id(args.tenant, "--tenant") if args.tenant else None
-    except ValidationError as exc:
-        raise Failure(str(exc), EXIT_USAGE) from exc
+    tenant = _tenant(args.tenant or None)
     output = _output(args.output or file_name_for(valid.job_type, valid.format, valid.compression))
 
     with contextlib.ExitStack() as cleanup:
