@@ -318,6 +318,45 @@ def test_an_old_unique_index_under_another_name_is_used_not_duplicated(
     assert (created, created_again, again.id) == (True, False, first.id)
 
 
+def test_an_invalid_old_unique_index_is_rebuilt_not_taken_for_a_guard(
+    database_url: str, connect: Any, pools: Any
+) -> None:
+    # A unique index built CONCURRENTLY that failed (here: on a duplicate, since removed) stays
+    # behind, invalid: INSERT ... ON CONFLICT never infers it, so every create with a key failed.
+    old = connect()
+    old.execute(OLD_SCHEMA.format(ts="TIMESTAMP(3)").encode())
+    twins = [old_row(idempotency_key="k"), old_row(idempotency_key="k")]
+    for row in twins:
+        old.execute(OLD_INSERT, row)
+    with pytest.raises(psycopg.errors.UniqueViolation):
+        old.execute(f"CREATE UNIQUE INDEX CONCURRENTLY {OLD_UNIQUE_INDEX.split('INDEX ', 1)[1]}")
+    old.execute("DELETE FROM report_jobs WHERE id = %s", (twins[1]["id"],))
+    valid = (
+        "SELECT bool_and(i.indisvalid) FROM pg_index AS i "
+        "WHERE i.indrelid = 'report_jobs'::regclass AND i.indisunique AND NOT i.indisprimary"
+    )
+    assert old.execute(valid).fetchone() == (False,)
+
+    migrate(database_url)
+
+    assert old.execute(valid).fetchone() == (True,)
+    assert old.execute(KEY_INDEXES).fetchone() == (1,)
+    repo = PostgresJobRepository(pools())
+    again, created = repo.add(new_job(idempotency_key="k"))
+    assert (again.id, created) == (twins[0]["id"], False)
+
+
+def test_old_rows_sharing_a_key_stop_the_migration_with_the_key_named(
+    database_url: str, connect: Any
+) -> None:
+    old = connect()
+    old.execute(OLD_SCHEMA.format(ts="TIMESTAMP(3)").encode())
+    for _ in range(2):
+        old.execute(OLD_INSERT, old_row(idempotency_key="twin-key"))
+    with pytest.raises(psycopg.errors.UniqueViolation, match="twin-key"):
+        migrate(database_url)
+
+
 def test_migrations_run_at_once_from_two_processes_apply_each_migration_once(
     database_url: str, connect: Any
 ) -> None:
