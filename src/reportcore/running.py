@@ -311,9 +311,17 @@ def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutc
     done = jobs.succeed(job.id, owner, now, stored, expires)
     if done is None:  # cancelled (or reclaimed) while the last bytes were written
         latest = jobs.get(job.id)
-        # the file there may be the one of a worker that took the job over and finished it
         left = ""
-        if latest is None or (latest.status, latest.file_path) != (JobStatus.SUCCEEDED, location):
+        if latest is not None and latest.status in (JobStatus.QUEUED, JobStatus.RUNNING):
+            # our lease ran out and the job was handed on: its next attempt writes this same
+            # location (and may have done so already, not yet recorded), then keeps the file
+            # or removes it as its own end says; deleting it here could lose that attempt's
+            left = f"file at {location} left to the job's next attempt"
+        # the file there may be the one of a worker that took the job over and finished it
+        elif latest is None or (latest.status, latest.file_path) != (
+            JobStatus.SUCCEEDED,
+            location,
+        ):
             try:
                 store.delete(location)
             except (StorageFailure, OSError) as exc:

@@ -1231,6 +1231,35 @@ def test_a_cancel_landing_as_the_file_is_kept_with_a_store_that_will_not_delete_
     assert "permission denied" in outcome.detail
 
 
+@pytest.mark.parametrize("holder", ["queued again", "running elsewhere"])
+def test_a_worker_whose_lease_ran_out_leaves_the_jobs_file_to_its_next_holder(
+    holder: str,
+) -> None:
+    """A worker paused past its lease (recovery handed the job on) finishes its file after all:
+    it used to delete the job's file at its refused finish, the same location the next holder
+    writes; had that holder already committed (and not yet recorded) it, the job would then
+    succeed naming no file. The holder overwrites or removes the file; the late one leaves it."""
+    world = World()
+    world.store = store = OnCommitStore()
+    job = world.create().job
+
+    def handed_on() -> None:
+        world.clock.advance(world.policy.lease_sec + 1)
+        assert world.recover().requeued == [job.id]
+        if holder == "running elsewhere":
+            now = world.clock.now()
+            assert world.jobs.claim(job.id, "w2", now, now + dt.timedelta(seconds=30))
+
+    store.hook = handed_on
+    outcome = world.run()
+    assert outcome.status == ("queued" if holder == "queued again" else "running")
+    (location,) = store.files
+    assert outcome.detail == f"file at {location} left to the job's next attempt"
+    if holder == "queued again":  # the next attempt writes it again
+        assert world.run().status == "succeeded"
+        world.assert_file_matches(world.get(job.id))
+
+
 class VanishingJobs(InMemoryJobRepository):
     """A job store whose row of the running job is deleted (by hand) at ``when``."""
 
