@@ -3,8 +3,9 @@
 A file is written under a hidden temporary name in its final folder, flushed and fsynced, and
 renamed into place only on ``commit()`` (then the folder is fsynced, so that the rename itself
 survives a power cut). A reader therefore sees a complete file or none; a crash leaves at most
-a hidden temporary, which the next commit of the job removes, or ``delete`` (retention) and
-``discard`` (a job failed ``WORKER_LOST``, or failing after a dead attempt) with its folder.
+a hidden temporary, which the job's next attempt removes at its commit, or ``delete``
+(retention) and ``discard`` (a job failed ``WORKER_LOST``, or failing after a dead attempt)
+with its folder.
 
 The location is the file's absolute path, as the old service stored in ``file_path``. No path
 outside the root is ever written, read or deleted: ids are checked as path segments, and the
@@ -81,6 +82,8 @@ class FilesystemWriter:
         self.final = final
         self.temp = final.with_name(f"{_temp_prefix(final.name)}{uuid.uuid4().hex}{_TEMP_SUFFIX}")
         self._owns_folder = owns_folder
+        # the temporaries earlier attempts left (see commit); not those of attempts after this
+        self._earlier = _temporaries(final)
         try:
             if owns_folder:
                 final.parent.mkdir(parents=True, exist_ok=True)
@@ -126,8 +129,9 @@ class FilesystemWriter:
         self._state = "committed"
         # Temporaries of earlier attempts at this job whose worker died (SIGKILL, a lost
         # machine) ran nothing to remove them; the file is whole now, so they are garbage.
-        # A stale writer still running finds its temporary gone and fails its own commit.
-        _remove_temporaries(self.final)
+        # Only those there when this writer began: a later one is the job's next attempt,
+        # writing while this writer's worker (paused past its lease) finishes late.
+        _remove(self._earlier)
         return str(self.final)
 
     def abort(self) -> None:
@@ -148,23 +152,29 @@ class FilesystemWriter:
             _remove_empty(self.final.parent)
 
 
-def _remove_temporaries(final: Path) -> None:
-    """Remove every temporary of ``final`` left in its folder.
-
-    Best effort: a leftover that cannot be removed is logged, never fails the caller (whose
-    file is already whole, or already gone).
-    """
+def _temporaries(final: Path) -> list[Path]:
+    """The temporaries of ``final`` in its folder (none if it cannot be listed: logged)."""
     try:
-        leftovers = [
+        return [
             p
             for p in final.parent.iterdir()
             if p.name.startswith(_temp_prefix(final.name)) and p.name.endswith(_TEMP_SUFFIX)
         ]
     except FileNotFoundError:
-        return
+        return []
     except OSError as exc:
         log.warning("could not list %s for leftover temporaries: %s", final.parent, exc)
-        return
+        return []
+
+
+def _remove_temporaries(final: Path) -> None:
+    """Remove every temporary of ``final`` left in its folder."""
+    _remove(_temporaries(final))
+
+
+def _remove(leftovers: list[Path]) -> None:
+    """Best effort: a leftover that cannot be removed is logged, never fails the caller (whose
+    file is already whole, or already gone)."""
     for temp in leftovers:
         try:
             temp.unlink(missing_ok=True)

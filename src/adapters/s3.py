@@ -4,8 +4,9 @@ A file is written as a multipart upload of ``part_bytes`` parts (a file smaller 
 one ``PutObject`` at commit): memory holds at most one part whatever the file's size, and the
 object exists only once the upload is completed, so that a reader sees a whole file or none.
 ``abort`` (a failed or cancelled export) aborts the upload. A worker killed mid-export cannot
-abort its own; the next commit of the same job, and retention's delete, abort every upload
-left open under the key, and the bucket's lifecycle rule (docs/operations.md) is the backstop.
+abort its own; the job's next attempt aborts, at its commit, the uploads open under the key
+when it began, retention's delete (or a discard) every one left open under the key, and the
+bucket's lifecycle rule (docs/operations.md) is the backstop.
 
 The location is ``s3://bucket/key``; a location naming another bucket, or a key outside the
 prefix, is never read or deleted. Transient faults are retried by botocore (its ``standard``
@@ -85,6 +86,8 @@ class S3Writer:
         self._state = "open"  # -> committed | aborted
         extension = key.rsplit(".", 1)[-1]
         self._content_type = _CONTENT_TYPES.get(extension, "application/octet-stream")
+        # the uploads earlier attempts left open (see commit); not those of attempts after this
+        self._earlier = open_uploads(client, bucket, key)
 
     def _check_open(self) -> None:
         if self._state != "open":
@@ -166,8 +169,10 @@ class S3Writer:
             ) from exc
         self._state = "committed"
         self._buf = bytearray()
-        # uploads of earlier attempts at this job whose worker died are garbage now
-        abort_uploads(self._client, self.bucket, self.key)
+        # uploads of earlier attempts at this job whose worker died are garbage now; only
+        # those open when this writer began: a later one is the job's next attempt, uploading
+        # while this writer's worker (paused past its lease) finishes late
+        _abort(self._client, self.bucket, self.key, self._earlier)
         return f"s3://{self.bucket}/{self.key}"
 
     def abort(self) -> None:
@@ -190,16 +195,32 @@ class S3Writer:
             log.warning("could not abort the upload of %s: %s", self.key, _reason(exc))
 
 
+def open_uploads(client: S3Client, bucket: str, key: str) -> list[str]:
+    """The ids of the multipart uploads open under exactly ``key``; none (logged) if the
+    store would not list them."""
+    try:
+        listed = client.list_multipart_uploads(Bucket=bucket, Prefix=key)
+    except (ClientError, BotoCoreError) as exc:
+        log.warning("could not list leftover uploads of %s: %s", key, _reason(exc))
+        return []
+    return [u["UploadId"] for u in listed.get("Uploads", []) if u.get("Key") == key]
+
+
 def abort_uploads(client: S3Client, bucket: str, key: str) -> None:
     """Abort every multipart upload open under exactly ``key``. Best effort: logged, never
     raised (the caller's object is already whole, or already gone)."""
-    try:
-        listed = client.list_multipart_uploads(Bucket=bucket, Prefix=key)
-        for upload in listed.get("Uploads", []):
-            if upload.get("Key") == key:
-                client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload["UploadId"])
-    except (ClientError, BotoCoreError) as exc:
-        log.warning("could not abort leftover uploads of %s: %s", key, _reason(exc))
+    _abort(client, bucket, key, open_uploads(client, bucket, key))
+
+
+def _abort(client: S3Client, bucket: str, key: str, upload_ids: list[str]) -> None:
+    for upload_id in upload_ids:
+        try:
+            client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
+        except ClientError as exc:
+            if not _is_missing(exc):  # a missing one: its own writer ended it meanwhile
+                log.warning("could not abort a leftover upload of %s: %s", key, _reason(exc))
+        except BotoCoreError as exc:
+            log.warning("could not abort a leftover upload of %s: %s", key, _reason(exc))
 
 
 class S3Store:

@@ -140,6 +140,22 @@ def test_a_rewrite_of_the_same_job_replaces_the_file_only_on_commit(subject: Sub
     assert subject.everything() == [location]
 
 
+def test_a_late_commit_leaves_the_next_attempts_writer_whole(subject: Subject) -> None:
+    """A worker paused past its lease commits while the job's next attempt still writes: its
+    commit took that attempt's temporary (or aborted its open upload) as a dead attempt's
+    leftover, and the attempt holding the job then failed STORAGE_FAILED at its own commit."""
+    job = new_job()
+    data = os.urandom(5 * 1024 * 1024 + 1)  # past one S3 part: each writer has an open upload
+    late = subject.store.create(TENANT, job, "csv")
+    late.write(data)
+    holder = subject.store.create(TENANT, job, "csv")
+    holder.write(data[::-1])
+    location = late.commit()
+    assert holder.commit() == location
+    assert read_all(subject.store, location) == data[::-1]
+    assert subject.everything() == [location]
+
+
 def test_an_aborted_file_leaves_nothing_behind(subject: Subject) -> None:
     job = new_job()
     writer = subject.store.create(TENANT, job, "csv")
