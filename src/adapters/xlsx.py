@@ -26,6 +26,7 @@ from typing import Any
 
 import xlsxwriter
 from xlsxwriter.exceptions import FileCreateError
+from xlsxwriter.utility import _preserve_whitespace
 from xlsxwriter.worksheet import Worksheet
 
 from adapters import tempfiles
@@ -47,6 +48,19 @@ _EXCEL_DIGITS = 15
 _EXCEL_YEARS = range(1900, 10000)
 
 Put = Callable[[Worksheet, int, int, Any], object]
+
+
+class _TextSheet(Worksheet):
+    """A sheet whose text cells are only ever text.
+
+    In ``constant_memory`` mode xlsxwriter writes a text that starts with ``<r>`` and ends with
+    ``</r>`` into the sheet's XML as it is, taking it for rich text: from an upstream's free
+    text that is a workbook no reader opens (``<r>A & B</r>``) or a cell of its choosing (a
+    formula, a link). This encoder writes no rich text, so every text goes the escaped way.
+    """
+
+    def _xml_rich_inline_string(self, string: str, attributes: Any = ()) -> None:
+        self._xml_inline_string(string, _preserve_whitespace(string), list(attributes))
 
 
 class XlsxEncoder:
@@ -98,7 +112,7 @@ class XlsxEncoder:
         assert self._book is not None
         self._sheets += 1
         name = SHEET_NAME if self._sheets == 1 else f"{SHEET_NAME} ({self._sheets})"
-        sheet = self._book.add_worksheet(name)
+        sheet = self._book.add_worksheet(name, worksheet_class=_TextSheet)
         for index, column in enumerate(self._columns):
             if column.kind is CellKind.INSTANT:
                 sheet.set_column(index, index, 23)

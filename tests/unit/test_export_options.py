@@ -13,6 +13,7 @@ import hashlib
 import io
 import math
 import re
+import zipfile
 import zoneinfo
 from decimal import Decimal
 from typing import Any
@@ -469,6 +470,35 @@ def test_an_xlsx_workbook_whose_temporary_space_fails_is_storage_failed_saying_s
         f"the worker's temporary files (TMPDIR) could not be written: {reason}"
     )
     assert list(tmp_path.iterdir()) == []
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "<r>Bins A & B refilled</r>",  # was written raw: a workbook no reader opens
+        "<r>  spaced  </r>",
+        # was written raw into the sheet's XML: a live formula cell of upstream's choosing
+        '<r><t>ok</t></r></is></c><c r="Z2" t="str"><f>HYPERLINK("https://evil.example/x",'
+        '"Click")</f><v>Click</v></c><c r="Y2" t="inlineStr"><is><r><t>.</t></r>',
+    ],
+)
+def test_text_shaped_like_rich_text_xml_is_written_as_its_characters(text: str) -> None:
+    # xlsxwriter's constant_memory mode takes any text between <r> and </r> for rich-text XML
+    record = FeedIntakeRecord(
+        id="i",
+        tenant_id="t",
+        farm_id="f",
+        barn_id="b",
+        source="MANUAL",
+        quantity_kg="1",
+        occurred_at="2025-01-01T00:00:00.000Z",
+        created_at="2025-01-01T00:00:00.000Z",
+        notes=text,
+    )
+    data = export([record], ReportFormat.XLSX, columns=["id", "notes"])[0]
+    assert sheet_rows(data) == [("id", "notes"), ("i", text)]
+    with zipfile.ZipFile(io.BytesIO(data)) as book:
+        assert b"<f>" not in book.read("xl/worksheets/sheet1.xml")
 
 
 def test_text_that_looks_like_a_formula_stays_text() -> None:
