@@ -120,11 +120,16 @@ class _BoundedBackend(httpcore.SyncBackend):
         if ends is None:
             return super().connect_tcp(host, port, timeout, local_address, socket_options)
         failure: Exception | None = None
-        for (*_, where), each in addresses_in_time(host, port, timeout, ends):
-            try:  # to the address itself: TLS still names the host (httpcore's SNI)
-                return super().connect_tcp(str(where[0]), port, each, local_address, socket_options)
-            except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
-                failure = exc
+        try:
+            for (*_, where), each in addresses_in_time(host, port, timeout, ends):
+                try:  # to the address itself: TLS still names the host (httpcore's SNI)
+                    return super().connect_tcp(
+                        str(where[0]), port, each, local_address, socket_options
+                    )
+                except (httpcore.ConnectError, httpcore.ConnectTimeout) as exc:
+                    failure = exc
+        except socket.gaierror as exc:  # as httpcore's own connect says it: a failed attempt
+            raise httpcore.ConnectError(f"{exc.strerror or exc} ({host})") from exc
         if failure is not None and not over(ends):
             raise failure
         raise httpcore.ConnectTimeout(f"no connection to {host} within the attempt's deadline")
@@ -258,6 +263,8 @@ class HttpWebhookSender:
                 )
             if isinstance(exc, httpx.TimeoutException):
                 return SendResult(error=f"timeout ({type(exc).__name__})")
+            return SendResult(error=f"{type(exc).__name__}: {exc}")
+        except OSError as exc:  # not httpcore's: a failed attempt all the same, recorded
             return SendResult(error=f"{type(exc).__name__}: {exc}")
         except (httpx.InvalidURL, ValueError) as exc:
             # a URL the create's checks took and httpx refuses (an IDNA host such as

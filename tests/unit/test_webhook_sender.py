@@ -9,6 +9,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -172,6 +173,29 @@ def test_a_refused_connection_is_a_failed_attempt_not_a_deadline(
         port = s.getsockname()[1]  # bound, not listening: connections are refused
         result = sender.send(f"http://127.0.0.1:{port}/hooks", b"{}", {})
     assert result.error is not None and result.error.startswith("ConnectError")
+
+
+@pytest.mark.parametrize(
+    "failure",
+    [
+        socket.gaierror(socket.EAI_NONAME, "Name or service not known"),
+        socket.gaierror(socket.EAI_AGAIN, "Temporary failure in name resolution"),
+    ],
+)
+def test_a_name_that_does_not_resolve_is_a_failed_attempt_not_an_error(
+    sender: HttpWebhookSender, monkeypatch: pytest.MonkeyPatch, failure: OSError
+) -> None:
+    """The resolver's error escaped the sender: the pool could not record the attempt, so the
+    delivery was taken again after every lease, uncounted and without backoff, for ever."""
+
+    def resolve(*args: Any, **kwargs: Any) -> Any:
+        raise failure
+
+    monkeypatch.setattr(socket, "getaddrinfo", resolve)
+    result = sender.send("https://retired.example/hooks", b"{}", {})
+    assert result.status is None
+    assert result.error is not None and result.error.startswith("ConnectError: ")
+    assert str(failure.strerror) in result.error
 
 
 @pytest.mark.parametrize(
