@@ -46,6 +46,20 @@ _CACHE_SIZE = 1024
 MAX_NUMERIC_DATE = 253_402_300_799
 
 
+class BearerRefused(Unauthorized):
+    """A 401 of a JWT route, answered with a Bearer challenge (RFC 9110, RFC 6750):
+    ``missing`` when no token came, else the token sent was refused."""
+
+    def __init__(self, message: str, *, missing: bool = False) -> None:
+        super().__init__(message)
+        self.missing = missing
+
+    @property
+    def challenge(self) -> str:
+        realm = 'Bearer realm="farmiq"'
+        return realm if self.missing else f'{realm}, error="invalid_token"'
+
+
 class TokenVerifier:
     """Checks user JWTs against one key, issuer and audience (``None``: not required)."""
 
@@ -91,11 +105,15 @@ class TokenVerifier:
                     "verify_exp": False,
                     "verify_nbf": False,
                     "verify_iat": False,
+                    # principal_from_claims reads sub (a number too, else user_id); no jti
+                    # is used: pyjwt's own checks of both would refuse such tokens first
+                    "verify_sub": False,
+                    "verify_jti": False,
                 },
             )
         except jwt.PyJWTError:
             # one message for every other refusal: which check failed helps only a forger
-            raise Unauthorized("bearer token is not valid") from None
+            raise BearerRefused("bearer token is not valid") from None
         exp = check_times(claims, now)
         principal = principal_from_claims(claims)
         with self._lock:
@@ -114,9 +132,9 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
         return None
     # RFC 7519 NumericDate: a JSON number (not a string, not a boolean), and a real date
     if isinstance(value, bool) or not isinstance(value, int | float):
-        raise Unauthorized("bearer token is not valid")
+        raise BearerRefused("bearer token is not valid")
     if not math.isfinite(value) or not 0 <= value <= MAX_NUMERIC_DATE:
-        raise Unauthorized("bearer token is not valid")
+        raise BearerRefused("bearer token is not valid")
     return float(value)
 
 
@@ -125,26 +143,26 @@ def check_times(claims: Mapping[str, Any], now: float) -> float:
     :data:`LEEWAY_SEC`), else :class:`Unauthorized`."""
     exp = _numeric_date(claims, "exp")
     if exp is None:
-        raise Unauthorized("bearer token is not valid")
+        raise BearerRefused("bearer token is not valid")
     nbf = _numeric_date(claims, "nbf")
     iat = _numeric_date(claims, "iat")
     if exp <= now - LEEWAY_SEC:
-        raise Unauthorized("bearer token has expired")
+        raise BearerRefused("bearer token has expired")
     if (nbf is not None and nbf > now + LEEWAY_SEC) or (iat is not None and iat > now + LEEWAY_SEC):
-        raise Unauthorized("bearer token is not valid")
+        raise BearerRefused("bearer token is not valid")
     return exp
 
 
 def bearer_token(authorization: str | None) -> str:
     """The token of ``Bearer <token>``, or :class:`Unauthorized`."""
     if not authorization:
-        raise Unauthorized("missing bearer token")
+        raise BearerRefused("missing bearer token", missing=True)
     scheme, _, token = authorization.strip().partition(" ")
     token = token.strip()
     if scheme.lower() != "bearer" or not token or " " in token:
-        raise Unauthorized("Authorization header must be 'Bearer <token>'")
+        raise BearerRefused("Authorization header must be 'Bearer <token>'")
     if len(token) > MAX_TOKEN_LENGTH or not _COMPACT_JWS.fullmatch(token):
-        raise Unauthorized("bearer token is not valid")
+        raise BearerRefused("bearer token is not valid")
     return token
 
 
@@ -152,11 +170,11 @@ def _text(value: Any, name: str) -> str | None:
     if value is None:
         return None
     if isinstance(value, bool) or not isinstance(value, str | int):
-        raise Unauthorized(f"bearer token claim {name} is malformed")
+        raise BearerRefused(f"bearer token claim {name} is malformed")
     text = str(value)
     # the subject is stored as requested_by: no control characters (PostgreSQL refuses NUL)
     if not text or len(text) > _MAX_CLAIM_LENGTH or not text.isprintable():
-        raise Unauthorized(f"bearer token claim {name} is malformed")
+        raise BearerRefused(f"bearer token claim {name} is malformed")
     return text
 
 
@@ -170,22 +188,22 @@ def principal_from_claims(claims: Mapping[str, Any]) -> Principal:
     listed = claims.get("roles")
     if listed is not None:
         if not isinstance(listed, list) or not all(isinstance(r, str) for r in listed):
-            raise Unauthorized("bearer token claim roles must be a list of strings")
+            raise BearerRefused("bearer token claim roles must be a list of strings")
         roles.update(listed)
     single = claims.get("role")
     if single is not None:
         if not isinstance(single, str):
-            raise Unauthorized("bearer token claim role must be a string")
+            raise BearerRefused("bearer token claim role must be a string")
         roles.add(single)
     tenant = claims.get("tenant_id")
     if tenant is not None and not isinstance(tenant, str):
-        raise Unauthorized("bearer token claim tenant_id must be a string")
+        raise BearerRefused("bearer token claim tenant_id must be a string")
     if tenant:
         try:
             validate_tenant_id(tenant)
         except ValidationError:
             # the token is at fault, not the request: a 401, as for any other bad claim
-            raise Unauthorized("bearer token claim tenant_id is malformed") from None
+            raise BearerRefused("bearer token claim tenant_id is malformed") from None
     return Principal(subject=subject, roles=frozenset(roles), tenant_id=tenant or None)
 
 

@@ -6,6 +6,7 @@ import base64
 import datetime as dt
 import os
 from collections.abc import Callable, Iterator
+from typing import Any
 
 import httpx
 import pytest
@@ -176,6 +177,33 @@ def test_a_single_role_claim_and_a_user_id_claim_are_understood(world: ApiWorld)
     answer = world.client.post(JOBS, json=FEED_BODY, headers=auth(token))
     assert answer.status_code == 201, answer.text
     assert answer.json()["requested_by"] == "u-77"
+
+
+@pytest.mark.parametrize(
+    ("claims", "requested_by"),
+    [({"sub": 42}, "42"), ({"sub": None, "user_id": "u-77"}, "u-77"), ({"jti": 7}, "user-1")],
+)
+def test_a_numeric_subject_or_a_null_one_beside_user_id_is_understood(
+    world: ApiWorld, claims: dict[str, Any], requested_by: str
+) -> None:
+    """principal_from_claims takes a number for the subject and falls back to user_id, but
+    pyjwt refused such tokens (401) before it: its own sub and jti checks want strings."""
+    answer = world.client.post(JOBS, json=FEED_BODY, headers=auth(mint(claims)))
+    assert answer.status_code == 201, answer.text
+    assert answer.json()["requested_by"] == requested_by
+
+
+@pytest.mark.clock
+def test_a_401_says_how_to_authenticate(world: ApiWorld) -> None:
+    """RFC 9110: a 401 carries WWW-Authenticate; a bearer client reads it to know it must
+    (re)authenticate, and with error="invalid_token" that its token was refused (RFC 6750)."""
+    missing = world.client.get(JOBS)
+    assert missing.status_code == 401
+    assert missing.headers["www-authenticate"] == 'Bearer realm="farmiq"'
+    refused = world.client.get(JOBS, headers=auth(_expired()))
+    assert refused.status_code == 401
+    assert refused.headers["www-authenticate"] == ('Bearer realm="farmiq", error="invalid_token"')
+    assert "www-authenticate" not in world.client.get(JOBS, headers=auth(mint({}))).headers
 
 
 def test_platform_admin_without_a_tenant_is_400(world: ApiWorld) -> None:

@@ -21,6 +21,7 @@ from litestar.openapi.datastructures import ResponseSpec
 
 from reportcore.errors import ReportError, TooManyJobs, ValidationError
 
+from ..auth import BearerRefused
 from ..bodies import ClientDisconnected
 from ..echo import MAX_ECHO, bounded
 from ..schemas import (
@@ -110,6 +111,8 @@ def on_report_error(request: Request[Any, Any, Any], exc: ReportError) -> Respon
     headers = {}
     if isinstance(exc, TooManyJobs):
         headers["Retry-After"] = str(exc.retry_after_sec)
+    if isinstance(exc, BearerRefused):
+        headers["WWW-Authenticate"] = exc.challenge
     return error_response(request, status, exc.code, message, headers)
 
 
