@@ -46,6 +46,7 @@ from .guards import (
     action_of,
     provide_principal,
     provide_query_tenant,
+    refuse_repeated_headers,
     refuse_repeated_query,
 )
 from .metrics import HttpMetricsMiddleware, prometheus_metrics
@@ -130,6 +131,7 @@ def create_app(container: Container) -> Litestar:
     async def answer_options(request: Request[Any, Any, Any]) -> Response[None] | None:
         if request.method != "OPTIONS":
             refuse_repeated_query(request)
+            refuse_repeated_headers(request)
             return None
         # Litestar 2.25's own OPTIONS answer names only the methods its route knew when it was
         # first built (POST, not GET, on the jobs path): answer from the finished route table

@@ -79,6 +79,31 @@ def refuse_repeated_query(request: Request[Any, Any, Any]) -> None:
         seen.add(name)
 
 
+# headers of one value: a second line is a 400 naming it, as a repeated query parameter is
+# (two Idempotency-Key lines: a proxy keeping the last would disagree with us on the job's key)
+SINGLE_HEADERS = frozenset((b"authorization", b"idempotency-key", b"range", b"if-range"))
+
+
+def refuse_repeated_headers(request: Request[Any, Any, Any]) -> None:
+    """A header of :data:`SINGLE_HEADERS` sent on two lines is a 400 naming it."""
+    seen: set[bytes] = set()
+    for name, _ in request.scope["headers"]:
+        name = name.lower()
+        if name in SINGLE_HEADERS:
+            if name in seen:
+                raise ValidationError(
+                    "header is given more than once; give it once", field=name.decode()
+                )
+            seen.add(name)
+
+
+def list_header(request: Request[Any, Any, Any], name: str) -> str | None:
+    """A list header (``If-Match``) as one value: its lines joined by ", ", as RFC 9110
+    (5.3) reads lines of one field; ``None`` when absent."""
+    lines = request.headers.getall(name, [])
+    return ", ".join(lines) if lines else None
+
+
 class Readiness:
     """Asks the database and the broker, each in its own thread and bounded in time."""
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Iterator, Mapping
 from typing import Annotated, Any
 
-from litestar import Response, get, head, post
+from litestar import Request, Response, get, head, post
 from litestar.connection import ASGIConnection
 from litestar.di import NamedDependency
 from litestar.enums import MediaType
@@ -42,7 +42,7 @@ from ..schemas import (
     shown_out,
 )
 from .errors import error_specs
-from .guards import Readiness, header_key
+from .guards import Readiness, header_key, list_header
 from .ranges import Unsatisfiable, byte_range, content_disposition
 
 BEARER_SCHEME = "bearerAuth"
@@ -272,10 +272,14 @@ def _file_headers(file: usecases.FileToServe) -> dict[str, str]:
 
 
 def _preconditions(
-    if_match: str | None, if_none_match: str | None, headers: Mapping[str, str]
+    request: Request[Any, Any, Any], headers: Mapping[str, str]
 ) -> Response[None] | None:
-    """304 when the client's copy is current, 412 when ``If-Match`` fails, else ``None``."""
-    outcome = conditional.evaluate(if_match, if_none_match, headers.get("etag"))
+    """304 when the client's copy is current, 412 when ``If-Match`` fails, else ``None``.
+    Every line of either header counts: a handler's ``HeaderParameter`` holds only the first
+    (the parameters stay, for the OpenAPI document)."""
+    outcome = conditional.evaluate(
+        list_header(request, "If-Match"), list_header(request, "If-None-Match"), headers.get("etag")
+    )
     if outcome is conditional.Outcome.FAILED:
         raise ClientException(
             detail="If-Match names no current version of the file", status_code=412
@@ -307,6 +311,7 @@ def _redirect(file: usecases.FileToServe) -> Response[None] | None:
     media_type="*/*",
 )
 def download_file(
+    request: Request[Any, Any, Any],
     jobId: FromPath[str],
     reports: NamedDependency[ReportService],
     token: FromQuery[str | None] = None,
@@ -319,7 +324,7 @@ def download_file(
     ``If-Match`` / ``If-None-Match`` / ``If-Range`` as RFC 9110 says."""
     file = reports.open_file(jobId, token)
     headers = _file_headers(file)
-    unchanged = _preconditions(if_match, if_none_match, headers)
+    unchanged = _preconditions(request, headers)
     if unchanged is not None:
         return unchanged
     # the client sends its Range again to the object store, which honours it
@@ -355,6 +360,7 @@ def download_file(
     media_type="*/*",
 )
 def file_head(
+    request: Request[Any, Any, Any],
     jobId: FromPath[str],
     reports: NamedDependency[ReportService],
     token: FromQuery[str | None] = None,
@@ -366,7 +372,7 @@ def file_head(
     ``HEAD`` of a URL signed for ``GET`` is refused there (S3's SigV4 signs the method)."""
     file = reports.open_file(jobId, token)
     headers = _file_headers(file)
-    unchanged = _preconditions(if_match, if_none_match, headers)
+    unchanged = _preconditions(request, headers)
     if unchanged is not None:
         return unchanged
     headers["content-length"] = str(file.size_bytes)
