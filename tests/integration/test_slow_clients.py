@@ -17,6 +17,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
+import msgspec
 import pytest
 
 from .procs import REPORTSVC, Proc, Procs, run_reportsvc, service_env
@@ -134,4 +135,34 @@ def test_a_request_head_or_body_not_complete_in_time_is_closed(
         finally:
             for sock in sockets:
                 sock.close()
+        assert "Traceback" not in api.output(), api.describe()
+
+
+def test_a_request_uvicorn_cannot_parse_is_answered_in_the_envelope(
+    api_env: dict[str, str], tmp_path: Path
+) -> None:
+    """A raw non-ASCII byte in the query (curl sends "?status=queu\u00e9d" as typed) got
+    uvicorn's own 400: text/plain, no envelope, no x-request-id or x-trace-id."""
+    with Procs(tmp_path / "logs") as procs:
+        api, url = _start_api(procs, api_env)
+        (sock,) = _stall(
+            url,
+            1,
+            "GET /api/v1/reports/jobs?status=queu\u00e9d HTTP/1.1\r\nHost: x\r\n\r\n".encode(),
+        )
+        with sock:
+            sock.settimeout(5)
+            answer = b""
+            while chunk := sock.recv(65536):
+                answer += chunk
+        head, _, body = answer.partition(b"\r\n\r\n")
+        status, *lines = head.decode("ascii").split("\r\n")
+        headers = dict(line.lower().split(": ", 1) for line in lines)
+        assert status == "HTTP/1.1 400 Bad Request"
+        assert headers["content-type"] == "application/json"
+        assert int(headers["content-length"]) == len(body)
+        error = msgspec.json.decode(body)["error"]
+        assert error["code"] == "VALIDATION_ERROR" and "percent-encoded" in error["message"]
+        assert error["traceId"] == headers["x-trace-id"] and headers["x-request-id"]
+        assert httpx.get(url + "/api/health", timeout=5).status_code == 200
         assert "Traceback" not in api.output(), api.describe()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+import uuid
 from typing import Any, ClassVar
 
 import msgspec
@@ -106,6 +107,33 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         super().on_response_complete()
         if not self.transport.is_closing() and self._read_deadline is None:
             self.waiting.add(self)  # idle until its next request (uvicorn's keep-alive limit)
+
+    def send_400_response(self, msg: str) -> None:
+        """uvicorn's answer to a request it cannot parse (a raw non-ASCII byte in the query
+        string, which curl sends as typed; a broken request line), in the contract's envelope
+        with the ids every answer carries: uvicorn's own is a text/plain line without them."""
+        ids = str(uuid.uuid4())
+        body = msgspec.json.encode(
+            {
+                "error": {
+                    "code": "VALIDATION_ERROR",
+                    "message": "the request is not valid HTTP/1.1 (a byte outside ASCII in the "
+                    "path or query must be percent-encoded)",
+                    "traceId": ids,
+                }
+            }
+        )
+        head = [
+            b"HTTP/1.1 400 Bad Request",
+            *(name + b": " + value for name, value in self.server_state.default_headers),
+            b"content-type: application/json",
+            b"content-length: " + str(len(body)).encode(),
+            b"x-request-id: " + ids.encode(),
+            b"x-trace-id: " + ids.encode(),
+            b"connection: close",
+        ]
+        self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
+        self.transport.close()
 
     # --- deadlines ---
 
