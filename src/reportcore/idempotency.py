@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -40,9 +41,9 @@ def fingerprint(
     canonical: dict[str, Any] = {
         "job_type": str(job_type),
         "format": fmt.value,
-        "farm_id": scope.farm_id,
-        "barn_id": scope.barn_id,
-        "batch_id": scope.batch_id,
+        "farm_id": _canonical_id(scope.farm_id),
+        "barn_id": _canonical_id(scope.barn_id),
+        "batch_id": _canonical_id(scope.batch_id),
         "start_date": scope.start_date.isoformat() if scope.start_date else None,
         "end_date": scope.end_date.isoformat() if scope.end_date else None,
         "filters": _canonical_filters(scope.filters or {}),
@@ -50,6 +51,18 @@ def fingerprint(
     if options:  # only then: a request without options digests as it always did
         canonical["options"] = dict(options)
     return hashlib.sha256(msgspec.json.encode(canonical, order="sorted")).hexdigest()
+
+
+def _canonical_id(value: str | None) -> str | None:
+    """A scope id as a request's is read (a UUID, lower-case, hyphenated): rows the old
+    service wrote hold them as the client sent them (``5B0F...``), and a replay of that
+    request across the switch-over is the same request, not a 409."""
+    if value is None:
+        return None
+    try:
+        return str(uuid.UUID(value))
+    except ValueError:
+        return value
 
 
 def _canonical_filters(filters: Mapping[str, Any]) -> dict[str, list[str]]:

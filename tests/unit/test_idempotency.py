@@ -196,6 +196,20 @@ def test_a_row_of_the_old_service_with_unsorted_filters_replays_the_same_request
     assert check_replay(old_row, wanted) is old_row
 
 
+def test_a_row_of_the_old_service_with_upper_case_scope_ids_replays_the_same_request() -> None:
+    # the old service stored the UUIDs as the client sent them; ours are read lower-case
+    farm, barn = "5B0F8A3E-0C1D-4E2F-8A9B-ABCDEF012345", "{B0F8A3E5-0C1D-4E2F-8A9B-ABCDEF012345}"
+    valid = validate_create(
+        CreateRequest(
+            job_type=JobType.FEED_INTAKE_EXPORT, format=ReportFormat.CSV, farm_id=farm, barn_id=barn
+        )
+    )
+    assert valid.scope.farm_id == farm.lower() and valid.scope.barn_id == barn[1:-1].lower()
+    old_row = msgspec.structs.replace(make_job(valid), farm_id=farm, barn_id=barn)
+    wanted = fingerprint(valid.job_type, valid.format, valid.scope)
+    assert check_replay(old_row, wanted) is old_row
+
+
 @pytest.mark.parametrize(
     "change",
     [
