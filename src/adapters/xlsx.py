@@ -19,6 +19,7 @@ import math
 import os
 import re
 import shutil
+import socket
 import sys
 import tempfile
 from collections.abc import Callable, Sequence
@@ -48,6 +49,48 @@ _EXCEL_DIGITS = 15
 _EXCEL_YEARS = range(1900, 10000)
 
 Put = Callable[[Worksheet, int, int, Any], object]
+
+
+# A workbook's folder is export-xlsx-<host>-<pid>-<random> in TMPDIR: a worker killed while
+# building one (SIGKILL, the OOM killer) runs no abort, and its folder (~70 MB at 150,000
+# rows) stays; the next worker on the host removes those whose process is gone.
+_FOLDER = "export-xlsx-"
+
+
+def _folder_prefix() -> str:
+    return f"{_FOLDER}{socket.gethostname()}-{os.getpid()}-"
+
+
+def remove_abandoned(tmp_dir: str | None = None) -> list[str]:
+    """Remove the workbook folders in ``tmp_dir`` (``TMPDIR``) that processes of this host
+    left when they died; return their names. A folder of a live process is kept (a pid
+    reused since is a leak, not a loss), as is every other host's (a shared ``TMPDIR``)."""
+    folder = tmp_dir or tempfile.gettempdir()
+    ours = f"{_FOLDER}{socket.gethostname()}-"
+    removed: list[str] = []
+    try:
+        names = os.listdir(folder)
+    except OSError:
+        return removed
+    for name in names:
+        pid, dash, _ = name.removeprefix(ours).partition("-")
+        if not name.startswith(ours) or not dash or not pid.isdigit() or _alive(int(pid)):
+            continue
+        shutil.rmtree(os.path.join(folder, name), ignore_errors=True)
+        removed.append(name)
+    return removed
+
+
+def _alive(pid: int) -> bool:
+    if pid == os.getpid():
+        return True  # this process's own workbooks (another export under way)
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except OSError:  # another user's: alive
+        return True
+    return True
 
 
 class _TextSheet(Worksheet):
@@ -81,7 +124,7 @@ class XlsxEncoder:
         self._max_rows = max_rows
         # one folder for the workbook and xlsxwriter's per-sheet row files: abort removes it all
         try:
-            self._dir = tempfile.mkdtemp(prefix="export-xlsx-", dir=tmp_dir)
+            self._dir = tempfile.mkdtemp(prefix=_folder_prefix(), dir=tmp_dir)
         except OSError as exc:
             raise tempfiles.failure(exc) from exc
         self._path = os.path.join(self._dir, "report.xlsx")

@@ -26,6 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
+from adapters import xlsx
 from adapters.metering import record_export, running_gauge
 from reportcore.fairness import TenantSlots, default_share
 from reportcore.jobtypes import JOB_TYPES
@@ -241,6 +242,11 @@ class Worker:
         """Consume until ``stop`` is set; returns once in-flight jobs finished or went back."""
         settings = self.settings
         concurrency = settings.worker_concurrency
+        abandoned = xlsx.remove_abandoned()  # before this process builds a workbook of its own
+        if abandoned:
+            log.info(
+                "removed the workbooks of dead workers from TMPDIR", extra={"folders": abandoned}
+            )
         recovery = threading.Thread(
             target=self._recovery_loop, args=(stop,), name="recovery", daemon=True
         )
