@@ -19,6 +19,7 @@ from .deps import Deps
 from .errors import (
     IdempotencyKeyReused,
     NotFound,
+    ReportError,
     ServiceUnavailable,
     TooManyJobs,
     TooManySchedules,
@@ -52,6 +53,10 @@ from .usecases import admit_create, create_job
 
 # a PATCH that keeps meeting a claim or another PATCH gives up after this many reads
 PATCH_TRIES = 5
+# a schedule this process cannot read (a stored zone its tzdata lacks, a cron its cronsim
+# refuses) is claimed this far ahead with the reason shown: it holds neither the pass nor the
+# head of every batch, and is tried again then (a process with newer data may read it)
+UNREADABLE_RETRY = dt.timedelta(minutes=5)
 _ONE_US = dt.timedelta(microseconds=1)
 
 
@@ -204,7 +209,16 @@ def update_schedule(
         current = get_schedule(schedule_id, tenant_id=tenant_id, deps=deps)  # 404 once gone
         now = max(deps.clock.now(), current.updated_at + _ONE_US)
         wanted = msgspec.structs.replace(current, updated_at=now, **changes)
-        checked = _checked(wanted, deps, now)
+        if changes.keys() & {"job", "range", "cron", "timezone"} or (
+            wanted.active and not current.active
+        ):
+            checked = _checked(wanted, deps, now)
+        else:
+            # a pause or a rename leaves what makes the jobs as it was: not checked again, so
+            # that a schedule whose template stopped validating (skipping each occurrence,
+            # its notify_url's host no longer allowed) can still be paused
+            validate_name(wanted.name)
+            checked = wanted if wanted.active else msgspec.structs.replace(wanted, next_run_at=None)
         timing_same = (
             checked.cron == current.cron
             and checked.timezone == current.timezone
@@ -247,14 +261,32 @@ def run_schedules(deps: Deps) -> SchedulerPass:
         due = schedule.next_run_at
         if not schedule.active or due is None or due > now:
             continue
-        occurrence = latest_due(schedule.cron, schedule.timezone, due, now, deps.cron)
-        following = next_occurrence(schedule.cron, schedule.timezone, now, deps.cron)
+        try:
+            occurrence = latest_due(schedule.cron, schedule.timezone, due, now, deps.cron)
+            following = next_occurrence(schedule.cron, schedule.timezone, now, deps.cron)
+        except Exception as exc:
+            _set_aside(schedule, due, deps, done, exc)
+            continue
         # claimed at the time of the claim, not of the pass: a long pass must not make its
         # own fresh claims look stuck to another scheduler
         claimed = repository.claim(schedule.id, due, occurrence, following, deps.clock.now())
         if claimed is not None:
             _make_job(claimed, occurrence, deps, done)
     return done
+
+
+def _set_aside(
+    schedule: Schedule, due: dt.datetime, deps: Deps, done: SchedulerPass, exc: Exception
+) -> None:
+    """Skip the occurrence ``due`` of a schedule this process cannot read, and claim the
+    schedule's next run :data:`UNREADABLE_RETRY` from now."""
+    repository = _repository(deps)
+    now = deps.clock.now()
+    if repository.claim(schedule.id, due, due, now + UNREADABLE_RETRY, now) is None:
+        return  # another scheduler had it
+    reason = f"the schedule could not be read ({type(exc).__name__}: {exc}); tried again later"
+    repository.record_skip(schedule.id, due, reason[:500])
+    done.skipped += 1
 
 
 def _make_job(schedule: Schedule, occurrence: dt.datetime, deps: Deps, done: SchedulerPass) -> None:
@@ -279,6 +311,15 @@ def _make_job(schedule: Schedule, occurrence: dt.datetime, deps: Deps, done: Sch
         # a template that no longer validates, or a tenant at its cap of unfinished jobs: the
         # occurrence is skipped with the reason shown (the next one tries again)
         repository.record_skip(schedule.id, occurrence, exc.message)
+        done.skipped += 1
+        return
+    except ReportError:
+        raise  # a store or the queue down: the pass fails, the claim is finished later
+    except Exception as exc:
+        # a template this process cannot turn into a request (a zone its tzdata lacks): the
+        # occurrence is skipped with the reason shown, not the whole pass failed on it
+        reason = f"the occurrence could not be made ({type(exc).__name__}: {exc})"
+        repository.record_skip(schedule.id, occurrence, reason[:500])
         done.skipped += 1
         return
     repository.record_run(schedule.id, occurrence, created.job.id)

@@ -312,6 +312,49 @@ def test_a_template_that_no_longer_validates_is_skipped_with_the_reason_shown() 
     assert (fixed.skipped_in_a_row, fixed.last_error) == (0, None)
 
 
+@pytest.mark.parametrize("broken", ["zone", "cron"])
+def test_a_schedule_this_worker_cannot_read_holds_up_no_other(broken: str) -> None:
+    """A stored zone this worker's tzdata lacks (an api with newer tzdata took it), a cron its
+    cronsim refuses: the pass failed on it, and as it was never claimed it stayed first in
+    every batch, so no schedule of any tenant ran any more."""
+    world = World()
+    others = [world.schedule() for _ in range(2)]
+    bad = world.schedule()
+    rows = world.schedules._rows
+    change = {"timezone": "Mars/Olympus_Mons"} if broken == "zone" else {"cron": "0 25 * * *"}
+    rows[bad.id] = msgspec.structs.replace(rows[bad.id], **change)
+    world.at(2026, 1, 5, 23, 0)
+    done = world.app.run_schedules()
+    assert (done.created, done.skipped) == (2, 1)
+    assert sorted(j.schedule_id for j in world.jobs_of()) == sorted(s.id for s in others)
+    shown = world.app.get_schedule(bad.id, TENANT)
+    assert shown.last_error is not None and "could not be read" in shown.last_error
+    assert shown.next_run_at == dt.datetime(2026, 1, 5, 23, 5, tzinfo=dt.UTC)  # set aside
+    world.at(2026, 1, 6, 23, 0)
+    assert world.app.run_schedules().created == 2  # and the next day too
+    rows[bad.id] = msgspec.structs.replace(rows[bad.id], timezone=bad.timezone, cron=bad.cron)
+    world.at(2026, 1, 7, 23, 0)
+    assert world.app.run_schedules().created == 3  # readable again: it runs
+
+
+@pytest.mark.parametrize("change", [{"active": False}, {"name": "renamed"}])
+def test_a_schedule_whose_template_stopped_validating_can_still_be_paused_or_renamed(
+    change: dict[str, Any],
+) -> None:
+    """Every PATCH checked the whole template as at create: once its notify_url's host was no
+    longer allowed, pausing the skipping schedule (or renaming it) was a 400 naming the URL."""
+    world = World(notify="hooks.example.com")
+    schedule = world.schedule(job={**DAILY["job"], "notify_url": "https://hooks.example.com/x"})
+    world.policy(notify_hosts=())  # the host is no longer allowed
+    patched = world.patch(schedule.id, **change)
+    assert (patched.active, patched.name) == (
+        change.get("active", True),
+        change.get("name", schedule.name),
+    )
+    with pytest.raises(ValidationError, match="notify_url"):  # a resume checks it all again
+        world.patch(schedule.id, active=True, cron="0 22 * * *")
+
+
 def test_an_occurrence_of_a_tenant_at_its_cap_of_unfinished_jobs_is_skipped_with_why() -> None:
     world = World()
     schedule = world.schedule()
