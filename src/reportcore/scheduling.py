@@ -57,7 +57,10 @@ PATCH_TRIES = 5
 # refuses) is claimed this far ahead with the reason shown: it holds neither the pass nor the
 # head of every batch, and is tried again then (a process with newer data may read it)
 UNREADABLE_RETRY = dt.timedelta(minutes=5)
-_ONE_US = dt.timedelta(microseconds=1)
+# A PATCH's updated_at, the version the next one is written over, moves at least this far:
+# PostgreSQL keeps milliseconds, so a smaller step from an api whose clock is behind the last
+# write left the version as it was, and a PATCH landing meanwhile was written over
+_VERSION_STEP = dt.timedelta(milliseconds=1)
 
 
 class ScheduleRequest(msgspec.Struct, kw_only=True):
@@ -207,7 +210,7 @@ def update_schedule(
     # as it is now.
     for _ in range(PATCH_TRIES):
         current = get_schedule(schedule_id, tenant_id=tenant_id, deps=deps)  # 404 once gone
-        now = max(deps.clock.now(), current.updated_at + _ONE_US)
+        now = max(deps.clock.now(), current.updated_at + _VERSION_STEP)
         wanted = msgspec.structs.replace(current, updated_at=now, **changes)
         if changes.keys() & {"job", "range", "cron", "timezone"} or (
             wanted.active and not current.active

@@ -22,7 +22,7 @@ from reportcore.jobs import Job, ReportFormat
 from reportcore.policy import Policy
 from reportcore.requests import CreateRequest, ListQuery, ListRequest
 from reportcore.running import RunContext
-from reportcore.schedules import LastDays, Schedule, ScheduleRules
+from reportcore.schedules import LastDays, RangeKind, Schedule, ScheduleRules
 from reportcore.scheduling import SchedulePatch, ScheduleRequest
 from reportcore.service import ReportService
 from reportcore.testing import (
@@ -289,6 +289,37 @@ def test_a_paused_schedule_creates_no_job_until_resumed_and_does_not_catch_up() 
     assert world.app.run_schedules().created == 0
     world.at(2026, 1, 7, 23, 0)
     assert world.app.run_schedules().created == 1
+
+
+class MillisecondSchedules(InMemoryScheduleRepository):
+    """``updated_at`` written to the millisecond, as PostgreSQL's timestamp(3) keeps it, and a
+    hook run once inside the next update, before it writes (another PATCH landing between)."""
+
+    hook: Any = None
+
+    def update(self, schedule: Schedule, read: Schedule) -> Schedule | None:
+        hook, self.hook = self.hook, None
+        if hook is not None:
+            hook()
+        at = schedule.updated_at
+        kept = at.replace(microsecond=at.microsecond // 1000 * 1000)
+        return super().update(msgspec.structs.replace(schedule, updated_at=kept), read)
+
+
+def test_two_patches_at_once_keep_both_changes_on_a_store_of_milliseconds() -> None:
+    """A PATCH bumped updated_at (the version it is written over) by 1 us past the one read:
+    PostgreSQL keeps milliseconds, so from an api whose clock was behind the last write the
+    version did not change, and a PATCH landing meanwhile was written over, its change lost."""
+    world = World()
+    world.schedules = schedules = MillisecondSchedules()
+    world.deps = msgspec.structs.replace(world.deps, schedules=schedules)
+    world.app = ReportService(world.deps)
+    made = world.schedule()
+    world.clock.set(START - dt.timedelta(milliseconds=100))  # another api's clock, behind
+    schedules.hook = lambda: world.patch(made.id, range="previous_week")
+    world.patch(made.id, name="weekly")
+    shown = world.app.get_schedule(made.id, TENANT)
+    assert (shown.name, shown.range) == ("weekly", RangeKind.PREVIOUS_WEEK)
 
 
 def test_a_template_that_no_longer_validates_is_skipped_with_the_reason_shown() -> None:
