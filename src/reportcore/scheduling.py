@@ -129,20 +129,27 @@ def _checked(schedule: Schedule, deps: Deps, now: dt.datetime) -> Schedule:
     )
     try:
         valid = validate_create(create_request(checked, first), job_types=deps.job_types)
+        _check_widest(schedule, valid.job_type, deps)
         admit_create(valid, now=now, policy=deps.policy, job_types=deps.job_types)
     except ValidationError as exc:
+        if exc.field == "range":
+            raise
         field = f"job.{exc.field}" if exc.field else "job"
         raise ValidationError(exc.message, field=field) from None
-    # and against its widest occurrence: a previous_month made in February (28 days) under
-    # a 30-day limit would be skipped after every 31-day month
-    job_type = valid.job_type
+    return checked
+
+
+def _check_widest(schedule: Schedule, job_type: str, deps: Deps) -> None:
+    """The range at its widest occurrence against the job type's limit, naming ``range`` (a
+    previous_month made in February, 28 days, under a 30-day limit would be skipped after
+    every 31-day month); before the first occurrence's dates are checked, which would name
+    ``job.end_date``, a field a schedule may not set."""
     limit = widest_range(job_type, deps.policy.max_range_days, deps.job_types)
     if (widest := widest_days(schedule.range)) > limit:
         raise ValidationError(
             f"{job_type} may span at most {limit} days; this range spans up to {widest}",
             field="range",
         )
-    return checked
 
 
 def create_schedule(

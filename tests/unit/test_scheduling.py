@@ -487,8 +487,12 @@ def test_a_schedule_is_validated_as_its_jobs_would_be(change: dict[str, Any], fi
 def test_a_range_wider_than_the_job_type_allows_is_refused_at_create() -> None:
     world = World()
     world.policy(max_range_days={"FEED_INTAKE_EXPORT": 7})
-    with pytest.raises(ValidationError):
-        world.schedule(range="previous_month")
+    for wide in ("previous_month", {"last_days": 30}):
+        with pytest.raises(ValidationError) as refused:
+            world.schedule(range=wide)
+        # the field a schedule sets, not job.end_date (which it may not set): the first
+        # occurrence's dates were checked first and named it
+        assert refused.value.field == "range", refused.value
     assert world.schedule(range="previous_week").range == "previous_week"
 
 
