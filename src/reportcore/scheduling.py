@@ -25,6 +25,7 @@ from .errors import (
     TooManySchedules,
     ValidationError,
 )
+from .jobs import Job
 from .ports import ScheduleRepository
 from .requests import (
     Cursor,
@@ -299,6 +300,14 @@ def _set_aside(
     done.skipped += 1
 
 
+def _made_before(schedule: Schedule, occurrence: dt.datetime, deps: Deps) -> Job | None:
+    """The job this schedule made for ``occurrence`` before its scheduler died unrecorded, if
+    the template changed since (a PATCH): its key then names a different request."""
+    key = create_request(schedule, occurrence).idempotency_key
+    made = deps.jobs.by_key(schedule.tenant_id, key) if key is not None else None
+    return made if made is not None and made.schedule_id == schedule.id else None
+
+
 def _make_job(schedule: Schedule, occurrence: dt.datetime, deps: Deps, done: SchedulerPass) -> None:
     """Create the occurrence's job as a create request would, and record the outcome."""
     repository = _repository(deps)
@@ -318,6 +327,14 @@ def _make_job(schedule: Schedule, occurrence: dt.datetime, deps: Deps, done: Sch
             ids=deps.ids,
         )
     except (ValidationError, IdempotencyKeyReused, TooManyJobs) as exc:
+        made = (
+            _made_before(schedule, occurrence, deps)
+            if isinstance(exc, IdempotencyKeyReused)
+            else None
+        )
+        if made is not None:
+            repository.record_run(schedule.id, occurrence, made.id)
+            return
         # a template that no longer validates, or a tenant at its cap of unfinished jobs: the
         # occurrence is skipped with the reason shown (the next one tries again)
         repository.record_skip(schedule.id, occurrence, exc.message)

@@ -266,6 +266,25 @@ def test_a_job_created_before_the_scheduler_died_is_found_again_not_doubled() ->
     assert world.app.get_schedule(schedule.id, TENANT).last_job_id == job.id
 
 
+def test_a_job_made_before_the_scheduler_died_is_recorded_though_the_template_changed() -> None:
+    """A PATCH of the template between the job made and the next scheduler finishing the
+    claim: the re-made request's key named another request (409), recorded as a skip, and the
+    schedule showed no job for an occurrence that has one."""
+    world = World()
+    schedule = world.schedule()
+    world.at(2026, 1, 5, 23, 0, 1)
+    world.schedules.fail_runs = 1
+    with pytest.raises(ServiceUnavailable):
+        world.app.run_schedules()
+    world.patch(schedule.id, range="previous_week")
+    world.clock.advance(60)
+    done = world.app.run_schedules()
+    [job] = world.jobs_of()
+    shown = world.app.get_schedule(schedule.id, TENANT)
+    assert (done.created, done.skipped) == (0, 0)
+    assert (shown.last_job_id, shown.skipped_in_a_row, shown.last_error) == (job.id, 0, None)
+
+
 def test_after_downtime_only_the_latest_missed_occurrence_runs_once() -> None:
     world = World()
     world.schedule()
