@@ -454,6 +454,26 @@ def test_find_walks_the_tenant_created_at_index(database_url: str, pools: Any) -
             assert "report_jobs_tenant_id_created_at_idx" in plan, plan
 
 
+def test_the_schedulers_poll_reads_indexes_not_the_whole_table(
+    database_url: str, pools: Any
+) -> None:
+    """An OR of "due" and "stuck claim" could use no index: each pass of each worker's
+    scheduler read every schedule (300,000: a parallel seq scan of 37 ms, every 5 s)."""
+    from adapters.sql_schedules import SqlScheduleRepository
+
+    migrate(database_url)
+    schedules = SqlScheduleRepository(PostgresJobRepository(pools()))
+    now = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
+    params = {"now": now, "stuck_before": now, "limit": 50}
+    with pools().connection() as conn:
+        conn.execute("SET enable_seqscan = off")  # what the indexes allow, whatever the size
+        statement = schedules._sql["due_schedules"]
+        literal = psycopg.ClientCursor(conn).mogrify(statement, params)
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {literal}".encode()))
+    assert "Seq Scan" not in plan, plan
+    assert "report_schedules_due_idx" in plan and "report_schedules_claims_idx" in plan, plan
+
+
 # --- races and the old service ---
 
 

@@ -27,10 +27,22 @@ RETURNING {columns}
 -- name: delete_schedule
 DELETE FROM report_schedules WHERE id = :id AND tenant_id = :tenant_id RETURNING id
 
+-- The due schedules and the stuck claims, each read through its own partial index (an OR of
+-- the two read the whole table: 300,000 rows for a few due ones); a row that is both is read
+-- once, from the first half.
 -- name: due_schedules
-SELECT {columns} FROM report_schedules
-WHERE ({is_active} AND next_run_at <= :now)
-   OR (pending IS NOT NULL AND claimed_at < :stuck_before)
+SELECT {columns} FROM (
+    SELECT {columns} FROM report_schedules
+    WHERE {is_active} AND next_run_at <= :now
+    ORDER BY next_run_at, id LIMIT :limit
+) AS due
+UNION ALL
+SELECT {columns} FROM (
+    SELECT {columns} FROM report_schedules
+    WHERE pending IS NOT NULL AND claimed_at < :stuck_before
+      AND NOT ({is_active} AND next_run_at IS NOT NULL AND next_run_at <= :now)
+    ORDER BY claimed_at, id LIMIT :limit
+) AS stuck
 ORDER BY next_run_at, id LIMIT :limit
 
 -- The claim: next_run_at moves on only from the value the scheduler read, so of several
