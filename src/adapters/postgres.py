@@ -134,6 +134,9 @@ _NOT_WRITABLE = (
     psycopg.errors.ReadOnlySqlTransaction,
     psycopg.errors.IdleInTransactionSessionTimeout,
 )
+# SQLSTATEs of a server that is going or gone: a connection exception (class 08), a shutdown
+# (57P01-57P03), no connection slot left; any other the server sent answers one statement
+_DOWN_STATES = ("08", "57P01", "57P02", "57P03", "53300")
 # a table, column or type of ours that is not there: a database not migrated (or migrated by
 # an older release), an operator's step to take, not a bug of the request
 _NOT_MIGRATED = (
@@ -339,9 +342,12 @@ class PostgresJobRepository(sql_jobs.SqlJobRepository):
             raise ServiceUnavailable(f"{NOT_MIGRATED} (missing {', '.join(missing)})")
 
     def _outage(self, exc: psycopg.OperationalError) -> bool:
-        """Whether ``exc`` means the database is down, not that the pool is busy."""
+        """Whether ``exc`` means the database is down, not that the pool is busy nor that the
+        server refused one statement (a statement timeout, a deadlock, a lock not available:
+        still a 503, the caller may retry, but the server answered)."""
         if not isinstance(exc, PoolTimeout):
-            return True  # refused, cut or shut down
+            state = exc.sqlstate
+            return state is None or state.startswith(_DOWN_STATES)  # refused, cut, shut down
         # a pool exhausted by load holds all its connections; one that cannot fill itself
         # cannot connect
         stats = self._pool.get_stats()

@@ -474,6 +474,44 @@ def test_the_schedulers_poll_reads_indexes_not_the_whole_table(
     assert "report_schedules_due_idx" in plan and "report_schedules_claims_idx" in plan, plan
 
 
+def test_a_statement_the_server_cancelled_is_not_taken_for_the_database_down(
+    database_url: str, pools: Any, connect: Any, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A statement timeout (a deadlock, a lock not available) is the server answering: it
+    marked the database down, and the next caller waited 0.5 s for a pooled connection
+    instead of the pool's timeout, a 503 for a pool merely busy at that moment."""
+    migrate(database_url)
+    monkeypatch.setattr(
+        "adapters.postgres.SESSION_SETTINGS",
+        "SET TIME ZONE 'UTC'; SET statement_timeout = '300ms'",
+    )
+    pool = pools(max_size=1, timeout=5.0)
+    repo = PostgresJobRepository(pool)
+    job = new_job()
+    repo.add(job)
+    locker = connect()
+    with locker.transaction():
+        locker.execute("LOCK TABLE report_jobs IN ACCESS EXCLUSIVE MODE")
+        with pytest.raises(ServiceUnavailable):
+            repo.get(job.id, TENANT)  # cancelled by its statement_timeout
+    held = threading.Event()
+
+    def hold_the_only_connection() -> None:
+        with pool.connection():
+            held.set()
+            time.sleep(1.0)
+
+    holder = threading.Thread(target=hold_the_only_connection)
+    holder.start()
+    try:
+        assert held.wait(5)
+        began = time.monotonic()
+        assert repo.get(job.id, TENANT) == job  # waited for the connection, as for any busy pool
+        assert time.monotonic() - began > 0.5
+    finally:
+        holder.join()
+
+
 # --- races and the old service ---
 
 
