@@ -6,10 +6,10 @@ only by additive columns (``sql/postgres/0003_run_columns.sql``). Its instants m
 pool's sessions run with ``TimeZone=UTC``, so aware parameters are stored and compared
 correctly against either kind, and every instant read back is made aware UTC.
 
-The statements and the row codec are the SQL repository's (:mod:`adapters.sql_jobs`); this
-module brings PostgreSQL's dialect, the pool and the migrations. A database that does not
-answer is :class:`reportcore.errors.ServiceUnavailable`; the pool checks a connection before
-lending it and reconnects by itself after a restart.
+The statements and the row codec are the SQL repository's (:mod:`adapters.sql_jobs`,
+:mod:`adapters.sql_rows`); this module brings PostgreSQL's dialect, the pool and the
+migrations. A database that does not answer is :class:`reportcore.errors.ServiceUnavailable`;
+the pool checks a connection before lending it and reconnects by itself after a restart.
 """
 
 from __future__ import annotations
@@ -29,7 +29,7 @@ from psycopg.rows import dict_row
 from psycopg.types.json import Jsonb
 from psycopg_pool import ConnectionPool, PoolTimeout
 
-from adapters import sql_files, sql_jobs
+from adapters import sql_files, sql_jobs, sql_rows
 from reportcore.errors import ServiceUnavailable
 from reportcore.requests import ListQuery
 
@@ -250,7 +250,7 @@ _CASTS = {
 }
 
 
-class PostgresDialect(sql_jobs.Dialect):
+class PostgresDialect(sql_rows.Dialect):
     """``%(name)s`` parameters, native instants and dates, ``jsonb``, status arrays."""
 
     engine = "postgres"

@@ -17,7 +17,8 @@ from typing import Any
 import msgspec
 
 from adapters.sql_files import named_blocks
-from adapters.sql_jobs import Dialect, Rows, SqlJobRepository, Statements
+from adapters.sql_jobs import Rows, SqlJobRepository, Statements
+from adapters.sql_rows import Dialect
 from reportcore.ports import ScheduleCounts
 from reportcore.requests import Cursor
 from reportcore.schedules import JobTemplate, Schedule, ScheduleRange

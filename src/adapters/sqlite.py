@@ -30,7 +30,7 @@ from typing import Any
 
 import msgspec
 
-from adapters import sql_files, sql_jobs
+from adapters import sql_files, sql_jobs, sql_rows
 from reportcore.errors import ServiceUnavailable
 from reportcore.requests import ListQuery
 
@@ -89,7 +89,7 @@ def instant_text(value: dt.datetime | None) -> str | None:
     return utc.isoformat(timespec="microseconds") + "Z"
 
 
-class SqliteDialect(sql_jobs.Dialect):
+class SqliteDialect(sql_rows.Dialect):
     """``:name`` parameters; instants, dates and JSON as text; status lists as JSON arrays."""
 
     engine = "sqlite"
