@@ -244,6 +244,8 @@ class InMemoryJobRepository:
             current = self._jobs.get(job_id)
             if current is None or current.tenant_id != tenant_id:
                 return None
+            # a running job keeps its lease's end: its leftovers are discarded once it is past
+            lease = current.lease_expires_at if current.status is JobStatus.RUNNING else None
             return self._changed(
                 self._change(
                     job_id,
@@ -251,7 +253,7 @@ class InMemoryJobRepository:
                     now,
                     finished_at=now,
                     lease_owner=None,
-                    lease_expires_at=None,
+                    lease_expires_at=lease,
                 )
             )
 
@@ -309,6 +311,31 @@ class InMemoryJobRepository:
             job = self._jobs.get(job_id)
             if job is not None and job.file_deleted_at is None:
                 self._jobs[job_id] = msgspec.structs.replace(job, file_deleted_at=at)
+                self._after(self._jobs[job_id])
+
+    def cancelled_leftovers(self, now: dt.datetime, limit: int) -> list[Job]:
+        with self._lock:
+            self._check()
+            rows = [
+                (j.lease_expires_at, j.id, j)
+                for j in self._jobs.values()
+                if j.status is JobStatus.CANCELLED
+                and j.lease_expires_at is not None
+                and j.lease_expires_at < now
+            ]
+        rows.sort(key=lambda row: (row[0], row[1]))
+        return [_copy(j) for _, _, j in rows[:limit]]
+
+    def mark_leftovers(self, job_id: str, seen: dt.datetime, retry_at: dt.datetime | None) -> None:
+        with self._lock:
+            self._check()
+            job = self._jobs.get(job_id)
+            if (
+                job is not None
+                and job.status is JobStatus.CANCELLED
+                and job.lease_expires_at == seen
+            ):
+                self._jobs[job_id] = msgspec.structs.replace(job, lease_expires_at=retry_at)
                 self._after(self._jobs[job_id])
 
     def ping(self) -> None:

@@ -119,7 +119,12 @@ class JobRepository(Protocol):
         ...
 
     def cancel(self, job_id: str, tenant_id: str, now: dt.datetime) -> Job | None:
-        """queued | running -> cancelled; ``None`` if the job is finished (or absent)."""
+        """queued | running -> cancelled; ``None`` if the job is finished (or absent).
+
+        The lease owner is cleared (no renewal or finish of the old holder succeeds). A
+        running job keeps its ``lease_expires_at`` (until that instant its worker may be alive
+        and abort its own file; after it, :meth:`cancelled_leftovers` lists the job); a queued
+        job has none."""
         ...
 
     def next_in_turn(self) -> Job | None:
@@ -149,6 +154,19 @@ class JobRepository(Protocol):
 
     def mark_file_deleted(self, job_id: str, at: dt.datetime) -> None:
         """Record that retention deleted the job's file."""
+        ...
+
+    def cancelled_leftovers(self, now: dt.datetime, limit: int) -> list[Job]:
+        """Cancelled jobs that were running when cancelled, whose leftovers are not discarded
+        yet and whose lease ran out before ``now`` (no worker can still be writing), by
+        ``(lease_expires_at, id)``."""
+        ...
+
+    def mark_leftovers(self, job_id: str, seen: dt.datetime, retry_at: dt.datetime | None) -> None:
+        """Record how discarding a cancelled job's leftovers went, if its ``lease_expires_at``
+        is still ``seen`` (another pass may have recorded it meanwhile): ``retry_at`` None,
+        discarded (the job is never listed again); else listed again once ``retry_at`` is
+        past, after the jobs whose lease ran out before it."""
         ...
 
     def ping(self) -> None:

@@ -425,10 +425,18 @@ def test_a_cancel_finishes_the_job_and_frees_the_lease(
     assert cancelled is not None
     assert cancelled.status is JobStatus.CANCELLED
     assert cancelled.finished_at == now
-    assert (cancelled.lease_owner, cancelled.lease_expires_at) == (None, None)
+    # a running job keeps its lease's end (its leftovers are discarded once it is past),
+    # but no owner: the lease is nobody's to renew
+    assert (cancelled.lease_owner, cancelled.lease_expires_at) == (None, job.lease_expires_at)
+    assert repo.get(job.id) == cancelled
     # the worker notices at its next heartbeat, and cannot finish the job any more
     assert repo.heartbeat(job.id, WORKER, now, now + LEASE, 40) is None
     assert repo.succeed(job.id, WORKER, now, FILE, None) is None
+    assert repo.fail(job.id, WORKER, now, "STORAGE_FAILED", "late") is None
+    assert repo.retry(job.id, WORKER, now) is None
+    assert repo.claim(job.id, "worker-2", now, now + LEASE) is None
+    assert repo.stale(now + 2 * LEASE, now + 2 * LEASE, 10) == []
+    assert repo.get(job.id) == cancelled
 
 
 def test_another_tenant_cannot_cancel(repo: JobRepository, clock: FakeClock) -> None:
@@ -614,6 +622,97 @@ def test_mark_enqueued_records_the_confirmation_only(repo: JobRepository, clock:
     repo.mark_enqueued(job.id, clock.advance(1))
     stored = repo.get(job.id)
     assert stored == msgspec.structs.replace(job, enqueued_at=clock.now())
+
+
+def cancelled_running(repo: JobRepository, clock: FakeClock) -> Job:
+    """A job cancelled one second after a worker claimed it (its lease ends 29 s later)."""
+    job = running(repo, clock)
+    cancelled = repo.cancel(job.id, TENANT, clock.advance(1))
+    assert cancelled is not None and cancelled.lease_expires_at == job.lease_expires_at
+    return cancelled
+
+
+def test_a_job_cancelled_while_running_has_leftovers_once_its_lease_ran_out(
+    repo: JobRepository, clock: FakeClock
+) -> None:
+    """Until the lease's end its worker may be alive and abort its own file; after it, what
+    a dead worker left is recovery's to discard."""
+    job = cancelled_running(repo, clock)
+    assert job.lease_expires_at is not None
+    in_status(repo, clock, "cancelled")  # cancelled while queued: no worker wrote anything
+    in_status(repo, clock, "succeeded")
+    in_status(repo, clock, "failed")
+    running(repo, clock)  # running past its lease: stale, not cancelled
+    assert repo.cancelled_leftovers(job.lease_expires_at, 10) == []  # its last instant
+    later = job.lease_expires_at + dt.timedelta(milliseconds=1)
+    assert repo.cancelled_leftovers(later, 10) == [job]
+    assert ids(repo.cancelled_leftovers(later + dt.timedelta(days=30), 10)) == [job.id]
+
+
+def test_cancelled_leftovers_come_by_lease_end_and_honour_the_limit(
+    repo: JobRepository, clock: FakeClock
+) -> None:
+    jobs = [cancelled_running(repo, clock) for _ in range(3)]
+    later = clock.advance(3600)
+    assert ids(repo.cancelled_leftovers(later, 10)) == ids(jobs)
+    assert ids(repo.cancelled_leftovers(later, 2)) == ids(jobs[:2])
+
+
+def test_leftovers_marked_discarded_are_listed_no_more_and_the_job_is_unchanged(
+    repo: JobRepository, clock: FakeClock
+) -> None:
+    job = cancelled_running(repo, clock)
+    other = cancelled_running(repo, clock)
+    assert job.lease_expires_at is not None
+    later = clock.advance(3600)
+    repo.mark_leftovers(job.id, job.lease_expires_at, None)
+    assert ids(repo.cancelled_leftovers(later, 10)) == [other.id]
+    # the job as its owner sees it is as the cancel left it
+    assert repo.get(job.id) == msgspec.structs.replace(job, lease_expires_at=None)
+
+
+def test_refused_leftovers_are_listed_again_after_the_retry_instant_behind_the_others(
+    repo: JobRepository, clock: FakeClock
+) -> None:
+    refused = cancelled_running(repo, clock)
+    behind = cancelled_running(repo, clock)
+    assert refused.lease_expires_at is not None and behind.lease_expires_at is not None
+    now = clock.advance(3600)
+    repo.mark_leftovers(refused.id, refused.lease_expires_at, now)
+    assert ids(repo.cancelled_leftovers(now, 10)) == [behind.id]
+    later = clock.advance(5)
+    assert ids(repo.cancelled_leftovers(later, 10)) == [behind.id, refused.id]
+    assert ids(repo.cancelled_leftovers(later, 1)) == [behind.id]
+    # tried again and discarded: recorded over the instant the second pass read
+    (again,) = [j for j in repo.cancelled_leftovers(later, 10) if j.id == refused.id]
+    assert again.lease_expires_at == now
+    repo.mark_leftovers(refused.id, now, None)
+    assert ids(repo.cancelled_leftovers(later, 10)) == [behind.id]
+
+
+def test_marking_leftovers_over_a_lease_end_another_pass_changed_changes_nothing(
+    repo: JobRepository, clock: FakeClock
+) -> None:
+    """Two passes may read the same job: the one that discarded it records first; the other,
+    refused by the store, must not list the job again (nor the other way round)."""
+    job = cancelled_running(repo, clock)
+    assert job.lease_expires_at is not None
+    now = clock.advance(3600)
+    repo.mark_leftovers(job.id, job.lease_expires_at, None)
+    repo.mark_leftovers(job.id, job.lease_expires_at, now)
+    assert repo.cancelled_leftovers(clock.advance(5), 10) == []
+    assert repo.get(job.id) == msgspec.structs.replace(job, lease_expires_at=None)
+
+
+@pytest.mark.parametrize("status", ["running", "succeeded", "failed", "queued"])
+def test_marking_leftovers_never_touches_a_job_that_is_not_cancelled(
+    repo: JobRepository, clock: FakeClock, status: str
+) -> None:
+    job = in_status(repo, clock, status)
+    seen = job.lease_expires_at or clock.now()
+    repo.mark_leftovers(job.id, seen, None)
+    repo.mark_leftovers(job.id, seen, clock.advance(1))
+    assert repo.get(job.id) == job
 
 
 # --- listing ---

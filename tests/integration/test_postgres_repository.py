@@ -512,6 +512,26 @@ def test_a_statement_the_server_cancelled_is_not_taken_for_the_database_down(
         holder.join()
 
 
+def test_the_cancelled_leftovers_walk_their_partial_index(database_url: str, pools: Any) -> None:
+    """Every worker asks every few seconds; the table holds years of cancelled jobs, of which
+    only those whose leftovers are not discarded yet are in the index (migration 0009)."""
+    migrate(database_url)
+    pool = pools()
+    with pool.connection() as conn:
+        conn.execute(
+            "INSERT INTO report_jobs (id, tenant_id, job_type, format, status, created_at, "
+            "updated_at, lease_expires_at) SELECT 'j' || n, 't' || (n % 20), "
+            "'FEED_INTAKE_EXPORT', 'csv', 'cancelled', now(), now(), "
+            "CASE WHEN n % 1000 = 0 THEN now() END FROM generate_series(1, 20000) AS n"
+        )
+        conn.execute("ANALYZE report_jobs")
+        statement = PostgresJobRepository(pool).statements["cancelled_leftovers"]
+        params = {"now": dt.datetime.now(dt.UTC), "limit": 100}
+        literal = psycopg.ClientCursor(conn).mogrify(statement, params)
+        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {literal}".encode()))
+        assert "report_jobs_cancelled_leftovers_idx" in plan, plan
+
+
 # --- races and the old service ---
 
 

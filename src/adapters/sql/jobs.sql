@@ -126,10 +126,14 @@ SET status = :target, updated_at = :now,
 WHERE id = :id AND {status_in_sources} AND {owned}
 RETURNING {columns}
 
+-- A running job keeps its lease's end (SET reads the row as it was): its worker may be alive
+-- until then and abort its own file; after it, recovery discards what is left
+-- (cancelled_leftovers). No owner: the old holder's renewals and finishes find none.
 -- name: cancel_job
 UPDATE report_jobs
 SET status = :target, updated_at = :now,
-    finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
+    finished_at = :now, lease_owner = NULL,
+    lease_expires_at = CASE WHEN status = 'running' THEN lease_expires_at END
 WHERE id = :id AND {status_in_sources} AND tenant_id = :tenant_id
 RETURNING {columns}
 
@@ -156,6 +160,19 @@ SELECT {columns} FROM report_jobs
 WHERE status = 'succeeded' AND file_deleted_at IS NULL AND expires_at <= :now
   AND {expired_after}
 {expired_order} LIMIT :limit
+
+-- Jobs cancelled while running whose leftovers are not discarded yet, once no worker can
+-- still be writing (the partial index of migration 0009 holds exactly these rows).
+-- name: cancelled_leftovers
+SELECT {columns} FROM report_jobs
+WHERE status = 'cancelled' AND lease_expires_at IS NOT NULL AND lease_expires_at < :now
+ORDER BY lease_expires_at, id LIMIT :limit
+
+-- Discarded (NULL: listed no more), or refused (tried again after :retry_at); only over
+-- the lease end the pass read, so a slower pass never undoes another's record.
+-- name: mark_leftovers
+UPDATE report_jobs SET lease_expires_at = :retry_at
+WHERE id = :id AND status = 'cancelled' AND lease_expires_at = :seen
 
 -- name: ping
 SELECT 1
