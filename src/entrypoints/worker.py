@@ -186,11 +186,18 @@ class Worker:
         self._files_after = done.files_next
         if done.files_kept:
             log.warning(
-                "recovery pass: files the store would not delete (past retention: tried again "
-                "next pass; left by the dead attempts of a job failed WORKER_LOST)",
+                "recovery pass: files the store would not delete (past retention, or left "
+                "by a job cancelled while running: tried again next pass; left by the dead "
+                "attempts of a job failed WORKER_LOST)",
                 extra={"job_ids": done.files_kept},
             )
-        if done.requeued or done.failed or done.published or done.files_deleted:
+        if (
+            done.requeued
+            or done.failed
+            or done.published
+            or done.files_deleted
+            or done.leftovers_discarded
+        ):
             log.info(
                 "recovery pass",
                 extra={
@@ -198,6 +205,7 @@ class Worker:
                     "failed": done.failed,
                     "published": done.published,
                     "files_deleted": done.files_deleted,
+                    "leftovers_discarded": done.leftovers_discarded,
                 },
             )
         return done

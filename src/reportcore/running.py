@@ -325,8 +325,9 @@ def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutc
             try:
                 store.delete(location)
             except (StorageFailure, OSError) as exc:
-                # no retry would help: the message's next delivery finds the job ended, and
-                # no pass looks at a cancelled job's files; said in the log with the location
+                # no retry would help: the message's next delivery finds the job ended (a job
+                # cancelled while it ran has its leftovers discarded by a recovery pass once
+                # its lease ends, if the store lets it); said in the log with the location
                 left = f"file left at {location}: the store would not delete it ({exc})"
         status = latest.status.value if latest else "gone"
         return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status, detail=left)
@@ -369,6 +370,27 @@ def _failed(
     return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status, detail=code)
 
 
+def _discard_cancelled(
+    jobs: JobRepository, store: FileStore, now: dt.datetime, limit: int, kept: list[str]
+) -> list[str]:
+    """Discard what the attempts of jobs cancelled while running left, once their lease ran
+    out: a live worker aborts its own file when it sees the cancel (within a heartbeat), but a
+    dead one (SIGKILL, OOM, a lost node) looks alive until its lease ends, and nothing else
+    looks at a cancelled job again. The ids discarded; those the store refused go to ``kept``
+    and to the back of the line, so that they never fill every batch."""
+    discarded: list[str] = []
+    for job in jobs.cancelled_leftovers(now, limit):
+        if job.lease_expires_at is None:  # listed by its lease's end: never
+            continue
+        if discard_leftovers(store, job):
+            jobs.mark_leftovers(job.id, job.lease_expires_at, None)
+            discarded.append(job.id)
+        else:
+            jobs.mark_leftovers(job.id, job.lease_expires_at, now)
+            kept.append(job.id)
+    return discarded
+
+
 class Recovery(msgspec.Struct, frozen=True, kw_only=True):
     """What one recovery pass did."""
 
@@ -376,9 +398,12 @@ class Recovery(msgspec.Struct, frozen=True, kw_only=True):
     failed: list[str]
     published: list[str]
     files_deleted: list[str]
-    # files the store would not delete: past retention (tried again on the next pass), or
-    # left by the dead attempts of a job failed WORKER_LOST (named once, in this pass)
+    # files the store would not delete: past retention, or the leftovers of a job cancelled
+    # while running (both tried again on a later pass), or left by the dead attempts of a job
+    # failed WORKER_LOST (named once, in this pass)
     files_kept: list[str] = msgspec.field(default_factory=list)
+    # jobs cancelled while running whose leftovers were discarded once their lease ran out
+    leftovers_discarded: list[str] = msgspec.field(default_factory=list)
     # where the next pass's retention goes on (``recover(files_after=...)``)
     files_next: tuple[dt.datetime, str] | None = None
 
@@ -396,8 +421,9 @@ def recover(
 
     Running jobs whose worker died (lease run out) go back to the queue, or fail with
     ``WORKER_LOST`` after ``max_attempts``; queued jobs whose message the broker never
-    confirmed are published again; files past retention are deleted. Every step is a
-    conditional write, so several workers may run it at once.
+    confirmed are published again; files past retention are deleted; jobs cancelled while
+    running have what their attempts left discarded once their lease has run out. Every step
+    is a conditional write, so several workers may run it at once.
 
     Retention takes a batch of expired files a pass, after ``files_after`` (the previous
     pass's ``files_next``): files the store will not delete never fill every batch.
@@ -438,12 +464,14 @@ def recover(
         jobs.mark_file_deleted(job.id, now)
         deleted.append(job.id)
     last = expired[-1] if len(expired) >= policy.batch else None
+    leftovers = _discard_cancelled(jobs, store, now, policy.batch, kept)
     return Recovery(
         requeued=requeued,
         failed=failed,
         published=published,
         files_deleted=deleted,
         files_kept=kept,
+        leftovers_discarded=leftovers,
         # a whole batch: the next pass goes on after it; else from the start (kept ones again)
         files_next=None if last is None or last.expires_at is None else (last.expires_at, last.id),
     )

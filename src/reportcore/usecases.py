@@ -186,7 +186,9 @@ def cancel_job(
     A running job whose lease had run out has no worker left to notice, and a queued one that
     ran before was put back by recovery after its worker died: what their attempts wrote (a
     temporary, an open upload) is discarded from ``store`` here, else nothing would ever
-    remove it (retention looks at files kept)."""
+    remove it (retention looks at files kept). A running job whose lease still runs may have
+    a live worker, whose file is its own to abort: the job keeps its lease's end, and the
+    recovery pass discards what is left once it is past (its worker died, or is done)."""
     job = get_job(job_id, tenant_id=tenant_id, jobs=jobs)
     if not lifecycle.can(job.status, lifecycle.Event.CANCEL):
         raise JobNotCancellable(f"job is {job.status.value} and can no longer be cancelled")

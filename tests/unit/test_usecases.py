@@ -1496,6 +1496,133 @@ def test_a_cancel_before_any_attempt_discards_nothing() -> None:
     assert store.discarded == []
 
 
+def cancel_after_a_crash(world: World, *, after_sec: float) -> Job:
+    """A worker dies mid-export (its lease held for ``lease_sec`` from now); ``after_sec``
+    later, while the lease may still look held, the user sees progress freeze and cancels."""
+    job = world.create().job
+    crash_while_running(world)
+    world.clock.advance(after_sec)
+    cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock, store=world.store)
+    return world.get(job.id)
+
+
+def test_cancelled_while_a_dead_workers_lease_runs_its_leftovers_go_once_the_lease_ends() -> None:
+    """The cancel cannot tell a dead worker from a live one before the lease ends, so it
+    leaves the files alone; nothing looked at a cancelled job again, and what the dead worker
+    wrote (a temporary, a file kept but never recorded, an open upload) stayed forever."""
+    world = World(Policy(lease_sec=30, heartbeat_sec=1, max_attempts=3))
+    world.store = store = DiscardingStore()
+    job = cancel_after_a_crash(world, after_sec=5)
+    assert job.status is JobStatus.CANCELLED
+    assert store.discarded == [], "a live worker's file is its own until its lease ends"
+    leftover = f"mem://{TENANT}/{job.id}/report.csv"
+    store.files[leftover] = b"id,quantity_kg\r\nrec-0,0.5\r\n"  # kept, never recorded
+    world.clock.advance(25)  # the lease's last instant: the worker may still be alive
+    assert (world.recover(), store.discarded) == (Recovery(**EMPTY_PASS), [])
+    world.clock.advance(0.001)
+    recovery = world.recover()
+    assert store.discarded == [(TENANT, job.id, "csv")]
+    assert (recovery.leftovers_discarded, recovery.files_kept) == ([job.id], [])
+    world.assert_no_file(job)
+    # once: a later pass leaves the job alone, and the job itself is as the cancel left it
+    world.clock.advance(3600)
+    assert world.recover() == Recovery(**EMPTY_PASS)
+    assert len(store.discarded) == 1
+    after = world.get(job.id)
+    assert (after.status, after.finished_at, after.updated_at) == (
+        JobStatus.CANCELLED,
+        job.finished_at,
+        job.updated_at,
+    )
+
+
+EMPTY_PASS: dict[str, Any] = {
+    "requeued": [],
+    "failed": [],
+    "published": [],
+    "files_deleted": [],
+}
+
+
+def test_a_job_cancelled_after_its_lease_ran_out_has_its_leftovers_discarded_at_once() -> None:
+    world = World(Policy(lease_sec=30, heartbeat_sec=1, max_attempts=3))
+    world.store = store = DiscardingStore()
+    job = cancel_after_a_crash(world, after_sec=31)
+    assert store.discarded == [(TENANT, job.id, "csv")], "the cancel discards them itself"
+    # the next pass makes sure once more (nothing is left: harmless), and no pass after it
+    assert world.recover().leftovers_discarded == [job.id]
+    assert world.recover() == Recovery(**EMPTY_PASS)
+    assert len(store.discarded) == 2
+
+
+def test_leftovers_of_a_cancelled_job_the_store_will_not_discard_are_tried_again() -> None:
+    world = World(Policy(lease_sec=30, heartbeat_sec=1, max_attempts=3))
+    world.store = store = DiscardingStore(refuse=True)
+    job = cancel_after_a_crash(world, after_sec=5)
+    world.clock.advance(26)
+    for _ in range(2):
+        recovery = world.recover()
+        assert (recovery.leftovers_discarded, recovery.files_kept) == ([], [job.id])
+        world.clock.advance(5)
+    store.refuse = False
+    recovery = world.recover()
+    assert (recovery.leftovers_discarded, recovery.files_kept) == ([job.id], [])
+    assert world.recover() == Recovery(**EMPTY_PASS)
+    assert len(store.discarded) == 3
+
+
+def test_a_live_worker_cleans_up_after_a_cancel_and_recovery_finds_nothing_left() -> None:
+    world = World(Policy(lease_sec=30, heartbeat_sec=1, max_attempts=3))
+    world.store = store = DiscardingStore()
+    job = world.create().job
+
+    def cancel_seen_at_a_heartbeat() -> None:
+        cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock, store=store)
+        world.clock.advance(world.policy.heartbeat_sec)
+
+    outcome = world.run(source=HookedSource(world.source, {0: cancel_seen_at_a_heartbeat}))
+    assert outcome.status == "cancelled"
+    assert store.discarded == [], "the worker aborted its own file"
+    world.clock.advance(30)
+    assert world.recover().leftovers_discarded == [job.id]
+    world.assert_no_file(world.get(job.id))
+
+
+def test_recovery_discards_the_leftovers_of_at_most_a_batch_of_cancelled_jobs_a_pass() -> None:
+    world = World(Policy(lease_sec=30, heartbeat_sec=1, max_attempts=3, batch=2))
+    world.store = store = DiscardingStore()
+    ids = [cancel_after_a_crash(world, after_sec=1).id for _ in range(3)]
+    world.clock.advance(30)
+    first = world.recover().leftovers_discarded
+    assert len(first) == 2
+    assert sorted(first + world.recover().leftovers_discarded) == sorted(ids)
+    assert sorted(job_id for _, job_id, _ in store.discarded) == sorted(ids)
+
+
+def test_cancelled_jobs_the_store_refuses_never_fill_every_batch() -> None:
+    """A refused job goes to the back: the others behind a full batch of them still come."""
+
+    class RefusingSome(DiscardingStore):
+        def __init__(self, stuck: set[str]) -> None:
+            super().__init__()
+            self.stuck = stuck
+
+        def discard(self, tenant_id: str, job_id: str, extension: str) -> None:
+            self.refuse = job_id in self.stuck
+            super().discard(tenant_id, job_id, extension)
+
+    world = World(Policy(lease_sec=30, heartbeat_sec=1, max_attempts=3, batch=2))
+    world.store = store = RefusingSome(set())
+    ids = [cancel_after_a_crash(world, after_sec=1).id for _ in range(4)]
+    store.stuck = set(ids[:2])  # the two whose leases end first
+    world.clock.advance(30)
+    done: list[str] = []
+    for _ in range(3):
+        done += world.recover().leftovers_discarded
+        world.clock.advance(5)
+    assert sorted(done) == sorted(ids[2:])
+
+
 def test_a_failure_after_a_dead_attempt_discards_what_that_attempt_left() -> None:
     world = World()
     world.store = store = DiscardingStore()
