@@ -506,6 +506,20 @@ def test_an_xlsx_workbook_whose_temporary_space_fails_is_storage_failed_saying_s
     assert list(tmp_path.iterdir()) == []
 
 
+# a record whose text cells a spreadsheet could take for something else
+FORMULAS = FeedIntakeRecord(
+    id='=HYPERLINK("http://evil")',
+    tenant_id="t",
+    farm_id="f",
+    barn_id="b",
+    source="MANUAL",
+    quantity_kg="12345678901234567890",  # more digits than a double holds: text
+    occurred_at="2025-01-01T00:00:00.000Z",
+    created_at="0001-01-01T00:00:00.000Z",  # before Excel's calendar: text
+    notes="http://example.com",
+)
+
+
 @pytest.mark.parametrize(
     "text",
     [
@@ -518,17 +532,7 @@ def test_an_xlsx_workbook_whose_temporary_space_fails_is_storage_failed_saying_s
 )
 def test_text_shaped_like_rich_text_xml_is_written_as_its_characters(text: str) -> None:
     # xlsxwriter's constant_memory mode takes any text between <r> and </r> for rich-text XML
-    record = FeedIntakeRecord(
-        id="i",
-        tenant_id="t",
-        farm_id="f",
-        barn_id="b",
-        source="MANUAL",
-        quantity_kg="1",
-        occurred_at="2025-01-01T00:00:00.000Z",
-        created_at="2025-01-01T00:00:00.000Z",
-        notes=text,
-    )
+    record = msgspec.structs.replace(FORMULAS, id="i", notes=text)
     data = export([record], ReportFormat.XLSX, columns=["id", "notes"])[0]
     assert sheet_rows(data) == [("id", "notes"), ("i", text)]
     with zipfile.ZipFile(io.BytesIO(data)) as book:
@@ -536,17 +540,7 @@ def test_text_shaped_like_rich_text_xml_is_written_as_its_characters(text: str) 
 
 
 def test_text_that_looks_like_a_formula_stays_text() -> None:
-    record = FeedIntakeRecord(
-        id='=HYPERLINK("http://evil")',
-        tenant_id="t",
-        farm_id="f",
-        barn_id="b",
-        source="MANUAL",
-        quantity_kg="12345678901234567890",  # more digits than a double holds: text
-        occurred_at="2025-01-01T00:00:00.000Z",
-        created_at="0001-01-01T00:00:00.000Z",  # before Excel's calendar: text
-        notes="http://example.com",
-    )
+    record = FORMULAS
     columns = ["id", "quantity_kg", "created_at", "notes"]
     rows = sheet_rows(export([record], ReportFormat.XLSX, columns=columns)[0])
     assert rows[1] == (

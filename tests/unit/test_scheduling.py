@@ -252,14 +252,20 @@ def test_every_stuck_claim_of_a_pass_is_finished_not_only_the_first() -> None:
     assert {job.schedule_id for job in world.jobs_of()} == {first.id, second.id}
 
 
-def test_a_job_created_before_the_scheduler_died_is_found_again_not_doubled() -> None:
-    world = World()
+def died_after_making_the_job(world: World) -> Schedule:
+    """A schedule whose scheduler made the occurrence's job, then died before recording it."""
     schedule = world.schedule()
     world.at(2026, 1, 5, 23, 0, 1)
     world.schedules.fail_runs = 1
     with pytest.raises(ServiceUnavailable):
         world.app.run_schedules()
     assert len(world.jobs_of()) == 1
+    return schedule
+
+
+def test_a_job_created_before_the_scheduler_died_is_found_again_not_doubled() -> None:
+    world = World()
+    schedule = died_after_making_the_job(world)
     world.clock.advance(60)
     world.app.run_schedules()
     [job] = world.jobs_of()
@@ -271,11 +277,7 @@ def test_a_job_made_before_the_scheduler_died_is_recorded_though_the_template_ch
     claim: the re-made request's key named another request (409), recorded as a skip, and the
     schedule showed no job for an occurrence that has one."""
     world = World()
-    schedule = world.schedule()
-    world.at(2026, 1, 5, 23, 0, 1)
-    world.schedules.fail_runs = 1
-    with pytest.raises(ServiceUnavailable):
-        world.app.run_schedules()
+    schedule = died_after_making_the_job(world)
     world.patch(schedule.id, range="previous_week")
     world.clock.advance(60)
     done = world.app.run_schedules()
