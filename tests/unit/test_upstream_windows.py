@@ -51,7 +51,8 @@ WEIGHVISION = SourceRequest(
 
 def bounds_of_plan() -> list[dt.datetime]:
     whole = Range(first=FIRST, end=END, lower="", upper="")
-    return [b.below for b in plan(whole, CONCURRENCY * WINDOWS_PER_THREAD) if b.below]
+    # the bounds between windows (the newest window's is the range's own end)
+    return [b.below for b in plan(whole, CONCURRENCY * WINDOWS_PER_THREAD)[1:] if b.below]
 
 
 def stamp(t: dt.datetime, style: int) -> str:
@@ -208,7 +209,7 @@ def test_the_plan_cuts_the_range_into_whole_millisecond_windows_newest_first() -
     whole = Range(first=FIRST, end=END, lower="L", upper="U")
     windows = plan(whole, 16)
     assert len(windows) == 16
-    assert windows[0].upper == "U" and windows[0].below is None
+    assert windows[0].upper == "U" and windows[0].below == END
     assert windows[-1].lower == "L"
     for newer, older in itertools.pairwise(windows):
         assert older.upper == newer.lower  # a shared bound, owned by the newer window
@@ -227,10 +228,33 @@ def test_records_on_every_window_bound_are_written_once_by_the_newer_window(
             records.append(record(len(records), stamp(b + off, i % 4)))
     records.append(record(len(records), stamp(FIRST, 0)))  # the range's own ends
     records.append(record(len(records), "2026-01-03T23:59:59Z"))
-    records.append(record(len(records), "2026-01-03T23:59:59.500Z"))  # after end: out
+    records.append(record(len(records), "2026-01-03T23:59:59.500Z"))  # past the feed's end=
     csv_file = same_both_ways(records, job_type)
     ids = ids_in(csv_file)
     assert len(ids) == len(set(ids)) == len(records) - (job_type is JobType.FEED_INTAKE_EXPORT)
+
+
+class SecondsUpstream(Upstream):
+    """A feed service that reads ``end`` to the second: ``end=...T23:59:59Z`` answers the
+    records of the whole last second."""
+
+    def within(self, lo: str | None, hi: str | None) -> list[dict[str, Any]]:
+        if hi is not None and hi.endswith(":59Z"):
+            hi = hi[:-1] + ".999999Z"
+        return super().within(lo, hi)
+
+
+@pytest.mark.parametrize("concurrency", [1, CONCURRENCY])
+def test_the_feeds_records_of_the_end_dates_last_second_are_kept(concurrency: int) -> None:
+    """The feed is asked end=<end_date>T23:59:59Z (the contract's); a service that answers
+    the whole last second sent records at 23:59:59.5, within the end date, and they were
+    dropped as out of range: a record of the day lost."""
+    last_second = ["2026-01-03T23:59:59Z", "2026-01-03T23:59:59.500Z", "2026-01-03T23:59:59.999Z"]
+    records = [record(n, at) for n, at in enumerate([*last_second, "2026-01-03T12:00:00Z"])]
+    records.append(record(len(records), "2026-01-04T00:00:00Z"))  # the day after: out
+    upstream = SecondsUpstream(records)
+    ids = ids_in(export(upstream, JobType.FEED_INTAKE_EXPORT, ReportFormat.CSV, concurrency))
+    assert sorted(ids) == sorted(r["id"] for r in records[:-1])
 
 
 def test_thousands_of_feed_records_at_one_instant_page_through_by_cursor() -> None:

@@ -183,15 +183,15 @@ class HttpRecordSource:
             lower = f"{start.isoformat()}T00:00:00Z" if start else None
             upper = f"{end.isoformat()}T23:59:59.999Z" if end else None
         q = query(params)
-        windows = [Bounds(lower=lower, upper=upper)]
-        if start is not None and end is not None and self.config.concurrency > 1:
+        # what is kept is the end date's whole day, whatever the query's end says: the feed's
+        # end=...T23:59:59Z (the contract's) left a record at 23:59:59.5 out, though its day
+        after_end = None
+        if end is not None:
+            after_end = dt.datetime.combine(end, dt.time.min, tzinfo=dt.UTC) + dt.timedelta(days=1)
+        windows = [Bounds(lower=lower, upper=upper, below=after_end)]
+        if start is not None and after_end is not None and self.config.concurrency > 1:
             first = dt.datetime.combine(start, dt.time.min, tzinfo=dt.UTC)
-            whole = Range(
-                first=first,
-                end=dt.datetime.combine(end, dt.time.min, tzinfo=dt.UTC) + dt.timedelta(days=1),
-                lower=lower or "",
-                upper=upper or "",
-            )
+            whole = Range(first=first, end=after_end, lower=lower or "", upper=upper or "")
             windows = plan(whole, self.config.concurrency * WINDOWS_PER_THREAD)
         opener: Callable[[Bounds], Task]
         if job_type == JobType.FEED_INTAKE_EXPORT:

@@ -88,7 +88,7 @@ def plan(whole: Range, count: int) -> list[Bounds]:
         Bounds(
             lower=whole.lower if bottom is None else instant_text(bottom),
             upper=whole.upper if top is None else instant_text(top),
-            below=top,
+            below=whole.end if top is None else top,  # the newest keeps all of the last day
         )
         for bottom, top in zip(bottoms, tops, strict=True)
     ]
