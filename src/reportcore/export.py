@@ -235,6 +235,7 @@ class ProgressEstimate:
     def __init__(self, spec: JobTypeSpec, scope: Scope) -> None:
         self._spec = spec
         self._pages = 0
+        self._placed = False  # a page has shown where in the date range the export stands
         self.pct = 0
         self._start = (
             dt.datetime.combine(scope.start_date, dt.time.min, tzinfo=dt.UTC)
@@ -252,10 +253,17 @@ class ProgressEstimate:
         self._pages += 1
         pct: float
         pos = page_position(self._spec, page)
-        if self._start is not None and self._end is not None and pos is not None:
+        dated = self._start is not None and self._end is not None
+        if dated and pos is not None:
+            assert self._start is not None and self._end is not None
+            self._placed = True
             span = (self._end - self._start).total_seconds()
             done = (self._end - pos) if self._spec.newest_first else (pos - self._start)
             pct = 100.0 * done.total_seconds() / span
+        elif dated and self._placed:
+            # an empty page (a time window with no records, a gap in the data) says nothing
+            # of where the export stands: the page count's estimate jumped to ~75 % there
+            return self.pct
         else:
             pct = 99.0 * (1.0 - 0.97**self._pages)
         self.pct = max(self.pct, min(99, max(0, int(pct))))

@@ -521,6 +521,20 @@ def test_progress_of_a_newest_first_export_counts_back_from_the_end_date() -> No
     )
 
 
+def test_an_empty_page_of_a_dated_export_leaves_the_progress_where_it_was() -> None:
+    """A time window without records (a barn empty between flocks) gives an empty page: its
+    page count's estimate (99 x (1 - 0.97^n)) jumped the export to ~75 % and kept it there."""
+    estimate = ProgressEstimate(
+        TELEMETRY, Scope(start_date=dt.date(2026, 1, 1), end_date=dt.date(2026, 1, 4))
+    )
+    page = SourcePage(records=[TelemetryReading(id="1", occurred_at="2026-01-04T00:00:00Z")])
+    for _ in range(44):
+        assert estimate.update(page) == 25
+    assert estimate.update(SourcePage()) == 25
+    later = SourcePage(records=[TelemetryReading(id="2", occurred_at="2026-01-03T00:00:00Z")])
+    assert estimate.update(later) == 50
+
+
 def test_progress_of_ndjson_pages_reads_the_last_raw_record() -> None:
     estimate = ProgressEstimate(
         WEIGHVISION, Scope(start_date=dt.date(2026, 1, 1), end_date=dt.date(2026, 1, 4))
