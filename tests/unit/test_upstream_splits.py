@@ -329,28 +329,38 @@ def test_an_upstream_that_ignores_the_range_asked_gets_each_record_once_and_only
 
 
 class Repeating(Fast):
-    """Offset paging that drifts: every page after the first starts with the last record of
-    the page before (as when a record is inserted between two requests)."""
+    """Offset paging that drifts: every page after the first starts with the last ``drift``
+    records of the page before (as when records are inserted between two requests)."""
+
+    def __init__(self, records: list[dict[str, Any]], drift: int = 1) -> None:
+        super().__init__(records)
+        self.drift = drift
 
     def __call__(self, req: httpx.Request) -> httpx.Response:
         p = req.url.params
         limit = min(int(p.get("limit", "25")), 100)
         hits = self.within(p.get("start"), p.get("end"))
         at = int(p.get("cursor", "0"))
-        page = hits[max(0, at - 1) : at + limit - 1] if at else hits[:limit]
-        step = at + len(page) - (1 if at else 0)
+        back = min(self.drift, at, limit - 1)
+        page = hits[at - back : at - back + limit]
+        step = at - back + len(page)
         more = step < len(hits)
         return httpx.Response(200, json={"items": page, "nextCursor": str(step) if more else None})
 
 
+@pytest.mark.parametrize("drift", [1, 2, 3])
 @pytest.mark.parametrize("concurrency", [1, 4])
-def test_a_record_repeated_across_pages_is_written_once_and_counted(concurrency: int) -> None:
+def test_records_repeated_across_pages_are_written_once_and_counted(
+    concurrency: int, drift: int
+) -> None:
+    """Two or more repeated records (the first newer than the last one kept) failed the
+    export as out of order; a repeat is dropped before the order is looked at."""
     records = spread(120, outside=False)
     honest = export(Fast(records), FEED, ReportFormat.JSON, 1)
     before = dropped("repeated_id")
-    repeated = export(Repeating(records), FEED, ReportFormat.JSON, concurrency)
+    repeated = export(Repeating(records, drift), FEED, ReportFormat.JSON, concurrency)
     assert repeated == honest
-    assert dropped("repeated_id") - before >= 120 // 7 - concurrency
+    assert dropped("repeated_id") - before >= (120 // 7 - concurrency) * drift
 
 
 class Shuffled(Fast):

@@ -103,6 +103,12 @@ class Window:
             if given is not None and not given[i]:
                 keep.append(False)
                 continue
+            if rid in at_last or rid in page or rid in previous:
+                # a record kept already (offset paging that drifted): dropped before its
+                # instant is looked at, so that two repeated ones are not taken for disorder
+                keep.append(False)
+                repeated += 1
+                continue
             if last is not None and t > last:
                 raise UpstreamBadResponse(
                     f"{call.upstream.value} sent records out of order for "
@@ -119,10 +125,6 @@ class Window:
             if top is not None and (t > top or (t == top and not inclusive)):
                 keep.append(False)
                 out_of_range += 1
-                continue
-            if rid in at_last or rid in page or rid in previous:
-                keep.append(False)
-                repeated += 1
                 continue
             at_last.add(rid)
             page.add(rid)
