@@ -363,6 +363,34 @@ def test_records_repeated_across_pages_are_written_once_and_counted(
     assert dropped("repeated_id") - before >= (120 // 7 - concurrency) * drift
 
 
+class Oversized(Fast):
+    """A service that ignores ``limit``: pages of 150 feed records (the contract caps them
+    at 100), or every reading in range at once."""
+
+    def __call__(self, req: httpx.Request) -> httpx.Response:
+        p = req.url.params
+        if not req.url.path.endswith("/intake-records"):
+            return httpx.Response(200, json=self.within(p.get("from"), p.get("to")))
+        hits = self.within(p.get("start"), p.get("end"))
+        at = int(p.get("cursor", "0"))
+        more = at + 150 < len(hits)
+        body = {"items": hits[at : at + 150], "nextCursor": str(at + 150) if more else None}
+        return httpx.Response(200, json=body)
+
+
+@pytest.mark.parametrize("job_type", [FEED, TELEMETRY], ids=lambda t: t.value)
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_a_page_of_more_records_than_asked_fails_the_export_as_a_bad_response(
+    job_type: JobType, concurrency: int
+) -> None:
+    """Each window holds a page and its keys: eight pages of 80,000 records (under the byte
+    cap, within UPSTREAM_MAX_PAGE_ITEMS) held ~600 MB. A page is what ``limit`` asked."""
+    with pytest.raises(ExportFailure) as failure:
+        export(Oversized(spread(2000, outside=False)), job_type, ReportFormat.CSV, concurrency)
+    assert failure.value.code == "UPSTREAM_BAD_RESPONSE"
+    assert "asked (limit)" in str(failure.value)
+
+
 class Shuffled(Fast):
     """Records in the range asked, oldest first instead of newest first."""
 

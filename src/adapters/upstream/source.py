@@ -196,11 +196,13 @@ class HttpRecordSource:
         opener: Callable[[Bounds], Task]
         if job_type == JobType.FEED_INTAKE_EXPORT:
             page_size = params["limit"]
-            keys = functools.partial(_window_keys, call, request.tenant_id, FEED_KEYS)
+            # the service caps limit at 100 (the contract): more than that is never a page
+            most = max(page_size, FEED_PAGE_MAX)
+            keys = functools.partial(_window_keys, call, request.tenant_id, FEED_KEYS, most)
             opener = lambda b: task(functools.partial(_feed, call=call, q=q, bounds=b))  # noqa: E731
         else:
             page_size = limit
-            keys = functools.partial(_window_keys, call, request.tenant_id, READING_KEYS)
+            keys = functools.partial(_window_keys, call, request.tenant_id, READING_KEYS, limit)
             opener = lambda b: task(  # noqa: E731
                 functools.partial(_telemetry, call=call, q=q, bounds=b, limit=limit)
             )
@@ -247,14 +249,21 @@ def _telemetry(get: pagers.Get, *, call: Call, q: str, bounds: Bounds, limit: in
 
 
 def _window_keys(
-    call: Call, tenant_id: str, decoder: msgspec.json.Decoder[Any], fetched: Fetched
+    call: Call, tenant_id: str, decoder: msgspec.json.Decoder[Any], most: int, fetched: Fetched
 ) -> tuple[list[str], Sequence[dt.datetime]]:
     """A page's ids and instants for its window (``decoder``: ``FEED_KEYS`` or
     ``READING_KEYS``), its records' tenant checked, so that :func:`_page` checks none of it
-    again; the keys the pager read already, if it did, else read here."""
+    again; the keys the pager read already, if it did, else read here. A page of more than
+    ``most`` records (the ``limit`` asked) is not the page asked for: each window holds a page
+    and its keys, and eight of 80,000 records each (under the byte cap) held ~600 MB."""
     keys = fetched.keys
     if keys is None:
         keys = _items(decode(call, decoder, fetched.body))
+    if len(keys) > most:
+        raise UpstreamBadResponse(
+            f"{call.upstream.value} sent {len(keys)} records in one page of "
+            f"{call.describe()}, more than the {most} asked (limit)"
+        )
     _one_tenant(call, keys, tenant_id)
     instants = fetched.instants
     return [k.id for k in keys], _instants(call, keys) if instants is None else instants

@@ -103,7 +103,7 @@ class Window:
             if given is not None and not given[i]:
                 keep.append(False)
                 continue
-            if rid in at_last or rid in page or rid in previous:
+            if rid in previous or rid in page or (t == last and rid in at_last):
                 # a record kept already (offset paging that drifted): dropped before its
                 # instant is looked at, so that two repeated ones are not taken for disorder
                 keep.append(False)
