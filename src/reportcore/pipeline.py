@@ -48,11 +48,12 @@ def source_request(
     trace_id: str,
     limits: ExportLimits | None = None,
     checkpoint: Callable[[], None] | None = None,
+    fetched: Callable[[], None] | None = None,
 ) -> SourceRequest:
     """What the source is asked for: typed records for CSV or for a filter applied while
     streaming, each record's upstream bytes for NDJSON. ``trace_id`` travels upstream; the
     source fetches at most ``limits.max_pages`` pages and ``limits.max_bytes`` bytes, and asks
-    ``checkpoint`` while it waits."""
+    ``checkpoint`` while it waits, and ``fetched`` as each page arrives."""
     raw = fmt is ReportFormat.JSON
     return SourceRequest(
         job_id=trace_id,
@@ -65,6 +66,7 @@ def source_request(
         max_pages=limits.max_pages if limits is not None else None,
         max_bytes=limits.max_bytes if limits is not None else None,
         checkpoint=checkpoint,
+        fetched=fetched,
     )
 
 
@@ -122,6 +124,7 @@ def export_records(
     formats: RowFormats = CORE_ROW_FORMATS,
     limits: ExportLimits | None = None,
     checkpoint: Callable[[], None] | None = None,
+    fetched: Callable[[], None] | None = None,
 ) -> ExportedFile:
     """Stream the records of ``scope`` from ``source`` into a file from ``open_file`` and commit it.
 
@@ -133,7 +136,8 @@ def export_records(
     ``options`` shape the file (see :mod:`reportcore.options`); ``formats`` are the row
     formats this process can write (the core's CSV, plus what adapters add).
     ``limits``: past its pages, rows or bytes the export fails ``EXPORT_LIMIT_EXCEEDED`` (the
-    wall time is the caller's, who has the clock); ``checkpoint`` is handed to the source.
+    wall time is the caller's, who has the clock); ``checkpoint`` and ``fetched`` are handed
+    to the source.
     """
     scope = _checked_filters(spec, scope)
     keep = spec.stream_predicate(scope.filters)
@@ -145,6 +149,7 @@ def export_records(
         trace_id=trace_id,
         limits=limits,
         checkpoint=checkpoint,
+        fetched=fetched,
     )
     progress = ProgressEstimate(spec, scope)
     pages_seen = 0

@@ -233,6 +233,9 @@ class SourceRequest(msgspec.Struct, frozen=True, kw_only=True):
     # raises once the export must end (cancelled, handed back, over its time): a source asks
     # it while it waits on its upstream, so that an export ends within seconds mid-page
     checkpoint: Callable[[], None] | None = None
+    # called (from the source's threads) each time a page arrives: the export is moving even
+    # while none of it is written (pages whose records are all dropped)
+    fetched: Callable[[], None] | None = None
 
 
 class SourcePage(msgspec.Struct, frozen=True, kw_only=True):

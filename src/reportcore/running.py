@@ -93,8 +93,8 @@ class RunContext(msgspec.Struct, frozen=True, kw_only=True):
     and shared. ``stopping()`` true hands the job back; ``keep_lease`` renews the lease while
     the export runs; with ``shares``, a job whose tenant holds its share of the worker's slots
     is published again (to the back) and not claimed, so other tenants' jobs run first.
-    ``progressed`` is called each time the export writes a page (the worker's liveness probe
-    watches it)."""
+    ``progressed`` is called each time the export writes a page, and from the source's
+    threads each time a page arrives (the worker's liveness probe watches it)."""
 
     owner: str
     stopping: Callable[[], bool] = _never
@@ -272,6 +272,7 @@ def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutc
                 formats=deps.formats,
                 limits=limits,
                 checkpoint=checkpoint,
+                fetched=run.progressed,
             )
     except _Shutdown:
         jobs.retry(job.id, owner, clock.now())

@@ -118,6 +118,18 @@ def test_healthz_fails_once_a_running_export_writes_no_page_past_the_page_deadli
         server.close()
 
 
+def test_a_page_told_after_its_export_ended_brings_back_no_stalled_export() -> None:
+    """A window thread may tell of a page as its export ends: the export's entry came back,
+    never to be removed, and the probe called the worker stuck 180 s later."""
+    ticks = Ticks()
+    heartbeat = Heartbeat(ticks)
+    with heartbeat.export() as progressed:
+        pass
+    progressed()
+    ticks.now += 500
+    assert heartbeat.stalled() == 0.0
+
+
 @pytest.mark.parametrize("host", ["::1", "::"])
 def test_the_worker_probes_serve_on_an_ipv6_host(host: str) -> None:
     """The stdlib's server is IPv4 only: WORKER_HTTP_HOST=:: logged 'worker http not

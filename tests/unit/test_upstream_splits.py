@@ -328,6 +328,24 @@ def test_an_upstream_that_ignores_the_range_asked_gets_each_record_once_and_only
     assert dropped("out_of_range", label) > before
 
 
+@pytest.mark.parametrize("concurrency", [1, 4])
+def test_every_page_that_arrives_is_told_though_none_of_its_records_is_kept(
+    concurrency: int,
+) -> None:
+    """A feed that ignores start and end sends every newer record first: pages whose records
+    are all dropped were never written, so the worker's liveness probe saw an export that
+    wrote nothing for minutes and restarted a worker that was busy fetching."""
+    records = spread(40, outside=False)
+    records += [record(100 + n, stamp(END + dt.timedelta(hours=n + 1), 0)) for n in range(60)]
+    arrived = []
+    upstream = Fast(records, ignore="both")
+    csv_file = export(
+        upstream, FEED, ReportFormat.CSV, concurrency, fetched=lambda: arrived.append(1)
+    )
+    assert len(ids_in(csv_file)) == 40
+    assert len(arrived) == upstream.calls > 60 // 7
+
+
 class Repeating(Fast):
     """Offset paging that drifts: every page after the first starts with the last ``drift``
     records of the page before (as when records are inserted between two requests)."""

@@ -139,6 +139,7 @@ def export(
     *,
     split: SplitPolicy | None = None,
     page: int = 7,
+    fetched: Any = None,
     **config: Any,
 ) -> bytes:
     """The file an export of ``upstream`` (a handler of requests) writes, in memory: through
@@ -164,6 +165,7 @@ def export(
         upstream_filters={},
         typed=fmt is ReportFormat.CSV,
         raw=fmt is ReportFormat.JSON,
+        fetched=fetched,
     )
     settings_: dict[str, Any] = {
         "feed_url": URL,

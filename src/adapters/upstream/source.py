@@ -132,6 +132,7 @@ class HttpRecordSource:
 
         target = self._retrying.target(call)
         checkpoint = request.checkpoint or _carry_on
+        arrived = request.fetched or _carry_on
         max_pages, max_bytes = request.max_pages, request.max_bytes
         fetched = itertools.count(1)  # pages asked for, every window together
         fetched_bytes = [0]
@@ -143,6 +144,7 @@ class HttpRecordSource:
             if max_pages is not None and next(fetched) > max_pages:
                 raise limit_exceeded(ExportLimits(max_pages=max_pages), "max_pages")
             body = self._retrying.get(target, q, stop, checkpoint)
+            arrived()
             if max_bytes is not None:
                 with count_lock:
                     fetched_bytes[0] += len(body)

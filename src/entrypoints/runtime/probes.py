@@ -79,14 +79,17 @@ class Heartbeat:
 
     @contextlib.contextmanager
     def export(self) -> Iterator[Callable[[], None]]:
-        """One export running for the block: call what it yields each time it writes a page."""
+        """One export running for the block: call what it yields each time it writes a page
+        or a page arrives (from any thread; a call after the block ends changes nothing)."""
         key = next(self._export_ids)
-        exports, now = self._exports, self._now
-        with self._lock:
+        exports, now, lock = self._exports, self._now, self._lock
+        with lock:
             exports[key] = now()
 
         def progressed() -> None:
-            exports[key] = now()
+            with lock:
+                if key in exports:  # a window thread's late page must not bring it back
+                    exports[key] = now()
 
         try:
             yield progressed
