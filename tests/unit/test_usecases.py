@@ -1901,7 +1901,10 @@ def test_the_worker_asks_the_upstream_for_the_jobs_tenant_and_whole_scope() -> N
     assert asked.checkpoint is not None  # the export's: the source asks it while it waits
     assert asked.max_pages == Policy().limits.max_pages
     assert asked.max_bytes == Policy().limits.max_bytes
-    unbounded = msgspec.structs.replace(asked, checkpoint=None, max_pages=None, max_bytes=None)
+    assert asked.fetched is not None  # the run's: each page that arrives is told
+    unbounded = msgspec.structs.replace(
+        asked, checkpoint=None, fetched=None, max_pages=None, max_bytes=None
+    )
     assert [unbounded] == [
         SourceRequest(
             job_id=job.id,
