@@ -21,7 +21,7 @@ from .errors import (
     WorkerLost,
 )
 from .fairness import TenantSlots
-from .jobs import Job, JobMessage, JobStatus, message_for, stored_extension
+from .jobs import Job, JobStatus, message_for, stored_extension
 from .jobtypes import JobTypeSpec
 from .options import options_of
 from .pipeline import ExportProgress, export_records
@@ -103,6 +103,18 @@ class RunContext(msgspec.Struct, frozen=True, kw_only=True):
     progressed: Callable[[], None] = _nothing
 
 
+class _Delivered(msgspec.Struct):
+    """What a worker reads of a queue message (:class:`~reportcore.jobs.JobMessage`): its job
+    id. The other fields are carried for operators reading the queue; one of an unexpected type
+    (``"requested_by": 42`` from another publisher) dead-lettered a job that could run, and
+    left it queued with nothing to publish it again."""
+
+    job_id: str
+
+
+_DELIVERED = msgspec.json.Decoder(_Delivered)
+
+
 def run_job(body: bytes, deps: Deps, run: RunContext) -> RunOutcome:
     """Handle one queue message: claim the job, stream its export, finish or fail it.
 
@@ -113,7 +125,7 @@ def run_job(body: bytes, deps: Deps, run: RunContext) -> RunOutcome:
     from the message.
     """
     try:
-        message = msgspec.json.decode(body, type=JobMessage)
+        message = _DELIVERED.decode(body)
     # msgspec's UnicodeDecodeError is bad UTF-8 in a string, its RecursionError JSON nested
     # ~1,000 deep: a message like that never decodes, so it is no outage to retry
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:

@@ -839,6 +839,19 @@ def test_an_unparsable_message_is_dead_lettered(body: bytes) -> None:
     assert world.queue.dead_letters == [body]
 
 
+@pytest.mark.parametrize(
+    "extra", [{"requested_by": 42}, {"scope": "x"}, {"tenant_id": ["t"]}, {"format": None}]
+)
+def test_a_message_is_run_by_its_job_id_whatever_else_it_carries(extra: dict[str, Any]) -> None:
+    """Only job_id is read (the row is the truth): a field of another type, from another
+    publisher, dead-lettered a job that could run and left it queued for good."""
+    world = World()
+    job = world.create().job
+    world.queue.take()
+    body = msgspec.json.encode({"job_id": job.id, **extra})
+    assert world.run(body).status == "succeeded"
+
+
 def test_a_dead_lettered_message_says_why_it_could_not_be_read() -> None:
     outcome = World().run(b"{}")
     assert outcome.detail == "Object missing required field `job_id`"  # msgspec's own words
