@@ -17,6 +17,7 @@ from hypothesis import strategies as st
 from adapters.upstream import UpstreamConfig
 from adapters.upstream.client import Clients
 from adapters.upstream.retry import Target
+from adapters.upstream.slots import FairSlots
 from adapters.upstream.wire import Call, and_, query
 from reportcore.jobtypes import Upstream
 
@@ -153,3 +154,45 @@ def test_one_origin_however_spelled_has_one_client_and_one_cap_of_requests_in_fl
         second.release()
     finally:
         clients.close()
+
+
+def test_a_released_slot_goes_to_the_longest_waiter_not_back_to_its_holder() -> None:
+    """A window released its slot and asked again at once for its next page, and took it back
+    before a page that had waited for seconds (the semaphore's waiters poll): one export's
+    windows kept every slot of a host while another tenant's page waited past its deadline."""
+    slots = FairSlots(1)
+    stop = threading.Event()
+    assert slots.acquire(stop)
+    got: list[bool] = []
+    waiter = threading.Thread(
+        target=lambda: got.append(slots.acquire(stop, until=time.monotonic() + 5))
+    )
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while not slots._waiting:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    slots.release()
+    assert not slots.acquire(stop, until=time.monotonic() + 0.3)  # its turn came after
+    waiter.join(5)
+    assert got == [True]
+    slots.release()
+    assert slots.acquire(stop, until=time.monotonic() + 1)
+
+
+def test_a_waiter_that_gives_up_as_it_is_handed_a_slot_passes_it_on() -> None:
+    slots = FairSlots(1)
+    stop = threading.Event()
+    assert slots.acquire(stop)
+    calls = [0]
+
+    def abort() -> bool:  # the slot arrives between two looks: it is given up all the same
+        calls[0] += 1
+        if calls[0] == 1:
+            slots.release()
+            return True
+        return False
+
+    assert not slots.acquire(stop, abort=abort)
+    assert slots.acquire(stop, until=time.monotonic() + 0.5), "the slot was lost"
+    assert not slots.acquire(stop, until=time.monotonic() + 0.2), "a slot was made up"

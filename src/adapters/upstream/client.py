@@ -34,6 +34,7 @@ from reportcore.errors import UpstreamUnavailable
 from reportsvc import DISTRIBUTION, __version__
 
 from .config import UpstreamConfig
+from .slots import FairSlots
 from .transport import StdlibTransport
 
 log = logging.getLogger("reportsvc.upstream")
@@ -128,7 +129,7 @@ class Clients:
         self._transport = transport
         self._on_client = on_client
         self._clients: dict[str, httpx.Client] = {}
-        self._slots: dict[str, threading.BoundedSemaphore] = {}
+        self._slots: dict[str, FairSlots] = {}
         self._lock = threading.Lock()
         self._retries: Counter[str] = Counter()
         self._ssl: ssl.SSLContext | None = None
@@ -151,7 +152,7 @@ class Clients:
         if slots is None:
             with self._lock:
                 slots = self._slots.setdefault(
-                    origin, threading.BoundedSemaphore(max(1, self._config.host_concurrency))
+                    origin, FairSlots(max(1, self._config.host_concurrency))
                 )
         return Host(self.client(base_url), slots)
 
@@ -260,7 +261,7 @@ class Host:
     """One upstream origin as an export uses it: its client and the cap on requests in flight
     to it across every export of the process."""
 
-    def __init__(self, client: httpx.Client, slots: threading.BoundedSemaphore) -> None:
+    def __init__(self, client: httpx.Client, slots: FairSlots) -> None:
         self.client = client
         self._slots = slots
 
@@ -270,18 +271,10 @@ class Host:
         abort: Callable[[], bool] | None = None,
         until: float | None = None,
     ) -> bool:
-        """Take one of the host's slots; False (holding nothing) when ``stop`` is set, or
-        ``abort()`` is true, or ``time.monotonic()`` passes ``until``, first (what ``abort``
-        raises goes up: the export's own reason to end)."""
-        slots = self._slots
-        if slots.acquire(blocking=False):
-            return True
-        while not slots.acquire(timeout=0.1):
-            if stop.is_set() or (abort is not None and abort()):
-                return False
-            if until is not None and time.monotonic() >= until:
-                return False
-        return True
+        """Take one of the host's slots, in turn (:class:`FairSlots`); False (holding nothing)
+        when ``stop`` is set, or ``abort()`` is true, or ``time.monotonic()`` passes
+        ``until``, first (what ``abort`` raises goes up: the export's own reason to end)."""
+        return self._slots.acquire(stop, abort, until)
 
     def release(self) -> None:
         self._slots.release()
