@@ -89,6 +89,21 @@ def test_healthz_is_200_while_the_loop_beats_and_503_once_it_is_stuck(
     assert httpx.get(server.url + "/healthz").json()["status"] == "alive"
 
 
+@pytest.mark.parametrize("path", ["/healthz", "/readyz", "/metrics"])
+def test_head_answers_what_get_does_without_the_body(
+    served: tuple[ProbeServer, Ticks, dict[str, str]], path: str
+) -> None:
+    """`wget --spider` (the health check the Dockerfile and operations.md give) sends HEAD:
+    it was answered 501, so a worker container probed that way was never healthy."""
+    server, _, _ = served
+    got, head = httpx.get(server.url + path), httpx.head(server.url + path)
+    assert head.status_code == got.status_code == 200
+    assert head.content == b""
+    if path != "/metrics":  # the metrics move between two scrapes
+        assert head.headers["content-length"] == str(len(got.content))
+    assert head.headers["content-type"] == got.headers["content-type"]
+
+
 def test_healthz_fails_once_a_running_export_writes_no_page_past_the_page_deadline() -> None:
     # issue 26, item 2: an export stuck mid-page (whatever should have ended the page did not)
     # is a worker to restart, even while its consume loop turns

@@ -246,12 +246,21 @@ class ProbeServer:
 
         class Handler(BaseHTTPRequestHandler):
             def do_GET(self) -> None:
+                self._answer(with_body=True)
+
+            def do_HEAD(self) -> None:
+                # what `wget --spider` (the documented container health check) sends: it
+                # was a 501, so a probed worker was unhealthy for good
+                self._answer(with_body=False)
+
+            def _answer(self, *, with_body: bool) -> None:
                 status, content_type, body = owner.answer(self.path)
                 self.send_response(status)
                 self.send_header("Content-Type", content_type)
                 self.send_header("Content-Length", str(len(body)))
                 self.end_headers()
-                self.wfile.write(body)
+                if with_body:
+                    self.wfile.write(body)
 
             def log_message(self, format: str, *args: Any) -> None:
                 pass  # scrapes and probes every few seconds: not a log line each
