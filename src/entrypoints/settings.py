@@ -33,6 +33,7 @@ from .variables import (
     flag,
     http_url,
     instant,
+    int_between,
     non_negative_int,
     one_of,
     port,
@@ -50,8 +51,8 @@ from .variables import (
 
 __all__ = ["ConfigError", "Env", "Settings", "load_settings"]
 
-# The core's lifecycle knobs and the upstream client's knobs keep their defaults where they are
-# declared; a setting of one of them takes its default from there, so each is written once.
+# The core's and the upstream client's knobs keep their defaults where they are declared; a
+# setting of one takes its default from there, so each is written once.
 _POLICY = Policy()
 _LIMITS = _POLICY.limits
 _UPSTREAM = UpstreamConfig()
@@ -102,16 +103,15 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "same path on every api and worker machine (see below); not read when `FILE_STORE=s3`",
     )] = "/data/exports"
     worker_concurrency: Annotated[int, Env(
-        "WORKER_CONCURRENCY", parse=positive_int,
+        "WORKER_CONCURRENCY", parse=int_between(1, 65535, "AMQP's largest prefetch"),
         doc="exports one worker process runs at once (its RabbitMQ prefetch)",
     )] = 1
     jwt_secret: Annotated[str | None, Env(
         "JWT_SECRET", parse=secret, hint=_JWT_HINT,
         doc="HS256 key of user tokens, at least 16 characters",
     )] = None
-    # None: the claim is not required (the variable set to empty): FarmIQ's identity service
-    # signs access tokens without iss and aud on refresh and SSO, so a deployment that takes
-    # those tokens turns the checks off explicitly
+    # None: the claim is not required (the variable set empty): FarmIQ's identity service signs
+    # tokens without iss and aud on refresh and SSO; a deployment taking them turns checks off
     jwt_issuer: Annotated[str | None, Env(
         "JWT_ISSUER", parse=claim, empty_is_a_value=True,
         doc="the `iss` a user token must carry; set to empty (`JWT_ISSUER=`) to not require or "
@@ -181,9 +181,9 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )] = _UPSTREAM.concurrency
     upstream_host_concurrency: Annotated[int, Env(
         "UPSTREAM_HOST_CONCURRENCY", parse=positive_int,
-        doc="requests in flight to one upstream host (scheme, host, port) across every export of "
-        "one process, so `WORKER_CONCURRENCY` exports never open `WORKER_CONCURRENCY` x "
-        "`UPSTREAM_CONCURRENCY` connections",
+        doc="requests in flight to one upstream host (scheme, host, port) across a process's "
+        "exports, a freed slot to the page waiting longest; `WORKER_CONCURRENCY` exports never "
+        "open `WORKER_CONCURRENCY` x `UPSTREAM_CONCURRENCY` connections",
     )] = _UPSTREAM.host_concurrency
     upstream_ca_bundle: Annotated[str | None, Env(
         "UPSTREAM_CA_BUNDLE", parse=text,
@@ -211,10 +211,10 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "host slot included (a body dripped a byte at a time, each read under "
         "`UPSTREAM_TIMEOUT_SEC`, ends here); past it the job fails `UPSTREAM_UNAVAILABLE`. Keep "
         "it above the retries' own bound (57.5 s with the defaults, see Faults); the worker's "
-        "`/healthz` fails when an export writes no page for this plus 60 s",
+        "`/healthz` fails when an export gets and writes no page for this plus 60 s",
     )] = _UPSTREAM.page_deadline_sec
     upstream_max_page_bytes: Annotated[int, Env(
-        "UPSTREAM_MAX_PAGE_BYTES", parse=positive_int, default_doc="16 MiB",
+        "UPSTREAM_MAX_PAGE_BYTES", parse=int_between(1, 2**32, "4 GiB"), default_doc="16 MiB",
         doc="the most one upstream page may be, on the wire and once inflated (gzip is inflated "
         "as it arrives), checked against `Content-Length` and while reading; a bigger page "
         "fails the job `UPSTREAM_BAD_RESPONSE`. A worker holds at most `UPSTREAM_CONCURRENCY` "

@@ -166,6 +166,18 @@ def positive_int(name: str, raw: str) -> int:
     return n
 
 
+def int_between(low: int, high: int, why: str) -> Callable[[str, str], int]:
+    """A whole number ``low`` .. ``high``; ``why`` says where the top comes from."""
+
+    def parse(name: str, raw: str) -> int:
+        n = non_negative_int(name, raw)
+        if not low <= n <= high:
+            raise ConfigError(f"{name} must be {low}..{high} ({why}), got {raw!r}")
+        return n
+
+    return parse
+
+
 def port(name: str, raw: str) -> int:
     """0..65535; 0 asks the kernel for a free port (tests, several local instances), the bound
     port is logged once listening."""
@@ -197,15 +209,19 @@ def whole_sec(minimum: int) -> Callable[[str, str], int]:
     return parse
 
 
+# ASCII digits only, as for whole numbers: float() also reads Arabic-Indic digits and "1_0"
+_DECIMAL = re.compile(r"(?:[0-9]+(?:\.[0-9]*)?|\.[0-9]+)(?:[eE][+-]?[0-9]+)?")
+MIN_SEC = 0.001  # below a millisecond no lease, timeout or interval of ours can be kept
+
+
 def positive_float(name: str, raw: str) -> float:
-    """Seconds, above 0 and at most ten years (every setting it reads is a duration)."""
-    try:
-        f = float(raw.strip())
-    except ValueError:
-        raise ConfigError(f"{name} must be a number, got {raw!r}") from None
-    if not f > 0:
-        raise ConfigError(f"{name} must be greater than 0, got {raw!r}")
-    if not math.isfinite(f):  # inf: a lease or a deadline never reached, an overflow later
+    """Seconds, 1 ms .. ten years (every setting it reads is a duration)."""
+    if not _DECIMAL.fullmatch(raw.strip()):
+        raise ConfigError(f"{name} must be a number of seconds, got {raw!r}")
+    f = float(raw.strip())
+    if not f >= MIN_SEC:
+        raise ConfigError(f"{name} must be at least {MIN_SEC} (a millisecond), got {raw!r}")
+    if not math.isfinite(f):  # 1e999: a lease or a deadline never reached, an overflow later
         raise ConfigError(f"{name} must be a finite number, got {raw!r}")
     _at_most_max_sec(name, raw, f)
     return f

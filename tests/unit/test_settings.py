@@ -181,6 +181,15 @@ def test_a_short_jwt_secret_says_what_it_must_be() -> None:
         ("REPORT_DOWNLOAD_TTL_SEC", "-5"),
         ("WORKER_CONCURRENCY", "0"),
         ("WORKER_CONCURRENCY", "2.5"),
+        # past AMQP's largest prefetch: the consumer failed every 2 s while probes said ready
+        ("WORKER_CONCURRENCY", "70000"),
+        # past a C ssize_t: every gzip page crashed the export (OverflowError)
+        ("UPSTREAM_MAX_PAGE_BYTES", "9223372036854775807"),
+        # float() reads other scripts' digits and underscores; a lease of 1 ms is none
+        ("REPORT_LEASE_SEC", "\u0661\u0660"),
+        ("REPORT_LEASE_SEC", "1_0"),
+        ("REPORT_LEASE_SEC", "5e-324"),
+        ("REPORT_LEASE_SEC", "0.0005"),
         ("CLOUD_FEED_SERVICE_URL", "feed:3000"),
         ("FEED_BASE_URL", "ftp://feed"),
         ("CLOUD_TELEMETRY_SERVICE_URL", "telemetry"),
@@ -293,7 +302,9 @@ def test_an_empty_s3_prefix_puts_the_files_at_the_bucket_s_root(raw: str) -> Non
 def test_a_duration_must_be_a_finite_number_above_zero(raw: str) -> None:
     """``float()`` reads ``inf`` and ``1e400`` as infinity: a lease never renewed, a timeout
     never reached, an overflow in the first sum of times (docs/operations.md: decimals)."""
-    with pytest.raises(ConfigError, match=r"^UPSTREAM_TIMEOUT_SEC must be (greater|a finite)"):
+    with pytest.raises(
+        ConfigError, match=r"^UPSTREAM_TIMEOUT_SEC must be (at least|a finite|a number)"
+    ):
         load_settings({"UPSTREAM_TIMEOUT_SEC": raw})
 
 
@@ -322,7 +333,7 @@ def test_every_problem_is_found_before_one_is_reported() -> None:
     with pytest.raises(ConfigError) as raised:
         load_settings(env, required=("database_url", "jwt_secret"))
     assert raised.value.problems == (
-        "REPORT_LEASE_SEC must be greater than 0, got '0'",
+        "REPORT_LEASE_SEC must be at least 0.001 (a millisecond), got '0'",
         "LOG_LEVEL must be DEBUG, INFO, WARNING or ERROR, got 'loud'",
         "DATABASE_URL is required but not set",
         raised.value.problems[3],  # JWT_SECRET's, with its hint (tests/unit/test_cli.py)
