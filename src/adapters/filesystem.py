@@ -285,6 +285,26 @@ class FilesystemStore:
         """The job's file and the temporaries of crashed attempts, and its folder if empty."""
         self.delete(str(self._path_of(tenant_id, job_id, extension)))
 
+    def check(self, *, writes: bool = True) -> None:
+        """Raise :class:`StorageFailure` naming the cause unless the root is a folder this
+        process can read (and, with ``writes``, write: the workers; an api may have it read
+        only), made if missing: run once at start, so that a bad ``EXPORT_ROOT`` (a volume not
+        mounted, owned by another uid) is one clear line, not every job failed
+        ``STORAGE_FAILED`` behind a ready probe."""
+        root = self.root
+        try:
+            root.mkdir(parents=True, exist_ok=True)
+            os.listdir(root)
+            if writes:
+                probe = root / f".reportsvc-check-{uuid.uuid4().hex}{_TEMP_SUFFIX}"
+                probe.write_bytes(b"")
+                probe.unlink()
+        except OSError as exc:
+            raise StorageFailure(
+                f"the export folder {str(root)!r} (EXPORT_ROOT) is not usable: "
+                f"{exc.strerror or exc}"
+            ) from exc
+
     def download_url(
         self, location: str, expires_at: dt.datetime, file_name: str | None = None
     ) -> str | None:

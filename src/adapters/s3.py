@@ -354,9 +354,10 @@ class S3Store:
         )
         return url
 
-    def check(self) -> None:
+    def check(self, *, writes: bool = True) -> None:
         """Raise :class:`StorageFailure` naming the cause unless the bucket answers with our
-        credentials (run once at start, so that a refusal is one clear line, not a crash loop)."""
+        credentials (run once at start, so that a refusal is one clear line, not a crash loop;
+        ``writes`` is the filesystem store's distinction, not checked here)."""
         try:
             self._client.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as exc:

@@ -79,12 +79,12 @@ def _traced_app(app: Any, tracing: Any) -> Any:
     return app
 
 
-def _check_store(container: Any) -> None:
+def _check_store(container: Any, *, writes: bool = True) -> None:
 
     from .containers import check_file_store
 
     try:
-        check_file_store(container)
+        check_file_store(container, writes=writes)
     except StorageFailure as exc:
         raise Failure(exc.message) from exc
 
@@ -100,7 +100,7 @@ def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     container = service_container(settings, tracing)
     container.init_resources()
     try:
-        _check_store(container)
+        _check_store(container, writes=False)  # the api only reads files
         app = _traced_app(create_app(container), tracing)
         relog(settings)
         serve(app, settings.host, settings.port, limits=connection_limits(settings))

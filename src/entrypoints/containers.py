@@ -365,13 +365,14 @@ def upstream_config(settings: Settings, every_upstream: str | None = None) -> An
     return msgspec.structs.replace(config, **urls)
 
 
-def check_file_store(container: Container) -> None:
+def check_file_store(container: Container, *, writes: bool = True) -> None:
     """Raise :class:`reportcore.errors.StorageFailure` naming the cause when the configured
-    store cannot be used (a bucket that is missing or refuses our credentials), so that a
-    process stops at start with one clear line instead of failing every job."""
+    store cannot be used (a bucket that is missing or refuses our credentials, an export
+    folder this process cannot read, or with ``writes`` write), so that a process stops at
+    start with one clear line instead of failing every job."""
     check = getattr(container.store(), "check", None)
     if callable(check):
-        check()
+        check(writes=writes)
 
 
 def service_container(settings: Settings, tracing: Tracing | None = None) -> Container:

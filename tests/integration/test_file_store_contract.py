@@ -423,6 +423,35 @@ def test_an_export_root_that_cannot_be_a_folder_is_a_storage_failure(tmp_path: P
         store.create(TENANT, new_job(), "csv")
 
 
+@pytest.mark.parametrize("writes", [True, False])
+def test_the_start_check_names_an_export_root_that_cannot_be_a_folder(
+    tmp_path: Path, writes: bool
+) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_bytes(b"")
+    for unusable in (blocker / "exports", Path("/proc/no-such-folder/exports")):
+        with pytest.raises(StorageFailure, match=r"\(EXPORT_ROOT\) is not usable: "):
+            FilesystemStore(unusable).check(writes=writes)
+    made = tmp_path / "not-yet" / "exports"
+    FilesystemStore(made).check(writes=writes)  # a folder to be is made, and left empty
+    assert made.is_dir() and list(made.iterdir()) == []
+
+
+@pytest.mark.parametrize("command", ["api", "worker", "all"])
+def test_every_serving_command_stops_at_start_on_an_export_root_it_cannot_use(
+    command: str, database_url: str, amqp_url: str, tmp_path: Path
+) -> None:
+    """An EXPORT_ROOT that cannot be a folder (a volume not mounted): the processes started,
+    answered ready, and every job failed STORAGE_FAILED for good."""
+    from .procs import run_reportsvc, service_env
+
+    env = service_env(database_url, amqp_url, Path("/proc/no-such"), "http://127.0.0.1:9")
+    assert run_reportsvc(env, "migrate").returncode == 0
+    done = run_reportsvc(env, command, timeout=60)
+    assert done.returncode == 1, done.stdout + done.stderr
+    assert "the export folder '/proc/no-such' (EXPORT_ROOT) is not usable" in done.stderr
+
+
 def test_an_unwritable_export_root_is_a_storage_failure(root: Path) -> None:
     root.mkdir()
     if os.geteuid() != 0:
