@@ -755,6 +755,35 @@ def test_setup_logging_takes_the_level_and_the_secrets_from_settings() -> None:
     assert REDACTED in out
 
 
+def test_a_librarys_warning_is_a_json_log_record_not_a_raw_line(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    """PyJWT warns at the first token signed or checked with a key under 32 bytes (we take 16,
+    as FarmIQ's identity service may): printed raw on stderr, it broke LOG_FORMAT=json."""
+    import warnings
+
+    import jwt
+
+    from entrypoints.runtime.logs import setup_logging
+
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    stream = io.StringIO()
+    try:
+        setup_logging(Settings(log_format="json"), stream=stream)
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            jwt.encode({"sub": "u"}, "sixteen-chars-ok", algorithm="HS256")
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.captureWarnings(False)
+    lines = stream.getvalue().splitlines()
+    assert lines and all(json.loads(line) for line in lines)
+    assert "InsecureKeyLengthWarning" in stream.getvalue()
+    assert capsys.readouterr().err == ""
+
+
 def test_all_without_jwt_secret_stops_before_migrating_and_says_what_to_add(
     capsys: pytest.CaptureFixture[str],
 ) -> None:

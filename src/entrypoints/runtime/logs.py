@@ -212,6 +212,9 @@ def setup_logging(
     quiet = root.level if root.level <= logging.DEBUG else logging.WARNING
     for name in ("httpx", "httpcore"):
         logging.getLogger(name).setLevel(quiet)
+    # a library's warnings (PyJWT's on an HMAC key under 32 bytes, at the first token) are log
+    # records too: printed raw on stderr they broke LOG_FORMAT=json's one object a line
+    logging.captureWarnings(True)
     return handler
 
 
