@@ -591,3 +591,32 @@ def test_a_short_page_at_the_first_instant_there_is_ends_the_window() -> None:
         [page] = drain(source, undated)
     assert page.raw is not None and len(page.raw) == 1
     assert asked == [None]
+
+
+@pytest.mark.parametrize(("typed", "raw"), [(True, False), (False, True), (True, True)])
+def test_half_a_surrogate_pair_is_read_as_the_replacement_character(typed: bool, raw: bool) -> None:
+    """A JavaScript service cutting a note mid-emoji ("Feed ok 😀".slice(0, 9)) writes
+    "\\ud83d" with JSON.stringify; msgspec refuses it, and one such note failed the whole
+    export UPSTREAM_BAD_RESPONSE in every format."""
+    body = (
+        b'[{"id":"r1","occurredAt":"2026-01-01T00:00:00Z","metric":"t","value":"1.0",'
+        b'"deviceId":"Feed ok \\ud83d"},{"id":"r2","occurredAt":"2026-01-01T00:00:00Z",'
+        b'"metric":"t","value":"2.0","deviceId":"\\ud83d\\ude00 \\ude00 \\\\ud83d"}]'
+    )
+
+    def upstream(req: httpx.Request) -> httpx.Response:
+        return httpx.Response(200, content=body, headers={"content-type": "application/json"})
+
+    with source_over(upstream) as source:
+        (page,) = drain(source, request(JobType.TELEMETRY_EXPORT, typed=typed, raw=raw))
+    if typed:
+        assert [r.device_id for r in page.records] == [
+            "Feed ok \ufffd",
+            "\U0001f600 \ufffd \\ud83d",  # a pair, a lone low half, an escaped backslash
+        ]
+    if raw:
+        lines = [msgspec.json.decode(bytes(r)) for r in page.raw]
+        assert [line["deviceId"] for line in lines] == [
+            "Feed ok \ufffd",
+            "\U0001f600 \ufffd \\ud83d",
+        ]

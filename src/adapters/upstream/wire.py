@@ -4,6 +4,7 @@ package hand each other about them (:class:`Call`, :class:`Fetched`)."""
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Callable, Mapping, Sequence
 from functools import partial
 from operator import getitem
@@ -151,14 +152,58 @@ class Fetched(msgspec.Struct, frozen=True):
 def decode(call: Call, decoder: msgspec.json.Decoder[Any], body: bytes) -> Any:
     """``body`` through ``decoder``; an unreadable page is the upstream's fault (msgspec raises
     ``UnicodeDecodeError``, not its ``DecodeError``, for invalid UTF-8 inside a string, and
-    ``RecursionError`` for JSON nested ~1,000 deep, even in a field it skips)."""
+    ``RecursionError`` for JSON nested ~1,000 deep, even in a field it skips).
+
+    A string holding half of a UTF-16 surrogate pair (``"\\ud83d"``: a JavaScript service
+    cutting a string mid-emoji, ``JSON.stringify`` writes that) is read with U+FFFD in its
+    place: msgspec refuses it, and one such note failed the whole export."""
     try:
         return decoder.decode(body)
     except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        mended = _mend_surrogates(body) if isinstance(exc, msgspec.DecodeError) else None
+        if mended is not None:
+            try:
+                return decoder.decode(mended)
+            except (msgspec.DecodeError, UnicodeDecodeError, RecursionError):
+                pass  # unreadable for another reason too: said as the first one
         reason = "it is nested too deeply" if isinstance(exc, RecursionError) else str(exc)
         raise UpstreamBadResponse(
             f"{call.upstream.value} sent an unreadable page for {call.describe()}: {reason}"
         ) from exc
+
+
+# a JSON string escape: \uXXXX (its four hex digits), or \ and any one character
+_ESCAPE = re.compile(rb"\\(?:u([0-9a-fA-F]{4})|.)", re.DOTALL)
+_REPLACEMENT = b"\\ufffd"  # as long as the escape it replaces: offsets stay
+
+
+def _mend_surrogates(body: bytes) -> bytes | None:
+    """``body`` with each lone surrogate escape (a high one not followed at once by a low one,
+    a low one not preceded by a high one) written ``\\ufffd``; ``None`` if it has none."""
+    if b"\\u" not in body:
+        return None
+    lone: list[tuple[int, int]] = []
+    high: tuple[int, int] | None = None  # a high surrogate's escape waiting for its low one
+    for m in _ESCAPE.finditer(body):
+        code = int(m.group(1), 16) if m.group(1) is not None else -1
+        if 0xDC00 <= code <= 0xDFFF and high is not None and high[1] == m.start():
+            high = None  # a pair
+            continue
+        if high is not None:
+            lone.append(high)
+            high = None
+        if 0xD800 <= code <= 0xDBFF:
+            high = m.span()
+        elif 0xDC00 <= code <= 0xDFFF:
+            lone.append(m.span())
+    if high is not None:
+        lone.append(high)
+    if not lone:
+        return None
+    mended = bytearray(body)
+    for start, end in lone:
+        mended[start:end] = _REPLACEMENT
+    return bytes(mended)
 
 
 _CURSOR_KEY = b'"nextCursor"'
