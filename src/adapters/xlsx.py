@@ -27,6 +27,7 @@ from typing import Any
 
 import xlsxwriter
 from xlsxwriter.exceptions import FileCreateError
+from xlsxwriter.format import Format
 from xlsxwriter.utility import _preserve_whitespace
 from xlsxwriter.worksheet import Worksheet
 
@@ -178,7 +179,7 @@ class XlsxEncoder:
         local = self._instants.local(value) if isinstance(value, str) else None
         if local is None or local.year not in _EXCEL_YEARS:
             return _put_text(sheet, row, col, value)
-        return sheet.write_datetime(row, col, local.replace(tzinfo=None), self._instant_format)
+        return _put_when(sheet, row, col, local.replace(tzinfo=None), self._instant_format)
 
     def _put_date(self, sheet: Worksheet, row: int, col: int, value: Any) -> object:
         try:
@@ -190,7 +191,7 @@ class XlsxEncoder:
         # as the midnight starting it: the same serial number as the date, and the type
         # xlsxwriter's annotations take
         midnight = dt.datetime.combine(day, dt.time())
-        return sheet.write_datetime(row, col, midnight, self._date_format)
+        return _put_when(sheet, row, col, midnight, self._date_format)
 
     def add(self, rows: Sequence[Sequence[Any]]) -> None:
         """Write ``rows`` below the ones before, on a next sheet when this one is full (into
@@ -236,6 +237,17 @@ class XlsxEncoder:
                 if handle is not None:
                     handle.close()
         shutil.rmtree(self._dir, ignore_errors=True)
+
+
+_FIRST_DAY = dt.datetime(1900, 1, 1)  # Excel's serial 1
+
+
+def _put_when(sheet: Worksheet, row: int, col: int, when: dt.datetime, fmt: Format) -> object:
+    """A date-time cell. xlsxwriter takes any time on 1900-01-01 for a time of day alone
+    (serial 0, which Excel shows as 1900-01-00): that day's serial is written here."""
+    if when.date() == _FIRST_DAY.date():
+        return sheet.write_number(row, col, 1 + (when - _FIRST_DAY) / dt.timedelta(days=1), fmt)
+    return sheet.write_datetime(row, col, when, fmt)
 
 
 def _put_text(sheet: Worksheet, row: int, col: int, value: Any) -> object:

@@ -414,6 +414,27 @@ def sheet_request(columns: Any) -> SheetRequest:
     return SheetRequest(columns=tuple(columns), options=ExportOptions())
 
 
+def test_the_first_day_of_excels_calendar_is_a_date_not_a_time_of_day() -> None:
+    """xlsxwriter takes any time on 1900-01-01 for a time of day alone: serial 0, which Excel
+    shows as 1900-01-00 and openpyxl reads as a time (a placeholder date, not rare)."""
+    sink = Sink()
+    columns = (Column("at", kind=CellKind.INSTANT), Column("day", kind=CellKind.DATE))
+    encoder = XlsxEncoder(sheet_request(columns), sink)
+    encoder.add(
+        [
+            ("1900-01-01T00:00:00.000Z", "1900-01-01"),
+            ("1900-01-01T06:30:00.000Z", "1900-01-02"),
+            ("1900-01-02T00:00:00.000Z", "1900-03-01"),
+        ]
+    )
+    encoder.close()
+    assert sheet_rows(sink.data)[1:] == [
+        (dt.datetime(1900, 1, 1), dt.datetime(1900, 1, 1)),
+        (dt.datetime(1900, 1, 1, 6, 30), dt.datetime(1900, 1, 2)),
+        (dt.datetime(1900, 1, 2), dt.datetime(1900, 3, 1)),
+    ]
+
+
 def test_rows_past_a_sheets_limit_continue_on_a_next_sheet_with_the_header() -> None:
     sink = Sink()
     columns = [c for c in FEED.columns if c.name in ("id", "sequence")]
