@@ -82,7 +82,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     # fmt: off
     database_url: Annotated[str | None, Env(
         "DATABASE_URL", parse=postgres_url,
-        doc="PostgreSQL URL, `postgresql://user:password@host:5432/db` (or `postgres://`)",
+        doc="PostgreSQL URL, `postgresql://user:password@host:5432/db` (or `postgres://`; a "
+        "Unix socket: `postgresql://user@/db?host=/run/postgresql`)",
     )] = None
     rabbitmq_url: Annotated[str | None, Env(
         "RABBITMQ_URL", parse=amqp_url,
@@ -141,8 +142,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )] = None
     retention_sec: Annotated[int, Env(
         "REPORT_RETENTION_SEC", parse=whole_sec(0), default_doc="7 days",
-        doc="how long a finished file is kept (`expires_at` = finished + this); `0` keeps files "
-        "forever",
+        doc="how long a finished file is kept (`expires_at` = finished + this); `0`: forever",
     )] = _POLICY.retention_sec
     host: Annotated[str, Env(
         "HOST", parse=text,

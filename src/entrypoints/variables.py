@@ -12,7 +12,7 @@ import datetime as dt
 import math
 import re
 from collections.abc import Callable, Mapping
-from urllib.parse import urlsplit
+from urllib.parse import parse_qs, urlsplit
 
 from reportcore.jobs import JobType
 from reportcore.webhooks import AllowedHost, parse_allowed_hosts
@@ -90,7 +90,10 @@ def redacted(url: str) -> str:
     return _PASSWORD.sub(r"\1***@", url)
 
 
-def _url(*schemes: str) -> Callable[[str, str], str]:
+def _url(*schemes: str, host_query: bool = False) -> Callable[[str, str], str]:
+    """A URL of one of ``schemes`` naming a host; with ``host_query``, the host may be given
+    as ``?host=`` instead (libpq's way to a Unix socket: ``postgresql://u@/db?host=/run/pg``)."""
+
     def parse(name: str, raw: str) -> str:
         value = text(name, raw)
         shown = redacted(raw)
@@ -98,7 +101,8 @@ def _url(*schemes: str) -> Callable[[str, str], str]:
             parts = urlsplit(value)
         except ValueError:  # an unclosed "[" of an IPv6 host
             raise ConfigError(f"{name} is no URL, got {shown!r}") from None
-        if parts.scheme not in schemes or not parts.hostname:
+        queried = host_query and any(parse_qs(parts.query).get("host", []))
+        if parts.scheme not in schemes or not (parts.hostname or queried):
             raise ConfigError(f"{name} must be a {schemes[0]}:// URL with a host, got {shown!r}")
         try:
             _ = parts.port  # a port that is no number, or past 65535, raises here
@@ -109,7 +113,7 @@ def _url(*schemes: str) -> Callable[[str, str], str]:
     return parse
 
 
-postgres_url = _url("postgresql", "postgres")
+postgres_url = _url("postgresql", "postgres", host_query=True)
 http_url = _url("http", "https")
 _amqp = _url("amqp", "amqps")
 

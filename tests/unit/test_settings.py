@@ -216,6 +216,19 @@ def test_a_malformed_value_is_refused_naming_its_variable(variable: str, value: 
     assert "\n" not in message
 
 
+@pytest.mark.parametrize(
+    "url",
+    [
+        "postgresql://root@/reports?host=/var/run/postgresql",
+        "postgresql:///reports?host=/cloudsql/project:region:instance&user=app",
+    ],
+)
+def test_a_database_on_a_unix_socket_is_taken(url: str) -> None:
+    """libpq's socket URLs (a Cloud SQL proxy's) name the host as ?host=: they were refused as
+    'must be a postgresql:// URL with a host' though psycopg connects with them."""
+    assert load_settings({"DATABASE_URL": url}).database_url == url
+
+
 def test_a_malformed_secret_is_not_echoed_back() -> None:
     with pytest.raises(ConfigError) as caught:
         load_settings({"JWT_SECRET": "pw-123456"})
