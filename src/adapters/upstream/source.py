@@ -330,7 +330,9 @@ def _page(
     and their tenant was checked); a page of more than ``max_items`` records, or with a
     record of another tenant, fails the export."""
     body = fetched.body
-    typed = decode(call, decoders.typed, body) if request.typed else None
+    # an NDJSON export reads only what its filters (and progress) need of the typed record
+    whole = decoders.filtered if request.raw else decoders.typed
+    typed = decode(call, whole, body) if request.typed else None
     raws = None
     if typed is not None:
         items = _items(typed)

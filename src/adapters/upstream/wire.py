@@ -15,7 +15,7 @@ import msgspec
 
 from reportcore.errors import UpstreamBadResponse
 from reportcore.jobs import JobType
-from reportcore.jobtypes import Upstream
+from reportcore.jobtypes import JOB_TYPES, Applied, Upstream
 from reportcore.records import (
     FeedingKpiRecord,
     FeedIntakeRecord,
@@ -80,45 +80,59 @@ class Decoders(msgspec.Struct, frozen=True):
     raw: msgspec.json.Decoder[Any]
     check: msgspec.json.Decoder[Any]
     tenant: bool
+    # an NDJSON export with a filter applied while streaming: the check's fields, the filters'
+    # and the progress's, typed; no other field of the record is read (docs/api.md)
+    filtered: msgspec.json.Decoder[Any]
 
 
 _IDENTIFYING = ("id", "record_date", "tenant_id")
 
 
-def checked(record: type[msgspec.Struct]) -> type[msgspec.Struct]:
+def checked(record: type[msgspec.Struct], also: Sequence[str] = ()) -> type[msgspec.Struct]:
     """``record`` cut to what identifies it (``id``, ``recordDate``) and ``tenantId``, as
     required or optional as in ``record``: an NDJSON export decodes each record through it, so
     that what is not a record (not an object, no ``id``) is refused as a CSV export refuses
     it, and its tenant is checked, at about half the CPU of building the typed record (the
-    other fields are skipped, not built; docs/performance.md)."""
+    other fields are skipped, not built; docs/performance.md). ``also``: more fields kept,
+    as ``record`` declares them."""
     fields: list[tuple[str, Any] | tuple[str, Any, Any]] = []
     for field in msgspec.structs.fields(record):
+        if field.name in also:
+            fields.append((field.name, field.type, field.default))
+            continue
         if field.name not in _IDENTIFYING:
             continue
         if field.required:
             fields.append((field.name, field.type))
         elif field.name in ("tenant_id", "id"):  # checked, or keyed on, where sent
             fields.append((field.name, field.type, None))
-    return msgspec.defstruct(
-        f"{record.__name__}Check", fields, rename="camel", kw_only=True, frozen=True, gc=False
-    )
+    name = f"{record.__name__}{'Filtered' if also else 'Check'}"
+    return msgspec.defstruct(name, fields, rename="camel", kw_only=True, frozen=True, gc=False)
 
 
-def _decoders(page: Callable[[Any], Any], record: type[msgspec.Struct]) -> Decoders:
+def _decoders(
+    page: Callable[[Any], Any], record: type[msgspec.Struct], job_type: JobType
+) -> Decoders:
     tenant = any(f.name == "tenant_id" for f in msgspec.structs.fields(record))
+    spec = JOB_TYPES[job_type]
+    streamed = [f.record_attr for f in spec.filters.values() if f.applied is Applied.STREAM]
     return Decoders(
         typed=msgspec.json.Decoder(page(record)),
         raw=msgspec.json.Decoder(page(msgspec.Raw)),
         check=msgspec.json.Decoder(page(checked(record))),
         tenant=tenant,
+        filtered=msgspec.json.Decoder(page(checked(record, (*streamed, spec.progress_attr)))),
     )
 
 
 DECODERS: Mapping[JobType, Decoders] = {
-    JobType.FEED_INTAKE_EXPORT: _decoders(partial(getitem, CursorPage), FeedIntakeRecord),
-    JobType.KPI_FEEDING_EXPORT: _decoders(partial(getitem, ItemsPage), FeedingKpiRecord),
-    JobType.TELEMETRY_EXPORT: _decoders(partial(getitem, list), TelemetryReading),
-    JobType.WEIGHVISION_EXPORT: _decoders(partial(getitem, ItemsPage), WeightAggregate),
+    job_type: _decoders(partial(getitem, page), record, job_type)
+    for job_type, page, record in (
+        (JobType.FEED_INTAKE_EXPORT, CursorPage, FeedIntakeRecord),
+        (JobType.KPI_FEEDING_EXPORT, ItemsPage, FeedingKpiRecord),
+        (JobType.TELEMETRY_EXPORT, list, TelemetryReading),
+        (JobType.WEIGHVISION_EXPORT, ItemsPage, WeightAggregate),
+    )
 }
 READING_KEYS = msgspec.json.Decoder(list[keyed(TelemetryReading)])  # type: ignore[misc]
 FEED_KEYS = msgspec.json.Decoder(CursorPage[keyed(FeedIntakeRecord)])  # type: ignore[misc]
