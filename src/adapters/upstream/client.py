@@ -263,21 +263,9 @@ class Host:
 
     def __init__(self, client: httpx.Client, slots: FairSlots) -> None:
         self.client = client
-        self._slots = slots
-
-    def acquire(
-        self,
-        stop: threading.Event,
-        abort: Callable[[], bool] | None = None,
-        until: float | None = None,
-    ) -> bool:
-        """Take one of the host's slots, in turn (:class:`FairSlots`); False (holding nothing)
-        when ``stop`` is set, or ``abort()`` is true, or ``time.monotonic()`` passes
-        ``until``, first (what ``abort`` raises goes up: the export's own reason to end)."""
-        return self._slots.acquire(stop, abort, until)
-
-    def release(self) -> None:
-        self._slots.release()
+        # a slot, in turn, before each request (:meth:`FairSlots.acquire`); back after it
+        self.acquire = slots.acquire
+        self.release = slots.release
 
 
 def _origin(base_url: str) -> str:
