@@ -138,6 +138,31 @@ def publisher(amqp_url: str) -> Iterator[RabbitMQQueue]:
     queue.close()
 
 
+@pytest.mark.parametrize(
+    ("change", "said"),
+    [
+        ({"password": "wrong"}, "refused the login"),
+        ({"vhost": "no-such-vhost"}, "refused the vhost"),
+    ],
+)
+def test_a_broker_that_refuses_us_says_so_not_that_it_is_unreachable(
+    amqp_url: str, change: dict[str, str], said: str
+) -> None:
+    """A wrong password or vhost read 'RabbitMQ at ... is unreachable' in /api/ready (the
+    broker had answered and refused), sending an operator to the network."""
+    parts = urlsplit(amqp_url)
+    user = unquote(parts.username or "guest")
+    password = change.get("password", unquote(parts.password or "guest"))
+    vhost = change.get("vhost", parts.path.lstrip("/"))
+    url = f"amqp://{user}:{password}@{parts.hostname}:{parts.port or 5672}/{vhost}"
+    queue = RabbitMQQueue(url, confirm_timeout=5.0)
+    try:
+        with pytest.raises(QueueUnavailable, match=said):
+            queue.publish(a_message())
+    finally:
+        queue.close()
+
+
 def closed_port() -> int:
     """A local port nothing listens on."""
     with socket.socket() as s:

@@ -401,7 +401,7 @@ class _PublisherThread:
                 exc,
                 delay,
             )
-            raise QueueUnavailable(f"RabbitMQ at {broker.where} is unreachable") from exc
+            raise QueueUnavailable(f"RabbitMQ at {broker.where} {_refused_or_not(exc)}") from exc
         if self._backoff.succeeded():
             log.info("publisher connected to RabbitMQ at %s again", broker.where)
         self._connection, self._channel = connection, channel
@@ -410,3 +410,13 @@ class _PublisherThread:
     def _drop(self) -> None:
         connection, self._connection, self._channel = self._connection, None, None
         close_quietly(connection)
+
+
+def _refused_or_not(exc: BaseException) -> str:
+    """What a failed connect says to readiness: a broker that answered and refused the login
+    or the vhost is no network outage ("unreachable" sent operators to the network)."""
+    if isinstance(exc, pika.exceptions.ProbableAuthenticationError):
+        return "refused the login (RABBITMQ_URL's user or password)"
+    if isinstance(exc, pika.exceptions.ProbableAccessDeniedError):
+        return "refused the vhost (RABBITMQ_URL's path: missing, or not the user's)"
+    return "is unreachable"
