@@ -334,12 +334,34 @@ class PostgresJobRepository(sql_jobs.SqlJobRepository):
 
     def ping(self) -> None:
         """The database answers, and has every migration this release ships (readiness: a
-        database not migrated is not ready, rather than a 500 on every job route)."""
-        with self._session() as run:
-            done = {row["name"] for row in run(APPLIED_MIGRATIONS, {})}
+        database not migrated is not ready, rather than a 500 on every job route). While the
+        pool cannot connect, one connection of its own says why (a role or database that does
+        not exist, a refused password: the pool only logs it, and readiness said 'no answer')."""
+        try:
+            with self._session() as run:
+                done = {row["name"] for row in run(APPLIED_MIGRATIONS, {})}
+        except ServiceUnavailable as exc:
+            why = self._why_not_connected() if self._down else None
+            if why is None:
+                raise
+            raise ServiceUnavailable(f"job database is not available: {why}") from exc
         missing = [name for name in _shipped() if name not in done]
         if missing:
             raise ServiceUnavailable(f"{NOT_MIGRATED} (missing {', '.join(missing)})")
+
+    def _why_not_connected(self) -> str | None:
+        """The server's (or the network's) reason a connection fails now, on one line; None
+        if one connects."""
+        info = self._pool.conninfo
+        try:
+            psycopg.connect(
+                info() if callable(info) else info,
+                connect_timeout=2,
+                application_name="reportsvc readiness",
+            ).close()
+        except psycopg.Error as exc:
+            return " ".join(str(exc).split())[:300]
+        return None
 
     def _outage(self, exc: psycopg.OperationalError) -> bool:
         """Whether ``exc`` means the database is down, not that the pool is busy nor that the

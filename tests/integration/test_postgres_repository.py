@@ -532,6 +532,23 @@ def test_the_cancelled_leftovers_walk_their_partial_index(database_url: str, poo
         assert "report_jobs_cancelled_leftovers_idx" in plan, plan
 
 
+def test_readiness_says_why_the_database_refuses_us(database_url: str) -> None:
+    """A role or database that does not exist, a password refused: the pool only logged the
+    server's reason, and /api/ready said 'no answer within 3s' (or 'not available')."""
+    wrong = database_url.rsplit("/", 1)[0] + "/no_such_database_x"
+    pool = create_pool(wrong, timeout=0.5)
+    repo = PostgresJobRepository(pool)
+    said = 'database "no_such_database_x" does not exist'
+    try:
+        for _ in range(2):  # the first finds the database down, the next ask it why
+            with contextlib.suppress(ServiceUnavailable):
+                repo.ping()
+        with pytest.raises(ServiceUnavailable, match=said):
+            repo.ping()
+    finally:
+        pool.close()
+
+
 # --- races and the old service ---
 
 
