@@ -360,7 +360,12 @@ class PostgresJobRepository(sql_jobs.SqlJobRepository):
                 application_name="reportsvc readiness",
             ).close()
         except psycopg.Error as exc:
-            return " ".join(str(exc).split())[:300]
+            # readiness is answered to anyone: the server's words, not its address
+            said = " ".join(str(exc).split())
+            said = (
+                said.rsplit("FATAL:", 1)[-1] if "FATAL:" in said else said.rsplit("failed:", 1)[-1]
+            )
+            return said.strip()[:200]
         return None
 
     def _outage(self, exc: psycopg.OperationalError) -> bool:
