@@ -134,6 +134,14 @@ _NOT_WRITABLE = (
     psycopg.errors.ReadOnlySqlTransaction,
     psycopg.errors.IdleInTransactionSessionTimeout,
 )
+# why no connection was made, without libpq's own words (which name the host and its address)
+_NO_CONNECTION = (
+    ("resolve host", "the database host name does not resolve"),
+    ("connection refused", "the database host refused the connection"),
+    ("timeout", "the database host did not answer in time"),
+    ("timed out", "the database host did not answer in time"),
+    ("no route to host", "no route to the database host"),
+)
 # SQLSTATEs of a server that is going or gone: a connection exception (class 08), a shutdown
 # (57P01-57P03), no connection slot left; any other the server sent answers one statement
 _DOWN_STATES = ("08", "57P01", "57P02", "57P03", "53300")
@@ -362,10 +370,13 @@ class PostgresJobRepository(sql_jobs.SqlJobRepository):
         except psycopg.Error as exc:
             # readiness is answered to anyone: the server's words, not its address
             said = " ".join(str(exc).split())
-            said = (
-                said.rsplit("FATAL:", 1)[-1] if "FATAL:" in said else said.rsplit("failed:", 1)[-1]
-            )
-            return said.strip()[:200]
+            if "FATAL:" in said:  # the server answered: a role, a database, a password
+                return said.rsplit("FATAL:", 1)[-1].strip()[:200]
+            lowered = said.lower()
+            for words, reason in _NO_CONNECTION:
+                if words in lowered:
+                    return reason
+            return "no connection could be made"
         return None
 
     def _outage(self, exc: psycopg.OperationalError) -> bool:

@@ -552,6 +552,29 @@ def test_readiness_says_why_the_database_refuses_us(database_url: str) -> None:
         pool.close()
 
 
+@pytest.mark.parametrize(
+    ("host", "said"),
+    [
+        ("db-primary.corp.invalid", "the database host name does not resolve"),
+        ("127.0.0.1:1", "the database host refused the connection"),
+    ],
+)
+def test_readiness_never_names_the_database_host(host: str, said: str) -> None:
+    """/api/ready is answered to anyone: libpq's words name the host ('failed to resolve host
+    ...', 'connection to server at ... failed')."""
+    pool = create_pool(f"postgresql://root@{host}/reports", timeout=0.5)
+    repo = PostgresJobRepository(pool)
+    try:
+        for _ in range(2):
+            with contextlib.suppress(ServiceUnavailable):
+                repo.ping()
+        with pytest.raises(ServiceUnavailable) as refused:
+            repo.ping()
+    finally:
+        pool.close()
+    assert refused.value.message == f"job database is not available: {said}"
+
+
 # --- races and the old service ---
 
 
