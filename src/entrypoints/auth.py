@@ -133,7 +133,8 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
     # RFC 7519 NumericDate: a JSON number (not a string, not a boolean), and a real date
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BearerRefused("bearer token is not valid")
-    if not math.isfinite(value) or not 0 <= value <= MAX_NUMERIC_DATE:
+    # the range first: math.isfinite of an int past a float's range raises (a 500)
+    if not 0 <= value <= MAX_NUMERIC_DATE or not math.isfinite(value):
         raise BearerRefused("bearer token is not valid")
     return float(value)
 

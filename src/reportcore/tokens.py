@@ -90,6 +90,8 @@ def verify(secret: bytes, token: str | None, *, now: float) -> DownloadClaims:
         claims = msgspec.json.decode(raw, type=DownloadClaims)
     except msgspec.DecodeError:
         raise InvalidDownloadToken("malformed claims") from None
+    if claims.exp >= _PAST_CALENDAR * 1000:  # checked as an int: a float of it may overflow
+        raise InvalidDownloadToken("malformed claims")
     exp_s = claims.exp / 1000 if claims.exp > _MS_THRESHOLD else claims.exp
     if exp_s >= _PAST_CALENDAR:
         raise InvalidDownloadToken("malformed claims")

@@ -189,7 +189,7 @@ def check_notify_url(url: str, allowed: tuple[AllowedHost, ...]) -> str:
     # of the entries for this host, the one that names this port and allows this scheme:
     # the order of REPORT_WEBHOOK_ALLOWED_HOSTS never changes what is accepted
     entry = min(
-        fitting, key=lambda a: (a.port is None, scheme == "http" and not a.plain_http), default=None
+        fitting, key=lambda a: (scheme == "http" and not a.plain_http, a.port is None), default=None
     )
     if entry is None and listed:
         ports = ", ".join(str(a.port) for a in listed)
@@ -246,13 +246,21 @@ def verify_signature(
         if sep:
             fields.setdefault(key, []).append(value)
     stamps = fields.get("t", [])
-    if len(stamps) != 1 or not stamps[0].isascii() or not stamps[0].isdigit():
+    # a forged header must be a False, never an exception in the receiver (a 500): at most
+    # 15 digits (int() of 5,000 raises; a float of 400 overflows), v1 as hex (compare_digest
+    # raises on non-ASCII text)
+    if len(stamps) != 1 or not _DIGITS.fullmatch(stamps[0]):
         return False
     timestamp = int(stamps[0])
     if abs(now - timestamp) > tolerance_sec:
         return False
     expected = signature(secret, timestamp, body).rpartition("v1=")[2]
-    return any(hmac.compare_digest(expected, given) for given in fields.get("v1", []))
+    given = [v for v in fields.get("v1", []) if _HEX.fullmatch(v)]
+    return any(hmac.compare_digest(expected, v) for v in given)
+
+
+_DIGITS = re.compile(r"[0-9]{1,15}")
+_HEX = re.compile(r"[0-9a-f]{64}")
 
 
 def delivery_headers(

@@ -100,6 +100,8 @@ BAD_CREDENTIALS: dict[str, Callable[[], dict[str, str]]] = {
     "roles not a list": lambda: auth(mint({"roles": "tenant_admin"})),
     "tenant_id not a string": lambda: auth(mint({"tenant_id": 7})),
     "sub not a string": lambda: auth(mint({"sub": {"id": 1}})),
+    # past a float's range: math.isfinite raised OverflowError (a 500)
+    "exp of 400 digits": lambda: auth(mint({"exp": 10**400})),
     "huge token": lambda: auth("a" * 9000),
 }
 

@@ -90,6 +90,21 @@ def test_a_missing_or_empty_header_does_not_verify() -> None:
     assert not verify_signature(SECRET, "garbage", BODY, now=NOW)
 
 
+@pytest.mark.parametrize(
+    "header",
+    [
+        "t=" + "9" * 400 + ",v1=00",  # a float of it overflows
+        "t=" + "1" * 5000 + ",v1=00",  # int() refuses more than 4,300 digits
+        f"t={NOW},v1=" + "\u00e9" * 64,  # compare_digest refuses non-ASCII text
+        f"t={NOW},v1=" + "A" * 64,
+    ],
+)
+def test_a_forged_header_does_not_verify_and_never_raises(header: str) -> None:
+    """The documented receiver's check raised (OverflowError, ValueError, TypeError) on these:
+    a 500, or a dropped connection, for anyone who reaches the receiver."""
+    assert verify_signature(SECRET, header, BODY, now=NOW) is False
+
+
 def test_the_body_is_the_type_and_the_job_json() -> None:
     assert event_body("report_job.failed", {"id": "j1", "status": "failed"}) == (
         b'{"type":"report_job.failed","job":{"id":"j1","status":"failed"}}'
@@ -219,6 +234,17 @@ def _refused(url: str, allowed: tuple[AllowedHost, ...] = ALLOWED) -> str:
     assert caught.value.field == "notify_url"
     assert caught.value.message.startswith("notify_url ")
     return caught.value.message
+
+
+def test_a_wider_allowed_list_never_refuses_what_a_narrower_one_took() -> None:
+    """Of a host's entries the one naming the port was preferred over the one allowing plain
+    http: adding `hooks.example.com:8443` to `http://hooks.example.com` refused
+    http://hooks.example.com:8443 (pending deliveries to it failed at once)."""
+    url = "http://hooks.example.com:8443/x"
+    assert check_notify_url(url, parse_allowed_hosts("http://hooks.example.com")) == url
+    wider = parse_allowed_hosts("hooks.example.com:8443,http://hooks.example.com")
+    assert check_notify_url(url, wider) == url
+    assert check_notify_url("https://hooks.example.com:8443/x", wider)
 
 
 def test_without_allowed_hosts_webhooks_are_off() -> None:
