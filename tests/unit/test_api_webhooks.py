@@ -127,7 +127,7 @@ def test_allowed_hosts_without_a_secret_stop_the_process() -> None:
         ({"REPORT_WEBHOOK_ALLOWED_HOSTS": "hooks.example.com:0"}, "REPORT_WEBHOOK_ALLOWED_HOSTS"),
         ({"REPORT_WEBHOOK_SECRET": "short"}, "at least 16"),
         ({"REPORT_WEBHOOK_MAX_ATTEMPTS": "0"}, "at least 1"),
-        ({"REPORT_WEBHOOK_RETRY_BASE_SEC": "-1"}, "greater than 0"),
+        ({"REPORT_WEBHOOK_RETRY_BASE_SEC": "-1"}, "a number of seconds"),
     ],
 )
 def test_a_malformed_webhook_setting_stops_the_process(env: dict[str, str], message: str) -> None:

@@ -769,6 +769,9 @@ def test_a_librarys_warning_is_a_json_log_record_not_a_raw_line(
     root = logging.getLogger()
     saved = (list(root.handlers), root.level)
     stream = io.StringIO()
+    # captured by an earlier test and then restored by a catch_warnings of pytest's, the capture
+    # would be a no-op here: start from none, as a process does
+    logging.captureWarnings(False)
     try:
         setup_logging(Settings(log_format="json"), stream=stream)
         with warnings.catch_warnings():
