@@ -100,8 +100,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )] = _POLICY.download_ttl_sec
     export_root: Annotated[str, Env(
         "EXPORT_ROOT", parse=text,
-        doc="folder of the export files, `<root>/<tenant_id>/<job_id>/report.<csv|json>`; the "
-        "same path on every api and worker machine (see below); not read when `FILE_STORE=s3`",
+        doc="export files' folder, `<root>/<tenant>/<job>/report.<csv|json|xlsx|csv.gz|ndjson.gz>`;"
+        " the same path on every api and worker machine (see below); not read when `FILE_STORE=s3`",
     )] = "/data/exports"
     worker_concurrency: Annotated[int, Env(
         "WORKER_CONCURRENCY", parse=int_between(1, 65535, "AMQP's largest prefetch"),

@@ -112,14 +112,15 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
         """uvicorn's answer to a request it cannot parse (a raw non-ASCII byte in the query
         string, which curl sends as typed; a broken request line), in the contract's envelope
         with the ids every answer carries: uvicorn's own is a text/plain line without them."""
-        ids = str(uuid.uuid4())
+        request_id, trace_id = str(uuid.uuid4()), str(uuid.uuid4())  # independent, as ever
         body = msgspec.json.encode(
             {
                 "error": {
                     "code": "VALIDATION_ERROR",
-                    "message": "the request is not valid HTTP/1.1 (a byte outside ASCII in the "
-                    "path or query must be percent-encoded)",
-                    "traceId": ids,
+                    "message": "the request is not valid HTTP/1.1: a malformed request line "
+                    "or header (a byte outside ASCII in the path or query must be "
+                    "percent-encoded)",
+                    "traceId": trace_id,
                 }
             }
         )
@@ -128,8 +129,8 @@ class GuardedHttpToolsProtocol(HttpToolsProtocol):
             *(name + b": " + value for name, value in self.server_state.default_headers),
             b"content-type: application/json",
             b"content-length: " + str(len(body)).encode(),
-            b"x-request-id: " + ids.encode(),
-            b"x-trace-id: " + ids.encode(),
+            b"x-request-id: " + request_id.encode(),
+            b"x-trace-id: " + trace_id.encode(),
             b"connection: close",
         ]
         self.transport.write(b"\r\n".join(head) + b"\r\n\r\n" + body)
