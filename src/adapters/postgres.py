@@ -352,7 +352,10 @@ class PostgresJobRepository(sql_jobs.SqlJobRepository):
             why = self._why_not_connected() if self._down else None
             if why is None:
                 raise
-            raise ServiceUnavailable(f"job database is not available: {why}") from exc
+            # from the driver's error, as every other refusal (exc's own cause)
+            raise ServiceUnavailable(f"job database is not available: {why}") from (
+                exc.__cause__ or exc
+            )
         missing = [name for name in _shipped() if name not in done]
         if missing:
             raise ServiceUnavailable(f"{NOT_MIGRATED} (missing {', '.join(missing)})")

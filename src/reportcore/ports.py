@@ -211,9 +211,11 @@ class SourceRequest(msgspec.Struct, frozen=True, kw_only=True):
     """What a record source is asked for.
 
     ``typed``: records decoded into the job type's record Struct; ``raw``: each record's JSON
-    bytes exactly as upstream sent them. Both may be asked; the lists are then aligned. A
-    record naming another tenant than ``tenant_id`` fails the export
-    (``UPSTREAM_BAD_RESPONSE``), whichever is asked.
+    bytes exactly as upstream sent them. Both may be asked (an NDJSON export with a filter
+    applied while streaming); the lists are then aligned, and a typed record needs to carry
+    only what identifies it, the stream filters' and the progress's attributes (a source may
+    skip the rest: the raw bytes are what is written). A record naming another tenant than
+    ``tenant_id`` fails the export (``UPSTREAM_BAD_RESPONSE``), whichever is asked.
     """
 
     job_id: str

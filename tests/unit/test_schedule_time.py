@@ -12,7 +12,7 @@ import zoneinfo
 from functools import cache
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
 from adapters.cron import CronsimRules
@@ -198,7 +198,14 @@ def cron_expr(draw: st.DrawFn) -> str:
     dom = draw(st.one_of(st.just("*"), cron_field(2)))
     month = draw(st.one_of(st.just("*"), cron_field(3)))
     dow = draw(st.one_of(st.just("*"), cron_field(4)))
-    return f"{minute} {hour} {dom} {month} {dow}"
+    expr = f"{minute} {hour} {dom} {month} {dow}"
+    # one a create refuses (the 30th of February: cronsim's "Bad day-of-month") never reaches
+    # a schedule: not a case for the walk
+    try:
+        validate_cron(expr, RULES)
+    except ValidationError:
+        assume(False)
+    return expr
 
 
 def _values(text: str, lo: int, hi: int) -> set[int]:
