@@ -9,6 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable
 
+import msgspec
+
 from reportcore.deps import Deps
 from reportcore.encoding import CORE_ROW_FORMATS, RowFormats
 from reportcore.fairness import TenantSlots
@@ -34,6 +36,7 @@ def run_message(
     queue: JobQueue | None = None,
     formats: RowFormats = CORE_ROW_FORMATS,
     job_types: JobTypeRegistry = JOB_TYPES,
+    progressed: Callable[[], None] | None = None,
 ) -> RunOutcome:
     """:func:`run_job` over these ports (a queue that keeps what it is given, when none)."""
     deps = Deps(
@@ -49,4 +52,6 @@ def run_message(
         job_types=job_types,
     )
     run = RunContext(owner=owner, stopping=stopping, keep_lease=keep_lease, shares=shares)
+    if progressed is not None:
+        run = msgspec.structs.replace(run, progressed=progressed)
     return run_job(body, deps, run)

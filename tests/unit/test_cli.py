@@ -933,7 +933,9 @@ def test_export_stopped_by_a_signal_leaves_no_file_and_says_so_in_one_line(
     output = tmp_path / "out" / "t.xlsx"
     output.parent.mkdir()
     argv = ["export", "--demo", "--job-type", "FEED_INTAKE_EXPORT", "--format", "xlsx"]
-    assert main([*argv, "--output", str(output)], env={}) == code
+    assert (
+        main([*argv, "--output", str(output)], env={"DEMO_NOW": pinned_now().isoformat()}) == code
+    )
     assert capsys.readouterr().err == f"reportsvc: {said}\n"
     assert list(output.parent.iterdir()) == [], "a temporary was left beside the output"
     assert list(scratch.iterdir()) == [], "the workbook's temporary folder was left"
@@ -967,7 +969,7 @@ def test_export_through_a_symbolic_link_replaces_the_file_it_names(tmp_path: Pat
     link = tmp_path / "link.csv"
     link.symlink_to(real)
     argv = ["export", "--demo", "--job-type", "FEED_INTAKE_EXPORT", "--output", str(link)]
-    assert main(argv, env={}) == 0
+    assert main(argv, env={"DEMO_NOW": pinned_now().isoformat()}) == 0
     assert link.is_symlink() and link.resolve() == real
     assert real.read_bytes().startswith(b"id,tenant_id,")
 

@@ -6,6 +6,7 @@ from __future__ import annotations
 import datetime as dt
 import logging
 import threading
+from types import SimpleNamespace
 
 import msgspec
 import pytest
@@ -146,7 +147,10 @@ def test_the_schedules_gauge_is_counted_at_most_once_a_minute(
     real = schedules.counts
     monkeypatch.setattr(schedules, "counts", lambda: counted.append(1) or real())
     now = [1000.0]
-    monkeypatch.setattr("entrypoints.scheduler.time.monotonic", lambda: now[0])
+    # the scheduler module's own clock, not the time module every thread shares
+    import entrypoints.scheduler as scheduler_module
+
+    monkeypatch.setattr(scheduler_module, "time", SimpleNamespace(monotonic=lambda: now[0]))
     for _ in range(5):
         assert scheduler.run_once() is not None
         now[0] += 5

@@ -196,3 +196,26 @@ def test_a_waiter_that_gives_up_as_it_is_handed_a_slot_passes_it_on() -> None:
     assert not slots.acquire(stop, abort=abort)
     assert slots.acquire(stop, until=time.monotonic() + 0.5), "the slot was lost"
     assert not slots.acquire(stop, until=time.monotonic() + 0.2), "a slot was made up"
+
+
+def test_a_hosts_slots_go_to_the_longest_waiter_through_the_clients() -> None:
+    """The same, as exports take them: a host of the process's clients (a semaphore there let
+    a window that released a slot take it back before a page waiting for seconds)."""
+    clients = Clients(UpstreamConfig(host_concurrency=1, trust_env=False))
+    try:
+        first, second = clients.host("http://feed"), clients.host("http://feed:80/")
+        stop = threading.Event()
+        assert first.acquire(stop)
+        got: list[bool] = []
+        waiter = threading.Thread(
+            target=lambda: got.append(second.acquire(stop, until=time.monotonic() + 5))
+        )
+        waiter.start()
+        time.sleep(0.3)  # waiting now (it polls every 0.1 s)
+        first.release()
+        assert not first.acquire(stop, until=time.monotonic() + 0.3), "taken back past a waiter"
+        waiter.join(5)
+        assert got == [True]
+        second.release()
+    finally:
+        clients.close()

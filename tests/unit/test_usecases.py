@@ -840,7 +840,7 @@ def test_an_unparsable_message_is_dead_lettered(body: bytes) -> None:
 
 
 @pytest.mark.parametrize(
-    "extra", [{"requested_by": 42}, {"scope": "x"}, {"tenant_id": ["t"]}, {"format": None}]
+    "extra", [{"requested_by": 42}, {"scope": "x"}, {"tenant_id": ["t"]}, {"format": 5}]
 )
 def test_a_message_is_run_by_its_job_id_whatever_else_it_carries(extra: dict[str, Any]) -> None:
     """Only job_id is read (the row is the truth): a field of another type, from another
@@ -1909,12 +1909,24 @@ def test_the_worker_asks_the_upstream_for_the_jobs_tenant_and_whole_scope() -> N
         "filters": {"source": "MANUAL"},
     }
     job = world.create(body, tenant="tenant-7").job
-    assert world.run(source=source).status == "succeeded"
+    told: list[int] = []
+    progressed = lambda: told.append(1)  # noqa: E731  (the worker's liveness heartbeat)
+    outcome = run_message(
+        world.queue.take() or b"",
+        owner="w1",
+        jobs=world.jobs,
+        source=source,
+        store=world.store,
+        clock=world.clock,
+        policy=world.policy,
+        progressed=progressed,
+    )
+    assert outcome.status == "succeeded"
     (asked,) = source.requests
     assert asked.checkpoint is not None  # the export's: the source asks it while it waits
     assert asked.max_pages == Policy().limits.max_pages
     assert asked.max_bytes == Policy().limits.max_bytes
-    assert asked.fetched is not None  # the run's: each page that arrives is told
+    assert asked.fetched is progressed  # the run's own: each page that arrives is told
     unbounded = msgspec.structs.replace(
         asked, checkpoint=None, fetched=None, max_pages=None, max_bytes=None
     )

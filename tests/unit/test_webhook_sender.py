@@ -282,6 +282,8 @@ def test_a_proxy_the_environment_names_still_carries_the_webhooks(
             _answer_204(conn)
 
     server = TcpServer(proxy)
+    for name in ("http_proxy", "no_proxy", "NO_PROXY", "all_proxy", "ALL_PROXY"):
+        monkeypatch.delenv(name, raising=False)  # Python reads the lower-case ones first
     monkeypatch.setenv("HTTP_PROXY", server.url.removesuffix("/page"))
     sender = HttpWebhookSender(deadline_sec=5.0)
     try:
