@@ -44,7 +44,9 @@ def install() -> None:
         max_items = self.config.max_page_items
         checked = job_type in windowed  # the child's windows checked every page, as here
         with spare.lend() as child:
-            child.send(pickle.dumps(msgspec.structs.replace(request, checkpoint=None)))
+            # the callbacks are this process's (closures pickle not): the child gets none
+            asked = msgspec.structs.replace(request, checkpoint=None, fetched=None)
+            child.send(pickle.dumps(asked))
             while True:
                 status, keep_len, body_len = HEAD.unpack(child.read(HEAD.size))
                 keep = child.read(keep_len)
@@ -54,6 +56,8 @@ def install() -> None:
                 if status == 1:
                     child.clean = True  # the child ended the export and waits for the next
                     raise pickle.loads(body)
+                if request.fetched is not None:
+                    request.fetched()  # a page arrived (the worker's liveness probe)
                 mask = tuple(map(bool, keep)) if keep_len else None
                 yield source._page(call, Fetched(body, mask), decoders, request, max_items, checked)
             child.clean = True
