@@ -259,6 +259,8 @@ def range_days(name: str, raw: str) -> dict[JobType, int]:
                 f"{name} must be a number of days, or TYPE=DAYS pairs separated by commas "
                 f"(types: {types}), got {raw[:200]!r}"
             )
+        if job_type in out:  # the last one silently winning hid the first from its writer
+            raise ConfigError(f"{name} names {job_type.value} twice, got {raw[:200]!r}")
         out[job_type] = int(days)
     return out
 
@@ -277,7 +279,10 @@ def instant(name: str, raw: str) -> dt.datetime:
 
 
 def webhook_hosts(name: str, raw: str) -> tuple[AllowedHost, ...] | None:
-    """Host names separated by commas; none: ``None`` (webhooks off)."""
+    """Host names separated by commas; none (empty): ``None`` (webhooks off). Commas with no
+    host between them name none: refused, rather than read as "off" in silence."""
+    if raw.strip() and not raw.replace(",", "").strip():
+        raise ConfigError(f"{name} names no host, got {raw[:200]!r}; leave it empty for none")
     try:
         return parse_allowed_hosts(raw.strip()) or None
     except ValueError as exc:

@@ -458,8 +458,10 @@ def test_token_needs_at_least_one_role(capsys: pytest.CaptureFixture[str]) -> No
         (["--role", "bogus", "--tenant", "t-1"], "--role: invalid choice: 'bogus'"),
         (["--role", "viewer", "--tenant", "a b/../x"], "--tenant must be 1..128"),
         (["--role", "viewer", "--tenant", "t-1", "--ttl", "100000000000000"], "--ttl must be"),
+        # str.isdigit() takes Arabic-Indic digits, which the variables refuse
+        (["--role", "viewer", "--tenant", "t-1", "--ttl", "\u0663"], "--ttl: must be a whole"),
     ],
-    ids=["unknown role", "malformed tenant", "ttl past ten years"],
+    ids=["unknown role", "malformed tenant", "ttl past ten years", "ttl in other digits"],
 )
 def test_token_refuses_what_the_api_would_refuse(
     argv: list[str], says: str, capsys: pytest.CaptureFixture[str]

@@ -190,6 +190,10 @@ def test_a_short_jwt_secret_says_what_it_must_be() -> None:
         ("REPORT_LEASE_SEC", "1_0"),
         ("REPORT_LEASE_SEC", "5e-324"),
         ("REPORT_LEASE_SEC", "0.0005"),
+        # a type named twice: the last won in silence
+        ("REPORT_MAX_RANGE_DAYS", "TELEMETRY_EXPORT=31,TELEMETRY_EXPORT=92"),
+        # commas naming no host read as "webhooks off" in silence
+        ("REPORT_WEBHOOK_ALLOWED_HOSTS", " , "),
         ("CLOUD_FEED_SERVICE_URL", "feed:3000"),
         ("FEED_BASE_URL", "ftp://feed"),
         ("CLOUD_TELEMETRY_SERVICE_URL", "telemetry"),
