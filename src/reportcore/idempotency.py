@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import uuid
 from collections.abc import Mapping
 from typing import Any
 
@@ -11,6 +10,7 @@ import msgspec
 
 from .errors import IdempotencyKeyReused
 from .jobs import Compression, CsvOptions, Job, ReportFormat, Scope
+from .requests import uuid_or_none
 
 
 def asked_options(
@@ -59,10 +59,7 @@ def _canonical_id(value: str | None) -> str | None:
     request across the switch-over is the same request, not a 409."""
     if value is None:
         return None
-    try:
-        return str(uuid.UUID(value))
-    except ValueError:
-        return value
+    return uuid_or_none(value) or value
 
 
 def _canonical_filters(filters: Mapping[str, Any]) -> dict[str, list[str]]:

@@ -98,14 +98,22 @@ def refuse_nul(value: object, field: str = "") -> None:
             refuse_nul(item, field)
 
 
+def uuid_or_none(value: str) -> str | None:
+    """The canonical (lower-case, hyphenated) form of a UUID; ``None`` if ``value`` is none."""
+    try:
+        return str(uuid.UUID(value))
+    except (ValueError, AttributeError, TypeError):
+        return None
+
+
 def parse_uuid(value: str | None, field: str) -> str | None:
     """The canonical (lower-case, hyphenated) form of a UUID, or a 400 naming ``field``."""
     if value is None:
         return None
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        raise ValidationError(f"{field} must be a UUID", field=field) from None
+    canonical = uuid_or_none(value)
+    if canonical is None:
+        raise ValidationError(f"{field} must be a UUID", field=field)
+    return canonical
 
 
 def parse_date(value: str | None, field: str) -> dt.date | None:

@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import traceback
-import uuid
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
 
@@ -35,13 +34,7 @@ from .ports import (
     JobRepository,
     StoredFile,
 )
-
-
-def uuid_or_none(value: str) -> str | None:
-    try:
-        return str(uuid.UUID(value))
-    except (ValueError, AttributeError, TypeError):
-        return None
+from .requests import uuid_or_none
 
 
 def publish(job: Job, jobs: JobRepository, queue: JobQueue, clock: Clock) -> bool:

@@ -30,11 +30,11 @@ from .ports import ScheduleRepository
 from .requests import (
     Cursor,
     ListRequest,
+    uuid_or_none,
     validate_create,
     validate_list,
     widest_range,
 )
-from .running import uuid_or_none
 from .schedules import (
     JobTemplate,
     Schedule,

@@ -26,7 +26,7 @@ from .ports import (
     JobQueue,
     JobRepository,
 )
-from .requests import Cursor, ListQuery, ValidCreate, check_range
+from .requests import Cursor, ListQuery, ValidCreate, check_range, uuid_or_none
 from .running import (
     DEFERRED,
     LeaseKeeper,
@@ -37,7 +37,6 @@ from .running import (
     publish,
     recover,
     run_job,
-    uuid_or_none,
 )
 from .webhooks import check_notify_url
 
