@@ -253,14 +253,12 @@ class ProgressEstimate:
         self._pages += 1
         pct: float
         pos = page_position(self._spec, page)
-        dated = self._start is not None and self._end is not None
-        if dated and pos is not None:
-            assert self._start is not None and self._end is not None
+        if self._start is not None and self._end is not None and pos is not None:
             self._placed = True
             span = (self._end - self._start).total_seconds()
             done = (self._end - pos) if self._spec.newest_first else (pos - self._start)
             pct = 100.0 * done.total_seconds() / span
-        elif dated and self._placed:
+        elif self._placed:  # (set only by a page of a dated export)
             # an empty page (a time window with no records, a gap in the data) says nothing
             # of where the export stands: the page count's estimate jumped to ~75 % there
             return self.pct
