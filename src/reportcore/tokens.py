@@ -90,11 +90,11 @@ def verify(secret: bytes, token: str | None, *, now: float) -> DownloadClaims:
         claims = msgspec.json.decode(raw, type=DownloadClaims)
     except msgspec.DecodeError:
         raise InvalidDownloadToken("malformed claims") from None
-    if claims.exp >= _PAST_CALENDAR * 1000:  # checked as an int: a float of it may overflow
+    # past the calendar in milliseconds (an exp above _MS_THRESHOLD is read so, one below it
+    # is a date in seconds): compared as ints, since a float of a huge one overflows
+    if claims.exp >= _PAST_CALENDAR * 1000:
         raise InvalidDownloadToken("malformed claims")
     exp_s = claims.exp / 1000 if claims.exp > _MS_THRESHOLD else claims.exp
-    if exp_s >= _PAST_CALENDAR:
-        raise InvalidDownloadToken("malformed claims")
     if now >= exp_s:
         raise ExpiredDownloadToken("expired")
     if claims.exp > _MS_THRESHOLD:  # the old service's milliseconds, given back in seconds
