@@ -13,7 +13,6 @@ decided by :mod:`reportcore.access`, not here.
 from __future__ import annotations
 
 import datetime as dt
-import math
 import re
 import threading
 from collections.abc import Mapping, Sequence
@@ -133,8 +132,9 @@ def _numeric_date(claims: Mapping[str, Any], name: str) -> float | None:
     # RFC 7519 NumericDate: a JSON number (not a string, not a boolean), and a real date
     if isinstance(value, bool) or not isinstance(value, int | float):
         raise BearerRefused("bearer token is not valid")
-    # the range first: math.isfinite of an int past a float's range raises (a 500)
-    if not 0 <= value <= MAX_NUMERIC_DATE or not math.isfinite(value):
+    # the range alone: it refuses NaN and infinity too, and math.isfinite of an int past a
+    # float's range raises (a 500)
+    if not 0 <= value <= MAX_NUMERIC_DATE:
         raise BearerRefused("bearer token is not valid")
     return float(value)
 

@@ -102,6 +102,9 @@ BAD_CREDENTIALS: dict[str, Callable[[], dict[str, str]]] = {
     "sub not a string": lambda: auth(mint({"sub": {"id": 1}})),
     # past a float's range: math.isfinite raised OverflowError (a 500)
     "exp of 400 digits": lambda: auth(mint({"exp": 10**400})),
+    # JSON as Python reads it takes NaN and Infinity: no date either
+    "exp NaN": lambda: auth(mint({"exp": float("nan")})),
+    "exp Infinity": lambda: auth(mint({"exp": float("inf")})),
     "huge token": lambda: auth("a" * 9000),
 }
 
