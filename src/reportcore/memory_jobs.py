@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import datetime as dt
 import threading
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
@@ -262,48 +263,52 @@ class InMemoryJobRepository:
             self._check()
             return fairness.next_in_turn([_copy(job) for job in self._jobs.values()])
 
-    def stale(self, now: dt.datetime, legacy_before: dt.datetime, limit: int) -> list[Job]:
+    def _listed(
+        self, keep: Callable[[Job], bool], order: Callable[[Job], Any], limit: int
+    ) -> list[Job]:
+        """Copies of the first ``limit`` jobs ``keep`` takes, by ``order`` (a recovery list)."""
         with self._lock:
             self._check()
-            rows = [
-                j
-                for j in self._jobs.values()
-                if j.status is JobStatus.RUNNING
+            rows = [j for j in self._jobs.values() if keep(j)]
+        rows.sort(key=order)
+        return [_copy(j) for j in rows[:limit]]
+
+    def stale(self, now: dt.datetime, legacy_before: dt.datetime, limit: int) -> list[Job]:
+        return self._listed(
+            lambda j: (
+                j.status is JobStatus.RUNNING
                 and (
                     (j.lease_expires_at is not None and j.lease_expires_at < now)
                     or (j.lease_expires_at is None and j.updated_at < legacy_before)
                 )
-            ]
-        rows.sort(key=lambda j: j.updated_at)
-        return [_copy(j) for j in rows[:limit]]
+            ),
+            lambda j: j.updated_at,
+            limit,
+        )
 
     def unpublished(self, before: dt.datetime, limit: int) -> list[Job]:
-        with self._lock:
-            self._check()
-            rows = [
-                j
-                for j in self._jobs.values()
-                if j.status is JobStatus.QUEUED and j.enqueued_at is None and j.updated_at < before
-            ]
-        rows.sort(key=lambda j: j.created_at)
-        return [_copy(j) for j in rows[:limit]]
+        return self._listed(
+            lambda j: (
+                j.status is JobStatus.QUEUED and j.enqueued_at is None and j.updated_at < before
+            ),
+            lambda j: j.created_at,
+            limit,
+        )
 
     def expired_files(
         self, now: dt.datetime, limit: int, after: tuple[dt.datetime, str] | None = None
     ) -> list[Job]:
-        with self._lock:
-            self._check()
-            rows = [
-                (j.expires_at, j.id, j)
-                for j in self._jobs.values()
-                if j.status is JobStatus.SUCCEEDED
+        return self._listed(
+            lambda j: (
+                j.status is JobStatus.SUCCEEDED
                 and j.expires_at is not None
                 and j.expires_at <= now
                 and j.file_deleted_at is None
                 and (after is None or (j.expires_at, j.id) > after)
-            ]
-        rows.sort(key=lambda row: (row[0], row[1]))
-        return [_copy(j) for _, _, j in rows[:limit]]
+            ),
+            lambda j: (j.expires_at, j.id),
+            limit,
+        )
 
     def mark_file_deleted(self, job_id: str, at: dt.datetime) -> None:
         with self._lock:
@@ -314,17 +319,15 @@ class InMemoryJobRepository:
                 self._after(self._jobs[job_id])
 
     def cancelled_leftovers(self, now: dt.datetime, limit: int) -> list[Job]:
-        with self._lock:
-            self._check()
-            rows = [
-                (j.lease_expires_at, j.id, j)
-                for j in self._jobs.values()
-                if j.status is JobStatus.CANCELLED
+        return self._listed(
+            lambda j: (
+                j.status is JobStatus.CANCELLED
                 and j.lease_expires_at is not None
                 and j.lease_expires_at < now
-            ]
-        rows.sort(key=lambda row: (row[0], row[1]))
-        return [_copy(j) for _, _, j in rows[:limit]]
+            ),
+            lambda j: (j.lease_expires_at, j.id),
+            limit,
+        )
 
     def mark_leftovers(self, job_id: str, seen: dt.datetime, retry_at: dt.datetime | None) -> None:
         with self._lock:
