@@ -58,8 +58,13 @@ Put = Callable[[Worksheet, int, int, Any], object]
 _FOLDER = "export-xlsx-"
 
 
+def _host_prefix() -> str:
+    """What every workbook folder of this host starts with."""
+    return f"{_FOLDER}{socket.gethostname()}-"
+
+
 def _folder_prefix() -> str:
-    return f"{_FOLDER}{socket.gethostname()}-{os.getpid()}-"
+    return f"{_host_prefix()}{os.getpid()}-"
 
 
 def remove_abandoned(tmp_dir: str | None = None) -> list[str]:
@@ -67,7 +72,7 @@ def remove_abandoned(tmp_dir: str | None = None) -> list[str]:
     left when they died; return their names. A folder of a live process is kept (a pid
     reused since is a leak, not a loss), as is every other host's (a shared ``TMPDIR``)."""
     folder = tmp_dir or tempfile.gettempdir()
-    ours = f"{_FOLDER}{socket.gethostname()}-"
+    ours = _host_prefix()
     removed: list[str] = []
     try:
         names = os.listdir(folder)
