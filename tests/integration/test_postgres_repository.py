@@ -10,7 +10,7 @@ import datetime as dt
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 from urllib.parse import urlsplit
@@ -21,6 +21,7 @@ from psycopg.rows import dict_row
 from psycopg_pool import ConnectionPool
 
 from adapters.postgres import (
+    DIALECT,
     PostgresJobRepository,
     create_pool,
     find_statement,
@@ -448,6 +449,12 @@ def test_ties_in_created_at_page_in_code_point_order_of_ids_whatever_the_collati
         assert seen == sorted(names, reverse=True)
 
 
+def plan_of(conn: psycopg.Connection[Any], statement: str, params: Mapping[str, Any]) -> str:
+    """PostgreSQL's plan of ``statement`` with ``params`` (EXPLAIN's lines, joined)."""
+    literal = psycopg.ClientCursor(conn).mogrify(statement, params)
+    return "\n".join(r[0] for r in conn.execute(f"EXPLAIN {literal}".encode()))
+
+
 def test_find_walks_the_tenant_created_at_index(database_url: str, pools: Any) -> None:
     migrate(database_url)
     pool = pools()
@@ -461,9 +468,7 @@ def test_find_walks_the_tenant_created_at_index(database_url: str, pools: Any) -
         conn.execute("ANALYZE report_jobs")
         cursor = Cursor(dt.datetime(2026, 1, 5, tzinfo=dt.UTC), "j100")
         for query in (ListQuery(limit=26), ListQuery(after=cursor, limit=26)):
-            statement, params = find_statement("t7", query)
-            literal = psycopg.ClientCursor(conn).mogrify(statement, params)
-            plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {literal}".encode()))
+            plan = plan_of(conn, *find_statement("t7", query))
             assert "report_jobs_tenant_id_created_at_idx" in plan, plan
 
 
@@ -472,17 +477,14 @@ def test_the_schedulers_poll_reads_indexes_not_the_whole_table(
 ) -> None:
     """An OR of "due" and "stuck claim" could use no index: each pass of each worker's
     scheduler read every schedule (300,000: a parallel seq scan of 37 ms, every 5 s)."""
-    from adapters.sql_schedules import SqlScheduleRepository
+    from adapters.sql_schedules import ScheduleStatements
 
     migrate(database_url)
-    schedules = SqlScheduleRepository(PostgresJobRepository(pools()))
     now = dt.datetime(2026, 1, 5, tzinfo=dt.UTC)
     params = {"now": now, "stuck_before": now, "limit": 50}
     with pools().connection() as conn:
         conn.execute("SET enable_seqscan = off")  # what the indexes allow, whatever the size
-        statement = schedules._sql["due_schedules"]
-        literal = psycopg.ClientCursor(conn).mogrify(statement, params)
-        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {literal}".encode()))
+        plan = plan_of(conn, ScheduleStatements(DIALECT)["due_schedules"], params)
     assert "Seq Scan" not in plan, plan
     assert "report_schedules_due_idx" in plan and "report_schedules_claims_idx" in plan, plan
 
@@ -539,9 +541,7 @@ def test_the_cancelled_leftovers_walk_their_partial_index(database_url: str, poo
         )
         conn.execute("ANALYZE report_jobs")
         statement = PostgresJobRepository(pool).statements["cancelled_leftovers"]
-        params = {"now": dt.datetime.now(dt.UTC), "limit": 100}
-        literal = psycopg.ClientCursor(conn).mogrify(statement, params)
-        plan = "\n".join(r[0] for r in conn.execute(f"EXPLAIN {literal}".encode()))
+        plan = plan_of(conn, statement, {"now": dt.datetime.now(dt.UTC), "limit": 100})
         assert "report_jobs_cancelled_leftovers_idx" in plan, plan
 
 

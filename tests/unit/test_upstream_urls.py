@@ -8,6 +8,8 @@ from __future__ import annotations
 import re
 import threading
 import time
+from collections.abc import Callable
+from typing import Any
 
 import httpx
 import pytest
@@ -156,28 +158,34 @@ def test_one_origin_however_spelled_has_one_client_and_one_cap_of_requests_in_fl
         clients.close()
 
 
+def the_longest_waiter_wins(first: Any, second: Any, waiting: Callable[[], bool]) -> None:
+    """``first`` holds the one slot, ``second`` waits for it (``waiting()`` says it does):
+    ``first`` releases it and asks again at once, and must not get it back before ``second``."""
+    stop = threading.Event()
+    assert first.acquire(stop)
+    got: list[bool] = []
+    waiter = threading.Thread(
+        target=lambda: got.append(second.acquire(stop, until=time.monotonic() + 5))
+    )
+    waiter.start()
+    deadline = time.monotonic() + 5
+    while not waiting():
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    first.release()
+    assert not first.acquire(stop, until=time.monotonic() + 0.3), "taken back past a waiter"
+    waiter.join(5)
+    assert got == [True]
+    second.release()
+
+
 def test_a_released_slot_goes_to_the_longest_waiter_not_back_to_its_holder() -> None:
     """A window released its slot and asked again at once for its next page, and took it back
     before a page that had waited for seconds (the semaphore's waiters poll): one export's
     windows kept every slot of a host while another tenant's page waited past its deadline."""
     slots = FairSlots(1)
-    stop = threading.Event()
-    assert slots.acquire(stop)
-    got: list[bool] = []
-    waiter = threading.Thread(
-        target=lambda: got.append(slots.acquire(stop, until=time.monotonic() + 5))
-    )
-    waiter.start()
-    deadline = time.monotonic() + 5
-    while not slots._waiting:
-        assert time.monotonic() < deadline
-        time.sleep(0.01)
-    slots.release()
-    assert not slots.acquire(stop, until=time.monotonic() + 0.3)  # its turn came after
-    waiter.join(5)
-    assert got == [True]
-    slots.release()
-    assert slots.acquire(stop, until=time.monotonic() + 1)
+    the_longest_waiter_wins(slots, slots, lambda: bool(slots._waiting))
+    assert slots.acquire(threading.Event(), until=time.monotonic() + 1)
 
 
 def test_a_waiter_that_gives_up_as_it_is_handed_a_slot_passes_it_on() -> None:
@@ -204,18 +212,7 @@ def test_a_hosts_slots_go_to_the_longest_waiter_through_the_clients() -> None:
     clients = Clients(UpstreamConfig(host_concurrency=1, trust_env=False))
     try:
         first, second = clients.host("http://feed"), clients.host("http://feed:80/")
-        stop = threading.Event()
-        assert first.acquire(stop)
-        got: list[bool] = []
-        waiter = threading.Thread(
-            target=lambda: got.append(second.acquire(stop, until=time.monotonic() + 5))
-        )
-        waiter.start()
-        time.sleep(0.3)  # waiting now (it polls every 0.1 s)
-        first.release()
-        assert not first.acquire(stop, until=time.monotonic() + 0.3), "taken back past a waiter"
-        waiter.join(5)
-        assert got == [True]
-        second.release()
+        (slots,) = clients._slots.values()  # one origin, however spelled
+        the_longest_waiter_wins(first, second, lambda: bool(slots._waiting))
     finally:
         clients.close()
