@@ -181,9 +181,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     )] = _UPSTREAM.concurrency
     upstream_host_concurrency: Annotated[int, Env(
         "UPSTREAM_HOST_CONCURRENCY", parse=positive_int,
-        doc="requests in flight to one upstream host (scheme, host, port) across a process's "
-        "exports, a freed slot to the page waiting longest; `WORKER_CONCURRENCY` exports never "
-        "open `WORKER_CONCURRENCY` x `UPSTREAM_CONCURRENCY` connections",
+        doc="requests in flight to one upstream host (scheme, host, port), all of a process's "
+        "exports together; a freed slot to the export holding fewest, then the longest waiter",
     )] = _UPSTREAM.host_concurrency
     upstream_ca_bundle: Annotated[str | None, Env(
         "UPSTREAM_CA_BUNDLE", parse=text,

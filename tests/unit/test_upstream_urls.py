@@ -216,3 +216,79 @@ def test_a_hosts_slots_go_to_the_longest_waiter_through_the_clients() -> None:
         the_longest_waiter_wins(first, second, lambda: bool(slots._waiting))
     finally:
         clients.close()
+
+
+def an_export_holding_none_is_served_before_one_holding_all(
+    windows: Any, other: Any, waiting: Callable[[], int]
+) -> None:
+    """``windows`` (one export) holds both slots of a host and two of its windows wait for
+    their next pages; ``other`` (another export, holding none) asks after them. The first slot
+    freed is ``other``'s: first come, first served alone gave it to the first window in line,
+    so a host's slots all went to one export's windows while another tenant's page waited
+    behind every one of them (its deadline counting)."""
+    stop = threading.Event()
+    assert windows.acquire(stop) and windows.acquire(stop)
+    got: list[str] = []
+    lock = threading.Lock()
+
+    def ask(who: str, slots: Any) -> None:
+        if slots.acquire(stop, until=time.monotonic() + 5):
+            with lock:
+                got.append(who)
+
+    askers = []
+    for who, slots, queued in (("window", windows, 1), ("window", windows, 2), ("other", other, 3)):
+        asker = threading.Thread(target=ask, args=(who, slots))
+        asker.start()
+        askers.append(asker)
+        deadline = time.monotonic() + 5
+        while waiting() < queued:  # in line in this order
+            assert time.monotonic() < deadline
+            time.sleep(0.01)
+    windows.release()
+    deadline = time.monotonic() + 5
+    while not got:
+        assert time.monotonic() < deadline
+        time.sleep(0.01)
+    time.sleep(0.1)
+    assert got == ["other"], "the export holding every slot was served first"
+    windows.release()
+    other.release()  # each freed slot to a window in line: both served, in turn
+    for asker in askers:
+        asker.join(5)
+    assert got == ["other", "window", "window"]
+    windows.release()
+    windows.release()
+
+
+def test_a_freed_slot_goes_to_the_export_holding_fewest_then_to_the_longest_waiter() -> None:
+    slots = FairSlots(2)
+    windows, other = object(), object()
+
+    class Owned:
+        def __init__(self, owner: object) -> None:
+            self.owner = owner
+
+        def acquire(self, stop: threading.Event, until: float | None = None) -> bool:
+            return slots.acquire(stop, until=until, owner=self.owner)
+
+        def release(self) -> None:
+            slots.release(self.owner)
+
+    an_export_holding_none_is_served_before_one_holding_all(
+        Owned(windows), Owned(other), lambda: len(slots._waiting)
+    )
+    assert slots._free == 2 and not slots._held
+
+
+def test_each_export_is_its_own_claimant_of_a_hosts_slots() -> None:
+    """The same through the clients: each export's target takes a host of its own."""
+    clients = Clients(UpstreamConfig(host_concurrency=2, trust_env=False))
+    try:
+        windows, other = clients.host("http://feed"), clients.host("http://feed:80")
+        (slots,) = clients._slots.values()
+        an_export_holding_none_is_served_before_one_holding_all(
+            windows, other, lambda: len(slots._waiting)
+        )
+    finally:
+        clients.close()

@@ -146,7 +146,8 @@ class Clients:
 
     def host(self, base_url: str) -> Host:
         """The client of ``base_url``'s origin and that host's in-flight slots, looked up once
-        for an export rather than for each of its requests."""
+        for an export rather than for each of its requests: each call a new claimant of the
+        slots, so call it once an export."""
         origin = _origin(base_url)
         slots = self._slots.get(origin)
         if slots is None:
@@ -259,13 +260,24 @@ def _count(request: httpx.Request, status_class: str) -> None:
 
 class Host:
     """One upstream origin as an export uses it: its client and the cap on requests in flight
-    to it across every export of the process."""
+    to it across every export of the process, made for each export (:meth:`Clients.host`)."""
 
     def __init__(self, client: httpx.Client, slots: FairSlots) -> None:
         self.client = client
-        # a slot, in turn, before each request (:meth:`FairSlots.acquire`); back after it
-        self.acquire = slots.acquire
-        self.release = slots.release
+        self._slots = slots
+
+    def acquire(
+        self,
+        stop: threading.Event,
+        abort: Callable[[], bool] | None = None,
+        until: float | None = None,
+    ) -> bool:
+        """A slot of the host before each request, the export's turn among the others
+        (:class:`FairSlots`: this host is the export's claim); back by :meth:`release`."""
+        return self._slots.acquire(stop, abort, until, self)
+
+    def release(self) -> None:
+        self._slots.release(self)
 
 
 def _origin(base_url: str) -> str:
