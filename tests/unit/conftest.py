@@ -3,7 +3,8 @@
 ``dev`` (the default) keeps a local run quick; ``ci`` (chosen when ``CI`` or
 ``REQUIRE_SERVICES`` is set, or with ``HYPOTHESIS_PROFILE=ci``) tries many more examples and
 drops the per-example deadline, whose timing noise on shared CI machines would turn a slow
-example into a false failure.
+example into a false failure. ``days`` is for the reruns on awkward days (few examples: the
+pinned day's run is the thorough one).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ import os
 from hypothesis import HealthCheck, settings
 
 settings.register_profile("dev", max_examples=100, deadline=None)
+# the clock-reading tests moved to awkward days (test_any_day.py): the day is what varies
+settings.register_profile("days", max_examples=20, deadline=None)
 settings.register_profile(
     "ci",
     max_examples=500,

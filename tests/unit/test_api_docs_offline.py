@@ -15,6 +15,8 @@ from entrypoints.api.docs import CONTENT_SECURITY_POLICY
 from .api_support import ApiWorld, api_world
 from .test_api_hostile_input import assert_envelope
 
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
+
 _SRC = re.compile(r"""(?:src|href)=["']([^"']+)["']""")
 
 

@@ -29,6 +29,8 @@ from .api_support import (
     new_id,
 )
 
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
+
 UUID4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 # the contract's codes and statuses, written out here rather than taken from the code
 CONTRACT_STATUS = {

@@ -15,6 +15,8 @@ import pytest
 
 from tests.unit.api_support import FEED_BODY, JOBS, ApiWorld, api_world, feed_record
 
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
+
 
 @pytest.fixture
 def world() -> Iterator[ApiWorld]:

@@ -29,6 +29,8 @@ from .api_support import (
     new_id,
 )
 
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
+
 
 @pytest.fixture
 def world() -> Iterator[ApiWorld]:

@@ -11,6 +11,8 @@ import pytest
 
 from .api_support import ApiWorld, api_world
 
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
+
 # the contract's route table, written out here
 CONTRACT_ROUTES = {
     ("get", "/api/health"),

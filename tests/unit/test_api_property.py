@@ -31,6 +31,8 @@ from .api_support import (
     valid_claims,
 )
 
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
+
 CODES = {
     "VALIDATION_ERROR",
     "UNAUTHORIZED",

@@ -35,6 +35,8 @@ from .api_support import (
     new_id,
 )
 
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
+
 # the job JSON of the contract, written out here rather than taken from the code
 JOB_FIELDS = {
     "id",

@@ -15,6 +15,8 @@ from reportcore.webhooks import AllowedHost, DeliveryState, parse_allowed_hosts,
 
 from .api_support import FEED_BODY, JOBS, TENANT, ApiWorld, api_world, feed_record
 
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
+
 URL = "https://hooks.example.com/reports"
 SECRET = "webhook-secret-0123456789"
 

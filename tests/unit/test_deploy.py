@@ -23,6 +23,8 @@ from reportcore.testing import FakeClock, InMemoryJobRepository
 from tests.clock import pinned_now
 from tests.conftest import REQUIRE_SERVICES
 
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
+
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "reportsvc-dashboard.json"

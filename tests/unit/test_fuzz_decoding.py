@@ -49,6 +49,8 @@ from reportcore.tokens import DownloadClaims, InvalidDownloadToken, sign, verify
 from tests.clock import pinned_now
 from tests.unit.test_requests import listing
 
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
+
 B64URL = string.ascii_letters + string.digits + "-_"
 NOW = 1_767_225_600  # 2026-01-01T00:00:00Z
 DOWNLOAD_SECRET = b"fuzz-download-secret"

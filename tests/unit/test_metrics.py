@@ -37,6 +37,8 @@ from tests.clock import pinned_now
 from tests.containers import in_memory_container
 from tests.unit.api_support import FEED_BODY, JOBS, ApiWorld, api_settings, feed_record
 
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
+
 Labels = dict[str, str]
 
 

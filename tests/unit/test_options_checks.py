@@ -23,6 +23,8 @@ from reportcore.options import (
 )
 from tests.clock import pinned_now
 
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
+
 FEED = JOB_TYPES[JobType.FEED_INTAKE_EXPORT]
 KPI = JOB_TYPES[JobType.KPI_FEEDING_EXPORT]
 FEED_ALLOWED = (

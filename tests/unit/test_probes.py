@@ -30,6 +30,8 @@ from reportcore.testing import FakeClock, InMemoryJobRepository
 from tests.clock import pinned_now
 from tests.containers import in_memory_container
 
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
+
 
 class Ticks:
     """A monotonic clock the test moves."""

@@ -21,6 +21,8 @@ from reportcore.testing import FakeClock, InMemoryScheduleRepository
 from tests.containers import in_memory_container
 from tests.unit.api_support import api_settings
 
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
+
 START = dt.datetime(2026, 1, 5, 5, 59, 30, tzinfo=dt.UTC)
 ADMIN = Principal(subject="u1", roles=frozenset({"tenant_admin"}), tenant_id="t1")
 

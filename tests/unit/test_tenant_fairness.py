@@ -30,6 +30,8 @@ from tests.running import run_message
 from .api_support import JOBS, OTHER_TENANT, TENANT, ApiWorld, api_world, feed_record
 from .test_api_errors import assert_envelope
 
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
+
 FEED = {"job_type": "FEED_INTAKE_EXPORT", "format": "csv"}
 
 

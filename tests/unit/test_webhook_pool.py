@@ -9,6 +9,7 @@ from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import msgspec
+import pytest
 
 from entrypoints.webhook_pool import WebhookPool
 from reportcore.deps import Deps
@@ -29,6 +30,8 @@ from reportcore.webhooks import DeliveryState, SendResult, WebhookRules, parse_a
 from ..clock import pinned_now
 from .test_usecases import FEED_BODY, TENANT
 from .test_worker import wait_until
+
+pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
 
 HOSTS = parse_allowed_hosts("slow.example.com,fast.example.com")
 SLOW = "https://slow.example.com/hooks"
