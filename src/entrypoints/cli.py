@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from reportcore.access import Role
 from reportcore.errors import StorageFailure
@@ -141,7 +142,23 @@ def _migrate(database_url: str | None) -> list[str]:
     try:
         return migrate(database_url)
     except Exception as exc:
-        raise Failure(f"migrate failed: {exc}") from exc
+        raise Failure(f"migrate failed: {_one_line(exc, database_url)}") from exc
+
+
+def _one_line(exc: Exception, database_url: str) -> str:
+    """``exc``'s text on one line (psycopg's spans several: each address tried, a DETAIL or
+    HINT), without the password of ``database_url``: libpq quotes a token of the URL it cannot
+    read (``invalid percent-encoded token: "<password>"``), and a password with an unencoded
+    ``@`` leaves its tail in the host name it fails to resolve."""
+    from .runtime.logs import redact
+
+    said = "; ".join(line.strip() for line in str(exc).splitlines() if line.strip())
+    password = urlsplit(database_url).password or ""
+    secrets = {password, unquote(password)}
+    if "@" in password:
+        secrets.add(password.partition("@")[2] + "@")
+    # longest first, so that a secret containing another is replaced whole
+    return redact(said or type(exc).__name__, sorted(secrets, key=len, reverse=True))
 
 
 def cmd_migrate(args: argparse.Namespace, env: Mapping[str, str]) -> int:

@@ -833,6 +833,60 @@ def test_all_with_a_bad_otel_variable_stops_before_migrating(
     assert "reportsvc: configuration error: OTEL_" in capsys.readouterr().err
 
 
+_PASSWORD = "pw-s3cret-9f2c"
+
+
+@pytest.mark.parametrize(
+    ("url", "says"),
+    [
+        # refused: libpq adds a line asking whether the server runs
+        (f"postgresql://u:{_PASSWORD}@127.0.0.1:1/db", ["port 1 failed", "Is the server"]),
+        # a token libpq cannot read is quoted back, and here that is the password
+        (f"postgresql://u:{_PASSWORD}%ZZ@127.0.0.1:1/db", ["invalid percent-encoded token"]),
+        # an unencoded "@": the password's tail becomes part of the host libpq looks up
+        (f"postgresql://u:{_PASSWORD}@tail-{_PASSWORD}@127.0.0.1:1/db", ["127.0.0.1"]),
+    ],
+    ids=["refused", "percent", "at-sign"],
+)
+def test_migrate_failing_says_why_in_one_line_without_the_password(
+    url: str, says: list[str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    """psycopg's text spans lines: `migrate failed: {exc}` broke an operator's log line in
+    two, and libpq's quote of a token it could not read printed the password."""
+    assert main(["migrate"], env={"DATABASE_URL": url}) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.splitlines()
+    assert line.startswith("reportsvc: migrate failed: ")
+    assert all(said in line for said in says), line
+    assert _PASSWORD not in line and "tail-" not in line, line
+
+
+def test_migrate_failing_keeps_every_line_of_the_error_joined(
+    capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import psycopg
+
+    said = (
+        'connection failed: connection to server at "10.0.0.1", port 5432 failed: timeout\n'
+        'connection to server at "10.0.0.2", port 5432 failed: FATAL:  no pg_hba.conf entry\n'
+        "DETAIL:  the role has no password set\n\tHINT:  ask the administrator\n"
+    )
+
+    def failing(url: str) -> list[str]:
+        raise psycopg.OperationalError(said)
+
+    monkeypatch.setattr("adapters.postgres.migrate", failing)
+    env = {"DATABASE_URL": "postgresql://u@127.0.0.1:1/db"}
+    assert main(["migrate"], env=env) == 1
+    assert capsys.readouterr().err == (
+        'reportsvc: migrate failed: connection failed: connection to server at "10.0.0.1", '
+        'port 5432 failed: timeout; connection to server at "10.0.0.2", port 5432 failed: '
+        "FATAL:  no pg_hba.conf entry; DETAIL:  the role has no password set; HINT:  ask the "
+        "administrator\n"
+    )
+
+
 def test_token_leaves_out_the_claims_that_are_not_required(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
