@@ -7,6 +7,7 @@ missing or malformed one prints ``reportsvc: configuration error: <message>`` an
 from __future__ import annotations
 
 import argparse
+import logging
 import os
 import sys
 import threading
@@ -187,7 +188,8 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     # an OTEL_* typo stops the process before the schema is touched
     tracing = setup_tracing(env, command="all", database=True)
     applied = _migrate(settings.database_url)
-    print(f"schema is up to date (applied {len(applied)})", flush=True)
+    # a log record as every other line of the process (one JSON object under LOG_FORMAT=json)
+    logging.getLogger("reportsvc").info("schema is up to date", extra={"applied": len(applied)})
     warn_unconfigured_upstreams(settings)
     stop = threading.Event()
     container = service_container(settings, tracing)

@@ -833,6 +833,54 @@ def test_all_with_a_bad_otel_variable_stops_before_migrating(
     assert "reportsvc: configuration error: OTEL_" in capsys.readouterr().err
 
 
+class _Stopped(Exception):
+    """Raised where a test has seen what it came for, before anything is served."""
+
+
+@pytest.mark.parametrize(
+    ("log_format", "said"),
+    [
+        ("json", '{"msg":"schema is up to date","applied":2}'),
+        ("text", 'msg="schema is up to date" applied=2'),
+    ],
+)
+def test_all_says_the_schema_is_up_to_date_as_a_log_record(
+    log_format: str,
+    said: str,
+    capsys: pytest.CaptureFixture[str],
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """A plain print() on stdout: under LOG_FORMAT=json the one line of `all` no log
+    collector could parse."""
+    monkeypatch.setattr("entrypoints.cli._migrate", lambda url: ["0001_a", "0002_b"])
+
+    def stop(settings: Settings) -> None:  # the next step of the start
+        raise _Stopped
+
+    monkeypatch.setattr("entrypoints.worker.warn_unconfigured_upstreams", stop)
+    env = {**_UNREACHABLE, "JWT_SECRET": SECRET, "LOG_FORMAT": log_format}
+    root = logging.getLogger()
+    saved = (list(root.handlers), root.level)
+    try:
+        with pytest.raises(_Stopped):
+            main(["all"], env=env)
+    finally:
+        root.handlers[:] = saved[0]
+        root.setLevel(saved[1])
+        logging.captureWarnings(False)
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    [line] = captured.err.splitlines()
+    if log_format == "json":
+        record = json.loads(line)
+        assert {k: record[k] for k in ("msg", "applied", "level")} == {
+            **json.loads(said),
+            "level": "INFO",
+        }
+    else:
+        assert line.startswith("ts=") and line.endswith(f"logger=reportsvc {said}"), line
+
+
 _PASSWORD = "pw-s3cret-9f2c"
 
 
