@@ -289,8 +289,8 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
         "WORKER_HTTP_PORT", parse=port,
         doc="port of the worker's `/metrics`, `/healthz` and `/readyz`; `0` turns that server "
         "off. A port that cannot be bound at start stops the worker (exit 1, one line naming "
-        "it); one taken between that check and the listen is logged as an error and the "
-        "worker runs without it",
+        "it; under `all`, the same as APP_PORT: exit 2, naming both); one taken between that "
+        "check and the listen is logged as an error and the worker runs without it",
     )] = 9129
     http_header_timeout_sec: Annotated[float, Env(
         "HTTP_HEADER_TIMEOUT_SEC", parse=positive_float,

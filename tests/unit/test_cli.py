@@ -388,13 +388,50 @@ def test_a_port_in_use_is_one_line_naming_it_before_anything_starts(
     )
 
 
-def test_two_settings_naming_one_port_are_caught_as_in_use() -> None:
+def test_two_settings_naming_one_port_are_a_configuration_error_naming_both() -> None:
+    """It said `port N is in use (WORKER_HTTP_PORT)`, exit 1: the port was free, the clash
+    was between the two settings, and APP_PORT went unnamed."""
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
         free = probe.getsockname()[1]
-    with pytest.raises(PortUnavailable, match=f"^port {free} is in use \\(WORKER_HTTP_PORT\\)"):
+    with pytest.raises(ConfigError, match=f"^APP_PORT and WORKER_HTTP_PORT are both port {free}: "):
         check_ports([("127.0.0.1", free, "APP_PORT"), ("127.0.0.1", free, "WORKER_HTTP_PORT")])
     check_ports([("127.0.0.1", free, "APP_PORT")])  # and let go: the server binds it next
+
+
+def test_one_port_of_two_settings_that_another_process_holds_is_in_use() -> None:
+    """One port on two addresses, the second held by another process: that is no clash of
+    the settings (the first address alone binds), and the second is named as in use."""
+    with socket.socket() as held:
+        held.bind(("127.0.0.2", 0))
+        held.listen()
+        port = held.getsockname()[1]
+        with pytest.raises(PortUnavailable, match=f"^port {port} is in use \\(WORKER_HTTP_PORT\\)"):
+            check_ports([("127.0.0.1", port, "APP_PORT"), ("127.0.0.2", port, "WORKER_HTTP_PORT")])
+
+
+def test_all_with_app_port_equal_to_worker_http_port_names_both_and_exits_2() -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        free = probe.getsockname()[1]
+    env = {
+        "PATH": "/usr/bin:/bin",
+        **_UNREACHABLE,
+        "APP_PORT": str(free),
+        "WORKER_HTTP_PORT": str(free),
+    }
+    done = subprocess.run(
+        [sys.executable, "-m", "reportsvc", "all"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr.startswith(
+        f"reportsvc: configuration error: APP_PORT and WORKER_HTTP_PORT are both port {free}: "
+    ), done.stderr
+    assert len(done.stderr.splitlines()) == 1
 
 
 @pytest.mark.parametrize("host", ["999.1.1.1", "8.8.8.8"])

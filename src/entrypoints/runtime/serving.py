@@ -9,7 +9,7 @@ import socket
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING, Any
 
-from ..settings import Settings
+from ..settings import ConfigError, Settings
 
 if TYPE_CHECKING:  # uvicorn is imported only by the commands that serve HTTP
     from .connections import ConnectionLimits
@@ -35,29 +35,56 @@ def check_ports(listens: Iterable[tuple[str, int, str]]) -> None:
     """Bind each ``(host, port, variable)`` as the servers will (``SO_REUSEADDR``, as uvicorn
     and the probe server set it) and let go, before anything else starts: a port in use is then
     one line naming it, not a uvicorn ERROR among INFO lines after a worker already started.
-    The sockets are held until all are bound, so two settings naming one port are caught too.
-    Port 0 (a free port) is bound too: the host must still be one this machine can listen
-    on (``--host 999.1.1.1`` was a uvicorn error after the worker had started)."""
-    held: list[socket.socket] = []
+    The sockets are held until all are bound, so two settings naming one port (``all``'s
+    APP_PORT and WORKER_HTTP_PORT) are caught too: a :class:`ConfigError` naming both, as the
+    clash is theirs, not the one's that came second. Port 0 (a free port) is bound too: the
+    host must still be one this machine can listen on (``--host 999.1.1.1`` was a uvicorn
+    error after the worker had started)."""
+    held: list[tuple[socket.socket, int, str]] = []
     try:
         for host, port, variable in listens:
-            family = socket.AF_INET6 if ":" in host else socket.AF_INET
-            sock = socket.socket(family, socket.SOCK_STREAM)
-            held.append(sock)
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
             try:
-                sock.bind((host, port))
-                sock.listen()  # two bound sockets collide on Linux only once one listens
+                held.append((_listening(host, port), port, variable))
             except OSError as exc:
                 reason = exc.strerror or str(exc)
-                if exc.errno == errno.EADDRINUSE:
-                    raise PortUnavailable(f"port {port} is in use ({variable}): {reason}") from exc
-                raise PortUnavailable(
-                    f"cannot listen on {host}:{port} ({variable}): {reason}"
-                ) from exc
+                if exc.errno != errno.EADDRINUSE:
+                    raise PortUnavailable(
+                        f"cannot listen on {host}:{port} ({variable}): {reason}"
+                    ) from exc
+                for sock, taken, other in held:
+                    if taken == port and _free_without(sock, host, port):
+                        raise ConfigError(
+                            f"{other} and {variable} are both port {port}: two servers cannot "
+                            "listen on one port, give them different ones"
+                        ) from exc
+                raise PortUnavailable(f"port {port} is in use ({variable}): {reason}") from exc
     finally:
-        for sock in held:
+        for sock, _, _ in held:
             sock.close()
+
+
+def _listening(host: str, port: int) -> socket.socket:
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        sock.bind((host, port))
+        sock.listen()  # two bound sockets collide on Linux only once one listens
+    except OSError:
+        sock.close()
+        raise
+    return sock
+
+
+def _free_without(ours: socket.socket, host: str, port: int) -> bool:
+    """Whether ``host``:``port`` can be bound once ``ours`` lets go of it (the port is taken
+    by our own other setting, not by another process)."""
+    ours.close()
+    try:
+        _listening(host, port).close()
+    except OSError:
+        return False
+    return True
 
 
 def connection_limits(settings: Settings) -> ConnectionLimits:
