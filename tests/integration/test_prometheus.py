@@ -29,7 +29,6 @@ from .procs import (
     service_env,
     start_api,
     start_demo_upstream,
-    start_worker,
     user_token,
 )
 from .test_end_to_end import demo_scope
@@ -39,11 +38,36 @@ ALERTS = REPO / "deploy" / "prometheus" / "alerts.yml"
 DEADLINE_SEC = 60.0
 
 
+# the worker's probes cannot take a port of their own choosing (WORKER_HTTP_PORT=0 turns them
+# off), so the test picks a free port and lets go of it: another process may take it before
+# the worker binds it. A lost race is retried with another port, not a red run.
+WORKER_START_ATTEMPTS = 5
+_WORKER_LISTENING = r"msg=\"worker http listening\" .*?url=(?P<url>http://\S+)"
+# check_ports at the start finds it taken (exit 1), or the probe server a moment later (the
+# worker then runs without its port, and says so)
+_WORKER_PORT_LOST = r"(?P<lost>port \d+ is in use \(WORKER_HTTP_PORT\)|worker http not started on)"
+# Prometheus binds port 0 itself and logs the address it got (Debian 12's 2.42 does)
+_PROMETHEUS_LISTENING = r"msg=\"Listening on\" address=127\.0\.0\.1:(?P<port>[1-9]\d*)"
+
+
 def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+def start_worker_with_probes(procs: Procs, env: dict[str, str]) -> tuple[Proc, str]:
+    """``reportsvc worker`` with its probe port on; returns it and the probes' URL."""
+    for _ in range(WORKER_START_ATTEMPTS):
+        worker_env = env | {"WORKER_HTTP_PORT": str(free_port())}
+        worker = procs.reportsvc("worker", worker_env, "worker")
+        found = worker.wait_for(f"{_WORKER_LISTENING}|{_WORKER_PORT_LOST}")
+        if found["lost"] is None:
+            worker.wait_for(r"msg=\"worker started\"")
+            return worker, found["url"]
+        worker.stop()  # no job was created yet: nothing for this worker to finish
+    pytest.fail(f"the worker lost its probe port {WORKER_START_ATTEMPTS} times in a row")
 
 
 def prometheus_binary() -> str:
@@ -92,20 +116,11 @@ def observed(database_url: str, amqp_url: str, tmp_path: Path) -> Iterator[Obser
     binary = prometheus_binary()
     with Procs(tmp_path / "logs") as procs:
         upstream = start_demo_upstream(procs)
-        worker_port = free_port()
-        env = service_env(
-            database_url,
-            amqp_url,
-            tmp_path / "exports",
-            upstream,
-            WORKER_HTTP_PORT=str(worker_port),
-        )
+        env = service_env(database_url, amqp_url, tmp_path / "exports", upstream)
         migrated = run_reportsvc(env, "migrate")
         assert migrated.returncode == 0, migrated.stderr
         _, api_url = start_api(procs, env)
-        worker = start_worker(procs, env)
-        worker_url = worker.wait_for(r"msg=\"worker http listening\" .*?url=(http://\S+)").group(1)
-        prom_port = free_port()
+        worker, worker_url = start_worker_with_probes(procs, env)
         config = tmp_path / "prometheus.yml"
         config.write_text(
             "global:\n"
@@ -124,10 +139,11 @@ def observed(database_url: str, amqp_url: str, tmp_path: Path) -> Iterator[Obser
                 binary,
                 f"--config.file={config}",
                 f"--storage.tsdb.path={tmp_path / 'tsdb'}",
-                f"--web.listen-address=127.0.0.1:{prom_port}",
+                "--web.listen-address=127.0.0.1:0",
             ],
             {"PATH": "/usr/bin:/bin"},
         )
+        prom_port = prometheus.wait_for(_PROMETHEUS_LISTENING)["port"]
         prometheus_url = f"http://127.0.0.1:{prom_port}"
         prometheus.wait_http(prometheus_url + "/-/ready")
         yield Observed(
