@@ -61,7 +61,9 @@ class Receiver:
     got: list[Received] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
 
-    def serve(self, port: int = 0) -> ThreadingHTTPServer:
+    def serve(self, bound: socket.socket | None = None) -> ThreadingHTTPServer:
+        """Serve on a port of its own, or on ``bound``: a socket the test bound (and kept from
+        listening) earlier, so that its port never lay free for another process to take."""
         receiver = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -82,7 +84,14 @@ class Receiver:
             def log_message(self, format: str, *args: Any) -> None:
                 pass
 
-        server = ThreadingHTTPServer(("127.0.0.1", port), Handler)
+        if bound is None:
+            server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        else:
+            server = ThreadingHTTPServer(bound.getsockname(), Handler, bind_and_activate=False)
+            server.socket.close()
+            server.socket = bound
+            server.server_address = bound.getsockname()
+            server.server_activate()  # listen(): connections are accepted from now on
         threading.Thread(target=server.serve_forever, daemon=True).start()
         return server
 
@@ -96,10 +105,13 @@ class Receiver:
         pytest.fail(f"the receiver got {len(self.got)} deliveries, not {count}")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def refusing_socket() -> socket.socket:
+    """A socket bound to a free local port and not listening: the kernel refuses connections
+    to the port (RST) while it is held, and no other process can bind it (no SO_REUSEADDR).
+    :meth:`Receiver.serve` takes it over to listen on the same port."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    return sock
 
 
 @pytest.fixture
@@ -202,8 +214,9 @@ def test_a_receiver_that_fails_three_times_gets_the_fourth_signed_delivery(
 def test_a_worker_killed_before_delivering_delivers_after_restart(
     database_url: str, amqp_url: str, tmp_path: Path, receiver: Receiver
 ) -> None:
-    port = free_port()  # nothing listens here until after the kill: connections are refused
-    url = f"http://127.0.0.1:{port}/hooks"
+    # nothing listens here until after the kill: connections are refused
+    refusing = refusing_socket()
+    url = f"http://127.0.0.1:{refusing.getsockname()[1]}/hooks"
     server = None
     try:
         with Procs(tmp_path / "logs") as procs:
@@ -236,7 +249,7 @@ def test_a_worker_killed_before_delivering_delivers_after_restart(
                 assert worker.kill() != 0
                 assert receiver.got == []
 
-                server = receiver.serve(port)
+                server = receiver.serve(refusing)
                 start_worker(procs, env)
                 # should the kill have hit a sender mid-attempt, its lease (60 s) runs out first
                 got = receiver.wait_for(2, within=DEADLINE_SEC + 60)
@@ -249,6 +262,7 @@ def test_a_worker_killed_before_delivering_delivers_after_restart(
         if server is not None:
             server.shutdown()
             server.server_close()
+        refusing.close()
 
     events = {e["job"]["id"]: e["type"] for e in (check_signed(d) for d in got)}
     assert events == {
