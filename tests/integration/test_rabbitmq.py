@@ -163,11 +163,13 @@ def test_a_broker_that_refuses_us_says_so_not_that_it_is_unreachable(
         queue.close()
 
 
-def closed_port() -> int:
-    """A local port nothing listens on."""
+@pytest.fixture
+def closed_port() -> Iterator[int]:
+    """A local port nothing listens on: bound and never listening, so connections to it are
+    refused (RST), and held for the test, so no other process can start listening there."""
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+        yield int(s.getsockname()[1])
 
 
 @pytest.fixture
@@ -492,10 +494,10 @@ def test_the_publisher_reconnects_after_the_broker_closed_its_connection(
 
 
 def test_publishing_to_an_unreachable_broker_raises_queue_unavailable_within_the_timeout(
-    caplog: pytest.LogCaptureFixture,
+    caplog: pytest.LogCaptureFixture, closed_port: int
 ) -> None:
     password = "pw-that-must-not-be-logged"
-    url = f"amqp://guest:{password}@127.0.0.1:{closed_port()}/%2F"
+    url = f"amqp://guest:{password}@127.0.0.1:{closed_port}/%2F"
     queue = RabbitMQQueue(url, confirm_timeout=2.0)
     try:
         with caplog.at_level(logging.DEBUG):
