@@ -15,6 +15,7 @@ import io
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -510,12 +511,15 @@ def test_a_dropped_connection_is_retried(demo: DemoUpstream, tmp_path: Path) -> 
 
 
 def test_an_unreachable_service_fails_unavailable_after_every_try(tmp_path: Path) -> None:
-    with DemoUpstream() as demo:
-        url = str(demo.base_url)  # a port that was just free and is closed again
-    sleeps = Sleeps()
-    config = UpstreamConfig(feed_url=url, retries=2, concurrency=1)
-    with HttpRecordSource(config, sleep=sleeps) as source:
-        ran = run(source, tmp_path, JobType.FEED_INTAKE_EXPORT, "csv")
+    # bound and never listening, held for the test: connections are refused, and no other
+    # process can start listening on the port meanwhile
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        url = f"http://127.0.0.1:{closed.getsockname()[1]}"
+        sleeps = Sleeps()
+        config = UpstreamConfig(feed_url=url, retries=2, concurrency=1)
+        with HttpRecordSource(config, sleep=sleeps) as source:
+            ran = run(source, tmp_path, JobType.FEED_INTAKE_EXPORT, "csv")
     message = failed(ran, "UPSTREAM_UNAVAILABLE")
     assert message.startswith("feed service could not be reached for GET /api/v1/feed/")
     assert len(sleeps.calls) == 2
