@@ -3,11 +3,12 @@ consume loop's heartbeat, /readyz from the database and broker pings."""
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import socket
 import threading
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import httpx
 import pytest
@@ -151,26 +152,19 @@ def test_a_page_told_after_its_export_ended_brings_back_no_stalled_export() -> N
 def test_the_worker_probes_serve_on_an_ipv6_host(host: str) -> None:
     """The stdlib's server is IPv4 only: WORKER_HTTP_HOST=:: logged 'worker http not
     started' and the worker ran with no /healthz, so an orchestrator restarted it in a loop."""
-    probe = socket.socket(socket.AF_INET6)
-    probe.bind(("::1", 0))
-    port = probe.getsockname()[1]
-    probe.close()
-    settings = Settings(worker_http_host=host, worker_http_port=port)
-    reports = in_memory_container(settings).reports()
-    with probes_served(reports, settings, Heartbeat()) as server:
-        assert server is not None
-        assert server.url == f"http://[::1]:{port}"
+    with served_on_a_free_port(
+        lambda port: Settings(worker_http_host=host, worker_http_port=port), probe_host="::1"
+    ) as (server, settings):
+        assert server.url == f"http://[::1]:{settings.worker_http_port}"
         assert httpx.get(server.url + "/healthz").status_code == 200
 
 
 def test_the_worker_probe_waits_the_page_deadline_and_a_grace_for_an_export() -> None:
-    port = free_port()
-    settings = Settings(
-        worker_http_host="127.0.0.1", worker_http_port=port, upstream_page_deadline_sec=30
-    )
-    reports = in_memory_container(settings).reports()
-    with probes_served(reports, settings, Heartbeat()) as server:
-        assert server is not None
+    with served_on_a_free_port(
+        lambda port: Settings(
+            worker_http_host="127.0.0.1", worker_http_port=port, upstream_page_deadline_sec=30
+        )
+    ) as (server, _):
         assert server.stalled_after_sec == 30 + EXPORT_GRACE_SEC
 
 
@@ -276,11 +270,31 @@ def test_readings_are_cached_between_close_scrapes() -> None:
     assert len(reads) == 1
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
+PROBE_START_ATTEMPTS = 5
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as sock:
+        sock.bind((host, 0))
         port: int = sock.getsockname()[1]
         return port
+
+
+@contextlib.contextmanager
+def served_on_a_free_port(
+    settings_for: Callable[[int], Settings], probe_host: str = "127.0.0.1"
+) -> Iterator[tuple[ProbeServer, Settings]]:
+    """:func:`probes_served` on a port picked by binding port 0 and letting go (the probes
+    cannot bind port 0 themselves: it turns them off). Another process may take the port
+    before the probes bind it; that lost race is retried on another port, a few times."""
+    for _ in range(PROBE_START_ATTEMPTS):
+        settings = settings_for(free_port(probe_host))
+        reports = in_memory_container(settings).reports()
+        with probes_served(reports, settings, Heartbeat()) as server:
+            if server is not None:
+                yield server, settings
+                return
+    pytest.fail(f"the probes did not start on a free port in {PROBE_START_ATTEMPTS} tries")
 
 
 def test_the_worker_port_serves_while_the_block_runs_and_is_off_at_0(
@@ -290,11 +304,11 @@ def test_the_worker_port_serves_while_the_block_runs_and_is_off_at_0(
     off = in_memory_container(settings)
     with probes_served(off.reports(), settings, Heartbeat()) as server:
         assert server is None
-    port = free_port()
-    settings = Settings(worker_http_host="127.0.0.1", worker_http_port=port)
-    reports = in_memory_container(settings).reports()
-    with probes_served(reports, settings, Heartbeat()) as server:
-        assert server is not None
+    with served_on_a_free_port(
+        lambda port: Settings(worker_http_host="127.0.0.1", worker_http_port=port)
+    ) as (_, settings):
+        port = settings.worker_http_port
+        reports = in_memory_container(settings).reports()
         assert httpx.get(f"http://127.0.0.1:{port}/healthz").status_code == 200
         assert httpx.get(f"http://127.0.0.1:{port}/readyz").status_code == 200
         scraped = httpx.get(f"http://127.0.0.1:{port}/metrics").text
