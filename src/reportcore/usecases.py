@@ -271,7 +271,8 @@ def open_file(
 ) -> FileToServe:
     """The file a download token grants: 401 bad token, 403 other job, 404 none, 410 expired.
 
-    When the store hands out direct URLs, ``direct_url`` is one valid no longer than the token.
+    When the store hands out direct URLs, ``direct_url`` is one valid no longer than the token,
+    nor past the file's ``expires_at``.
     """
     now = clock.now()
     claims = tokens.verify(secret, token, now=now.timestamp())
@@ -287,14 +288,18 @@ def open_file(
     if size is None:
         raise NotFound("report file not found")
     file_name = job.file_name or file_name_for(job.job_type, job.format, job.compression)
-    token_expires = dt.datetime.fromtimestamp(claims.exp, dt.UTC)
+    # a direct URL ends with the token, or with the file's retention if that comes first: the
+    # store's URL would otherwise serve the file past expires_at until retention deletes it
+    until = dt.datetime.fromtimestamp(claims.exp, dt.UTC)
+    if job.expires_at is not None and job.expires_at < until:
+        until = job.expires_at.astimezone(dt.UTC)
     return FileToServe(
         location=job.file_path,
         size_bytes=size,
         file_name=file_name,
         mime_type=job.mime_type or mime_type_for(job.format, job.compression),
         sha256=job.sha256,
-        direct_url=store.download_url(job.file_path, token_expires, file_name),
+        direct_url=store.download_url(job.file_path, until, file_name),
     )
 
 

@@ -2100,3 +2100,24 @@ def test_a_deferral_names_its_job_and_why_it_was_deferred() -> None:
         detail="its tenant holds its share of the worker's slots",
     )
     assert world.queue.take() == message, "the job went to the back of the queue"
+
+
+def test_a_direct_url_ends_when_the_file_expires_if_that_comes_before_the_token() -> None:
+    """A token of 2 h for a file kept 1 h: the store's URL was signed for the token's 2 h,
+    so it served the file for up to an hour past its expires_at (until retention ran)."""
+    asked: list[dt.datetime] = []
+
+    class Recording(DirectStore):
+        def download_url(
+            self, location: str, expires_at: dt.datetime, file_name: str | None = None
+        ) -> str | None:
+            asked.append(expires_at)
+            return super().download_url(location, expires_at, file_name)
+
+    world = World(Policy(retention_sec=3600, download_ttl_sec=7200))
+    world.store = Recording()
+    job = succeeded(world)
+    world.clock.advance(1800)
+    world.open(job.id, world.download(job.id))
+    assert asked == [job.expires_at]
+    assert asked[0].utcoffset() == dt.timedelta(0)
