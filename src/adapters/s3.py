@@ -346,7 +346,13 @@ class S3Store:
             return None
         # SigV4 counts from the signing moment on the real clock, which is what the store checks
         seconds = int(expires_at.timestamp() - time.time())
-        params: dict[str, Any] = {"Bucket": self.bucket, "Key": self.key_of(location)}
+        # the API's own download is not cacheable (the URL is a credential, the file a tenant's
+        # data): the store's answer says so too, or a shared cache may keep it heuristically
+        params: dict[str, Any] = {
+            "Bucket": self.bucket,
+            "Key": self.key_of(location),
+            "ResponseCacheControl": "private, no-store",
+        }
         if file_name:
             params["ResponseContentDisposition"] = content_disposition(file_name)
         url: str = self._client.generate_presigned_url(

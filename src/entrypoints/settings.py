@@ -337,7 +337,7 @@ class Settings(msgspec.Struct, frozen=True, kw_only=True):
     download_redirect: Annotated[bool, Env(
         "REPORT_DOWNLOAD_REDIRECT", parse=flag,
         doc="`1`: once the download token is verified, `/file` answers 302 to a presigned GET of "
-        "the object, valid for the token's remaining life and with the same "
+        "the object, valid while both token and file are, with the same "
         "`Content-Disposition`, so the bytes do not cross the api; needs `FILE_STORE=s3`",
     )] = False
     # webhooks (docs/operations.md): no allowed host turns them off

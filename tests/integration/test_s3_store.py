@@ -142,6 +142,8 @@ def test_with_redirect_the_presigned_url_downloads_the_file_under_its_name(
     got = httpx.get(url, timeout=10)
     assert got.status_code == 200 and got.content == b"a,b\r\n1,2\r\n"
     assert got.headers["content-disposition"] == 'attachment; filename="feed_intake.csv"'
+    # not cacheable, as the api's own download: the URL is a credential, the file a tenant's
+    assert got.headers["cache-control"] == "private, no-store"
     ranged = httpx.get(url, headers={"Range": "bytes=5-"}, timeout=10)
     assert (ranged.status_code, ranged.content) == (206, b"1,2\r\n")
     assert S3Store(s3_bucket.client, s3_bucket.name).download_url(location, until) is None
