@@ -245,8 +245,15 @@ class InMemoryJobRepository:
             current = self._jobs.get(job_id)
             if current is None or current.tenant_id != tenant_id:
                 return None
-            # a running job keeps its lease's end: its leftovers are discarded once it is past
-            lease = current.lease_expires_at if current.status is JobStatus.RUNNING else None
+            # a running job keeps its lease's end: its leftovers are discarded once it is past;
+            # a queued one that ran before has its dead attempt's listed from now on
+            lease = (
+                current.lease_expires_at
+                if current.status is JobStatus.RUNNING
+                else now
+                if current.attempts > 0
+                else None
+            )
             return self._changed(
                 self._change(
                     job_id,

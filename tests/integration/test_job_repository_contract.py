@@ -649,6 +649,23 @@ def test_a_job_cancelled_while_running_has_leftovers_once_its_lease_ran_out(
     assert ids(repo.cancelled_leftovers(later + dt.timedelta(days=30), 10)) == [job.id]
 
 
+def test_a_job_back_in_the_queue_after_an_attempt_has_leftovers_from_its_cancel_on(
+    repo: JobRepository, clock: FakeClock
+) -> None:
+    """Put back after its worker died, then cancelled: what the dead attempt wrote was the
+    api's alone to discard, and an api that could not (a read-only mount of the files) left
+    it forever (a cancel cleared the lease's end, so recovery never listed it)."""
+    job = running(repo, clock)
+    back = repo.retry(job.id, WORKER, clock.advance(31))
+    assert back is not None and back.status.value == "queued" and back.attempts == 1
+    cancelled = repo.cancel(job.id, TENANT, clock.advance(1))
+    assert cancelled is not None and cancelled.lease_expires_at == clock.now()
+    never_ran = in_status(repo, clock, "cancelled")
+    assert never_ran.lease_expires_at is None, "no attempt, nothing to discard"
+    assert repo.cancelled_leftovers(clock.now(), 10) == []
+    assert ids(repo.cancelled_leftovers(clock.advance(0.001), 10)) == [job.id]
+
+
 def test_cancelled_leftovers_come_by_lease_end_and_honour_the_limit(
     repo: JobRepository, clock: FakeClock
 ) -> None:

@@ -1568,6 +1568,26 @@ def test_a_job_cancelled_after_its_lease_ran_out_has_its_leftovers_discarded_at_
     assert len(store.discarded) == 2
 
 
+def test_a_requeued_job_cancelled_where_the_api_cannot_discard_is_cleaned_by_recovery() -> None:
+    """Recovery put the job back after its worker died; the cancel's own discard failed (the
+    api's read-only mount of the files): a worker's recovery pass discards what is left."""
+    world = World(Policy(lease_sec=30, heartbeat_sec=1, max_attempts=3))
+    world.store = store = DiscardingStore(refuse=True)
+    job = world.create().job
+    crash_while_running(world)
+    world.clock.advance(31)
+    assert world.recover().requeued == [job.id]
+    assert world.get(job.id).status is JobStatus.QUEUED
+    cancel_job(job.id, tenant_id=TENANT, jobs=world.jobs, clock=world.clock, store=store)
+    assert store.discarded == [(TENANT, job.id, "csv")], "the api tried, and was refused"
+    store.refuse = False
+    world.clock.advance(1)
+    recovery = world.recover()
+    assert (recovery.leftovers_discarded, recovery.files_kept) == ([job.id], [])
+    assert world.recover() == Recovery(**EMPTY_PASS)
+    assert len(store.discarded) == 2
+
+
 def test_leftovers_of_a_cancelled_job_the_store_will_not_discard_are_tried_again() -> None:
     world = World(Policy(lease_sec=30, heartbeat_sec=1, max_attempts=3))
     world.store = store = DiscardingStore(refuse=True)

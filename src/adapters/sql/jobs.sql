@@ -128,12 +128,17 @@ RETURNING {columns}
 
 -- A running job keeps its lease's end (SET reads the row as it was): its worker may be alive
 -- until then and abort its own file; after it, recovery discards what is left
--- (cancelled_leftovers). No owner: the old holder's renewals and finishes find none.
+-- (cancelled_leftovers). A queued job that ran before (put back after its worker died) is
+-- listed from the cancel on: the api's own discard is best effort (a read-only mount of the
+-- files fails it). No owner: the old holder's renewals and finishes find none.
 -- name: cancel_job
 UPDATE report_jobs
 SET status = :target, updated_at = :now,
     finished_at = :now, lease_owner = NULL,
-    lease_expires_at = CASE WHEN status = 'running' THEN lease_expires_at END
+    lease_expires_at = CASE
+        WHEN status = 'running' THEN lease_expires_at
+        WHEN attempts > 0 THEN :now
+    END
 WHERE id = :id AND {status_in_sources} AND tenant_id = :tenant_id
 RETURNING {columns}
 
