@@ -12,6 +12,12 @@ is the one httpcore reports through its ``trace`` extension when it connects; ev
 opens a connection of its own (no keep-alive), so there always is one to watch. Before there
 is a socket, the connect itself keeps to the deadline (:class:`BoundedTransport`: each of the
 receiver's addresses gets what is left of it, not the whole timeout each).
+
+The deadline runs from the attempt's start, so nothing inside the sender may make an attempt
+wait: the client's connection pool holds as many connections as the sender has attempts in
+flight at once (``concurrency``, the worker's ``REPORT_WEBHOOK_CONCURRENCY``). A smaller pool
+(httpcore's default is 10) made the attempts beyond it wait for another receiver's attempt to
+free a connection, and a healthy receiver's attempt then failed at the deadline unsent.
 """
 
 from __future__ import annotations
@@ -33,6 +39,7 @@ from reportcore.webhooks import SendResult, WebhookRules
 
 USER_AGENT = "farmiq-reportsvc-webhooks/1"
 DEFAULT_DEADLINE_SEC = WebhookRules().timeout_sec
+DEFAULT_CONCURRENCY = WebhookRules().concurrency
 # httpcore's trace event once a TCP connection is open (directly or to a proxy); its
 # return_value is the network stream, whose "socket" is the connection's
 _CONNECTED = "connection.connect_tcp.complete"
@@ -178,11 +185,18 @@ class _Body(httpx.SyncByteStream):
 
 class BoundedTransport(httpx.BaseTransport):
     """httpx's transport over an httpcore pool (no keep-alive) whose connects keep to the
-    attempt's deadline (:class:`_BoundedBackend`); httpx has no option for the backend."""
+    attempt's deadline (:class:`_BoundedBackend`); httpx has no option for the backend.
 
-    def __init__(self) -> None:
+    ``max_connections``: the pool's size, at least the attempts in flight at once (a request
+    beyond it waits for a connection to close). httpx's ``limits=`` does not reach a transport
+    of one's own, and httpcore's default is 10."""
+
+    def __init__(self, max_connections: int) -> None:
         self._pool = httpcore.ConnectionPool(
             ssl_context=httpx.create_ssl_context(),
+            max_connections=max_connections,
+            # no idle connection is kept: an attempt's connection closes with it, so the open
+            # sockets are those of the attempts in flight, never more than the pool's size
             max_keepalive_connections=0,
             network_backend=_BoundedBackend(),
         )
@@ -213,34 +227,43 @@ class BoundedTransport(httpx.BaseTransport):
         self._pool.close()
 
 
-def _bounded_unless_proxied() -> httpx.BaseTransport | None:
+def _bounded_unless_proxied(max_connections: int) -> httpx.BaseTransport | None:
     """:class:`BoundedTransport`, unless the environment names a proxy: httpx reads the
     proxies only for a client without a transport of its own, and through a proxy the
     connect is to the proxy, not to the receiver's addresses."""
     proxies = urllib.request.getproxies_environment()
     if any(proxies.get(scheme) for scheme in ("http", "https", "all")):
         return None
-    return BoundedTransport()
+    return BoundedTransport(max_connections)
 
 
 class HttpWebhookSender:
     """POSTs with one client; each attempt ends within ``deadline_sec`` (connect, send and the
     answer's status line and headers together), whatever the receiver does. Name resolution
-    comes before the connection and is bounded by the system resolver's own timeout."""
+    comes before the connection and is bounded by the system resolver's own timeout.
+
+    ``concurrency``: how many attempts the caller has in flight at once (the worker's pool
+    size); the client holds that many connections, so no attempt waits for one."""
 
     def __init__(
         self,
         deadline_sec: float = DEFAULT_DEADLINE_SEC,
         transport: httpx.BaseTransport | None = None,
+        *,
+        concurrency: int = DEFAULT_CONCURRENCY,
     ) -> None:
+        if concurrency < 1:
+            raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.deadline_sec = deadline_sec
+        self.concurrency = concurrency
         self._client = httpx.Client(
             timeout=deadline_sec,
             follow_redirects=False,
             headers={"User-Agent": USER_AGENT},
-            transport=transport if transport is not None else _bounded_unless_proxied(),
-            # a connection per attempt: the deadline watches the socket each attempt opens
-            limits=httpx.Limits(max_keepalive_connections=0),
+            transport=transport if transport is not None else _bounded_unless_proxied(concurrency),
+            # a connection per attempt: the deadline watches the socket each attempt opens;
+            # these limits reach only the transport httpx builds itself (through a proxy)
+            limits=httpx.Limits(max_connections=concurrency, max_keepalive_connections=0),
         )
 
     def send(self, url: str, body: bytes, headers: Mapping[str, str]) -> SendResult:

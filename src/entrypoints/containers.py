@@ -268,11 +268,14 @@ def make_outbox(sql_jobs: Any) -> WebhookOutbox:
 
 
 def open_sender(settings: Settings) -> Iterator[Any]:
-    """The webhook sender over HTTP, each attempt ending by ``REPORT_WEBHOOK_TIMEOUT_SEC``.
-    Closed at shutdown."""
+    """The webhook sender over HTTP, each attempt ending by ``REPORT_WEBHOOK_TIMEOUT_SEC``, with
+    a connection for each of the ``REPORT_WEBHOOK_CONCURRENCY`` attempts the worker's pool
+    (:class:`entrypoints.webhook_pool.WebhookPool`) has in flight. Closed at shutdown."""
     from adapters.webhook_sender import HttpWebhookSender
 
-    yield from _closing(HttpWebhookSender, settings.webhook_timeout_sec)
+    yield from _closing(
+        HttpWebhookSender, settings.webhook_timeout_sec, concurrency=settings.webhook_concurrency
+    )
 
 
 def download_secret(settings: Settings) -> bytes:

@@ -14,6 +14,9 @@ from typing import Any
 import pytest
 
 from adapters.webhook_sender import HttpWebhookSender
+from entrypoints.containers import open_sender
+from entrypoints.settings import Settings
+from reportcore.webhooks import SendResult
 
 from .upstream_support import (
     Authority,
@@ -37,13 +40,18 @@ def _request_length(data: bytes) -> int:
 
 class Receiver:
     """A TCP server that reads a request and answers ``DRIP`` one byte every ``every_sec`` (0:
-    at once); ``hold=True`` never answers at all."""
+    at once), ``answer_after`` seconds after the request came; ``hold=True`` never answers at
+    all. ``requests`` counts the requests read."""
 
-    def __init__(self, every_sec: float = 0.0, hold: bool = False) -> None:
+    def __init__(
+        self, every_sec: float = 0.0, hold: bool = False, answer_after: float = 0.0
+    ) -> None:
         self.every_sec = every_sec
         self.hold = hold
+        self.answer_after = answer_after
         self.done = threading.Event()
         self.sent_bytes = 0
+        self.requests = 0
         self._listener = socket.create_server(("127.0.0.1", 0))
         self._threads: list[threading.Thread] = []
         self.url = f"http://127.0.0.1:{self._listener.getsockname()[1]}/hooks"
@@ -69,8 +77,11 @@ class Receiver:
                 if not chunk:
                     return
                 data += chunk
+            self.requests += 1
             if self.hold:
                 self.done.wait()
+                return
+            if self.answer_after and self.done.wait(self.answer_after):
                 return
             for i in range(len(DRIP)):
                 if self.every_sec and self.done.wait(self.every_sec):
@@ -91,8 +102,10 @@ class Receiver:
 
 
 @contextlib.contextmanager
-def receiver(every_sec: float = 0.0, hold: bool = False) -> Iterator[Receiver]:
-    r = Receiver(every_sec, hold)
+def receiver(
+    every_sec: float = 0.0, hold: bool = False, answer_after: float = 0.0
+) -> Iterator[Receiver]:
+    r = Receiver(every_sec, hold, answer_after)
     try:
         yield r
     finally:
@@ -293,3 +306,50 @@ def test_a_proxy_the_environment_names_still_carries_the_webhooks(
         server.close()
     assert result.status == 204, result
     assert lines == [b"POST http://hook.test/h HTTP/1.1"]
+
+
+def test_attempts_beyond_ten_wait_for_no_connection_held_by_other_receivers() -> None:
+    """The client's pool held httpcore's default of 10 connections whatever
+    REPORT_WEBHOOK_CONCURRENCY said: with 12 attempts in flight, 10 to a receiver that never
+    answers, the 2 to a prompt one waited for a connection until those 10 were cut at their
+    deadline, that wait counted against their own deadline, and they failed unsent ("no answer
+    within the attempt's deadline"). The sender is the worker's, built from its settings."""
+    deadline = 2.0
+    settings = Settings(webhook_concurrency=12, webhook_timeout_sec=deadline)
+    opened = open_sender(settings)
+    sender = next(opened)
+    results: dict[str, tuple[float, SendResult]] = {}
+
+    def attempt(name: str, url: str) -> None:
+        began = time.monotonic()
+        result = sender.send(url, b"{}", {"Content-Type": "application/json"})
+        results[name] = (time.monotonic() - began, result)
+
+    try:
+        with receiver(hold=True) as silent, receiver(answer_after=0.5) as prompt:
+            slow = [
+                threading.Thread(target=attempt, args=(f"silent{i}", silent.url)) for i in range(10)
+            ]
+            for thread in slow:
+                thread.start()
+            until = time.monotonic() + deadline / 2
+            while silent.requests < 10 and time.monotonic() < until:
+                time.sleep(0.01)
+            assert silent.requests == 10, "the silent receiver's attempts did not all connect"
+            fast = [
+                threading.Thread(target=attempt, args=(f"prompt{i}", prompt.url)) for i in range(2)
+            ]
+            for thread in fast:
+                thread.start()
+            for thread in slow + fast:
+                thread.join(3 * deadline)
+    finally:
+        with contextlib.suppress(StopIteration):
+            next(opened)  # closes the sender
+    for i in range(2):
+        took, result = results[f"prompt{i}"]
+        assert result.status == 200, result
+        assert took < deadline, took
+    for i in range(10):
+        _, result = results[f"silent{i}"]
+        assert result.error is not None and "deadline" in result.error, result
