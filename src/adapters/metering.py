@@ -96,15 +96,24 @@ class MeteredJobRepository:
         return done
 
     def fail(
-        self, job_id: str, owner: str | None, now: dt.datetime, code: str, message: str
+        self,
+        job_id: str,
+        owner: str | None,
+        now: dt.datetime,
+        code: str,
+        message: str,
+        *,
+        lapsed: bool = False,
     ) -> Job | None:
-        failed = self.inner.fail(job_id, owner, now, code, message)
+        failed = self.inner.fail(job_id, owner, now, code, message, lapsed=lapsed)
         if failed is not None:
             count_finished(failed)
         return failed
 
-    def retry(self, job_id: str, owner: str | None, now: dt.datetime) -> Job | None:
-        return self.inner.retry(job_id, owner, now)
+    def retry(
+        self, job_id: str, owner: str | None, now: dt.datetime, *, lapsed: bool = False
+    ) -> Job | None:
+        return self.inner.retry(job_id, owner, now, lapsed=lapsed)
 
     def cancel(self, job_id: str, tenant_id: str, now: dt.datetime) -> Job | None:
         cancelled = self.inner.cancel(job_id, tenant_id, now)

@@ -315,7 +315,14 @@ class SqlJobRepository(abc.ABC):
         )
 
     def fail(
-        self, job_id: str, owner: str | None, now: dt.datetime, code: str, message: str
+        self,
+        job_id: str,
+        owner: str | None,
+        now: dt.datetime,
+        code: str,
+        message: str,
+        *,
+        lapsed: bool = False,
     ) -> Job | None:
         return self._ending(
             Event.FAIL,
@@ -325,10 +332,20 @@ class SqlJobRepository(abc.ABC):
             now=self._at(now),
             code=code,
             message=message,
+            any_lease=not lapsed,
         )
 
-    def retry(self, job_id: str, owner: str | None, now: dt.datetime) -> Job | None:
-        return self._transition(Event.RETRY, "retry_job", id=job_id, owner=owner, now=self._at(now))
+    def retry(
+        self, job_id: str, owner: str | None, now: dt.datetime, *, lapsed: bool = False
+    ) -> Job | None:
+        return self._transition(
+            Event.RETRY,
+            "retry_job",
+            id=job_id,
+            owner=owner,
+            now=self._at(now),
+            any_lease=not lapsed,
+        )
 
     def cancel(self, job_id: str, tenant_id: str, now: dt.datetime) -> Job | None:
         return self._ending(

@@ -44,9 +44,11 @@ class InMemoryJobRepository:
         event: Event | None,
         now: dt.datetime,
         owner: object = ...,
+        lapsed: bool = False,
         **fields: Any,
     ) -> Job | None:
-        """Apply ``fields`` (and ``event``'s transition) if the job may take it."""
+        """Apply ``fields`` (and ``event``'s transition) if the job may take it (with
+        ``lapsed``, only while its lease has run out by ``now``)."""
         with self._lock:
             self._check()
             job = self._jobs.get(job_id)
@@ -56,6 +58,8 @@ class InMemoryJobRepository:
                 return None
             if owner is not ... and job.lease_owner != owner:
                 return None
+            if lapsed and job.lease_expires_at is not None and job.lease_expires_at >= now:
+                return None  # renewed since recovery read it: its worker is alive
             if event is not None:
                 fields["status"] = lifecycle.apply(job.status, event)
             new = msgspec.structs.replace(job, updated_at=now, **fields)
@@ -211,7 +215,14 @@ class InMemoryJobRepository:
             )
 
     def fail(
-        self, job_id: str, owner: str | None, now: dt.datetime, code: str, message: str
+        self,
+        job_id: str,
+        owner: str | None,
+        now: dt.datetime,
+        code: str,
+        message: str,
+        *,
+        lapsed: bool = False,
     ) -> Job | None:
         return self._changed(
             self._change(
@@ -219,6 +230,7 @@ class InMemoryJobRepository:
                 Event.FAIL,
                 now,
                 owner=owner,
+                lapsed=lapsed,
                 error_code=code,
                 error_message=message,
                 finished_at=now,
@@ -227,13 +239,16 @@ class InMemoryJobRepository:
             )
         )
 
-    def retry(self, job_id: str, owner: str | None, now: dt.datetime) -> Job | None:
+    def retry(
+        self, job_id: str, owner: str | None, now: dt.datetime, *, lapsed: bool = False
+    ) -> Job | None:
         return self._changed(
             self._change(
                 job_id,
                 Event.RETRY,
                 now,
                 owner=owner,
+                lapsed=lapsed,
                 lease_owner=None,
                 lease_expires_at=None,
                 enqueued_at=None,

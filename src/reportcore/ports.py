@@ -108,14 +108,25 @@ class JobRepository(Protocol):
         ...
 
     def fail(
-        self, job_id: str, owner: str | None, now: dt.datetime, code: str, message: str
+        self,
+        job_id: str,
+        owner: str | None,
+        now: dt.datetime,
+        code: str,
+        message: str,
+        *,
+        lapsed: bool = False,
     ) -> Job | None:
-        """running -> failed with ``error_code`` and ``error_message``."""
+        """running -> failed with ``error_code`` and ``error_message``. With ``lapsed``
+        (recovery's), only while the lease has run out by ``now``: a renewal after recovery
+        read the job keeps it with its live worker."""
         ...
 
-    def retry(self, job_id: str, owner: str | None, now: dt.datetime) -> Job | None:
+    def retry(
+        self, job_id: str, owner: str | None, now: dt.datetime, *, lapsed: bool = False
+    ) -> Job | None:
         """running -> queued: the lease and ``enqueued_at`` are cleared; the job waits to be
-        published again."""
+        published again. ``lapsed`` as for :meth:`fail`."""
         ...
 
     def cancel(self, job_id: str, tenant_id: str, now: dt.datetime) -> Job | None:

@@ -442,13 +442,13 @@ def recover(
     for job in jobs.stale(now, legacy, policy.batch):
         if job.attempts >= policy.max_attempts:
             lost = WorkerLost(f"worker stopped responding on each of {job.attempts} attempts")
-            if jobs.fail(job.id, job.lease_owner, now, lost.code, lost.message):
+            if jobs.fail(job.id, job.lease_owner, now, lost.code, lost.message, lapsed=True):
                 failed.append(job.id)
                 # what the dead attempts wrote (a temporary, a file not yet recorded, an
                 # open upload) would stay forever: retention only looks at files kept
                 if not discard_leftovers(store, job):
                     kept.append(job.id)
-        elif jobs.retry(job.id, job.lease_owner, now):
+        elif jobs.retry(job.id, job.lease_owner, now, lapsed=True):
             requeued.append(job.id)
     published: list[str] = []
     before = now - dt.timedelta(seconds=policy.republish_after_sec)

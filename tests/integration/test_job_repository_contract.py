@@ -500,6 +500,40 @@ def test_a_running_job_is_stale_only_once_its_lease_has_run_out(
     assert stale[0].lease_owner == WORKER
 
 
+@pytest.mark.parametrize("end", ["retry", "fail"])
+def test_recovery_takes_back_no_job_whose_lease_was_renewed_after_it_read_it(
+    repo: JobRepository, clock: FakeClock, end: str
+) -> None:
+    """Recovery reads the job stale, its worker renews (the owner is the same before and
+    after; the worker's clock a moment behind, as two hosts' clocks are), then recovery's
+    write: it took the job from its live worker, which ran on while
+    a second attempt ran the same export (and after max_attempts the job failed WORKER_LOST
+    with every worker alive). Its write holds only while the lease is still run out."""
+    job = running(repo, clock)
+    now = START + LEASE + dt.timedelta(milliseconds=1)
+    (seen,) = repo.stale(now, START - dt.timedelta(days=1), 10)
+    # the worker's clock a little behind recovery's: its lease has not run out by it
+    worker_now = START + LEASE - dt.timedelta(milliseconds=1)
+    assert repo.heartbeat(job.id, WORKER, worker_now, now + LEASE, None) is not None
+
+    def reclaim(lapsed: bool) -> Job | None:
+        if end == "retry":
+            return repo.retry(seen.id, seen.lease_owner, now, lapsed=lapsed)
+        return repo.fail(seen.id, seen.lease_owner, now, "WORKER_LOST", "lost", lapsed=lapsed)
+
+    assert reclaim(lapsed=True) is None
+    kept = repo.get(job.id)
+    assert kept is not None and kept.status is JobStatus.RUNNING
+    assert kept.lease_owner == WORKER and kept.lease_expires_at == now + LEASE
+    # run out once more, recovery takes it; the worker's own end needs no lapse
+    later = now + LEASE + dt.timedelta(milliseconds=1)
+    if end == "retry":
+        assert repo.retry(job.id, WORKER, later, lapsed=True) is not None
+    else:
+        assert reclaim(lapsed=False) is not None
+    assert repo.get(job.id).status is not JobStatus.RUNNING  # type: ignore[union-attr]
+
+
 def test_a_running_job_without_a_lease_is_stale_once_it_is_old(
     repo: JobRepository, clock: FakeClock
 ) -> None:
@@ -509,7 +543,7 @@ def test_a_running_job_without_a_lease_is_stale_once_it_is_old(
     assert repo.stale(later, START, 10) == []
     assert ids(repo.stale(later, START + dt.timedelta(milliseconds=1), 10)) == [legacy.id]
     # recovery hands it back to the queue although no worker holds it
-    retried = repo.retry(legacy.id, None, later)
+    retried = repo.retry(legacy.id, None, later, lapsed=True)
     assert retried is not None and retried.status is JobStatus.QUEUED
 
 

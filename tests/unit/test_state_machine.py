@@ -224,16 +224,25 @@ class RecordingJobs(InMemoryJobRepository):
         return done
 
     def fail(
-        self, job_id: str, owner: str | None, now: dt.datetime, code: str, message: str
+        self,
+        job_id: str,
+        owner: str | None,
+        now: dt.datetime,
+        code: str,
+        message: str,
+        *,
+        lapsed: bool = False,
     ) -> Job | None:
-        done = super().fail(job_id, owner, now, code, message)
+        done = super().fail(job_id, owner, now, code, message, lapsed=lapsed)
         if done is not None:
             self._held_by(job_id, owner, "fail")
             self.holder[job_id] = None
         return done
 
-    def retry(self, job_id: str, owner: str | None, now: dt.datetime) -> Job | None:
-        done = super().retry(job_id, owner, now)
+    def retry(
+        self, job_id: str, owner: str | None, now: dt.datetime, *, lapsed: bool = False
+    ) -> Job | None:
+        done = super().retry(job_id, owner, now, lapsed=lapsed)
         if done is not None:
             self._held_by(job_id, owner, "retry")
             self.holder[job_id] = None

@@ -1568,6 +1568,35 @@ def test_a_job_cancelled_after_its_lease_ran_out_has_its_leftovers_discarded_at_
     assert len(store.discarded) == 2
 
 
+def test_recovery_leaves_a_job_whose_worker_renewed_after_the_pass_read_it() -> None:
+    """The pass reads the job stale; its worker, on a host whose clock is a moment behind,
+    renews before the pass writes: the job stays with it (it was requeued, and after
+    max_attempts failed WORKER_LOST, every worker alive)."""
+    lease = dt.timedelta(seconds=30)
+
+    class Renewing(InMemoryJobRepository):
+        armed = False
+
+        def stale(self, now: dt.datetime, legacy_before: dt.datetime, limit: int) -> list[Job]:
+            found = super().stale(now, legacy_before, limit)
+            behind = now - dt.timedelta(seconds=0.002)
+            for j in found if self.armed else []:  # renewed between the read and the write
+                assert self.heartbeat(j.id, "w-alive", behind, now + lease, None)
+            return found
+
+    for attempts in (1, 3):  # failed WORKER_LOST, or requeued
+        world = World(Policy(lease_sec=30, heartbeat_sec=1, max_attempts=attempts))
+        world.jobs = repo = Renewing()
+        job = world.create().job
+        crash_while_running(world, owner="w-alive")
+        now = world.clock.advance(30.001)
+        repo.armed = True
+        assert world.recover() == Recovery(**EMPTY_PASS)
+        kept = world.get(job.id)
+        assert (kept.status, kept.lease_owner) == (JobStatus.RUNNING, "w-alive")
+        assert kept.lease_expires_at == now + lease
+
+
 def test_a_requeued_job_cancelled_where_the_api_cannot_discard_is_cleaned_by_recovery() -> None:
     """Recovery put the job back after its worker died; the cancel's own discard failed (the
     api's read-only mount of the files): a worker's recovery pass discards what is left."""
@@ -1705,11 +1734,20 @@ class LosingRaceJobs(InMemoryJobRepository):
     """A store where another recovery pass wins every conditional write on stale jobs."""
 
     def fail(
-        self, job_id: str, owner: str | None, now: dt.datetime, code: str, message: str
+        self,
+        job_id: str,
+        owner: str | None,
+        now: dt.datetime,
+        code: str,
+        message: str,
+        *,
+        lapsed: bool = False,
     ) -> Job | None:
         return None
 
-    def retry(self, job_id: str, owner: str | None, now: dt.datetime) -> Job | None:
+    def retry(
+        self, job_id: str, owner: str | None, now: dt.datetime, *, lapsed: bool = False
+    ) -> Job | None:
         return None
 
 

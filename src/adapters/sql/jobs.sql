@@ -111,12 +111,16 @@ SET status = :target, updated_at = :now,
 WHERE id = :id AND {status_in_sources} AND {owned}
 RETURNING {columns}
 
+-- A worker's own end of its job (:any_lease), or recovery's of a job whose lease it read as
+-- run out: only while it still is, so that a renewal after that read keeps the job with its
+-- live worker (the owner alone is the same before and after a renewal).
 -- name: fail_job
 UPDATE report_jobs
 SET status = :target, updated_at = :now,
     error_code = :code, error_message = :message,
     finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
 WHERE id = :id AND {status_in_sources} AND {owned}
+  AND (:any_lease OR lease_expires_at IS NULL OR lease_expires_at < :now)
 RETURNING {columns}
 
 -- name: retry_job
@@ -124,6 +128,7 @@ UPDATE report_jobs
 SET status = :target, updated_at = :now,
     lease_owner = NULL, lease_expires_at = NULL, enqueued_at = NULL
 WHERE id = :id AND {status_in_sources} AND {owned}
+  AND (:any_lease OR lease_expires_at IS NULL OR lease_expires_at < :now)
 RETURNING {columns}
 
 -- A running job keeps its lease's end (SET reads the row as it was): its worker may be alive
