@@ -37,6 +37,7 @@ def run_message(
     formats: RowFormats = CORE_ROW_FORMATS,
     job_types: JobTypeRegistry = JOB_TYPES,
     progressed: Callable[[], None] | None = None,
+    pause: Callable[[float], object] | None = None,
 ) -> RunOutcome:
     """:func:`run_job` over these ports (a queue that keeps what it is given, when none)."""
     deps = Deps(
@@ -54,4 +55,6 @@ def run_message(
     run = RunContext(owner=owner, stopping=stopping, keep_lease=keep_lease, shares=shares)
     if progressed is not None:
         run = msgspec.structs.replace(run, progressed=progressed)
+    if pause is not None:  # a test's clock's advance: a retry's wait passes in no time
+        run = msgspec.structs.replace(run, pause=pause)
     return run_job(body, deps, run)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import time
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager
@@ -20,6 +21,7 @@ from .errors import (
     WorkerLost,
 )
 from .fairness import TenantSlots
+from .finishing import record_end, refused_finish
 from .jobs import Job, JobStatus, message_for, stored_extension
 from .jobtypes import JobTypeSpec
 from .options import options_of
@@ -87,13 +89,16 @@ class RunContext(msgspec.Struct, frozen=True, kw_only=True):
     the export runs; with ``shares``, a job whose tenant holds its share of the worker's slots
     is published again (to the back) and not claimed, so other tenants' jobs run first.
     ``progressed`` is called each time the export writes a page, and from the source's
-    threads each time a page arrives (the worker's liveness probe watches it)."""
+    threads each time a page arrives (the worker's liveness probe watches it). ``pause``
+    waits between tries to record the export's end while the job store is down
+    (:mod:`reportcore.finishing`; a test passes its clock's ``advance``)."""
 
     owner: str
     stopping: Callable[[], bool] = _never
     keep_lease: LeaseKeeper = no_lease_keeper
     shares: TenantSlots | None = None
     progressed: Callable[[], None] = _nothing
+    pause: Callable[[float], object] = time.sleep
 
 
 class _Delivered(msgspec.Struct):
@@ -184,7 +189,7 @@ def _claim_and_export(job: Job, deps: Deps, run: RunContext) -> RunOutcome | Non
     spec = deps.job_types.get(claimed.job_type)
     if spec is None:  # a type this worker was not built with: no retry can help
         unknown = ExportFailure(f"job type {claimed.job_type} is not known to this worker")
-        return _failed(claimed, run.owner, jobs, clock, unknown.code, unknown.message)
+        return _failed(claimed, unknown, deps, run, claimed.lease_expires_at or lease)
     return _export(claimed, spec, deps, run)
 
 
@@ -217,6 +222,8 @@ def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutc
     limits = policy.limits
     began = last_beat = clock.now()
     lost = False  # the lease keeper found the job cancelled or reclaimed
+    # the end of the lease as last renewed: the end of the export is recorded until then
+    held_until = job.lease_expires_at or began + dt.timedelta(seconds=policy.lease_sec)
 
     def checkpoint() -> None:
         # asked after every page and, by the source, while it waits on its upstream (from its
@@ -229,15 +236,17 @@ def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutc
             raise limit_exceeded(limits, "max_sec")
 
     def renew() -> bool:
-        nonlocal lost
+        nonlocal lost, held_until
         now = clock.now()
         lease = now + dt.timedelta(seconds=policy.lease_sec)
         if jobs.heartbeat(job.id, owner, now, lease, None) is None:
             lost = True
+        else:
+            held_until = lease
         return not lost
 
     def beat(progress: ExportProgress) -> None:
-        nonlocal last_beat
+        nonlocal last_beat, held_until
         run.progressed()
         checkpoint()
         now = clock.now()
@@ -245,15 +254,17 @@ def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutc
             lease = now + dt.timedelta(seconds=policy.lease_sec)
             if jobs.heartbeat(job.id, owner, now, lease, progress.pct) is None:
                 raise ExportCancelled("job was cancelled or reclaimed")
-            last_beat = now
+            last_beat, held_until = now, lease
 
     def still_held(progress: ExportProgress) -> None:
         # Keep the file only while still holding the job: a worker whose lease ran out while
         # it wrote the last pages must not put its file where the new holder keeps its own.
+        nonlocal held_until
         now = clock.now()
         lease = now + dt.timedelta(seconds=policy.lease_sec)
         if jobs.heartbeat(job.id, owner, now, lease, progress.pct) is None:
             raise ExportCancelled("job was cancelled or reclaimed")
+        held_until = lease
 
     def open_file() -> FileWriter:
         if stopping():  # before anything is fetched or written
@@ -291,10 +302,9 @@ def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutc
             discard_leftovers(store, job)
         return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status)
     except ExportFailure as exc:  # an unwritable export folder fails the job, not the worker
-        return _failed(job, owner, jobs, clock, exc.code, exc.message, store)
+        return _failed(job, exc, deps, run, held_until, store)
     except OSError as exc:
-        failure = _storage_failure(exc)
-        return _failed(job, owner, jobs, clock, failure.code, failure.message, store)
+        return _failed(job, _storage_failure(exc), deps, run, held_until, store)
     except ReportError:
         raise  # the job store failed: the worker hands the message back and retries
     except Exception as exc:
@@ -302,7 +312,7 @@ def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutc
         # lease ends would hold it (and the worker's patience) for attempts x lease. Fail it
         # now, naming no more than the exception's type; the traceback goes to the log.
         bug = ExportFailure(f"the export failed unexpectedly ({type(exc).__name__})")
-        failed = _failed(job, owner, jobs, clock, bug.code, bug.message, store)
+        failed = _failed(job, bug, deps, run, held_until, store)
         crash = "".join(traceback.format_exception(exc))
         return msgspec.structs.replace(failed, crash=crash)
     location = exported.location
@@ -314,27 +324,19 @@ def _export(job: Job, spec: JobTypeSpec, deps: Deps, run: RunContext) -> RunOutc
         sha256=exported.sha256,
         rows=exported.rows,
     )
-    done = jobs.succeed(job.id, owner, now, stored, expires)
+    # a database outage here would cost the whole export: tried again while the lease runs
+    done = record_end(
+        lambda: jobs.succeed(job.id, owner, now, stored, expires),
+        jobs,
+        job.id,
+        clock=clock,
+        until=held_until,
+        pause=run.pause,
+        ended=JobStatus.SUCCEEDED,
+        written={"file_path": location, "sha256": stored.sha256},
+    )
     if done is None:  # cancelled (or reclaimed) while the last bytes were written
-        latest = jobs.get(job.id)
-        left = ""
-        if latest is not None and latest.status in (JobStatus.QUEUED, JobStatus.RUNNING):
-            # our lease ran out and the job was handed on: its next attempt writes this same
-            # location (and may have done so already, not yet recorded), then keeps the file
-            # or removes it as its own end says; deleting it here could lose that attempt's
-            left = f"file at {location} left to the job's next attempt"
-        # the file there may be the one of a worker that took the job over and finished it
-        elif latest is None or (latest.status, latest.file_path) != (
-            JobStatus.SUCCEEDED,
-            location,
-        ):
-            try:
-                store.delete(location)
-            except (StorageFailure, OSError) as exc:
-                # no retry would help: the message's next delivery finds the job ended (a job
-                # cancelled while it ran has its leftovers discarded by a recovery pass once
-                # its lease ends, if the store lets it); said in the log with the location
-                left = f"file left at {location}: the store would not delete it ({exc})"
+        latest, left = refused_finish(job.id, location, jobs, store)
         status = latest.status.value if latest else "gone"
         return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status, detail=left)
     return RunOutcome(
@@ -362,14 +364,24 @@ def discard_leftovers(store: FileStore, job: Job) -> bool:
 
 def _failed(
     job: Job,
-    owner: str,
-    jobs: JobRepository,
-    clock: Clock,
-    code: str,
-    message: str,
+    failure: ExportFailure,
+    deps: Deps,
+    run: RunContext,
+    held_until: dt.datetime,
     store: FileStore | None = None,
 ) -> RunOutcome:
-    failed = jobs.fail(job.id, owner, clock.now(), code, message[:2000])
+    """Fail ``job`` with ``failure``, tried again through an outage until ``held_until``."""
+    jobs, code, message, now = deps.jobs, failure.code, failure.message[:2000], deps.clock.now()
+    failed = record_end(
+        lambda: jobs.fail(job.id, run.owner, now, code, message),
+        jobs,
+        job.id,
+        clock=deps.clock,
+        until=held_until,
+        pause=run.pause,
+        ended=JobStatus.FAILED,
+        written={"error_code": code},
+    )
     if failed is not None and store is not None and job.attempts > 1:
         discard_leftovers(store, job)  # an earlier attempt that died may have left a temporary
     status = failed.status.value if failed else "lost"

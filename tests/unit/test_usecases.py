@@ -33,6 +33,7 @@ from reportcore.errors import (
     ValidationError,
 )
 from reportcore.fairness import TenantSlots, default_share
+from reportcore.finishing import through_outage
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, Scope, message_for
 from reportcore.ports import Disposition, SourcePage, SourceRequest, StoredFile
 from reportcore.requests import (
@@ -159,6 +160,7 @@ class World:
             stopping=stopping,
             shares=shares,
             queue=self.queue,
+            pause=self.clock.advance,  # a try again after an outage waits on the fake clock
         )
         self.queue.settle(message, outcome.disposition)
         return outcome
@@ -1365,6 +1367,132 @@ def test_a_worker_that_lost_its_lease_neither_replaces_nor_removes_the_new_holde
     data = world.assert_file_matches(done)
     # counted as a client reads it: a note holds a line break
     assert len(list(csv.reader(io.StringIO(data.decode(), newline="")))) == 1 + 8
+
+
+class FlakyEndJobs(InMemoryJobRepository):
+    """A job store whose ``write`` (``succeed`` or ``fail``) raises ServiceUnavailable on its
+    first ``outages`` tries, as a database blip does; with ``lands``, the first of those tries
+    is written before it raises (the connection dropped after the commit)."""
+
+    def __init__(self, write: str, outages: int, *, lands: bool = False) -> None:
+        super().__init__()
+        self.write, self.outages, self.lands = write, outages, lands
+        self.tries = 0
+
+    def _flaky(self, write: str, call: Callable[[], Job | None]) -> Job | None:
+        if write != self.write:
+            return call()
+        self.tries += 1
+        if self.tries > self.outages:
+            return call()
+        if self.lands and self.tries == 1:
+            call()
+        raise ServiceUnavailable("job database is not available")
+
+    def succeed(self, *args: Any, **kwargs: Any) -> Job | None:
+        return self._flaky("succeed", lambda: InMemoryJobRepository.succeed(self, *args, **kwargs))
+
+    def fail(self, *args: Any, **kwargs: Any) -> Job | None:
+        return self._flaky("fail", lambda: InMemoryJobRepository.fail(self, *args, **kwargs))
+
+
+class CountingRuns:
+    """An inner source that counts the exports that asked it for pages."""
+
+    def __init__(self, inner: Any) -> None:
+        self.inner, self.runs = inner, 0
+
+    def pages(self, request: SourceRequest) -> Iterator[SourcePage]:
+        self.runs += 1
+        yield from self.inner.pages(request)
+
+
+@pytest.mark.parametrize("lands", [False, True], ids=["refused twice", "landed, then lost"])
+def test_a_finished_export_is_recorded_through_a_database_blip_without_running_again(
+    lands: bool,
+) -> None:
+    """The file was committed when ``succeed`` raised: the error handed the message back, its
+    redelivery was acked (the job still ``running``), and the job waited for its lease to run
+    out, to be exported again from the start, or failed WORKER_LOST with its file discarded.
+    The finish is tried again while the lease runs; a first try that landed after all (its
+    answer lost) makes the next one refused, and the job read back is the one it wrote."""
+    world = World()
+    world.jobs = jobs = FlakyEndJobs("succeed", 2 if not lands else 1, lands=lands)
+    source = CountingRuns(world.source)
+    job = world.create().job
+    outcome = world.run(source=source)
+    assert (outcome.disposition, outcome.status) == (Disposition.ACK, "succeeded")
+    done = world.get(job.id)
+    assert (done.status, done.attempts, source.runs) == (JobStatus.SUCCEEDED, 1, 1)
+    assert outcome.job == done and outcome.rows == 7  # counted as this run's success
+    world.assert_file_matches(done)
+    # each try waited on the clock: 0.5 s, then 1 s, well within the 30 s lease
+    assert jobs.tries == (3 if not lands else 2)
+    assert world.clock.now() == START + dt.timedelta(seconds=1.5 if not lands else 0.5)
+    world.clock.advance(world.policy.lease_sec + 1)
+    assert world.recover() == Recovery(requeued=[], failed=[], published=[], files_deleted=[])
+    assert world.queue.pending() == 0
+
+
+@pytest.mark.parametrize("lands", [False, True], ids=["refused twice", "landed, then lost"])
+def test_an_export_failure_is_recorded_through_a_database_blip(lands: bool) -> None:
+    world = World()
+    world.jobs = FlakyEndJobs("fail", 2 if not lands else 1, lands=lands)
+    source = CountingRuns(StaticRecordSource(RECORDS, fail_with=UpstreamRejected("no")))
+    job = world.create().job
+    outcome = world.run(source=source)
+    assert (outcome.disposition, outcome.status, outcome.detail) == (
+        Disposition.ACK,
+        "failed",
+        "UPSTREAM_REJECTED",
+    )
+    failed = world.get(job.id)
+    assert (failed.status, failed.error_code, failed.attempts) == (
+        JobStatus.FAILED,
+        "UPSTREAM_REJECTED",
+        1,
+    )
+    assert source.runs == 1
+    world.assert_no_file(failed)
+
+
+@pytest.mark.parametrize("renewed_after_sec", [0, 20])
+def test_a_finish_the_database_refuses_past_the_lease_is_left_to_recovery(
+    renewed_after_sec: float,
+) -> None:
+    """Tried again only while the lease the worker last renewed runs (the lease keeper has
+    stopped with the export; recovery takes the job back once the lease ends): then the outage
+    goes to the worker, which hands the message back, as before."""
+    world = World()
+    world.jobs = jobs = FlakyEndJobs("succeed", 1_000)
+    job = world.create().job
+    source = HookedSource(world.source, {1: lambda: world.clock.advance(renewed_after_sec)})
+    with pytest.raises(ServiceUnavailable):
+        world.run(source=source)
+    lease_end = START + dt.timedelta(seconds=renewed_after_sec + world.policy.lease_sec)
+    held = world.get(job.id)
+    assert (held.status, held.lease_owner, held.lease_expires_at) == (
+        JobStatus.RUNNING,
+        "w1",
+        lease_end,
+    )
+    assert world.clock.now() == lease_end  # the last try at the lease's end, none after
+    assert 2 < jobs.tries < 15  # backing off: 0.5 s doubling to 5 s
+    world.clock.advance(1)
+    assert world.recover().requeued == [job.id]
+
+
+def test_tries_again_end_by_the_pauses_count_also_on_a_clock_that_stands_still() -> None:
+    clock, waits = FakeClock(START), []
+
+    def down() -> None:
+        raise ServiceUnavailable("job database is not available")
+
+    with pytest.raises(ServiceUnavailable):
+        through_outage(
+            down, clock=clock, until=START + dt.timedelta(seconds=12), pause=waits.append
+        )
+    assert waits == [0.5, 1.0, 2.0, 4.0, 4.5]  # doubling, the last cut at the lease's end
 
 
 # --- recovery ---
