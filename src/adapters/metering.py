@@ -138,8 +138,8 @@ class MeteredJobRepository:
     def mark_file_deleted(self, job_id: str, at: dt.datetime) -> None:
         self.inner.mark_file_deleted(job_id, at)
 
-    def cancelled_leftovers(self, now: dt.datetime, limit: int) -> list[Job]:
-        return self.inner.cancelled_leftovers(now, limit)
+    def leftovers(self, now: dt.datetime, limit: int) -> list[Job]:
+        return self.inner.leftovers(now, limit)
 
     def mark_leftovers(self, job_id: str, seen: dt.datetime, retry_at: dt.datetime | None) -> None:
         self.inner.mark_leftovers(job_id, seen, retry_at)

@@ -378,8 +378,8 @@ class SqlJobRepository(abc.ABC):
     def mark_file_deleted(self, job_id: str, at: dt.datetime) -> None:
         self._rows(self._sql["mark_file_deleted"], {"id": job_id, "at": self._at(at)})
 
-    def cancelled_leftovers(self, now: dt.datetime, limit: int) -> list[Job]:
-        return self._many(self._sql["cancelled_leftovers"], {"now": self._at(now), "limit": limit})
+    def leftovers(self, now: dt.datetime, limit: int) -> list[Job]:
+        return self._many(self._sql["leftovers"], {"now": self._at(now), "limit": limit})
 
     def mark_leftovers(self, job_id: str, seen: dt.datetime, retry_at: dt.datetime | None) -> None:
         params = {"id": job_id, "seen": self._at(seen), "retry_at": self._at(retry_at)}

@@ -24,6 +24,10 @@ def _copy(job: Job) -> Job:
     return msgspec.structs.replace(job, filters=dict(job.filters))
 
 
+_LEFT_BEHIND = frozenset((JobStatus.CANCELLED, JobStatus.FAILED))
+"""The ended jobs whose dead attempts may have left files (:meth:`leftovers`)."""
+
+
 class InMemoryJobRepository:
     """Jobs in a dict, guarded by a lock; each method is one atomic conditional change."""
 
@@ -224,20 +228,24 @@ class InMemoryJobRepository:
         *,
         lapsed: bool = False,
     ) -> Job | None:
-        return self._changed(
-            self._change(
-                job_id,
-                Event.FAIL,
-                now,
-                owner=owner,
-                lapsed=lapsed,
-                error_code=code,
-                error_message=message,
-                finished_at=now,
-                lease_owner=None,
-                lease_expires_at=None,
+        with self._lock:  # re-entrant: _change takes it too
+            current = self._jobs.get(job_id)
+            # dead attempts (an earlier one, or recovery's WORKER_LOST): listed in leftovers
+            died = current is not None and (current.attempts > 1 or lapsed)
+            return self._changed(
+                self._change(
+                    job_id,
+                    Event.FAIL,
+                    now,
+                    owner=owner,
+                    lapsed=lapsed,
+                    error_code=code,
+                    error_message=message,
+                    finished_at=now,
+                    lease_owner=None,
+                    lease_expires_at=now if died else None,
+                )
             )
-        )
 
     def retry(
         self, job_id: str, owner: str | None, now: dt.datetime, *, lapsed: bool = False
@@ -340,10 +348,10 @@ class InMemoryJobRepository:
                 self._jobs[job_id] = msgspec.structs.replace(job, file_deleted_at=at)
                 self._after(self._jobs[job_id])
 
-    def cancelled_leftovers(self, now: dt.datetime, limit: int) -> list[Job]:
+    def leftovers(self, now: dt.datetime, limit: int) -> list[Job]:
         return self._listed(
             lambda j: (
-                j.status is JobStatus.CANCELLED
+                j.status in _LEFT_BEHIND
                 and j.lease_expires_at is not None
                 and j.lease_expires_at < now
             ),
@@ -355,11 +363,7 @@ class InMemoryJobRepository:
         with self._lock:
             self._check()
             job = self._jobs.get(job_id)
-            if (
-                job is not None
-                and job.status is JobStatus.CANCELLED
-                and job.lease_expires_at == seen
-            ):
+            if job is not None and job.status in _LEFT_BEHIND and job.lease_expires_at == seen:
                 self._jobs[job_id] = msgspec.structs.replace(job, lease_expires_at=retry_at)
                 self._after(self._jobs[job_id])
 

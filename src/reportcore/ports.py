@@ -119,7 +119,9 @@ class JobRepository(Protocol):
     ) -> Job | None:
         """running -> failed with ``error_code`` and ``error_message``. With ``lapsed``
         (recovery's), only while the lease has run out by ``now``: a renewal after recovery
-        read the job keeps it with its live worker."""
+        read the job keeps it with its live worker. A job whose earlier attempts died
+        (``attempts`` > 1), or failed with ``lapsed``, is listed in :meth:`leftovers` from
+        ``now``."""
         ...
 
     def retry(
@@ -134,8 +136,8 @@ class JobRepository(Protocol):
 
         The lease owner is cleared (no renewal or finish of the old holder succeeds). A
         running job keeps its ``lease_expires_at`` (until that instant its worker may be alive
-        and abort its own file; after it, :meth:`cancelled_leftovers` lists the job); a queued
-        job has none."""
+        and abort its own file; after it, :meth:`leftovers` lists the job); a queued
+        job has none, unless it ran before (listed from the cancel on)."""
         ...
 
     def next_in_turn(self) -> Job | None:
@@ -167,14 +169,16 @@ class JobRepository(Protocol):
         """Record that retention deleted the job's file."""
         ...
 
-    def cancelled_leftovers(self, now: dt.datetime, limit: int) -> list[Job]:
-        """Cancelled jobs that were running when cancelled, whose leftovers are not discarded
-        yet and whose lease ran out before ``now`` (no worker can still be writing), by
+    def leftovers(self, now: dt.datetime, limit: int) -> list[Job]:
+        """Cancelled or failed jobs whose attempts may have left files (cancelled while
+        running or after an attempt; failed after an attempt that died, or ``WORKER_LOST``),
+        not discarded yet, whose ``lease_expires_at`` (the lease's end, or the instant of the
+        cancel or failure) is before ``now`` (no worker can still be writing), by
         ``(lease_expires_at, id)``."""
         ...
 
     def mark_leftovers(self, job_id: str, seen: dt.datetime, retry_at: dt.datetime | None) -> None:
-        """Record how discarding a cancelled job's leftovers went, if its ``lease_expires_at``
+        """Record how discarding a listed job's leftovers went, if its ``lease_expires_at``
         is still ``seen`` (another pass may have recorded it meanwhile): ``retry_at`` None,
         discarded (the job is never listed again); else listed again once ``retry_at`` is
         past, after the jobs whose lease ran out before it."""

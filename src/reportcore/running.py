@@ -388,16 +388,18 @@ def _failed(
     return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status, detail=code)
 
 
-def _discard_cancelled(
+def _discard_left_behind(
     jobs: JobRepository, store: FileStore, now: dt.datetime, limit: int, kept: list[str]
 ) -> list[str]:
-    """Discard what the attempts of jobs cancelled while running left, once their lease ran
-    out: a live worker aborts its own file when it sees the cancel (within a heartbeat), but a
-    dead one (SIGKILL, OOM, a lost node) looks alive until its lease ends, and nothing else
-    looks at a cancelled job again. The ids discarded; those the store refused go to ``kept``
-    and to the back of the line, so that they never fill every batch."""
+    """Discard what the attempts of cancelled and failed jobs left (:meth:`JobRepository.
+    leftovers`), once no worker can still be writing: a live worker aborts its own file when
+    it sees the cancel (within a heartbeat), but a dead one (SIGKILL, OOM, a lost node) looks
+    alive until its lease ends; a failure's own discard of its dead attempts' files is tried
+    once, and nothing else looks at an ended job again. The ids discarded; those the store
+    refused go to ``kept`` and to the back of the line, so that they never fill every
+    batch."""
     discarded: list[str] = []
-    for job in jobs.cancelled_leftovers(now, limit):
+    for job in jobs.leftovers(now, limit):
         if job.lease_expires_at is None:  # listed by its lease's end: never
             continue
         if discard_leftovers(store, job):
@@ -482,7 +484,7 @@ def recover(
         jobs.mark_file_deleted(job.id, now)
         deleted.append(job.id)
     last = expired[-1] if len(expired) >= policy.batch else None
-    leftovers = _discard_cancelled(jobs, store, now, policy.batch, kept)
+    leftovers = _discard_left_behind(jobs, store, now, policy.batch, kept)
     return Recovery(
         requeued=requeued,
         failed=failed,

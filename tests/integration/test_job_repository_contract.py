@@ -677,10 +677,10 @@ def test_a_job_cancelled_while_running_has_leftovers_once_its_lease_ran_out(
     in_status(repo, clock, "succeeded")
     in_status(repo, clock, "failed")
     running(repo, clock)  # running past its lease: stale, not cancelled
-    assert repo.cancelled_leftovers(job.lease_expires_at, 10) == []  # its last instant
+    assert repo.leftovers(job.lease_expires_at, 10) == []  # its last instant
     later = job.lease_expires_at + dt.timedelta(milliseconds=1)
-    assert repo.cancelled_leftovers(later, 10) == [job]
-    assert ids(repo.cancelled_leftovers(later + dt.timedelta(days=30), 10)) == [job.id]
+    assert repo.leftovers(later, 10) == [job]
+    assert ids(repo.leftovers(later + dt.timedelta(days=30), 10)) == [job.id]
 
 
 def test_a_job_back_in_the_queue_after_an_attempt_has_leftovers_from_its_cancel_on(
@@ -696,8 +696,38 @@ def test_a_job_back_in_the_queue_after_an_attempt_has_leftovers_from_its_cancel_
     assert cancelled is not None and cancelled.lease_expires_at == clock.now()
     never_ran = in_status(repo, clock, "cancelled")
     assert never_ran.lease_expires_at is None, "no attempt, nothing to discard"
-    assert repo.cancelled_leftovers(clock.now(), 10) == []
-    assert ids(repo.cancelled_leftovers(clock.advance(0.001), 10)) == [job.id]
+    assert repo.leftovers(clock.now(), 10) == []
+    assert ids(repo.leftovers(clock.advance(0.001), 10)) == [job.id]
+
+
+def test_a_job_failed_after_attempts_that_died_has_leftovers_from_its_failure_on(
+    repo: JobRepository, clock: FakeClock
+) -> None:
+    """A failure's own discard of its dead attempts' files was the only one: a store that
+    refused it once left them for good. A job failed on its first attempt by its own worker
+    (which aborted its own file) has none."""
+    first = in_status(repo, clock, "failed")
+    assert first.lease_expires_at is None
+    second = running(repo, clock)
+    back = repo.retry(second.id, WORKER, clock.advance(1))
+    assert back is not None
+    again = repo.claim(second.id, WORKER, clock.now(), clock.now() + LEASE)
+    assert again is not None and again.attempts == 2
+    failed = repo.fail(second.id, WORKER, clock.advance(1), "UPSTREAM_UNAVAILABLE", "down")
+    assert failed is not None and failed.lease_expires_at == clock.now()
+    lost = running(repo, clock)  # recovery fails it: its one attempt died
+    now = clock.advance(31)
+    assert repo.fail(lost.id, WORKER, now, "WORKER_LOST", "lost", lapsed=True) is not None
+    assert ids(repo.leftovers(now, 10)) == [second.id]
+    later = clock.advance(0.001)
+    assert ids(repo.leftovers(later, 10)) == [second.id, lost.id]
+    repo.mark_leftovers(second.id, failed.lease_expires_at, None)  # discarded
+    repo.mark_leftovers(lost.id, now, later)  # refused: again after later
+    assert repo.leftovers(later, 10) == []
+    assert ids(repo.leftovers(clock.advance(0.001), 10)) == [lost.id]
+    stored = repo.get(second.id)
+    assert stored is not None and stored.status.value == "failed"
+    assert stored.lease_expires_at is None and stored.error_code == "UPSTREAM_UNAVAILABLE"
 
 
 def test_cancelled_leftovers_come_by_lease_end_and_honour_the_limit(
@@ -705,8 +735,8 @@ def test_cancelled_leftovers_come_by_lease_end_and_honour_the_limit(
 ) -> None:
     jobs = [cancelled_running(repo, clock) for _ in range(3)]
     later = clock.advance(3600)
-    assert ids(repo.cancelled_leftovers(later, 10)) == ids(jobs)
-    assert ids(repo.cancelled_leftovers(later, 2)) == ids(jobs[:2])
+    assert ids(repo.leftovers(later, 10)) == ids(jobs)
+    assert ids(repo.leftovers(later, 2)) == ids(jobs[:2])
 
 
 def test_leftovers_marked_discarded_are_listed_no_more_and_the_job_is_unchanged(
@@ -717,7 +747,7 @@ def test_leftovers_marked_discarded_are_listed_no_more_and_the_job_is_unchanged(
     assert job.lease_expires_at is not None
     later = clock.advance(3600)
     repo.mark_leftovers(job.id, job.lease_expires_at, None)
-    assert ids(repo.cancelled_leftovers(later, 10)) == [other.id]
+    assert ids(repo.leftovers(later, 10)) == [other.id]
     # the job as its owner sees it is as the cancel left it
     assert repo.get(job.id) == msgspec.structs.replace(job, lease_expires_at=None)
 
@@ -730,15 +760,15 @@ def test_refused_leftovers_are_listed_again_after_the_retry_instant_behind_the_o
     assert refused.lease_expires_at is not None and behind.lease_expires_at is not None
     now = clock.advance(3600)
     repo.mark_leftovers(refused.id, refused.lease_expires_at, now)
-    assert ids(repo.cancelled_leftovers(now, 10)) == [behind.id]
+    assert ids(repo.leftovers(now, 10)) == [behind.id]
     later = clock.advance(5)
-    assert ids(repo.cancelled_leftovers(later, 10)) == [behind.id, refused.id]
-    assert ids(repo.cancelled_leftovers(later, 1)) == [behind.id]
+    assert ids(repo.leftovers(later, 10)) == [behind.id, refused.id]
+    assert ids(repo.leftovers(later, 1)) == [behind.id]
     # tried again and discarded: recorded over the instant the second pass read
-    (again,) = [j for j in repo.cancelled_leftovers(later, 10) if j.id == refused.id]
+    (again,) = [j for j in repo.leftovers(later, 10) if j.id == refused.id]
     assert again.lease_expires_at == now
     repo.mark_leftovers(refused.id, now, None)
-    assert ids(repo.cancelled_leftovers(later, 10)) == [behind.id]
+    assert ids(repo.leftovers(later, 10)) == [behind.id]
 
 
 def test_marking_leftovers_over_a_lease_end_another_pass_changed_changes_nothing(
@@ -751,7 +781,7 @@ def test_marking_leftovers_over_a_lease_end_another_pass_changed_changes_nothing
     now = clock.advance(3600)
     repo.mark_leftovers(job.id, job.lease_expires_at, None)
     repo.mark_leftovers(job.id, job.lease_expires_at, now)
-    assert repo.cancelled_leftovers(clock.advance(5), 10) == []
+    assert repo.leftovers(clock.advance(5), 10) == []
     assert repo.get(job.id) == msgspec.structs.replace(job, lease_expires_at=None)
 
 

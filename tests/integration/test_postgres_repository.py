@@ -527,22 +527,27 @@ def test_a_statement_the_server_cancelled_is_not_taken_for_the_database_down(
         holder.join()
 
 
-def test_the_cancelled_leftovers_walk_their_partial_index(database_url: str, pools: Any) -> None:
-    """Every worker asks every few seconds; the table holds years of cancelled jobs, of which
-    only those whose leftovers are not discarded yet are in the index (migration 0009)."""
+def test_the_leftovers_walk_their_partial_index(database_url: str, pools: Any) -> None:
+    """Every worker asks every few seconds; the table holds years of cancelled and failed
+    jobs, of which only those whose leftovers are not discarded yet are in the index
+    (migration 0011, which replaced 0009's)."""
     migrate(database_url)
     pool = pools()
     with pool.connection() as conn:
         conn.execute(
             "INSERT INTO report_jobs (id, tenant_id, job_type, format, status, created_at, "
             "updated_at, lease_expires_at) SELECT 'j' || n, 't' || (n % 20), "
-            "'FEED_INTAKE_EXPORT', 'csv', 'cancelled', now(), now(), "
+            "'FEED_INTAKE_EXPORT', 'csv', "
+            "(CASE WHEN n % 2 = 0 THEN 'cancelled' ELSE 'failed' END)::\"ReportJobStatus\", "
+            "now(), now(), "
             "CASE WHEN n % 1000 = 0 THEN now() END FROM generate_series(1, 20000) AS n"
         )
         conn.execute("ANALYZE report_jobs")
-        statement = PostgresJobRepository(pool).statements["cancelled_leftovers"]
+        statement = PostgresJobRepository(pool).statements["leftovers"]
         plan = plan_of(conn, statement, {"now": dt.datetime.now(dt.UTC), "limit": 100})
-        assert "report_jobs_cancelled_leftovers_idx" in plan, plan
+        assert "report_jobs_leftovers_idx" in plan, plan
+        indexes = {row[0] for row in conn.execute("SELECT indexname FROM pg_indexes")}
+        assert "report_jobs_cancelled_leftovers_idx" not in indexes, "0009's, now covered"
 
 
 def test_readiness_says_why_the_database_refuses_us(database_url: str) -> None:

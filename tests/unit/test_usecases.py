@@ -2157,7 +2157,62 @@ def test_a_job_failed_as_worker_lost_records_when_it_finished() -> None:
     assert lost.status is JobStatus.FAILED
     finished = dt.datetime(2026, 1, 1, 0, 1, 33, tzinfo=dt.UTC)  # three leases of 30 s, +1 s each
     assert (lost.finished_at, lost.updated_at) == (finished, finished)
-    assert (lost.lease_owner, lost.lease_expires_at) == (None, None)
+    # its dead attempts' leftovers listed from the failure on, discarded by the next pass
+    assert (lost.lease_owner, lost.lease_expires_at) == (None, finished)
+    world.clock.advance(1)
+    assert world.recover().leftovers_discarded == [job.id]
+    assert world.get(job.id).lease_expires_at is None
+
+
+def test_a_failed_jobs_leftovers_the_store_refused_once_are_discarded_by_a_later_pass() -> None:
+    """WORKER_LOST discarded the dead attempts' files once; a store that refused it then (a
+    permission, a lock, an outage) left them for good: nothing looked at a failed job again."""
+    world = World(Policy(lease_sec=30, heartbeat_sec=1, max_attempts=1))
+    world.store = store = DiscardingStore(refuse=True)
+    job = world.create().job
+    crash_while_running(world)
+    world.clock.advance(31)
+    recovery = world.recover()
+    assert (recovery.failed, recovery.files_kept) == ([job.id], [job.id])
+    world.clock.advance(5)
+    assert world.recover().files_kept == [job.id]  # refused again: tried again later
+    store.refuse = False
+    world.clock.advance(5)
+    recovery = world.recover()
+    assert (recovery.leftovers_discarded, recovery.files_kept) == ([job.id], [])
+    assert world.recover() == Recovery(**EMPTY_PASS)
+    assert len(store.discarded) == 3  # at the failure, then once a pass until it went
+    failed = world.get(job.id)
+    assert (failed.status, failed.error_code) == (JobStatus.FAILED, "WORKER_LOST")
+
+
+def test_a_job_failed_after_an_attempt_that_died_has_that_attempts_leftovers_discarded() -> None:
+    """The worker of the second attempt fails the export (an upstream error): the first
+    attempt, killed, may have left a temporary; the worker's one discard was refused."""
+    world = World(Policy(lease_sec=30, heartbeat_sec=1, max_attempts=3))
+    world.store = store = DiscardingStore(refuse=True)
+    job = world.create().job
+    crash_while_running(world)
+    world.clock.advance(31)
+    assert world.recover().requeued == [job.id]
+    outcome = world.run(source=StaticRecordSource(RECORDS, fail_with=UpstreamUnavailable("down")))
+    assert outcome.status == "failed" and store.discarded == [(TENANT, job.id, "csv")]
+    store.refuse = False
+    world.clock.advance(1)
+    assert world.recover().leftovers_discarded == [job.id]
+    assert world.recover() == Recovery(**EMPTY_PASS)
+
+
+def test_a_job_failed_on_its_first_attempt_leaves_nothing_to_discard() -> None:
+    world = World(Policy(lease_sec=30, heartbeat_sec=1, max_attempts=3))
+    world.store = store = DiscardingStore()
+    job = world.create().job
+    outcome = world.run(source=StaticRecordSource(RECORDS, fail_with=UpstreamUnavailable("down")))
+    assert outcome.status == "failed"
+    assert world.get(job.id).lease_expires_at is None
+    world.clock.advance(3600)
+    assert world.recover() == Recovery(**EMPTY_PASS)
+    assert store.discarded == []
 
 
 def legacy_running_job(world: World) -> Job:

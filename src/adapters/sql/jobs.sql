@@ -113,12 +113,15 @@ RETURNING {columns}
 
 -- A worker's own end of its job (:any_lease), or recovery's of a job whose lease it read as
 -- run out: only while it still is, so that a renewal after that read keeps the job with its
--- live worker (the owner alone is the same before and after a renewal).
+-- live worker (the owner alone is the same before and after a renewal). A failed job whose
+-- earlier attempts died, or that recovery fails (WORKER_LOST: its attempts died), is listed
+-- in leftovers from now on (SET reads the row as it was: attempts is this run's count).
 -- name: fail_job
 UPDATE report_jobs
 SET status = :target, updated_at = :now,
     error_code = :code, error_message = :message,
-    finished_at = :now, lease_owner = NULL, lease_expires_at = NULL
+    finished_at = :now, lease_owner = NULL,
+    lease_expires_at = CASE WHEN attempts > 1 OR NOT :any_lease THEN :now END
 WHERE id = :id AND {status_in_sources} AND {owned}
   AND (:any_lease OR lease_expires_at IS NULL OR lease_expires_at < :now)
 RETURNING {columns}
@@ -133,7 +136,7 @@ RETURNING {columns}
 
 -- A running job keeps its lease's end (SET reads the row as it was): its worker may be alive
 -- until then and abort its own file; after it, recovery discards what is left
--- (cancelled_leftovers). A queued job that ran before (put back after its worker died) is
+-- (leftovers). A queued job that ran before (put back after its worker died) is
 -- listed from the cancel on: the api's own discard is best effort (a read-only mount of the
 -- files fails it). No owner: the old holder's renewals and finishes find none.
 -- name: cancel_job
@@ -171,18 +174,19 @@ WHERE status = 'succeeded' AND file_deleted_at IS NULL AND expires_at <= :now
   AND {expired_after}
 {expired_order} LIMIT :limit
 
--- Jobs cancelled while running whose leftovers are not discarded yet, once no worker can
--- still be writing (the partial index of migration 0009 holds exactly these rows).
--- name: cancelled_leftovers
+-- Jobs cancelled or failed whose dead attempts' leftovers are not discarded yet, once no
+-- worker can still be writing (the partial index of migration 0011 holds exactly these rows).
+-- name: leftovers
 SELECT {columns} FROM report_jobs
-WHERE status = 'cancelled' AND lease_expires_at IS NOT NULL AND lease_expires_at < :now
+WHERE status IN ('cancelled', 'failed')
+  AND lease_expires_at IS NOT NULL AND lease_expires_at < :now
 ORDER BY lease_expires_at, id LIMIT :limit
 
 -- Discarded (NULL: listed no more), or refused (tried again after :retry_at); only over
 -- the lease end the pass read, so a slower pass never undoes another's record.
 -- name: mark_leftovers
 UPDATE report_jobs SET lease_expires_at = :retry_at
-WHERE id = :id AND status = 'cancelled' AND lease_expires_at = :seen
+WHERE id = :id AND status IN ('cancelled', 'failed') AND lease_expires_at = :seen
 
 -- name: ping
 SELECT 1
