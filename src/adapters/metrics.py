@@ -47,9 +47,9 @@ OTHER = "other"
 NONE = "none"  # the error_code of a job that did not fail
 
 
-def _codes() -> frozenset[str]:
+def _codes(base: type[errors.ReportError] = errors.ReportError) -> frozenset[str]:
     found: set[str] = set()
-    pending: list[type[errors.ReportError]] = [errors.ReportError]
+    pending: list[type[errors.ReportError]] = [base]
     while pending:
         cls = pending.pop()
         found.add(cls.code)
@@ -59,10 +59,13 @@ def _codes() -> frozenset[str]:
 
 ERROR_CODES = _codes()
 """The core's closed set of error codes (every ``ReportError`` subclass's ``code``)."""
+FAILURE_CODES = _codes(errors.ExportFailure)
+"""The codes a job can fail with: ``ExportFailure`` and its subclasses (WORKER_LOST too)."""
 JOB_TYPES = frozenset(t.value for t in JobType)
 FORMATS = frozenset(f.value for f in ReportFormat)
 STATUSES = frozenset(s.value for s in JobStatus)
 UPSTREAMS = frozenset(u.name.lower() for u in Upstream)  # feed, telemetry, weighvision
+STATUS_CLASSES = ("2xx", "3xx", "4xx", "5xx", "error")  # an upstream answer's (error: none)
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 UNMATCHED_ROUTE = "unmatched"
 
@@ -224,6 +227,22 @@ SCHEDULE_LAG = Histogram(
 )
 
 
+def start_worker_series() -> None:
+    """Create at 0 the series a worker counts that the alerts take a ``rate()`` of: every job
+    type's ``succeeded`` and its ``failed`` by each failure code, every upstream by each answer
+    class. A counter series is otherwise born at its first count, at 1: ``rate()`` never sees
+    that step, so ReportJobFailureRatioHigh and ReportUpstreamFailing would miss the first
+    failure of each label set. Called when a worker is made (``entrypoints.worker.Worker``):
+    the api counts none of them. Idempotent: a series already counted keeps its value."""
+    for job_type in JOB_TYPES:
+        JOBS_FINISHED.labels(job_type, "succeeded", NONE)
+        for code in FAILURE_CODES:
+            JOBS_FINISHED.labels(job_type, "failed", code)
+    for upstream in UPSTREAMS:
+        for status_class in STATUS_CLASSES:
+            UPSTREAM_REQUESTS.labels(upstream, status_class)
+
+
 CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
 """The classic text format, which every Prometheus since 2.0 reads (prometheus-client's own
 ``CONTENT_TYPE_LATEST`` names version 1.0.0, which older servers do not know)."""
@@ -258,4 +277,5 @@ __all__ = [
     "bounded",
     "error_code_label",
     "exposition",
+    "start_worker_series",
 ]

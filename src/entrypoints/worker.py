@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Iterator
 from types import FrameType
 
-from adapters import xlsx
+from adapters import metrics, xlsx
 from adapters.metering import record_export, running_gauge
 from reportcore.fairness import TenantSlots, default_share
 from reportcore.jobtypes import JOB_TYPES
@@ -87,6 +87,8 @@ class Worker:
             settings.worker_tenant_concurrency or default_share(settings.worker_concurrency)
         )
         self.heartbeat = Heartbeat()  # the consume loop's, for the liveness probe (/healthz)
+        # the failures and upstream answers the alerts take a rate() of, at 0 before the first
+        metrics.start_worker_series()
 
     def handle(self, body: bytes, stop: threading.Event) -> Disposition:
         """Run one message's job; the consumer settles the message as the result says."""

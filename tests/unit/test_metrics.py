@@ -342,3 +342,71 @@ def test_the_worker_records_its_exports_and_beats_while_its_consume_loop_turns()
     )
     assert value("reportsvc_export_rows_total", **labels) == rows + 7
     assert value("reportsvc_jobs_running") == 0
+
+
+# A fresh process: which of the alerts' series exist before and after a worker's start hook.
+FRESH_SERIES = """
+import json, sys
+from adapters import metrics
+
+def present():
+    return {
+        (s.name, tuple(sorted(s.labels.items())), s.value)
+        for f in metrics.REGISTRY.collect()
+        if f.name in ("reportsvc_jobs_finished", "reportsvc_upstream_requests")
+        for s in f.samples
+    }
+
+before = present()
+metrics.start_worker_series()
+after = present()
+metrics.start_worker_series()  # idempotent
+json.dump({"before": sorted(before), "after": sorted(after), "again": sorted(present())},
+          sys.stdout)
+"""
+
+
+def test_a_workers_start_creates_its_failure_and_upstream_series_at_0() -> None:
+    """A counter series born at its first count starts at 1: rate() never sees that step, so
+    ReportJobFailureRatioHigh and ReportUpstreamFailing missed the first failure of each label
+    set. A worker creates them at 0 when it starts; a fresh registry (the api's) has none."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", FRESH_SERIES], capture_output=True, text=True, check=True
+    )
+    found = json.loads(done.stdout)
+    assert found["before"] == []
+    after = {(name, tuple(map(tuple, labels))): v for name, labels, v in found["after"]}
+    assert set(after.values()) == {0.0}
+    failures = {
+        dict(labels)["error_code"]
+        for name, labels in after
+        if name == "reportsvc_jobs_finished_total" and dict(labels)["status"] == "failed"
+    }
+    assert {"UPSTREAM_UNAVAILABLE", "STORAGE_FAILED", "WORKER_LOST", "EXPORT_FAILED"} <= failures
+    assert failures == metrics.FAILURE_CODES
+    for job_type in metrics.JOB_TYPES:
+        for code in metrics.FAILURE_CODES:
+            key = ("reportsvc_jobs_finished_total", ("error_code", code), ("status", "failed"))
+            assert (key[0], (key[1], key[2], ("type", job_type))) in after
+    upstream = {
+        (dict(labels)["upstream"], dict(labels)["status_class"])
+        for name, labels in after
+        if name == "reportsvc_upstream_requests_total"
+    }
+    assert upstream == {
+        (u, c) for u in ("feed", "telemetry", "weighvision") for c in metrics.STATUS_CLASSES
+    }
+    assert found["again"] == found["after"]
+
+
+def test_making_a_worker_runs_the_start_hook(monkeypatch: pytest.MonkeyPatch) -> None:
+    from entrypoints.worker import Worker
+    from tests.unit.test_worker import World
+
+    calls: list[None] = []
+    monkeypatch.setattr(metrics, "start_worker_series", lambda: calls.append(None))
+    world = World()
+    Worker(world.container.reports(), world.settings, "host:1:hook")
+    assert calls == [None]
