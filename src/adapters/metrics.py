@@ -233,7 +233,9 @@ def start_worker_series() -> None:
     class. A counter series is otherwise born at its first count, at 1: ``rate()`` never sees
     that step, so ReportJobFailureRatioHigh and ReportUpstreamFailing would miss the first
     failure of each label set. Called when a worker is made (``entrypoints.worker.Worker``):
-    the api counts none of them. Idempotent: a series already counted keeps its value."""
+    the api counts none of them, so the upstream series are served by workers only, from their
+    start (ReportWorkerAbsent fires on their absence). Idempotent: a series already counted
+    keeps its value."""
     for job_type in JOB_TYPES:
         JOBS_FINISHED.labels(job_type, "succeeded", NONE)
         for code in FAILURE_CODES:

@@ -4,7 +4,8 @@
 upstream; Debian's ``prometheus`` binary runs with a temporary config (1 s scrapes, the
 service's alert rules loaded) and its own storage in the test's folder. After a few jobs, its
 HTTP API answers the jobs created and finished; the worker's probes answer; the alert rules
-evaluate without error against the real series.
+evaluate without error against the real series, and once the worker stops ReportWorkerAbsent
+is pending.
 """
 
 from __future__ import annotations
@@ -229,9 +230,23 @@ def test_prometheus_scrapes_jobs_created_and_finished_from_the_api_and_the_worke
     while True:
         groups = httpx.get(observed.prometheus_url + "/api/v1/rules").json()["data"]["groups"]
         rules = [rule for group in groups for rule in group["rules"]]
-        if len(rules) == 6 and all(r.get("lastEvaluation", "").startswith("2") for r in rules):
+        if len(rules) == 7 and all(r.get("lastEvaluation", "").startswith("2") for r in rules):
             break
         assert time.monotonic() < deadline, rules
         time.sleep(0.5)
     assert {r["health"] for r in rules} == {"ok"}, rules
     assert [r["name"] for r in rules if r["state"] != "inactive"] == []
+
+    # the worker gone, its series go stale at the next scrape: ReportWorkerAbsent is pending
+    # (it fires after its `for`; tests/prometheus/alerts_test.yml shows when)
+    assert observed.worker.stop() == 0
+    deadline = time.monotonic() + DEADLINE_SEC
+    while True:
+        groups = httpx.get(observed.prometheus_url + "/api/v1/rules").json()["data"]["groups"]
+        states = {rule["name"]: rule["state"] for group in groups for rule in group["rules"]}
+        if states["ReportWorkerAbsent"] == "pending":
+            break
+        assert time.monotonic() < deadline, states
+        time.sleep(0.5)
+    firing = {name for name, state in states.items() if state != "inactive"}
+    assert firing == {"ReportWorkerAbsent"}

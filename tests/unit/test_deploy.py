@@ -1,4 +1,5 @@
-"""deploy/: the Prometheus alert rules pass ``promtool check rules``, and every expression of
+"""deploy/: the Prometheus alert rules pass ``promtool check rules`` and the cases of
+``promtool test rules`` (tests/prometheus/alerts_test.yml), and every expression of
 the rules and of the Grafana dashboard names only metrics the service serves; the dashboard
 charts every metric of the service."""
 
@@ -28,6 +29,7 @@ pytestmark = pytest.mark.clock  # reads the tests' clock: rerun on awkward days
 DEPLOY = Path(__file__).resolve().parents[2] / "deploy"
 ALERTS = DEPLOY / "prometheus" / "alerts.yml"
 DASHBOARD = DEPLOY / "grafana" / "reportsvc-dashboard.json"
+ALERT_CASES = Path(__file__).resolve().parents[1] / "prometheus" / "alerts_test.yml"
 # what Prometheus and prometheus-client's own collectors serve beside ours
 FOREIGN = re.compile(r"^(up|process_\w+|python_\w+)$")
 _NAME = re.compile(r"\b([a-z_][a-z0-9_]*_[a-z0-9_]+)\b")
@@ -112,21 +114,33 @@ def test_the_dashboard_is_grafana_json_with_unique_panel_ids() -> None:
     assert all(panel["datasource"]["type"] == "prometheus" for panel in dashboard["panels"])
 
 
-def test_the_alert_rules_pass_promtool() -> None:
+def _promtool(*args: str) -> subprocess.CompletedProcess[str]:
     promtool = shutil.which("promtool")
     if promtool is None:
         if REQUIRE_SERVICES:
             pytest.fail("REQUIRE_SERVICES=1 but promtool is not installed", pytrace=False)
         pytest.skip("promtool is not installed (apt-get install prometheus)")
-    done = subprocess.run(
-        [promtool, "check", "rules", str(ALERTS)],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
+    return subprocess.run(
+        [promtool, *args], capture_output=True, text=True, timeout=60, check=False
     )
+
+
+def test_the_alert_rules_pass_promtool() -> None:
+    done = _promtool("check", "rules", str(ALERTS))
     assert done.returncode == 0, done.stdout + done.stderr
-    assert "SUCCESS: 6 rules found" in done.stdout
+    assert "SUCCESS: 7 rules found" in done.stdout
+
+
+def test_the_alert_rules_pass_their_promtool_cases() -> None:
+    """ReportWorkerAbsent fires 5 minutes after the last worker is gone (none ever scraped, or
+    every one stopped), stays silent while one is up, even with no scrape-time gauge; and
+    ReportJobLeaseExpired cannot fire without a worker (why ReportWorkerAbsent exists)."""
+    done = _promtool("test", "rules", str(ALERT_CASES))
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "SUCCESS" in done.stdout
+    cases = yaml.safe_load(ALERT_CASES.read_text())
+    assert [Path(f).name for f in cases["rule_files"]] == [ALERTS.name]
+    assert (ALERT_CASES.parent / cases["rule_files"][0]).resolve() == ALERTS.resolve()
 
 
 def test_every_metric_docs_operations_md_names_is_served() -> None:
