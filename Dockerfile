@@ -2,10 +2,11 @@
 # development`; a plain `docker build` gives production, the last stage):
 # - production: `reportsvc all` by default (migrate, then API and worker in one process, as
 #   the old Node service ran); scaled deployments run `reportsvc api` and `reportsvc worker`
-#   (docker run IMAGE reportsvc worker; give the worker container its own health command,
-#   wget --quiet --spider http://127.0.0.1:9129/healthz: it serves no API on 5129, its probes
-#   and metrics on WORKER_HTTP_PORT, 9129). wget is installed for the compose healthcheck
-#   (wget --quiet --tries=1 --spider http://localhost:3000/api/health).
+#   (docker run IMAGE reportsvc worker). The HEALTHCHECK, `reportsvc healthcheck`, suits all
+#   three without an override: it probes /api/health on APP_PORT and the worker loop's /healthz
+#   on WORKER_HTTP_PORT (9129), and takes a refused connection for a port the running command
+#   does not serve (src/entrypoints/healthcheck.py). wget is installed for FarmIQ's compose
+#   healthcheck (wget --quiet --tries=1 --spider http://localhost:3000/api/health).
 # - development: the dev extras (requirements-dev.lock) and the project installed editable
 #   from /app/src, so a source folder mounted there is what runs; `reportsvc all --reload`
 #   starts the service again whenever a mounted .py or .sql file changes.
@@ -72,10 +73,10 @@ USER reportsvc
 VOLUME ["/data/exports"]
 EXPOSE 5129 9129
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD wget --quiet --tries=1 --spider "http://127.0.0.1:${APP_PORT:-${PORT:-5129}}/api/health" || exit 1
+    CMD ["reportsvc", "healthcheck"]
 CMD ["reportsvc", "all", "--reload"]
 
-# --- production: the virtualenv, wget for the healthcheck, a non-root user, the export folder ---
+# --- production: the virtualenv, wget for compose's healthcheck, a non-root user, exports ---
 FROM python:3.11-slim AS production
 # MALLOC_ARENA_MAX=2: glibc gives every thread that allocates an arena of its own (up to 8 a
 # core), and a worker's upstream window threads each keep freed pages in theirs; two arenas
@@ -85,7 +86,8 @@ ENV PATH=/opt/venv/bin:$PATH \
     PYTHONDONTWRITEBYTECODE=1 \
     MALLOC_ARENA_MAX=2 \
     EXPORT_ROOT=/data/exports
-# wget: FarmIQ's compose healthchecks run `wget --spider` (slim has neither wget nor curl)
+# wget: FarmIQ's compose healthchecks run `wget --spider` (slim has neither wget nor curl);
+# the image's own HEALTHCHECK needs only reportsvc
 RUN apt-get update \
     && apt-get install -y --no-install-recommends wget \
     && rm -rf /var/lib/apt/lists/* \
@@ -99,5 +101,5 @@ WORKDIR /data
 VOLUME ["/data/exports"]
 EXPOSE 5129 9129
 HEALTHCHECK --interval=30s --timeout=5s --start-period=15s --retries=3 \
-    CMD wget --quiet --tries=1 --spider "http://127.0.0.1:${APP_PORT:-${PORT:-5129}}/api/health" || exit 1
+    CMD ["reportsvc", "healthcheck"]
 CMD ["reportsvc", "all"]

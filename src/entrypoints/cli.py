@@ -223,6 +223,13 @@ def cmd_all(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     return EXIT_OK
 
 
+def cmd_healthcheck(args: argparse.Namespace, env: Mapping[str, str]) -> int:
+    """Probe the api's and the worker's liveness on this host: exit 0 healthy, 1 not."""
+    from .healthcheck import check
+
+    return check(env)
+
+
 def cmd_dev(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     """Run the embedded default: API, worker and demo upstream in one process."""
     from .dev import run_dev
@@ -305,6 +312,16 @@ def build_parser() -> argparse.ArgumentParser:
         "database the old service created. " + needs(MIGRATE_REQUIRED),
     )
     migrate.set_defaults(run=cmd_migrate)
+
+    healthcheck = commands.add_parser(
+        "healthcheck",
+        help="probe this container's api and worker liveness (the image's HEALTHCHECK)",
+        description="GET /api/health on APP_PORT and /healthz on WORKER_HTTP_PORT (unless 0) "
+        "on this host. Exit 0 when at least one answers 200 and none answers otherwise or "
+        "hangs; a refused connection is a port the running command does not serve "
+        "(api or worker). Exit 1 otherwise.",
+    )
+    healthcheck.set_defaults(run=cmd_healthcheck)
 
     dev = commands.add_parser(
         "dev",

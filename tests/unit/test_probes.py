@@ -96,7 +96,7 @@ def test_healthz_is_200_while_the_loop_beats_and_503_once_it_is_stuck(
 def test_head_answers_what_get_does_without_the_body(
     served: tuple[ProbeServer, Ticks, dict[str, str]], path: str
 ) -> None:
-    """`wget --spider` (the health check the Dockerfile and operations.md give) sends HEAD:
+    """`wget --spider` (FarmIQ's compose health check, and operators' own) sends HEAD:
     it was answered 501, so a worker container probed that way was never healthy."""
     server, _, _ = served
     got, head = httpx.get(server.url + path), httpx.head(server.url + path)
