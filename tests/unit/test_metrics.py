@@ -410,3 +410,47 @@ def test_making_a_worker_runs_the_start_hook(monkeypatch: pytest.MonkeyPatch) ->
     world = World()
     Worker(world.container.reports(), world.settings, "host:1:hook")
     assert calls == [None]
+
+
+# What a fresh process serves before it counts anything: an api's, and a worker's once made.
+SERVED_AT_START = """
+import json, sys
+from adapters import metrics
+import entrypoints.api, entrypoints.containers  # what `reportsvc api` loads
+
+def families():
+    return sorted(
+        f.name for f in metrics.REGISTRY.collect()
+        if f.name.startswith("reportsvc_") and f.samples
+    )
+
+api = families()
+metrics.start_worker_series()  # what making a Worker adds
+json.dump({"api": api, "worker": families()}, sys.stdout)
+"""
+
+
+def _served_by() -> dict[str, set[str]]:
+    """docs/operations.md's metrics table: metric name -> its "served by" processes."""
+    found = {}
+    for row in re.findall(r"^\| `(reportsvc_[a-z_]+)` \|.*\| ([^|]+) \|$", _operations_md(), re.M):
+        name, served = row
+        found[re.sub(r"_total$", "", name)] = {p.strip().split(" ")[0] for p in served.split(",")}
+    return found
+
+
+def test_the_docs_say_which_process_serves_each_metric_from_its_start() -> None:
+    """The api serves every series declared at import (reportsvc_jobs_running at 0, the
+    schedules' gauge and counter at 0, their lag histogram empty): the table said worker only."""
+    import json
+
+    done = subprocess.run(
+        [sys.executable, "-c", SERVED_AT_START], capture_output=True, text=True, check=True
+    )
+    served = json.loads(done.stdout)
+    table = _served_by()
+    for process in ("api", "worker"):
+        for family in served[process]:
+            assert process in table[family], f"{family} is served by the {process} too"
+    assert len(table) >= 20
+    assert {"reportsvc_jobs_running", "reportsvc_schedules"} <= set(served["api"])
