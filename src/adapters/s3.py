@@ -31,6 +31,7 @@ from .filesystem import check_names
 
 if TYPE_CHECKING:
     # types-boto3's stubs (a dev dependency): what the client's calls take and answer
+    from boto3.session import Session
     from botocore.response import StreamingBody
     from types_boto3_s3 import S3Client
     from types_boto3_s3.type_defs import CompletedPartTypeDef
@@ -226,8 +227,10 @@ def _abort(client: S3Client, bucket: str, key: str, upload_ids: list[str]) -> No
 class S3Store:
     """:class:`reportcore.ports.FileStore` over one bucket of an S3-compatible store.
 
-    ``client`` is a boto3 S3 client (thread-safe: the API's threads share it). With ``redirect``
-    the API answers ``/file`` with a presigned URL of the object instead of streaming it.
+    ``client`` is a boto3 S3 client (thread-safe: the API's threads share it); ``reads``, if
+    given, the one :meth:`size` and :meth:`read` use (``reportsvc all``: the API's downloads
+    bounded, the worker's uploads patient; see :func:`create_client`). With ``redirect`` the
+    API answers ``/file`` with a presigned URL of the object instead of streaming it.
     """
 
     def __init__(
@@ -238,8 +241,10 @@ class S3Store:
         *,
         part_bytes: int = PART_BYTES,
         redirect: bool = False,
+        reads: S3Client | None = None,
     ) -> None:
         self._client = client
+        self._reads = reads or client
         self.bucket = bucket
         self.prefix = prefix
         self.part_bytes = part_bytes
@@ -279,7 +284,7 @@ class S3Store:
             log.warning("size of a location outside the bucket's prefix: %r", location)
             return None
         try:
-            head = self._client.head_object(Bucket=self.bucket, Key=key)
+            head = self._reads.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if _is_missing(exc):
                 return None
@@ -299,7 +304,7 @@ class S3Store:
         if start > 0 or end is not None:
             ask["Range"] = f"bytes={start}-{'' if end is None else end}"
         try:
-            answer = self._client.get_object(**ask)
+            answer = self._reads.get_object(**ask)
         except ClientError as exc:
             if _is_missing(exc):
                 raise FileNotFoundError(location) from exc
@@ -372,23 +377,54 @@ class S3Store:
             ) from exc
 
 
+# the API's client: a request thread waits at most ~2 x (connect + read) plus one backoff (~1 s)
+# for a store that does not answer, then the client gets its 503; the read timeout bounds each
+# socket read, not a whole download, so a large file still streams
+SERVING_ATTEMPTS = 2
+SERVING_CONNECT_SEC = 3
+SERVING_READ_SEC = 5
+
+
 def create_client(
-    endpoint_url: str | None, region: str | None, max_attempts: int = 5, pool: int = 32
+    endpoint_url: str | None,
+    region: str | None,
+    max_attempts: int = 5,
+    pool: int = 32,
+    *,
+    serving: bool = False,
+    session: Session | None = None,
 ) -> S3Client:
     """A boto3 S3 client: credentials from the standard AWS chain (``AWS_*`` variables, shared
-    config, web identity, instance roles), botocore's ``standard`` retries."""
-    import boto3
+    config, web identity, instance roles), botocore's ``standard`` retries.
+
+    By default the worker's, patient with uploads (``max_attempts`` retries, 5 s connect and
+    30 s read timeouts: a hung store holds a call ~3 minutes). ``serving``: the API's, bounded
+    for answering downloads (:data:`SERVING_ATTEMPTS` calls in all, :data:`SERVING_CONNECT_SEC`
+    s connect and :data:`SERVING_READ_SEC` s read timeouts). Clients of one ``session`` share
+    the service model it loads (~15 MB, once)."""
     from botocore.config import Config
 
     config = Config(
-        retries={"mode": "standard", "max_attempts": max_attempts},
+        # botocore's max_attempts counts the retries (5: six calls); total_max_attempts, calls
+        retries=(
+            {"mode": "standard", "total_max_attempts": SERVING_ATTEMPTS}
+            if serving
+            else {"mode": "standard", "max_attempts": max_attempts}
+        ),
         max_pool_connections=pool,
         signature_version="s3v4",
-        connect_timeout=5,
-        read_timeout=30,
+        connect_timeout=SERVING_CONNECT_SEC if serving else 5,
+        read_timeout=SERVING_READ_SEC if serving else 30,
         # MinIO and most S3-compatible servers want bucket-in-path URLs
         s3={"addressing_style": "path"} if endpoint_url else {},
     )
-    return boto3.session.Session().client(
+    return (session or new_session()).client(
         "s3", endpoint_url=endpoint_url, region_name=region, config=config
     )
+
+
+def new_session() -> Session:
+    """A boto3 session, which resolves the credentials of the clients made from it."""
+    import boto3
+
+    return boto3.session.Session()

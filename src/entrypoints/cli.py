@@ -99,7 +99,7 @@ def cmd_api(args: argparse.Namespace, env: Mapping[str, str]) -> int:
     from .api import create_app
     from .containers import service_container
 
-    container = service_container(settings, tracing)
+    container = service_container(settings, tracing, "api")
     container.init_resources()
     try:
         _check_store(container, writes=False)  # the api only reads files
@@ -123,7 +123,7 @@ def cmd_worker(args: argparse.Namespace, env: Mapping[str, str]) -> int:
 
     stop = threading.Event()
     stop_on_signals(stop)
-    container = service_container(settings, tracing)
+    container = service_container(settings, tracing, "worker")
     container.init_resources()
     try:
         _check_store(container)

@@ -17,6 +17,7 @@ container between threads: a ``Resource`` provider does not lock its first creat
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -245,15 +246,24 @@ def open_source(settings: Settings, profile: Profile, tracing: Tracing | None) -
     yield from _closing(HttpRecordSource, config, **_hooks(tracing, "source"))
 
 
-def make_store(settings: Settings, profile: Profile) -> FileStore:
+def make_store(settings: Settings, profile: Profile, command: str = "all") -> FileStore:
     """The export files' store: the folder (``EXPORT_ROOT``, or the embedded profile's), or the
-    S3 bucket that ``FILE_STORE=s3`` names."""
+    S3 bucket that ``FILE_STORE=s3`` names, through a client fit for ``command``: ``api`` one
+    bounded for answering requests, ``worker`` one patient with uploads, ``all`` both (the
+    bounded one for the downloads' reads)."""
     if not profile.embedded and settings.file_store == "s3":
-        from adapters.s3 import S3Store, create_client
+        from adapters.s3 import S3Store, create_client, new_session
 
-        client = create_client(settings.s3_endpoint_url, settings.s3_region)
         bucket = _needed(settings.s3_bucket, "S3_BUCKET")
-        return S3Store(client, bucket, settings.s3_prefix, redirect=settings.download_redirect)
+        # one session: both clients share the service model it loads
+        client = partial(
+            create_client, settings.s3_endpoint_url, settings.s3_region, session=new_session()
+        )
+        main = client(serving=command == "api")
+        reads = client(serving=True) if command == "all" else None
+        return S3Store(
+            main, bucket, settings.s3_prefix, redirect=settings.download_redirect, reads=reads
+        )
     from adapters.filesystem import FilesystemStore
 
     root = str(profile.data_dir / "exports") if profile.data_dir else settings.export_root
@@ -295,6 +305,8 @@ class Container(containers.DeclarativeContainer):
     settings = providers.Dependency(instance_of=Settings)
     profile = providers.Dependency(instance_of=Profile)
     tracing: providers.Provider[Tracing | None] = providers.Object(None)
+    # the process: api, worker or all (the S3 store's clients differ, see make_store)
+    command: providers.Provider[str] = providers.Object("all")
 
     policy = providers.Singleton(policy_from, settings)
     webhook_rules = providers.Singleton(webhook_rules_from, settings)
@@ -309,7 +321,7 @@ class Container(containers.DeclarativeContainer):
     queue = providers.Resource(open_queue, settings, profile, tracing)
     consumer = providers.Singleton(make_consumer, settings, profile, queue, tracing)
     source = providers.Resource(open_source, settings, profile, tracing)
-    store = providers.Singleton(make_store, settings, profile)
+    store = providers.Singleton(make_store, settings, profile, command)
     outbox = providers.Singleton(make_outbox, sql_jobs)
     schedules = providers.Singleton(make_schedules, sql_jobs)
     cron = providers.Singleton(CronsimRules)
@@ -378,14 +390,21 @@ def check_file_store(container: Container, *, writes: bool = True) -> None:
         check(writes=writes)
 
 
-def service_container(settings: Settings, tracing: Tracing | None = None) -> Container:
-    """The scaled-out service's container (``reportsvc api``, ``worker``, ``all``); with
-    ``tracing``, the adapters get its hooks (publish and delivery spans carrying the trace
-    context in AMQP headers, instrumented upstream clients). An extra the settings need and the
-    environment lacks stops here, before anything is opened."""
+def service_container(
+    settings: Settings, tracing: Tracing | None = None, command: str = "all"
+) -> Container:
+    """The scaled-out service's container (``command``: ``reportsvc api``, ``worker`` or
+    ``all``); with ``tracing``, the adapters get its hooks (publish and delivery spans carrying
+    the trace context in AMQP headers, instrumented upstream clients). An extra the settings
+    need and the environment lacks stops here, before anything is opened."""
     if settings.file_store == "s3":
         require("s3", "FILE_STORE=s3")
-    return Container(settings=settings, profile=SERVICE, tracing=providers.Object(tracing))
+    return Container(
+        settings=settings,
+        profile=SERVICE,
+        tracing=providers.Object(tracing),
+        command=providers.Object(command),
+    )
 
 
 def embedded_container(settings: Settings, data_dir: Path, upstream_url: str) -> Container:

@@ -4,10 +4,13 @@ unreachable store; and ``/file`` served from the bucket, streamed and redirected
 
 from __future__ import annotations
 
+import contextlib
 import datetime as dt
 import hashlib
 import os
 import socket
+import threading
+import time
 import urllib.parse
 import uuid
 from collections.abc import Iterator
@@ -170,6 +173,73 @@ def test_a_store_that_does_not_answer_fails_writes_storage_failed_and_reads_503(
         store.size("s3://bucket/reports/t/j/report.csv")
     with pytest.raises(StorageFailure, match="not usable"):
         store.check()
+
+
+@pytest.fixture
+def hung_endpoint() -> Iterator[str]:
+    """A store that accepts connections and never answers a byte."""
+    held: list[socket.socket] = []
+    server = socket.create_server(("127.0.0.1", 0), backlog=50)
+
+    def accept() -> None:
+        with contextlib.suppress(OSError):
+            while True:
+                held.append(server.accept()[0])
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{server.getsockname()[1]}"
+    finally:
+        server.close()
+        for conn in held:
+            conn.close()
+
+
+def _service_store(command: str, endpoint: str, bucket: str = "bucket") -> S3Store:
+    from entrypoints.containers import service_container
+    from entrypoints.settings import load_settings
+
+    env = {"FILE_STORE": "s3", "S3_BUCKET": bucket, "S3_ENDPOINT_URL": endpoint}
+    container = service_container(load_settings({**env, "S3_REGION": "us-east-1"}), None, command)
+    built = container.store()
+    assert isinstance(built, S3Store)
+    return built
+
+
+@pytest.mark.parametrize(("command", "calls"), [("api", ["size", "read"]), ("all", ["read"])])
+def test_a_hung_store_holds_a_download_request_seconds_not_minutes(
+    command: str, calls: list[str], hung_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The worker's client (six calls of 30 s reads, and backoff) held each /file request of
+    the api ~3 minutes before its 503: ~40 of them froze every sync route. ``all`` serves
+    with the same store as its worker: its reads get the api's client."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    store = _service_store(command, hung_endpoint)
+    for call in calls:
+        started = time.monotonic()
+        with pytest.raises(ServiceUnavailable, match="the object store did not answer"):
+            getattr(store, call)("s3://bucket/reports/t/j/report.csv")
+        assert time.monotonic() - started < 15, call
+
+
+def test_the_worker_keeps_its_patient_client_and_the_api_reads_what_it_wrote(
+    s3_bucket: Bucket, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    worker = _service_store("worker", s3_bucket.endpoint, s3_bucket.name)
+    config = worker._client.meta.config
+    # five retries: six calls, as botocore counts its max_attempts
+    assert (config.retries or {}).get("total_max_attempts") == 6, "uploads ride out a slow store"
+    assert (config.connect_timeout, config.read_timeout) == (5, 30)
+    writer = worker.create(TENANT, new_job(), "csv")
+    data = os.urandom(3 * 1024 * 1024)
+    writer.write(data)
+    location = writer.commit()
+    api = _service_store("api", s3_bucket.endpoint, s3_bucket.name)
+    assert api.size(location) == len(data)
+    assert b"".join(api.read(location)) == data  # a read timeout bounds each socket read only
 
 
 def test_the_start_check_names_a_missing_bucket(s3_bucket: Bucket) -> None:
