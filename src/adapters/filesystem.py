@@ -36,7 +36,12 @@ log = logging.getLogger(__name__)
 
 
 def _failure(action: str, exc: OSError) -> StorageFailure:
-    reason = exc.strerror or str(exc)
+    """The failure a client may see (a job's ``error_message``, so its webhook): the OS's
+    reason or the error's type, never ``str(exc)``, which may name the path (then logged)."""
+    reason = exc.strerror
+    if not reason:
+        reason = type(exc).__name__
+        log.warning("export file could not be %s: %s", action, exc)
     if exc.errno in (errno.ENOSPC, errno.EDQUOT):
         reason = "no space left on the export volume"
     elif exc.errno in (errno.EACCES, errno.EPERM):

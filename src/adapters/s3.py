@@ -11,7 +11,8 @@ bucket's lifecycle rule (docs/operations.md) is the backstop.
 The location is ``s3://bucket/key``; a location naming another bucket, or a key outside the
 prefix, is never read or deleted. Transient faults are retried by botocore (its ``standard``
 mode); what is left is a :class:`StorageFailure` when writing, and a
-:class:`ServiceUnavailable` when reading (503, never a broken response).
+:class:`ServiceUnavailable` when reading (503, never a broken response), naming only the kind
+of failure (clients see it), its whole reason logged.
 """
 
 from __future__ import annotations
@@ -46,17 +47,35 @@ _CONTENT_TYPES = {
     "gz": "application/gzip",  # report.csv.gz, report.ndjson.gz
 }
 _MISSING = frozenset({"404", "NoSuchKey", "NotFound", "NoSuchUpload"})
+_NOT_WRITTEN = "export file could not be written to the object store"
 
 log = logging.getLogger(__name__)
 
 
 def _reason(exc: Exception) -> str:
+    """The kind of failure, as a client may see it (a job's ``error_message``, a 503): the S3
+    error code (``AccessDenied``) or botocore's exception class (``EndpointConnectionError``).
+    Never botocore's message: it names the endpoint URL, the bucket and key, or an IAM
+    principal."""
+    if isinstance(exc, ClientError):
+        return str(exc.response.get("Error", {}).get("Code") or type(exc).__name__)
+    return type(exc).__name__
+
+
+def _detail(exc: Exception) -> str:
+    """The whole reason, for operators only (logs, the start check's line)."""
     if isinstance(exc, ClientError):
         error = exc.response.get("Error", {})
         code = error.get("Code", "?")
         message = error.get("Message") or ""
         return f"{code} {message}".strip()
-    return str(exc)
+    return f"{type(exc).__name__}: {exc}"
+
+
+def _failed(what: str, key: str, exc: Exception) -> str:
+    """``what`` with the failure's kind; the whole reason is logged with the key."""
+    log.warning("%s (%s): %s", what, key, _detail(exc))
+    return f"{what}: {_reason(exc)}"
 
 
 def _is_missing(exc: ClientError) -> bool:
@@ -135,9 +154,7 @@ class S3Writer:
             )
         except (ClientError, BotoCoreError) as exc:
             self.abort()
-            raise StorageFailure(
-                f"export file could not be written to the object store: {_reason(exc)}"
-            ) from exc
+            raise StorageFailure(_failed(_NOT_WRITTEN, self.key, exc)) from exc
         self._parts.append({"ETag": done["ETag"], "PartNumber": number})
 
     def commit(self) -> str:
@@ -165,9 +182,7 @@ class S3Writer:
                 )
         except (ClientError, BotoCoreError) as exc:
             self.abort()
-            raise StorageFailure(
-                f"export file could not be written to the object store: {_reason(exc)}"
-            ) from exc
+            raise StorageFailure(_failed(_NOT_WRITTEN, self.key, exc)) from exc
         self._state = "committed"
         self._buf = bytearray()
         # uploads of earlier attempts at this job whose worker died are garbage now; only
@@ -191,9 +206,9 @@ class S3Writer:
         except ClientError as exc:
             if not _is_missing(exc):
                 # the parts stay until a later commit, a delete or the lifecycle rule
-                log.warning("could not abort the upload of %s: %s", self.key, _reason(exc))
+                log.warning("could not abort the upload of %s: %s", self.key, _detail(exc))
         except BotoCoreError as exc:
-            log.warning("could not abort the upload of %s: %s", self.key, _reason(exc))
+            log.warning("could not abort the upload of %s: %s", self.key, _detail(exc))
 
 
 def open_uploads(client: S3Client, bucket: str, key: str) -> list[str]:
@@ -202,7 +217,7 @@ def open_uploads(client: S3Client, bucket: str, key: str) -> list[str]:
     try:
         listed = client.list_multipart_uploads(Bucket=bucket, Prefix=key)
     except (ClientError, BotoCoreError) as exc:
-        log.warning("could not list leftover uploads of %s: %s", key, _reason(exc))
+        log.warning("could not list leftover uploads of %s: %s", key, _detail(exc))
         return []
     return [u["UploadId"] for u in listed.get("Uploads", []) if u.get("Key") == key]
 
@@ -219,9 +234,9 @@ def _abort(client: S3Client, bucket: str, key: str, upload_ids: list[str]) -> No
             client.abort_multipart_upload(Bucket=bucket, Key=key, UploadId=upload_id)
         except ClientError as exc:
             if not _is_missing(exc):  # a missing one: its own writer ended it meanwhile
-                log.warning("could not abort a leftover upload of %s: %s", key, _reason(exc))
+                log.warning("could not abort a leftover upload of %s: %s", key, _detail(exc))
         except BotoCoreError as exc:
-            log.warning("could not abort a leftover upload of %s: %s", key, _reason(exc))
+            log.warning("could not abort a leftover upload of %s: %s", key, _detail(exc))
 
 
 class S3Store:
@@ -288,9 +303,9 @@ class S3Store:
         except ClientError as exc:
             if _is_missing(exc):
                 return None
-            raise ServiceUnavailable(f"the object store refused: {_reason(exc)}") from exc
+            raise ServiceUnavailable(_failed("the object store refused", key, exc)) from exc
         except BotoCoreError as exc:
-            raise ServiceUnavailable(f"the object store did not answer: {_reason(exc)}") from exc
+            raise ServiceUnavailable(_failed("the object store did not answer", key, exc)) from exc
         return int(head["ContentLength"])
 
     def read(self, location: str, start: int = 0, end: int | None = None) -> Iterator[bytes]:
@@ -310,9 +325,9 @@ class S3Store:
                 raise FileNotFoundError(location) from exc
             if str(exc.response.get("Error", {}).get("Code")) == "InvalidRange":
                 return iter(())  # nothing at or after start: the file is shorter
-            raise ServiceUnavailable(f"the object store refused: {_reason(exc)}") from exc
+            raise ServiceUnavailable(_failed("the object store refused", key, exc)) from exc
         except BotoCoreError as exc:
-            raise ServiceUnavailable(f"the object store did not answer: {_reason(exc)}") from exc
+            raise ServiceUnavailable(_failed("the object store did not answer", key, exc)) from exc
         return self._chunks(answer["Body"])
 
     @staticmethod
@@ -333,9 +348,8 @@ class S3Store:
         try:
             self._client.delete_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
-            raise StorageFailure(
-                f"export file could not be deleted from the object store: {_reason(exc)}"
-            ) from exc
+            what = "export file could not be deleted from the object store"
+            raise StorageFailure(_failed(what, key, exc)) from exc
         abort_uploads(self._client, self.bucket, key)
 
     def discard(self, tenant_id: str, job_id: str, extension: str) -> None:
@@ -373,7 +387,7 @@ class S3Store:
             self._client.head_bucket(Bucket=self.bucket)
         except (ClientError, BotoCoreError) as exc:
             raise StorageFailure(
-                f"the object store bucket {self.bucket!r} is not usable: {_reason(exc)}"
+                f"the object store bucket {self.bucket!r} is not usable: {_detail(exc)}"
             ) from exc
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 import os
 import subprocess
 import sys
@@ -18,7 +19,7 @@ from pathlib import Path
 import msgspec
 import pytest
 
-from adapters.filesystem import READ_CHUNK, FilesystemStore, FilesystemWriter
+from adapters.filesystem import READ_CHUNK, FilesystemStore, FilesystemWriter, _failure
 from adapters.s3 import S3Store, S3Writer
 from reportcore.errors import StorageFailure
 from reportcore.jobs import Job, JobStatus, JobType, ReportFormat, message_for
@@ -542,7 +543,17 @@ def test_a_job_whose_export_folder_cannot_be_created_fails_with_storage_failed(
     failed = run_kpi_job(FilesystemStore(blocker / "exports"), ReportFormat.CSV, [])
     assert failed.status is JobStatus.FAILED
     assert failed.error_code == "STORAGE_FAILED"
-    assert "could not be created" in (failed.error_message or "")
+    # the job's error_message (so its webhook) names the failure, never a machine path
+    assert failed.error_message == "export file could not be created: Not a directory"
+
+
+def test_a_failure_without_an_os_reason_is_named_by_its_type_not_its_path(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    with caplog.at_level(logging.WARNING, logger="adapters.filesystem"):
+        failure = _failure("written", OSError("cannot write /data/exports/t/j/report.csv"))
+    assert failure.message == "export file could not be written: OSError"
+    assert "/data/exports/t/j/report.csv" in caplog.text
 
 
 def test_size_and_sha256_of_a_run_are_those_of_the_bytes_on_disk(root: Path) -> None:

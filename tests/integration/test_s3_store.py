@@ -7,6 +7,7 @@ from __future__ import annotations
 import contextlib
 import datetime as dt
 import hashlib
+import logging
 import os
 import socket
 import threading
@@ -240,6 +241,74 @@ def test_the_worker_keeps_its_patient_client_and_the_api_reads_what_it_wrote(
     api = _service_store("api", s3_bucket.endpoint, s3_bucket.name)
     assert api.size(location) == len(data)
     assert b"".join(api.read(location)) == data  # a read timeout bounds each socket read only
+
+
+def _said_to_clients(store: S3Store, job: str) -> list[str]:
+    """The messages a failing store gives a job's error_message (so its webhook) and a 503."""
+    said = []
+    writer = store.create(TENANT, job, "csv")
+    writer.write(b"a,b\r\n")
+    with pytest.raises(StorageFailure) as failed:
+        writer.commit()
+    said.append(failed.value.message)
+    location = f"s3://{store.bucket}/reports/{TENANT}/{job}/report.csv"
+    for call in (store.size, store.read):
+        with pytest.raises(ServiceUnavailable) as unavailable:
+            call(location)
+        said.append(unavailable.value.message)
+    return said
+
+
+def test_an_unreachable_store_is_named_by_its_kind_never_by_endpoint_bucket_or_key(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """botocore's message ("Could not connect to the endpoint URL: "http://host:port/bucket/
+    key"") went as is into the 503 and the job's error_message, so into its webhook."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    port = _closed_port()
+    store = S3Store(create_client(f"http://127.0.0.1:{port}", None, serving=True), "farm-reports")
+    job = new_job()
+    with caplog.at_level(logging.WARNING, logger="adapters.s3"):
+        said = _said_to_clients(store, job)
+    assert said == [
+        "export file could not be written to the object store: EndpointConnectionError",
+        "the object store did not answer: EndpointConnectionError",
+        "the object store did not answer: EndpointConnectionError",
+    ]
+    for message in said:
+        for hidden in (str(port), "farm-reports", TENANT, job, "report.csv"):
+            assert hidden not in message
+    # operators get the whole reason
+    assert f"http://127.0.0.1:{port}/farm-reports/reports/{TENANT}/{job}/report.csv" in caplog.text
+
+
+def test_a_refusal_is_named_by_its_s3_code_never_by_the_principal_or_the_resource(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    from botocore.stub import Stubber
+
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    client = create_client("http://127.0.0.1:9", None, serving=True)
+    store = S3Store(client, "farm-reports")
+    job = new_job()
+    resource = f"arn:aws:s3:::farm-reports/reports/{TENANT}/{job}/report.csv"
+    denied = (
+        "User: arn:aws:iam::123456789012:user/reports is not authorized to perform: "
+        f'"s3:GetObject" on resource: "{resource}" because no identity-based policy allows it'
+    )
+    with Stubber(client) as stub, caplog.at_level(logging.WARNING, logger="adapters.s3"):
+        for operation in ("list_multipart_uploads", "put_object", "head_object", "get_object"):
+            stub.add_client_error(operation, "AccessDenied", denied, http_status_code=403)
+        said = _said_to_clients(store, job)
+        stub.assert_no_pending_responses()
+    assert said == [
+        "export file could not be written to the object store: AccessDenied",
+        "the object store refused: AccessDenied",
+        "the object store refused: AccessDenied",
+    ]
+    assert denied in caplog.text
 
 
 def test_the_start_check_names_a_missing_bucket(s3_bucket: Bucket) -> None:
