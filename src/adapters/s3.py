@@ -242,9 +242,10 @@ def _abort(client: S3Client, bucket: str, key: str, upload_ids: list[str]) -> No
 class S3Store:
     """:class:`reportcore.ports.FileStore` over one bucket of an S3-compatible store.
 
-    ``client`` is a boto3 S3 client (thread-safe: the API's threads share it); ``reads``, if
-    given, the one :meth:`size` and :meth:`read` use (``reportsvc all``: the API's downloads
-    bounded, the worker's uploads patient; see :func:`create_client`). With ``redirect`` the
+    ``client`` is a boto3 S3 client (thread-safe: the API's threads share it); ``serving``, if
+    given, the one :meth:`size`, :meth:`read` and :meth:`delete` use (``reportsvc all``: what
+    an API request may wait for, a download or a cancel's cleanup, bounded; the worker's
+    uploads patient; see :func:`create_client`). With ``redirect`` the
     API answers ``/file`` with a presigned URL of the object instead of streaming it.
     """
 
@@ -256,10 +257,10 @@ class S3Store:
         *,
         part_bytes: int = PART_BYTES,
         redirect: bool = False,
-        reads: S3Client | None = None,
+        serving: S3Client | None = None,
     ) -> None:
         self._client = client
-        self._reads = reads or client
+        self._serving = serving or client
         self.bucket = bucket
         self.prefix = prefix
         self.part_bytes = part_bytes
@@ -299,7 +300,7 @@ class S3Store:
             log.warning("size of a location outside the bucket's prefix: %r", location)
             return None
         try:
-            head = self._reads.head_object(Bucket=self.bucket, Key=key)
+            head = self._serving.head_object(Bucket=self.bucket, Key=key)
         except ClientError as exc:
             if _is_missing(exc):
                 return None
@@ -319,7 +320,7 @@ class S3Store:
         if start > 0 or end is not None:
             ask["Range"] = f"bytes={start}-{'' if end is None else end}"
         try:
-            answer = self._reads.get_object(**ask)
+            answer = self._serving.get_object(**ask)
         except ClientError as exc:
             if _is_missing(exc):
                 raise FileNotFoundError(location) from exc
@@ -346,11 +347,11 @@ class S3Store:
             log.warning("not deleting %r: %s", location, exc)
             return
         try:
-            self._client.delete_object(Bucket=self.bucket, Key=key)
+            self._serving.delete_object(Bucket=self.bucket, Key=key)
         except (ClientError, BotoCoreError) as exc:
             what = "export file could not be deleted from the object store"
             raise StorageFailure(_failed(what, key, exc)) from exc
-        abort_uploads(self._client, self.bucket, key)
+        abort_uploads(self._serving, self.bucket, key)
 
     def discard(self, tenant_id: str, job_id: str, extension: str) -> None:
         """The job's object and the uploads crashed attempts left open under its key."""

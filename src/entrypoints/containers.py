@@ -250,7 +250,7 @@ def make_store(settings: Settings, profile: Profile, command: str = "all") -> Fi
     """The export files' store: the folder (``EXPORT_ROOT``, or the embedded profile's), or the
     S3 bucket that ``FILE_STORE=s3`` names, through a client fit for ``command``: ``api`` one
     bounded for answering requests, ``worker`` one patient with uploads, ``all`` both (the
-    bounded one for the downloads' reads)."""
+    bounded one for what a request may wait for: downloads, a cancel's cleanup)."""
     if not profile.embedded and settings.file_store == "s3":
         from adapters.s3 import S3Store, create_client, new_session
 
@@ -260,9 +260,9 @@ def make_store(settings: Settings, profile: Profile, command: str = "all") -> Fi
             create_client, settings.s3_endpoint_url, settings.s3_region, session=new_session()
         )
         main = client(serving=command == "api")
-        reads = client(serving=True) if command == "all" else None
+        serving = client(serving=True) if command == "all" else None
         return S3Store(
-            main, bucket, settings.s3_prefix, redirect=settings.download_redirect, reads=reads
+            main, bucket, settings.s3_prefix, redirect=settings.download_redirect, serving=serving
         )
     from adapters.filesystem import FilesystemStore
 

@@ -224,6 +224,21 @@ def test_a_hung_store_holds_a_download_request_seconds_not_minutes(
         assert time.monotonic() - started < 15, call
 
 
+@pytest.mark.parametrize("command", ["api", "all"])
+def test_a_cancels_cleanup_on_a_hung_store_holds_its_request_seconds_not_minutes(
+    command: str, hung_endpoint: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A cancel discards what a dead attempt left (delete, list and abort uploads): under
+    ``all`` that went through the worker's patient client, minutes of a request thread."""
+    for name, value in CREDENTIALS.items():
+        monkeypatch.setenv(name, value)
+    store = _service_store(command, hung_endpoint)
+    started = time.monotonic()
+    with pytest.raises(StorageFailure, match="could not be deleted"):
+        store.discard(TENANT, "0b0c", "csv")
+    assert time.monotonic() - started < 15
+
+
 def test_the_worker_keeps_its_patient_client_and_the_api_reads_what_it_wrote(
     s3_bucket: Bucket, monkeypatch: pytest.MonkeyPatch
 ) -> None:
