@@ -24,6 +24,7 @@ from .fairness import TenantSlots
 from .finishing import record_end, refused_finish
 from .jobs import Job, JobStatus, message_for, stored_extension
 from .jobtypes import JobTypeSpec
+from .leftovers import discard_ended, discard_left_behind, discard_leftovers
 from .options import options_of
 from .pipeline import ExportProgress, export_records
 from .policy import Policy, limit_exceeded
@@ -353,15 +354,6 @@ def _storage_failure(exc: OSError) -> StorageFailure:
     return StorageFailure(f"export file could not be written: {exc.strerror or exc}")
 
 
-def discard_leftovers(store: FileStore, job: Job) -> bool:
-    """Whether ``store`` removed what exports of ``job`` left (never raises: best effort)."""
-    try:
-        store.discard(job.tenant_id, job.id, stored_extension(job.format, job.compression))
-    except (StorageFailure, OSError):
-        return False
-    return True
-
-
 def _failed(
     job: Job,
     failure: ExportFailure,
@@ -383,32 +375,9 @@ def _failed(
         written={"error_code": code},
     )
     if failed is not None and store is not None and job.attempts > 1:
-        discard_leftovers(store, job)  # an earlier attempt that died may have left a temporary
+        discard_ended(store, jobs, failed)  # an earlier attempt that died may have left some
     status = failed.status.value if failed else "lost"
     return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status, detail=code)
-
-
-def _discard_left_behind(
-    jobs: JobRepository, store: FileStore, now: dt.datetime, limit: int, kept: list[str]
-) -> list[str]:
-    """Discard what the attempts of cancelled and failed jobs left (:meth:`JobRepository.
-    leftovers`), once no worker can still be writing: a live worker aborts its own file when
-    it sees the cancel (within a heartbeat), but a dead one (SIGKILL, OOM, a lost node) looks
-    alive until its lease ends; a failure's own discard of its dead attempts' files is tried
-    once, and nothing else looks at an ended job again. The ids discarded; those the store
-    refused go to ``kept`` and to the back of the line, so that they never fill every
-    batch."""
-    discarded: list[str] = []
-    for job in jobs.leftovers(now, limit):
-        if job.lease_expires_at is None:  # listed by its lease's end: never
-            continue
-        if discard_leftovers(store, job):
-            jobs.mark_leftovers(job.id, job.lease_expires_at, None)
-            discarded.append(job.id)
-        else:
-            jobs.mark_leftovers(job.id, job.lease_expires_at, now)
-            kept.append(job.id)
-    return discarded
 
 
 class Recovery(msgspec.Struct, frozen=True, kw_only=True):
@@ -456,11 +425,12 @@ def recover(
     for job in jobs.stale(now, legacy, policy.batch):
         if job.attempts >= policy.max_attempts:
             lost = WorkerLost(f"worker stopped responding on each of {job.attempts} attempts")
-            if jobs.fail(job.id, job.lease_owner, now, lost.code, lost.message, lapsed=True):
+            ended = jobs.fail(job.id, job.lease_owner, now, lost.code, lost.message, lapsed=True)
+            if ended is not None:
                 failed.append(job.id)
                 # what the dead attempts wrote (a temporary, a file not yet recorded, an
                 # open upload) would stay forever: retention only looks at files kept
-                if not discard_leftovers(store, job):
+                if not discard_ended(store, jobs, ended):
                     kept.append(job.id)
         elif jobs.retry(job.id, job.lease_owner, now, lapsed=True):
             requeued.append(job.id)
@@ -484,7 +454,7 @@ def recover(
         jobs.mark_file_deleted(job.id, now)
         deleted.append(job.id)
     last = expired[-1] if len(expired) >= policy.batch else None
-    leftovers = _discard_left_behind(jobs, store, now, policy.batch, kept)
+    leftovers = discard_left_behind(jobs, store, now, policy.batch, kept)
     return Recovery(
         requeued=requeued,
         failed=failed,

@@ -18,6 +18,7 @@ from .idempotency import asked_options, check_replay, fingerprint
 from .ids import RANDOM_IDS
 from .jobs import Job, JobStatus, file_name_for, mime_type_for
 from .jobtypes import JOB_TYPES, JobTypeRegistry
+from .leftovers import discard_ended
 from .policy import Policy
 from .ports import (
     Clock,
@@ -32,7 +33,6 @@ from .running import (
     LeaseKeeper,
     Recovery,
     RunOutcome,
-    discard_leftovers,
     no_lease_keeper,
     publish,
     recover,
@@ -199,7 +199,7 @@ def cancel_job(
     lost = job.lease_expires_at is not None and job.lease_expires_at < now
     ran = job.status is JobStatus.QUEUED and job.attempts > 0
     if store is not None and ((job.status is JobStatus.RUNNING and lost) or ran):
-        discard_leftovers(store, job)  # best effort: the cancel stands either way
+        discard_ended(store, jobs, cancelled)  # best effort: the cancel stands either way
     return cancelled
 
 
