@@ -118,13 +118,16 @@ def test_a_slow_receiver_delays_no_other_delivery() -> None:
     fast = [world.ended_job(FAST) for _ in range(3)]
     pool = WebhookPool(world.reports, "worker-1", poll_sec=0.05, outage_pause_sec=0.1)
     with running(pool, world):
+        # the four are claimed at once; on a loaded machine the slow one's thread may start
+        # after the others ended: each is waited for, not raced
         wait_until(
             lambda: all(world.state(job) is DeliveryState.DELIVERED for job in fast),
             "the other receivers' deliveries",
         )
-        # ... while the slow receiver's attempt is still in flight (a fast attempt's state is
+        wait_until(lambda: world.sender.slow_started == 1, "the slow receiver's attempt")
+        # ... while the slow receiver's attempt is in flight, held (a fast attempt's state is
         # recorded a moment before its thread frees the slot: waited for, not raced)
-        assert world.sender.slow_started == 1 and not world.sender.release.is_set()
+        assert not world.sender.release.is_set()
         wait_until(lambda: pool.in_flight() == 1, "the fast attempts' slots freed")
         assert world.sender.slow_started == 1 and not world.sender.release.is_set()
         assert world.state(slow) is DeliveryState.PENDING
