@@ -571,6 +571,20 @@ class DirectStore(InMemoryFileStore):
         )
 
 
+class RecordingDirectStore(DirectStore):
+    """A :class:`DirectStore` that keeps the ``expires_at`` of each URL it is asked for."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.asked: list[dt.datetime] = []
+
+    def download_url(
+        self, location: str, expires_at: dt.datetime, file_name: str | None = None
+    ) -> str | None:
+        self.asked.append(expires_at)
+        return super().download_url(location, expires_at, file_name)
+
+
 def test_a_download_url_works_until_the_instant_its_expires_at_shows_and_not_after() -> None:
     """exp is whole seconds: with expires_at at .75 s the URL stopped 0.75 s before it."""
     world = World(Policy(download_ttl_sec=60))
@@ -603,22 +617,13 @@ def test_a_store_with_direct_urls_still_gets_a_token_url_and_redirects_after_the
 
 
 def test_a_direct_url_is_asked_until_the_tokens_end_as_an_aware_utc_instant() -> None:
-    asked: list[dt.datetime] = []
-
-    class Recording(DirectStore):
-        def download_url(
-            self, location: str, expires_at: dt.datetime, file_name: str | None = None
-        ) -> str | None:
-            asked.append(expires_at)
-            return super().download_url(location, expires_at, file_name)
-
     world = World(Policy(download_ttl_sec=60))
-    world.store = Recording()
+    world.store = store = RecordingDirectStore()
     job = succeeded(world)
     world.open(job.id, world.download(job.id))
     # a naive instant would be read as local time by a store that signs URLs with it
-    assert asked == [dt.datetime(2026, 1, 1, 0, 1, tzinfo=dt.UTC)]
-    assert asked[0].utcoffset() == dt.timedelta(0)
+    assert store.asked == [dt.datetime(2026, 1, 1, 0, 1, tzinfo=dt.UTC)]
+    assert store.asked[0].utcoffset() == dt.timedelta(0)
 
 
 def test_a_file_is_served_with_what_its_headers_need() -> None:
@@ -2345,19 +2350,10 @@ def test_a_deferral_names_its_job_and_why_it_was_deferred() -> None:
 def test_a_direct_url_ends_when_the_file_expires_if_that_comes_before_the_token() -> None:
     """A token of 2 h for a file kept 1 h: the store's URL was signed for the token's 2 h,
     so it served the file for up to an hour past its expires_at (until retention ran)."""
-    asked: list[dt.datetime] = []
-
-    class Recording(DirectStore):
-        def download_url(
-            self, location: str, expires_at: dt.datetime, file_name: str | None = None
-        ) -> str | None:
-            asked.append(expires_at)
-            return super().download_url(location, expires_at, file_name)
-
     world = World(Policy(retention_sec=3600, download_ttl_sec=7200))
-    world.store = Recording()
+    world.store = store = RecordingDirectStore()
     job = succeeded(world)
     world.clock.advance(1800)
     world.open(job.id, world.download(job.id))
-    assert asked == [job.expires_at]
-    assert asked[0].utcoffset() == dt.timedelta(0)
+    assert store.asked == [job.expires_at]
+    assert store.asked[0].utcoffset() == dt.timedelta(0)
