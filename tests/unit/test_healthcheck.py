@@ -14,8 +14,8 @@ import pytest
 
 from entrypoints.cli import main
 from entrypoints.healthcheck import HEALTHY, UNHEALTHY, check
-from entrypoints.runtime.probes import Heartbeat, ProbeServer
-from tests.unit.test_probes import Ticks
+from entrypoints.runtime.probes import ProbeServer
+from tests.unit.test_probes import Ticks, served  # noqa: F401 (a fixture)
 
 TIMEOUT = 0.5
 
@@ -129,19 +129,14 @@ def test_a_port_turned_off_is_not_probed() -> None:
     assert check(env(refused(), 0), timeout=TIMEOUT, say=[].append) == UNHEALTHY
 
 
-def test_the_real_worker_probe_server_passes_until_its_loop_is_stuck() -> None:
-    ticks = Ticks()
-    heartbeat = Heartbeat(ticks)
-    server = ProbeServer(
-        "127.0.0.1", 0, heartbeat=heartbeat, pings={}, stuck_after_sec=60, stalled_after_sec=180
-    ).start()
-    try:
-        port = int(server.url.rsplit(":", 1)[1])
-        assert run(refused(), port)[0] == HEALTHY
-        ticks.now += 61
-        assert run(refused(), port)[0] == UNHEALTHY
-    finally:
-        server.close()
+def test_the_real_worker_probe_server_passes_until_its_loop_is_stuck(
+    served: tuple[ProbeServer, Ticks, dict[str, str]],  # noqa: F811
+) -> None:
+    server, ticks, _ = served  # its loop stuck after 60 s without a beat
+    port = int(server.url.rsplit(":", 1)[1])
+    assert run(refused(), port)[0] == HEALTHY
+    ticks.now += 61
+    assert run(refused(), port)[0] == UNHEALTHY
 
 
 # --- the command line ---
