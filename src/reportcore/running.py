@@ -374,8 +374,10 @@ def _failed(
         ended=JobStatus.FAILED,
         written={"error_code": code},
     )
-    if failed is not None and store is not None and job.attempts > 1:
-        discard_ended(store, jobs, failed)  # an earlier attempt that died may have left some
+    # the repository lists the failure for leftovers (its lease_expires_at) when an earlier
+    # attempt died: discarded here at once, recovery's passes repeat it if the store refuses
+    if failed is not None and store is not None and failed.lease_expires_at is not None:
+        discard_ended(store, jobs, failed)
     status = failed.status.value if failed else "lost"
     return RunOutcome(disposition=Disposition.ACK, job_id=job.id, status=status, detail=code)
 
