@@ -255,7 +255,6 @@ class HttpWebhookSender:
         if concurrency < 1:
             raise ValueError(f"concurrency must be at least 1, got {concurrency}")
         self.deadline_sec = deadline_sec
-        self.concurrency = concurrency
         self._client = httpx.Client(
             timeout=deadline_sec,
             follow_redirects=False,
